@@ -1,0 +1,48 @@
+//! btc: a BitTorrent client for the terminal.
+//!
+//! # Layout
+//!
+//! The crate is split along the sans-IO boundary. The **pure core** is
+//! synchronous, deterministic and unit-tested without a runtime; the **I/O
+//! shell** (tokio) only moves bytes and time between the pieces of the core.
+//!
+//! Pure core:
+//! - [`id`]: `InfoHash`, `PeerId`.
+//! - [`bencode`]: the only user of `librqbit-bencode`.
+//! - [`metainfo`]: `.torrent` parsing and validation; info-hash over raw bytes.
+//! - [`magnet`]: magnet URIs and bare info-hashes.
+//! - [`bitfield`]: piece sets in wire order.
+//! - [`geometry`]: piece and block lengths.
+//! - [`peer::message`], [`peer::codec`], [`peer::handshake`]: the peer wire.
+//! - [`peer::extension`], [`peer::metadata`]: BEP 10 and BEP 9.
+//! - [`picker`]: which block to ask which peer for next.
+//! - [`choker`]: who we upload to.
+//! - [`tracker::announce`]: tracker request and response encoding.
+//! - [`storage::layout`]: piece offsets to file spans.
+//! - [`create`]: building a `.torrent` from files.
+//!
+//! I/O shell:
+//! - [`peer::conn`]: one task per peer connection.
+//! - [`tracker`]: HTTP and UDP announce loops.
+//! - [`dht`]: the only user of `mainline`.
+//! - [`storage::disk`]: blocking file I/O and verification.
+//! - [`session`]: the torrent actor that joins everything together.
+//! - [`ui`]: progress bars, fed from session statistics.
+//! - [`cmd`]: one function per subcommand, called by `main.rs`.
+
+pub mod bencode;
+pub mod bitfield;
+pub mod choker;
+pub mod cmd;
+pub mod create;
+pub mod dht;
+pub mod geometry;
+pub mod id;
+pub mod magnet;
+pub mod metainfo;
+pub mod peer;
+pub mod picker;
+pub mod session;
+pub mod storage;
+pub mod tracker;
+pub mod ui;

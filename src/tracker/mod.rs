@@ -1,0 +1,1 @@
+//! Trackers. Being written.
