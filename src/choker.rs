@@ -1,1 +1,149 @@
-//! Being written.
+//! Who we upload to: BEP 3's tit-for-tat with an optimistic unchoke.
+//!
+//! Every round (10 s, or sooner when a peer's interest changes) the
+//! `slots` interested peers with the best rate are unchoked: while leeching,
+//! the rate at which they send *to us* (reward those who give); while
+//! seeding, the rate at which they take from us (serve the fastest, so the
+//! data spreads). One more interested peer is unchoked optimistically and
+//! rotated every 30 s, so newcomers get a chance to prove themselves.
+//!
+//! Pure: rates and `now` come in, a set of peers to unchoke comes out.
+
+use crate::picker::PeerKey;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// How often the optimistic slot moves to another peer.
+pub const OPTIMISTIC_ROTATION: Duration = Duration::from_secs(30);
+
+/// What the choker needs to know about one connected peer.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate {
+    /// The peer.
+    pub key: PeerKey,
+    /// Whether it wants data from us.
+    pub interested: bool,
+    /// Bytes/s that count for this peer (see module doc).
+    pub rate: u64,
+}
+
+/// Unchoke decisions for one torrent.
+pub struct Choker {
+    slots: usize,
+    optimistic: Option<PeerKey>,
+    rotated_at: Option<Instant>,
+    rng: SmallRng,
+}
+
+impl Choker {
+    /// A choker with `slots` regular upload slots (plus one optimistic).
+    pub fn new(slots: usize, seed: u64) -> Self {
+        Choker {
+            slots,
+            optimistic: None,
+            rotated_at: None,
+            rng: SmallRng::seed_from_u64(seed),
+        }
+    }
+
+    /// The peers to unchoke now; everyone else is choked.
+    pub fn decide(&mut self, peers: &[Candidate], now: Instant) -> HashSet<PeerKey> {
+        let mut interested: Vec<&Candidate> = peers.iter().filter(|p| p.interested).collect();
+        // Stable order for equal rates (by key) keeps unchokes from flapping.
+        interested.sort_by(|a, b| b.rate.cmp(&a.rate).then(a.key.cmp(&b.key)));
+        let mut unchoke: HashSet<PeerKey> =
+            interested.iter().take(self.slots).map(|p| p.key).collect();
+        let others: Vec<PeerKey> = interested
+            .iter()
+            .map(|p| p.key)
+            .filter(|k| !unchoke.contains(k))
+            .collect();
+        let due = self
+            .rotated_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= OPTIMISTIC_ROTATION);
+        let current_ok = self.optimistic.is_some_and(|k| others.contains(&k));
+        if (due || !current_ok) && !others.is_empty() {
+            // Prefer someone other than the current holder when rotating.
+            let pool: Vec<PeerKey> = others
+                .iter()
+                .copied()
+                .filter(|&k| others.len() == 1 || Some(k) != self.optimistic)
+                .collect();
+            self.optimistic = Some(pool[self.rng.random_range(0..pool.len())]);
+            self.rotated_at = Some(now);
+        } else if others.is_empty() {
+            self.optimistic = None;
+        }
+        if let Some(k) = self.optimistic {
+            unchoke.insert(k);
+        }
+        unchoke
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(key: PeerKey, interested: bool, rate: u64) -> Candidate {
+        Candidate {
+            key,
+            interested,
+            rate,
+        }
+    }
+
+    #[test]
+    fn best_rates_plus_one_optimistic() {
+        let mut ch = Choker::new(2, 1);
+        let peers = [
+            c(1, true, 100),
+            c(2, true, 500),
+            c(3, true, 300),
+            c(4, false, 9999),
+            c(5, true, 0),
+        ];
+        let u = ch.decide(&peers, Instant::now());
+        assert!(u.contains(&2) && u.contains(&3));
+        assert!(!u.contains(&4), "uninterested peers are never unchoked");
+        assert_eq!(u.len(), 3);
+        let opt = *u.iter().find(|k| **k != 2 && **k != 3).unwrap();
+        assert!(opt == 1 || opt == 5);
+    }
+
+    #[test]
+    fn everyone_unchoked_when_slots_suffice() {
+        let mut ch = Choker::new(4, 1);
+        let u = ch.decide(&[c(1, true, 0), c(2, true, 0)], Instant::now());
+        assert_eq!(u.len(), 2);
+    }
+
+    #[test]
+    fn optimistic_slot_rotates_every_30s() {
+        let mut ch = Choker::new(1, 42);
+        let peers = [c(1, true, 1000), c(2, true, 0), c(3, true, 0), c(4, true, 0)];
+        let t0 = Instant::now();
+        let first = ch.decide(&peers, t0);
+        let opt0 = ch.optimistic.unwrap();
+        assert!(first.contains(&1) && first.contains(&opt0));
+        // Within the period it stays put.
+        ch.decide(&peers, t0 + Duration::from_secs(10));
+        assert_eq!(ch.optimistic, Some(opt0));
+        // After the period it moves to another peer.
+        ch.decide(&peers, t0 + OPTIMISTIC_ROTATION);
+        assert_ne!(ch.optimistic, Some(opt0));
+    }
+
+    #[test]
+    fn optimistic_holder_that_loses_interest_is_replaced() {
+        let mut ch = Choker::new(1, 3);
+        let t0 = Instant::now();
+        ch.decide(&[c(1, true, 9), c(2, true, 0)], t0);
+        assert_eq!(ch.optimistic, Some(2));
+        let u = ch.decide(&[c(1, true, 9), c(2, false, 0), c(3, true, 0)], t0);
+        assert_eq!(ch.optimistic, Some(3));
+        assert!(!u.contains(&2));
+    }
+}

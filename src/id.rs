@@ -18,7 +18,7 @@ pub enum IdError {
 }
 
 /// SHA-1 of a torrent's bencoded info dictionary (BitTorrent v1).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct InfoHash(pub [u8; 20]);
 
 /// The 20-byte id a peer announces in its handshake.

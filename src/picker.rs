@@ -1,1 +1,546 @@
-//! Being written.
+//! Which block to ask which peer for next, and assembly of received blocks
+//! into whole pieces.
+//!
+//! Policy: finish pieces already started before starting new ones (keeps the
+//! number of half-done pieces, and so memory, small); start new pieces
+//! rarest-first, except the first few which are random so a fresh swarm does
+//! not all chase the same rare piece and we get something to share quickly;
+//! once every missing block is already requested (endgame), hand out
+//! duplicate requests and tell the caller whom to cancel when a copy lands.
+//!
+//! Pure and synchronous: time comes in as `now`, randomness from a seeded
+//! RNG, peers are opaque keys. The session owns one `Picker` behind a lock.
+
+use crate::bitfield::Bitfield;
+use crate::geometry::Geometry;
+use crate::peer::message::{BLOCK_LEN, BlockRef};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Opaque id of a connected peer.
+pub type PeerKey = u64;
+
+/// Pieces picked at random before switching to rarest-first.
+const RANDOM_FIRST_PIECES: usize = 4;
+
+/// A request this old may be duplicated to another peer even outside endgame.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Upper bound on memory held by half-assembled pieces.
+const MAX_PENDING_BYTES: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+enum BlockState {
+    Free,
+    Requested { by: Vec<PeerKey>, at: Instant },
+    Received,
+}
+
+struct Partial {
+    blocks: Vec<BlockState>,
+    received: u32,
+    buf: Vec<u8>,
+    contributors: Vec<PeerKey>,
+}
+
+/// What became of a received block.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BlockOutcome {
+    /// Not something we are waiting for (already have it, or out of range).
+    Unwanted,
+    /// Stored; `cancel` lists other peers with the same block in flight.
+    Stored {
+        /// Peers to send CANCEL to.
+        cancel: Vec<PeerKey>,
+    },
+    /// Stored and the piece is whole: verify `data`, then call
+    /// [`Picker::piece_verified`] or [`Picker::piece_failed`].
+    Complete {
+        /// The piece index.
+        piece: u32,
+        /// The assembled piece (return it with [`Picker::recycle`]).
+        data: Vec<u8>,
+        /// Every peer that sent a block of it.
+        contributors: Vec<PeerKey>,
+        /// Peers to send CANCEL to.
+        cancel: Vec<PeerKey>,
+    },
+}
+
+/// Piece selection and assembly for one torrent.
+pub struct Picker {
+    geometry: Geometry,
+    have: Bitfield,
+    verifying: Bitfield,
+    availability: Vec<u32>,
+    pending: HashMap<u32, Partial>,
+    pool: Vec<Vec<u8>>,
+    rng: SmallRng,
+    max_pending: usize,
+}
+
+impl Picker {
+    /// A picker for `geometry` that already has the pieces in `have`.
+    pub fn new(geometry: Geometry, have: Bitfield, seed: u64) -> Self {
+        let n = geometry.piece_count as usize;
+        let max_pending = (MAX_PENDING_BYTES / geometry.piece_length as u64).max(2) as usize;
+        Picker {
+            geometry,
+            have,
+            verifying: Bitfield::new(n),
+            availability: vec![0; n],
+            pending: HashMap::new(),
+            pool: Vec::new(),
+            rng: SmallRng::seed_from_u64(seed),
+            max_pending,
+        }
+    }
+
+    /// Verified pieces.
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    /// The torrent's geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// True when every piece is verified.
+    pub fn is_complete(&self) -> bool {
+        self.have.is_full()
+    }
+
+    /// Bytes of verified pieces.
+    pub fn bytes_have(&self) -> u64 {
+        let g = &self.geometry;
+        let last = g.piece_count - 1;
+        let full = self.have.count() as u64 * g.piece_length as u64;
+        if self.have.get(last as usize) {
+            full - g.piece_length as u64 + g.piece_len(last) as u64
+        } else {
+            full
+        }
+    }
+
+    /// Whether `peer_has` holds any piece we still lack.
+    pub fn is_interesting(&self, peer_has: &Bitfield) -> bool {
+        if peer_has.is_full() {
+            return !self.have.is_full();
+        }
+        peer_has.iter_ones().any(|i| !self.have.get(i))
+    }
+
+    /// A peer announced its whole bitfield.
+    pub fn add_availability(&mut self, peer_has: &Bitfield) {
+        for i in peer_has.iter_ones() {
+            self.availability[i] += 1;
+        }
+    }
+
+    /// A peer announced one piece.
+    pub fn add_have(&mut self, piece: u32) {
+        if let Some(a) = self.availability.get_mut(piece as usize) {
+            *a += 1;
+        }
+    }
+
+    /// A peer left: forget its pieces and free the blocks only it had in flight.
+    pub fn peer_gone(&mut self, peer: PeerKey, peer_has: &Bitfield) {
+        for i in peer_has.iter_ones() {
+            self.availability[i] = self.availability[i].saturating_sub(1);
+        }
+        self.release(peer, None);
+    }
+
+    /// Forgets `peer`'s requests (all, or just `only`): it choked us, was
+    /// snubbed, or cancelled.
+    pub fn release(&mut self, peer: PeerKey, only: Option<&[BlockRef]>) {
+        let release_one = |p: &mut Partial, b: usize| {
+            if let BlockState::Requested { by, .. } = &mut p.blocks[b] {
+                by.retain(|&k| k != peer);
+                if by.is_empty() {
+                    p.blocks[b] = BlockState::Free;
+                }
+            }
+        };
+        match only {
+            Some(list) => {
+                for r in list {
+                    if let Some(p) = self.pending.get_mut(&r.piece) {
+                        let b = (r.offset / BLOCK_LEN) as usize;
+                        if b < p.blocks.len() {
+                            release_one(p, b);
+                        }
+                    }
+                }
+            }
+            None => {
+                for p in self.pending.values_mut() {
+                    for b in 0..p.blocks.len() {
+                        release_one(p, b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Up to `want` new block requests for `peer`, which has `peer_has` and
+    /// already has `in_flight` requests outstanding (never duplicated to it).
+    pub fn pick(
+        &mut self,
+        peer: PeerKey,
+        peer_has: &Bitfield,
+        want: usize,
+        in_flight: &[BlockRef],
+        now: Instant,
+    ) -> Vec<BlockRef> {
+        let mut out = Vec::with_capacity(want);
+        if want == 0 || self.have.is_full() {
+            return out;
+        }
+        // 1. Free blocks of pieces already started.
+        let mut started: Vec<u32> = self
+            .pending
+            .keys()
+            .copied()
+            .filter(|&p| peer_has.get(p as usize))
+            .collect();
+        started.sort_unstable_by_key(|p| std::cmp::Reverse(self.pending[p].received));
+        for piece in started {
+            self.take_free(peer, piece, want, now, &mut out);
+            if out.len() >= want {
+                return out;
+            }
+        }
+        // 2. New pieces, rarest first.
+        while out.len() < want && self.pending.len() < self.max_pending {
+            let Some(piece) = self.choose_new_piece(peer_has) else {
+                break;
+            };
+            self.start_piece(piece);
+            self.take_free(peer, piece, want, now, &mut out);
+        }
+        if out.len() >= want {
+            return out;
+        }
+        // 3. Endgame (nothing free left anywhere we can get) or stale requests:
+        // duplicate blocks others have in flight, least-duplicated first.
+        let endgame = self.all_missing_started();
+        let mut candidates: Vec<(usize, BlockRef)> = Vec::new();
+        for (&piece, p) in &self.pending {
+            if !peer_has.get(piece as usize) {
+                continue;
+            }
+            for (b, st) in p.blocks.iter().enumerate() {
+                if let BlockState::Requested { by, at } = st {
+                    let stale = now.saturating_duration_since(*at) >= REQUEST_TIMEOUT;
+                    if (endgame || stale) && !by.contains(&peer) {
+                        let r = self.block_ref(piece, b as u32);
+                        if !in_flight.contains(&r) && !out.contains(&r) {
+                            candidates.push((by.len(), r));
+                        }
+                    }
+                }
+            }
+        }
+        candidates.sort_unstable_by_key(|(n, r)| (*n, r.piece, r.offset));
+        for (_, r) in candidates.into_iter().take(want - out.len()) {
+            if let Some(p) = self.pending.get_mut(&r.piece) {
+                if let BlockState::Requested { by, .. } = &mut p.blocks[(r.offset / BLOCK_LEN) as usize] {
+                    by.push(peer);
+                }
+            }
+            out.push(r);
+        }
+        out
+    }
+
+    fn all_missing_started(&self) -> bool {
+        let missing = self.geometry.piece_count as usize - self.have.count() - self.verifying.count();
+        self.pending.len() >= missing
+            && self
+                .pending
+                .values()
+                .all(|p| p.blocks.iter().all(|b| !matches!(b, BlockState::Free)))
+    }
+
+    fn block_ref(&self, piece: u32, b: u32) -> BlockRef {
+        BlockRef {
+            piece,
+            offset: b * BLOCK_LEN,
+            len: self.geometry.block_len(piece, b),
+        }
+    }
+
+    fn take_free(&mut self, peer: PeerKey, piece: u32, want: usize, now: Instant, out: &mut Vec<BlockRef>) {
+        let g = self.geometry;
+        let Some(p) = self.pending.get_mut(&piece) else {
+            return;
+        };
+        for (b, st) in p.blocks.iter_mut().enumerate() {
+            if out.len() >= want {
+                break;
+            }
+            if matches!(st, BlockState::Free) {
+                *st = BlockState::Requested {
+                    by: vec![peer],
+                    at: now,
+                };
+                out.push(BlockRef {
+                    piece,
+                    offset: b as u32 * BLOCK_LEN,
+                    len: g.block_len(piece, b as u32),
+                });
+            }
+        }
+    }
+
+    fn choose_new_piece(&mut self, peer_has: &Bitfield) -> Option<u32> {
+        let n = self.geometry.piece_count as usize;
+        let eligible = |i: usize, s: &Self| {
+            peer_has.get(i) && !s.have.get(i) && !s.verifying.get(i) && !s.pending.contains_key(&(i as u32))
+        };
+        let start = self.rng.random_range(0..n);
+        if self.have.count() < RANDOM_FIRST_PIECES {
+            return (0..n).map(|k| (start + k) % n).find(|&i| eligible(i, self)).map(|i| i as u32);
+        }
+        let mut best: Option<(u32, usize)> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if eligible(i, self) {
+                let a = self.availability[i];
+                if best.is_none_or(|(ba, _)| a < ba) {
+                    best = Some((a, i));
+                    if a <= 1 {
+                        break;
+                    }
+                }
+            }
+        }
+        best.map(|(_, i)| i as u32)
+    }
+
+    fn start_piece(&mut self, piece: u32) {
+        let len = self.geometry.piece_len(piece) as usize;
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.resize(len, 0);
+        self.pending.insert(
+            piece,
+            Partial {
+                blocks: vec![BlockState::Free; self.geometry.block_count(piece) as usize],
+                received: 0,
+                buf,
+                contributors: Vec::new(),
+            },
+        );
+    }
+
+    /// A block arrived from `peer`.
+    pub fn on_block(&mut self, peer: PeerKey, piece: u32, offset: u32, data: &[u8]) -> BlockOutcome {
+        let g = self.geometry;
+        let Some(p) = self.pending.get_mut(&piece) else {
+            return BlockOutcome::Unwanted;
+        };
+        if offset % BLOCK_LEN != 0 {
+            return BlockOutcome::Unwanted;
+        }
+        let b = (offset / BLOCK_LEN) as usize;
+        if b >= p.blocks.len() || data.len() != g.block_len(piece, b as u32) as usize {
+            return BlockOutcome::Unwanted;
+        }
+        let cancel = match std::mem::replace(&mut p.blocks[b], BlockState::Received) {
+            BlockState::Received => return BlockOutcome::Unwanted,
+            BlockState::Free => Vec::new(),
+            BlockState::Requested { by, .. } => by.into_iter().filter(|&k| k != peer).collect(),
+        };
+        p.buf[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+        p.received += 1;
+        if !p.contributors.contains(&peer) {
+            p.contributors.push(peer);
+        }
+        if p.received as usize == p.blocks.len() {
+            let p = self.pending.remove(&piece).expect("present above");
+            self.verifying.set(piece as usize);
+            BlockOutcome::Complete {
+                piece,
+                data: p.buf,
+                contributors: p.contributors,
+                cancel,
+            }
+        } else {
+            BlockOutcome::Stored { cancel }
+        }
+    }
+
+    /// The piece hashed correctly and is on disk.
+    pub fn piece_verified(&mut self, piece: u32) {
+        self.verifying.clear(piece as usize);
+        self.have.set(piece as usize);
+    }
+
+    /// The piece failed its hash: it will be picked again.
+    pub fn piece_failed(&mut self, piece: u32) {
+        self.verifying.clear(piece as usize);
+    }
+
+    /// Returns a piece buffer for reuse, sparing an allocation per piece.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.pool.len() < 64 {
+            self.pool.push(buf);
+        }
+    }
+
+    /// Number of pieces being assembled.
+    pub fn pending_pieces(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data_for(g: &Geometry, r: &BlockRef) -> Vec<u8> {
+        assert!(g.contains(r.piece, r.offset, r.len));
+        vec![r.piece as u8; r.len as usize]
+    }
+
+    #[test]
+    fn downloads_everything_exactly_once_from_one_peer() {
+        let g = Geometry::new(10 * 32768 + 100, 32768);
+        let mut p = Picker::new(g, Bitfield::new(g.piece_count as usize), 1);
+        let all = Bitfield::full(g.piece_count as usize);
+        p.add_availability(&all);
+        let now = Instant::now();
+        let mut seen = std::collections::HashSet::new();
+        let mut done = Vec::new();
+        loop {
+            let reqs = p.pick(1, &all, 7, &[], now);
+            if reqs.is_empty() {
+                break;
+            }
+            for r in reqs {
+                assert!(seen.insert(r), "duplicate request {r:?}");
+                if let BlockOutcome::Complete { piece, data, .. } = p.on_block(1, r.piece, r.offset, &data_for(&g, &r)) {
+                    assert_eq!(data.len(), g.piece_len(piece) as usize);
+                    assert!(data.iter().all(|&b| b == piece as u8));
+                    p.piece_verified(piece);
+                    p.recycle(data);
+                    done.push(piece);
+                }
+            }
+        }
+        assert!(p.is_complete());
+        assert_eq!(done.len(), g.piece_count as usize);
+        assert_eq!(p.bytes_have(), g.total_length);
+        let blocks: u32 = (0..g.piece_count).map(|i| g.block_count(i)).sum();
+        assert_eq!(seen.len() as u32, blocks);
+    }
+
+    #[test]
+    fn rarest_first_after_random_start() {
+        let g = Geometry::new(10 * 16384, 16384);
+        let mut have = Bitfield::new(10);
+        for i in 0..4 {
+            have.set(i);
+        }
+        let mut p = Picker::new(g, have, 7);
+        let all = Bitfield::full(10);
+        p.add_availability(&all);
+        p.add_availability(&all);
+        // Piece 8 is only on one peer: it is the rarest.
+        let mut only8 = Bitfield::new(10);
+        only8.set(8);
+        for i in 0..10 {
+            if i != 8 {
+                p.add_have(i);
+            }
+        }
+        let r = p.pick(1, &all, 1, &[], Instant::now());
+        assert_eq!(r[0].piece, 8);
+        let _ = only8;
+    }
+
+    #[test]
+    fn only_picks_what_the_peer_has() {
+        let g = Geometry::new(4 * 16384, 16384);
+        let mut p = Picker::new(g, Bitfield::new(4), 3);
+        let mut two = Bitfield::new(4);
+        two.set(2);
+        p.add_availability(&two);
+        let r = p.pick(1, &two, 10, &[], Instant::now());
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].piece, 2);
+        assert!(p.pick(1, &Bitfield::new(4), 10, &[], Instant::now()).is_empty());
+    }
+
+    #[test]
+    fn endgame_duplicates_and_cancels() {
+        let g = Geometry::new(2 * 16384, 16384);
+        let mut p = Picker::new(g, Bitfield::new(2), 5);
+        let all = Bitfield::full(2);
+        let now = Instant::now();
+        let a = p.pick(1, &all, 10, &[], now);
+        assert_eq!(a.len(), 2);
+        // Peer 2 arrives when everything is requested: endgame duplicates.
+        let b = p.pick(2, &all, 10, &[], now);
+        assert_eq!(b.len(), 2);
+        // Peer 1 delivers piece a[0]: peer 2 must be told to cancel.
+        match p.on_block(1, a[0].piece, 0, &data_for(&g, &a[0])) {
+            BlockOutcome::Complete { cancel, contributors, .. } => {
+                assert_eq!(cancel, vec![2]);
+                assert_eq!(contributors, vec![1]);
+            }
+            o => panic!("{o:?}"),
+        }
+        // Peer 2's copy of the same block is now unwanted.
+        assert_eq!(p.on_block(2, a[0].piece, 0, &data_for(&g, &a[0])), BlockOutcome::Unwanted);
+    }
+
+    #[test]
+    fn released_blocks_go_to_others_and_stale_ones_are_duplicated() {
+        let g = Geometry::new(8 * 16384, 16384);
+        let mut p = Picker::new(g, Bitfield::new(8), 9);
+        let mut one = Bitfield::new(8);
+        one.set(0);
+        let t0 = Instant::now();
+        let a = p.pick(1, &one, 5, &[], t0);
+        assert_eq!(a.len(), 1);
+        assert!(p.pick(2, &one, 5, &[], t0).is_empty() || p.all_missing_started());
+        p.release(1, None);
+        let b = p.pick(2, &one, 5, &[], t0);
+        assert_eq!(b, a);
+        // Peer 3 may duplicate it once the request is stale.
+        let c = p.pick(3, &one, 5, &[], t0 + REQUEST_TIMEOUT);
+        assert_eq!(c, a);
+    }
+
+    #[test]
+    fn failed_piece_is_fetched_again() {
+        let g = Geometry::new(16384, 16384);
+        let mut p = Picker::new(g, Bitfield::new(1), 2);
+        let all = Bitfield::full(1);
+        let r = p.pick(1, &all, 5, &[], Instant::now());
+        let BlockOutcome::Complete { piece, .. } = p.on_block(1, 0, 0, &data_for(&g, &r[0])) else {
+            panic!()
+        };
+        assert!(p.pick(2, &all, 5, &[], Instant::now()).is_empty());
+        p.piece_failed(piece);
+        assert_eq!(p.pick(2, &all, 5, &[], Instant::now()), r);
+    }
+
+    #[test]
+    fn rejects_wrong_sizes_and_offsets() {
+        let g = Geometry::new(2 * 16384, 32768);
+        let mut p = Picker::new(g, Bitfield::new(1), 2);
+        let all = Bitfield::full(1);
+        p.pick(1, &all, 1, &[], Instant::now());
+        assert_eq!(p.on_block(1, 0, 1, &[0; 16384]), BlockOutcome::Unwanted);
+        assert_eq!(p.on_block(1, 0, 0, &[0; 100]), BlockOutcome::Unwanted);
+        assert_eq!(p.on_block(1, 5, 0, &[0; 16384]), BlockOutcome::Unwanted);
+        assert!(matches!(p.on_block(1, 0, 16384, &[0; 16384]), BlockOutcome::Stored { .. }));
+    }
+}

@@ -1,1 +1,584 @@
-//! Being written.
+//! The torrent session: joins discovery, peers, storage and the UI.
+//!
+//! [`run`] owns one torrent from start to stop. It opens the listener, starts
+//! peer discovery, dials peers, runs the choker, installs the metadata (at
+//! once for a `.torrent`, after the exchange for a magnet), watches for
+//! completion and seed limits, and shuts everything down in order: peers,
+//! pending disk writes, flush, trackers told `stopped`.
+//! The per-peer work happens in [`crate::peer::conn`]; this loop only makes
+//! decisions that need a view of every peer.
+
+pub mod shared;
+pub mod status;
+pub mod verify;
+
+use crate::bitfield::Bitfield;
+use crate::choker::{Candidate, Choker};
+use crate::dht::DhtHandle;
+use crate::geometry::Geometry;
+use crate::id::{InfoHash, PeerId};
+use crate::magnet::Magnet;
+use crate::metainfo::Metainfo;
+use crate::peer::conn;
+use crate::peer::metadata::MetadataAssembler;
+use crate::storage::disk::Storage;
+use crate::tracker::{AnnounceConfig, TrackerStats, TransferTotals};
+use anyhow::{Context, Result};
+use shared::{PeerCommand, Shared, TorrentData};
+use status::{Phase, Status};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How often the unchoke set is recomputed even when nothing changes.
+const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
+/// Regular upload slots (plus one optimistic).
+const UPLOAD_SLOTS: usize = 4;
+/// Dial attempts running at once.
+const MAX_HALF_OPEN: usize = 16;
+/// Candidate addresses remembered; more are dropped.
+const MAX_KNOWN_PEERS: usize = 4000;
+/// Time allowed for disk writes to drain and trackers to hear `stopped`.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// What to download.
+pub enum Source {
+    /// A parsed `.torrent`.
+    Torrent(Box<Metainfo>),
+    /// A magnet link or bare info-hash: metadata comes from peers.
+    Magnet(Magnet),
+}
+
+/// Session settings, validated by the CLI.
+pub struct Options {
+    /// Output folder.
+    pub output: PathBuf,
+    /// TCP listen port (0 = any).
+    pub port: u16,
+    /// Fall back to any free port when `port` is taken.
+    pub port_fallback: bool,
+    /// Local IP to listen on and dial from.
+    pub bind: Option<IpAddr>,
+    /// Extra trackers, each its own tier.
+    pub trackers: Vec<String>,
+    /// Peers to dial directly.
+    pub peers: Vec<SocketAddr>,
+    /// Exit once complete.
+    pub no_seed: bool,
+    /// Stop seeding at this upload ratio.
+    pub seed_ratio: Option<f64>,
+    /// Stop seeding after this long.
+    pub seed_time: Option<Duration>,
+    /// Connected peers at most.
+    pub max_peers: usize,
+    /// The DHT node, when enabled.
+    pub dht: Option<DhtHandle>,
+    /// Where fetched metadata is remembered.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// What happened, for the final summary.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Torrent name.
+    pub name: String,
+    /// Content size.
+    pub total: u64,
+    /// Payload bytes downloaded this run.
+    pub downloaded: u64,
+    /// Payload bytes uploaded this run.
+    pub uploaded: u64,
+    /// Time from start to completion, if the download completed in this run.
+    pub download_time: Option<Duration>,
+    /// Whether all pieces are verified at exit.
+    pub complete: bool,
+}
+
+#[derive(Default)]
+struct Known {
+    connected: bool,
+    dialing: bool,
+    failures: u32,
+    next_try: Option<Instant>,
+}
+
+enum ConnEvent {
+    Ended(SocketAddr, bool),
+}
+
+/// Runs one torrent until it is done (per the seed policy) or `shutdown` fires.
+pub async fn run(source: Source, opts: Options, status_tx: watch::Sender<Status>, shutdown: CancellationToken) -> Result<Report> {
+    let started = Instant::now();
+    let (info_hash, name_hint, mut magnet_trackers, magnet_peers) = match &source {
+        Source::Torrent(m) => (m.info_hash, Some(m.info.name.clone()), Vec::new(), Vec::new()),
+        Source::Magnet(m) => (m.info_hash, m.name.clone(), m.trackers.clone(), m.peers.clone()),
+    };
+    let listener = bind_listener(&opts).await?;
+    let listen_port = listener.local_addr()?.port();
+    tracing::info!("listening on {}", listener.local_addr()?);
+    let peer_id = PeerId::generate();
+    let torrent_token = shutdown.child_token();
+    let private = matches!(&source, Source::Torrent(m) if m.info.private);
+    let dht = if private { None } else { opts.dht.clone() };
+    let (shared, mut metadata_rx) = Shared::new(info_hash, peer_id, listen_port, dht.as_ref().map(|_| listen_port), torrent_token.clone());
+
+    let mut status = Status {
+        name: name_hint.unwrap_or_else(|| info_hash.to_hex()),
+        info_hash,
+        phase: Phase::Starting,
+        ..Status::default()
+    };
+    status_tx.send_replace(status.clone());
+
+    // Metadata known up front: check what is already on disk.
+    let mut tiers: Vec<Vec<String>> = Vec::new();
+    let mut complete_at_start = false;
+    match source {
+        Source::Torrent(meta) => {
+            tiers = meta.tracker_tiers();
+            install(&shared, *meta, &opts, &status_tx, &mut status).await?;
+            complete_at_start = shared.is_complete();
+        }
+        Source::Magnet(_) => {
+            tiers.extend(magnet_trackers.drain(..).map(|t| vec![t]));
+            let cached = opts.state_dir.as_ref().and_then(|d| load_cached_info(d, info_hash));
+            match cached.map(|b| Metainfo::from_info_bytes(&b, tiers.clone())) {
+                Some(Ok(meta)) => {
+                    tracing::info!("using the metadata remembered from an earlier run");
+                    install(&shared, meta, &opts, &status_tx, &mut status).await?;
+                    complete_at_start = shared.is_complete();
+                }
+                _ => shared.lock().assembler = Some(MetadataAssembler::new(info_hash)),
+            }
+        }
+    }
+    for t in &opts.trackers {
+        tiers.push(vec![t.clone()]);
+    }
+
+    // Discovery: trackers, DHT, explicit peers.
+    let (peer_tx, mut peer_rx) = mpsc::channel::<Vec<SocketAddr>>(256);
+    let (totals_tx, totals_rx) = watch::channel(totals(&shared));
+    let tracker_stats = Arc::new(TrackerStats::default());
+    let announcer = crate::tracker::spawn_announcer(
+        AnnounceConfig {
+            info_hash,
+            peer_id,
+            port: listen_port,
+            bind: opts.bind,
+            tiers,
+            numwant: 200,
+            stop_timeout: Duration::from_secs(2),
+        },
+        totals_rx,
+        peer_tx.clone(),
+        tracker_stats.clone(),
+        torrent_token.clone(),
+    );
+    let dht_found = Arc::new(AtomicUsize::new(0));
+    let connected_count = Arc::new(AtomicUsize::new(0));
+    let dht_task = dht.as_ref().map(|d| {
+        let c = connected_count.clone();
+        let want_more: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || c.load(Ordering::Relaxed) < 10);
+        crate::dht::spawn_discovery(d.clone(), info_hash, listen_port, true, want_more, peer_tx.clone(), dht_found.clone(), torrent_token.clone())
+    });
+    let mut initial: Vec<SocketAddr> = opts.peers.clone();
+    initial.extend(magnet_peers);
+    if !initial.is_empty() {
+        let _ = peer_tx.try_send(initial);
+    }
+
+    // Incoming connections.
+    let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(256);
+    let acceptor = tokio::spawn(accept_loop(listener, shared.clone(), opts.max_peers));
+
+    let mut known: HashMap<SocketAddr, Known> = HashMap::new();
+    let mut choker = Choker::new(UPLOAD_SLOTS, rand::random());
+    let mut last_choke = Instant::now() - CHOKE_INTERVAL;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut completed_at: Option<Instant> = complete_at_start.then(Instant::now);
+    let mut download_time = None;
+    let mut last_rate = (Instant::now(), 0u64, 0u64);
+    let dialing = Arc::new(AtomicUsize::new(0));
+    let mut seeding_since = completed_at;
+
+    loop {
+        tokio::select! {
+            _ = torrent_token.cancelled() => break,
+            Some(addrs) = peer_rx.recv() => {
+                for a in addrs {
+                    if known.len() >= MAX_KNOWN_PEERS {
+                        break;
+                    }
+                    if a.port() == 0 || (a.port() == listen_port && is_local(a.ip(), opts.bind)) {
+                        continue;
+                    }
+                    known.entry(a).or_default();
+                }
+                status.peers_known = known.len();
+                dial_some(&mut known, &shared, &opts, &dialing, &ev_tx);
+            }
+            Some(ConnEvent::Ended(addr, ok)) = ev_rx.recv() => {
+                if let Some(k) = known.get_mut(&addr) {
+                    k.dialing = false;
+                    k.connected = false;
+                    k.failures = if ok { 0 } else { k.failures + 1 };
+                    // Back off: 15 s, 30 s, 1 min … up to 10 min.
+                    let wait = Duration::from_secs(15u64 << k.failures.min(6)).min(Duration::from_secs(600));
+                    k.next_try = Some(Instant::now() + wait);
+                }
+                dial_some(&mut known, &shared, &opts, &dialing, &ev_tx);
+            }
+            Some(info) = metadata_rx.recv(), if shared.data().is_none() => {
+                let trackers = Vec::new();
+                match Metainfo::from_info_bytes(&info, trackers) {
+                    Ok(meta) => {
+                        tracing::info!("metadata received: {} ({} bytes)", meta.info.name, info.len());
+                        if let Some(dir) = &opts.state_dir {
+                            save_cached_info(dir, info_hash, &info);
+                        }
+                        shared.lock().assembler = None;
+                        status.name = meta.info.name.clone();
+                        install(&shared, meta, &opts, &status_tx, &mut status).await?;
+                        status.metadata_at = Some(started.elapsed());
+                    }
+                    Err(e) => anyhow::bail!("the swarm's metadata matches the info-hash but is not a usable torrent: {e}"),
+                }
+            }
+            _ = shared.rechoke.notified() => {
+                rechoke(&shared, &mut choker);
+                last_choke = Instant::now();
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if now.duration_since(last_choke) >= CHOKE_INTERVAL {
+                    rechoke(&shared, &mut choker);
+                    last_choke = now;
+                }
+                dial_some(&mut known, &shared, &opts, &dialing, &ev_tx);
+                totals_tx.send_if_modified(|t| {
+                    let n = totals(&shared);
+                    let changed = *t != n;
+                    *t = n;
+                    changed
+                });
+                // Status for the UI.
+                let down = shared.counters.downloaded.load(Ordering::Relaxed);
+                let up = shared.counters.uploaded.load(Ordering::Relaxed);
+                let dt = now.duration_since(last_rate.0).as_secs_f64();
+                if dt >= 1.0 {
+                    status.down_rate = ((down - last_rate.1) as f64 / dt) as u64;
+                    status.up_rate = ((up - last_rate.2) as f64 / dt) as u64;
+                    last_rate = (now, down, up);
+                }
+                {
+                    let st = shared.lock();
+                    status.peers_connected = st.peers.len();
+                    status.seeds_connected = st.peers.values().filter(|p| p.seed).count();
+                    if let Some(a) = &st.assembler {
+                        status.metadata_progress = a.progress();
+                    }
+                }
+                connected_count.store(status.peers_connected, Ordering::Relaxed);
+                status.downloaded = down;
+                status.uploaded = up;
+                status.trackers_ok = tracker_stats.trackers_ok();
+                status.trackers_total = tracker_stats.trackers_total();
+                status.dht_peers = dht_found.load(Ordering::Relaxed);
+                status.dht_nodes = dht.as_ref().map_or(0, |d| d.routing_table_size());
+                if let Some((have, total)) = shared.progress() {
+                    status.have = have;
+                    status.total = total;
+                    if status.first_piece_at.is_none() && !complete_at_start && have > 0 {
+                        status.first_piece_at = Some(started.elapsed());
+                    }
+                }
+                if shared.data().is_none() {
+                    status.phase = if status.metadata_progress.1 > 0 { Phase::FetchingMetadata } else { Phase::FindingPeers };
+                } else if shared.is_complete() {
+                    status.phase = Phase::Seeding;
+                } else {
+                    status.phase = Phase::Downloading;
+                }
+                status_tx.send_replace(status.clone());
+
+                if completed_at.is_none() && shared.is_complete() {
+                    completed_at = Some(now);
+                    seeding_since = Some(now);
+                    download_time = Some(now.duration_since(started));
+                    on_complete(&shared);
+                    status.phase = Phase::Seeding;
+                    status_tx.send_replace(status.clone());
+                    if opts.no_seed {
+                        break;
+                    }
+                }
+                if let Some(since) = seeding_since {
+                    if opts.no_seed {
+                        break;
+                    }
+                    if opts.seed_time.is_some_and(|t| now.duration_since(since) >= t) {
+                        tracing::info!("seed time reached");
+                        break;
+                    }
+                    if let Some(r) = opts.seed_ratio {
+                        if status.total > 0 && up as f64 / status.total as f64 >= r {
+                            tracing::info!("seed ratio reached");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Orderly shutdown: peers first, then pending writes, flush, trackers.
+    status.phase = Phase::Stopping;
+    status_tx.send_replace(status.clone());
+    torrent_token.cancel();
+    acceptor.abort();
+    shared.disk_tasks.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, shared.disk_tasks.wait()).await;
+    if let Some(data) = shared.data().cloned() {
+        let flush = tokio::task::spawn_blocking(move || data.storage.sync());
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(SHUTDOWN_GRACE, flush).await {
+            tracing::warn!("flushing data to disk: {e}");
+        }
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, announcer).await;
+    if let Some(t) = dht_task {
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
+    if let Some(msg) = shared.fatal.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        anyhow::bail!(msg);
+    }
+    let complete = shared.is_complete();
+    Ok(Report {
+        name: status.name.clone(),
+        total: status.total,
+        downloaded: shared.counters.downloaded.load(Ordering::Relaxed),
+        uploaded: shared.counters.uploaded.load(Ordering::Relaxed),
+        download_time,
+        complete,
+    })
+}
+
+async fn bind_listener(opts: &Options) -> Result<TcpListener> {
+    let ip = opts.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    match TcpListener::bind((ip, opts.port)).await {
+        Ok(l) => Ok(l),
+        Err(e) if opts.port_fallback && e.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::warn!("port {} is in use; listening on a free port instead", opts.port);
+            TcpListener::bind((ip, 0)).await.context("opening the peer listener")
+        }
+        Err(e) => Err(e).with_context(|| format!("listening on {ip}:{}", opts.port)),
+    }
+}
+
+fn is_local(ip: IpAddr, bind: Option<IpAddr>) -> bool {
+    match bind {
+        Some(b) => ip == b,
+        None => ip.is_loopback() || ip.is_unspecified(),
+    }
+}
+
+/// Checks the disk for existing data, then makes the torrent live.
+async fn install(shared: &Arc<Shared>, meta: Metainfo, opts: &Options, status_tx: &watch::Sender<Status>, status: &mut Status) -> Result<()> {
+    let geometry = Geometry::new(meta.info.total_length, meta.info.piece_length);
+    let storage = Storage::new(&opts.output, &meta.info).context("laying out the files")?;
+    status.total = geometry.total_length;
+    status.name = meta.info.name.clone();
+    let data = Arc::new(TorrentData { meta, geometry, storage });
+    let progress = Arc::new(AtomicU32::new(0));
+    let check = {
+        let data = data.clone();
+        let progress = progress.clone();
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::task::spawn_blocking(move || {
+            let have = data.storage.check_existing(&data.geometry, &data.meta.info.pieces, threads, &progress);
+            data.storage.prepare().map(|()| have)
+        })
+    };
+    tokio::pin!(check);
+    let have: Bitfield = loop {
+        tokio::select! {
+            r = &mut check => break r.context("checking existing data")?.context("preparing the output files")?,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                status.phase = Phase::Checking {
+                    done: progress.load(Ordering::Relaxed),
+                    total: geometry.piece_count,
+                };
+                status_tx.send_replace(status.clone());
+            }
+        }
+    };
+    if have.count() > 0 {
+        tracing::info!("{} of {} pieces already on disk", have.count(), geometry.piece_count);
+    }
+    status.resumed_pieces = have.count();
+    shared.install(data, have);
+    Ok(())
+}
+
+/// Transfer totals for the trackers; `left` is 1 until the size is known so
+/// trackers count us as a leecher.
+fn totals(shared: &Shared) -> TransferTotals {
+    let (have, total) = shared.progress().unwrap_or((0, 1));
+    TransferTotals {
+        uploaded: shared.counters.uploaded.load(Ordering::Relaxed),
+        downloaded: shared.counters.downloaded.load(Ordering::Relaxed),
+        left: total - have,
+    }
+}
+
+/// Download finished: seeds are of no more use to us, drop them.
+fn on_complete(shared: &Shared) {
+    let st = shared.lock();
+    for p in st.peers.values().filter(|p| p.seed) {
+        let _ = p.tx.try_send(PeerCommand::Close);
+    }
+}
+
+fn rechoke(shared: &Shared, choker: &mut Choker) {
+    let seeding = shared.is_complete();
+    let mut st = shared.lock();
+    let candidates: Vec<Candidate> = st
+        .peers
+        .iter()
+        .map(|(k, p)| Candidate {
+            key: *k,
+            interested: p.interested,
+            rate: if seeding { p.up_rate } else { p.down_rate },
+        })
+        .collect();
+    let unchoke = choker.decide(&candidates, std::time::Instant::now());
+    for (k, p) in st.peers.iter_mut() {
+        let choke = !unchoke.contains(k);
+        if choke != p.choked && p.tx.try_send(PeerCommand::SetChoke(choke)).is_ok() {
+            p.choked = choke;
+        }
+    }
+}
+
+fn dial_some(known: &mut HashMap<SocketAddr, Known>, shared: &Arc<Shared>, opts: &Options, dialing: &Arc<AtomicUsize>, ev_tx: &mpsc::Sender<ConnEvent>) {
+    if shared.shutdown.is_cancelled() {
+        return;
+    }
+    let connected = shared.lock().peers.len();
+    let complete = shared.is_complete();
+    let now = Instant::now();
+    let mut budget = opts
+        .max_peers
+        .saturating_sub(connected + dialing.load(Ordering::Relaxed))
+        .min(MAX_HALF_OPEN.saturating_sub(dialing.load(Ordering::Relaxed)));
+    // While seeding we only accept; dialing is for getting data.
+    if complete {
+        return;
+    }
+    for (addr, k) in known.iter_mut() {
+        if budget == 0 {
+            break;
+        }
+        if k.connected || k.dialing || k.next_try.is_some_and(|t| t > now) {
+            continue;
+        }
+        if shared.lock().banned.contains(&addr.ip()) {
+            continue;
+        }
+        k.dialing = true;
+        k.connected = true;
+        budget -= 1;
+        dialing.fetch_add(1, Ordering::Relaxed);
+        let (addr, shared, bind, ev_tx, dialing) = (*addr, shared.clone(), opts.bind, ev_tx.clone(), dialing.clone());
+        tokio::spawn(async move {
+            let res = conn::connect(addr, bind, &shared).await;
+            dialing.fetch_sub(1, Ordering::Relaxed);
+            let ok = match res {
+                Ok((stream, theirs)) => {
+                    let r = conn::run(stream, theirs, addr, shared).await;
+                    if let Err(e) = &r {
+                        tracing::debug!("peer {addr}: {e}");
+                    }
+                    r.is_ok()
+                }
+                Err(e) => {
+                    tracing::debug!("dialing {addr}: {e}");
+                    false
+                }
+            };
+            let _ = ev_tx.send(ConnEvent::Ended(addr, ok)).await;
+        });
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, max_peers: usize) {
+    loop {
+        let (mut stream, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        {
+            let st = shared.lock();
+            if st.peers.len() >= max_peers || st.banned.contains(&addr.ip()) {
+                continue;
+            }
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let theirs = match conn::read_handshake(&mut stream).await {
+                Ok(h) if h.info_hash == shared.info_hash => h,
+                Ok(h) => {
+                    tracing::debug!("incoming {addr} wants {}", h.info_hash);
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!("incoming {addr}: {e}");
+                    return;
+                }
+            };
+            if let Err(e) = conn::answer_handshake(&mut stream, &shared, &theirs).await {
+                tracing::debug!("incoming {addr}: {e}");
+                return;
+            }
+            if let Err(e) = conn::run(stream, theirs, addr, shared).await {
+                tracing::debug!("peer {addr}: {e}");
+            }
+        });
+    }
+}
+
+fn cached_info_path(dir: &std::path::Path, ih: InfoHash) -> PathBuf {
+    dir.join("metadata").join(format!("{}.info", ih.to_hex()))
+}
+
+/// Reads an info dict remembered from an earlier run, if it still matches.
+fn load_cached_info(dir: &std::path::Path, ih: InfoHash) -> Option<Vec<u8>> {
+    use sha1::{Digest, Sha1};
+    let bytes = std::fs::read(cached_info_path(dir, ih)).ok()?;
+    (Sha1::digest(&bytes).as_slice() == ih.0).then_some(bytes)
+}
+
+/// Remembers a fetched info dict so the same magnet starts at once next time.
+fn save_cached_info(dir: &std::path::Path, ih: InfoHash, info: &[u8]) {
+    let path = cached_info_path(dir, ih);
+    let tmp = path.with_extension("tmp");
+    let r = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&tmp, info))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = r {
+        tracing::warn!("could not remember the metadata in {}: {e}", path.display());
+    }
+}

@@ -1,0 +1,241 @@
+//! State shared by the session's control loop and every peer task.
+//!
+//! Lock discipline: one `std::sync::Mutex<State>`, held only for short,
+//! non-awaiting sections (a pick, a block copy, a table update). Nothing
+//! blocking happens under it: hashing and disk I/O run on the blocking pool
+//! and take the lock again only to record their result.
+
+use crate::bitfield::Bitfield;
+use crate::geometry::Geometry;
+use crate::id::{InfoHash, PeerId};
+use crate::metainfo::Metainfo;
+use crate::peer::message::BlockRef;
+use crate::picker::{PeerKey, Picker};
+use crate::peer::metadata::MetadataAssembler;
+use crate::storage::disk::Storage;
+use bytes::Bytes;
+use tokio_util::task::TaskTracker;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tokio::sync::{Notify, mpsc, watch};
+
+use tokio_util::sync::CancellationToken;
+
+/// Strikes at which an IP is banned for sending data that fails its hash.
+/// A peer that was the only source of a bad piece gets two strikes, one
+/// that shared the piece with others gets one.
+pub const BAN_STRIKES: u32 = 4;
+
+/// Everything known once the info dictionary is.
+pub struct TorrentData {
+    /// The torrent.
+    pub meta: Metainfo,
+    /// Piece geometry.
+    pub geometry: Geometry,
+    /// The files on disk.
+    pub storage: Storage,
+}
+
+/// Commands the session sends to a peer task.
+#[derive(Debug)]
+pub enum PeerCommand {
+    /// Choke or unchoke the peer.
+    SetChoke(bool),
+    /// Another peer delivered this block first; cancel our request.
+    Cancel(BlockRef),
+    /// Disconnect (e.g. banned).
+    Close,
+}
+
+/// The session's view of one connected peer.
+pub struct PeerEntry {
+    /// Remote address.
+    pub addr: SocketAddr,
+    /// Remote peer id.
+    pub peer_id: PeerId,
+    /// Whether it is interested in us.
+    pub interested: bool,
+    /// Whether we choke it.
+    pub choked: bool,
+    /// Bytes/s it sends us (payload).
+    pub down_rate: u64,
+    /// Bytes/s we send it (payload).
+    pub up_rate: u64,
+    /// Whether it has every piece.
+    pub seed: bool,
+    /// Command channel to its task.
+    pub tx: mpsc::Sender<PeerCommand>,
+}
+
+/// Mutable state behind the lock.
+#[derive(Default)]
+pub struct State {
+    /// Piece picker; `None` until the metadata is known.
+    pub picker: Option<Picker>,
+    /// Connected peers.
+    pub peers: HashMap<PeerKey, PeerEntry>,
+    /// Verified pieces in the order they were verified; peer tasks keep an
+    /// index into it to know which HAVEs they still owe their peer.
+    pub verified_log: Vec<u32>,
+    /// Hash-failure strikes per IP.
+    pub strikes: HashMap<IpAddr, u32>,
+    /// IPs we refuse to talk to.
+    pub banned: HashSet<IpAddr>,
+    /// Fetches the info dict from peers while only the hash is known.
+    pub assembler: Option<MetadataAssembler>,
+}
+
+/// Transfer counters, lock-free so the hot path can bump them cheaply.
+#[derive(Default)]
+pub struct Counters {
+    /// Payload bytes received from peers (including wasted).
+    pub downloaded: AtomicU64,
+    /// Payload bytes sent to peers.
+    pub uploaded: AtomicU64,
+    /// Bytes of pieces that failed their hash.
+    pub wasted: AtomicU64,
+}
+
+/// Shared by the session and all peer tasks of one torrent.
+pub struct Shared {
+    /// The torrent's info-hash.
+    pub info_hash: InfoHash,
+    /// Our peer id.
+    pub peer_id: PeerId,
+    /// Our TCP listen port (sent in the extension handshake).
+    pub listen_port: u16,
+    /// Whether we run a DHT node (reserved bit + PORT message).
+    pub dht_port: Option<u16>,
+    /// Set once the metadata is known (immediately for a .torrent).
+    pub data: OnceLock<Arc<TorrentData>>,
+    /// Locked state.
+    state: Mutex<State>,
+    /// Counters.
+    pub counters: Counters,
+    /// Bumped whenever a piece is verified; peer tasks send HAVEs on change.
+    pub pieces_verified: watch::Sender<u64>,
+    /// Signalled when the metadata becomes known.
+    pub metadata_ready: Notify,
+    /// Signals the control loop that the unchoke set should be recomputed.
+    pub rechoke: Notify,
+    /// Cancels everything of this torrent.
+    pub shutdown: CancellationToken,
+    /// Verified info dicts from the metadata exchange, for the session.
+    metadata_tx: mpsc::Sender<Bytes>,
+    /// Piece verify-and-write tasks, awaited at shutdown so no write is lost.
+    pub disk_tasks: TaskTracker,
+    /// A storage failure that must end the run.
+    pub fatal: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Creates the shared state; `data` is `Some` when the metadata is known.
+    pub fn new(
+        info_hash: InfoHash,
+        peer_id: PeerId,
+        listen_port: u16,
+        dht_port: Option<u16>,
+        shutdown: CancellationToken,
+    ) -> (Arc<Self>, mpsc::Receiver<Bytes>) {
+        let (metadata_tx, metadata_rx) = mpsc::channel(1);
+        let shared = Arc::new(Shared {
+            info_hash,
+            peer_id,
+            listen_port,
+            dht_port,
+            data: OnceLock::new(),
+            state: Mutex::new(State::default()),
+            counters: Counters::default(),
+            pieces_verified: watch::channel(0).0,
+            metadata_ready: Notify::new(),
+            rechoke: Notify::new(),
+            shutdown,
+            metadata_tx,
+            disk_tasks: TaskTracker::new(),
+            fatal: Mutex::new(None),
+        });
+        (shared, metadata_rx)
+    }
+
+    /// A peer task assembled an info dict matching the info-hash.
+    pub fn metadata_found(&self, info: Bytes) {
+        let _ = self.metadata_tx.try_send(info);
+    }
+
+    /// Ends the run because of an unrecoverable local error.
+    pub fn fail(&self, msg: String) {
+        let mut f = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some(msg);
+        }
+        self.shutdown.cancel();
+    }
+
+    /// Locks the state. A poisoned lock (a panic elsewhere) is taken over:
+    /// the picker's invariants hold between calls, never mid-call.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The torrent data, once known.
+    pub fn data(&self) -> Option<&Arc<TorrentData>> {
+        self.data.get()
+    }
+
+    /// Installs the metadata and the picker (with `have` from the disk check).
+    pub fn install(&self, data: Arc<TorrentData>, have: Bitfield) {
+        let seed = rand::random();
+        let picker = Picker::new(data.geometry, have, seed);
+        {
+            let mut st = self.lock();
+            st.picker = Some(picker);
+        }
+        let _ = self.data.set(data);
+        self.metadata_ready.notify_waiters();
+        self.pieces_verified.send_modify(|v| *v += 1);
+    }
+
+    /// Bytes of verified data and the total, or `None` before metadata.
+    pub fn progress(&self) -> Option<(u64, u64)> {
+        let data = self.data()?;
+        let st = self.lock();
+        let have = st.picker.as_ref().map_or(0, |p| p.bytes_have());
+        Some((have, data.geometry.total_length))
+    }
+
+    /// Whether every piece is verified.
+    pub fn is_complete(&self) -> bool {
+        self.lock().picker.as_ref().is_some_and(|p| p.is_complete())
+    }
+
+    /// Records hash-failure strikes; returns IPs that just crossed the ban line.
+    pub fn strike(&self, st: &mut State, contributors: &[PeerKey]) -> Vec<IpAddr> {
+        let weight = if contributors.len() == 1 { 2 } else { 1 };
+        let mut newly_banned = Vec::new();
+        for k in contributors {
+            let Some(ip) = st.peers.get(k).map(|p| p.addr.ip()) else {
+                continue;
+            };
+            let s = st.strikes.entry(ip).or_insert(0);
+            *s += weight;
+            if *s >= BAN_STRIKES && st.banned.insert(ip) {
+                newly_banned.push(ip);
+            }
+        }
+        for ip in &newly_banned {
+            for p in st.peers.values() {
+                if p.addr.ip() == *ip {
+                    let _ = p.tx.try_send(PeerCommand::Close);
+                }
+            }
+        }
+        newly_banned
+    }
+
+    /// Bumps a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
