@@ -131,7 +131,9 @@ impl ExtendedHandshake {
             s.chars().take(MAX_CLIENT_LEN).collect()
         });
         hs.yourip = dict_bytes(&value, b"yourip").and_then(|b| match b.len() {
-            4 => <[u8; 4]>::try_from(b).ok().map(|o| IpAddr::V4(Ipv4Addr::from(o))),
+            4 => <[u8; 4]>::try_from(b)
+                .ok()
+                .map(|o| IpAddr::V4(Ipv4Addr::from(o))),
             16 => <[u8; 16]>::try_from(b)
                 .ok()
                 .map(|o| IpAddr::V6(Ipv6Addr::from(o))),

@@ -76,7 +76,9 @@ pub enum MetadataError {
         peer: PeerKey,
     },
     /// A peer announced a size we refuse to buffer.
-    #[error("peer {peer} announced metadata_size {size}, more than the {MAX_METADATA_SIZE} byte limit")]
+    #[error(
+        "peer {peer} announced metadata_size {size}, more than the {MAX_METADATA_SIZE} byte limit"
+    )]
     SizeTooLarge {
         /// The peer that announced it.
         peer: PeerKey,
@@ -93,7 +95,9 @@ pub enum MetadataError {
         piece: u32,
     },
     /// `total_size` in a data message disagrees with the size being assembled.
-    #[error("peer {peer} sent total_size {got}, but the metadata being assembled is {expected} bytes")]
+    #[error(
+        "peer {peer} sent total_size {got}, but the metadata being assembled is {expected} bytes"
+    )]
     TotalSizeMismatch {
         /// The sender.
         peer: PeerKey,
@@ -126,7 +130,9 @@ pub enum MetadataError {
     },
     /// All pieces arrived but their SHA-1 is not the info-hash. The state
     /// has been reset; the shell should drop (and may ban) the contributors.
-    #[error("assembled metadata does not match the info-hash; contributed by peers {contributors:?}")]
+    #[error(
+        "assembled metadata does not match the info-hash; contributed by peers {contributors:?}"
+    )]
     HashMismatch {
         /// Every peer that supplied at least one piece, sorted.
         contributors: Vec<PeerKey>,
@@ -842,7 +848,11 @@ mod tests {
         assert_eq!(a.next_request(2, t1), None);
         // Peer 1 answers piece 0 late; peer 2 answers piece 1. Both count.
         a.on_data(1, 0, size, &data_of(&info, 0), t1).unwrap();
-        assert!(a.on_data(2, 1, size, &data_of(&info, 1), t1).unwrap().is_some());
+        assert!(
+            a.on_data(2, 1, size, &data_of(&info, 1), t1)
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
