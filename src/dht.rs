@@ -251,14 +251,19 @@ impl DhtHandle {
     }
 
     /// Writes the routing table's good nodes to `state_dir/dht.state`
-    /// (atomically, via a temporary file). A no-op without a state dir.
-    /// Blocks for one actor round trip (≤ ~50 ms) plus the file write.
+    /// (atomically, via a temporary file). A no-op without a state dir, and
+    /// also while the table is empty, so a short offline run does not wipe
+    /// the nodes a previous run learned. Blocks for one actor round trip
+    /// (≤ ~50 ms) plus the file write.
     pub fn save_state(&self) -> Result<(), DhtError> {
         let Some(dir) = &self.inner.state_dir else {
             return Ok(());
         };
         #[allow(deprecated)]
         let nodes = self.inner.dht.to_bootstrap();
+        if nodes.is_empty() {
+            return Ok(());
+        }
         let path = dir.join(STATE_FILE);
         write_state(&path, &nodes).map_err(|source| DhtError::State { path, source })
     }
@@ -734,16 +739,37 @@ mod tests {
     async fn run_node_stops_on_cancel_and_saves() {
         tokio::time::timeout(Duration::from_secs(20), async {
             let dir = tempfile::tempdir().unwrap();
+            let (_first, _rest, boot) = swarm(1);
             let token = CancellationToken::new();
-            let cfg = loopback(vec![], Some(dir.path().into()));
+            let cfg = loopback(vec![boot.clone()], Some(dir.path().into()));
             let task = tokio::spawn(run_node(cfg, token.clone()));
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
             token.cancel();
             task.await.unwrap().unwrap();
-            assert!(dir.path().join(STATE_FILE).exists());
+            let text = std::fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+            assert!(text.contains(&format!("node {boot}")), "{text}");
         })
         .await
         .expect("run_node test timed out");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn empty_table_does_not_clobber_saved_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        write_state(&path, &["1.2.3.4:6881".to_string()]).unwrap();
+        let lonely = DhtHandle::start(loopback(vec![], None)).unwrap();
+        let lonely = DhtHandle {
+            inner: Arc::new(Inner {
+                dht: lonely.inner.dht.clone(),
+                async_dht: lonely.inner.async_dht.clone(),
+                local_addr: lonely.local_addr(),
+                table_size: AtomicUsize::new(0),
+                state_dir: Some(dir.path().into()),
+            }),
+        };
+        lonely.save_state().unwrap();
+        assert_eq!(load_state(&path).len(), 1);
     }
 
     #[test]
