@@ -1,1 +1,784 @@
-//! Being written.
+//! The mainline DHT (BEP 5), as an I/O shell around the `mainline` crate.
+//!
+//! This is the only module that imports `mainline`, so the rest of btc sees
+//! [`DhtHandle`], [`spawn_discovery`] and our own error type, and a change of
+//! DHT library touches one file.
+//!
+//! # How mainline runs
+//!
+//! `mainline::Dht` owns a dedicated OS thread (its "actor") that holds the
+//! UDP socket and ticks every ≤50 ms; every call is a message to that thread.
+//! Its async API (`AsyncDht`) awaits the actor's replies over flume
+//! channels, so nothing here blocks the tokio reactor except the short
+//! synchronous calls documented on each method (one actor round trip).
+//! The actor thread exits when the last handle is dropped.
+//!
+//! # Loopback and private addresses
+//!
+//! mainline does **not** drop loopback or private node addresses: there is
+//! no address filter in its socket, routing table or server, and BEP 42's
+//! "secure id" check (`Id::is_valid_for_ip`) treats private, link-local and
+//! loopback IPv4 addresses as always valid. Several nodes on 127.0.0.1 can
+//! share a routing table as long as their (random) ids differ in the first
+//! 21 bits, which they do with overwhelming probability. No setting is
+//! needed; `public_ip` and `ServerSettings`/`RequestFilter` are irrelevant
+//! to this. What *does* matter: a node answers queries (and so stores
+//! announces) only in server mode; in the default adaptive mode it switches
+//! to server mode after ~15 min if it finds it is not firewalled. Tests and
+//! `btc dht` nodes therefore use `server_mode: true`.
+//!
+//! # Bootstrapping
+//!
+//! mainline fixes its bootstrap list at construction and, while its routing
+//! table is empty, re-queries that list on its own (quietly, apart from a
+//! tracing `error!` from the `mainline` target each failed round, which the
+//! subscriber should filter). It resolves host names synchronously, so we
+//! resolve them ourselves with a deadline ([`RESOLVE_DEADLINE`]) and hand it
+//! only addresses: `start` never waits on DNS for longer than that. Names
+//! that do not resolve in time are skipped for this run. Nodes saved by
+//! [`DhtHandle::save_state`] are added to the list, so a restart bootstraps
+//! from known-good nodes at once. mainline cannot be given a node id (only a
+//! public IP to derive a BEP 42 id from), so the id is not persisted.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak, mpsc};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use mainline::async_dht::AsyncDht;
+use mainline::{Dht, Id};
+use tokio::sync::mpsc::Sender;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::id::InfoHash;
+
+/// Longest `start` waits for bootstrap host names to resolve.
+pub const RESOLVE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Bootstrap entries considered; more are ignored (each name costs a thread).
+const MAX_BOOTSTRAP_ENTRIES: usize = 64;
+
+/// Name of the state file inside the state directory.
+pub const STATE_FILE: &str = "dht.state";
+
+/// Nodes written to / read from the state file; the routing table of a
+/// healthy node holds a few hundred, and a few dozen good ones bootstrap.
+const MAX_STATE_NODES: usize = 256;
+
+/// The state file is never read past this many bytes.
+const MAX_STATE_BYTES: u64 = 64 * 1024;
+
+/// How often the cached routing-table size is refreshed.
+const SIZE_REFRESH: Duration = Duration::from_secs(1);
+
+/// Lookup cadence while the torrent wants more peers.
+pub const LOOKUP_INTERVAL_SCARCE: Duration = Duration::from_secs(15);
+
+/// Lookup cadence once peers are plentiful (also re-announces that often).
+pub const LOOKUP_INTERVAL_PLENTY: Duration = Duration::from_secs(5 * 60);
+
+/// Upper bound on one announce; mainline's put query normally ends on its
+/// own within a few request timeouts.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Distinct peers remembered per discovery task for the `found` counter.
+const MAX_SEEN_PEERS: usize = 10_000;
+
+/// How often `run_node` checkpoints its state while running.
+const NODE_SAVE_INTERVAL: Duration = Duration::from_secs(5 * 60);
+
+/// What went wrong in the DHT shell.
+#[derive(Debug, thiserror::Error)]
+pub enum DhtError {
+    /// The UDP socket could not be bound or the actor thread not started.
+    #[error("cannot start dht on {bind}:{port}: {source}")]
+    Start {
+        /// The configured bind address.
+        bind: Ipv4Addr,
+        /// The configured port (0 = any).
+        port: u16,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Reading or writing the state file failed.
+    #[error("dht state file {path}: {source}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// An announce did not reach any node.
+    #[error("dht announce of {info_hash} failed: {reason}")]
+    Announce {
+        /// The torrent announced.
+        info_hash: InfoHash,
+        /// mainline's explanation (e.g. no nodes close to the info-hash).
+        reason: String,
+    },
+    /// A blocking helper task panicked or was cancelled.
+    #[error("dht background task failed: {0}")]
+    Task(String),
+}
+
+/// How to run our DHT node.
+#[derive(Debug, Clone, Default)]
+pub struct DhtConfig {
+    /// UDP port, the same number as our TCP listen port; 0 = any free port.
+    pub port: u16,
+    /// Address to bind; `None` = 0.0.0.0.
+    pub bind: Option<Ipv4Addr>,
+    /// `None` = mainline's default public routers; `Some(list)` replaces
+    /// them (`HOST:PORT` strings; `Some(vec![])` makes a first node).
+    pub bootstrap: Option<Vec<String>>,
+    /// Where `dht.state` lives; `None` = no persistence.
+    pub state_dir: Option<PathBuf>,
+    /// Answer queries from the start instead of mainline's adaptive mode.
+    pub server_mode: bool,
+}
+
+/// A running DHT node; cheap to clone, stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct DhtHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dht: Dht,
+    async_dht: AsyncDht,
+    local_addr: SocketAddr,
+    table_size: AtomicUsize,
+    state_dir: Option<PathBuf>,
+}
+
+impl DhtHandle {
+    /// Starts the node. Binds the socket and returns; bootstrapping happens
+    /// in the background. The only waiting is name resolution of the
+    /// bootstrap list, capped at [`RESOLVE_DEADLINE`], and one round trip to
+    /// mainline's actor thread. An unreachable or unresolvable bootstrap is
+    /// not an error: mainline keeps retrying the addresses it was given.
+    pub fn start(cfg: DhtConfig) -> Result<DhtHandle, DhtError> {
+        let bind = cfg.bind.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let names: Vec<String> = match &cfg.bootstrap {
+            Some(list) => list.clone(),
+            None => mainline::DEFAULT_BOOTSTRAP_NODES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let mut bootstrap = resolve_bounded(&names, RESOLVE_DEADLINE);
+        if let Some(dir) = &cfg.state_dir {
+            for node in load_state(&dir.join(STATE_FILE)) {
+                if !bootstrap.contains(&node) {
+                    bootstrap.push(node);
+                }
+            }
+        }
+        tracing::debug!(?bootstrap, port = cfg.port, %bind, "starting dht");
+
+        let mut builder = Dht::builder();
+        builder.port(cfg.port).bind_address(bind);
+        if bootstrap.is_empty() {
+            builder.no_bootstrap();
+        } else {
+            builder.bootstrap(&bootstrap);
+        }
+        if cfg.server_mode {
+            builder.server_mode();
+        }
+        let dht = builder.build().map_err(|source| DhtError::Start {
+            bind,
+            port: cfg.port,
+            source,
+        })?;
+        #[allow(deprecated)] // one actor round trip at start-up is fine
+        let local_addr = SocketAddr::V4(dht.info().local_addr());
+        let inner = Arc::new(Inner {
+            async_dht: dht.clone().as_async(),
+            dht,
+            local_addr,
+            table_size: AtomicUsize::new(0),
+            state_dir: cfg.state_dir,
+        });
+        spawn_size_refresher(Arc::downgrade(&inner)).map_err(|source| DhtError::Start {
+            bind,
+            port: cfg.port,
+            source,
+        })?;
+        Ok(DhtHandle { inner })
+    }
+
+    /// The bound UDP address (0.0.0.0:port when bound to all interfaces).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Good (non-stale) nodes in the routing table, refreshed once a second
+    /// by a helper thread, so this is an atomic load.
+    pub fn routing_table_size(&self) -> usize {
+        self.inner.table_size.load(Ordering::Relaxed)
+    }
+
+    /// One `get_peers` lookup. Each node's answer is yielded as it arrives;
+    /// the stream ends when the lookup has converged.
+    pub fn get_peers(
+        &self,
+        info_hash: InfoHash,
+    ) -> impl Stream<Item = Vec<SocketAddr>> + Send + 'static {
+        self.inner
+            .async_dht
+            .get_peers(Id::from(info_hash.0))
+            .map(|batch| batch.into_iter().map(SocketAddr::V4).collect())
+    }
+
+    /// Announces that we serve `info_hash` on TCP `port` to the nodes
+    /// closest to it (mainline runs the lookup for tokens first).
+    pub async fn announce(&self, info_hash: InfoHash, port: u16) -> Result<(), DhtError> {
+        self.inner
+            .async_dht
+            .announce_peer(Id::from(info_hash.0), Some(port))
+            .await
+            .map(|_| ())
+            .map_err(|e| DhtError::Announce {
+                info_hash,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Writes the routing table's good nodes to `state_dir/dht.state`
+    /// (atomically, via a temporary file). A no-op without a state dir, and
+    /// also while the table is empty, so a short offline run does not wipe
+    /// the nodes a previous run learned. Blocks for one actor round trip
+    /// (≤ ~50 ms) plus the file write.
+    pub fn save_state(&self) -> Result<(), DhtError> {
+        let Some(dir) = &self.inner.state_dir else {
+            return Ok(());
+        };
+        #[allow(deprecated)]
+        let nodes = self.inner.dht.to_bootstrap();
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let path = dir.join(STATE_FILE);
+        write_state(&path, &nodes).map_err(|source| DhtError::State { path, source })
+    }
+}
+
+/// Keeps `table_size` fresh from a plain thread (no runtime needed), and
+/// stops once the last handle is gone.
+fn spawn_size_refresher(inner: Weak<Inner>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("btc-dht-stats".into())
+        .spawn(move || {
+            while let Some(inner) = inner.upgrade() {
+                #[allow(deprecated)]
+                let n = inner.dht.to_bootstrap().len();
+                inner.table_size.store(n, Ordering::Relaxed);
+                drop(inner);
+                std::thread::sleep(SIZE_REFRESH);
+            }
+        })
+        .map(|_| ())
+}
+
+/// Resolves `HOST:PORT` entries to IPv4 addresses. Literal addresses cost
+/// nothing; names are resolved on helper threads and whatever has not
+/// answered by `deadline` is skipped (the threads finish on their own).
+fn resolve_bounded(entries: &[String], deadline: Duration) -> Vec<SocketAddrV4> {
+    let mut out = Vec::new();
+    let (tx, rx) = mpsc::channel::<Vec<SocketAddrV4>>();
+    let mut pending = 0usize;
+    for entry in entries.iter().take(MAX_BOOTSTRAP_ENTRIES) {
+        let entry = entry.trim();
+        if let Ok(addr) = entry.parse::<SocketAddrV4>() {
+            out.push(addr);
+            continue;
+        }
+        let name = entry.to_string();
+        let tx = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("btc-dht-resolve".into())
+            .spawn(move || {
+                let addrs = match name.to_socket_addrs() {
+                    Ok(it) => it
+                        .filter_map(|a| match a {
+                            SocketAddr::V4(v4) => Some(v4),
+                            SocketAddr::V6(_) => None,
+                        })
+                        .collect(),
+                    Err(e) => {
+                        tracing::debug!(%name, error = %e, "dht bootstrap name did not resolve");
+                        Vec::new()
+                    }
+                };
+                let _ = tx.send(addrs);
+            });
+        if spawned.is_ok() {
+            pending += 1;
+        }
+    }
+    drop(tx);
+    let until = Instant::now() + deadline;
+    while pending > 0 {
+        let left = until.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(addrs) => {
+                pending -= 1;
+                for a in addrs {
+                    if !out.contains(&a) {
+                        out.push(a);
+                    }
+                }
+            }
+            Err(_) => {
+                tracing::debug!(pending, "dht bootstrap resolution deadline passed");
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Reads saved nodes; a missing, unreadable or garbled file just yields
+/// fewer (or no) nodes, since the state is only a speed-up.
+fn load_state(path: &Path) -> Vec<SocketAddrV4> {
+    use std::io::Read;
+    let mut text = String::new();
+    let read =
+        std::fs::File::open(path).and_then(|f| f.take(MAX_STATE_BYTES).read_to_string(&mut text));
+    if let Err(e) = read {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::debug!(path = %path.display(), error = %e, "cannot read dht state");
+        }
+        return Vec::new();
+    }
+    parse_state(&text)
+}
+
+/// Parses the state text: `node IP:PORT` lines; other lines are ignored so
+/// the format can grow.
+fn parse_state(text: &str) -> Vec<SocketAddrV4> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("node") {
+            continue;
+        }
+        if let Some(addr) = words.next().and_then(|w| w.parse::<SocketAddrV4>().ok())
+            && addr.port() != 0
+            && !out.contains(&addr)
+        {
+            out.push(addr);
+            if out.len() >= MAX_STATE_NODES {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Writes the state file via a temporary file and rename, so a crash never
+/// leaves a half-written file behind.
+fn write_state(path: &Path, nodes: &[String]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut text = String::from("# btc dht state: known good nodes, one per line\n");
+    for node in nodes.iter().take(MAX_STATE_NODES) {
+        if node.parse::<SocketAddrV4>().is_ok() {
+            text.push_str("node ");
+            text.push_str(node);
+            text.push('\n');
+        }
+    }
+    let tmp = path.with_extension("state.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Background lookups for one torrent: peers stream into `peers` as each
+/// get_peers response arrives (not after the whole lookup); repeat every
+/// ~15 s while `want_more()` says peers are scarce, every ~5 min otherwise;
+/// when `announce` is true also `announce_peer` after each lookup. Stops at
+/// `shutdown` or when the `peers` receiver is dropped.
+///
+/// Within one lookup each address is sent at most once; later lookups send
+/// it again, so the session may retry a peer it dropped earlier. `found`
+/// counts distinct addresses ever seen (up to a bound), for the status line.
+#[allow(clippy::too_many_arguments)] // the signature is the session's contract
+pub fn spawn_discovery(
+    dht: DhtHandle,
+    info_hash: InfoHash,
+    port: u16,
+    announce: bool,
+    want_more: Arc<dyn Fn() -> bool + Send + Sync>,
+    peers: Sender<Vec<SocketAddr>>,
+    found: Arc<AtomicUsize>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen: HashSet<SocketAddr> = HashSet::new();
+        loop {
+            let started = Instant::now();
+            let mut stream = Box::pin(dht.get_peers(info_hash));
+            let mut this_round: HashSet<SocketAddr> = HashSet::new();
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    next = stream.next() => next,
+                };
+                let Some(batch) = next else { break };
+                let fresh: Vec<SocketAddr> = batch
+                    .into_iter()
+                    .filter(|a| this_round.len() < MAX_SEEN_PEERS && this_round.insert(*a))
+                    .collect();
+                for a in &fresh {
+                    if seen.len() < MAX_SEEN_PEERS && seen.insert(*a) {
+                        found.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if fresh.is_empty() {
+                    continue;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    sent = peers.send(fresh) => if sent.is_err() { return },
+                }
+            }
+            tracing::debug!(
+                %info_hash,
+                peers = this_round.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "dht lookup done"
+            );
+            if announce {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = tokio::time::timeout(ANNOUNCE_TIMEOUT, dht.announce(info_hash, port)) => {
+                        match r {
+                            Ok(Ok(())) => tracing::debug!(%info_hash, port, "dht announce done"),
+                            Ok(Err(e)) => tracing::debug!(error = %e, "dht announce failed"),
+                            Err(_) => tracing::debug!(%info_hash, "dht announce timed out"),
+                        }
+                    }
+                }
+            }
+            let wait = if want_more() {
+                LOOKUP_INTERVAL_SCARCE
+            } else {
+                LOOKUP_INTERVAL_PLENTY
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    })
+}
+
+/// A standalone DHT node for `btc dht --port P`: runs until `shutdown`,
+/// checkpoints its state every few minutes and once more on the way out.
+/// Prints nothing; the caller reports.
+pub async fn run_node(cfg: DhtConfig, shutdown: CancellationToken) -> Result<(), DhtError> {
+    let dht = tokio::task::spawn_blocking(move || DhtHandle::start(cfg))
+        .await
+        .map_err(|e| DhtError::Task(e.to_string()))??;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(NODE_SAVE_INTERVAL) => {
+                let d = dht.clone();
+                let saved = tokio::task::spawn_blocking(move || d.save_state()).await;
+                if let Ok(Err(e)) = saved {
+                    tracing::warn!(error = %e, "cannot checkpoint dht state");
+                }
+            }
+        }
+    }
+    tokio::task::spawn_blocking(move || dht.save_state())
+        .await
+        .map_err(|e| DhtError::Task(e.to_string()))?
+}
+
+/// The default state dir: `$XDG_STATE_HOME/btc` or `~/.local/state/btc`.
+pub fn default_state_dir() -> Option<PathBuf> {
+    state_dir_from(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"))
+}
+
+/// [`default_state_dir`] without the environment, for tests. Relative XDG
+/// paths are ignored, as the XDG spec requires.
+fn state_dir_from(
+    xdg: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    if let Some(x) = xdg.map(PathBuf::from).filter(|p| p.is_absolute()) {
+        return Some(x.join("btc"));
+    }
+    home.map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .map(|h| h.join(".local").join("state").join("btc"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback(bootstrap: Vec<String>, state_dir: Option<PathBuf>) -> DhtConfig {
+        DhtConfig {
+            port: 0,
+            bind: Some(Ipv4Addr::LOCALHOST),
+            bootstrap: Some(bootstrap),
+            state_dir,
+            server_mode: true,
+        }
+    }
+
+    /// A first node plus `n` nodes bootstrapped from it, all on loopback.
+    fn swarm(n: usize) -> (DhtHandle, Vec<DhtHandle>, String) {
+        let first = DhtHandle::start(loopback(vec![], None)).unwrap();
+        let boot = first.local_addr().to_string();
+        let rest = (0..n)
+            .map(|_| DhtHandle::start(loopback(vec![boot.clone()], None)).unwrap())
+            .collect();
+        (first, rest, boot)
+    }
+
+    fn hash(byte: u8) -> InfoHash {
+        InfoHash([byte; 20])
+    }
+
+    #[test]
+    fn state_text_round_trip_and_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join(STATE_FILE);
+        let nodes = vec![
+            "1.2.3.4:6881".to_string(),
+            "not an address".to_string(),
+            "[::1]:6881".to_string(),
+            "5.6.7.8:1".to_string(),
+        ];
+        write_state(&path, &nodes).unwrap();
+        let read = load_state(&path);
+        assert_eq!(
+            read,
+            vec![
+                "1.2.3.4:6881".parse::<SocketAddrV4>().unwrap(),
+                "5.6.7.8:1".parse().unwrap()
+            ]
+        );
+        let parsed = parse_state("junk\nnode\nnode 1.1.1.1:0\nnode 9.9.9.9:9 extra\nfuture x\n");
+        assert_eq!(parsed, vec!["9.9.9.9:9".parse::<SocketAddrV4>().unwrap()]);
+        assert!(load_state(&dir.path().join("missing")).is_empty());
+    }
+
+    #[test]
+    fn default_state_dir_rules() {
+        assert_eq!(
+            state_dir_from(Some("/x/state".into()), Some("/home/u".into())),
+            Some(PathBuf::from("/x/state/btc"))
+        );
+        assert_eq!(
+            state_dir_from(Some("rel".into()), Some("/home/u".into())),
+            Some(PathBuf::from("/home/u/.local/state/btc"))
+        );
+        assert_eq!(state_dir_from(None, None), None);
+    }
+
+    #[test]
+    fn resolve_keeps_literals_and_skips_bad_names() {
+        let t = Instant::now();
+        let out = resolve_bounded(
+            &[
+                "127.0.0.1:1".to_string(),
+                "nonexistent.invalid:6881".to_string(),
+                "no port".to_string(),
+            ],
+            Duration::from_secs(2),
+        );
+        assert_eq!(out, vec!["127.0.0.1:1".parse::<SocketAddrV4>().unwrap()]);
+        assert!(t.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loopback_announce_then_get_peers() {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            let (_first, rest, _) = swarm(3);
+            let (a, b) = (&rest[0], &rest[1]);
+            let ih = hash(0x42);
+            let t = Instant::now();
+            a.announce(ih, 7777).await.unwrap();
+            let announced = t.elapsed();
+            let t = Instant::now();
+            let mut stream = Box::pin(b.get_peers(ih));
+            let mut first_hit = None;
+            let mut got = Vec::new();
+            while let Some(batch) = stream.next().await {
+                if first_hit.is_none() && !batch.is_empty() {
+                    first_hit = Some(t.elapsed());
+                }
+                got.extend(batch);
+            }
+            let done = t.elapsed();
+            eprintln!(
+                "loopback: announce {announced:?}, first peers after {first_hit:?}, lookup done after {done:?}"
+            );
+            assert!(got.contains(&"127.0.0.1:7777".parse().unwrap()), "{got:?}");
+            assert!(b.routing_table_size() <= 10);
+        })
+        .await
+        .expect("loopback dht test timed out");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn discovery_delivers_through_channel() {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            let (_first, rest, _) = swarm(2);
+            let ih = hash(0x17);
+            rest[0].announce(ih, 7777).await.unwrap();
+            let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+            let found = Arc::new(AtomicUsize::new(0));
+            let shutdown = CancellationToken::new();
+            let t = Instant::now();
+            let task = spawn_discovery(
+                rest[1].clone(),
+                ih,
+                6000,
+                true,
+                Arc::new(|| true),
+                tx,
+                found.clone(),
+                shutdown.clone(),
+            );
+            let batch = rx.recv().await.unwrap();
+            eprintln!("discovery: first batch after {:?}", t.elapsed());
+            assert!(batch.contains(&"127.0.0.1:7777".parse().unwrap()));
+            assert!(found.load(Ordering::Relaxed) >= 1);
+            shutdown.cancel();
+            task.await.unwrap();
+        })
+        .await
+        .expect("discovery test timed out");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn state_is_saved_and_used_on_restart() {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            let dir = tempfile::tempdir().unwrap();
+            let (_first, rest, boot) = swarm(2);
+            let node =
+                DhtHandle::start(loopback(vec![boot.clone()], Some(dir.path().into()))).unwrap();
+            // Wait until the node knows its neighbours.
+            while node.routing_table_size() < 2 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            node.save_state().unwrap();
+            let text = std::fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+            assert!(text.contains(&format!("node {boot}")), "{text}");
+            drop(node);
+            // Restart with no bootstrap at all: only the state file helps.
+            let again = DhtHandle::start(loopback(vec![], Some(dir.path().into()))).unwrap();
+            let t = Instant::now();
+            while again.routing_table_size() == 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            eprintln!("restart: routing table non-empty after {:?}", t.elapsed());
+            // And it is useful: it finds what another node announced.
+            let ih = hash(0x99);
+            rest[0].announce(ih, 7777).await.unwrap();
+            let mut stream = Box::pin(again.get_peers(ih));
+            let mut got = Vec::new();
+            while let Some(batch) = stream.next().await {
+                got.extend(batch);
+            }
+            assert!(got.contains(&"127.0.0.1:7777".parse().unwrap()), "{got:?}");
+        })
+        .await
+        .expect("state test timed out");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unreachable_bootstrap_returns_promptly() {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            let t = Instant::now();
+            let cfg = loopback(
+                vec![
+                    "127.0.0.1:1".to_string(),
+                    "nonexistent.invalid:6881".to_string(),
+                ],
+                None,
+            );
+            let dht = tokio::task::spawn_blocking(move || DhtHandle::start(cfg))
+                .await
+                .unwrap()
+                .unwrap();
+            let took = t.elapsed();
+            eprintln!("start with dead bootstrap took {took:?}");
+            assert!(took < RESOLVE_DEADLINE + Duration::from_secs(1));
+            // Lookups and announces fail softly, without panicking.
+            let mut stream = Box::pin(dht.get_peers(hash(1)));
+            while let Some(batch) = stream.next().await {
+                assert!(batch.is_empty());
+            }
+            assert!(dht.announce(hash(1), 1).await.is_err());
+            assert_eq!(dht.routing_table_size(), 0);
+        })
+        .await
+        .expect("dead bootstrap test timed out");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_node_stops_on_cancel_and_saves() {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            let dir = tempfile::tempdir().unwrap();
+            let (_first, _rest, boot) = swarm(1);
+            let token = CancellationToken::new();
+            let cfg = loopback(vec![boot.clone()], Some(dir.path().into()));
+            let task = tokio::spawn(run_node(cfg, token.clone()));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            token.cancel();
+            task.await.unwrap().unwrap();
+            let text = std::fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
+            assert!(text.contains(&format!("node {boot}")), "{text}");
+        })
+        .await
+        .expect("run_node test timed out");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn empty_table_does_not_clobber_saved_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        write_state(&path, &["1.2.3.4:6881".to_string()]).unwrap();
+        let lonely = DhtHandle::start(loopback(vec![], None)).unwrap();
+        let lonely = DhtHandle {
+            inner: Arc::new(Inner {
+                dht: lonely.inner.dht.clone(),
+                async_dht: lonely.inner.async_dht.clone(),
+                local_addr: lonely.local_addr(),
+                table_size: AtomicUsize::new(0),
+                state_dir: Some(dir.path().into()),
+            }),
+        };
+        lonely.save_state().unwrap();
+        assert_eq!(load_state(&path).len(), 1);
+    }
+
+    #[test]
+    fn bind_conflict_is_an_error() {
+        let a = DhtHandle::start(loopback(vec![], None)).unwrap();
+        let port = a.local_addr().port();
+        let mut cfg = loopback(vec![], None);
+        cfg.port = port;
+        let err = DhtHandle::start(cfg).err().expect("second bind must fail");
+        assert!(err.to_string().contains(&format!("127.0.0.1:{port}")));
+    }
+}
