@@ -1,1 +1,225 @@
-//! Being written.
+//! Progress display: indicatif bars fed from the session's [`Status`].
+//!
+//! Protocol code never calls into here; it publishes a `watch` of `Status`
+//! and this module renders it. Bars go to stderr and are hidden with `-q` or
+//! when stderr is not a terminal; then a plain line is printed at each phase
+//! change instead, so logs of headless runs still tell the story.
+//! Log lines go through [`LogWriter`] so they never tear a bar.
+
+use crate::cmd::info::human_bytes;
+use crate::session::status::{Phase, Status};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::sync::watch;
+
+static MULTI: OnceLock<MultiProgress> = OnceLock::new();
+
+fn multi() -> &'static MultiProgress {
+    MULTI.get_or_init(MultiProgress::new)
+}
+
+/// A `tracing` writer that suspends the progress bars while it prints.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        multi().suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Whether bars can be drawn: not quiet, and stderr is a terminal.
+pub fn bars_enabled(quiet: bool) -> bool {
+    !quiet && std::io::stderr().is_terminal()
+}
+
+/// Renders `status` until the sender is dropped.
+pub async fn render(mut rx: watch::Receiver<Status>, quiet: bool) {
+    let bars = bars_enabled(quiet);
+    if !bars {
+        multi().set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let mut bar: Option<(Kind, ProgressBar)> = None;
+    let mut last_phase: Option<Phase> = None;
+    loop {
+        let s = rx.borrow_and_update().clone();
+        if !bars && !quiet {
+            plain_line(&s, &mut last_phase);
+        }
+        if bars {
+            draw(&s, &mut bar);
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    if let Some((_, b)) = bar {
+        b.finish_and_clear();
+    }
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Kind {
+    Checking,
+    Spinner,
+    Transfer,
+}
+
+fn draw(s: &Status, bar: &mut Option<(Kind, ProgressBar)>) {
+    let kind = match s.phase {
+        Phase::Checking { .. } => Kind::Checking,
+        Phase::Starting | Phase::FindingPeers | Phase::FetchingMetadata => Kind::Spinner,
+        Phase::Downloading | Phase::Seeding | Phase::Stopping => Kind::Transfer,
+    };
+    if bar.as_ref().map(|(k, _)| *k) != Some(kind) {
+        if let Some((_, old)) = bar.take() {
+            old.finish_and_clear();
+        }
+        let b = match kind {
+            Kind::Checking => ProgressBar::new(0).with_style(
+                ProgressStyle::with_template("checking {bar:30.cyan/blue} {pos}/{len} pieces {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            ),
+            Kind::Spinner => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{spinner} {msg}").expect("valid template"),
+            ),
+            Kind::Transfer => ProgressBar::new(0).with_style(
+                ProgressStyle::with_template(
+                    "{bar:30.green/blue} {bytes}/{total_bytes} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            ),
+        };
+        b.enable_steady_tick(Duration::from_millis(120));
+        *bar = Some((kind, multi().add(b)));
+    }
+    let Some((_, b)) = bar else { return };
+    match s.phase {
+        Phase::Checking { done, total } => {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+            b.set_message(s.name.clone());
+        }
+        Phase::Starting => b.set_message(format!("starting {}", s.name)),
+        Phase::FindingPeers => b.set_message(format!(
+            "finding peers: DHT {} ({} nodes) / trackers {}/{} / connected {}",
+            s.dht_peers, s.dht_nodes, s.trackers_ok, s.trackers_total, s.peers_connected
+        )),
+        Phase::FetchingMetadata => b.set_message(format!(
+            "fetching metadata: {} of {} pieces from {} peers",
+            s.metadata_progress.0, s.metadata_progress.1, s.peers_connected
+        )),
+        Phase::Downloading | Phase::Seeding | Phase::Stopping => {
+            b.set_length(s.total);
+            b.set_position(s.have);
+            b.set_message(transfer_message(s));
+        }
+    }
+}
+
+fn transfer_message(s: &Status) -> String {
+    let peers = format!("peers {}/{}", s.peers_connected, s.peers_known);
+    match s.phase {
+        Phase::Seeding => format!(
+            "seeding ↑{}/s, uploaded {} (ratio {:.2}), {peers}",
+            human_bytes(s.up_rate),
+            human_bytes(s.uploaded),
+            ratio(s)
+        ),
+        Phase::Stopping => "stopping…".to_string(),
+        _ => format!(
+            "↓{}/s ↑{}/s {peers} ETA {}",
+            human_bytes(s.down_rate),
+            human_bytes(s.up_rate),
+            eta(s)
+        ),
+    }
+}
+
+fn ratio(s: &Status) -> f64 {
+    if s.total == 0 { 0.0 } else { s.uploaded as f64 / s.total as f64 }
+}
+
+fn eta(s: &Status) -> String {
+    if s.down_rate == 0 {
+        return "-".into();
+    }
+    let secs = s.total.saturating_sub(s.have) / s.down_rate;
+    human_duration(Duration::from_secs(secs))
+}
+
+/// `1h02m`, `3m05s`, `42s`, `0.8s`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else if s >= 10 {
+        format!("{s}s")
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+fn plain_line(s: &Status, last: &mut Option<Phase>) {
+    let same = match (last.as_ref(), &s.phase) {
+        (Some(Phase::Checking { .. }), Phase::Checking { .. }) => true,
+        (Some(a), b) => a == b,
+        (None, _) => false,
+    };
+    if same {
+        return;
+    }
+    *last = Some(s.phase);
+    let line = match s.phase {
+        Phase::Starting => return,
+        Phase::Checking { .. } => format!("checking existing data of {}", s.name),
+        Phase::FindingPeers => format!("finding peers for {}", s.info_hash),
+        Phase::FetchingMetadata => format!("fetching metadata for {}", s.info_hash),
+        Phase::Downloading => format!(
+            "downloading {} ({}, {} pieces already on disk)",
+            s.name,
+            human_bytes(s.total),
+            s.resumed_pieces
+        ),
+        Phase::Seeding => format!("seeding {}", s.name),
+        Phase::Stopping => "stopping".to_string(),
+    };
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(Duration::from_millis(800)), "0.8s");
+        assert_eq!(human_duration(Duration::from_secs(42)), "42s");
+        assert_eq!(human_duration(Duration::from_secs(185)), "3m05s");
+        assert_eq!(human_duration(Duration::from_secs(3720)), "1h02m");
+    }
+
+    #[test]
+    fn eta_and_ratio() {
+        let s = Status {
+            total: 1000,
+            have: 400,
+            down_rate: 100,
+            uploaded: 500,
+            ..Status::default()
+        };
+        assert_eq!(eta(&s), "6.0s");
+        assert!((ratio(&s) - 0.5).abs() < 1e-9);
+        assert_eq!(eta(&Status::default()), "-");
+    }
+}

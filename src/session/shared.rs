@@ -187,9 +187,12 @@ impl Shared {
     /// Installs the metadata and the picker (with `have` from the disk check).
     pub fn install(&self, data: Arc<TorrentData>, have: Bitfield) {
         let seed = rand::random();
-        let picker = Picker::new(data.geometry, have, seed);
+        let picker = Picker::new(data.geometry, have.clone(), seed);
         {
             let mut st = self.lock();
+            // Peers connected before the metadata owe HAVEs for what the
+            // disk check found; later peers get it all in their BITFIELD.
+            st.verified_log = have.iter_ones().map(|i| i as u32).collect();
             st.picker = Some(picker);
         }
         let _ = self.data.set(data);
