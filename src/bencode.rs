@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use librqbit_bencode::{BencodeValueBorrowed as Value, WithRawBytes};
+pub use librqbit_bencode::{BencodeValueBorrowed as Value, ByteBuf, WithRawBytes};
 
 /// Nesting deeper than this is refused: real torrents and messages nest a
 /// handful of levels, and a hostile `llll…` must not exhaust the stack.
