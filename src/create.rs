@@ -253,10 +253,10 @@ fn file_name(path: &Path) -> Result<String, CreateError> {
         path: path.to_path_buf(),
         reason: "it is not valid UTF-8",
     })?;
-    if name.contains('\\') {
+    if let Some(reason) = crate::metainfo::component_problem(name) {
         return Err(CreateError::BadName {
             path: path.to_path_buf(),
-            reason: "it contains a backslash, which Windows peers read as a separator",
+            reason,
         });
     }
     Ok(name.to_owned())

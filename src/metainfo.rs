@@ -411,7 +411,8 @@ fn path_list(v: &Value) -> Option<Vec<String>> {
 }
 
 /// Why one path component is unsafe to join under the output folder, if it is.
-fn component_problem(c: &str) -> Option<&'static str> {
+/// Shared with `create` so we never write a torrent we would refuse to read.
+pub(crate) fn component_problem(c: &str) -> Option<&'static str> {
     if c.is_empty() {
         Some("empty")
     } else if c == "." || c == ".." {

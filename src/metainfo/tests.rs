@@ -312,3 +312,46 @@ fn info_must_be_whole_in_from_info_bytes() {
         Err(MetainfoError::WrongType { field: "info", .. })
     ));
 }
+
+#[test]
+fn info_hash_is_over_raw_bytes_even_when_unsorted_with_unknown_keys() {
+    let pieces = "x".repeat(20);
+    // Keys out of order plus an unknown key: re-serializing would change the hash.
+    let info = format!(
+        "d4:name1:n6:lengthi5e12:zzzz_unknownli1ei2ee12:piece lengthi16384e6:pieces20:{pieces}e"
+    );
+    let buf = format!("d7:unknowni9e4:info{info}e");
+    let m = Metainfo::from_bytes(buf.as_bytes()).unwrap();
+    let want: [u8; 20] = Sha1::digest(info.as_bytes()).into();
+    assert_eq!(m.info_hash, InfoHash(want));
+    assert_eq!(&m.info_bytes[..], info.as_bytes());
+    assert_eq!(m.info.name, "n");
+    assert!(m.tracker_tiers().is_empty());
+}
+
+#[test]
+fn wrong_types_are_named() {
+    let info = "d6:lengthi5e4:namei3e12:piece lengthi16384e6:pieces20:xxxxxxxxxxxxxxxxxxxxe";
+    assert!(matches!(
+        Metainfo::from_bytes(&wrap(info)),
+        Err(MetainfoError::WrongType { field: "name", .. })
+    ));
+    let info = "d6:lengthi5e4:name1:n12:piece length1:x6:pieces20:xxxxxxxxxxxxxxxxxxxxe";
+    assert!(matches!(
+        Metainfo::from_bytes(&wrap(info)),
+        Err(MetainfoError::WrongType {
+            field: "piece length",
+            ..
+        })
+    ));
+    let info = "d5:filesi1e4:name1:n12:piece lengthi16384e6:pieces20:xxxxxxxxxxxxxxxxxxxxe";
+    assert!(matches!(
+        Metainfo::from_bytes(&wrap(info)),
+        Err(MetainfoError::WrongType { field: "files", .. })
+    ));
+}
+
+#[test]
+fn truncated_says_so() {
+    assert!(bad!("truncated.torrent").to_string().contains("truncated"));
+}
