@@ -659,4 +659,28 @@ mod tests {
             assert_eq!(m.info_hash.to_hex(), hash, "{seed}");
         }
     }
+
+    #[test]
+    fn same_info_hash_as_mktorrent_for_a_folder() {
+        // testdata/make-golden.sh's "multi" folder; 32 KiB pieces cross files.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("multi");
+        for (rel, len, seed) in [
+            ("a.txt", 10_000, "a"),
+            ("sub/b.bin", 30_000, "b"),
+            ("sub/deeper/c.bin", 5_000, "c"),
+            ("z.dat", 20_001, "z"),
+        ] {
+            let p = root.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, golden_payload(seed, len)).unwrap();
+        }
+        let mut o = opts(&root);
+        o.piece_length = Some(32 * 1024);
+        let m = Metainfo::from_bytes(&create_torrent(&o, &|_| {}).unwrap()).unwrap();
+        assert_eq!(
+            m.info_hash.to_hex(),
+            "a5e9ac19452c380a671961148be5b5b0a8c20aff"
+        );
+    }
 }

@@ -9,6 +9,8 @@ cd "$(dirname "$0")"
 out="$PWD/torrents"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+# mktorrent refuses to overwrite, so start clean (bad/ is made by make-bad.py).
+rm -f "$out"/*.torrent
 
 # gen FILE SIZE SEED: SIZE deterministic bytes.
 gen() {
@@ -40,6 +42,10 @@ gen multi/sub/deeper/c.bin 5000 c
 gen multi/z.dat 20001 z
 transmission-create -s 16 -t http://tracker.example/announce -c "multi file golden" \
   -o "$out/multi.torrent" multi
+
+# 2b. The same folder by mktorrent (no `private` key, unlike Transmission),
+#     so tests can check that `btc create` gives the very same info-hash.
+mktorrent -d -l 15 -a http://tracker.example/announce -o "$out/multi-mktorrent.torrent" multi
 
 # 3. announce-list with tiers: [[a, b], [c]].
 gen tiers.bin 40000 tiers

@@ -355,3 +355,18 @@ fn wrong_types_are_named() {
 fn truncated_says_so() {
     assert!(bad!("truncated.torrent").to_string().contains("truncated"));
 }
+
+#[test]
+fn multi_file_mktorrent() {
+    let m = Metainfo::from_bytes(golden!("multi-mktorrent.torrent")).unwrap();
+    assert_eq!(
+        m.info_hash,
+        hash("a5e9ac19452c380a671961148be5b5b0a8c20aff")
+    );
+    assert_eq!(m.info.name, "multi");
+    assert_eq!(m.info.piece_length, 32768);
+    assert_eq!(m.info.piece_count(), 2);
+    let t = Metainfo::from_bytes(golden!("multi.torrent")).unwrap();
+    // Same payload as Transmission's multi.torrent, so the same file layout.
+    assert_eq!(m.info.files, t.info.files);
+}
