@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use librqbit_bencode::{BencodeValueBorrowed as Value, WithRawBytes};
+pub use librqbit_bencode::{BencodeValueBorrowed as Value, ByteBuf, WithRawBytes};
 
 /// Nesting deeper than this is refused: real torrents and messages nest a
 /// handful of levels, and a hostile `llll…` must not exhaust the stack.
@@ -38,6 +38,10 @@ pub fn decode_prefix<'a, T: Deserialize<'a>>(buf: &'a [u8]) -> Result<(T, usize)
             let rest = de.into_remaining().len();
             Ok((v, buf.len() - rest))
         }
+        // librqbit says just "eof"; name the likely cause.
+        Err(librqbit_bencode::DeserializeError::Eof) => Err(BencodeError(
+            "unexpected end of data (truncated?)".to_owned(),
+        )),
         Err(e) => Err(BencodeError(e.to_string())),
     }
 }

@@ -1,11 +1,30 @@
 //! `.torrent` files (BEP 3, 12, 19, 27): parsing and validation.
 //!
 //! Knows nothing of magnets or the network. The info-hash is the SHA-1 of the
-//! info dictionary's exact bytes as they appear in the file.
-//! STUB: the interface below is fixed; the bodies are being written.
+//! info dictionary's exact bytes as they appear in the file: re-serializing
+//! would silently change the hash of any torrent whose creator wrote unsorted
+//! keys or unknown fields, and we would then join the wrong swarm.
+//!
+//! Everything that later becomes a file name on disk is validated here, once,
+//! so the storage layer can join paths without re-checking them.
 
+use std::collections::HashSet;
+
+use crate::bencode::{ByteBuf, Value, WithRawBytes};
 use crate::id::InfoHash;
 use bytes::Bytes;
+use serde::Deserialize;
+use sha1::{Digest, Sha1};
+
+/// Largest piece length accepted. Real torrents stop at 16–64 MiB; anything
+/// bigger is either an attack on our memory (we buffer whole pieces) or junk.
+pub const MAX_PIECE_LENGTH: u64 = 256 * 1024 * 1024;
+/// Largest total size accepted (1 PiB): beyond any real payload, and keeps all
+/// offset arithmetic far away from `u64` overflow.
+pub const MAX_TOTAL_LENGTH: u64 = 1 << 50;
+/// Most files accepted in one torrent, so a tiny hostile file cannot make us
+/// allocate and validate millions of paths.
+pub const MAX_FILES: usize = 1_000_000;
 
 /// A validated torrent.
 #[derive(Debug, Clone)]
@@ -71,21 +90,520 @@ pub enum MetainfoError {
     /// Not bencode, or not the expected shape.
     #[error(transparent)]
     Bencode(#[from] crate::bencode::BencodeError),
+    /// A required key is absent.
+    #[error("missing `{0}`")]
+    Missing(&'static str),
+    /// A key holds the wrong kind of value.
+    #[error("`{field}` must be {expected}")]
+    WrongType {
+        /// The key.
+        field: &'static str,
+        /// What it should have been.
+        expected: &'static str,
+    },
+    /// An integer that must not be negative is.
+    #[error("`{field}` is negative ({value})")]
+    Negative {
+        /// The key.
+        field: &'static str,
+        /// The value found.
+        value: i64,
+    },
+    /// `piece length` is 0.
+    #[error("piece length 0")]
+    PieceLengthZero,
+    /// `piece length` is over [`MAX_PIECE_LENGTH`].
+    #[error("piece length {0} is over the 256 MiB limit")]
+    PieceLengthTooLarge(u64),
+    /// `pieces` is not a whole number of SHA-1 hashes.
+    #[error("pieces is {0} bytes, not a multiple of 20")]
+    PiecesNotMultipleOf20(usize),
+    /// The number of hashes does not fit the content length.
+    #[error(
+        "{actual} piece hashes, but {total_length} bytes in {piece_length}-byte pieces need {expected}"
+    )]
+    PieceCountMismatch {
+        /// Hashes present.
+        actual: usize,
+        /// Hashes needed.
+        expected: u64,
+        /// Total content length.
+        total_length: u64,
+        /// Piece length.
+        piece_length: u32,
+    },
+    /// The content is zero bytes long.
+    #[error("total length 0 (empty torrent)")]
+    EmptyTorrent,
+    /// The content is over [`MAX_TOTAL_LENGTH`].
+    #[error("total length is over the 2^50 byte limit")]
+    TooLarge,
+    /// More than [`MAX_FILES`] files.
+    #[error("{0} files is over the limit of 1000000")]
+    TooManyFiles(usize),
+    /// The info dict has both `length` and `files`.
+    #[error("info has both `length` and `files`")]
+    BothLengthAndFiles,
+    /// The info dict has neither `length` nor `files`.
+    #[error("info has neither `length` nor `files`")]
+    NeitherLengthNorFiles,
+    /// The torrent name is not one safe path component.
+    #[error("name {name:?} is not allowed: {reason}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A file path component could escape or confuse the output folder.
+    #[error("file path component {component:?} is not allowed: {reason}")]
+    BadPathComponent {
+        /// The component.
+        component: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A file's `path` list has no components.
+    #[error("file {0} has an empty path")]
+    EmptyPath(usize),
+    /// Two files share a path.
+    #[error("duplicate file path {0:?}")]
+    DuplicatePath(String),
+    /// A path is a file and also a folder holding another file.
+    #[error("{0:?} is both a file and a folder")]
+    FileIsFolder(String),
+}
+
+/// The top level of a `.torrent`, borrowed from the input. Everything but
+/// `info` is optional metadata, so a wrong type there is ignored rather than
+/// fatal: we can still download without a comment or a tracker list.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'a: 'de"))]
+struct RawTorrent<'a> {
+    #[serde(borrow)]
+    info: Option<WithRawBytes<Value<'a>, ByteBuf<'a>>>,
+    #[serde(borrow)]
+    announce: Option<Value<'a>>,
+    #[serde(borrow, rename = "announce-list")]
+    announce_list: Option<Value<'a>>,
+    #[serde(borrow, rename = "creation date")]
+    creation_date: Option<Value<'a>>,
+    #[serde(borrow)]
+    comment: Option<Value<'a>>,
+    #[serde(borrow, rename = "created by")]
+    created_by: Option<Value<'a>>,
+    #[serde(borrow)]
+    encoding: Option<Value<'a>>,
+    #[serde(borrow, rename = "url-list")]
+    url_list: Option<Value<'a>>,
 }
 
 impl Metainfo {
     /// Parses and validates a whole `.torrent` file.
-    pub fn from_bytes(_buf: &[u8]) -> Result<Metainfo, MetainfoError> {
-        todo!()
+    pub fn from_bytes(buf: &[u8]) -> Result<Metainfo, MetainfoError> {
+        let raw: RawTorrent = crate::bencode::decode(buf)?;
+        let info_raw = raw.info.ok_or(MetainfoError::Missing("info"))?;
+        let info = parse_info(&info_raw.data)?;
+        let info_bytes = Bytes::copy_from_slice(info_raw.raw_bytes.0);
+        let announce = raw
+            .announce
+            .as_ref()
+            .and_then(lossy)
+            .filter(|s| !s.is_empty());
+        let announce_list = raw
+            .announce_list
+            .as_ref()
+            .map(parse_tiers)
+            .unwrap_or_default();
+        let url_list = match &raw.url_list {
+            Some(Value::Bytes(b)) => vec![String::from_utf8_lossy(b.0).into_owned()],
+            Some(Value::List(l)) => l.iter().filter_map(lossy).collect(),
+            _ => Vec::new(),
+        }
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+        Ok(Metainfo {
+            info,
+            info_hash: sha1_hash(&info_bytes),
+            info_bytes,
+            announce,
+            announce_list,
+            creation_date: match raw.creation_date {
+                Some(Value::Integer(i)) => Some(i),
+                _ => None,
+            },
+            comment: raw.comment.as_ref().and_then(lossy),
+            created_by: raw.created_by.as_ref().and_then(lossy),
+            encoding: raw.encoding.as_ref().and_then(lossy),
+            url_list,
+        })
     }
 
     /// Builds a `Metainfo` from a bare info dict fetched over ut_metadata (magnet path).
-    pub fn from_info_bytes(_info: &[u8], _trackers: Vec<Vec<String>>) -> Result<Metainfo, MetainfoError> {
-        todo!()
+    ///
+    /// The trackers come from the magnet link; empty URLs and tiers are dropped
+    /// as in `announce-list`. The caller must still check that the returned
+    /// `info_hash` is the one it asked peers for.
+    pub fn from_info_bytes(
+        info: &[u8],
+        trackers: Vec<Vec<String>>,
+    ) -> Result<Metainfo, MetainfoError> {
+        let value: Value = crate::bencode::decode(info)?;
+        let parsed = parse_info(&value)?;
+        let announce_list: Vec<Vec<String>> = trackers
+            .into_iter()
+            .map(|tier| {
+                tier.into_iter()
+                    .filter(|u| !u.is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|tier| !tier.is_empty())
+            .collect();
+        let info_bytes = Bytes::copy_from_slice(info);
+        Ok(Metainfo {
+            info: parsed,
+            info_hash: sha1_hash(&info_bytes),
+            info_bytes,
+            announce: announce_list.first().and_then(|t| t.first()).cloned(),
+            announce_list,
+            creation_date: None,
+            comment: None,
+            created_by: None,
+            encoding: None,
+            url_list: Vec::new(),
+        })
     }
 
     /// Tracker tiers: `announce-list` when present, else `[[announce]]`.
+    ///
+    /// BEP 12 says a client that understands `announce-list` ignores
+    /// `announce`, so the two are never merged.
     pub fn tracker_tiers(&self) -> Vec<Vec<String>> {
-        todo!()
+        if !self.announce_list.is_empty() {
+            return self.announce_list.clone();
+        }
+        match &self.announce {
+            Some(a) => vec![vec![a.clone()]],
+            None => Vec::new(),
+        }
+    }
+
+    /// SHA-1 of piece `index`, or `None` past the end.
+    pub fn piece_hash(&self, index: usize) -> Option<&[u8; 20]> {
+        self.info.pieces.get(index)
     }
 }
+
+impl Info {
+    /// Number of pieces.
+    pub fn piece_count(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// Length of piece `index`: `piece_length`, except the last piece, which
+    /// holds what is left. `None` past the end.
+    pub fn piece_len(&self, index: usize) -> Option<u32> {
+        if index >= self.pieces.len() {
+            return None;
+        }
+        let start = index as u64 * u64::from(self.piece_length);
+        let left = self.total_length.saturating_sub(start);
+        Some(left.min(u64::from(self.piece_length)) as u32)
+    }
+}
+
+fn sha1_hash(bytes: &[u8]) -> InfoHash {
+    let digest = Sha1::digest(bytes);
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&digest);
+    InfoHash(out)
+}
+
+/// A byte string as text; non-UTF-8 bytes become U+FFFD rather than an error,
+/// because old torrents in legacy encodings are still worth downloading.
+fn lossy(v: &Value) -> Option<String> {
+    match v {
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b.0).into_owned()),
+        _ => None,
+    }
+}
+
+/// BEP 12 tiers, tolerating junk: non-list tiers and non-string URLs are
+/// skipped, and a tier left empty is dropped.
+fn parse_tiers(v: &Value) -> Vec<Vec<String>> {
+    let Value::List(tiers) = v else {
+        return Vec::new();
+    };
+    tiers
+        .iter()
+        .filter_map(|tier| match tier {
+            Value::List(urls) => Some(
+                urls.iter()
+                    .filter_map(lossy)
+                    .filter(|u| !u.is_empty())
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .filter(|tier| !tier.is_empty())
+        .collect()
+}
+
+type Dict<'a, 'b> = &'b std::collections::HashMap<ByteBuf<'a>, Value<'a>>;
+
+fn get<'a, 'b>(d: Dict<'a, 'b>, key: &str) -> Option<&'b Value<'a>> {
+    d.get(key.as_bytes())
+}
+
+fn get_int(d: Dict, key: &'static str) -> Result<Option<i64>, MetainfoError> {
+    match get(d, key) {
+        None => Ok(None),
+        Some(Value::Integer(i)) => Ok(Some(*i)),
+        Some(_) => Err(MetainfoError::WrongType {
+            field: key,
+            expected: "an integer",
+        }),
+    }
+}
+
+fn get_u64(d: Dict, key: &'static str) -> Result<Option<u64>, MetainfoError> {
+    match get_int(d, key)? {
+        None => Ok(None),
+        Some(i) => u64::try_from(i)
+            .map(Some)
+            .map_err(|_| MetainfoError::Negative {
+                field: key,
+                value: i,
+            }),
+    }
+}
+
+fn get_bytes<'a>(d: Dict<'a, '_>, key: &'static str) -> Result<Option<&'a [u8]>, MetainfoError> {
+    match get(d, key) {
+        None => Ok(None),
+        Some(Value::Bytes(b)) => Ok(Some(b.0)),
+        Some(_) => Err(MetainfoError::WrongType {
+            field: key,
+            expected: "a byte string",
+        }),
+    }
+}
+
+/// A text field, preferring the `.utf-8` twin when present and well-formed:
+/// some creators put a legacy encoding in the plain key and UTF-8 in the twin.
+fn get_text(d: Dict, key: &'static str, utf8_key: &str) -> Result<Option<String>, MetainfoError> {
+    if let Some(Value::Bytes(b)) = get(d, utf8_key)
+        && let Ok(s) = std::str::from_utf8(b.0)
+    {
+        return Ok(Some(s.to_owned()));
+    }
+    Ok(get_bytes(d, key)?.map(|b| String::from_utf8_lossy(b).into_owned()))
+}
+
+/// A path list (`path` or `path.utf-8`) as strings; `None` if it is not a
+/// list of byte strings.
+fn path_list(v: &Value) -> Option<Vec<String>> {
+    let Value::List(items) = v else {
+        return None;
+    };
+    items.iter().map(lossy).collect()
+}
+
+/// Why one path component is unsafe to join under the output folder, if it is.
+/// Shared with `create` so we never write a torrent we would refuse to read.
+pub(crate) fn component_problem(c: &str) -> Option<&'static str> {
+    if c.is_empty() {
+        Some("empty")
+    } else if c == "." || c == ".." {
+        Some("it refers to a folder, not a name")
+    } else if c.contains('/') || c.contains('\\') {
+        Some("it contains a path separator")
+    } else if c.contains('\0') {
+        Some("it contains NUL")
+    } else if c.len() >= 2 && c.as_bytes()[1] == b':' && c.as_bytes()[0].is_ascii_alphabetic() {
+        Some("it is an absolute Windows path")
+    } else {
+        None
+    }
+}
+
+fn check_component(c: &str) -> Result<(), MetainfoError> {
+    match component_problem(c) {
+        Some(reason) => Err(MetainfoError::BadPathComponent {
+            component: c.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn parse_info(v: &Value) -> Result<Info, MetainfoError> {
+    let Value::Dict(d) = v else {
+        return Err(MetainfoError::WrongType {
+            field: "info",
+            expected: "a dictionary",
+        });
+    };
+
+    let piece_length = get_u64(d, "piece length")?.ok_or(MetainfoError::Missing("piece length"))?;
+    if piece_length == 0 {
+        return Err(MetainfoError::PieceLengthZero);
+    }
+    if piece_length > MAX_PIECE_LENGTH {
+        return Err(MetainfoError::PieceLengthTooLarge(piece_length));
+    }
+    // Checked against MAX_PIECE_LENGTH just above, so it fits.
+    let piece_length = piece_length as u32;
+
+    let pieces_raw = get_bytes(d, "pieces")?.ok_or(MetainfoError::Missing("pieces"))?;
+    if pieces_raw.len() % 20 != 0 {
+        return Err(MetainfoError::PiecesNotMultipleOf20(pieces_raw.len()));
+    }
+    let pieces: Vec<[u8; 20]> = pieces_raw
+        .chunks_exact(20)
+        .map(|c| {
+            let mut h = [0u8; 20];
+            h.copy_from_slice(c);
+            h
+        })
+        .collect();
+
+    let private = matches!(get(d, "private"), Some(Value::Integer(1)));
+
+    let name = get_text(d, "name", "name.utf-8")?.ok_or(MetainfoError::Missing("name"))?;
+    if let Some(reason) = component_problem(&name) {
+        return Err(MetainfoError::BadName { name, reason });
+    }
+
+    let length = get_u64(d, "length")?;
+    let files_v = get(d, "files");
+    let (files, multi_file) = match (length, files_v) {
+        (Some(_), Some(_)) => return Err(MetainfoError::BothLengthAndFiles),
+        (None, None) => return Err(MetainfoError::NeitherLengthNorFiles),
+        (Some(length), None) => {
+            if length > MAX_TOTAL_LENGTH {
+                return Err(MetainfoError::TooLarge);
+            }
+            let md5sum = get_bytes(d, "md5sum")
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(b).into_owned());
+            let entry = FileEntry {
+                path: vec![name.clone()],
+                length,
+                offset: 0,
+                md5sum,
+            };
+            (vec![entry], false)
+        }
+        (None, Some(files_v)) => (parse_files(&name, files_v)?, true),
+    };
+
+    let total_length = files.last().map(|f| f.offset + f.length).unwrap_or(0);
+    if total_length == 0 {
+        return Err(MetainfoError::EmptyTorrent);
+    }
+    let expected = total_length.div_ceil(u64::from(piece_length));
+    if expected != pieces.len() as u64 {
+        return Err(MetainfoError::PieceCountMismatch {
+            actual: pieces.len(),
+            expected,
+            total_length,
+            piece_length,
+        });
+    }
+
+    Ok(Info {
+        name,
+        piece_length,
+        pieces,
+        private,
+        files,
+        total_length,
+        multi_file,
+    })
+}
+
+fn parse_files(name: &str, files_v: &Value) -> Result<Vec<FileEntry>, MetainfoError> {
+    let Value::List(list) = files_v else {
+        return Err(MetainfoError::WrongType {
+            field: "files",
+            expected: "a list",
+        });
+    };
+    if list.len() > MAX_FILES {
+        return Err(MetainfoError::TooManyFiles(list.len()));
+    }
+    let mut files = Vec::with_capacity(list.len());
+    let mut offset: u64 = 0;
+    for (index, f) in list.iter().enumerate() {
+        let Value::Dict(fd) = f else {
+            return Err(MetainfoError::WrongType {
+                field: "files",
+                expected: "a list of dictionaries",
+            });
+        };
+        let length = get_u64(fd, "length")?.ok_or(MetainfoError::Missing("length"))?;
+        let utf8 = get(fd, "path.utf-8").and_then(path_list);
+        let rel = match utf8 {
+            Some(p) => p,
+            None => {
+                let p = get(fd, "path").ok_or(MetainfoError::Missing("path"))?;
+                path_list(p).ok_or(MetainfoError::WrongType {
+                    field: "path",
+                    expected: "a list of byte strings",
+                })?
+            }
+        };
+        if rel.is_empty() {
+            return Err(MetainfoError::EmptyPath(index));
+        }
+        for c in &rel {
+            check_component(c)?;
+        }
+        let md5sum = match get(fd, "md5sum") {
+            Some(v) => lossy(v),
+            None => None,
+        };
+        let mut path = Vec::with_capacity(rel.len() + 1);
+        path.push(name.to_owned());
+        path.extend(rel);
+        files.push(FileEntry {
+            path,
+            length,
+            offset,
+            md5sum,
+        });
+        offset = offset
+            .checked_add(length)
+            .filter(|t| *t <= MAX_TOTAL_LENGTH)
+            .ok_or(MetainfoError::TooLarge)?;
+    }
+    check_unique(&files)?;
+    Ok(files)
+}
+
+/// Refuses duplicate paths and a path that is a file and a folder at once:
+/// either would make two files share bytes on disk, or fail half-way through
+/// a download when the folder cannot be created.
+fn check_unique(files: &[FileEntry]) -> Result<(), MetainfoError> {
+    let mut seen: HashSet<&[String]> = HashSet::with_capacity(files.len());
+    for f in files {
+        if !seen.insert(&f.path) {
+            return Err(MetainfoError::DuplicatePath(f.path.join("/")));
+        }
+    }
+    for f in files {
+        for end in 1..f.path.len() {
+            let prefix = &f.path[..end];
+            if seen.contains(prefix) {
+                return Err(MetainfoError::FileIsFolder(prefix.join("/")));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,1 @@
-//! Being written.
+pub mod info;

@@ -1,0 +1,203 @@
+//! Text for `btc info`: what a `.torrent` or a magnet link holds.
+//!
+//! Pure formatting (no I/O) so the output is unit-tested and the subcommand
+//! only has to read the file and print the string.
+
+use std::fmt::Write as _;
+
+use crate::magnet::Magnet;
+use crate::metainfo::Metainfo;
+
+/// A size in binary units with two decimals (`1.50 GiB`), or plain bytes
+/// below 1 KiB, so it reads the same as other clients' listings.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2} {}", UNITS[unit])
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`. Done by hand
+/// (Howard Hinnant's civil-from-days) to avoid a date crate for one line.
+pub fn format_unix_time(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Everything worth knowing about a torrent file, one field per line, then
+/// files, tracker tiers and web seeds.
+pub fn format_info(m: &Metainfo) -> String {
+    let info = &m.info;
+    let mut s = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(s, "Name:        {}", info.name);
+    let _ = writeln!(s, "Info-hash:   {}", m.info_hash);
+    let _ = writeln!(s, "Magnet:      {}", Magnet::from_metainfo(m).to_uri());
+    let _ = writeln!(
+        s,
+        "Size:        {} ({} bytes)",
+        human_bytes(info.total_length),
+        info.total_length
+    );
+    let _ = writeln!(
+        s,
+        "Pieces:      {} x {} ({} bytes)",
+        info.piece_count(),
+        human_bytes(u64::from(info.piece_length)),
+        info.piece_length
+    );
+    let _ = writeln!(
+        s,
+        "Private:     {}",
+        if info.private { "yes" } else { "no" }
+    );
+    if let Some(by) = &m.created_by {
+        let _ = writeln!(s, "Created by:  {by}");
+    }
+    if let Some(date) = m.creation_date {
+        let _ = writeln!(s, "Created on:  {}", format_unix_time(date));
+    }
+    if let Some(comment) = &m.comment {
+        let _ = writeln!(s, "Comment:     {comment}");
+    }
+
+    let _ = writeln!(s, "\nFiles ({}):", info.files.len());
+    for f in &info.files {
+        let _ = writeln!(s, "  {:>10}  {}", human_bytes(f.length), f.path.join("/"));
+    }
+
+    let tiers = m.tracker_tiers();
+    if tiers.is_empty() {
+        let _ = writeln!(s, "\nTrackers: none (DHT and peer exchange only)");
+    } else {
+        let _ = writeln!(s, "\nTrackers:");
+        for (i, tier) in tiers.iter().enumerate() {
+            let _ = writeln!(s, "  Tier {}:", i + 1);
+            for url in tier {
+                let _ = writeln!(s, "    {url}");
+            }
+        }
+    }
+    if !m.url_list.is_empty() {
+        let _ = writeln!(s, "\nWeb seeds:");
+        for url in &m.url_list {
+            let _ = writeln!(s, "  {url}");
+        }
+    }
+    s
+}
+
+/// What a magnet link holds: the hash and whatever hints came with it.
+pub fn format_magnet_info(m: &Magnet) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Info-hash:   {}", m.info_hash);
+    let _ = writeln!(s, "Name:        {}", m.name.as_deref().unwrap_or("(none)"));
+    let list = |s: &mut String, title: &str, items: Vec<String>| {
+        if items.is_empty() {
+            let _ = writeln!(s, "{title}: none");
+        } else {
+            let _ = writeln!(s, "{title}:");
+            for i in items {
+                let _ = writeln!(s, "  {i}");
+            }
+        }
+    };
+    list(&mut s, "Trackers", m.trackers.clone());
+    list(
+        &mut s,
+        "Peers",
+        m.peers.iter().map(|p| p.to_string()).collect(),
+    );
+    list(&mut s, "Web seeds", m.web_seeds.clone());
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.00 KiB");
+        assert_eq!(human_bytes(1536 * 1024 * 1024), "1.50 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16.00 EiB");
+    }
+
+    #[test]
+    fn unix_time() {
+        assert_eq!(format_unix_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_unix_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_unix_time(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(format_unix_time(-1), "1969-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn torrent_info_text() {
+        let m = Metainfo::from_bytes(include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/torrents/multi.torrent"
+        )))
+        .unwrap();
+        let text = format_info(&m);
+        for want in [
+            "Name:        multi\n",
+            "Info-hash:   758e7262710c866ff80e74a0cd6f73eb99a84fe0\n",
+            "Magnet:      magnet:?xt=urn:btih:758e7262710c866ff80e74a0cd6f73eb99a84fe0&dn=multi&tr=http%3A%2F%2Ftracker.example%2Fannounce\n",
+            "Size:        63.48 KiB (65001 bytes)\n",
+            "Pieces:      4 x 16.00 KiB (16384 bytes)\n",
+            "Private:     no\n",
+            "Created by:  Transmission/3.00",
+            "Comment:     multi file golden\n",
+            "Files (4):\n",
+            "  19.53 KiB  multi/z.dat\n",
+            "  Tier 1:\n    http://tracker.example/announce\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("Web seeds"));
+        let web = Metainfo::from_bytes(include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/torrents/webseed.torrent"
+        )))
+        .unwrap();
+        assert!(format_info(&web).contains("Web seeds:\n  http://seed1.example/files/\n"));
+    }
+
+    #[test]
+    fn magnet_info_text() {
+        let m = Magnet::parse(
+            "magnet:?xt=urn:btih:758e7262710c866ff80e74a0cd6f73eb99a84fe0&dn=x&tr=udp://t:1&x.pe=1.2.3.4:5",
+        )
+        .unwrap();
+        let text = format_magnet_info(&m);
+        assert_eq!(
+            text,
+            "Info-hash:   758e7262710c866ff80e74a0cd6f73eb99a84fe0\nName:        x\n\
+             Trackers:\n  udp://t:1\nPeers:\n  1.2.3.4:5\nWeb seeds: none\n"
+        );
+    }
+}

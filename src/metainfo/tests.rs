@@ -1,0 +1,372 @@
+use super::*;
+
+macro_rules! golden {
+    ($name:literal) => {
+        include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/torrents/",
+            $name
+        ))
+    };
+}
+
+macro_rules! bad {
+    ($name:literal) => {
+        Metainfo::from_bytes(include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/torrents/bad/",
+            $name
+        )))
+        .unwrap_err()
+    };
+}
+
+fn hash(s: &str) -> InfoHash {
+    InfoHash::parse(s).unwrap()
+}
+
+fn paths(m: &Metainfo) -> Vec<(String, u64, u64)> {
+    m.info
+        .files
+        .iter()
+        .map(|f| (f.path.join("/"), f.length, f.offset))
+        .collect()
+}
+
+#[test]
+fn single_file_mktorrent() {
+    let m = Metainfo::from_bytes(golden!("single.torrent")).unwrap();
+    assert_eq!(
+        m.info_hash,
+        hash("85597bf454e16d09ac349215cf70a88b4ac42ec0")
+    );
+    assert_eq!(m.info.name, "single.bin");
+    assert!(!m.info.multi_file);
+    assert!(!m.info.private);
+    assert_eq!(m.info.piece_length, 32768);
+    assert_eq!(m.info.piece_count(), 4);
+    assert_eq!(m.info.total_length, 100_000);
+    assert_eq!(paths(&m), vec![("single.bin".into(), 100_000, 0)]);
+    assert_eq!(
+        m.announce.as_deref(),
+        Some("http://tracker.example/announce")
+    );
+    assert_eq!(m.comment.as_deref(), Some("single file golden"));
+    assert_eq!(m.creation_date, None);
+    assert!(m.created_by.as_deref().unwrap().starts_with("mktorrent"));
+    assert_eq!(
+        m.tracker_tiers(),
+        vec![vec!["http://tracker.example/announce".to_string()]]
+    );
+    assert_eq!(m.info.piece_len(3), Some(100_000 - 3 * 32768));
+    assert_eq!(m.info.piece_len(4), None);
+    assert!(m.piece_hash(3).is_some());
+    assert!(m.piece_hash(4).is_none());
+}
+
+#[test]
+fn multi_file_transmission() {
+    let m = Metainfo::from_bytes(golden!("multi.torrent")).unwrap();
+    assert_eq!(
+        m.info_hash,
+        hash("758e7262710c866ff80e74a0cd6f73eb99a84fe0")
+    );
+    assert_eq!(m.info.name, "multi");
+    assert!(m.info.multi_file);
+    assert_eq!(m.info.piece_length, 16384);
+    assert_eq!(m.info.piece_count(), 4);
+    assert_eq!(m.info.total_length, 65_001);
+    assert_eq!(
+        paths(&m),
+        vec![
+            ("multi/a.txt".into(), 10_000, 0),
+            ("multi/sub/b.bin".into(), 30_000, 10_000),
+            ("multi/sub/deeper/c.bin".into(), 5_000, 40_000),
+            ("multi/z.dat".into(), 20_001, 45_000),
+        ]
+    );
+    assert_eq!(m.encoding.as_deref(), Some("UTF-8"));
+    assert_eq!(m.comment.as_deref(), Some("multi file golden"));
+    assert!(m.creation_date.is_some());
+    // The raw info dict is kept byte for byte and hashes to the info-hash.
+    let again = Metainfo::from_info_bytes(&m.info_bytes, m.tracker_tiers()).unwrap();
+    assert_eq!(again.info_hash, m.info_hash);
+    assert_eq!(again.info, m.info);
+    assert_eq!(again.tracker_tiers(), m.tracker_tiers());
+}
+
+#[test]
+fn announce_list_tiers() {
+    let m = Metainfo::from_bytes(golden!("tiers.torrent")).unwrap();
+    assert_eq!(
+        m.info_hash,
+        hash("676d45bffa6e7525fed18dcee1f8efc62b7b40d6")
+    );
+    assert_eq!(m.info.piece_count(), 2);
+    assert_eq!(
+        m.tracker_tiers(),
+        vec![
+            vec![
+                "http://a.example/announce".to_string(),
+                "http://b.example/announce".to_string()
+            ],
+            vec!["udp://c.example:6969/announce".to_string()],
+        ]
+    );
+}
+
+#[test]
+fn private_flag() {
+    let m = Metainfo::from_bytes(golden!("private.torrent")).unwrap();
+    assert_eq!(
+        m.info_hash,
+        hash("00a56e7f9f9b273648b7ad2163709b508dbb599c")
+    );
+    assert!(m.info.private);
+    assert_eq!(m.info.piece_count(), 2);
+    assert_eq!(m.info.name, "private.bin");
+}
+
+#[test]
+fn url_list_web_seeds() {
+    let m = Metainfo::from_bytes(golden!("webseed.torrent")).unwrap();
+    assert_eq!(
+        m.info_hash,
+        hash("565b993edd0205e060abb9a12fdf7532d3b4d4a2")
+    );
+    assert_eq!(m.info.piece_count(), 3);
+    assert_eq!(
+        m.url_list,
+        vec![
+            "http://seed1.example/files/".to_string(),
+            "http://seed2.example/files/".to_string()
+        ]
+    );
+}
+
+#[test]
+fn utf8_names() {
+    let m = Metainfo::from_bytes(golden!("utf8.torrent")).unwrap();
+    assert_eq!(
+        m.info_hash,
+        hash("c5d77d9fa18935b27f584177f804da1a7191fe17")
+    );
+    assert_eq!(m.info.name, "Ünïcödé");
+    assert_eq!(m.info.piece_count(), 3);
+    assert_eq!(
+        paths(&m),
+        vec![
+            ("Ünïcödé/Ελληνικά/ñandú.bin".into(), 23_456, 0),
+            ("Ünïcödé/日本語.txt".into(), 12_345, 23_456),
+        ]
+    );
+}
+
+#[test]
+fn hostile_torrents_name_the_problem() {
+    use MetainfoError as E;
+    assert!(matches!(bad!("truncated.torrent"), E::Bencode(_)));
+    assert!(matches!(bad!("not-bencode.torrent"), E::Bencode(_)));
+    assert!(matches!(bad!("deep-nesting.torrent"), E::Bencode(_)));
+    assert!(matches!(
+        bad!("pieces-not-multiple-of-20.torrent"),
+        E::PiecesNotMultipleOf20(23)
+    ));
+    assert!(matches!(
+        bad!("dotdot-path.torrent"),
+        E::BadPathComponent { component, .. } if component == ".."
+    ));
+    assert!(matches!(
+        bad!("absolute-path.torrent"),
+        E::BadPathComponent { component, .. } if component == "/etc/passwd"
+    ));
+    assert!(matches!(
+        bad!("empty-path-component.torrent"),
+        E::BadPathComponent { component, .. } if component.is_empty()
+    ));
+    assert!(matches!(bad!("empty-path-list.torrent"), E::EmptyPath(0)));
+    assert!(matches!(
+        bad!("piece-length-zero.torrent"),
+        E::PieceLengthZero
+    ));
+    assert!(matches!(
+        bad!("piece-length-huge.torrent"),
+        E::PieceLengthTooLarge(_)
+    ));
+    assert!(matches!(bad!("zero-total-length.torrent"), E::EmptyTorrent));
+    assert!(matches!(bad!("duplicate-paths.torrent"), E::DuplicatePath(p) if p == "folder/a.txt"));
+    assert!(matches!(bad!("file-and-folder.torrent"), E::FileIsFolder(p) if p == "folder/a"));
+    assert!(matches!(
+        bad!("piece-count-mismatch.torrent"),
+        E::PieceCountMismatch {
+            actual: 2,
+            expected: 3,
+            ..
+        }
+    ));
+    assert!(matches!(
+        bad!("negative-length.torrent"),
+        E::Negative {
+            field: "length",
+            value: -5
+        }
+    ));
+    assert!(matches!(bad!("dotdot-name.torrent"), E::BadName { .. }));
+    assert!(matches!(
+        bad!("both-length-and-files.torrent"),
+        E::BothLengthAndFiles
+    ));
+    assert!(matches!(
+        bad!("neither-length-nor-files.torrent"),
+        E::NeitherLengthNorFiles
+    ));
+    assert!(matches!(bad!("missing-info.torrent"), E::Missing("info")));
+}
+
+#[test]
+fn error_messages_are_specific() {
+    assert_eq!(
+        bad!("piece-length-zero.torrent").to_string(),
+        "piece length 0"
+    );
+    assert!(
+        bad!("dotdot-path.torrent")
+            .to_string()
+            .starts_with("file path component \"..\" is not allowed")
+    );
+}
+
+/// Builds a small single-file torrent by hand around an info dict body.
+fn wrap(info: &str) -> Vec<u8> {
+    format!("d4:info{info}e").into_bytes()
+}
+
+#[test]
+fn utf8_twin_keys_are_preferred() {
+    let pieces = "x".repeat(20);
+    let info = format!(
+        "d6:lengthi5e4:name3:old10:name.utf-83:new12:piece lengthi16384e6:pieces20:{pieces}e"
+    );
+    let m = Metainfo::from_bytes(&wrap(&info)).unwrap();
+    assert_eq!(m.info.name, "new");
+    assert_eq!(m.info.files[0].path, vec!["new".to_string()]);
+    assert_eq!(&m.info_bytes[..], info.as_bytes());
+}
+
+#[test]
+fn zero_length_files_inside_multi_file_are_allowed() {
+    let pieces = "x".repeat(20);
+    let info = format!(
+        "d5:filesld6:lengthi0e4:pathl5:emptyeed6:lengthi7e6:md5sum3:abc4:pathl4:dataeee\
+         4:name1:d12:piece lengthi16384e6:pieces20:{pieces}e"
+    );
+    let m = Metainfo::from_bytes(&wrap(&info)).unwrap();
+    assert_eq!(m.info.files.len(), 2);
+    assert_eq!(m.info.files[1].offset, 0);
+    assert_eq!(m.info.files[1].md5sum.as_deref(), Some("abc"));
+    assert_eq!(m.info.total_length, 7);
+}
+
+#[test]
+fn empty_tiers_and_urls_are_dropped() {
+    let pieces = "x".repeat(20);
+    let info = format!("d6:lengthi5e4:name1:n12:piece lengthi16384e6:pieces20:{pieces}e");
+    let buf = format!(
+        "d8:announce1:a13:announce-listll0:el1:bi3eel0:1:cee4:info{info}8:url-list5:http:e"
+    );
+    let m = Metainfo::from_bytes(buf.as_bytes()).unwrap();
+    assert_eq!(
+        m.announce_list,
+        vec![vec!["b".to_string()], vec!["c".to_string()]]
+    );
+    assert_eq!(m.url_list, vec!["http:".to_string()]);
+}
+
+#[test]
+fn backslash_nul_and_drive_letters_are_refused() {
+    for bad in ["a\\b", "a\0b", "C:", "."] {
+        let pieces = "x".repeat(20);
+        let info = format!(
+            "d5:filesld6:lengthi5e4:pathl{}:{}eee4:name1:d12:piece lengthi16384e6:pieces20:{pieces}e",
+            bad.len(),
+            bad
+        );
+        assert!(
+            matches!(
+                Metainfo::from_bytes(&wrap(&info)),
+                Err(MetainfoError::BadPathComponent { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn info_must_be_whole_in_from_info_bytes() {
+    assert!(matches!(
+        Metainfo::from_info_bytes(b"d4:name", vec![]),
+        Err(MetainfoError::Bencode(_))
+    ));
+    assert!(matches!(
+        Metainfo::from_info_bytes(b"i3e", vec![]),
+        Err(MetainfoError::WrongType { field: "info", .. })
+    ));
+}
+
+#[test]
+fn info_hash_is_over_raw_bytes_even_when_unsorted_with_unknown_keys() {
+    let pieces = "x".repeat(20);
+    // Keys out of order plus an unknown key: re-serializing would change the hash.
+    let info = format!(
+        "d4:name1:n6:lengthi5e12:zzzz_unknownli1ei2ee12:piece lengthi16384e6:pieces20:{pieces}e"
+    );
+    let buf = format!("d7:unknowni9e4:info{info}e");
+    let m = Metainfo::from_bytes(buf.as_bytes()).unwrap();
+    let want: [u8; 20] = Sha1::digest(info.as_bytes()).into();
+    assert_eq!(m.info_hash, InfoHash(want));
+    assert_eq!(&m.info_bytes[..], info.as_bytes());
+    assert_eq!(m.info.name, "n");
+    assert!(m.tracker_tiers().is_empty());
+}
+
+#[test]
+fn wrong_types_are_named() {
+    let info = "d6:lengthi5e4:namei3e12:piece lengthi16384e6:pieces20:xxxxxxxxxxxxxxxxxxxxe";
+    assert!(matches!(
+        Metainfo::from_bytes(&wrap(info)),
+        Err(MetainfoError::WrongType { field: "name", .. })
+    ));
+    let info = "d6:lengthi5e4:name1:n12:piece length1:x6:pieces20:xxxxxxxxxxxxxxxxxxxxe";
+    assert!(matches!(
+        Metainfo::from_bytes(&wrap(info)),
+        Err(MetainfoError::WrongType {
+            field: "piece length",
+            ..
+        })
+    ));
+    let info = "d5:filesi1e4:name1:n12:piece lengthi16384e6:pieces20:xxxxxxxxxxxxxxxxxxxxe";
+    assert!(matches!(
+        Metainfo::from_bytes(&wrap(info)),
+        Err(MetainfoError::WrongType { field: "files", .. })
+    ));
+}
+
+#[test]
+fn truncated_says_so() {
+    assert!(bad!("truncated.torrent").to_string().contains("truncated"));
+}
+
+#[test]
+fn multi_file_mktorrent() {
+    let m = Metainfo::from_bytes(golden!("multi-mktorrent.torrent")).unwrap();
+    assert_eq!(
+        m.info_hash,
+        hash("a5e9ac19452c380a671961148be5b5b0a8c20aff")
+    );
+    assert_eq!(m.info.name, "multi");
+    assert_eq!(m.info.piece_length, 32768);
+    assert_eq!(m.info.piece_count(), 2);
+    let t = Metainfo::from_bytes(golden!("multi.torrent")).unwrap();
+    // Same payload as Transmission's multi.torrent, so the same file layout.
+    assert_eq!(m.info.files, t.info.files);
+}
