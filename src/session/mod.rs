@@ -563,7 +563,7 @@ fn cached_info_path(dir: &std::path::Path, ih: InfoHash) -> PathBuf {
 }
 
 /// Reads an info dict remembered from an earlier run, if it still matches.
-fn load_cached_info(dir: &std::path::Path, ih: InfoHash) -> Option<Vec<u8>> {
+pub fn load_cached_info(dir: &std::path::Path, ih: InfoHash) -> Option<Vec<u8>> {
     use sha1::{Digest, Sha1};
     let bytes = std::fs::read(cached_info_path(dir, ih)).ok()?;
     (Sha1::digest(&bytes).as_slice() == ih.0).then_some(bytes)
