@@ -58,9 +58,14 @@ impl OpenTracker {
             udp_port,
             _dir: dir,
         };
+        // Ready means listening *and* the whitelist loaded: opentracker reads
+        // it in a worker thread, so early announces are "not authorized".
+        // (A `stopped` announce is not checked against the whitelist, so the
+        // probe is a `started`, undone by a `stopped` once it succeeds.)
         let start = std::time::Instant::now();
         loop {
-            if std::net::TcpStream::connect((LOCAL, http_port)).is_ok() {
+            if hashes.is_empty() || raw_announce(http_port, &hashes[0], Event::Started) {
+                raw_announce(http_port, &hashes[0], Event::Stopped);
                 break;
             }
             if let Ok(Some(status)) = t.child.try_wait() {
@@ -91,6 +96,36 @@ impl Drop for OpenTracker {
     }
 }
 
+/// One blocking announce as a fixed probe peer; true when the tracker did
+/// not refuse it.
+fn raw_announce(port: u16, hash: &InfoHash, event: Event) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect((LOCAL, port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = AnnounceRequest {
+        info_hash: *hash,
+        peer_id: PeerId(*b"-BT0100-readinessxyz"),
+        port: 1,
+        uploaded: 0,
+        downloaded: 0,
+        left: 1,
+        event,
+        numwant: Some(0),
+        key: 0,
+        tracker_id: None,
+    };
+    let path = announce::http_url("/announce", &req);
+    let head = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut resp = Vec::new();
+    if s.write_all(head.as_bytes()).is_err() || s.read_to_end(&mut resp).is_err() {
+        return false;
+    }
+    let text = String::from_utf8_lossy(&resp);
+    text.starts_with("HTTP/1.") && text.contains(" 200 ") && !text.contains("failure reason")
+}
+
 fn free_tcp_port() -> u16 {
     let l = std::net::TcpListener::bind((LOCAL, 0)).expect("bind tcp");
     l.local_addr().expect("addr").port()
@@ -117,6 +152,10 @@ struct Running {
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn start_announcer(info_hash: InfoHash, port: u16, left: u64, tiers: Vec<Vec<String>>) -> Running {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("btc=debug")
+        .try_init();
     let (totals, totals_rx) = watch::channel(TransferTotals {
         uploaded: 0,
         downloaded: 0,
