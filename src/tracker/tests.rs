@@ -45,6 +45,7 @@ impl OpenTracker {
             .args(["-P", &udp_port.to_string(), "-d"])
             .arg(dir.path())
             .args(["-w", "whitelist.txt"])
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -347,6 +348,7 @@ async fn dead_trackers_do_not_delay_live_ones() {
         let mut b = start_announcer(ih, free_tcp_port(), 100, tiers);
         b.wait_for_peer(addr(pa), Duration::from_secs(2)).await;
         let took = started.elapsed();
+        eprintln!("peers from the live tracker after {took:?} despite 4 dead ones");
         assert!(took < Duration::from_secs(2), "took {took:?}");
         assert_eq!(b.stats.trackers_total(), 6);
         b.stop().await;
@@ -460,4 +462,118 @@ async fn oversized_bodies_are_refused() {
     })
     .await
     .expect("test timed out");
+}
+
+#[test]
+fn completed_only_after_finishing_a_download() {
+    let mut st = LoopState::default();
+    let seeding = TransferTotals::default();
+    st.observe(&seeding);
+    assert_eq!(st.next_event(&seeding), Event::Started);
+    st.started_ok = true;
+    // Started complete: never `completed`.
+    assert_eq!(st.next_event(&seeding), Event::None);
+
+    let mut st = LoopState::default();
+    let leeching = TransferTotals {
+        left: 5,
+        ..TransferTotals::default()
+    };
+    st.observe(&leeching);
+    st.started_ok = true;
+    assert_eq!(st.next_event(&leeching), Event::None);
+    let done = TransferTotals {
+        downloaded: 5,
+        ..TransferTotals::default()
+    };
+    st.observe(&done);
+    assert_eq!(st.next_event(&done), Event::Completed);
+    st.completed_sent = true;
+    assert_eq!(st.next_event(&done), Event::None);
+}
+
+/// An in-process BEP 15 tracker: answers every connect (after first sending a
+/// decoy with a wrong transaction id) and answers announces with one peer, or
+/// with an error packet when `refuse` is set. Counts connects.
+async fn fake_udp_tracker(refuse: bool) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sock = tokio::net::UdpSocket::bind((LOCAL, 0)).await.unwrap();
+    let url = format!("udp://{}/announce", sock.local_addr().unwrap());
+    let connects = Arc::new(AtomicUsize::new(0));
+    let counter = connects.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let p = &buf[..n];
+            if n == 16 && p[..8] == announce::UDP_PROTOCOL_ID.to_be_bytes() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut decoy = [0u8; 16];
+                decoy[4..8].copy_from_slice(
+                    &(!u32::from_be_bytes([p[12], p[13], p[14], p[15]])).to_be_bytes(),
+                );
+                let _ = sock.send_to(&decoy, from).await;
+                let mut r = [0u8; 16];
+                r[4..8].copy_from_slice(&p[12..16]);
+                r[8..16].copy_from_slice(&0x1234_5678_9abc_def0u64.to_be_bytes());
+                let _ = sock.send_to(&r, from).await;
+            } else if n == 98 {
+                assert_eq!(p[..8], 0x1234_5678_9abc_def0u64.to_be_bytes());
+                let mut r = Vec::new();
+                if refuse {
+                    r.extend_from_slice(&3u32.to_be_bytes());
+                    r.extend_from_slice(&p[12..16]);
+                    r.extend_from_slice(b"go away");
+                } else {
+                    r.extend_from_slice(&1u32.to_be_bytes());
+                    r.extend_from_slice(&p[12..16]);
+                    r.extend_from_slice(&[0, 0, 0, 60, 0, 0, 0, 1, 0, 0, 0, 0]);
+                    r.extend_from_slice(&[10, 1, 2, 3, 0x1a, 0xe1]);
+                }
+                let _ = sock.send_to(&r, from).await;
+            }
+        }
+    });
+    (url, connects)
+}
+
+#[tokio::test]
+async fn udp_reuses_connection_id_and_ignores_stray_transactions() {
+    use std::sync::atomic::Ordering;
+    timeout(Duration::from_secs(10), async {
+        let (url, connects) = fake_udp_tracker(false).await;
+        let mut t = udp::UdpTracker::new(&url, Some(LOCAL)).unwrap();
+        let want: SocketAddr = "10.1.2.3:6881".parse().unwrap();
+        for _ in 0..3 {
+            let r = t.announce(&plain_request()).await.unwrap();
+            assert_eq!(r.peers, vec![want]);
+            assert_eq!(r.interval, Some(Duration::from_secs(60)));
+        }
+        assert_eq!(
+            connects.load(Ordering::SeqCst),
+            1,
+            "connection id not reused"
+        );
+
+        let (url, _) = fake_udp_tracker(true).await;
+        let mut t = udp::UdpTracker::new(&url, Some(LOCAL)).unwrap();
+        assert_eq!(
+            t.announce(&plain_request()).await,
+            Err(TrackerError::Failure("go away".into()))
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[test]
+fn bad_udp_urls_are_refused() {
+    assert!(matches!(
+        udp::UdpTracker::new("udp://tracker.example/announce", None),
+        Err(TrackerError::BadUrl { .. })
+    ));
+    assert!(matches!(
+        udp::UdpTracker::new("udp:///x", None),
+        Err(TrackerError::BadUrl { .. })
+    ));
+    assert!(udp::UdpTracker::new("udp://[::1]:6969", None).is_ok());
 }

@@ -164,10 +164,15 @@ impl UdpTracker {
         let mut buf = vec![0u8; UDP_MAX_DATAGRAM];
         let mut waited = Duration::ZERO;
         for attempt in 0..UDP_ATTEMPTS {
-            sock.send(packet).await.map_err(io)?;
             let wait = udp_timeout(attempt);
             waited += wait;
             let deadline = tokio::time::Instant::now() + wait;
+            match tokio::time::timeout_at(deadline, sock.send(packet)).await {
+                Ok(r) => {
+                    r.map_err(io)?;
+                }
+                Err(_) => continue,
+            }
             loop {
                 match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
                     Err(_) => break,
