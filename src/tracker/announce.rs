@@ -80,6 +80,9 @@ pub enum TrackerError {
         /// The client's description of the failure.
         reason: String,
     },
+    /// The shared HTTP client could not be built (TLS setup).
+    #[error("cannot build http client: {0}")]
+    Client(String),
     /// A non-success HTTP status without a `failure reason` body.
     #[error("http status {status} from {url}")]
     HttpStatus {

@@ -40,10 +40,9 @@ pub(crate) fn build_client(bind: Option<IpAddr>) -> Result<reqwest::Client, Trac
     if let Some(ip) = bind {
         builder = builder.local_address(ip);
     }
-    builder.build().map_err(|e| TrackerError::Http {
-        url: String::new(),
-        reason: format!("cannot build http client: {e}"),
-    })
+    builder
+        .build()
+        .map_err(|e| TrackerError::Client(error_chain(&e)))
 }
 
 /// One HTTP announce to `base` (the tracker URL from the torrent).
@@ -54,9 +53,11 @@ pub(crate) async fn announce(
 ) -> Result<AnnounceResponse, TrackerError> {
     let url = http_url(base, req);
     let fut = async {
+        // Without the URL: it carries the query (passkeys, and counters that
+        // change every announce, which would defeat warn-once-per-error).
         let http_err = |e: reqwest::Error| TrackerError::Http {
-            url: base.to_string(),
-            reason: error_chain(&e),
+            url: redact(base),
+            reason: error_chain(&e.without_url()),
         };
         let mut resp = client.get(&url).send().await.map_err(http_err)?;
         let status = resp.status();
@@ -78,7 +79,7 @@ pub(crate) async fn announce(
         match parsed {
             Err(e @ TrackerError::Failure(_)) => Err(e),
             _ => Err(TrackerError::HttpStatus {
-                url: base.to_string(),
+                url: redact(base),
                 status: status.as_u16(),
             }),
         }
@@ -91,6 +92,15 @@ pub(crate) async fn announce(
             what: "http announce",
             after: HTTP_TIMEOUT,
         }),
+    }
+}
+
+/// A tracker URL fit for logs: private trackers put a passkey in the query,
+/// so everything from `?` on is cut.
+pub(crate) fn redact(url: &str) -> String {
+    match url.split_once('?') {
+        Some((head, _)) => format!("{head}?…"),
+        None => url.to_string(),
     }
 }
 

@@ -14,6 +14,22 @@
 //! never delays a live one, and peers from all of them are merged by the
 //! session. Tier order is kept only as the order tasks are spawned. The cost
 //! is a few extra requests per interval, which trackers are built to absorb.
+//! Duplicate URLs across tiers are announced once.
+//!
+//! # Timing
+//!
+//! Per tracker: `started` first; after a success, the next announce comes
+//! after the tracker's `interval` (30 min if absent), never sooner than its
+//! `min interval`, clamped to [15 s, 1 h] so neither a hostile nor a broken
+//! tracker can make us spin or go silent. After a failure: 5 s doubling to
+//! 5 min; each distinct error is logged once at `warn`, repeats at `debug`.
+//! When `left` drops to 0 after having been non-zero, `completed` goes out at
+//! once to every healthy tracker (a failing one sends it on its next retry).
+//! At shutdown, `stopped` goes concurrently to every tracker whose `started`
+//! succeeded (an in-flight `started` is abandoned and not followed by
+//! `stopped`), the whole round bounded by `stop_timeout`.
+//!
+//! Passkeys: tracker URLs are logged without their query string.
 
 pub mod announce;
 mod http;
@@ -138,7 +154,7 @@ async fn run(
                     match http::build_client(cfg.bind) {
                         Ok(c) => http_client = Some(c),
                         Err(e) => {
-                            tracing::warn!(tracker = %url, "skipping tracker: {e}");
+                            tracing::warn!(tracker = %http::redact(&url), "skipping tracker: {e}");
                             continue;
                         }
                     }
@@ -151,18 +167,19 @@ async fn run(
             Some(s) if s == "udp" => match udp::UdpTracker::new(&url, cfg.bind) {
                 Ok(t) => Transport::Udp(Box::new(t)),
                 Err(e) => {
-                    tracing::warn!(tracker = %url, "skipping tracker: {e}");
+                    tracing::warn!(tracker = %http::redact(&url), "skipping tracker: {e}");
                     continue;
                 }
             },
             _ => {
-                let e = TrackerError::UnsupportedScheme(url.clone());
-                tracing::warn!(tracker = %url, "skipping tracker: {e}");
+                let e = TrackerError::UnsupportedScheme(http::redact(&url));
+                tracing::warn!("skipping tracker: {e}");
                 continue;
             }
         };
         stats.trackers_total.fetch_add(1, Ordering::Relaxed);
         let task = UrlTask {
+            label: http::redact(&url),
             url,
             transport,
             cfg: cfg.clone(),
@@ -181,7 +198,12 @@ async fn run(
     let drain = async { while tasks.join_next().await.is_some() {} };
     tokio::pin!(drain);
     tokio::select! {
-        _ = &mut drain => return,
+        _ = &mut drain => {
+            // No usable tracker: still live until shutdown, so the session
+            // sees one lifecycle whatever the torrent's tracker list holds.
+            shutdown.cancelled().await;
+            return;
+        }
         _ = shutdown.cancelled() => {}
     }
     if tokio::time::timeout(cfg.stop_timeout + STOP_SLACK, drain)
@@ -214,6 +236,8 @@ impl Transport {
 /// The announce loop for one tracker URL.
 struct UrlTask {
     url: String,
+    /// `url` without its query, for logs.
+    label: String,
     transport: Transport,
     cfg: Arc<AnnounceConfig>,
     key: u32,
@@ -313,10 +337,10 @@ impl UrlTask {
                         _ => {}
                     }
                     if st.last_error.take().is_some() {
-                        tracing::info!(tracker = %self.url, "tracker is answering again");
+                        tracing::info!(tracker = %self.label, "tracker is answering again");
                     }
                     if let Some(w) = &resp.warning {
-                        tracing::debug!(tracker = %self.url, "tracker warning: {w}");
+                        tracing::debug!(tracker = %self.label, "tracker warning: {w}");
                     }
                     if resp.tracker_id.is_some() {
                         st.tracker_id = resp.tracker_id.clone();
@@ -324,7 +348,7 @@ impl UrlTask {
                     st.failures = 0;
                     self.set_ok(&mut st, true);
                     let wait = announce::reannounce_after(&resp);
-                    tracing::debug!(tracker = %self.url, ?event, peers = resp.peers.len(), "announced");
+                    tracing::debug!(tracker = %self.label, ?event, peers = resp.peers.len(), "announced");
                     if !resp.peers.is_empty() {
                         self.deliver(resp.peers).await;
                     }
@@ -333,10 +357,10 @@ impl UrlTask {
                 Err(e) => {
                     let text = e.to_string();
                     if st.last_error.as_deref() != Some(text.as_str()) {
-                        tracing::warn!(tracker = %self.url, ?event, "announce failed: {text}");
+                        tracing::warn!(tracker = %self.label, ?event, "announce failed: {text}");
                         st.last_error = Some(text);
                     } else {
-                        tracing::debug!(tracker = %self.url, ?event, "announce failed again: {text}");
+                        tracing::debug!(tracker = %self.label, ?event, "announce failed again: {text}");
                     }
                     self.set_ok(&mut st, false);
                     let wait = announce::retry_after(st.failures);
@@ -379,7 +403,7 @@ impl UrlTask {
             _ = self.shutdown.cancelled() => {}
             r = tokio::time::timeout(PEER_SEND_TIMEOUT, self.peers.send(peers)) => {
                 if !matches!(r, Ok(Ok(()))) {
-                    tracing::debug!(tracker = %self.url, "session did not take {n} peers; dropped");
+                    tracing::debug!(tracker = %self.label, "session did not take {n} peers; dropped");
                 }
             }
         }
@@ -398,9 +422,9 @@ impl UrlTask {
         )
         .await
         {
-            Ok(Ok(_)) => tracing::debug!(tracker = %self.url, "sent stopped"),
-            Ok(Err(e)) => tracing::debug!(tracker = %self.url, "stopped announce failed: {e}"),
-            Err(_) => tracing::debug!(tracker = %self.url, "stopped announce timed out"),
+            Ok(Ok(_)) => tracing::debug!(tracker = %self.label, "sent stopped"),
+            Ok(Err(e)) => tracing::debug!(tracker = %self.label, "stopped announce failed: {e}"),
+            Err(_) => tracing::debug!(tracker = %self.label, "stopped announce timed out"),
         }
         self.set_ok(st, false);
     }
