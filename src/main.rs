@@ -14,7 +14,12 @@ use tokio_util::sync::CancellationToken;
 /// SOURCE is a .torrent file, an http(s) URL of one, a magnet link, or a
 /// bare info-hash (40 hex or 32 base32 characters).
 #[derive(Parser)]
-#[command(name = "btc", version, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    name = "btc",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -128,7 +133,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
@@ -250,7 +258,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 /// First Ctrl-C (or SIGTERM) stops gracefully; a second one exits at once.
 fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let next = async {
             match term.as_mut() {
                 Some(t) => {

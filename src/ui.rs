@@ -111,19 +111,19 @@ fn draw(s: &Status, bar: &mut Option<(Kind, ProgressBar)>) {
         }
         let b = match kind {
             Kind::Checking => ProgressBar::new(0).with_style(
-                ProgressStyle::with_template("checking {bar:30.cyan/blue} {pos}/{len} pieces {msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "checking {bar:30.cyan/blue} {pos}/{len} pieces {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             ),
             Kind::Spinner => ProgressBar::new_spinner().with_style(
                 ProgressStyle::with_template("{spinner} {msg}").expect("valid template"),
             ),
             Kind::Transfer => ProgressBar::new(0).with_style(
-                ProgressStyle::with_template(
-                    "{bar:30.green/blue} {bytes}/{total_bytes} {msg}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{bar:30.green/blue} {bytes}/{total_bytes} {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
             ),
         };
         b.enable_steady_tick(Duration::from_millis(120));
@@ -173,7 +173,11 @@ fn transfer_message(s: &Status) -> String {
 }
 
 fn ratio(s: &Status) -> f64 {
-    if s.total == 0 { 0.0 } else { s.uploaded as f64 / s.total as f64 }
+    if s.total == 0 {
+        0.0
+    } else {
+        s.uploaded as f64 / s.total as f64
+    }
 }
 
 fn eta(s: &Status) -> String {

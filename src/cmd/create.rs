@@ -48,15 +48,18 @@ pub fn run(args: CreateArgs) -> Result<Metainfo> {
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template("hashing {bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "hashing {bar:30.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     let bytes = create_torrent(&opts, &|n| bar.set_position(n))
         .with_context(|| format!("creating a torrent from {}", args.path.display()))?;
     bar.finish_and_clear();
     let meta = Metainfo::from_bytes(&bytes).context("checking the new torrent")?;
-    write_atomic(&args.output, &bytes).with_context(|| format!("writing {}", args.output.display()))?;
+    write_atomic(&args.output, &bytes)
+        .with_context(|| format!("writing {}", args.output.display()))?;
     Ok(meta)
 }
 

@@ -56,7 +56,10 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
     };
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating the output folder {}", args.output.display()))?;
-    let state_dir = args.state_dir.clone().or_else(crate::dht::default_state_dir);
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or_else(crate::dht::default_state_dir);
     let private = matches!(&source, Source::Torrent(m) if m.info.private);
     let port = args.port.unwrap_or(DEFAULT_PORT);
     let dht = if args.no_dht || private {

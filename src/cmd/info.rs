@@ -204,7 +204,10 @@ mod tests {
 
 /// `btc info SOURCE`: the torrent's details, or for a magnet what the link
 /// holds plus, when an earlier run fetched it, the torrent's details.
-pub async fn describe_source(source: &str, state_dir: Option<std::path::PathBuf>) -> anyhow::Result<String> {
+pub async fn describe_source(
+    source: &str,
+    state_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<String> {
     use super::source::{Resolved, resolve};
     Ok(match resolve(source).await? {
         Resolved::Torrent(m) => format_info(&m),

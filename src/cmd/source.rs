@@ -21,7 +21,9 @@ pub enum Resolved {
 /// Whether `s` looks like a bare info-hash (40 hex or 32 base32 chars).
 fn looks_like_hash(s: &str) -> bool {
     (s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-        || (s.len() == 32 && s.bytes().all(|b| b.is_ascii_alphabetic() || (b'2'..=b'7').contains(&b)))
+        || (s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_alphabetic() || (b'2'..=b'7').contains(&b)))
 }
 
 /// Resolves SOURCE: magnet URI, info-hash, http(s) URL or a file path.
@@ -31,8 +33,11 @@ pub async fn resolve(source: &str) -> Result<Resolved> {
         return Ok(Resolved::Magnet(m));
     }
     if source.starts_with("http://") || source.starts_with("https://") {
-        let bytes = fetch(source).await.with_context(|| format!("downloading {source}"))?;
-        let m = Metainfo::from_bytes(&bytes).with_context(|| format!("{source} is not a valid torrent"))?;
+        let bytes = fetch(source)
+            .await
+            .with_context(|| format!("downloading {source}"))?;
+        let m = Metainfo::from_bytes(&bytes)
+            .with_context(|| format!("{source} is not a valid torrent"))?;
         return Ok(Resolved::Torrent(Box::new(m)));
     }
     let path = Path::new(source);
@@ -41,7 +46,8 @@ pub async fn resolve(source: &str) -> Result<Resolved> {
         return Ok(Resolved::Magnet(Magnet::from_info_hash(ih)));
     }
     let bytes = read_torrent_file(path)?;
-    let m = Metainfo::from_bytes(&bytes).with_context(|| format!("{source} is not a valid torrent"))?;
+    let m =
+        Metainfo::from_bytes(&bytes).with_context(|| format!("{source} is not a valid torrent"))?;
     Ok(Resolved::Torrent(Box::new(m)))
 }
 
@@ -49,7 +55,10 @@ pub async fn resolve(source: &str) -> Result<Resolved> {
 pub fn read_torrent_file(path: &Path) -> Result<Vec<u8>> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if meta.is_dir() {
-        bail!("reading {}: it is a folder, not a .torrent file", path.display());
+        bail!(
+            "reading {}: it is a folder, not a .torrent file",
+            path.display()
+        );
     }
     if meta.len() > MAX_TORRENT_FILE {
         bail!(

@@ -207,7 +207,11 @@ impl Message {
                 dst.put_slice(b);
             }
             Message::Request(r) | Message::Cancel(r) => {
-                dst.put_u8(if matches!(self, Message::Request(_)) { 6 } else { 8 });
+                dst.put_u8(if matches!(self, Message::Request(_)) {
+                    6
+                } else {
+                    8
+                });
                 dst.put_u32(r.piece);
                 dst.put_u32(r.offset);
                 dst.put_u32(r.len);
