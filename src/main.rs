@@ -225,10 +225,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         None => {
             let f = cli.download;
-            if let Some(r) = f.seed_ratio {
-                if !(r >= 0.0 && r.is_finite()) {
-                    anyhow::bail!("invalid --seed-ratio {r}: must be a number >= 0");
-                }
+            if let Some(r) = f.seed_ratio
+                && !(r >= 0.0 && r.is_finite())
+            {
+                anyhow::bail!("invalid --seed-ratio {r}: must be a number >= 0");
             }
             let args = cmd::download::DownloadArgs {
                 source: f.source.unwrap_or_default(),

@@ -248,12 +248,11 @@ impl Picker {
         }
         candidates.sort_unstable_by_key(|(n, r)| (*n, r.piece, r.offset));
         for (_, r) in candidates.into_iter().take(want - out.len()) {
-            if let Some(p) = self.pending.get_mut(&r.piece) {
-                if let BlockState::Requested { by, .. } =
+            if let Some(p) = self.pending.get_mut(&r.piece)
+                && let BlockState::Requested { by, .. } =
                     &mut p.blocks[(r.offset / BLOCK_LEN) as usize]
-                {
-                    by.push(peer);
-                }
+            {
+                by.push(peer);
             }
             out.push(r);
         }
@@ -366,7 +365,7 @@ impl Picker {
         let Some(p) = self.pending.get_mut(&piece) else {
             return BlockOutcome::Unwanted;
         };
-        if offset % BLOCK_LEN != 0 {
+        if !offset.is_multiple_of(BLOCK_LEN) {
             return BlockOutcome::Unwanted;
         }
         let b = (offset / BLOCK_LEN) as usize;

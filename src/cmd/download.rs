@@ -110,10 +110,10 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
     let ui_task = tokio::spawn(ui::render(status_rx, args.quiet));
     let result = session::run(source, opts, status_tx, shutdown).await;
     let _ = ui_task.await;
-    if let Some(d) = dht {
-        if let Err(e) = d.save_state() {
-            tracing::debug!("saving DHT state: {e}");
-        }
+    if let Some(d) = dht
+        && let Err(e) = d.save_state()
+    {
+        tracing::debug!("saving DHT state: {e}");
     }
     result
 }

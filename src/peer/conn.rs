@@ -82,6 +82,9 @@ pub enum ConnError {
     Metadata(#[from] MetadataError),
 }
 
+/// Blocks being read from disk for upload; `None` data means the read failed.
+type ServeJob = tokio::task::JoinHandle<Vec<(BlockRef, Option<Bytes>)>>;
+
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// A fresh key for a new connection.
@@ -100,10 +103,10 @@ pub async fn connect(
     } else {
         TcpSocket::new_v6()?
     };
-    if let Some(ip) = bind {
-        if ip.is_ipv4() == addr.is_ipv4() {
-            socket.bind(SocketAddr::new(ip, 0))?;
-        }
+    if let Some(ip) = bind
+        && ip.is_ipv4() == addr.is_ipv4()
+    {
+        socket.bind(SocketAddr::new(ip, 0))?;
     }
     let mut stream = timeout(CONNECT_TIMEOUT, socket.connect(addr))
         .await
@@ -278,7 +281,7 @@ impl Peer {
         let mut verified = self.shared.pieces_verified.subscribe();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut serving: Option<tokio::task::JoinHandle<Vec<(BlockRef, Option<Bytes>)>>> = None;
+        let mut serving: Option<ServeJob> = None;
         let shutdown = self.shared.shutdown.clone();
 
         self.send_intro();
@@ -589,12 +592,11 @@ impl Peer {
             if let Some(q) = hs.reqq {
                 self.reqq = (q as usize).clamp(1, MAX_DEPTH);
             }
-            if let (Some(size), Some(_)) = (hs.metadata_size, hs.ut_metadata) {
-                if self.shared.data().is_none() {
-                    if let Some(a) = self.shared.lock().assembler.as_mut() {
-                        let _ = a.on_peer_size(self.key, size);
-                    }
-                }
+            if let (Some(size), Some(_)) = (hs.metadata_size, hs.ut_metadata)
+                && self.shared.data().is_none()
+                && let Some(a) = self.shared.lock().assembler.as_mut()
+            {
+                let _ = a.on_peer_size(self.key, size);
             }
             self.ext = Some(hs);
             return Ok(());
@@ -741,7 +743,7 @@ impl Peer {
     }
 
     /// Reads up to [`SERVE_BATCH`] queued blocks on the blocking pool.
-    fn start_serving(&mut self) -> Option<tokio::task::JoinHandle<Vec<(BlockRef, Option<Bytes>)>>> {
+    fn start_serving(&mut self) -> Option<ServeJob> {
         if self.upload_queue.is_empty() || self.am_choking || self.out.len() >= OUT_HIGH_WATER {
             return None;
         }

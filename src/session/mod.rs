@@ -362,12 +362,11 @@ pub async fn run(
                         tracing::info!("seed time reached");
                         break;
                     }
-                    if let Some(r) = opts.seed_ratio {
-                        if status.total > 0 && up as f64 / status.total as f64 >= r {
+                    if let Some(r) = opts.seed_ratio
+                        && status.total > 0 && up as f64 / status.total as f64 >= r {
                             tracing::info!("seed ratio reached");
                             break;
                         }
-                    }
                 }
             }
         }

@@ -109,15 +109,15 @@ impl Storage {
 
     fn handle(&self, i: usize, write: bool) -> Result<std::sync::Arc<File>, StorageError> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((f, writable)) = open.get(&i) {
-            if *writable || !write {
-                return Ok(f.clone());
-            }
+        if let Some((f, writable)) = open.get(&i)
+            && (*writable || !write)
+        {
+            return Ok(f.clone());
         }
-        if open.len() >= MAX_OPEN_FILES {
-            if let Some(&k) = open.keys().next() {
-                open.remove(&k);
-            }
+        if open.len() >= MAX_OPEN_FILES
+            && let Some(&k) = open.keys().next()
+        {
+            open.remove(&k);
         }
         let path = &self.files[i].path;
         let file = if write {
