@@ -209,9 +209,9 @@ pub async fn run(
     let dht_found = Arc::new(AtomicUsize::new(0));
     let connected_count = Arc::new(AtomicUsize::new(0));
     let dht_task = dht.as_ref().map(|d| {
-        let c = connected_count.clone();
+        let (c, sh) = (connected_count.clone(), shared.clone());
         let want_more: Arc<dyn Fn() -> bool + Send + Sync> =
-            Arc::new(move || c.load(Ordering::Relaxed) < 10);
+            Arc::new(move || !sh.is_complete() && c.load(Ordering::Relaxed) < 10);
         crate::dht::spawn_discovery(
             d.clone(),
             info_hash,
@@ -282,6 +282,10 @@ pub async fn run(
                         status.name = meta.info.name.clone();
                         install(&shared, meta, &opts, &status_tx, &mut status).await?;
                         status.metadata_at = Some(started.elapsed());
+                        tracing::info!(
+                            "metadata complete {:.0} ms after start",
+                            started.elapsed().as_secs_f64() * 1000.0
+                        );
                     }
                     Err(e) => anyhow::bail!("the swarm's metadata matches the info-hash but is not a usable torrent: {e}"),
                 }
@@ -330,8 +334,12 @@ pub async fn run(
                 if let Some((have, total)) = shared.progress() {
                     status.have = have;
                     status.total = total;
-                    if status.first_piece_at.is_none() && !complete_at_start && have > 0 {
+                    if status.first_piece_at.is_none() && !complete_at_start && have > status.resumed_bytes {
                         status.first_piece_at = Some(started.elapsed());
+                        tracing::info!(
+                            "first piece verified {:.0} ms after start",
+                            started.elapsed().as_secs_f64() * 1000.0
+                        );
                     }
                 }
                 if shared.data().is_none() {
@@ -485,6 +493,10 @@ async fn install(
         );
     }
     status.resumed_pieces = have.count();
+    status.resumed_bytes = have
+        .iter_ones()
+        .map(|i| geometry.piece_len(i as u32) as u64)
+        .sum();
     shared.install(data, have);
     Ok(())
 }
