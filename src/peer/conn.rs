@@ -189,7 +189,6 @@ struct Peer {
     /// Their BITFIELD payload received before we knew the piece count.
     raw_bitfield: Option<Bytes>,
     early_haves: Vec<u32>,
-    got_bitfield: bool,
     in_flight: Vec<BlockRef>,
     upload_queue: VecDeque<BlockRef>,
     ext: Option<ExtendedHandshake>,
@@ -250,7 +249,6 @@ pub async fn run(
         bitfield: None,
         raw_bitfield: None,
         early_haves: Vec::new(),
-        got_bitfield: false,
         in_flight: Vec::new(),
         upload_queue: VecDeque::new(),
         ext: None,
@@ -381,6 +379,9 @@ impl Peer {
     }
 
     fn on_message(&mut self, m: Message) -> Result<(), ConnError> {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            tracing::trace!(peer = %self.addr, "received {}", m.kind());
+        }
         match m {
             Message::KeepAlive | Message::Unknown { .. } | Message::Port(_) => {}
             Message::Choke => {
@@ -401,10 +402,8 @@ impl Peer {
             }
             Message::Have(i) => self.on_have(i)?,
             Message::Bitfield(b) => {
-                if self.got_bitfield {
-                    return Err(ConnError::Protocol("second bitfield".into()));
-                }
-                self.got_bitfield = true;
+                // BEP 3 allows one bitfield, first; aria2c sends another
+                // later. Merging it (length-checked) is harmless.
                 match self.bitfield.as_ref() {
                     Some(known) => {
                         let n = known.len();
@@ -419,6 +418,7 @@ impl Peer {
                             self.on_have(i as u32)?;
                         }
                     }
+                    // A later one supersedes an earlier one (pieces are never lost).
                     None => self.raw_bitfield = Some(b),
                 }
             }
