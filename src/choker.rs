@@ -123,7 +123,12 @@ mod tests {
     #[test]
     fn optimistic_slot_rotates_every_30s() {
         let mut ch = Choker::new(1, 42);
-        let peers = [c(1, true, 1000), c(2, true, 0), c(3, true, 0), c(4, true, 0)];
+        let peers = [
+            c(1, true, 1000),
+            c(2, true, 0),
+            c(3, true, 0),
+            c(4, true, 0),
+        ];
         let t0 = Instant::now();
         let first = ch.decide(&peers, t0);
         let opt0 = ch.optimistic.unwrap();

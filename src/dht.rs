@@ -407,7 +407,7 @@ fn write_state(path: &Path, nodes: &[String]) -> std::io::Result<()> {
 
 /// Background lookups for one torrent: peers stream into `peers` as each
 /// get_peers response arrives (not after the whole lookup); repeat every
-/// ~15 s while `want_more()` says peers are scarce, every ~5 min otherwise;
+/// 1 s, backing off to ~15 s, while `want_more()` says peers are scarce, every ~5 min otherwise;
 /// when `announce` is true also `announce_peer` after each lookup. Stops at
 /// `shutdown` or when the `peers` receiver is dropped.
 ///
@@ -427,6 +427,7 @@ pub fn spawn_discovery(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen: HashSet<SocketAddr> = HashSet::new();
+        let mut scarce_rounds = 0u32;
         loop {
             let started = Instant::now();
             let mut stream = Box::pin(dht.get_peers(info_hash));
@@ -472,9 +473,15 @@ pub fn spawn_discovery(
                     }
                 }
             }
+            // While peers are scarce, look again soon (1, 2, 4, 8 s, then
+            // every 15 s): a swarm that is just forming, like a seeder that
+            // announced a second after our first lookup, is found at once.
             let wait = if want_more() {
-                LOOKUP_INTERVAL_SCARCE
+                let w = Duration::from_secs(1 << scarce_rounds.min(4)).min(LOOKUP_INTERVAL_SCARCE);
+                scarce_rounds += 1;
+                w
             } else {
+                scarce_rounds = 0;
                 LOOKUP_INTERVAL_PLENTY
             };
             tokio::select! {

@@ -1,1 +1,312 @@
-fn main() {}
+//! The `btc` command line: parse, run, print one-line errors.
+
+use anyhow::Result;
+use btc::cmd;
+use clap::{Args, Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A fast BitTorrent client for the terminal.
+///
+/// SOURCE is a .torrent file, an http(s) URL of one, a magnet link, or a
+/// bare info-hash (40 hex or 32 base32 characters).
+#[derive(Parser)]
+#[command(
+    name = "btc",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    download: DownloadFlags,
+    /// No progress bars or summary.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More logging (-v info, -vv debug); RUST_LOG also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Args)]
+struct DownloadFlags {
+    /// .torrent path or URL, magnet link, or info-hash.
+    #[arg(required = true)]
+    source: Option<String>,
+    /// Download folder; the torrent's file or folder is created inside it.
+    #[arg(short, long, default_value = ".")]
+    output: PathBuf,
+    /// TCP port for peers, also the DHT's UDP port (default 6881; 0 = any free port).
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// Local IP to listen on and connect from (e.g. 127.0.0.2).
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// Extra tracker (http, https or udp); repeatable.
+    #[arg(long = "tracker", value_name = "URL")]
+    trackers: Vec<String>,
+    /// Connect to this peer directly; repeatable.
+    #[arg(long = "peer", value_name = "IP:PORT")]
+    peers: Vec<SocketAddr>,
+    /// Exit as soon as the download is complete and verified.
+    #[arg(long)]
+    no_seed: bool,
+    /// Stop seeding once uploaded/size reaches R.
+    #[arg(long, value_name = "R")]
+    seed_ratio: Option<f64>,
+    /// Stop seeding after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    seed_time: Option<u64>,
+    /// DHT bootstrap node replacing the public routers; repeatable.
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    dht_bootstrap: Vec<String>,
+    /// Do not use the DHT.
+    #[arg(long)]
+    no_dht: bool,
+    /// Where DHT nodes and fetched metadata are kept (default: $XDG_STATE_HOME/btc).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Connected peers at most.
+    #[arg(long, default_value_t = 80, value_name = "N")]
+    max_peers: usize,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a .torrent from a file or folder.
+    Create {
+        /// File or folder to share.
+        path: PathBuf,
+        /// Where to write the .torrent.
+        #[arg(short, long, value_name = "FILE.torrent")]
+        output: PathBuf,
+        /// Tracker URL; repeatable (each becomes its own tier).
+        #[arg(long = "tracker", value_name = "URL")]
+        trackers: Vec<String>,
+        /// Piece length in bytes (power of two; default: chosen from the size).
+        #[arg(long, value_name = "BYTES")]
+        piece_length: Option<u32>,
+        /// Mark the torrent private (BEP 27: trackers only, no DHT).
+        #[arg(long)]
+        private: bool,
+        /// Free-text comment.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Web seed URL (BEP 19); repeatable.
+        #[arg(long = "web-seed", value_name = "URL")]
+        web_seeds: Vec<String>,
+    },
+    /// Show what a .torrent or magnet link holds.
+    Info {
+        /// .torrent path or URL, magnet link, or info-hash.
+        source: String,
+        /// Where remembered metadata is looked up for magnets.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Run a DHT node holding no torrent (a bootstrap node for others).
+    Dht {
+        /// UDP port.
+        #[arg(short, long, default_value_t = 6881)]
+        port: u16,
+        /// Local IPv4 address to bind.
+        #[arg(long)]
+        bind: Option<std::net::Ipv4Addr>,
+        /// Bootstrap node; repeatable. With none, the public routers are used
+        /// unless --no-bootstrap is given.
+        #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+        dht_bootstrap: Vec<String>,
+        /// Start a new DHT: bootstrap from nobody.
+        #[arg(long)]
+        no_bootstrap: bool,
+        /// Where the routing table is kept.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Blocking reads/writes still queued are bounded by the session's own
+    // grace periods; do not wait for stragglers beyond that.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `what: why: deeper why` on a single line.
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    match cli.command {
+        Some(Command::Create {
+            path,
+            output,
+            trackers,
+            piece_length,
+            private,
+            comment,
+            web_seeds,
+        }) => {
+            let quiet = cli.quiet;
+            let meta = tokio::task::spawn_blocking(move || {
+                cmd::create::run(cmd::create::CreateArgs {
+                    path,
+                    output: output.clone(),
+                    trackers,
+                    piece_length,
+                    private,
+                    comment,
+                    web_seeds,
+                    quiet,
+                })
+                .map(|m| (m, output))
+            })
+            .await??;
+            if !cli.quiet {
+                println!("created {} ({})", meta.1.display(), meta.0.info_hash);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Info { source, state_dir }) => {
+            let text = cmd::info::describe_source(&source, state_dir).await?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Dht {
+            port,
+            bind,
+            dht_bootstrap,
+            no_bootstrap,
+            state_dir,
+        }) => {
+            let bootstrap = if no_bootstrap {
+                Some(Vec::new())
+            } else if dht_bootstrap.is_empty() {
+                None
+            } else {
+                Some(dht_bootstrap)
+            };
+            let cfg = btc::dht::DhtConfig {
+                port,
+                bind,
+                bootstrap,
+                state_dir: state_dir.or_else(btc::dht::default_state_dir),
+                server_mode: true,
+            };
+            cmd::dht::run(cfg, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let f = cli.download;
+            if let Some(r) = f.seed_ratio
+                && !(r >= 0.0 && r.is_finite())
+            {
+                anyhow::bail!("invalid --seed-ratio {r}: must be a number >= 0");
+            }
+            let args = cmd::download::DownloadArgs {
+                source: f.source.unwrap_or_default(),
+                output: f.output,
+                port: f.port,
+                bind: f.bind,
+                trackers: f.trackers,
+                peers: f.peers,
+                no_seed: f.no_seed,
+                seed_ratio: f.seed_ratio,
+                seed_time: f.seed_time.map(Duration::from_secs),
+                dht_bootstrap: f.dht_bootstrap,
+                no_dht: f.no_dht,
+                state_dir: f.state_dir,
+                max_peers: f.max_peers.max(1),
+                quiet: cli.quiet,
+            };
+            let report = cmd::download::run(args, shutdown).await?;
+            if !cli.quiet {
+                println!("{}", cmd::download::summary(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// First Ctrl-C (or SIGTERM) stops gracefully; a second one exits at once.
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let next = async {
+            match term.as_mut() {
+                Some(t) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = t.recv() => {}
+                    }
+                }
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        next.await;
+        shutdown.cancel();
+        let again = async {
+            match term.as_mut() {
+                Some(t) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = t.recv() => {}
+                    }
+                }
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        again.await;
+        eprintln!("error: interrupted twice; exiting without cleanup");
+        std::process::exit(130);
+    });
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "btc=warn,mainline=off",
+        1 => "btc=info,mainline=off",
+        2 => "btc=debug,mainline=warn",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| btc::ui::LogWriter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .event_format(btc::ui::LogFormat)
+        .init();
+}

@@ -248,10 +248,11 @@ impl Picker {
         }
         candidates.sort_unstable_by_key(|(n, r)| (*n, r.piece, r.offset));
         for (_, r) in candidates.into_iter().take(want - out.len()) {
-            if let Some(p) = self.pending.get_mut(&r.piece) {
-                if let BlockState::Requested { by, .. } = &mut p.blocks[(r.offset / BLOCK_LEN) as usize] {
-                    by.push(peer);
-                }
+            if let Some(p) = self.pending.get_mut(&r.piece)
+                && let BlockState::Requested { by, .. } =
+                    &mut p.blocks[(r.offset / BLOCK_LEN) as usize]
+            {
+                by.push(peer);
             }
             out.push(r);
         }
@@ -259,7 +260,8 @@ impl Picker {
     }
 
     fn all_missing_started(&self) -> bool {
-        let missing = self.geometry.piece_count as usize - self.have.count() - self.verifying.count();
+        let missing =
+            self.geometry.piece_count as usize - self.have.count() - self.verifying.count();
         self.pending.len() >= missing
             && self
                 .pending
@@ -275,7 +277,14 @@ impl Picker {
         }
     }
 
-    fn take_free(&mut self, peer: PeerKey, piece: u32, want: usize, now: Instant, out: &mut Vec<BlockRef>) {
+    fn take_free(
+        &mut self,
+        peer: PeerKey,
+        piece: u32,
+        want: usize,
+        now: Instant,
+        out: &mut Vec<BlockRef>,
+    ) {
         let g = self.geometry;
         let Some(p) = self.pending.get_mut(&piece) else {
             return;
@@ -301,11 +310,17 @@ impl Picker {
     fn choose_new_piece(&mut self, peer_has: &Bitfield) -> Option<u32> {
         let n = self.geometry.piece_count as usize;
         let eligible = |i: usize, s: &Self| {
-            peer_has.get(i) && !s.have.get(i) && !s.verifying.get(i) && !s.pending.contains_key(&(i as u32))
+            peer_has.get(i)
+                && !s.have.get(i)
+                && !s.verifying.get(i)
+                && !s.pending.contains_key(&(i as u32))
         };
         let start = self.rng.random_range(0..n);
         if self.have.count() < RANDOM_FIRST_PIECES {
-            return (0..n).map(|k| (start + k) % n).find(|&i| eligible(i, self)).map(|i| i as u32);
+            return (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&i| eligible(i, self))
+                .map(|i| i as u32);
         }
         let mut best: Option<(u32, usize)> = None;
         for k in 0..n {
@@ -339,12 +354,18 @@ impl Picker {
     }
 
     /// A block arrived from `peer`.
-    pub fn on_block(&mut self, peer: PeerKey, piece: u32, offset: u32, data: &[u8]) -> BlockOutcome {
+    pub fn on_block(
+        &mut self,
+        peer: PeerKey,
+        piece: u32,
+        offset: u32,
+        data: &[u8],
+    ) -> BlockOutcome {
         let g = self.geometry;
         let Some(p) = self.pending.get_mut(&piece) else {
             return BlockOutcome::Unwanted;
         };
-        if offset % BLOCK_LEN != 0 {
+        if !offset.is_multiple_of(BLOCK_LEN) {
             return BlockOutcome::Unwanted;
         }
         let b = (offset / BLOCK_LEN) as usize;
@@ -424,7 +445,9 @@ mod tests {
             }
             for r in reqs {
                 assert!(seen.insert(r), "duplicate request {r:?}");
-                if let BlockOutcome::Complete { piece, data, .. } = p.on_block(1, r.piece, r.offset, &data_for(&g, &r)) {
+                if let BlockOutcome::Complete { piece, data, .. } =
+                    p.on_block(1, r.piece, r.offset, &data_for(&g, &r))
+                {
                     assert_eq!(data.len(), g.piece_len(piece) as usize);
                     assert!(data.iter().all(|&b| b == piece as u8));
                     p.piece_verified(piece);
@@ -474,7 +497,10 @@ mod tests {
         let r = p.pick(1, &two, 10, &[], Instant::now());
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].piece, 2);
-        assert!(p.pick(1, &Bitfield::new(4), 10, &[], Instant::now()).is_empty());
+        assert!(
+            p.pick(1, &Bitfield::new(4), 10, &[], Instant::now())
+                .is_empty()
+        );
     }
 
     #[test]
@@ -490,14 +516,21 @@ mod tests {
         assert_eq!(b.len(), 2);
         // Peer 1 delivers piece a[0]: peer 2 must be told to cancel.
         match p.on_block(1, a[0].piece, 0, &data_for(&g, &a[0])) {
-            BlockOutcome::Complete { cancel, contributors, .. } => {
+            BlockOutcome::Complete {
+                cancel,
+                contributors,
+                ..
+            } => {
                 assert_eq!(cancel, vec![2]);
                 assert_eq!(contributors, vec![1]);
             }
             o => panic!("{o:?}"),
         }
         // Peer 2's copy of the same block is now unwanted.
-        assert_eq!(p.on_block(2, a[0].piece, 0, &data_for(&g, &a[0])), BlockOutcome::Unwanted);
+        assert_eq!(
+            p.on_block(2, a[0].piece, 0, &data_for(&g, &a[0])),
+            BlockOutcome::Unwanted
+        );
     }
 
     #[test]
@@ -541,6 +574,9 @@ mod tests {
         assert_eq!(p.on_block(1, 0, 1, &[0; 16384]), BlockOutcome::Unwanted);
         assert_eq!(p.on_block(1, 0, 0, &[0; 100]), BlockOutcome::Unwanted);
         assert_eq!(p.on_block(1, 5, 0, &[0; 16384]), BlockOutcome::Unwanted);
-        assert!(matches!(p.on_block(1, 0, 16384, &[0; 16384]), BlockOutcome::Stored { .. }));
+        assert!(matches!(
+            p.on_block(1, 0, 16384, &[0; 16384]),
+            BlockOutcome::Stored { .. }
+        ));
     }
 }

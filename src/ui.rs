@@ -33,6 +33,34 @@ impl Write for LogWriter {
     }
 }
 
+/// Log lines as `warning: message` (plus `key=value` fields), the way
+/// command-line tools speak, instead of tracing's timestamped default.
+pub struct LogFormat;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for LogFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "info",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::TRACE => "trace",
+        };
+        write!(writer, "{level}: ")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
 /// Whether bars can be drawn: not quiet, and stderr is a terminal.
 pub fn bars_enabled(quiet: bool) -> bool {
     !quiet && std::io::stderr().is_terminal()
@@ -83,19 +111,19 @@ fn draw(s: &Status, bar: &mut Option<(Kind, ProgressBar)>) {
         }
         let b = match kind {
             Kind::Checking => ProgressBar::new(0).with_style(
-                ProgressStyle::with_template("checking {bar:30.cyan/blue} {pos}/{len} pieces {msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "checking {bar:30.cyan/blue} {pos}/{len} pieces {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             ),
             Kind::Spinner => ProgressBar::new_spinner().with_style(
                 ProgressStyle::with_template("{spinner} {msg}").expect("valid template"),
             ),
             Kind::Transfer => ProgressBar::new(0).with_style(
-                ProgressStyle::with_template(
-                    "{bar:30.green/blue} {bytes}/{total_bytes} {msg}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{bar:30.green/blue} {bytes}/{total_bytes} {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
             ),
         };
         b.enable_steady_tick(Duration::from_millis(120));
@@ -145,7 +173,11 @@ fn transfer_message(s: &Status) -> String {
 }
 
 fn ratio(s: &Status) -> f64 {
-    if s.total == 0 { 0.0 } else { s.uploaded as f64 / s.total as f64 }
+    if s.total == 0 {
+        0.0
+    } else {
+        s.uploaded as f64 / s.total as f64
+    }
 }
 
 fn eta(s: &Status) -> String {

@@ -134,6 +134,29 @@ pub fn format_magnet_info(m: &Magnet) -> String {
     s
 }
 
+/// `btc info SOURCE`: the torrent's details, or for a magnet what the link
+/// holds plus, when an earlier run fetched it, the torrent's details.
+pub async fn describe_source(
+    source: &str,
+    state_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<String> {
+    use super::source::{Resolved, resolve};
+    Ok(match resolve(source).await? {
+        Resolved::Torrent(m) => format_info(&m),
+        Resolved::Magnet(mag) => {
+            let mut text = format_magnet_info(&mag);
+            let dir = state_dir.or_else(crate::dht::default_state_dir);
+            let cached = dir.and_then(|d| crate::session::load_cached_info(&d, mag.info_hash));
+            let tiers = mag.trackers.iter().map(|t| vec![t.clone()]).collect();
+            if let Some(Ok(m)) = cached.map(|b| Metainfo::from_info_bytes(&b, tiers)) {
+                text.push_str("\nMetadata (fetched earlier):\n");
+                text.push_str(&format_info(&m));
+            }
+            text
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,1 +1,7 @@
+//! One module per subcommand: glue from validated arguments to the library.
+
+pub mod create;
+pub mod dht;
+pub mod download;
 pub mod info;
+pub mod source;

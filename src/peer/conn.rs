@@ -82,6 +82,9 @@ pub enum ConnError {
     Metadata(#[from] MetadataError),
 }
 
+/// Blocks being read from disk for upload; `None` data means the read failed.
+type ServeJob = tokio::task::JoinHandle<Vec<(BlockRef, Option<Bytes>)>>;
+
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
 
 /// A fresh key for a new connection.
@@ -90,12 +93,20 @@ pub fn next_key() -> PeerKey {
 }
 
 /// Dials `addr` (from `bind` when set) and exchanges handshakes.
-pub async fn connect(addr: SocketAddr, bind: Option<IpAddr>, shared: &Shared) -> Result<(TcpStream, Handshake), ConnError> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    if let Some(ip) = bind {
-        if ip.is_ipv4() == addr.is_ipv4() {
-            socket.bind(SocketAddr::new(ip, 0))?;
-        }
+pub async fn connect(
+    addr: SocketAddr,
+    bind: Option<IpAddr>,
+    shared: &Shared,
+) -> Result<(TcpStream, Handshake), ConnError> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = bind
+        && ip.is_ipv4() == addr.is_ipv4()
+    {
+        socket.bind(SocketAddr::new(ip, 0))?;
     }
     let mut stream = timeout(CONNECT_TIMEOUT, socket.connect(addr))
         .await
@@ -125,7 +136,11 @@ pub async fn read_handshake(stream: &mut TcpStream) -> Result<Handshake, ConnErr
 }
 
 /// Answers an incoming handshake that asked for our torrent.
-pub async fn answer_handshake(stream: &mut TcpStream, shared: &Shared, theirs: &Handshake) -> Result<(), ConnError> {
+pub async fn answer_handshake(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    theirs: &Handshake,
+) -> Result<(), ConnError> {
     if theirs.peer_id == shared.peer_id {
         return Err(ConnError::SelfConnection);
     }
@@ -191,7 +206,12 @@ struct Peer {
 
 /// Runs a connected, handshaken peer until it disconnects, misbehaves or
 /// the torrent shuts down. Registers and unregisters itself in the shared state.
-pub async fn run(stream: TcpStream, theirs: Handshake, addr: SocketAddr, shared: Arc<Shared>) -> Result<(), ConnError> {
+pub async fn run(
+    stream: TcpStream,
+    theirs: Handshake,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+) -> Result<(), ConnError> {
     let key = next_key();
     let (tx, mut cmd_rx) = mpsc::channel(256);
     {
@@ -249,13 +269,17 @@ pub async fn run(stream: TcpStream, theirs: Handshake, addr: SocketAddr, shared:
 }
 
 impl Peer {
-    async fn drive(&mut self, stream: TcpStream, cmd_rx: &mut mpsc::Receiver<PeerCommand>) -> Result<(), ConnError> {
+    async fn drive(
+        &mut self,
+        stream: TcpStream,
+        cmd_rx: &mut mpsc::Receiver<PeerCommand>,
+    ) -> Result<(), ConnError> {
         let (rd, mut wr) = stream.into_split();
         let mut reader = FramedRead::with_capacity(rd, PeerCodec, 256 * 1024);
         let mut verified = self.shared.pieces_verified.subscribe();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut serving: Option<tokio::task::JoinHandle<Vec<(BlockRef, Option<Bytes>)>>> = None;
+        let mut serving: Option<ServeJob> = None;
         let shutdown = self.shared.shutdown.clone();
 
         self.send_intro();
@@ -355,6 +379,9 @@ impl Peer {
     }
 
     fn on_message(&mut self, m: Message) -> Result<(), ConnError> {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            tracing::trace!(peer = %self.addr, "received {}", m.kind());
+        }
         match m {
             Message::KeepAlive | Message::Unknown { .. } | Message::Port(_) => {}
             Message::Choke => {
@@ -375,16 +402,32 @@ impl Peer {
             }
             Message::Have(i) => self.on_have(i)?,
             Message::Bitfield(b) => {
-                if self.bitfield.is_some() || self.raw_bitfield.is_some() {
-                    return Err(ConnError::Protocol("second bitfield".into()));
-                }
-                self.raw_bitfield = Some(b);
-                if self.shared.data().is_some() {
-                    self.adopt_metadata()?;
+                // BEP 3 allows one bitfield, first; aria2c sends another
+                // later. Merging it (length-checked) is harmless.
+                match self.bitfield.as_ref() {
+                    Some(known) => {
+                        let n = known.len();
+                        let bf = Bitfield::from_wire(&b, n).ok_or_else(|| {
+                            ConnError::Protocol(format!(
+                                "bitfield of {} bytes for {n} pieces",
+                                b.len()
+                            ))
+                        })?;
+                        // HAVEs may have come first; count only what is new.
+                        for i in bf.iter_ones() {
+                            self.on_have(i as u32)?;
+                        }
+                    }
+                    // A later one supersedes an earlier one (pieces are never lost).
+                    None => self.raw_bitfield = Some(b),
                 }
             }
             Message::Request(r) => self.on_request(r)?,
-            Message::Piece { piece, offset, data } => self.on_block(piece, offset, data)?,
+            Message::Piece {
+                piece,
+                offset,
+                data,
+            } => self.on_block(piece, offset, data)?,
             Message::Cancel(r) => self.upload_queue.retain(|x| *x != r),
             Message::Extended { id, payload } => self.on_extended(id, payload)?,
         }
@@ -398,8 +441,9 @@ impl Peer {
         };
         let n = data.geometry.piece_count as usize;
         let mut bf = match self.raw_bitfield.take() {
-            Some(raw) => Bitfield::from_wire(&raw, n)
-                .ok_or_else(|| ConnError::Protocol(format!("bitfield of {} bytes for {n} pieces", raw.len())))?,
+            Some(raw) => Bitfield::from_wire(&raw, n).ok_or_else(|| {
+                ConnError::Protocol(format!("bitfield of {} bytes for {n} pieces", raw.len()))
+            })?,
             None => self.bitfield.take().unwrap_or_else(|| Bitfield::new(n)),
         };
         for i in std::mem::take(&mut self.early_haves) {
@@ -426,7 +470,10 @@ impl Peer {
         match self.bitfield.as_mut() {
             Some(bf) => {
                 if i as usize >= bf.len() {
-                    return Err(ConnError::Protocol(format!("have {i} beyond {} pieces", bf.len())));
+                    return Err(ConnError::Protocol(format!(
+                        "have {i} beyond {} pieces",
+                        bf.len()
+                    )));
                 }
                 if bf.set(i as usize) {
                     let seed = bf.is_full();
@@ -459,7 +506,11 @@ impl Peer {
             .is_some_and(|p| p.is_interesting(bf));
         if want != self.am_interested {
             self.am_interested = want;
-            self.push(if want { &Message::Interested } else { &Message::NotInterested });
+            self.push(if want {
+                &Message::Interested
+            } else {
+                &Message::NotInterested
+            });
         }
     }
 
@@ -541,12 +592,11 @@ impl Peer {
             if let Some(q) = hs.reqq {
                 self.reqq = (q as usize).clamp(1, MAX_DEPTH);
             }
-            if let (Some(size), Some(_)) = (hs.metadata_size, hs.ut_metadata) {
-                if self.shared.data().is_none() {
-                    if let Some(a) = self.shared.lock().assembler.as_mut() {
-                        let _ = a.on_peer_size(self.key, size);
-                    }
-                }
+            if let (Some(size), Some(_)) = (hs.metadata_size, hs.ut_metadata)
+                && self.shared.data().is_none()
+                && let Some(a) = self.shared.lock().assembler.as_mut()
+            {
+                let _ = a.on_peer_size(self.key, size);
             }
             self.ext = Some(hs);
             return Ok(());
@@ -581,7 +631,13 @@ impl Peer {
                 let done = {
                     let mut st = self.shared.lock();
                     match st.assembler.as_mut() {
-                        Some(a) => a.on_data(self.key, piece, total_size, &data, std::time::Instant::now()),
+                        Some(a) => a.on_data(
+                            self.key,
+                            piece,
+                            total_size,
+                            &data,
+                            std::time::Instant::now(),
+                        ),
                         None => Ok(None),
                     }
                 };
@@ -618,7 +674,9 @@ impl Peer {
         if self.peer_choking || !self.am_interested {
             return Ok(());
         }
-        let Some(bf) = &self.bitfield else { return Ok(()) };
+        let Some(bf) = &self.bitfield else {
+            return Ok(());
+        };
         let target = if self.snubbed {
             1
         } else {
@@ -633,7 +691,9 @@ impl Peer {
         }
         let picked = {
             let mut st = self.shared.lock();
-            let Some(p) = st.picker.as_mut() else { return Ok(()) };
+            let Some(p) = st.picker.as_mut() else {
+                return Ok(());
+            };
             p.pick(self.key, bf, deficit, &self.in_flight, now.into_std())
         };
         if picked.is_empty() && self.in_flight.is_empty() {
@@ -675,11 +735,15 @@ impl Peer {
         if choke {
             self.upload_queue.clear();
         }
-        self.push(if choke { &Message::Choke } else { &Message::Unchoke });
+        self.push(if choke {
+            &Message::Choke
+        } else {
+            &Message::Unchoke
+        });
     }
 
     /// Reads up to [`SERVE_BATCH`] queued blocks on the blocking pool.
-    fn start_serving(&mut self) -> Option<tokio::task::JoinHandle<Vec<(BlockRef, Option<Bytes>)>>> {
+    fn start_serving(&mut self) -> Option<ServeJob> {
         if self.upload_queue.is_empty() || self.am_choking || self.out.len() >= OUT_HIGH_WATER {
             return None;
         }
@@ -728,7 +792,10 @@ impl Peer {
         }
         let new: Vec<u32> = {
             let st = self.shared.lock();
-            st.verified_log.get(self.haves_sent..).unwrap_or(&[]).to_vec()
+            st.verified_log
+                .get(self.haves_sent..)
+                .unwrap_or(&[])
+                .to_vec()
         };
         self.haves_sent += new.len();
         for i in new {
@@ -748,7 +815,10 @@ impl Peer {
         if now.duration_since(self.last_sent) > KEEPALIVE_AFTER && self.out.is_empty() {
             self.push(&Message::KeepAlive);
         }
-        if !self.in_flight.is_empty() && !self.snubbed && now.duration_since(self.last_block) > SNUB_TIMEOUT {
+        if !self.in_flight.is_empty()
+            && !self.snubbed
+            && now.duration_since(self.last_block) > SNUB_TIMEOUT
+        {
             // Give its blocks to others; keep asking it for one at a time.
             self.snubbed = true;
             let dropped = std::mem::take(&mut self.in_flight);

@@ -173,6 +173,29 @@ impl Message {
         })
     }
 
+    /// Short name for logs.
+    pub fn kind(&self) -> String {
+        match self {
+            Message::KeepAlive => "keep-alive".into(),
+            Message::Choke => "choke".into(),
+            Message::Unchoke => "unchoke".into(),
+            Message::Interested => "interested".into(),
+            Message::NotInterested => "not interested".into(),
+            Message::Have(i) => format!("have {i}"),
+            Message::Bitfield(b) => format!("bitfield ({} bytes)", b.len()),
+            Message::Request(r) => format!("request {}:{}+{}", r.piece, r.offset, r.len),
+            Message::Piece {
+                piece,
+                offset,
+                data,
+            } => format!("piece {piece}:{offset}+{}", data.len()),
+            Message::Cancel(r) => format!("cancel {}:{}+{}", r.piece, r.offset, r.len),
+            Message::Port(p) => format!("port {p}"),
+            Message::Extended { id, payload } => format!("extended {id} ({} bytes)", payload.len()),
+            Message::Unknown { id } => format!("unknown id {id}"),
+        }
+    }
+
     /// Length of the encoded frame including its 4-byte prefix.
     pub fn encoded_len(&self) -> usize {
         4 + match self {
@@ -207,7 +230,11 @@ impl Message {
                 dst.put_slice(b);
             }
             Message::Request(r) | Message::Cancel(r) => {
-                dst.put_u8(if matches!(self, Message::Request(_)) { 6 } else { 8 });
+                dst.put_u8(if matches!(self, Message::Request(_)) {
+                    6
+                } else {
+                    8
+                });
                 dst.put_u32(r.piece);
                 dst.put_u32(r.offset);
                 dst.put_u32(r.len);

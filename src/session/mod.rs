@@ -114,11 +114,26 @@ enum ConnEvent {
 }
 
 /// Runs one torrent until it is done (per the seed policy) or `shutdown` fires.
-pub async fn run(source: Source, opts: Options, status_tx: watch::Sender<Status>, shutdown: CancellationToken) -> Result<Report> {
+pub async fn run(
+    source: Source,
+    opts: Options,
+    status_tx: watch::Sender<Status>,
+    shutdown: CancellationToken,
+) -> Result<Report> {
     let started = Instant::now();
     let (info_hash, name_hint, mut magnet_trackers, magnet_peers) = match &source {
-        Source::Torrent(m) => (m.info_hash, Some(m.info.name.clone()), Vec::new(), Vec::new()),
-        Source::Magnet(m) => (m.info_hash, m.name.clone(), m.trackers.clone(), m.peers.clone()),
+        Source::Torrent(m) => (
+            m.info_hash,
+            Some(m.info.name.clone()),
+            Vec::new(),
+            Vec::new(),
+        ),
+        Source::Magnet(m) => (
+            m.info_hash,
+            m.name.clone(),
+            m.trackers.clone(),
+            m.peers.clone(),
+        ),
     };
     let listener = bind_listener(&opts).await?;
     let listen_port = listener.local_addr()?.port();
@@ -127,7 +142,13 @@ pub async fn run(source: Source, opts: Options, status_tx: watch::Sender<Status>
     let torrent_token = shutdown.child_token();
     let private = matches!(&source, Source::Torrent(m) if m.info.private);
     let dht = if private { None } else { opts.dht.clone() };
-    let (shared, mut metadata_rx) = Shared::new(info_hash, peer_id, listen_port, dht.as_ref().map(|_| listen_port), torrent_token.clone());
+    let (shared, mut metadata_rx) = Shared::new(
+        info_hash,
+        peer_id,
+        listen_port,
+        dht.as_ref().map(|_| listen_port),
+        torrent_token.clone(),
+    );
 
     let mut status = Status {
         name: name_hint.unwrap_or_else(|| info_hash.to_hex()),
@@ -148,7 +169,10 @@ pub async fn run(source: Source, opts: Options, status_tx: watch::Sender<Status>
         }
         Source::Magnet(_) => {
             tiers.extend(magnet_trackers.drain(..).map(|t| vec![t]));
-            let cached = opts.state_dir.as_ref().and_then(|d| load_cached_info(d, info_hash));
+            let cached = opts
+                .state_dir
+                .as_ref()
+                .and_then(|d| load_cached_info(d, info_hash));
             match cached.map(|b| Metainfo::from_info_bytes(&b, tiers.clone())) {
                 Some(Ok(meta)) => {
                     tracing::info!("using the metadata remembered from an earlier run");
@@ -185,9 +209,19 @@ pub async fn run(source: Source, opts: Options, status_tx: watch::Sender<Status>
     let dht_found = Arc::new(AtomicUsize::new(0));
     let connected_count = Arc::new(AtomicUsize::new(0));
     let dht_task = dht.as_ref().map(|d| {
-        let c = connected_count.clone();
-        let want_more: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || c.load(Ordering::Relaxed) < 10);
-        crate::dht::spawn_discovery(d.clone(), info_hash, listen_port, true, want_more, peer_tx.clone(), dht_found.clone(), torrent_token.clone())
+        let (c, sh) = (connected_count.clone(), shared.clone());
+        let want_more: Arc<dyn Fn() -> bool + Send + Sync> =
+            Arc::new(move || !sh.is_complete() && c.load(Ordering::Relaxed) < 10);
+        crate::dht::spawn_discovery(
+            d.clone(),
+            info_hash,
+            listen_port,
+            true,
+            want_more,
+            peer_tx.clone(),
+            dht_found.clone(),
+            torrent_token.clone(),
+        )
     });
     let mut initial: Vec<SocketAddr> = opts.peers.clone();
     initial.extend(magnet_peers);
@@ -248,6 +282,10 @@ pub async fn run(source: Source, opts: Options, status_tx: watch::Sender<Status>
                         status.name = meta.info.name.clone();
                         install(&shared, meta, &opts, &status_tx, &mut status).await?;
                         status.metadata_at = Some(started.elapsed());
+                        tracing::info!(
+                            "metadata complete {:.0} ms after start",
+                            started.elapsed().as_secs_f64() * 1000.0
+                        );
                     }
                     Err(e) => anyhow::bail!("the swarm's metadata matches the info-hash but is not a usable torrent: {e}"),
                 }
@@ -296,8 +334,12 @@ pub async fn run(source: Source, opts: Options, status_tx: watch::Sender<Status>
                 if let Some((have, total)) = shared.progress() {
                     status.have = have;
                     status.total = total;
-                    if status.first_piece_at.is_none() && !complete_at_start && have > 0 {
+                    if status.first_piece_at.is_none() && !complete_at_start && have > status.resumed_bytes {
                         status.first_piece_at = Some(started.elapsed());
+                        tracing::info!(
+                            "first piece verified {:.0} ms after start",
+                            started.elapsed().as_secs_f64() * 1000.0
+                        );
                     }
                 }
                 if shared.data().is_none() {
@@ -328,12 +370,11 @@ pub async fn run(source: Source, opts: Options, status_tx: watch::Sender<Status>
                         tracing::info!("seed time reached");
                         break;
                     }
-                    if let Some(r) = opts.seed_ratio {
-                        if status.total > 0 && up as f64 / status.total as f64 >= r {
+                    if let Some(r) = opts.seed_ratio
+                        && status.total > 0 && up as f64 / status.total as f64 >= r {
                             tracing::info!("seed ratio reached");
                             break;
                         }
-                    }
                 }
             }
         }
@@ -356,7 +397,12 @@ pub async fn run(source: Source, opts: Options, status_tx: watch::Sender<Status>
     if let Some(t) = dht_task {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
     }
-    if let Some(msg) = shared.fatal.lock().unwrap_or_else(|e| e.into_inner()).take() {
+    if let Some(msg) = shared
+        .fatal
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
         anyhow::bail!(msg);
     }
     let complete = shared.is_complete();
@@ -375,8 +421,13 @@ async fn bind_listener(opts: &Options) -> Result<TcpListener> {
     match TcpListener::bind((ip, opts.port)).await {
         Ok(l) => Ok(l),
         Err(e) if opts.port_fallback && e.kind() == std::io::ErrorKind::AddrInUse => {
-            tracing::warn!("port {} is in use; listening on a free port instead", opts.port);
-            TcpListener::bind((ip, 0)).await.context("opening the peer listener")
+            tracing::warn!(
+                "port {} is in use; listening on a free port instead",
+                opts.port
+            );
+            TcpListener::bind((ip, 0))
+                .await
+                .context("opening the peer listener")
         }
         Err(e) => Err(e).with_context(|| format!("listening on {ip}:{}", opts.port)),
     }
@@ -390,19 +441,34 @@ fn is_local(ip: IpAddr, bind: Option<IpAddr>) -> bool {
 }
 
 /// Checks the disk for existing data, then makes the torrent live.
-async fn install(shared: &Arc<Shared>, meta: Metainfo, opts: &Options, status_tx: &watch::Sender<Status>, status: &mut Status) -> Result<()> {
+async fn install(
+    shared: &Arc<Shared>,
+    meta: Metainfo,
+    opts: &Options,
+    status_tx: &watch::Sender<Status>,
+    status: &mut Status,
+) -> Result<()> {
     let geometry = Geometry::new(meta.info.total_length, meta.info.piece_length);
     let storage = Storage::new(&opts.output, &meta.info).context("laying out the files")?;
     status.total = geometry.total_length;
     status.name = meta.info.name.clone();
-    let data = Arc::new(TorrentData { meta, geometry, storage });
+    let data = Arc::new(TorrentData {
+        meta,
+        geometry,
+        storage,
+    });
     let progress = Arc::new(AtomicU32::new(0));
     let check = {
         let data = data.clone();
         let progress = progress.clone();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         tokio::task::spawn_blocking(move || {
-            let have = data.storage.check_existing(&data.geometry, &data.meta.info.pieces, threads, &progress);
+            let have = data.storage.check_existing(
+                &data.geometry,
+                &data.meta.info.pieces,
+                threads,
+                &progress,
+            );
             data.storage.prepare().map(|()| have)
         })
     };
@@ -420,9 +486,17 @@ async fn install(shared: &Arc<Shared>, meta: Metainfo, opts: &Options, status_tx
         }
     };
     if have.count() > 0 {
-        tracing::info!("{} of {} pieces already on disk", have.count(), geometry.piece_count);
+        tracing::info!(
+            "{} of {} pieces already on disk",
+            have.count(),
+            geometry.piece_count
+        );
     }
     status.resumed_pieces = have.count();
+    status.resumed_bytes = have
+        .iter_ones()
+        .map(|i| geometry.piece_len(i as u32) as u64)
+        .sum();
     shared.install(data, have);
     Ok(())
 }
@@ -467,7 +541,13 @@ fn rechoke(shared: &Shared, choker: &mut Choker) {
     }
 }
 
-fn dial_some(known: &mut HashMap<SocketAddr, Known>, shared: &Arc<Shared>, opts: &Options, dialing: &Arc<AtomicUsize>, ev_tx: &mpsc::Sender<ConnEvent>) {
+fn dial_some(
+    known: &mut HashMap<SocketAddr, Known>,
+    shared: &Arc<Shared>,
+    opts: &Options,
+    dialing: &Arc<AtomicUsize>,
+    ev_tx: &mpsc::Sender<ConnEvent>,
+) {
     if shared.shutdown.is_cancelled() {
         return;
     }
@@ -496,7 +576,13 @@ fn dial_some(known: &mut HashMap<SocketAddr, Known>, shared: &Arc<Shared>, opts:
         k.connected = true;
         budget -= 1;
         dialing.fetch_add(1, Ordering::Relaxed);
-        let (addr, shared, bind, ev_tx, dialing) = (*addr, shared.clone(), opts.bind, ev_tx.clone(), dialing.clone());
+        let (addr, shared, bind, ev_tx, dialing) = (
+            *addr,
+            shared.clone(),
+            opts.bind,
+            ev_tx.clone(),
+            dialing.clone(),
+        );
         tokio::spawn(async move {
             let res = conn::connect(addr, bind, &shared).await;
             dialing.fetch_sub(1, Ordering::Relaxed);
@@ -563,7 +649,7 @@ fn cached_info_path(dir: &std::path::Path, ih: InfoHash) -> PathBuf {
 }
 
 /// Reads an info dict remembered from an earlier run, if it still matches.
-fn load_cached_info(dir: &std::path::Path, ih: InfoHash) -> Option<Vec<u8>> {
+pub fn load_cached_info(dir: &std::path::Path, ih: InfoHash) -> Option<Vec<u8>> {
     use sha1::{Digest, Sha1};
     let bytes = std::fs::read(cached_info_path(dir, ih)).ok()?;
     (Sha1::digest(&bytes).as_slice() == ih.0).then_some(bytes)

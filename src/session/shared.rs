@@ -10,16 +10,16 @@ use crate::geometry::Geometry;
 use crate::id::{InfoHash, PeerId};
 use crate::metainfo::Metainfo;
 use crate::peer::message::BlockRef;
-use crate::picker::{PeerKey, Picker};
 use crate::peer::metadata::MetadataAssembler;
+use crate::picker::{PeerKey, Picker};
 use crate::storage::disk::Storage;
 use bytes::Bytes;
-use tokio_util::task::TaskTracker;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::task::TaskTracker;
 
 use tokio_util::sync::CancellationToken;
 

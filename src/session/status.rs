@@ -67,6 +67,8 @@ pub struct Status {
     pub metadata_progress: (usize, usize),
     /// Pieces found on disk at start.
     pub resumed_pieces: usize,
+    /// Bytes of those pieces.
+    pub resumed_bytes: u64,
     /// Time from start until the metadata was complete (magnet only).
     pub metadata_at: Option<Duration>,
     /// Time from start until the first piece was verified.

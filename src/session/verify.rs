@@ -14,7 +14,9 @@ use std::sync::Arc;
 pub fn spawn_verify(shared: Arc<Shared>, piece: u32, buf: Vec<u8>, contributors: Vec<PeerKey>) {
     let tracker = shared.disk_tasks.clone();
     tracker.spawn(async move {
-        let Some(data) = shared.data().cloned() else { return };
+        let Some(data) = shared.data().cloned() else {
+            return;
+        };
         let job = {
             let data = data.clone();
             tokio::task::spawn_blocking(move || {
@@ -28,7 +30,9 @@ pub fn spawn_verify(shared: Arc<Shared>, piece: u32, buf: Vec<u8>, contributors:
         };
         let Ok((result, buf)) = job.await else { return };
         let mut st = shared.lock();
-        let Some(picker) = st.picker.as_mut() else { return };
+        let Some(picker) = st.picker.as_mut() else {
+            return;
+        };
         match result {
             Ok(true) => {
                 picker.piece_verified(piece);
@@ -40,7 +44,10 @@ pub fn spawn_verify(shared: Arc<Shared>, piece: u32, buf: Vec<u8>, contributors:
             Ok(false) => {
                 picker.piece_failed(piece);
                 picker.recycle(buf);
-                Shared::add(&shared.counters.wasted, data.geometry.piece_len(piece) as u64);
+                Shared::add(
+                    &shared.counters.wasted,
+                    data.geometry.piece_len(piece) as u64,
+                );
                 let banned = shared.strike(&mut st, &contributors);
                 drop(st);
                 tracing::warn!("piece {piece} failed its hash check; fetching it again");

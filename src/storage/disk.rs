@@ -109,15 +109,15 @@ impl Storage {
 
     fn handle(&self, i: usize, write: bool) -> Result<std::sync::Arc<File>, StorageError> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((f, writable)) = open.get(&i) {
-            if *writable || !write {
-                return Ok(f.clone());
-            }
+        if let Some((f, writable)) = open.get(&i)
+            && (*writable || !write)
+        {
+            return Ok(f.clone());
         }
-        if open.len() >= MAX_OPEN_FILES {
-            if let Some(&k) = open.keys().next() {
-                open.remove(&k);
-            }
+        if open.len() >= MAX_OPEN_FILES
+            && let Some(&k) = open.keys().next()
+        {
+            open.remove(&k);
         }
         let path = &self.files[i].path;
         let file = if write {
@@ -205,7 +205,12 @@ impl Storage {
         let sizes: Vec<Option<u64>> = self
             .files
             .iter()
-            .map(|f| std::fs::metadata(&f.path).ok().filter(|m| m.is_file()).map(|m| m.len()))
+            .map(|f| {
+                std::fs::metadata(&f.path)
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+            })
             .collect();
         let n = geometry.piece_count;
         let mut have = Bitfield::new(n as usize);
@@ -239,7 +244,10 @@ impl Storage {
                     })
                 })
                 .collect();
-            workers.into_iter().map(|w| w.join().unwrap_or_default()).collect()
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_default())
+                .collect()
         });
         for i in results.into_iter().flatten() {
             have.set(i as usize);
@@ -314,7 +322,8 @@ mod tests {
         // Write pieces 0 and 2 only.
         for i in [0u32, 2] {
             let off = g.piece_offset(i) as usize;
-            st.write(off as u64, &content[off..off + g.piece_len(i) as usize]).unwrap();
+            st.write(off as u64, &content[off..off + g.piece_len(i) as usize])
+                .unwrap();
         }
         st.sync().unwrap();
         let progress = AtomicU32::new(0);

@@ -36,7 +36,9 @@ impl Layout {
 
     /// Total content length.
     pub fn total(&self) -> u64 {
-        self.starts.last().map_or(0, |s| s + self.lengths.last().unwrap_or(&0))
+        self.starts
+            .last()
+            .map_or(0, |s| s + self.lengths.last().unwrap_or(&0))
     }
 
     /// Spans covering `[offset, offset+len)`; zero-length files are skipped.
@@ -44,7 +46,10 @@ impl Layout {
     pub fn spans(&self, offset: u64, len: usize) -> Vec<Span> {
         let mut out = Vec::new();
         // First file whose end is past `offset`.
-        let mut i = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        let mut i = self
+            .starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1);
         let mut pos = offset;
         let end = offset + len as u64;
         while pos < end && i < self.starts.len() {

@@ -1,1 +1,431 @@
-//! Trackers. Being written.
+//! Trackers: the announce loops that keep the swarm informed of us and feed
+//! peer addresses to the session.
+//!
+//! [`announce`] is the pure core (query building, response parsing, BEP 15
+//! packets, schedules); `http` and `udp` are thin transports; this module
+//! runs one task per tracker URL.
+//!
+//! # Why every tracker at once
+//!
+//! BEP 12 says to try tiers in order and stop at the first tracker that
+//! answers. That makes a dead first tracker cost a full timeout before any
+//! peers arrive, and leaves us in a smaller swarm view. btc instead announces
+//! to **every** URL in every tier concurrently from the start: a dead tracker
+//! never delays a live one, and peers from all of them are merged by the
+//! session. Tier order is kept only as the order tasks are spawned. The cost
+//! is a few extra requests per interval, which trackers are built to absorb.
+//! Duplicate URLs across tiers are announced once.
+//!
+//! # Timing
+//!
+//! Per tracker: `started` first; after a success, the next announce comes
+//! after the tracker's `interval` (30 min if absent), never sooner than its
+//! `min interval`, clamped to [15 s, 1 h] so neither a hostile nor a broken
+//! tracker can make us spin or go silent. After a failure: 5 s doubling to
+//! 5 min; each distinct error is logged once at `warn`, repeats at `debug`.
+//! When `left` drops to 0 after having been non-zero, `completed` goes out at
+//! once to every healthy tracker (a failing one sends it on its next retry).
+//! At shutdown, `stopped` goes concurrently to every tracker whose `started`
+//! succeeded (an in-flight `started` is abandoned and not followed by
+//! `stopped`), the whole round bounded by `stop_timeout`.
+//!
+//! Passkeys: tracker URLs are logged without their query string.
+
+pub mod announce;
+mod http;
+mod udp;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::id::{InfoHash, PeerId};
+pub use announce::{AnnounceRequest, AnnounceResponse, Event, TrackerError};
+
+/// What the announcer needs to know about the torrent and us.
+#[derive(Clone, Debug)]
+pub struct AnnounceConfig {
+    /// Torrent to announce.
+    pub info_hash: InfoHash,
+    /// Our peer id.
+    pub peer_id: PeerId,
+    /// Our TCP listen port (what peers should dial).
+    pub port: u16,
+    /// Local IP for tracker traffic, so the tracker records the address our
+    /// listener is on (tests use 127.0.0.x).
+    pub bind: Option<IpAddr>,
+    /// BEP 12 tiers (announce-list), plus user `--tracker` URLs as extra tiers.
+    pub tiers: Vec<Vec<String>>,
+    /// Peers to ask for per announce.
+    pub numwant: u32,
+    /// Bound on the whole `stopped` round at shutdown.
+    pub stop_timeout: Duration,
+}
+
+/// Transfer counters the trackers report; the session publishes them on a
+/// `watch` channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransferTotals {
+    /// Bytes uploaded this session.
+    pub uploaded: u64,
+    /// Bytes downloaded this session.
+    pub downloaded: u64,
+    /// Bytes still missing.
+    pub left: u64,
+}
+
+/// Live counters the progress line shows. Atomics so the UI reads them
+/// without talking to the announcer.
+#[derive(Debug, Default)]
+pub struct TrackerStats {
+    trackers_total: AtomicUsize,
+    trackers_ok: AtomicUsize,
+    peers_received: AtomicU64,
+}
+
+impl TrackerStats {
+    /// Trackers we announce to (supported schemes only).
+    pub fn trackers_total(&self) -> usize {
+        self.trackers_total.load(Ordering::Relaxed)
+    }
+
+    /// Trackers whose last announce succeeded.
+    pub fn trackers_ok(&self) -> usize {
+        self.trackers_ok.load(Ordering::Relaxed)
+    }
+
+    /// Peer addresses received from all trackers, duplicates included.
+    pub fn peers_received(&self) -> u64 {
+        self.peers_received.load(Ordering::Relaxed)
+    }
+}
+
+/// Slack on top of `stop_timeout` for the tasks to notice and unwind.
+const STOP_SLACK: Duration = Duration::from_millis(200);
+
+/// How long handing peers to the session may take before we drop them; a
+/// wedged session must not wedge the announcer.
+const PEER_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts announcing to every tracker; see the module doc for the policy.
+/// The handle completes after `shutdown` fires and the `stopped` round has
+/// finished or hit `cfg.stop_timeout`.
+pub fn spawn_announcer(
+    cfg: AnnounceConfig,
+    totals: watch::Receiver<TransferTotals>,
+    peers: mpsc::Sender<Vec<SocketAddr>>,
+    stats: Arc<TrackerStats>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(run(cfg, totals, peers, stats, shutdown))
+}
+
+async fn run(
+    cfg: AnnounceConfig,
+    totals: watch::Receiver<TransferTotals>,
+    peers: mpsc::Sender<Vec<SocketAddr>>,
+    stats: Arc<TrackerStats>,
+    shutdown: CancellationToken,
+) {
+    let mut urls: Vec<String> = Vec::new();
+    for url in cfg.tiers.iter().flatten() {
+        let url = url.trim();
+        if !url.is_empty() && !urls.iter().any(|u| u == url) {
+            urls.push(url.to_string());
+        }
+    }
+    // Built lazily: a torrent with only UDP trackers never needs TLS setup.
+    let mut http_client: Option<reqwest::Client> = None;
+    let key: u32 = rand::random();
+    let cfg = Arc::new(cfg);
+    let mut tasks = JoinSet::new();
+    for url in urls {
+        let transport = match url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()) {
+            Some(s) if s == "http" || s == "https" => {
+                if http_client.is_none() {
+                    match http::build_client(cfg.bind) {
+                        Ok(c) => http_client = Some(c),
+                        Err(e) => {
+                            tracing::warn!(tracker = %http::redact(&url), "skipping tracker: {e}");
+                            continue;
+                        }
+                    }
+                }
+                match &http_client {
+                    Some(c) => Transport::Http(c.clone()),
+                    None => continue,
+                }
+            }
+            Some(s) if s == "udp" => match udp::UdpTracker::new(&url, cfg.bind) {
+                Ok(t) => Transport::Udp(Box::new(t)),
+                Err(e) => {
+                    tracing::warn!(tracker = %http::redact(&url), "skipping tracker: {e}");
+                    continue;
+                }
+            },
+            _ => {
+                let e = TrackerError::UnsupportedScheme(http::redact(&url));
+                tracing::warn!("skipping tracker: {e}");
+                continue;
+            }
+        };
+        stats.trackers_total.fetch_add(1, Ordering::Relaxed);
+        let task = UrlTask {
+            label: http::redact(&url),
+            url,
+            transport,
+            cfg: cfg.clone(),
+            key,
+            totals: totals.clone(),
+            peers: peers.clone(),
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+        };
+        tasks.spawn(task.run());
+    }
+    drop(peers);
+    // Tasks end only after shutdown (then they send `stopped`, each bounded by
+    // stop_timeout). The outer bound starts when shutdown fires so a task
+    // stuck anywhere still cannot hold the handle open.
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    tokio::pin!(drain);
+    tokio::select! {
+        _ = &mut drain => {
+            // No usable tracker: still live until shutdown, so the session
+            // sees one lifecycle whatever the torrent's tracker list holds.
+            shutdown.cancelled().await;
+            return;
+        }
+        _ = shutdown.cancelled() => {}
+    }
+    if tokio::time::timeout(cfg.stop_timeout + STOP_SLACK, drain)
+        .await
+        .is_err()
+    {
+        tracing::debug!("stopped round hit its time limit; abandoning the rest");
+    }
+    // Dropping the JoinSet aborts whatever is left.
+}
+
+enum Transport {
+    Http(reqwest::Client),
+    Udp(Box<udp::UdpTracker>),
+}
+
+impl Transport {
+    async fn announce(
+        &mut self,
+        url: &str,
+        req: &AnnounceRequest,
+    ) -> Result<AnnounceResponse, TrackerError> {
+        match self {
+            Transport::Http(client) => http::announce(client, url, req).await,
+            Transport::Udp(t) => t.announce(req).await,
+        }
+    }
+}
+
+/// The announce loop for one tracker URL.
+struct UrlTask {
+    url: String,
+    /// `url` without its query, for logs.
+    label: String,
+    transport: Transport,
+    cfg: Arc<AnnounceConfig>,
+    key: u32,
+    totals: watch::Receiver<TransferTotals>,
+    peers: mpsc::Sender<Vec<SocketAddr>>,
+    stats: Arc<TrackerStats>,
+    shutdown: CancellationToken,
+}
+
+/// Per-tracker bookkeeping between announces.
+#[derive(Default)]
+struct LoopState {
+    started_ok: bool,
+    /// We have seen `left > 0`, so reaching 0 means we finished a download
+    /// (a seed that starts complete must never send `completed`).
+    saw_incomplete: bool,
+    completed_sent: bool,
+    tracker_id: Option<String>,
+    failures: u32,
+    ok: bool,
+    last_error: Option<String>,
+}
+
+impl LoopState {
+    fn observe(&mut self, t: &TransferTotals) {
+        if t.left > 0 {
+            self.saw_incomplete = true;
+        }
+    }
+
+    fn needs_completed(&self, t: &TransferTotals) -> bool {
+        self.saw_incomplete && t.left == 0 && !self.completed_sent
+    }
+
+    /// Next event: `started` until one succeeds, then `completed` once the
+    /// download finishes, else a plain re-announce.
+    fn next_event(&self, t: &TransferTotals) -> Event {
+        if !self.started_ok {
+            Event::Started
+        } else if self.needs_completed(t) {
+            Event::Completed
+        } else {
+            Event::None
+        }
+    }
+}
+
+impl UrlTask {
+    fn request(&self, event: Event, t: &TransferTotals, st: &LoopState) -> AnnounceRequest {
+        AnnounceRequest {
+            info_hash: self.cfg.info_hash,
+            peer_id: self.cfg.peer_id,
+            port: self.cfg.port,
+            uploaded: t.uploaded,
+            downloaded: t.downloaded,
+            left: t.left,
+            event,
+            numwant: Some(if event == Event::Stopped {
+                0
+            } else {
+                self.cfg.numwant
+            }),
+            key: self.key,
+            tracker_id: st.tracker_id.clone(),
+        }
+    }
+
+    fn set_ok(&self, st: &mut LoopState, ok: bool) {
+        if ok != st.ok {
+            st.ok = ok;
+            if ok {
+                self.stats.trackers_ok.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.stats.trackers_ok.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn run(mut self) {
+        let mut st = LoopState::default();
+        let mut totals_open = true;
+        'outer: loop {
+            let t = *self.totals.borrow_and_update();
+            st.observe(&t);
+            let event = st.next_event(&t);
+            let req = self.request(event, &t, &st);
+            let shutdown = self.shutdown.clone();
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => break 'outer,
+                r = self.transport.announce(&self.url, &req) => r,
+            };
+            let wait = match result {
+                Ok(resp) => {
+                    match event {
+                        Event::Started => st.started_ok = true,
+                        Event::Completed => st.completed_sent = true,
+                        _ => {}
+                    }
+                    if st.last_error.take().is_some() {
+                        tracing::info!(tracker = %self.label, "tracker is answering again");
+                    }
+                    if let Some(w) = &resp.warning {
+                        tracing::debug!(tracker = %self.label, "tracker warning: {w}");
+                    }
+                    if resp.tracker_id.is_some() {
+                        st.tracker_id = resp.tracker_id.clone();
+                    }
+                    st.failures = 0;
+                    self.set_ok(&mut st, true);
+                    let wait = announce::reannounce_after(&resp);
+                    tracing::debug!(tracker = %self.label, ?event, peers = resp.peers.len(), "announced");
+                    if !resp.peers.is_empty() {
+                        self.deliver(resp.peers).await;
+                    }
+                    wait
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if st.last_error.as_deref() != Some(text.as_str()) {
+                        tracing::warn!(tracker = %self.label, ?event, "announce failed: {text}");
+                        st.last_error = Some(text);
+                    } else {
+                        tracing::debug!(tracker = %self.label, ?event, "announce failed again: {text}");
+                    }
+                    self.set_ok(&mut st, false);
+                    let wait = announce::retry_after(st.failures);
+                    st.failures = st.failures.saturating_add(1);
+                    wait
+                }
+            };
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                let t = *self.totals.borrow_and_update();
+                st.observe(&t);
+                // Completion is announced at once, not at the next interval,
+                // but only on a healthy tracker (an erroring one keeps its
+                // backoff, and the pending `completed` goes out on retry).
+                if st.started_ok && st.failures == 0 && st.needs_completed(&t) {
+                    break;
+                }
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => break 'outer,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    r = self.totals.changed(), if totals_open => {
+                        if r.is_err() {
+                            totals_open = false;
+                        }
+                    }
+                }
+            }
+        }
+        self.stop(&mut st).await;
+    }
+
+    /// Hands peers to the session without ever blocking past shutdown or
+    /// [`PEER_SEND_TIMEOUT`].
+    async fn deliver(&self, peers: Vec<SocketAddr>) {
+        let n = peers.len();
+        self.stats
+            .peers_received
+            .fetch_add(n as u64, Ordering::Relaxed);
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            r = tokio::time::timeout(PEER_SEND_TIMEOUT, self.peers.send(peers)) => {
+                if !matches!(r, Ok(Ok(()))) {
+                    tracing::debug!(tracker = %self.label, "session did not take {n} peers; dropped");
+                }
+            }
+        }
+    }
+
+    /// The `stopped` announce, only to trackers that know we started.
+    async fn stop(&mut self, st: &mut LoopState) {
+        if !st.started_ok {
+            return;
+        }
+        let t = *self.totals.borrow();
+        let req = self.request(Event::Stopped, &t, st);
+        match tokio::time::timeout(
+            self.cfg.stop_timeout,
+            self.transport.announce(&self.url, &req),
+        )
+        .await
+        {
+            Ok(Ok(_)) => tracing::debug!(tracker = %self.label, "sent stopped"),
+            Ok(Err(e)) => tracing::debug!(tracker = %self.label, "stopped announce failed: {e}"),
+            Err(_) => tracing::debug!(tracker = %self.label, "stopped announce timed out"),
+        }
+        self.set_ok(st, false);
+    }
+}

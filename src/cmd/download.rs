@@ -1,0 +1,143 @@
+//! The main job: download (or seed) one torrent, with progress and a summary.
+
+use super::info::human_bytes;
+use super::source::{Resolved, resolve};
+use crate::dht::{DhtConfig, DhtHandle};
+use crate::session::status::Status;
+use crate::session::{self, Options, Report, Source};
+use crate::ui;
+use anyhow::{Context, Result};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Validated arguments of the default command.
+pub struct DownloadArgs {
+    /// SOURCE as typed.
+    pub source: String,
+    /// Output folder.
+    pub output: PathBuf,
+    /// Listen port; `None` = 6881 with fallback.
+    pub port: Option<u16>,
+    /// Local IP.
+    pub bind: Option<IpAddr>,
+    /// Extra trackers.
+    pub trackers: Vec<String>,
+    /// Peers to dial.
+    pub peers: Vec<SocketAddr>,
+    /// Exit once complete.
+    pub no_seed: bool,
+    /// Seed ratio limit.
+    pub seed_ratio: Option<f64>,
+    /// Seed time limit.
+    pub seed_time: Option<Duration>,
+    /// DHT bootstrap nodes replacing the defaults.
+    pub dht_bootstrap: Vec<String>,
+    /// Disable the DHT.
+    pub no_dht: bool,
+    /// State folder override.
+    pub state_dir: Option<PathBuf>,
+    /// Connection limit.
+    pub max_peers: usize,
+    /// No bars, no summary.
+    pub quiet: bool,
+}
+
+/// Default listen port (also the DHT's UDP port).
+pub const DEFAULT_PORT: u16 = 6881;
+
+/// Runs the download; returns the report for the summary line.
+pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Report> {
+    let source = match resolve(&args.source).await? {
+        Resolved::Torrent(m) => Source::Torrent(m),
+        Resolved::Magnet(m) => Source::Magnet(m),
+    };
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating the output folder {}", args.output.display()))?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or_else(crate::dht::default_state_dir);
+    let private = matches!(&source, Source::Torrent(m) if m.info.private);
+    let port = args.port.unwrap_or(DEFAULT_PORT);
+    let dht = if args.no_dht || private {
+        None
+    } else {
+        let bind = match args.bind {
+            Some(IpAddr::V4(v4)) => Some(v4),
+            _ => None,
+        };
+        let cfg = DhtConfig {
+            port,
+            bind,
+            bootstrap: (!args.dht_bootstrap.is_empty()).then(|| args.dht_bootstrap.clone()),
+            state_dir: state_dir.clone(),
+            server_mode: false,
+        };
+        match DhtHandle::start(cfg.clone()) {
+            Ok(d) => Some(d),
+            // The UDP port may be taken by another client; the DHT is a
+            // bonus, not a reason to fail.
+            Err(e) => match DhtHandle::start(DhtConfig { port: 0, ..cfg }) {
+                Ok(d) => {
+                    tracing::warn!("DHT: {e}; using a free UDP port instead");
+                    Some(d)
+                }
+                Err(e) => {
+                    tracing::warn!("DHT disabled: {e}");
+                    None
+                }
+            },
+        }
+    };
+    let opts = Options {
+        output: args.output.clone(),
+        port,
+        port_fallback: args.port.is_none(),
+        bind: args.bind,
+        trackers: args.trackers,
+        peers: args.peers,
+        no_seed: args.no_seed,
+        seed_ratio: args.seed_ratio,
+        seed_time: args.seed_time,
+        max_peers: args.max_peers,
+        dht: dht.clone(),
+        state_dir,
+    };
+    let (status_tx, status_rx) = watch::channel(Status::default());
+    let ui_task = tokio::spawn(ui::render(status_rx, args.quiet));
+    let result = session::run(source, opts, status_tx, shutdown).await;
+    let _ = ui_task.await;
+    if let Some(d) = dht
+        && let Err(e) = d.save_state()
+    {
+        tracing::debug!("saving DHT state: {e}");
+    }
+    result
+}
+
+/// The one-line summary printed at the end.
+pub fn summary(r: &Report) -> String {
+    let mut s = match r.download_time {
+        Some(t) => {
+            let secs = t.as_secs_f64().max(0.001);
+            format!(
+                "downloaded {}: {} in {} ({}/s)",
+                r.name,
+                human_bytes(r.downloaded),
+                ui::human_duration(t),
+                human_bytes((r.downloaded as f64 / secs) as u64)
+            )
+        }
+        None if r.complete => format!("{}: complete ({})", r.name, human_bytes(r.total)),
+        None => format!(
+            "{}: stopped before completion ({} downloaded)",
+            r.name,
+            human_bytes(r.downloaded)
+        ),
+    };
+    s.push_str(&format!(", uploaded {}", human_bytes(r.uploaded)));
+    s
+}

@@ -1,0 +1,104 @@
+//! Turning the user's SOURCE argument into a torrent or a magnet.
+
+use crate::magnet::Magnet;
+use crate::metainfo::Metainfo;
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::time::Duration;
+
+/// Largest `.torrent` we read from disk or the network. Real ones with
+/// millions of pieces stay far below; anything bigger is not a torrent.
+const MAX_TORRENT_FILE: u64 = 64 * 1024 * 1024;
+
+/// A resolved SOURCE.
+pub enum Resolved {
+    /// A `.torrent` (file or URL).
+    Torrent(Box<Metainfo>),
+    /// A magnet link or bare info-hash.
+    Magnet(Magnet),
+}
+
+/// Whether `s` looks like a bare info-hash (40 hex or 32 base32 chars).
+fn looks_like_hash(s: &str) -> bool {
+    (s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        || (s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_alphabetic() || (b'2'..=b'7').contains(&b)))
+}
+
+/// Resolves SOURCE: magnet URI, info-hash, http(s) URL or a file path.
+pub async fn resolve(source: &str) -> Result<Resolved> {
+    if source.starts_with("magnet:") {
+        let m = Magnet::parse(source).context("invalid magnet link")?;
+        return Ok(Resolved::Magnet(m));
+    }
+    if source.starts_with("http://") || source.starts_with("https://") {
+        let bytes = fetch(source)
+            .await
+            .with_context(|| format!("downloading {source}"))?;
+        let m = Metainfo::from_bytes(&bytes)
+            .with_context(|| format!("{source} is not a valid torrent"))?;
+        return Ok(Resolved::Torrent(Box::new(m)));
+    }
+    let path = Path::new(source);
+    if !path.exists() && looks_like_hash(source) {
+        let ih = crate::id::InfoHash::parse(source).context("invalid info-hash")?;
+        return Ok(Resolved::Magnet(Magnet::from_info_hash(ih)));
+    }
+    let bytes = read_torrent_file(path)?;
+    let m =
+        Metainfo::from_bytes(&bytes).with_context(|| format!("{source} is not a valid torrent"))?;
+    Ok(Resolved::Torrent(Box::new(m)))
+}
+
+/// Reads a `.torrent` file with a size cap.
+pub fn read_torrent_file(path: &Path) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.is_dir() {
+        bail!(
+            "reading {}: it is a folder, not a .torrent file",
+            path.display()
+        );
+    }
+    if meta.len() > MAX_TORRENT_FILE {
+        bail!(
+            "reading {}: {} bytes is too large for a .torrent file",
+            path.display(),
+            meta.len()
+        );
+    }
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+async fn fetch(url: &str) -> Result<Vec<u8>> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("btc/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let mut resp = client.get(url).send().await?.error_for_status()?;
+    if resp.content_length().is_some_and(|n| n > MAX_TORRENT_FILE) {
+        bail!("the file is larger than {MAX_TORRENT_FILE} bytes");
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() as u64 + chunk.len() as u64 > MAX_TORRENT_FILE {
+            bail!("the file is larger than {MAX_TORRENT_FILE} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_bare_hashes() {
+        assert!(looks_like_hash("c12fe1c06bba254a9dc9f519b335aa7c1367a88a"));
+        assert!(looks_like_hash("YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK"));
+        assert!(!looks_like_hash("file.torrent"));
+        assert!(!looks_like_hash("c12fe1c06bba254a9dc9f519b335aa7c1367a88"));
+    }
+}

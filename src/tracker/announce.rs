@@ -1,0 +1,884 @@
+//! Tracker announce encoding and decoding, for HTTP (BEP 3, 23, 7) and UDP
+//! (BEP 15). Pure and synchronous: the I/O shell in [`super::http`] and
+//! [`super::udp`] only moves these bytes, so every parser is unit-tested here
+//! with hand-built byte vectors.
+//!
+//! Leniency choices, made once here so both transports agree:
+//! - A compact `peers`/`peers6` string whose length is not a multiple of the
+//!   entry size keeps every whole entry and drops the partial tail: the whole
+//!   entries are still valid addresses, and refusing them would only make a
+//!   sloppy tracker useless.
+//! - Bytes after the top-level dictionary are refused, except ASCII whitespace
+//!   (some trackers end the body with a newline).
+//! - Dictionary-model peers with a hostname instead of an IP literal are
+//!   skipped: resolving names per peer would let a tracker make us do DNS work.
+//! - At most [`MAX_PEERS`] peers are taken from one response.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::time::{Duration, Instant};
+
+use crate::bencode::{Value, decode_prefix};
+use crate::id::{InfoHash, PeerId};
+
+/// Upper bound on peers taken from one response; a tracker answering with a
+/// million peers must not make us allocate for all of them.
+pub const MAX_PEERS: usize = 10_000;
+
+/// Errors of the tracker layer, from parsing to the sockets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrackerError {
+    /// The tracker answered, but refused the announce (`failure reason` or a
+    /// UDP error packet).
+    #[error("tracker refused the announce: {0}")]
+    Failure(String),
+    /// The HTTP body is not bencode.
+    #[error("tracker response is not valid bencode: {0}")]
+    Bencode(String),
+    /// The HTTP body is bencode but not a dictionary.
+    #[error("tracker response is not a dictionary")]
+    NotADict,
+    /// A UDP packet shorter than its fixed header.
+    #[error("udp {what} response too short: {len} bytes")]
+    UdpShort {
+        /// Which response we expected.
+        what: &'static str,
+        /// How many bytes arrived.
+        len: usize,
+    },
+    /// A UDP packet with an action we did not ask for.
+    #[error("udp response has action {got}, expected {expected}")]
+    UdpAction {
+        /// Action we sent.
+        expected: u32,
+        /// Action that came back.
+        got: u32,
+    },
+    /// A UDP packet answering some other request (or forged).
+    #[error("udp transaction id {got:#010x} does not match {expected:#010x}")]
+    TransactionMismatch {
+        /// Id we sent.
+        expected: u32,
+        /// Id that came back.
+        got: u32,
+    },
+    /// The tracker URL uses a scheme we cannot speak (e.g. `wss://`).
+    #[error("unsupported tracker url scheme: {0}")]
+    UnsupportedScheme(String),
+    /// The tracker URL cannot be parsed.
+    #[error("bad tracker url {url}: {reason}")]
+    BadUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Connecting, sending or receiving over HTTP failed.
+    #[error("http announce to {url} failed: {reason}")]
+    Http {
+        /// The tracker URL.
+        url: String,
+        /// The client's description of the failure.
+        reason: String,
+    },
+    /// The shared HTTP client could not be built (TLS setup).
+    #[error("cannot build http client: {0}")]
+    Client(String),
+    /// A non-success HTTP status without a `failure reason` body.
+    #[error("http status {status} from {url}")]
+    HttpStatus {
+        /// The tracker URL.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The response body passed our cap and was abandoned.
+    #[error("tracker response exceeds {limit} bytes")]
+    BodyTooLarge {
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// DNS lookup of a UDP tracker failed or gave no address.
+    #[error("could not resolve {host}: {reason}")]
+    Resolve {
+        /// Host name from the URL.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+    /// A UDP socket operation failed (e.g. ICMP port unreachable).
+    #[error("udp i/o with {addr} failed: {reason}")]
+    Io {
+        /// The tracker's address.
+        addr: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// No answer in time.
+    #[error("{what} timed out after {after:?}")]
+    Timeout {
+        /// What was waited for.
+        what: &'static str,
+        /// How long we waited.
+        after: Duration,
+    },
+}
+
+/// The `event` of an announce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A regular re-announce.
+    None,
+    /// First announce of a session.
+    Started,
+    /// The download just finished (sent once, never when starting complete).
+    Completed,
+    /// We are leaving the swarm.
+    Stopped,
+}
+
+impl Event {
+    /// HTTP `event=` value; `None` is omitted from the query.
+    fn http_name(self) -> Option<&'static str> {
+        match self {
+            Event::None => None,
+            Event::Started => Some("started"),
+            Event::Completed => Some("completed"),
+            Event::Stopped => Some("stopped"),
+        }
+    }
+
+    /// BEP 15 event code (note: not in declaration order).
+    fn udp_code(self) -> u32 {
+        match self {
+            Event::None => 0,
+            Event::Completed => 1,
+            Event::Started => 2,
+            Event::Stopped => 3,
+        }
+    }
+}
+
+/// Everything one announce says about us, independent of transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnnounceRequest {
+    /// Torrent being announced.
+    pub info_hash: InfoHash,
+    /// Our peer id.
+    pub peer_id: PeerId,
+    /// Our TCP listen port.
+    pub port: u16,
+    /// Bytes uploaded this session.
+    pub uploaded: u64,
+    /// Bytes downloaded this session.
+    pub downloaded: u64,
+    /// Bytes still missing.
+    pub left: u64,
+    /// Announce event.
+    pub event: Event,
+    /// How many peers we want; `None` lets the tracker choose.
+    pub numwant: Option<u32>,
+    /// Random per-session key so a tracker can recognise us across IP changes.
+    pub key: u32,
+    /// The `tracker id` a previous response gave us, echoed back.
+    pub tracker_id: Option<String>,
+}
+
+/// A successful announce, transport-independent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AnnounceResponse {
+    /// How long to wait before the next regular announce.
+    pub interval: Option<Duration>,
+    /// Announcing sooner than this is refused by the tracker.
+    pub min_interval: Option<Duration>,
+    /// Opaque id to echo in later announces.
+    pub tracker_id: Option<String>,
+    /// Seeders.
+    pub complete: Option<u32>,
+    /// Leechers.
+    pub incomplete: Option<u32>,
+    /// Peer addresses, IPv4 and IPv6 mixed.
+    pub peers: Vec<SocketAddr>,
+    /// A non-fatal `warning message`.
+    pub warning: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------
+
+/// Appends `bytes` percent-encoded, leaving only RFC 3986 unreserved
+/// characters literal. Info-hashes are binary, so this is byte by byte, never
+/// via UTF-8.
+fn percent_encode_into(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(DIGITS[(b >> 4) as usize] as char);
+            out.push(DIGITS[(b & 15) as usize] as char);
+        }
+    }
+}
+
+/// Builds the full announce URL. `base` is the tracker URL from the torrent;
+/// if it already carries a query (private trackers put a passkey there) our
+/// parameters are appended with `&`.
+pub fn http_url(base: &str, req: &AnnounceRequest) -> String {
+    let mut url = String::with_capacity(base.len() + 256);
+    url.push_str(base);
+    if !base.contains('?') {
+        url.push('?');
+    } else if !base.ends_with('?') && !base.ends_with('&') {
+        url.push('&');
+    }
+    url.push_str("info_hash=");
+    percent_encode_into(&mut url, &req.info_hash.0);
+    url.push_str("&peer_id=");
+    percent_encode_into(&mut url, &req.peer_id.0);
+    url.push_str(&format!(
+        "&port={}&uploaded={}&downloaded={}&left={}&compact=1&no_peer_id=1",
+        req.port, req.uploaded, req.downloaded, req.left
+    ));
+    if let Some(name) = req.event.http_name() {
+        url.push_str("&event=");
+        url.push_str(name);
+    }
+    if let Some(n) = req.numwant {
+        url.push_str(&format!("&numwant={n}"));
+    }
+    url.push_str(&format!("&key={:08x}", req.key));
+    if let Some(id) = &req.tracker_id {
+        url.push_str("&trackerid=");
+        percent_encode_into(&mut url, id.as_bytes());
+    }
+    url
+}
+
+fn dict_get<'v, 'a>(
+    dict: &'v std::collections::HashMap<
+        impl std::borrow::Borrow<[u8]> + std::hash::Hash + Eq,
+        Value<'a>,
+    >,
+    key: &str,
+) -> Option<&'v Value<'a>> {
+    dict.get(key.as_bytes())
+}
+
+fn value_text(v: &Value<'_>) -> Option<String> {
+    match v {
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b.0).into_owned()),
+        _ => None,
+    }
+}
+
+fn value_int(v: &Value<'_>) -> Option<i64> {
+    match v {
+        Value::Integer(i) => Some(*i),
+        _ => None,
+    }
+}
+
+/// Seconds from a tracker integer; negatives are ignored rather than trusted.
+fn value_secs(v: &Value<'_>) -> Option<Duration> {
+    value_int(v)
+        .and_then(|i| u64::try_from(i).ok())
+        .map(Duration::from_secs)
+}
+
+fn value_u32(v: &Value<'_>) -> Option<u32> {
+    value_int(v).and_then(|i| u32::try_from(i).ok())
+}
+
+/// Parses an HTTP announce body (see the module doc for leniency rules).
+pub fn parse_http_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
+    let (value, used): (Value<'_>, usize) =
+        decode_prefix(body).map_err(|e| TrackerError::Bencode(e.0))?;
+    let rest = &body[used..];
+    if !rest.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(TrackerError::Bencode(format!(
+            "{} bytes after the end of the dictionary",
+            rest.len()
+        )));
+    }
+    let Value::Dict(dict) = &value else {
+        return Err(TrackerError::NotADict);
+    };
+    if let Some(reason) = dict_get(dict, "failure reason") {
+        let text = value_text(reason).unwrap_or_else(|| "(failure reason not a string)".into());
+        return Err(TrackerError::Failure(text));
+    }
+    let mut resp = AnnounceResponse {
+        interval: dict_get(dict, "interval").and_then(value_secs),
+        min_interval: dict_get(dict, "min interval").and_then(value_secs),
+        tracker_id: dict_get(dict, "tracker id").and_then(value_text),
+        complete: dict_get(dict, "complete").and_then(value_u32),
+        incomplete: dict_get(dict, "incomplete").and_then(value_u32),
+        peers: Vec::new(),
+        warning: dict_get(dict, "warning message").and_then(value_text),
+    };
+    match dict_get(dict, "peers") {
+        Some(Value::Bytes(b)) => push_compact_v4(&mut resp.peers, b.0),
+        Some(Value::List(list)) => push_dict_peers(&mut resp.peers, list),
+        _ => {}
+    }
+    if let Some(Value::Bytes(b)) = dict_get(dict, "peers6") {
+        push_compact_v6(&mut resp.peers, b.0);
+    }
+    Ok(resp)
+}
+
+/// BEP 23 compact IPv4 peers: 4 address bytes then a big-endian port.
+fn push_compact_v4(out: &mut Vec<SocketAddr>, bytes: &[u8]) {
+    for c in bytes.chunks_exact(6) {
+        if out.len() >= MAX_PEERS {
+            return;
+        }
+        let ip = Ipv4Addr::new(c[0], c[1], c[2], c[3]);
+        let port = u16::from_be_bytes([c[4], c[5]]);
+        if port != 0 {
+            out.push(SocketAddr::V4(SocketAddrV4::new(ip, port)));
+        }
+    }
+}
+
+/// BEP 7 compact IPv6 peers: 16 address bytes then a big-endian port.
+fn push_compact_v6(out: &mut Vec<SocketAddr>, bytes: &[u8]) {
+    for c in bytes.chunks_exact(18) {
+        if out.len() >= MAX_PEERS {
+            return;
+        }
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&c[..16]);
+        let port = u16::from_be_bytes([c[16], c[17]]);
+        if port != 0 {
+            out.push(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a),
+                port,
+                0,
+                0,
+            )));
+        }
+    }
+}
+
+/// Original dictionary model: a list of `{ip, port, peer id}`. Entries that
+/// are not dicts, lack fields, carry hostnames or bad ports are skipped.
+fn push_dict_peers(out: &mut Vec<SocketAddr>, list: &[Value<'_>]) {
+    for item in list {
+        if out.len() >= MAX_PEERS {
+            return;
+        }
+        let Value::Dict(d) = item else { continue };
+        let Some(ip) = dict_get(d, "ip")
+            .and_then(value_text)
+            .and_then(|s| s.trim().parse::<IpAddr>().ok())
+        else {
+            continue;
+        };
+        let Some(port) = dict_get(d, "port")
+            .and_then(value_int)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+        else {
+            continue;
+        };
+        out.push(SocketAddr::new(ip, port));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// UDP (BEP 15)
+// ---------------------------------------------------------------------------
+
+/// Magic constant that opens every connect request.
+pub const UDP_PROTOCOL_ID: u64 = 0x0417_2710_1980;
+/// Action codes.
+const ACTION_CONNECT: u32 = 0;
+const ACTION_ANNOUNCE: u32 = 1;
+const ACTION_ERROR: u32 = 3;
+
+/// How long a connection id may be reused (BEP 15: one minute).
+pub const UDP_CONNECTION_TTL: Duration = Duration::from_secs(60);
+
+/// Largest UDP response we read: the 20-byte header plus [`MAX_PEERS`]
+/// compact entries would exceed any datagram, so a full 64 KiB buffer suffices.
+pub const UDP_MAX_DATAGRAM: usize = 65_536;
+
+/// The 16-byte connect request.
+pub fn udp_connect_request(transaction_id: u32) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[0..8].copy_from_slice(&UDP_PROTOCOL_ID.to_be_bytes());
+    b[8..12].copy_from_slice(&ACTION_CONNECT.to_be_bytes());
+    b[12..16].copy_from_slice(&transaction_id.to_be_bytes());
+    b
+}
+
+/// The 98-byte announce request. IP is always 0 (the tracker uses the source
+/// address); numwant `None` becomes -1 ("tracker's default").
+pub fn udp_announce_request(
+    connection_id: u64,
+    transaction_id: u32,
+    req: &AnnounceRequest,
+) -> [u8; 98] {
+    let mut b = [0u8; 98];
+    b[0..8].copy_from_slice(&connection_id.to_be_bytes());
+    b[8..12].copy_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
+    b[12..16].copy_from_slice(&transaction_id.to_be_bytes());
+    b[16..36].copy_from_slice(&req.info_hash.0);
+    b[36..56].copy_from_slice(&req.peer_id.0);
+    b[56..64].copy_from_slice(&req.downloaded.to_be_bytes());
+    b[64..72].copy_from_slice(&req.left.to_be_bytes());
+    b[72..80].copy_from_slice(&req.uploaded.to_be_bytes());
+    b[80..84].copy_from_slice(&req.event.udp_code().to_be_bytes());
+    // 84..88: IP address, 0 = use the packet's source.
+    b[88..92].copy_from_slice(&req.key.to_be_bytes());
+    let numwant: i32 = match req.numwant {
+        Some(n) => i32::try_from(n).unwrap_or(i32::MAX),
+        None => -1,
+    };
+    b[92..96].copy_from_slice(&numwant.to_be_bytes());
+    b[96..98].copy_from_slice(&req.port.to_be_bytes());
+    b
+}
+
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Whether a datagram answers the request with `transaction_id`. The shell
+/// uses this to ignore stray or late datagrams instead of failing on them.
+pub fn udp_transaction_matches(buf: &[u8], transaction_id: u32) -> bool {
+    buf.len() >= 8 && be_u32(buf, 4) == transaction_id
+}
+
+/// Shared header check: length, transaction id, error packets, action.
+fn udp_header(
+    buf: &[u8],
+    transaction_id: u32,
+    expected: u32,
+    min_len: usize,
+    what: &'static str,
+) -> Result<(), TrackerError> {
+    if buf.len() < 8 {
+        return Err(TrackerError::UdpShort {
+            what,
+            len: buf.len(),
+        });
+    }
+    let got_tid = be_u32(buf, 4);
+    if got_tid != transaction_id {
+        return Err(TrackerError::TransactionMismatch {
+            expected: transaction_id,
+            got: got_tid,
+        });
+    }
+    let action = be_u32(buf, 0);
+    if action == ACTION_ERROR {
+        return Err(TrackerError::Failure(
+            String::from_utf8_lossy(&buf[8..])
+                .trim_end_matches('\0')
+                .to_string(),
+        ));
+    }
+    if action != expected {
+        return Err(TrackerError::UdpAction {
+            expected,
+            got: action,
+        });
+    }
+    if buf.len() < min_len {
+        return Err(TrackerError::UdpShort {
+            what,
+            len: buf.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Parses a connect response into the connection id.
+pub fn parse_udp_connect(buf: &[u8], transaction_id: u32) -> Result<u64, TrackerError> {
+    udp_header(buf, transaction_id, ACTION_CONNECT, 16, "connect")?;
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&buf[8..16]);
+    Ok(u64::from_be_bytes(id))
+}
+
+/// Parses an announce response. BEP 15 peers are IPv4 only; a partial entry
+/// at the end is dropped like in the HTTP compact form.
+pub fn parse_udp_announce(
+    buf: &[u8],
+    transaction_id: u32,
+) -> Result<AnnounceResponse, TrackerError> {
+    udp_header(buf, transaction_id, ACTION_ANNOUNCE, 20, "announce")?;
+    let mut resp = AnnounceResponse {
+        interval: Some(Duration::from_secs(u64::from(be_u32(buf, 8)))),
+        incomplete: Some(be_u32(buf, 12)),
+        complete: Some(be_u32(buf, 16)),
+        ..AnnounceResponse::default()
+    };
+    push_compact_v4(&mut resp.peers, &buf[20..]);
+    Ok(resp)
+}
+
+/// BEP 15 retransmit timeout for attempt `n`: 15 * 2^n seconds, n capped at 8.
+/// The client decides how many attempts to make; waiting the full schedule
+/// (over an hour) for one dead tracker would be pointless.
+pub fn udp_timeout(attempt: u32) -> Duration {
+    Duration::from_secs(15u64 << attempt.min(8))
+}
+
+/// A connection id and when we got it; BEP 15 lets us reuse it for a minute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpConnection {
+    /// Id from the connect response.
+    pub id: u64,
+    /// When the connect response arrived.
+    pub obtained: Instant,
+}
+
+impl UdpConnection {
+    /// Whether the id may still be used at `now`.
+    pub fn is_valid(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.obtained) < UDP_CONNECTION_TTL
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scheduling
+// ---------------------------------------------------------------------------
+
+/// Used when the tracker gives no interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30 * 60);
+/// Re-announce bounds: below 15 s is abuse (ours or the tracker's), above an
+/// hour we would lose the swarm's freshness.
+pub const MIN_REANNOUNCE: Duration = Duration::from_secs(15);
+/// See [`MIN_REANNOUNCE`].
+pub const MAX_REANNOUNCE: Duration = Duration::from_secs(60 * 60);
+
+/// When to announce again after a success: the tracker's interval (or 30 min),
+/// never below its `min interval`, clamped to [15 s, 1 h].
+pub fn reannounce_after(resp: &AnnounceResponse) -> Duration {
+    let base = resp.interval.unwrap_or(DEFAULT_INTERVAL);
+    let base = match resp.min_interval {
+        Some(min) => base.max(min),
+        None => base,
+    };
+    base.clamp(MIN_REANNOUNCE, MAX_REANNOUNCE)
+}
+
+/// Retry delay after `failures` consecutive errors: 5 s doubling to 5 min.
+pub fn retry_after(failures: u32) -> Duration {
+    let secs = 5u64.saturating_mul(1u64 << failures.min(10));
+    Duration::from_secs(secs.min(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(event: Event) -> AnnounceRequest {
+        let mut ih = [0u8; 20];
+        for (i, b) in ih.iter_mut().enumerate() {
+            *b = i as u8 * 13;
+        }
+        AnnounceRequest {
+            info_hash: InfoHash(ih),
+            peer_id: PeerId(*b"-BT0100-abcdefghijkl"),
+            port: 6881,
+            uploaded: 10,
+            downloaded: 20,
+            left: 30,
+            event,
+            numwant: Some(50),
+            key: 0xdead_beef,
+            tracker_id: None,
+        }
+    }
+
+    #[test]
+    fn http_url_encodes_bytes_and_fields() {
+        let mut r = req(Event::Started);
+        r.info_hash = InfoHash(*b"\x00\x01~ az.-_\xff\x80ABCDEFGHI");
+        r.tracker_id = Some("a b&c".into());
+        let url = http_url("http://t.example/announce", &r);
+        assert_eq!(
+            url,
+            "http://t.example/announce?info_hash=%00%01~%20az.-_%FF%80ABCDEFGHI\
+             &peer_id=-BT0100-abcdefghijkl&port=6881&uploaded=10&downloaded=20&left=30\
+             &compact=1&no_peer_id=1&event=started&numwant=50&key=deadbeef&trackerid=a%20b%26c"
+        );
+    }
+
+    #[test]
+    fn http_url_appends_to_existing_query_and_omits_none() {
+        let mut r = req(Event::None);
+        r.numwant = None;
+        let url = http_url("http://t/a?passkey=xyz", &r);
+        assert!(
+            url.starts_with("http://t/a?passkey=xyz&info_hash="),
+            "{url}"
+        );
+        assert!(!url.contains("event="));
+        assert!(!url.contains("numwant="));
+        let url = http_url("http://t/a?", &r);
+        assert!(url.starts_with("http://t/a?info_hash="), "{url}");
+        for (e, name) in [(Event::Completed, "completed"), (Event::Stopped, "stopped")] {
+            assert!(http_url("http://t/a", &req(e)).contains(&format!("&event={name}&")));
+        }
+    }
+
+    #[test]
+    fn parses_compact_response() {
+        let body = b"d8:completei5e10:incompletei3e8:intervali1800e12:min intervali60e\
+            5:peers12:\x7f\x00\x00\x01\x1a\xe1\x0a\x00\x00\x02\x00\x50\
+            10:tracker id3:abc15:warning message4:slowe";
+        let r = parse_http_response(body).unwrap();
+        assert_eq!(r.complete, Some(5));
+        assert_eq!(r.incomplete, Some(3));
+        assert_eq!(r.interval, Some(Duration::from_secs(1800)));
+        assert_eq!(r.min_interval, Some(Duration::from_secs(60)));
+        assert_eq!(r.tracker_id.as_deref(), Some("abc"));
+        assert_eq!(r.warning.as_deref(), Some("slow"));
+        assert_eq!(
+            r.peers,
+            vec![
+                "127.0.0.1:6881".parse::<SocketAddr>().unwrap(),
+                "10.0.0.2:80".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_dict_model_and_peers6() {
+        let mut body = b"d8:intervali60e5:peersl\
+            d2:ip9:127.0.0.27:peer id20:aaaaaaaaaaaaaaaaaaaa4:porti1000ee\
+            d2:ip3:::14:porti2000ee\
+            d2:ip11:example.com4:porti3000ee\
+            d2:ip8:10.0.0.14:porti0ee\
+            d2:ip8:10.0.0.14:porti70000ee\
+            i5e\
+            e6:peers618:"
+            .to_vec();
+        let mut v6 = [0u8; 18];
+        v6[0] = 0x20;
+        v6[1] = 0x01;
+        v6[15] = 7;
+        v6[16] = 0x1f;
+        v6[17] = 0x90;
+        body.extend_from_slice(&v6);
+        body.push(b'e');
+        let r = parse_http_response(&body).unwrap();
+        assert_eq!(
+            r.peers,
+            vec![
+                "127.0.0.2:1000".parse::<SocketAddr>().unwrap(),
+                "[::1]:2000".parse().unwrap(),
+                "[2001::7]:8080".parse().unwrap(),
+            ]
+        );
+    }
+
+    #[test]
+    fn failure_reason_is_an_error_with_text() {
+        let body = b"d14:failure reason17:torrent not founde";
+        assert_eq!(
+            parse_http_response(body),
+            Err(TrackerError::Failure("torrent not found".into()))
+        );
+    }
+
+    #[test]
+    fn partial_compact_entries_are_dropped() {
+        let body = b"d5:peers8:\x01\x02\x03\x04\x00\x10\x05\x066:peers65:abcdee";
+        let r = parse_http_response(body).unwrap();
+        assert_eq!(r.peers, vec!["1.2.3.4:16".parse::<SocketAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn junk_and_non_dicts_are_refused() {
+        assert!(matches!(
+            parse_http_response(b"d8:intervali5eeXYZ"),
+            Err(TrackerError::Bencode(_))
+        ));
+        assert!(parse_http_response(b"d8:intervali5ee\r\n").is_ok());
+        assert_eq!(parse_http_response(b"i5e"), Err(TrackerError::NotADict));
+        assert!(matches!(
+            parse_http_response(b"<html>"),
+            Err(TrackerError::Bencode(_))
+        ));
+        assert!(matches!(
+            parse_http_response(b"d5:peers"),
+            Err(TrackerError::Bencode(_))
+        ));
+        assert!(matches!(
+            parse_http_response(b""),
+            Err(TrackerError::Bencode(_))
+        ));
+        // Negative and oversized numbers are ignored, not wrapped.
+        let r = parse_http_response(b"d8:intervali-5e8:completei99999999999ee").unwrap();
+        assert_eq!(r.interval, None);
+        assert_eq!(r.complete, None);
+    }
+
+    #[test]
+    fn hostile_peer_counts_are_capped() {
+        let n = MAX_PEERS + 500;
+        let mut body = format!("d5:peers{}:", n * 6).into_bytes();
+        for i in 0..n {
+            body.extend_from_slice(&[10, 0, (i >> 8) as u8, i as u8, 0, 1]);
+        }
+        body.push(b'e');
+        let r = parse_http_response(&body).unwrap();
+        assert_eq!(r.peers.len(), MAX_PEERS);
+        // A length prefix far larger than the body is an error, not an allocation.
+        assert!(parse_http_response(b"d5:peers999999999999:abce").is_err());
+    }
+
+    #[test]
+    fn udp_connect_golden() {
+        let b = udp_connect_request(0x0102_0304);
+        assert_eq!(
+            b,
+            [
+                0x00, 0x00, 0x04, 0x17, 0x27, 0x10, 0x19, 0x80, 0, 0, 0, 0, 1, 2, 3, 4
+            ]
+        );
+        let resp = [
+            0, 0, 0, 0, 1, 2, 3, 4, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0x11, 0x22,
+        ];
+        assert_eq!(
+            parse_udp_connect(&resp, 0x0102_0304),
+            Ok(0xaabb_ccdd_eeff_1122)
+        );
+        assert_eq!(
+            parse_udp_connect(&resp, 9),
+            Err(TrackerError::TransactionMismatch {
+                expected: 9,
+                got: 0x0102_0304
+            })
+        );
+        assert!(matches!(
+            parse_udp_connect(&resp[..12], 0x0102_0304),
+            Err(TrackerError::UdpShort { len: 12, .. })
+        ));
+        assert!(matches!(
+            parse_udp_connect(&resp[..3], 0x0102_0304),
+            Err(TrackerError::UdpShort { len: 3, .. })
+        ));
+        assert!(udp_transaction_matches(&resp, 0x0102_0304));
+        assert!(!udp_transaction_matches(&resp[..7], 0x0102_0304));
+    }
+
+    #[test]
+    fn udp_announce_golden() {
+        let mut r = req(Event::Completed);
+        r.numwant = None;
+        let b = udp_announce_request(0x1122_3344_5566_7788, 7, &r);
+        let mut want = Vec::new();
+        want.extend_from_slice(&[0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]);
+        want.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 7]);
+        want.extend_from_slice(&r.info_hash.0);
+        want.extend_from_slice(b"-BT0100-abcdefghijkl");
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 20]); // downloaded
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 30]); // left
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 10]); // uploaded
+        want.extend_from_slice(&[0, 0, 0, 1]); // completed
+        want.extend_from_slice(&[0, 0, 0, 0]); // ip
+        want.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]); // key
+        want.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]); // numwant -1
+        want.extend_from_slice(&[0x1a, 0xe1]); // 6881
+        assert_eq!(b.as_slice(), want.as_slice());
+        for (e, code) in [(Event::None, 0u8), (Event::Started, 2), (Event::Stopped, 3)] {
+            assert_eq!(udp_announce_request(0, 0, &req(e))[83], code);
+        }
+        assert_eq!(
+            &udp_announce_request(0, 0, &req(Event::None))[92..96],
+            &[0, 0, 0, 50]
+        );
+    }
+
+    #[test]
+    fn udp_announce_response_parses() {
+        let mut b = vec![
+            0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0x07, 0x08, 0, 0, 0, 4, 0, 0, 0, 2,
+        ];
+        b.extend_from_slice(&[192, 168, 1, 2, 0x1a, 0xe1, 8, 8, 8, 8, 0, 53, 1, 2, 3]);
+        let r = parse_udp_announce(&b, 9).unwrap();
+        assert_eq!(r.interval, Some(Duration::from_secs(1800)));
+        assert_eq!(r.incomplete, Some(4));
+        assert_eq!(r.complete, Some(2));
+        assert_eq!(
+            r.peers,
+            vec![
+                "192.168.1.2:6881".parse::<SocketAddr>().unwrap(),
+                "8.8.8.8:53".parse().unwrap()
+            ]
+        );
+        assert!(matches!(
+            parse_udp_announce(&b[..19], 9),
+            Err(TrackerError::UdpShort { len: 19, .. })
+        ));
+        // A connect response where an announce was expected.
+        let mut c = b.clone();
+        c[3] = 0;
+        assert_eq!(
+            parse_udp_announce(&c, 9),
+            Err(TrackerError::UdpAction {
+                expected: 1,
+                got: 0
+            })
+        );
+    }
+
+    #[test]
+    fn udp_error_packet_carries_message() {
+        let mut b = vec![0, 0, 0, 3, 0, 0, 0, 5];
+        b.extend_from_slice(b"unregistered torrent\0");
+        assert_eq!(
+            parse_udp_announce(&b, 5),
+            Err(TrackerError::Failure("unregistered torrent".into()))
+        );
+        assert_eq!(
+            parse_udp_connect(&b, 5),
+            Err(TrackerError::Failure("unregistered torrent".into()))
+        );
+        // An error for someone else's transaction is a mismatch, not a failure.
+        assert!(matches!(
+            parse_udp_connect(&b, 6),
+            Err(TrackerError::TransactionMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn schedules() {
+        assert_eq!(udp_timeout(0), Duration::from_secs(15));
+        assert_eq!(udp_timeout(1), Duration::from_secs(30));
+        assert_eq!(udp_timeout(8), Duration::from_secs(3840));
+        assert_eq!(udp_timeout(50), Duration::from_secs(3840));
+        assert_eq!(retry_after(0), Duration::from_secs(5));
+        assert_eq!(retry_after(1), Duration::from_secs(10));
+        assert_eq!(retry_after(6), Duration::from_secs(300));
+        assert_eq!(retry_after(u32::MAX), Duration::from_secs(300));
+        let mut r = AnnounceResponse::default();
+        assert_eq!(reannounce_after(&r), DEFAULT_INTERVAL);
+        r.interval = Some(Duration::from_secs(1));
+        assert_eq!(reannounce_after(&r), MIN_REANNOUNCE);
+        r.min_interval = Some(Duration::from_secs(120));
+        assert_eq!(reannounce_after(&r), Duration::from_secs(120));
+        r.interval = Some(Duration::from_secs(86_400));
+        assert_eq!(reannounce_after(&r), MAX_REANNOUNCE);
+    }
+
+    #[test]
+    fn connection_id_expires_after_a_minute() {
+        let t0 = Instant::now();
+        let c = UdpConnection {
+            id: 1,
+            obtained: t0,
+        };
+        assert!(c.is_valid(t0 + Duration::from_secs(59)));
+        assert!(!c.is_valid(t0 + Duration::from_secs(60)));
+    }
+}
