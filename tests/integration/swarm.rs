@@ -132,7 +132,7 @@ fn resume_after_sigkill() {
     let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
     let out = ctx.join("out");
     let peer = format!("127.0.0.1:{p1}");
-    let args = ["-o", s(&out), s(&t), "--peer", &peer, "--no-seed", "--no-dht", "--port", "0"];
+    let args = ["-o", s(&out), s(&t), "--peer", &peer, "--no-seed", "--no-dht", "--port", "0", "-v"];
     let target = out.join("big.bin");
 
     // First run: SIGKILL as soon as a few MiB are really on disk.
@@ -212,12 +212,17 @@ fn magnet_by_bare_hash_over_local_dht() {
             &p2,
             "--bind",
             "127.0.0.1",
+            "-v",
         ],
         secs(150),
     );
     assert_same_tree(&root, &out.join("dhtpayload"));
-    assert!(stderr.contains("fetching metadata"), "no metadata phase seen:\n{stderr}");
-    eprintln!("[dht] bare hash download took {el:?}");
+    assert!(stderr.contains("metadata received"), "no metadata fetch logged:\n{stderr}");
+    eprintln!(
+        "[dht] bare hash download took {el:?}; metadata at {:?} ms, first piece at {:?} ms",
+        ms_after_start(&stderr, "metadata complete"),
+        ms_after_start(&stderr, "first piece verified")
+    );
 }
 
 #[test]
@@ -246,18 +251,27 @@ fn magnet_with_opentracker_then_rerun_without_peers() {
         s(&out),
         "--port",
         "0",
+        "-v",
     ];
     let (_, stderr, el) = leech(&ctx, "leecher-1", &args, secs(120));
     assert_same_tree(&root, &out.join("magnetpayload"));
-    assert!(stderr.contains("fetching metadata"), "no metadata phase seen:\n{stderr}");
-    eprintln!("[magnet tr] download took {el:?}");
+    assert!(stderr.contains("metadata received"), "no metadata fetch logged:\n{stderr}");
+    eprintln!(
+        "[magnet tr] download took {el:?}; metadata at {:?} ms, first piece at {:?} ms",
+        ms_after_start(&stderr, "metadata complete"),
+        ms_after_start(&stderr, "first piece verified")
+    );
 
     // With the seeder and the tracker gone, running the same magnet again
     // can only succeed from the remembered metadata and the data on disk.
     seeder.terminate(secs(5));
     tracker.proc.terminate(secs(5));
     let (stdout, stderr, el) = leech(&ctx, "leecher-2", &args, secs(60));
-    assert!(!stderr.contains("fetching metadata"), "metadata fetched again:\n{stderr}");
+    assert!(!stderr.contains("metadata received"), "metadata fetched again:\n{stderr}");
+    assert!(
+        stderr.contains("metadata remembered"),
+        "remembered metadata not used:\n{stderr}"
+    );
     assert!(
         summary_downloaded_bytes(&stdout).is_none_or(|b| b == 0),
         "data downloaded again: {stdout}"

@@ -783,13 +783,25 @@ pub fn summary_downloaded_bytes(stdout: &str) -> Option<u64> {
     Some((num * mul as f64) as u64)
 }
 
-/// `N` from btc's `downloading NAME (SIZE, N pieces already on disk)` line.
+/// Pieces found on disk at start, from `-v`'s `N of M pieces already on
+/// disk` log line or the plain `downloading NAME (SIZE, N pieces already on
+/// disk)` phase line.
 pub fn resumed_pieces(stderr: &str) -> Option<u64> {
     let l = stderr
         .lines()
         .find(|l| l.contains("pieces already on disk"))?;
     let before = l.split(" pieces already on disk").next()?;
+    if let Some((n, _)) = before.rsplit_once(" of ") {
+        return n.rsplit([' ', ',', '(']).next()?.parse().ok();
+    }
     before.rsplit([' ', ',', '(']).next()?.parse().ok()
+}
+
+/// Milliseconds of a `-v` log line `<what> N ms after start`.
+pub fn ms_after_start(stderr: &str, what: &str) -> Option<f64> {
+    let l = stderr.lines().find(|l| l.contains(what))?;
+    let rest = l.split(what).nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 // ---------------------------------------------------------------------------
