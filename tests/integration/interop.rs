@@ -26,7 +26,9 @@ fn uri_escape(u: &str) -> String {
 /// Runs a btc leecher to completion, asserts exit 0, returns its stderr.
 fn btc_leech(ctx: &Ctx, args: &[&str], timeout: Duration) -> String {
     let start = Instant::now();
-    let mut p = ctx.spawn("btc-leecher", ctx.btc(args));
+    let mut cmd = ctx.btc(args);
+    cmd.arg("-v");
+    let mut p = ctx.spawn("btc-leecher", cmd);
     p.expect_success(timeout);
     eprintln!(
         "[{}] btc finished in {:?}: {}",
@@ -217,7 +219,7 @@ fn btc_fetches_metadata_from_libtorrent_behind_opentracker() {
         &ctx,
         &[
             &magnet, "-o", s(&out), "--no-seed", "--no-dht", "--port", "0", "--state-dir",
-            s(&state), "-v",
+            s(&state),
         ],
         secs(120),
     );

@@ -33,6 +33,9 @@ def session(listen):
         "enable_upnp": False,
         "enable_natpmp": False,
         "allow_multiple_connections_per_ip": True,
+        # btc speaks TCP only; uTP attempts would time out first (3 s).
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
         "announce_to_all_trackers": True,
         "announce_to_all_tiers": True,
         # btc speaks plaintext BitTorrent.
@@ -40,7 +43,9 @@ def session(listen):
         "in_enc_policy": lt.enc_policy.enabled,
         "alert_mask": lt.alert.category_t.error_notification
         | lt.alert.category_t.status_notification
-        | lt.alert.category_t.tracker_notification,
+        | lt.alert.category_t.tracker_notification
+        | lt.alert.category_t.peer_notification
+        | lt.alert.category_t.connect_notification,
         "user_agent": "btc-test-libtorrent",
     })
     return s
@@ -48,8 +53,10 @@ def session(listen):
 
 def drain(s):
     for a in s.pop_alerts():
-        if a.category() & lt.alert.category_t.error_notification:
-            log("alert:", a.message())
+        if a.category() & (lt.alert.category_t.error_notification
+                           | lt.alert.category_t.peer_notification
+                           | lt.alert.category_t.connect_notification):
+            log("alert: %.3f %s: %s" % (time.time(), type(a).__name__, a.message()))
 
 
 def status_line(h):
