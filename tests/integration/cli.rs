@@ -20,7 +20,11 @@ fn assert_one_line_error(out: &Output, what: &str) -> String {
         out.status,
         out.stderr
     );
-    let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     assert_eq!(
         lines.len(),
         1,
@@ -32,7 +36,11 @@ fn assert_one_line_error(out: &Output, what: &str) -> String {
         "{what}: stderr does not start with 'error: ': {}",
         lines[0]
     );
-    assert!(!out.stderr.contains("panicked"), "{what}: panic: {}", out.stderr);
+    assert!(
+        !out.stderr.contains("panicked"),
+        "{what}: panic: {}",
+        out.stderr
+    );
     lines[0].to_string()
 }
 
@@ -41,14 +49,29 @@ fn unknown_option_prints_usage_and_fails() {
     let ctx = Ctx::new("cli-unknown-option", secs(60));
     let out = ctx.run_btc(&["--definitely-not-an-option", "x.torrent"], secs(20));
     assert!(!out.ok(), "unknown option accepted: {out:?}");
-    assert!(out.stderr.contains("--definitely-not-an-option"), "{}", out.stderr);
-    assert!(out.stderr.to_lowercase().contains("usage"), "no usage: {}", out.stderr);
+    assert!(
+        out.stderr.contains("--definitely-not-an-option"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.to_lowercase().contains("usage"),
+        "no usage: {}",
+        out.stderr
+    );
 
     let out = ctx.run_btc(&[], secs(20));
     assert!(!out.ok(), "no SOURCE accepted: {out:?}");
-    assert!(out.stderr.to_lowercase().contains("usage"), "no usage: {}", out.stderr);
+    assert!(
+        out.stderr.to_lowercase().contains("usage"),
+        "no usage: {}",
+        out.stderr
+    );
 
-    let out = ctx.run_btc(&["create", "/nonexistent", "--piece-length", "abc", "-o", "x"], secs(20));
+    let out = ctx.run_btc(
+        &["create", "/nonexistent", "--piece-length", "abc", "-o", "x"],
+        secs(20),
+    );
     assert!(!out.ok(), "bad --piece-length accepted: {out:?}");
 
     let out = ctx.run_btc(&["--port", "70000", "x.torrent"], secs(20));
@@ -75,7 +98,10 @@ fn missing_file_is_one_line_error() {
         secs(30),
     );
     let line = assert_one_line_error(&out, "missing file");
-    assert!(line.contains("does-not-exist"), "error does not name the file: {line}");
+    assert!(
+        line.contains("does-not-exist"),
+        "error does not name the file: {line}"
+    );
     assert_eq!(count_entries(&out_dir), 0, "output dir has content");
 
     let out = ctx.run_btc(&["info", missing.to_str().unwrap()], secs(30));
@@ -119,7 +145,11 @@ fn hostile_torrents_are_rejected_and_create_nothing() {
         .filter(|p| p.extension().is_some_and(|e| e == "torrent"))
         .collect();
     names.sort();
-    assert!(names.len() >= 10, "expected the hostile torrents in {}", bad.display());
+    assert!(
+        names.len() >= 10,
+        "expected the hostile torrents in {}",
+        bad.display()
+    );
     for (i, t) in names.iter().enumerate() {
         // The output folder is two levels deep so that an escape through
         // `..` would land inside `jail`, where we look for it.
@@ -236,10 +266,18 @@ fn create_then_info_round_trip_and_transmission_agrees() {
     c.arg(&t);
     let show = ctx.run("transmission-show", c, secs(30));
     show.assert_ok("transmission-show");
-    assert!(show.stdout.contains("Piece Size: 32.00 KiB"), "{}", show.stdout);
+    assert!(
+        show.stdout.contains("Piece Size: 32.00 KiB"),
+        "{}",
+        show.stdout
+    );
     assert!(show.stdout.contains("made by the test"), "{}", show.stdout);
     for (p, _) in &payload.files {
-        assert!(show.stdout.contains(&format!("tree/{p}")), "no {p}:\n{}", show.stdout);
+        assert!(
+            show.stdout.contains(&format!("tree/{p}")),
+            "no {p}:\n{}",
+            show.stdout
+        );
     }
 
     // A single file, private, default piece length.
@@ -276,7 +314,12 @@ fn create_reproduces_mktorrent_info_hash() {
         &ctx,
         &root,
         &ours,
-        &["--piece-length", "32768", "--tracker", "http://127.0.0.1:9/announce"],
+        &[
+            "--piece-length",
+            "32768",
+            "--tracker",
+            "http://127.0.0.1:9/announce",
+        ],
     );
     assert_eq!(
         transmission_hash(&ctx, &ours),
@@ -302,7 +345,8 @@ fn magnets_and_hashes() {
 
     let out_dir = ctx.join("out");
     let o = out_dir.to_str().unwrap();
-    let v2 = "magnet:?xt=urn:btmh:1220caf1e1c30e81cb361b9ee167c4aa64228a7fa4fa9f6105232b28ad099f3a302e";
+    let v2 =
+        "magnet:?xt=urn:btmh:1220caf1e1c30e81cb361b9ee167c4aa64228a7fa4fa9f6105232b28ad099f3a302e";
     let out = ctx.run_btc(&["-o", o, v2, "--no-dht", "--port", "0"], secs(30));
     let line = assert_one_line_error(&out, "urn:btmh magnet");
     let l = line.to_lowercase();
@@ -310,7 +354,10 @@ fn magnets_and_hashes() {
         l.contains("btmh") || l.contains("v2") || l.contains("version 2"),
         "error does not say v2/btmh is unsupported: {line}"
     );
-    assert!(l.contains("support"), "error does not say 'not supported': {line}");
+    assert!(
+        l.contains("support"),
+        "error does not say 'not supported': {line}"
+    );
 
     for bad in [
         "magnet:?dn=no-hash",

@@ -86,7 +86,17 @@ fn aria2c_seeds_btc_downloads() {
     let peer = format!("127.0.0.1:{p}");
     btc_leech(
         &ctx,
-        &["-o", s(&out), s(&t), "--peer", &peer, "--no-seed", "--no-dht", "--port", "0"],
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ],
         secs(120),
     );
     assert_same_tree(&root, &out.join("fromaria"));
@@ -106,7 +116,12 @@ fn btc_seeds_aria2c_downloads() {
     let tracker = Opentracker::start(&ctx, &[&hash]);
     // aria2c finds btc through opentracker (the announce URL of the torrent).
     let t = ctx.join("toaria.torrent");
-    btc_create(&ctx, &root, &t, &["--piece-length", "65536", "--tracker", &tracker.http()]);
+    btc_create(
+        &ctx,
+        &root,
+        &t,
+        &["--piece-length", "65536", "--tracker", &tracker.http()],
+    );
     let p1 = free_port();
     let _seeder = start_btc_seeder(&ctx, "btc-seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
     let out = ctx.mkdir("out");
@@ -137,19 +152,40 @@ fn libtorrent_seeds_btc_downloads() {
     // A torrent made by mktorrent, not by btc.
     let t = ctx.join("fromlt.torrent");
     let mut c = Command::new("mktorrent");
-    c.args(["-l", "16", "-o"]).arg(&t).arg("fromlt").current_dir(&seed_dir);
+    c.args(["-l", "16", "-o"])
+        .arg(&t)
+        .arg("fromlt")
+        .current_dir(&seed_dir);
     ctx.run("mktorrent", c, secs(60)).assert_ok("mktorrent");
     let p = free_port();
     let listen = format!("127.0.0.2:{p}");
     let mut lt = ctx.spawn(
         "libtorrent-seeder",
-        lt_cmd(&["seed", "--torrent", s(&t), "--save", s(&seed_dir), "--listen", &listen]),
+        lt_cmd(&[
+            "seed",
+            "--torrent",
+            s(&t),
+            "--save",
+            s(&seed_dir),
+            "--listen",
+            &listen,
+        ]),
     );
     lt.wait_output("SEEDING", secs(60));
     let out = ctx.join("out");
     btc_leech(
         &ctx,
-        &["-o", s(&out), s(&t), "--peer", &listen, "--no-seed", "--no-dht", "--port", "0"],
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &listen,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ],
         secs(120),
     );
     assert_same_tree(&root, &out.join("fromlt"));
@@ -175,16 +211,31 @@ fn btc_seeds_libtorrent_fetches_metadata_and_data_by_magnet() {
     let mut lt = ctx.spawn(
         "libtorrent-fetch",
         lt_cmd(&[
-            "fetch", "--magnet", &magnet, "--save", s(&out), "--listen", &listen, "--peer", &peer,
-            "--timeout", "120",
+            "fetch",
+            "--magnet",
+            &magnet,
+            "--save",
+            s(&out),
+            "--listen",
+            &listen,
+            "--peer",
+            &peer,
+            "--timeout",
+            "120",
         ]),
     );
     lt.expect_success(secs(150));
     let log = lt.stdout();
-    assert!(log.contains("METADATA"), "libtorrent never got the metadata:\n{log}");
+    assert!(
+        log.contains("METADATA"),
+        "libtorrent never got the metadata:\n{log}"
+    );
     eprintln!(
         "[libtorrent] {}",
-        log.lines().filter(|l| l.starts_with("METADATA") || l.starts_with("DONE")).collect::<Vec<_>>().join(" | ")
+        log.lines()
+            .filter(|l| l.starts_with("METADATA") || l.starts_with("DONE"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
     assert_same_tree(&root, &out.join("tolt.bin"));
 }
@@ -205,7 +256,14 @@ fn btc_fetches_metadata_from_libtorrent_behind_opentracker() {
     let mut lt = ctx.spawn(
         "libtorrent-seeder",
         lt_cmd(&[
-            "seed", "--torrent", s(&t), "--save", s(&seed_dir), "--listen", &listen, "--tracker",
+            "seed",
+            "--torrent",
+            s(&t),
+            "--save",
+            s(&seed_dir),
+            "--listen",
+            &listen,
+            "--tracker",
             &http,
         ]),
     );
@@ -218,12 +276,22 @@ fn btc_fetches_metadata_from_libtorrent_behind_opentracker() {
     let stderr = btc_leech(
         &ctx,
         &[
-            &magnet, "-o", s(&out), "--no-seed", "--no-dht", "--port", "0", "--state-dir",
+            &magnet,
+            "-o",
+            s(&out),
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--state-dir",
             s(&state),
         ],
         secs(120),
     );
-    assert!(stderr.contains("metadata received"), "no metadata fetch logged:\n{stderr}");
+    assert!(
+        stderr.contains("metadata received"),
+        "no metadata fetch logged:\n{stderr}"
+    );
     eprintln!(
         "[lt+tracker] metadata at {:?} ms, first piece at {:?} ms",
         ms_after_start(&stderr, "metadata complete"),
@@ -310,7 +378,8 @@ fn transmission_seeds_btc_downloads() {
     let t = ctx.join("fromtr.torrent");
     let mut c = Command::new("transmission-create");
     c.args(["-s", "32", "-o"]).arg(&t).arg(&root);
-    ctx.run("transmission-create", c, secs(60)).assert_ok("transmission-create");
+    ctx.run("transmission-create", c, secs(60))
+        .assert_ok("transmission-create");
     let tr = Transmission::start(&ctx, &seed_dir);
     tr.remote(&ctx, &["-a", s(&t), "-w", s(&seed_dir)]);
     tr.remote(&ctx, &["-t", "all", "-v"]);
@@ -324,7 +393,17 @@ fn transmission_seeds_btc_downloads() {
     let peer = format!("127.0.0.1:{}", tr.peer_port);
     btc_leech(
         &ctx,
-        &["-o", s(&out), s(&t), "--peer", &peer, "--no-seed", "--no-dht", "--port", "0"],
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ],
         secs(120),
     );
     assert_same_tree(&root, &out.join("fromtr"));

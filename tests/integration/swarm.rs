@@ -10,7 +10,12 @@ const MIB: u64 = 1024 * 1024;
 
 /// Writes `payload` under `SEED/`, makes a torrent of it with `btc create`.
 /// Returns (seed dir, content root, torrent, info-hash).
-fn make_torrent(ctx: &Ctx, payload: &Payload, seed: u64, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf, String) {
+fn make_torrent(
+    ctx: &Ctx,
+    payload: &Payload,
+    seed: u64,
+    extra: &[&str],
+) -> (PathBuf, PathBuf, PathBuf, String) {
     let seed_dir = ctx.mkdir("seed");
     let root = payload.write(&seed_dir, seed);
     let t = ctx.join(format!("{}.torrent", payload.name));
@@ -26,7 +31,11 @@ fn leech(ctx: &Ctx, name: &str, args: &[&str], timeout: Duration) -> (String, St
     let mut p = ctx.spawn(name, ctx.btc(args));
     p.expect_success(timeout);
     let el = start.elapsed();
-    eprintln!("[{}] {name} finished in {el:?}: {}", ctx.name, p.stdout().trim());
+    eprintln!(
+        "[{}] {name} finished in {el:?}: {}",
+        ctx.name,
+        p.stdout().trim()
+    );
     (p.stdout(), p.stderr(), el)
 }
 
@@ -44,7 +53,17 @@ fn direct(name: &str, payload: Payload, extra_create: &[&str]) {
     let (stdout, _, _) = leech(
         &ctx,
         "leecher",
-        &["-o", s(&out), s(&t), "--peer", &peer, "--no-seed", "--no-dht", "--port", "0"],
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ],
         secs(120),
     );
     assert_same_tree(&root, &out.join(&payload.name));
@@ -60,13 +79,21 @@ fn direct(name: &str, payload: Payload, extra_create: &[&str]) {
 
 #[test]
 fn single_file_direct_peer() {
-    direct("swarm-single", Payload::single("single.bin", 5 * MIB + 12_345), &[]);
+    direct(
+        "swarm-single",
+        Payload::single("single.bin", 5 * MIB + 12_345),
+        &[],
+    );
 }
 
 #[test]
 fn multi_file_direct_peer() {
     // 32 KiB pieces: many pieces cross the odd-sized file boundaries.
-    direct("swarm-multi", Payload::nested("nested", 1), &["--piece-length", "32768"]);
+    direct(
+        "swarm-multi",
+        Payload::nested("nested", 1),
+        &["--piece-length", "32768"],
+    );
 }
 
 fn via_tracker(name: &str, udp: bool) {
@@ -85,9 +112,18 @@ fn via_tracker(name: &str, udp: bool) {
     if udp {
         btc_create(&ctx, &root, &t, &["--piece-length", "65536"]);
     } else {
-        btc_create(&ctx, &root, &t, &["--piece-length", "65536", "--tracker", &tracker.http()]);
+        btc_create(
+            &ctx,
+            &root,
+            &t,
+            &["--piece-length", "65536", "--tracker", &tracker.http()],
+        );
     }
-    assert_eq!(transmission_hash(&ctx, &t), hash, "announce must not change the hash");
+    assert_eq!(
+        transmission_hash(&ctx, &t),
+        hash,
+        "announce must not change the hash"
+    );
     let p1 = free_port();
     extra_args.push(p1.to_string());
     if udp {
@@ -132,7 +168,18 @@ fn resume_after_sigkill() {
     let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
     let out = ctx.join("out");
     let peer = format!("127.0.0.1:{p1}");
-    let args = ["-o", s(&out), s(&t), "--peer", &peer, "--no-seed", "--no-dht", "--port", "0", "-v"];
+    let args = [
+        "-o",
+        s(&out),
+        s(&t),
+        "--peer",
+        &peer,
+        "--no-seed",
+        "--no-dht",
+        "--port",
+        "0",
+        "-v",
+    ];
     let target = out.join("big.bin");
 
     // First run: SIGKILL as soon as a few MiB are really on disk.
@@ -157,17 +204,20 @@ fn resume_after_sigkill() {
         "[resume] killed after {:?} with {written} bytes seen, {on_disk} allocated",
         start.elapsed()
     );
-    assert!(written >= 8 * MIB, "nothing was written in time\n{}", first.tails());
+    assert!(
+        written >= 8 * MIB,
+        "nothing was written in time\n{}",
+        first.tails()
+    );
 
     // Second run resumes: reports pieces on disk, downloads less than all.
     let (stdout, stderr, el) = leech(&ctx, "leecher-2", &args, secs(180));
     assert_same_tree(&root, &target);
-    let resumed = resumed_pieces(&stderr).unwrap_or_else(|| {
-        panic!("no 'N pieces already on disk' line on stderr:\n{stderr}")
-    });
+    let resumed = resumed_pieces(&stderr)
+        .unwrap_or_else(|| panic!("no 'N pieces already on disk' line on stderr:\n{stderr}"));
     assert!(resumed > 0, "second run found no pieces on disk:\n{stderr}");
-    let got = summary_downloaded_bytes(&stdout)
-        .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
+    let got =
+        summary_downloaded_bytes(&stdout).unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
     assert!(
         got < size - resumed * 262144 / 2,
         "second run downloaded {got} of {size} bytes though {resumed} pieces were on disk"
@@ -191,7 +241,14 @@ fn magnet_by_bare_hash_over_local_dht() {
         &seed_dir,
         s(&t),
         p1,
-        &["--dht-bootstrap", &boot, "--state-dir", s(&s1), "--bind", "127.0.0.1"],
+        &[
+            "--dht-bootstrap",
+            &boot,
+            "--state-dir",
+            s(&s1),
+            "--bind",
+            "127.0.0.1",
+        ],
     );
     let s2 = ctx.mkdir("state2");
     let out = ctx.join("out");
@@ -217,7 +274,10 @@ fn magnet_by_bare_hash_over_local_dht() {
         secs(150),
     );
     assert_same_tree(&root, &out.join("dhtpayload"));
-    assert!(stderr.contains("metadata received"), "no metadata fetch logged:\n{stderr}");
+    assert!(
+        stderr.contains("metadata received"),
+        "no metadata fetch logged:\n{stderr}"
+    );
     eprintln!(
         "[dht] bare hash download took {el:?}; metadata at {:?} ms, first piece at {:?} ms",
         ms_after_start(&stderr, "metadata complete"),
@@ -233,8 +293,14 @@ fn magnet_with_opentracker_then_rerun_without_peers() {
     let mut tracker = Opentracker::start(&ctx, &[&hash]);
     let p1 = free_port();
     let http = tracker.http();
-    let mut seeder =
-        start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht", "--tracker", &http]);
+    let mut seeder = start_btc_seeder(
+        &ctx,
+        "seeder",
+        &seed_dir,
+        s(&t),
+        p1,
+        &["--no-dht", "--tracker", &http],
+    );
     let magnet = format!(
         "magnet:?xt=urn:btih:{hash}&dn=magnetpayload&tr={}",
         http.replace(':', "%3A").replace('/', "%2F")
@@ -255,7 +321,10 @@ fn magnet_with_opentracker_then_rerun_without_peers() {
     ];
     let (_, stderr, el) = leech(&ctx, "leecher-1", &args, secs(120));
     assert_same_tree(&root, &out.join("magnetpayload"));
-    assert!(stderr.contains("metadata received"), "no metadata fetch logged:\n{stderr}");
+    assert!(
+        stderr.contains("metadata received"),
+        "no metadata fetch logged:\n{stderr}"
+    );
     eprintln!(
         "[magnet tr] download took {el:?}; metadata at {:?} ms, first piece at {:?} ms",
         ms_after_start(&stderr, "metadata complete"),
@@ -267,7 +336,10 @@ fn magnet_with_opentracker_then_rerun_without_peers() {
     seeder.terminate(secs(5));
     tracker.proc.terminate(secs(5));
     let (stdout, stderr, el) = leech(&ctx, "leecher-2", &args, secs(60));
-    assert!(!stderr.contains("metadata received"), "metadata fetched again:\n{stderr}");
+    assert!(
+        !stderr.contains("metadata received"),
+        "metadata fetched again:\n{stderr}"
+    );
     assert!(
         stderr.contains("metadata remembered"),
         "remembered metadata not used:\n{stderr}"
@@ -276,7 +348,10 @@ fn magnet_with_opentracker_then_rerun_without_peers() {
         summary_downloaded_bytes(&stdout).is_none_or(|b| b == 0),
         "data downloaded again: {stdout}"
     );
-    assert!(stdout.contains("complete"), "no completion summary: {stdout}");
+    assert!(
+        stdout.contains("complete"),
+        "no completion summary: {stdout}"
+    );
     assert_same_tree(&root, &out.join("magnetpayload"));
     eprintln!("[magnet tr] re-run took {el:?}");
 

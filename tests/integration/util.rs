@@ -237,7 +237,10 @@ impl Ctx {
                 return;
             }
             if Instant::now() >= end {
-                panic!("{}: timed out after {timeout:?} waiting for {what}", self.name);
+                panic!(
+                    "{}: timed out after {timeout:?} waiting for {what}",
+                    self.name
+                );
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -620,8 +623,7 @@ pub fn assert_same_tree(want: &Path, got: &Path) {
 }
 
 fn list_files(root: &Path) -> Vec<PathBuf> {
-    let meta = fs::metadata(root)
-        .unwrap_or_else(|e| panic!("{} is missing: {e}", root.display()));
+    let meta = fs::metadata(root).unwrap_or_else(|e| panic!("{} is missing: {e}", root.display()));
     if meta.is_file() {
         return vec![PathBuf::new()];
     }
@@ -713,7 +715,13 @@ pub fn count_entries(p: &Path) -> usize {
     fs::read_dir(p)
         .map(|rd| {
             rd.flatten()
-                .map(|e| 1 + if e.path().is_dir() { count_entries(&e.path()) } else { 0 })
+                .map(|e| {
+                    1 + if e.path().is_dir() {
+                        count_entries(&e.path())
+                    } else {
+                        0
+                    }
+                })
                 .sum()
         })
         .unwrap_or(0)
@@ -767,7 +775,10 @@ pub fn btc_info_hash(ctx: &Ctx, source: &str) -> String {
 /// (`downloaded NAME: 12.00 MiB in 3.1s (...)`), approximately (the line
 /// rounds to two decimals).
 pub fn summary_downloaded_bytes(stdout: &str) -> Option<u64> {
-    let line = stdout.lines().rev().find(|l| l.starts_with("downloaded "))?;
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("downloaded "))?;
     let rest = line.rsplit_once(": ")?.1;
     let mut it = rest.split_whitespace();
     let num: f64 = it.next()?.parse().ok()?;
@@ -809,7 +820,14 @@ pub fn ms_after_start(stderr: &str, what: &str) -> Option<f64> {
 
 /// A seeding btc: `btc -o DIR TORRENT --port P EXTRA...`, waited on until it
 /// reports that it is seeding.
-pub fn start_btc_seeder(ctx: &Ctx, name: &str, dir: &Path, source: &str, port: u16, extra: &[&str]) -> Proc {
+pub fn start_btc_seeder(
+    ctx: &Ctx,
+    name: &str,
+    dir: &Path,
+    source: &str,
+    port: u16,
+    extra: &[&str],
+) -> Proc {
     let p = port.to_string();
     let mut args = vec!["-o", dir.to_str().unwrap(), source, "--port", &p];
     args.extend_from_slice(extra);
@@ -912,7 +930,9 @@ pub fn py_script(name: &str) -> PathBuf {
 
 /// Path inside testdata/.
 pub fn testdata(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(p)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(p)
 }
 
 pub fn secs(s: u64) -> Duration {
