@@ -82,11 +82,11 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        if std::env::var_os("BTC_KEEP_TEST_DIRS").is_some() || thread::panicking() {
-            if let Some(d) = self.dir.take() {
-                let p = d.keep();
-                eprintln!("[harness] kept test dir {}", p.display());
-            }
+        if (std::env::var_os("BTC_KEEP_TEST_DIRS").is_some() || thread::panicking())
+            && let Some(d) = self.dir.take()
+        {
+            let p = d.keep();
+            eprintln!("[harness] kept test dir {}", p.display());
         }
     }
 }
@@ -893,7 +893,7 @@ impl Opentracker {
         let mut proc = ctx.spawn("opentracker", c);
         let addr = format!("127.0.0.1:{port}");
         let ok = wait_for(Duration::from_secs(10), || {
-            !matches!(proc.try_status(), Some(_)) && tcp_open(&addr)
+            proc.try_status().is_none() && tcp_open(&addr)
         });
         if !ok {
             panic!("opentracker did not start\n{}", proc.tails());
