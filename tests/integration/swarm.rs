@@ -360,3 +360,219 @@ fn magnet_with_opentracker_then_rerun_without_peers() {
     info.assert_ok("btc info magnet");
     assert!(info.stdout.contains(&hash), "{}", info.stdout);
 }
+
+#[test]
+fn damaged_pieces_on_disk_are_refetched() {
+    let ctx = Ctx::new("swarm-damaged", secs(240));
+    let piece = 65536u64;
+    let payload = Payload::single("damaged.bin", 6 * MIB + 1000);
+    let (seed_dir, root, t, _) =
+        make_torrent(&ctx, &payload, 31, &["--piece-length", &piece.to_string()]);
+    // The leecher starts from a copy with three damaged pieces (first, a
+    // middle one, the short last one).
+    let out = ctx.mkdir("out");
+    let target = out.join("damaged.bin");
+    let mut bytes = std::fs::read(&root).unwrap();
+    let pieces = (bytes.len() as u64).div_ceil(piece);
+    for idx in [0, pieces / 2, pieces - 1] {
+        let at = (idx * piece + 7) as usize;
+        bytes[at] ^= 0xff;
+    }
+    std::fs::write(&target, &bytes).unwrap();
+    let p1 = free_port();
+    let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    let peer = format!("127.0.0.1:{p1}");
+    let (stdout, stderr, _) = leech(
+        &ctx,
+        "leecher",
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "-v",
+        ],
+        secs(120),
+    );
+    assert_same_tree(&root, &target);
+    assert_eq!(
+        resumed_pieces(&stderr),
+        Some(pieces - 3),
+        "expected all but the 3 damaged pieces to be kept:\n{stderr}"
+    );
+    let got = summary_downloaded_bytes(&stdout).unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    assert!(
+        got <= 4 * piece,
+        "re-downloaded {got} bytes for 3 damaged pieces"
+    );
+}
+
+#[test]
+fn three_leechers_at_once_through_the_tracker() {
+    let ctx = Ctx::new("swarm-three-leechers", secs(240));
+    let payload = Payload::nested("crowd", 2);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 55);
+    let probe = ctx.join("probe.torrent");
+    btc_create(&ctx, &root, &probe, &["--piece-length", "32768"]);
+    let hash = transmission_hash(&ctx, &probe);
+    let tracker = Opentracker::start(&ctx, &[&hash]);
+    let t = ctx.join("crowd.torrent");
+    btc_create(
+        &ctx,
+        &root,
+        &t,
+        &["--piece-length", "32768", "--tracker", &tracker.udp()],
+    );
+    let p1 = free_port();
+    let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    // Distinct source addresses, as separate machines would have.
+    let mut leechers = vec![];
+    for i in 0..3 {
+        let out = ctx.join(format!("out{i}"));
+        let bind = format!("127.0.0.{}", i + 2);
+        let port = free_port().to_string();
+        let p = ctx.spawn(
+            &format!("leecher{i}"),
+            ctx.btc(&[
+                "-o",
+                s(&out),
+                s(&t),
+                "--no-seed",
+                "--no-dht",
+                "--bind",
+                &bind,
+                "--port",
+                &port,
+            ]),
+        );
+        leechers.push((p, out));
+    }
+    for (p, out) in &mut leechers {
+        p.expect_success(secs(120));
+        assert_same_tree(&root, &out.join("crowd"));
+    }
+}
+
+#[test]
+fn seed_time_limit_and_sigterm_stop_promptly() {
+    let ctx = Ctx::new("swarm-seed-limits", secs(180));
+    let payload = Payload::single("limits.bin", 2 * MIB + 3);
+    let (seed_dir, root, t, _) = make_torrent(&ctx, &payload, 61, &[]);
+    let p1 = free_port();
+    let mut seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    // A leecher that seeds for 2 s after completing, then exits 0 by itself.
+    let out = ctx.join("out");
+    let peer = format!("127.0.0.1:{p1}");
+    let start = Instant::now();
+    let mut l = ctx.spawn(
+        "leecher",
+        ctx.btc(&[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--seed-time",
+            "2",
+            "--no-dht",
+            "--port",
+            "0",
+        ]),
+    );
+    l.expect_success(secs(60));
+    let el = start.elapsed();
+    assert!(
+        el >= Duration::from_secs(2),
+        "--seed-time 2 exited after {el:?}"
+    );
+    assert!(el < Duration::from_secs(30), "--seed-time 2 took {el:?}");
+    assert_same_tree(&root, &out.join("limits.bin"));
+
+    // SIGTERM (like Ctrl-C) stops the seeder within ~2 s, cleanly.
+    seeder.assert_running();
+    let start = Instant::now();
+    signal(seeder.pid(), SIGTERM);
+    let status = seeder.wait_timeout(secs(5));
+    let el = start.elapsed();
+    let status = status.unwrap_or_else(|| panic!("seeder still running 5 s after SIGTERM"));
+    assert!(
+        el <= Duration::from_millis(3000),
+        "SIGTERM took {el:?} to stop the seeder"
+    );
+    assert!(status.code().is_some(), "seeder died by a signal: {status}");
+    assert!(!seeder.stderr().contains("panicked"), "{}", seeder.stderr());
+}
+
+#[test]
+fn torrent_by_http_url() {
+    require_tool(PYTHON);
+    let ctx = Ctx::new("swarm-http-url", secs(180));
+    let payload = Payload::single("byurl.bin", 3 * MIB + 9);
+    let (seed_dir, root, t, _) = make_torrent(&ctx, &payload, 71, &[]);
+    let web = ctx.mkdir("web");
+    std::fs::copy(&t, web.join("byurl.torrent")).unwrap();
+    let hp = free_port();
+    let mut c = std::process::Command::new(PYTHON);
+    c.args(["-m", "http.server", "--bind", "127.0.0.1", &hp.to_string()])
+        .current_dir(&web);
+    let mut http = ctx.spawn("http-server", c);
+    let addr = format!("127.0.0.1:{hp}");
+    ctx.wait_for("the http server", secs(20), || {
+        http.assert_running();
+        tcp_open(&addr)
+    });
+    let p1 = free_port();
+    let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    let out = ctx.join("out");
+    let peer = format!("127.0.0.1:{p1}");
+    let url = format!("http://127.0.0.1:{hp}/byurl.torrent");
+    leech(
+        &ctx,
+        "leecher",
+        &[
+            "-o",
+            s(&out),
+            &url,
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ],
+        secs(120),
+    );
+    assert_same_tree(&root, &out.join("byurl.bin"));
+
+    // A 404 and an unreachable host are one-line errors.
+    for bad in [
+        format!("http://127.0.0.1:{hp}/missing.torrent"),
+        format!("http://127.0.0.1:{}/x.torrent", free_port()),
+    ] {
+        let o = ctx.run_btc(
+            &[
+                "-o",
+                s(&ctx.join("out-bad")),
+                &bad,
+                "--no-dht",
+                "--port",
+                "0",
+            ],
+            secs(60),
+        );
+        assert!(!o.ok(), "{bad} accepted");
+        let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(
+            lines.len() == 1 && lines[0].starts_with("error: "),
+            "{bad}: not a one-line error:\n{}",
+            o.stderr
+        );
+        assert_eq!(count_entries(&ctx.join("out-bad")), 0);
+    }
+}
