@@ -31,6 +31,13 @@ pub const SIGKILL: i32 = 9;
 
 unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
+    fn geteuid() -> u32;
+}
+
+/// Whether the tests run as root (CI does).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { geteuid() == 0 }
 }
 
 /// Sends `sig` to one process by PID.
@@ -889,7 +896,11 @@ impl Opentracker {
         let mut c = Command::new("opentracker");
         c.args(["-i", "127.0.0.1", "-p", &p, "-P", &p, "-d"])
             .arg(&dir)
-            .args(["-w", "whitelist", "-u", "nobody"]);
+            .args(["-w", "whitelist"]);
+        // As root it chroots into -d and refuses to keep root: drop to nobody.
+        if is_root() {
+            c.args(["-u", "nobody"]);
+        }
         let mut proc = ctx.spawn("opentracker", c);
         let addr = format!("127.0.0.1:{port}");
         let ok = wait_for(Duration::from_secs(10), || {
