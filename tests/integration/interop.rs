@@ -142,6 +142,44 @@ fn btc_seeds_aria2c_downloads() {
 }
 
 #[test]
+fn btc_seeds_aria2c_fetches_by_magnet() {
+    require_tool("aria2c");
+    let ctx = Ctx::new("interop-aria2c-magnet", secs(240));
+    let payload = Payload::single("ariamagnet.bin", 7 * MIB + 77);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 1007);
+    let t = ctx.join("ariamagnet.torrent");
+    btc_create(&ctx, &root, &t, &[]);
+    let hash = transmission_hash(&ctx, &t);
+    let tracker = Opentracker::start(&ctx, &[&hash]);
+    let p1 = free_port();
+    let http = tracker.http();
+    let _seeder = start_btc_seeder(
+        &ctx,
+        "btc-seeder",
+        &seed_dir,
+        s(&t),
+        p1,
+        &["--no-dht", "--tracker", &http],
+    );
+    let out = ctx.mkdir("out");
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&tr={}", uri_escape(&http));
+    let mut c = Command::new("aria2c");
+    c.args(aria2_common())
+        .arg("--seed-time=0")
+        .arg(format!("--listen-port={}", free_port()))
+        .arg("--bt-stop-timeout=100")
+        .arg("-d")
+        .arg(&out)
+        .arg(&magnet);
+    let start = Instant::now();
+    let mut aria = ctx.spawn("aria2c-magnet", c);
+    aria.expect_success(secs(150));
+    eprintln!("[aria2c] magnet fetch from btc in {:?}", start.elapsed());
+    assert_same_tree(&root, &out.join("ariamagnet.bin"));
+}
+
+#[test]
 fn libtorrent_seeds_btc_downloads() {
     require_tool(PYTHON);
     require_tool("mktorrent");

@@ -576,3 +576,74 @@ fn torrent_by_http_url() {
         assert_eq!(count_entries(&ctx.join("out-bad")), 0);
     }
 }
+
+#[test]
+fn magnet_with_x_pe_peer_and_base32_hash() {
+    let ctx = Ctx::new("swarm-magnet-xpe", secs(180));
+    let payload = Payload::nested("xpe", 1);
+    let (seed_dir, root, t, hash) = make_torrent(&ctx, &payload, 131, &[]);
+    let p1 = free_port();
+    let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    // The peer comes only from the magnet's x.pe.
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&x.pe=127.0.0.1%3A{p1}");
+    let out = ctx.join("out");
+    leech(
+        &ctx,
+        "leecher-xpe",
+        &[
+            &magnet,
+            "-o",
+            s(&out),
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--state-dir",
+            s(&ctx.mkdir("st1")),
+        ],
+        secs(120),
+    );
+    assert_same_tree(&root, &out.join("xpe"));
+    // A bare base32 info-hash with --peer.
+    let b32 = base32_of_hex(&hash);
+    let out2 = ctx.join("out2");
+    let peer = format!("127.0.0.1:{p1}");
+    leech(
+        &ctx,
+        "leecher-b32",
+        &[
+            &b32,
+            "--peer",
+            &peer,
+            "-o",
+            s(&out2),
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--state-dir",
+            s(&ctx.mkdir("st2")),
+        ],
+        secs(120),
+    );
+    assert_same_tree(&root, &out2.join("xpe"));
+}
+
+fn base32_of_hex(h: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let bytes: Vec<u8> = (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect();
+    let mut out = String::new();
+    let (mut buf, mut bits) = (0u32, 0);
+    for x in bytes {
+        buf = (buf << 8) | x as u32;
+        bits += 8;
+        while bits >= 5 {
+            out.push(A[((buf >> (bits - 5)) & 31) as usize] as char);
+            bits -= 5;
+        }
+    }
+    out
+}
