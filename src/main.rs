@@ -246,9 +246,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 max_peers: f.max_peers.max(1),
                 quiet: cli.quiet,
             };
-            let report = cmd::download::run(args, shutdown).await?;
+            let report = cmd::download::run(args, shutdown.clone()).await?;
             if !cli.quiet {
                 println!("{}", cmd::download::summary(&report));
+            }
+            // Interrupted before the data was complete: not a success, and
+            // scripts must be able to tell (128 + SIGINT, as shells do).
+            if shutdown.is_cancelled() && !report.complete {
+                return Ok(ExitCode::from(130));
             }
             Ok(ExitCode::SUCCESS)
         }

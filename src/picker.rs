@@ -28,8 +28,14 @@ const RANDOM_FIRST_PIECES: usize = 4;
 /// A request this old may be duplicated to another peer even outside endgame.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Upper bound on memory held by half-assembled pieces.
-const MAX_PENDING_BYTES: u64 = 256 * 1024 * 1024;
+/// Upper bound on memory held by pieces being assembled or waiting for
+/// their hash check and write. When the disk falls behind, new pieces are
+/// not started, so a slow disk slows the network instead of growing memory.
+const MAX_PENDING_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Pieces in flight at least, whatever their size, so large-piece torrents
+/// still keep several peers busy.
+const MIN_PENDING_PIECES: usize = 4;
 
 #[derive(Debug, Clone)]
 enum BlockState {
@@ -85,7 +91,8 @@ impl Picker {
     /// A picker for `geometry` that already has the pieces in `have`.
     pub fn new(geometry: Geometry, have: Bitfield, seed: u64) -> Self {
         let n = geometry.piece_count as usize;
-        let max_pending = (MAX_PENDING_BYTES / geometry.piece_length as u64).max(2) as usize;
+        let max_pending =
+            ((MAX_PENDING_BYTES / geometry.piece_length as u64) as usize).max(MIN_PENDING_PIECES);
         Picker {
             geometry,
             have,
@@ -216,7 +223,7 @@ impl Picker {
             }
         }
         // 2. New pieces, rarest first.
-        while out.len() < want && self.pending.len() < self.max_pending {
+        while out.len() < want && self.pending.len() + self.verifying.count() < self.max_pending {
             let Some(piece) = self.choose_new_piece(peer_has) else {
                 break;
             };
@@ -409,7 +416,7 @@ impl Picker {
 
     /// Returns a piece buffer for reuse, sparing an allocation per piece.
     pub fn recycle(&mut self, buf: Vec<u8>) {
-        if self.pool.len() < 64 {
+        if self.pool.len() < self.max_pending {
             self.pool.push(buf);
         }
     }
@@ -549,6 +556,35 @@ mod tests {
         // Peer 3 may duplicate it once the request is stale.
         let c = p.pick(3, &one, 5, &[], t0 + REQUEST_TIMEOUT);
         assert_eq!(c, a);
+    }
+
+    #[test]
+    fn pieces_awaiting_verification_count_against_the_memory_budget() {
+        // 64 pieces of 4 MiB: the budget allows 8 in flight.
+        let g = Geometry::new(64 * 4 * 1024 * 1024, 4 * 1024 * 1024);
+        let mut p = Picker::new(g, Bitfield::new(64), 11);
+        let all = Bitfield::full(64);
+        let now = Instant::now();
+        let mut completed = Vec::new();
+        // One peer fetches whole pieces; nothing is ever verified.
+        loop {
+            let reqs = p.pick(1, &all, 256, &[], now);
+            if reqs.is_empty() {
+                break;
+            }
+            for r in reqs {
+                if let BlockOutcome::Complete { piece, .. } =
+                    p.on_block(1, r.piece, r.offset, &data_for(&g, &r))
+                {
+                    completed.push(piece);
+                }
+            }
+        }
+        assert_eq!(completed.len(), 8);
+        assert!(p.pick(1, &all, 10, &[], now).is_empty());
+        // Verification frees room for one more piece.
+        p.piece_verified(completed[0]);
+        assert!(!p.pick(1, &all, 10, &[], now).is_empty());
     }
 
     #[test]

@@ -61,7 +61,16 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
         .clone()
         .or_else(crate::dht::default_state_dir);
     let private = matches!(&source, Source::Torrent(m) if m.info.private);
-    let port = args.port.unwrap_or(DEFAULT_PORT);
+    let mut port = args.port.unwrap_or(DEFAULT_PORT);
+    if port == 0 {
+        // One free number for both TCP (peers) and UDP (DHT), as BEP 5 peers
+        // expect; found by asking the OS for a TCP port.
+        let ip = args.bind.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        port = std::net::TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .context("finding a free port")?;
+    }
     let dht = if args.no_dht || private {
         None
     } else {

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The sans-IO rule: the pure core (parsers, codec, picker, choker, tracker
+# encodings, layout) must not touch sockets, files through tokio, timers,
+# async code or the wall clock. Fails with the offending lines.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pure=(
+  src/id.rs src/bencode.rs src/metainfo.rs src/magnet.rs src/bitfield.rs
+  src/geometry.rs src/picker.rs src/choker.rs
+  src/peer/message.rs src/peer/codec.rs src/peer/handshake.rs
+  src/peer/extension.rs src/peer/metadata.rs
+  src/tracker/announce.rs src/storage/layout.rs
+)
+# tokio_util's codec traits are sync and allowed; anything else from tokio is not.
+pattern='tokio::|async fn|\.await|reqwest|mainline|Instant::now\(\)|SystemTime::now\(\)|std::net::(TcpStream|UdpSocket|TcpListener)|std::fs::'
+# Only code outside #[cfg(test)] modules counts.
+bad=0
+for f in "${pure[@]}"; do
+  hits=$(awk '/^#\[cfg\(test\)\]/{exit} {print FILENAME":"FNR": "$0}' "$f" | grep -E "$pattern" || true)
+  if [ -n "$hits" ]; then
+    echo "$hits"
+    bad=1
+  fi
+done
+if [ "$bad" = 1 ]; then
+  echo "check-layering: the pure core must stay free of I/O, async and clocks" >&2
+  exit 1
+fi
+echo "check-layering: ${#pure[@]} pure files clean"
