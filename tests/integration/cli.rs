@@ -1,0 +1,399 @@
+//! The command line: bad input gives one clear error line and a non-zero
+//! exit; `info` and `create` agree with real tools.
+
+use crate::util::*;
+use std::fs;
+use std::process::Command;
+
+/// Asserts a failed run with exactly one `error: ...` line on stderr.
+fn assert_one_line_error(out: &Output, what: &str) -> String {
+    assert!(
+        !out.ok(),
+        "{what}: expected failure, got success\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what}: expected exit code 1 (not a crash or signal), got {:?}\n{}",
+        out.status,
+        out.stderr
+    );
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: expected one stderr line, got:\n{}",
+        out.stderr
+    );
+    assert!(
+        lines[0].starts_with("error: "),
+        "{what}: stderr does not start with 'error: ': {}",
+        lines[0]
+    );
+    assert!(
+        !out.stderr.contains("panicked"),
+        "{what}: panic: {}",
+        out.stderr
+    );
+    lines[0].to_string()
+}
+
+#[test]
+fn unknown_option_prints_usage_and_fails() {
+    let ctx = Ctx::new("cli-unknown-option", secs(60));
+    let out = ctx.run_btc(&["--definitely-not-an-option", "x.torrent"], secs(20));
+    assert!(!out.ok(), "unknown option accepted: {out:?}");
+    assert!(
+        out.stderr.contains("--definitely-not-an-option"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.to_lowercase().contains("usage"),
+        "no usage: {}",
+        out.stderr
+    );
+
+    let out = ctx.run_btc(&[], secs(20));
+    assert!(!out.ok(), "no SOURCE accepted: {out:?}");
+    assert!(
+        out.stderr.to_lowercase().contains("usage"),
+        "no usage: {}",
+        out.stderr
+    );
+
+    let out = ctx.run_btc(
+        &["create", "/nonexistent", "--piece-length", "abc", "-o", "x"],
+        secs(20),
+    );
+    assert!(!out.ok(), "bad --piece-length accepted: {out:?}");
+
+    let out = ctx.run_btc(&["--port", "70000", "x.torrent"], secs(20));
+    assert!(!out.ok(), "port 70000 accepted: {out:?}");
+
+    let out = ctx.run_btc(&["--peer", "not-an-address", "x.torrent"], secs(20));
+    assert!(!out.ok(), "bad --peer accepted: {out:?}");
+}
+
+#[test]
+fn missing_file_is_one_line_error() {
+    let ctx = Ctx::new("cli-missing-file", secs(60));
+    let out_dir = ctx.join("out");
+    let missing = ctx.join("does-not-exist.torrent");
+    let out = ctx.run_btc(
+        &[
+            "-o",
+            out_dir.to_str().unwrap(),
+            missing.to_str().unwrap(),
+            "--no-dht",
+            "--port",
+            "0",
+        ],
+        secs(30),
+    );
+    let line = assert_one_line_error(&out, "missing file");
+    assert!(
+        line.contains("does-not-exist"),
+        "error does not name the file: {line}"
+    );
+    assert_eq!(count_entries(&out_dir), 0, "output dir has content");
+
+    let out = ctx.run_btc(&["info", missing.to_str().unwrap()], secs(30));
+    assert_one_line_error(&out, "info on a missing file");
+}
+
+#[test]
+fn non_torrent_file_is_one_line_error() {
+    let ctx = Ctx::new("cli-non-torrent", secs(60));
+    let f = ctx.join("notes.torrent");
+    fs::write(&f, "this is just some text, not bencode\n").unwrap();
+    let bin = ctx.join("random.torrent");
+    write_random_file(&bin, 4096, 7);
+    for src in [&f, &bin] {
+        let out_dir = ctx.join("out");
+        let out = ctx.run_btc(
+            &[
+                "-o",
+                out_dir.to_str().unwrap(),
+                src.to_str().unwrap(),
+                "--no-dht",
+                "--port",
+                "0",
+            ],
+            secs(30),
+        );
+        assert_one_line_error(&out, "non-torrent file");
+        assert_eq!(count_entries(&out_dir), 0, "output dir has content");
+        let out = ctx.run_btc(&["info", src.to_str().unwrap()], secs(30));
+        assert_one_line_error(&out, "info on a non-torrent file");
+    }
+}
+
+#[test]
+fn hostile_torrents_are_rejected_and_create_nothing() {
+    let ctx = Ctx::new("cli-hostile", secs(180));
+    let bad = testdata("torrents/bad");
+    let mut names: Vec<_> = fs::read_dir(&bad)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "torrent"))
+        .collect();
+    names.sort();
+    assert!(
+        names.len() >= 10,
+        "expected the hostile torrents in {}",
+        bad.display()
+    );
+    for (i, t) in names.iter().enumerate() {
+        // The output folder is two levels deep so that an escape through
+        // `..` would land inside `jail`, where we look for it.
+        let jail = ctx.mkdir(format!("jail{i}"));
+        let out_dir = jail.join("inner/out");
+        let out = ctx.run_btc(
+            &[
+                "-o",
+                out_dir.to_str().unwrap(),
+                t.to_str().unwrap(),
+                "--no-dht",
+                "--port",
+                "0",
+                "--no-seed",
+            ],
+            secs(30),
+        );
+        let what = format!("hostile {}", t.file_name().unwrap().to_string_lossy());
+        assert_one_line_error(&out, &what);
+        let files: Vec<_> = walk(&jail).into_iter().filter(|p| !p.is_dir()).collect();
+        assert!(files.is_empty(), "{what}: files created: {files:?}");
+        assert_eq!(count_entries(&out_dir), 0, "{what}: output dir has content");
+        let out = ctx.run_btc(&["info", t.to_str().unwrap()], secs(30));
+        assert_one_line_error(&out, &format!("info on {what}"));
+    }
+    // A known escape name must never appear anywhere near the test.
+    assert!(!ctx.path().join("escape.txt").exists());
+}
+
+fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            out.push(path.clone());
+            if path.is_dir() {
+                out.extend(walk(&path));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn info_shows_the_same_hash_as_transmission() {
+    let ctx = Ctx::new("cli-info-golden", secs(120));
+    let dir = testdata("torrents");
+    let mut n = 0;
+    for e in fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|e| e != "torrent") {
+            continue;
+        }
+        let want = transmission_hash(&ctx, &p);
+        let got = btc_info_hash(&ctx, p.to_str().unwrap());
+        assert_eq!(got, want, "info-hash of {}", p.display());
+        let out = ctx.run_btc(&["info", p.to_str().unwrap()], secs(30));
+        assert!(
+            out.stdout.contains(&format!("magnet:?xt=urn:btih:{want}")),
+            "no magnet link in btc info {}:\n{}",
+            p.display(),
+            out.stdout
+        );
+        n += 1;
+    }
+    assert!(n >= 5, "expected golden torrents in {}", dir.display());
+}
+
+#[test]
+fn create_then_info_round_trip_and_transmission_agrees() {
+    let ctx = Ctx::new("cli-create-roundtrip", secs(180));
+    let payload = Payload::nested("tree", 1);
+    let root = payload.write(&ctx.mkdir("data"), 11);
+    let t = ctx.join("tree.torrent");
+    btc_create(
+        &ctx,
+        &root,
+        &t,
+        &[
+            "--tracker",
+            "http://127.0.0.1:1/announce",
+            "--tracker",
+            "udp://127.0.0.1:2/announce",
+            "--piece-length",
+            "32768",
+            "--comment",
+            "made by the test",
+            "--web-seed",
+            "http://127.0.0.1:3/files/",
+        ],
+    );
+    let want_hash = transmission_hash(&ctx, &t);
+    let out = ctx.run_btc(&["info", t.to_str().unwrap()], secs(30));
+    out.assert_ok("btc info");
+    let text = &out.stdout;
+    for needle in [
+        "Name:        tree\n".to_string(),
+        format!("Info-hash:   {want_hash}\n"),
+        format!("({} bytes)", payload.total()),
+        "(32768 bytes)".to_string(),
+        "Comment:     made by the test".to_string(),
+        "http://127.0.0.1:1/announce".to_string(),
+        "udp://127.0.0.1:2/announce".to_string(),
+        "http://127.0.0.1:3/files/".to_string(),
+        format!("Files ({}):", payload.files.len()),
+        "tree/a/b/c/four.dat".to_string(),
+        "Private:     no".to_string(),
+    ] {
+        assert!(text.contains(&needle), "btc info lacks {needle:?}:\n{text}");
+    }
+
+    // transmission-show reads the same files, sizes and piece size.
+    let mut c = Command::new("transmission-show");
+    c.arg(&t);
+    let show = ctx.run("transmission-show", c, secs(30));
+    show.assert_ok("transmission-show");
+    assert!(
+        show.stdout.contains("Piece Size: 32.00 KiB"),
+        "{}",
+        show.stdout
+    );
+    assert!(show.stdout.contains("made by the test"), "{}", show.stdout);
+    for (p, _) in &payload.files {
+        assert!(
+            show.stdout.contains(&format!("tree/{p}")),
+            "no {p}:\n{}",
+            show.stdout
+        );
+    }
+
+    // A single file, private, default piece length.
+    let single = Payload::single("one.bin", 3 * 1024 * 1024 + 5);
+    let f = single.write(&ctx.mkdir("data1"), 12);
+    let t1 = ctx.join("one.torrent");
+    btc_create(&ctx, &f, &t1, &["--private"]);
+    let h1 = transmission_hash(&ctx, &t1);
+    assert_eq!(btc_info_hash(&ctx, t1.to_str().unwrap()), h1);
+    let out = ctx.run_btc(&["info", t1.to_str().unwrap()], secs(30));
+    assert!(out.stdout.contains("Private:     yes"), "{}", out.stdout);
+    let mut c = Command::new("transmission-show");
+    c.arg(&t1);
+    let show = ctx.run("transmission-show", c, secs(30));
+    assert!(show.stdout.contains("Private torrent"), "{}", show.stdout);
+}
+
+#[test]
+fn create_reproduces_mktorrent_info_hash() {
+    require_tool("mktorrent");
+    let ctx = Ctx::new("cli-create-mktorrent", secs(180));
+    let payload = Payload::nested("same", 1);
+    let data = ctx.mkdir("data");
+    let root = payload.write(&data, 21);
+    let mk = ctx.join("mk.torrent");
+    let mut c = Command::new("mktorrent");
+    c.args(["-d", "-l", "15", "-a", "http://127.0.0.1:9/announce", "-o"])
+        .arg(&mk)
+        .arg("same")
+        .current_dir(&data);
+    ctx.run("mktorrent", c, secs(60)).assert_ok("mktorrent");
+    let ours = ctx.join("ours.torrent");
+    btc_create(
+        &ctx,
+        &root,
+        &ours,
+        &[
+            "--piece-length",
+            "32768",
+            "--tracker",
+            "http://127.0.0.1:9/announce",
+        ],
+    );
+    assert_eq!(
+        transmission_hash(&ctx, &ours),
+        transmission_hash(&ctx, &mk),
+        "btc create and mktorrent disagree on the same folder"
+    );
+}
+
+#[test]
+fn magnets_and_hashes() {
+    let ctx = Ctx::new("cli-magnets", secs(60));
+    let hex = "758e7262710c866ff80e74a0cd6f73eb99a84fe0";
+    let magnet = format!("magnet:?xt=urn:btih:{hex}&dn=multi&tr=udp%3A%2F%2F127.0.0.1%3A1");
+    assert_eq!(btc_info_hash(&ctx, &magnet), hex);
+    assert_eq!(btc_info_hash(&ctx, hex), hex);
+    assert_eq!(btc_info_hash(&ctx, &hex.to_uppercase()), hex);
+    // The same 20 bytes in base32 (RFC 4648).
+    let b32 = base32(&hex_bytes(hex));
+    assert_eq!(b32.len(), 32);
+    assert_eq!(btc_info_hash(&ctx, &b32), hex);
+    let out = ctx.run_btc(&["info", &magnet], secs(30));
+    assert!(out.stdout.contains("udp://127.0.0.1:1"), "{}", out.stdout);
+
+    let out_dir = ctx.join("out");
+    let o = out_dir.to_str().unwrap();
+    let v2 =
+        "magnet:?xt=urn:btmh:1220caf1e1c30e81cb361b9ee167c4aa64228a7fa4fa9f6105232b28ad099f3a302e";
+    let out = ctx.run_btc(&["-o", o, v2, "--no-dht", "--port", "0"], secs(30));
+    let line = assert_one_line_error(&out, "urn:btmh magnet");
+    let l = line.to_lowercase();
+    assert!(
+        l.contains("btmh") || l.contains("v2") || l.contains("version 2"),
+        "error does not say v2/btmh is unsupported: {line}"
+    );
+    assert!(
+        l.contains("support"),
+        "error does not say 'not supported': {line}"
+    );
+
+    for bad in [
+        "magnet:?dn=no-hash",
+        "magnet:?xt=urn:btih:1234",
+        "magnet:?xt=urn:btih:zz8e7262710c866ff80e74a0cd6f73eb99a84fe0",
+        "0123456789abcdef",
+    ] {
+        let out = ctx.run_btc(&["-o", o, bad, "--no-dht", "--port", "0"], secs(30));
+        assert_one_line_error(&out, bad);
+        let out = ctx.run_btc(&["info", bad], secs(30));
+        assert_one_line_error(&out, &format!("info {bad}"));
+    }
+    assert_eq!(count_entries(&out_dir), 0, "output dir has content");
+}
+
+fn hex_bytes(h: &str) -> Vec<u8> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn base32(b: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::new();
+    let (mut buf, mut bits) = (0u32, 0);
+    for &x in b {
+        buf = (buf << 8) | x as u32;
+        bits += 8;
+        while bits >= 5 {
+            out.push(A[((buf >> (bits - 5)) & 31) as usize] as char);
+            bits -= 5;
+        }
+    }
+    if bits > 0 {
+        out.push(A[((buf << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}

@@ -1,0 +1,450 @@
+//! btc with real clients: aria2c, libtorrent (python3-libtorrent) and
+//! transmission, in both directions, plus metadata exchange by magnet.
+//! A missing client fails the test (CI installs them all).
+
+use crate::util::*;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1024 * 1024;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn uri_escape(u: &str) -> String {
+    u.replace('%', "%25")
+        .replace(':', "%3A")
+        .replace('/', "%2F")
+        .replace('?', "%3F")
+        .replace('&', "%26")
+        .replace('=', "%3D")
+}
+
+/// Runs a btc leecher to completion, asserts exit 0, returns its stderr.
+fn btc_leech(ctx: &Ctx, args: &[&str], timeout: Duration) -> String {
+    let start = Instant::now();
+    let mut cmd = ctx.btc(args);
+    cmd.arg("-v");
+    let mut p = ctx.spawn("btc-leecher", cmd);
+    p.expect_success(timeout);
+    eprintln!(
+        "[{}] btc finished in {:?}: {}",
+        ctx.name,
+        start.elapsed(),
+        p.stdout().trim()
+    );
+    p.stderr()
+}
+
+fn lt_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(PYTHON);
+    c.arg("-u").arg(py_script("lt.py")).args(args);
+    c
+}
+
+fn aria2_common() -> Vec<&'static str> {
+    vec![
+        "--enable-dht=false",
+        "--enable-dht6=false",
+        "--bt-enable-lpd=false",
+        "--enable-peer-exchange=false",
+        "--disable-ipv6=true",
+        "--summary-interval=1",
+        "--console-log-level=notice",
+        "--file-allocation=none",
+        "--check-certificate=false",
+        "--auto-save-interval=0",
+        "--bt-save-metadata=false",
+        "--rpc-save-upload-metadata=false",
+    ]
+}
+
+#[test]
+fn aria2c_seeds_btc_downloads() {
+    require_tool("aria2c");
+    let ctx = Ctx::new("interop-aria2c-seeds", secs(240));
+    let payload = Payload::nested("fromaria", 2);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 1001);
+    let t = ctx.join("fromaria.torrent");
+    btc_create(&ctx, &root, &t, &["--piece-length", "65536"]);
+    let p = free_port();
+    let mut c = Command::new("aria2c");
+    c.args(aria2_common())
+        .arg("--seed-ratio=0.0")
+        .arg("-V")
+        .arg(format!("--listen-port={p}"))
+        .arg("-d")
+        .arg(&seed_dir)
+        .arg(&t);
+    let mut aria = ctx.spawn("aria2c-seeder", c);
+    aria.wait_output("SEED(", secs(60));
+    let out = ctx.join("out");
+    let peer = format!("127.0.0.1:{p}");
+    btc_leech(
+        &ctx,
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ],
+        secs(120),
+    );
+    assert_same_tree(&root, &out.join("fromaria"));
+    aria.assert_running();
+}
+
+#[test]
+fn btc_seeds_aria2c_downloads() {
+    require_tool("aria2c");
+    let ctx = Ctx::new("interop-aria2c-leeches", secs(240));
+    let payload = Payload::nested("toaria", 2);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 1002);
+    let probe = ctx.join("probe.torrent");
+    btc_create(&ctx, &root, &probe, &["--piece-length", "65536"]);
+    let hash = transmission_hash(&ctx, &probe);
+    let tracker = Opentracker::start(&ctx, &[&hash]);
+    // aria2c finds btc through opentracker (the announce URL of the torrent).
+    let t = ctx.join("toaria.torrent");
+    btc_create(
+        &ctx,
+        &root,
+        &t,
+        &["--piece-length", "65536", "--tracker", &tracker.http()],
+    );
+    let p1 = free_port();
+    let _seeder = start_btc_seeder(&ctx, "btc-seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    let out = ctx.mkdir("out");
+    let p2 = free_port();
+    let mut c = Command::new("aria2c");
+    c.args(aria2_common())
+        .arg("--seed-time=0")
+        .arg(format!("--listen-port={p2}"))
+        .arg("--bt-stop-timeout=100")
+        .arg("-d")
+        .arg(&out)
+        .arg(&t);
+    let start = Instant::now();
+    let mut aria = ctx.spawn("aria2c-leecher", c);
+    aria.expect_success(secs(150));
+    eprintln!("[aria2c] downloaded from btc in {:?}", start.elapsed());
+    assert_same_tree(&root, &out.join("toaria"));
+}
+
+#[test]
+fn btc_seeds_aria2c_fetches_by_magnet() {
+    require_tool("aria2c");
+    let ctx = Ctx::new("interop-aria2c-magnet", secs(240));
+    let payload = Payload::single("ariamagnet.bin", 7 * MIB + 77);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 1007);
+    let t = ctx.join("ariamagnet.torrent");
+    btc_create(&ctx, &root, &t, &[]);
+    let hash = transmission_hash(&ctx, &t);
+    let tracker = Opentracker::start(&ctx, &[&hash]);
+    let p1 = free_port();
+    let http = tracker.http();
+    let _seeder = start_btc_seeder(
+        &ctx,
+        "btc-seeder",
+        &seed_dir,
+        s(&t),
+        p1,
+        &["--no-dht", "--tracker", &http],
+    );
+    let out = ctx.mkdir("out");
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&tr={}", uri_escape(&http));
+    let mut c = Command::new("aria2c");
+    c.args(aria2_common())
+        .arg("--seed-time=0")
+        .arg(format!("--listen-port={}", free_port()))
+        .arg("--bt-stop-timeout=100")
+        .arg("-d")
+        .arg(&out)
+        .arg(&magnet);
+    let start = Instant::now();
+    let mut aria = ctx.spawn("aria2c-magnet", c);
+    aria.expect_success(secs(150));
+    eprintln!("[aria2c] magnet fetch from btc in {:?}", start.elapsed());
+    assert_same_tree(&root, &out.join("ariamagnet.bin"));
+}
+
+#[test]
+fn libtorrent_seeds_btc_downloads() {
+    require_tool(PYTHON);
+    require_tool("mktorrent");
+    let ctx = Ctx::new("interop-libtorrent-seeds", secs(240));
+    let payload = Payload::nested("fromlt", 2);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 1003);
+    // A torrent made by mktorrent, not by btc.
+    let t = ctx.join("fromlt.torrent");
+    let mut c = Command::new("mktorrent");
+    c.args(["-l", "16", "-o"])
+        .arg(&t)
+        .arg("fromlt")
+        .current_dir(&seed_dir);
+    ctx.run("mktorrent", c, secs(60)).assert_ok("mktorrent");
+    let p = free_port();
+    let listen = format!("127.0.0.2:{p}");
+    let mut lt = ctx.spawn(
+        "libtorrent-seeder",
+        lt_cmd(&[
+            "seed",
+            "--torrent",
+            s(&t),
+            "--save",
+            s(&seed_dir),
+            "--listen",
+            &listen,
+        ]),
+    );
+    lt.wait_output("SEEDING", secs(60));
+    let out = ctx.join("out");
+    btc_leech(
+        &ctx,
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &listen,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ],
+        secs(120),
+    );
+    assert_same_tree(&root, &out.join("fromlt"));
+    lt.assert_running();
+}
+
+#[test]
+fn btc_seeds_libtorrent_fetches_metadata_and_data_by_magnet() {
+    require_tool(PYTHON);
+    let ctx = Ctx::new("interop-libtorrent-magnet", secs(240));
+    let payload = Payload::single("tolt.bin", 9 * MIB + 4321);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 1004);
+    let t = ctx.join("tolt.torrent");
+    btc_create(&ctx, &root, &t, &[]);
+    let hash = transmission_hash(&ctx, &t);
+    let p1 = free_port();
+    let _seeder = start_btc_seeder(&ctx, "btc-seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    let out = ctx.mkdir("out");
+    let listen = format!("127.0.0.2:{}", free_port());
+    let peer = format!("127.0.0.1:{p1}");
+    let magnet = format!("magnet:?xt=urn:btih:{hash}");
+    let mut lt = ctx.spawn(
+        "libtorrent-fetch",
+        lt_cmd(&[
+            "fetch",
+            "--magnet",
+            &magnet,
+            "--save",
+            s(&out),
+            "--listen",
+            &listen,
+            "--peer",
+            &peer,
+            "--timeout",
+            "120",
+        ]),
+    );
+    lt.expect_success(secs(150));
+    let log = lt.stdout();
+    assert!(
+        log.contains("METADATA"),
+        "libtorrent never got the metadata:\n{log}"
+    );
+    eprintln!(
+        "[libtorrent] {}",
+        log.lines()
+            .filter(|l| l.starts_with("METADATA") || l.starts_with("DONE"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    assert_same_tree(&root, &out.join("tolt.bin"));
+}
+
+#[test]
+fn btc_fetches_metadata_from_libtorrent_behind_opentracker() {
+    require_tool(PYTHON);
+    let ctx = Ctx::new("interop-libtorrent-tracker-magnet", secs(240));
+    let payload = Payload::nested("ltmagnet", 1);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 1005);
+    let t = ctx.join("ltmagnet.torrent");
+    btc_create(&ctx, &root, &t, &["--piece-length", "32768"]);
+    let hash = transmission_hash(&ctx, &t);
+    let tracker = Opentracker::start(&ctx, &[&hash]);
+    let listen = format!("127.0.0.2:{}", free_port());
+    let http = tracker.http();
+    let mut lt = ctx.spawn(
+        "libtorrent-seeder",
+        lt_cmd(&[
+            "seed",
+            "--torrent",
+            s(&t),
+            "--save",
+            s(&seed_dir),
+            "--listen",
+            &listen,
+            "--tracker",
+            &http,
+        ]),
+    );
+    lt.wait_output("SEEDING", secs(60));
+    // Give libtorrent's announce a moment to reach the tracker.
+    std::thread::sleep(Duration::from_millis(1500));
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&tr={}", uri_escape(&http));
+    let out = ctx.join("out");
+    let state = ctx.mkdir("state");
+    let stderr = btc_leech(
+        &ctx,
+        &[
+            &magnet,
+            "-o",
+            s(&out),
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--state-dir",
+            s(&state),
+        ],
+        secs(120),
+    );
+    assert!(
+        stderr.contains("metadata received"),
+        "no metadata fetch logged:\n{stderr}"
+    );
+    eprintln!(
+        "[lt+tracker] metadata at {:?} ms, first piece at {:?} ms",
+        ms_after_start(&stderr, "metadata complete"),
+        ms_after_start(&stderr, "first piece verified")
+    );
+    assert_same_tree(&root, &out.join("ltmagnet"));
+    lt.assert_running();
+}
+
+/// A transmission-daemon in its own config dir, RPC and peer port on
+/// loopback, DHT/LPD/PEX/uTP off.
+struct Transmission {
+    proc: Proc,
+    rpc: String,
+    peer_port: u16,
+}
+
+impl Transmission {
+    fn start(ctx: &Ctx, download_dir: &Path) -> Transmission {
+        require_tool("transmission-daemon");
+        require_tool("transmission-remote");
+        let conf = ctx.mkdir("transmission-config");
+        let rpc_port = free_port();
+        let peer_port = free_port();
+        let settings = format!(
+            r#"{{
+    "dht-enabled": false,
+    "lpd-enabled": false,
+    "pex-enabled": false,
+    "utp-enabled": false,
+    "port-forwarding-enabled": false,
+    "peer-port": {peer_port},
+    "peer-port-random-on-start": false,
+    "bind-address-ipv4": "127.0.0.1",
+    "rpc-enabled": true,
+    "rpc-port": {rpc_port},
+    "rpc-bind-address": "127.0.0.1",
+    "rpc-authentication-required": false,
+    "rpc-whitelist-enabled": false,
+    "rpc-host-whitelist-enabled": false,
+    "download-dir": "{dl}",
+    "incomplete-dir-enabled": false,
+    "encryption": 0,
+    "start-added-torrents": true,
+    "ratio-limit-enabled": false,
+    "idle-seeding-limit-enabled": false,
+    "speed-limit-up-enabled": false,
+    "speed-limit-down-enabled": false,
+    "message-level": 2
+}}
+"#,
+            dl = download_dir.display()
+        );
+        fs::write(conf.join("settings.json"), settings).unwrap();
+        let mut c = Command::new("transmission-daemon");
+        c.arg("-f").arg("-g").arg(&conf);
+        let mut proc = ctx.spawn("transmission-daemon", c);
+        let rpc = format!("127.0.0.1:{rpc_port}");
+        let ok = wait_for(secs(20), || proc.is_running() && tcp_open(&rpc));
+        assert!(ok, "transmission-daemon did not start\n{}", proc.tails());
+        Transmission {
+            proc,
+            rpc,
+            peer_port,
+        }
+    }
+
+    fn remote(&self, ctx: &Ctx, args: &[&str]) -> Output {
+        let mut c = Command::new("transmission-remote");
+        c.arg(&self.rpc).args(args);
+        let out = ctx.run("transmission-remote", c, secs(30));
+        out.assert_ok("transmission-remote");
+        out
+    }
+}
+
+#[test]
+fn transmission_seeds_btc_downloads() {
+    require_tool("transmission-create");
+    let ctx = Ctx::new("interop-transmission-seeds", secs(240));
+    let payload = Payload::nested("fromtr", 2);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 1006);
+    let t = ctx.join("fromtr.torrent");
+    let mut c = Command::new("transmission-create");
+    c.args(["-s", "32", "-o"]).arg(&t).arg(&root);
+    ctx.run("transmission-create", c, secs(60))
+        .assert_ok("transmission-create");
+    let tr = Transmission::start(&ctx, &seed_dir);
+    tr.remote(&ctx, &["-a", s(&t), "-w", s(&seed_dir)]);
+    tr.remote(&ctx, &["-t", "all", "-v"]);
+    let mut info = String::new();
+    ctx.wait_for("transmission to verify and seed", secs(60), || {
+        info = tr.remote(&ctx, &["-t", "all", "-i"]).stdout;
+        info.contains("Percent Done: 100%")
+            && (info.contains("State: Seeding") || info.contains("State: Idle"))
+    });
+    let out = ctx.join("out");
+    let peer = format!("127.0.0.1:{}", tr.peer_port);
+    btc_leech(
+        &ctx,
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ],
+        secs(120),
+    );
+    assert_same_tree(&root, &out.join("fromtr"));
+    let mut tr = tr;
+    tr.proc.assert_running();
+}

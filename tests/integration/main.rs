@@ -1,0 +1,6 @@
+//! Integration tests against the real `btc` binary (see util.rs).
+
+mod cli;
+mod interop;
+mod swarm;
+mod util;

@@ -1,0 +1,146 @@
+#!/usr/bin/python3
+"""libtorrent (python3-libtorrent, 2.0) driver for the btc integration tests.
+
+  lt.py seed  --torrent T --save DIR --listen IP:PORT [--tracker URL]
+      checks the data in DIR, prints "SEEDING" once it is a seed, then seeds
+      until killed (stats every second).
+  lt.py fetch --magnet URI --save DIR --listen IP:PORT --peer IP:PORT
+            [--timeout SECS]
+      fetches metadata and data from the magnet (and the given peer),
+      prints "METADATA" when the info dict arrives and "DONE" once complete,
+      then exits 0; exits 1 on timeout.
+
+Loopback only: DHT, LSD, UPnP and NAT-PMP are off.
+"""
+import argparse
+import sys
+import time
+
+import libtorrent as lt
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def session(listen):
+    ip = listen.rsplit(":", 1)[0]
+    s = lt.session({
+        "listen_interfaces": listen,
+        "outgoing_interfaces": ip,
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "allow_multiple_connections_per_ip": True,
+        # btc speaks TCP only; uTP attempts would time out first (3 s).
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "announce_to_all_trackers": True,
+        "announce_to_all_tiers": True,
+        # btc speaks plaintext BitTorrent.
+        "out_enc_policy": lt.enc_policy.disabled,
+        "in_enc_policy": lt.enc_policy.enabled,
+        "alert_mask": lt.alert.category_t.error_notification
+        | lt.alert.category_t.status_notification
+        | lt.alert.category_t.tracker_notification
+        | lt.alert.category_t.peer_notification
+        | lt.alert.category_t.connect_notification,
+        "user_agent": "btc-test-libtorrent",
+    })
+    return s
+
+
+def drain(s):
+    for a in s.pop_alerts():
+        if a.category() & (lt.alert.category_t.error_notification
+                           | lt.alert.category_t.peer_notification
+                           | lt.alert.category_t.connect_notification):
+            log("alert: %.3f %s: %s" % (time.time(), type(a).__name__, a.message()))
+
+
+def status_line(h):
+    st = h.status()
+    return "state=%s progress=%.3f peers=%d down=%d up=%d total_down=%d" % (
+        st.state, st.progress, st.num_peers, st.download_rate, st.upload_rate,
+        st.total_payload_download)
+
+
+def seed(args):
+    s = session(args.listen)
+    atp = lt.add_torrent_params()
+    atp.ti = lt.torrent_info(args.torrent)
+    atp.save_path = args.save
+    h = s.add_torrent(atp)
+    for url in args.tracker or []:
+        h.add_tracker({"url": url, "tier": 0})
+    h.force_recheck()
+    announced = False
+    seeding = False
+    while True:
+        drain(s)
+        st = h.status()
+        if not seeding and st.is_seeding:
+            seeding = True
+            log("SEEDING", status_line(h))
+        if seeding and not announced and args.tracker:
+            h.force_reannounce()
+            announced = True
+        log(status_line(h))
+        time.sleep(1 if seeding else 0.2)
+
+
+def fetch(args):
+    s = session(args.listen)
+    atp = lt.parse_magnet_uri(args.magnet)
+    atp.save_path = args.save
+    h = s.add_torrent(atp)
+    ip, port = args.peer.rsplit(":", 1)
+    h.connect_peer((ip, int(port)))
+    start = time.time()
+    got_meta = False
+    last_connect = start
+    while time.time() - start < args.timeout:
+        drain(s)
+        st = h.status()
+        if not got_meta and st.has_metadata:
+            got_meta = True
+            log("METADATA %.3f s" % (time.time() - start))
+        if st.is_seeding or (got_meta and st.progress >= 1.0 and st.state == lt.torrent_status.seeding):
+            log("DONE %.3f s" % (time.time() - start), status_line(h))
+            # Let the files be flushed and closed.
+            s.pause()
+            h.flush_cache()
+            time.sleep(0.5)
+            return 0
+        if time.time() - last_connect > 3 and st.num_peers == 0:
+            h.connect_peer((ip, int(port)))
+            last_connect = time.time()
+        log(status_line(h))
+        time.sleep(0.2)
+    log("TIMEOUT", status_line(h))
+    return 1
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("seed")
+    a.add_argument("--torrent", required=True)
+    a.add_argument("--save", required=True)
+    a.add_argument("--listen", required=True)
+    a.add_argument("--tracker", action="append")
+    b = sub.add_parser("fetch")
+    b.add_argument("--magnet", required=True)
+    b.add_argument("--save", required=True)
+    b.add_argument("--listen", required=True)
+    b.add_argument("--peer", required=True)
+    b.add_argument("--timeout", type=float, default=120)
+    args = p.parse_args()
+    if args.cmd == "seed":
+        return seed(args)
+    return fetch(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

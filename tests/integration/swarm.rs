@@ -1,0 +1,649 @@
+//! btc <-> btc on loopback: direct peers, opentracker (HTTP and UDP), resume
+//! after SIGKILL, magnet by DHT, magnet by tracker, re-running a finished
+//! magnet.
+
+use crate::util::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1024 * 1024;
+
+/// Writes `payload` under `SEED/`, makes a torrent of it with `btc create`.
+/// Returns (seed dir, content root, torrent, info-hash).
+fn make_torrent(
+    ctx: &Ctx,
+    payload: &Payload,
+    seed: u64,
+    extra: &[&str],
+) -> (PathBuf, PathBuf, PathBuf, String) {
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, seed);
+    let t = ctx.join(format!("{}.torrent", payload.name));
+    btc_create(ctx, &root, &t, extra);
+    let hash = transmission_hash(ctx, &t);
+    (seed_dir, root, t, hash)
+}
+
+/// Runs a leecher to completion (`--no-seed`), asserts exit 0 and returns
+/// (stdout, stderr, elapsed).
+fn leech(ctx: &Ctx, name: &str, args: &[&str], timeout: Duration) -> (String, String, Duration) {
+    let start = Instant::now();
+    let mut p = ctx.spawn(name, ctx.btc(args));
+    p.expect_success(timeout);
+    let el = start.elapsed();
+    eprintln!(
+        "[{}] {name} finished in {el:?}: {}",
+        ctx.name,
+        p.stdout().trim()
+    );
+    (p.stdout(), p.stderr(), el)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn direct(name: &str, payload: Payload, extra_create: &[&str]) {
+    let ctx = Ctx::new(name, secs(240));
+    let (seed_dir, root, t, _) = make_torrent(&ctx, &payload, 42, extra_create);
+    let p1 = free_port();
+    let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    let out = ctx.join("out");
+    let peer = format!("127.0.0.1:{p1}");
+    let (stdout, _, _) = leech(
+        &ctx,
+        "leecher",
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ],
+        secs(120),
+    );
+    assert_same_tree(&root, &out.join(&payload.name));
+    let got = summary_downloaded_bytes(&stdout)
+        .unwrap_or_else(|| panic!("no 'downloaded …' summary line in stdout:\n{stdout}"));
+    // Rounded to two decimals in the summary.
+    assert!(
+        got as f64 >= payload.total() as f64 * 0.98,
+        "summary says {got} bytes downloaded of {}",
+        payload.total()
+    );
+}
+
+#[test]
+fn single_file_direct_peer() {
+    direct(
+        "swarm-single",
+        Payload::single("single.bin", 5 * MIB + 12_345),
+        &[],
+    );
+}
+
+#[test]
+fn multi_file_direct_peer() {
+    // 32 KiB pieces: many pieces cross the odd-sized file boundaries.
+    direct(
+        "swarm-multi",
+        Payload::nested("nested", 1),
+        &["--piece-length", "32768"],
+    );
+}
+
+fn via_tracker(name: &str, udp: bool) {
+    let ctx = Ctx::new(name, secs(240));
+    let payload = Payload::nested("tracked", 1);
+    // The torrent has no announce URL: the hash is whitelisted first, then
+    // both sides get the tracker (HTTP: in the torrent; UDP: --tracker).
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 77);
+    let probe = ctx.join("probe.torrent");
+    btc_create(&ctx, &root, &probe, &["--piece-length", "65536"]);
+    let hash = transmission_hash(&ctx, &probe);
+    let tracker = Opentracker::start(&ctx, &[&hash]);
+    let t = ctx.join("tracked.torrent");
+    let mut extra_args: Vec<String> = vec!["--no-dht".into(), "--port".into()];
+    if udp {
+        btc_create(&ctx, &root, &t, &["--piece-length", "65536"]);
+    } else {
+        btc_create(
+            &ctx,
+            &root,
+            &t,
+            &["--piece-length", "65536", "--tracker", &tracker.http()],
+        );
+    }
+    assert_eq!(
+        transmission_hash(&ctx, &t),
+        hash,
+        "announce must not change the hash"
+    );
+    let p1 = free_port();
+    extra_args.push(p1.to_string());
+    if udp {
+        extra_args.push("--tracker".into());
+        extra_args.push(tracker.udp());
+    }
+    let seeder_extra: Vec<&str> = extra_args.iter().map(String::as_str).collect();
+    let mut seeder = ctx.spawn("seeder", {
+        let mut a = vec!["-o", s(&seed_dir), s(&t)];
+        a.extend_from_slice(&seeder_extra);
+        ctx.btc(&a)
+    });
+    seeder.wait_output("seeding ", secs(60));
+    let out = ctx.join("out");
+    let mut args = vec!["-o", s(&out), s(&t), "--no-seed", "--no-dht", "--port", "0"];
+    let u = tracker.udp();
+    if udp {
+        args.extend_from_slice(&["--tracker", &u]);
+    }
+    leech(&ctx, "leecher", &args, secs(120));
+    assert_same_tree(&root, &out.join("tracked"));
+    seeder.assert_running();
+}
+
+#[test]
+fn through_opentracker_http() {
+    via_tracker("swarm-opentracker-http", false);
+}
+
+#[test]
+fn through_opentracker_udp() {
+    via_tracker("swarm-opentracker-udp", true);
+}
+
+#[test]
+fn resume_after_sigkill() {
+    let ctx = Ctx::new("swarm-resume", secs(300));
+    let size = 160 * MIB + 777;
+    let payload = Payload::single("big.bin", size);
+    let (seed_dir, root, t, _) = make_torrent(&ctx, &payload, 5, &["--piece-length", "262144"]);
+    let p1 = free_port();
+    let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    let out = ctx.join("out");
+    let peer = format!("127.0.0.1:{p1}");
+    let args = [
+        "-o",
+        s(&out),
+        s(&t),
+        "--peer",
+        &peer,
+        "--no-seed",
+        "--no-dht",
+        "--port",
+        "0",
+        "-v",
+    ];
+    let target = out.join("big.bin");
+
+    // First run: SIGKILL as soon as a few MiB are really on disk.
+    let mut first = ctx.spawn("leecher-1", ctx.btc(&args));
+    let start = Instant::now();
+    let mut written = 0;
+    while start.elapsed() < secs(120) {
+        written = tree_allocated(&target);
+        if written >= 8 * MIB || !first.is_running() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        first.is_running(),
+        "the first leecher finished before it could be killed (download too fast?)\n{}",
+        first.tails()
+    );
+    first.kill_hard();
+    let on_disk = tree_allocated(&target);
+    eprintln!(
+        "[resume] killed after {:?} with {written} bytes seen, {on_disk} allocated",
+        start.elapsed()
+    );
+    assert!(
+        written >= 8 * MIB,
+        "nothing was written in time\n{}",
+        first.tails()
+    );
+
+    // Second run resumes: reports pieces on disk, downloads less than all.
+    let (stdout, stderr, el) = leech(&ctx, "leecher-2", &args, secs(180));
+    assert_same_tree(&root, &target);
+    let resumed = resumed_pieces(&stderr)
+        .unwrap_or_else(|| panic!("no 'N pieces already on disk' line on stderr:\n{stderr}"));
+    assert!(resumed > 0, "second run found no pieces on disk:\n{stderr}");
+    let got =
+        summary_downloaded_bytes(&stdout).unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
+    assert!(
+        got < size - resumed * 262144 / 2,
+        "second run downloaded {got} of {size} bytes though {resumed} pieces were on disk"
+    );
+    eprintln!("[resume] second run: {resumed} pieces on disk, {got} bytes fetched in {el:?}");
+}
+
+#[test]
+fn magnet_by_bare_hash_over_local_dht() {
+    let ctx = Ctx::new("swarm-dht-hash", secs(240));
+    let payload = Payload::nested("dhtpayload", 1);
+    let (seed_dir, root, t, hash) = make_torrent(&ctx, &payload, 99, &[]);
+    let d = free_port();
+    let _node = start_btc_dht(&ctx, d);
+    let boot = format!("127.0.0.1:{d}");
+    let p1 = free_port();
+    let s1 = ctx.mkdir("state1");
+    let _seeder = start_btc_seeder(
+        &ctx,
+        "seeder",
+        &seed_dir,
+        s(&t),
+        p1,
+        &[
+            "--dht-bootstrap",
+            &boot,
+            "--state-dir",
+            s(&s1),
+            "--bind",
+            "127.0.0.1",
+        ],
+    );
+    let s2 = ctx.mkdir("state2");
+    let out = ctx.join("out");
+    let p2 = free_port().to_string();
+    let (_, stderr, el) = leech(
+        &ctx,
+        "leecher",
+        &[
+            &hash,
+            "--dht-bootstrap",
+            &boot,
+            "--no-seed",
+            "--state-dir",
+            s(&s2),
+            "-o",
+            s(&out),
+            "--port",
+            &p2,
+            "--bind",
+            "127.0.0.1",
+            "-v",
+        ],
+        secs(150),
+    );
+    assert_same_tree(&root, &out.join("dhtpayload"));
+    assert!(
+        stderr.contains("metadata received"),
+        "no metadata fetch logged:\n{stderr}"
+    );
+    eprintln!(
+        "[dht] bare hash download took {el:?}; metadata at {:?} ms, first piece at {:?} ms",
+        ms_after_start(&stderr, "metadata complete"),
+        ms_after_start(&stderr, "first piece verified")
+    );
+}
+
+#[test]
+fn magnet_with_opentracker_then_rerun_without_peers() {
+    let ctx = Ctx::new("swarm-magnet-tr", secs(240));
+    let payload = Payload::nested("magnetpayload", 1);
+    let (seed_dir, root, t, hash) = make_torrent(&ctx, &payload, 123, &[]);
+    let mut tracker = Opentracker::start(&ctx, &[&hash]);
+    let p1 = free_port();
+    let http = tracker.http();
+    let mut seeder = start_btc_seeder(
+        &ctx,
+        "seeder",
+        &seed_dir,
+        s(&t),
+        p1,
+        &["--no-dht", "--tracker", &http],
+    );
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{hash}&dn=magnetpayload&tr={}",
+        http.replace(':', "%3A").replace('/', "%2F")
+    );
+    let state = ctx.mkdir("state");
+    let out = ctx.join("out");
+    let args = [
+        magnet.as_str(),
+        "--no-dht",
+        "--no-seed",
+        "--state-dir",
+        s(&state),
+        "-o",
+        s(&out),
+        "--port",
+        "0",
+        "-v",
+    ];
+    let (_, stderr, el) = leech(&ctx, "leecher-1", &args, secs(120));
+    assert_same_tree(&root, &out.join("magnetpayload"));
+    assert!(
+        stderr.contains("metadata received"),
+        "no metadata fetch logged:\n{stderr}"
+    );
+    eprintln!(
+        "[magnet tr] download took {el:?}; metadata at {:?} ms, first piece at {:?} ms",
+        ms_after_start(&stderr, "metadata complete"),
+        ms_after_start(&stderr, "first piece verified")
+    );
+
+    // With the seeder and the tracker gone, running the same magnet again
+    // can only succeed from the remembered metadata and the data on disk.
+    seeder.terminate(secs(5));
+    tracker.proc.terminate(secs(5));
+    let (stdout, stderr, el) = leech(&ctx, "leecher-2", &args, secs(60));
+    assert!(
+        !stderr.contains("metadata received"),
+        "metadata fetched again:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("metadata remembered"),
+        "remembered metadata not used:\n{stderr}"
+    );
+    assert!(
+        summary_downloaded_bytes(&stdout).is_none_or(|b| b == 0),
+        "data downloaded again: {stdout}"
+    );
+    assert!(
+        stdout.contains("complete"),
+        "no completion summary: {stdout}"
+    );
+    assert_same_tree(&root, &out.join("magnetpayload"));
+    eprintln!("[magnet tr] re-run took {el:?}");
+
+    // btc info on the magnet now knows the files from the state dir.
+    let info = ctx.run_btc(&["info", &magnet, "--state-dir", s(&state)], secs(30));
+    info.assert_ok("btc info magnet");
+    assert!(info.stdout.contains(&hash), "{}", info.stdout);
+}
+
+#[test]
+fn damaged_pieces_on_disk_are_refetched() {
+    let ctx = Ctx::new("swarm-damaged", secs(240));
+    let piece = 65536u64;
+    let payload = Payload::single("damaged.bin", 6 * MIB + 1000);
+    let (seed_dir, root, t, _) =
+        make_torrent(&ctx, &payload, 31, &["--piece-length", &piece.to_string()]);
+    // The leecher starts from a copy with three damaged pieces (first, a
+    // middle one, the short last one).
+    let out = ctx.mkdir("out");
+    let target = out.join("damaged.bin");
+    let mut bytes = std::fs::read(&root).unwrap();
+    let pieces = (bytes.len() as u64).div_ceil(piece);
+    for idx in [0, pieces / 2, pieces - 1] {
+        let at = (idx * piece + 7) as usize;
+        bytes[at] ^= 0xff;
+    }
+    std::fs::write(&target, &bytes).unwrap();
+    let p1 = free_port();
+    let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    let peer = format!("127.0.0.1:{p1}");
+    let (stdout, stderr, _) = leech(
+        &ctx,
+        "leecher",
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "-v",
+        ],
+        secs(120),
+    );
+    assert_same_tree(&root, &target);
+    assert_eq!(
+        resumed_pieces(&stderr),
+        Some(pieces - 3),
+        "expected all but the 3 damaged pieces to be kept:\n{stderr}"
+    );
+    let got = summary_downloaded_bytes(&stdout).unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    assert!(
+        got <= 4 * piece,
+        "re-downloaded {got} bytes for 3 damaged pieces"
+    );
+}
+
+#[test]
+fn three_leechers_at_once_through_the_tracker() {
+    let ctx = Ctx::new("swarm-three-leechers", secs(240));
+    let payload = Payload::nested("crowd", 2);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 55);
+    let probe = ctx.join("probe.torrent");
+    btc_create(&ctx, &root, &probe, &["--piece-length", "32768"]);
+    let hash = transmission_hash(&ctx, &probe);
+    let tracker = Opentracker::start(&ctx, &[&hash]);
+    let t = ctx.join("crowd.torrent");
+    btc_create(
+        &ctx,
+        &root,
+        &t,
+        &["--piece-length", "32768", "--tracker", &tracker.udp()],
+    );
+    let p1 = free_port();
+    let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    // Distinct source addresses, as separate machines would have.
+    let mut leechers = vec![];
+    for i in 0..3 {
+        let out = ctx.join(format!("out{i}"));
+        let bind = format!("127.0.0.{}", i + 2);
+        let port = free_port().to_string();
+        let p = ctx.spawn(
+            &format!("leecher{i}"),
+            ctx.btc(&[
+                "-o",
+                s(&out),
+                s(&t),
+                "--no-seed",
+                "--no-dht",
+                "--bind",
+                &bind,
+                "--port",
+                &port,
+            ]),
+        );
+        leechers.push((p, out));
+    }
+    for (p, out) in &mut leechers {
+        p.expect_success(secs(120));
+        assert_same_tree(&root, &out.join("crowd"));
+    }
+}
+
+#[test]
+fn seed_time_limit_and_sigterm_stop_promptly() {
+    let ctx = Ctx::new("swarm-seed-limits", secs(180));
+    let payload = Payload::single("limits.bin", 2 * MIB + 3);
+    let (seed_dir, root, t, _) = make_torrent(&ctx, &payload, 61, &[]);
+    let p1 = free_port();
+    let mut seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    // A leecher that seeds for 2 s after completing, then exits 0 by itself.
+    let out = ctx.join("out");
+    let peer = format!("127.0.0.1:{p1}");
+    let start = Instant::now();
+    let mut l = ctx.spawn(
+        "leecher",
+        ctx.btc(&[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--seed-time",
+            "2",
+            "--no-dht",
+            "--port",
+            "0",
+        ]),
+    );
+    l.expect_success(secs(60));
+    let el = start.elapsed();
+    assert!(
+        el >= Duration::from_secs(2),
+        "--seed-time 2 exited after {el:?}"
+    );
+    assert!(el < Duration::from_secs(30), "--seed-time 2 took {el:?}");
+    assert_same_tree(&root, &out.join("limits.bin"));
+
+    // SIGTERM (like Ctrl-C) stops the seeder within ~2 s, cleanly.
+    seeder.assert_running();
+    let start = Instant::now();
+    signal(seeder.pid(), SIGTERM);
+    let status = seeder.wait_timeout(secs(5));
+    let el = start.elapsed();
+    let status = status.unwrap_or_else(|| panic!("seeder still running 5 s after SIGTERM"));
+    assert!(
+        el <= Duration::from_millis(3000),
+        "SIGTERM took {el:?} to stop the seeder"
+    );
+    assert!(status.code().is_some(), "seeder died by a signal: {status}");
+    assert!(!seeder.stderr().contains("panicked"), "{}", seeder.stderr());
+}
+
+#[test]
+fn torrent_by_http_url() {
+    require_tool(PYTHON);
+    let ctx = Ctx::new("swarm-http-url", secs(180));
+    let payload = Payload::single("byurl.bin", 3 * MIB + 9);
+    let (seed_dir, root, t, _) = make_torrent(&ctx, &payload, 71, &[]);
+    let web = ctx.mkdir("web");
+    std::fs::copy(&t, web.join("byurl.torrent")).unwrap();
+    let hp = free_port();
+    let mut c = std::process::Command::new(PYTHON);
+    c.args(["-m", "http.server", "--bind", "127.0.0.1", &hp.to_string()])
+        .current_dir(&web);
+    let mut http = ctx.spawn("http-server", c);
+    let addr = format!("127.0.0.1:{hp}");
+    ctx.wait_for("the http server", secs(20), || {
+        http.assert_running();
+        tcp_open(&addr)
+    });
+    let p1 = free_port();
+    let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    let out = ctx.join("out");
+    let peer = format!("127.0.0.1:{p1}");
+    let url = format!("http://127.0.0.1:{hp}/byurl.torrent");
+    leech(
+        &ctx,
+        "leecher",
+        &[
+            "-o",
+            s(&out),
+            &url,
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ],
+        secs(120),
+    );
+    assert_same_tree(&root, &out.join("byurl.bin"));
+
+    // A 404 and an unreachable host are one-line errors.
+    for bad in [
+        format!("http://127.0.0.1:{hp}/missing.torrent"),
+        format!("http://127.0.0.1:{}/x.torrent", free_port()),
+    ] {
+        let o = ctx.run_btc(
+            &[
+                "-o",
+                s(&ctx.join("out-bad")),
+                &bad,
+                "--no-dht",
+                "--port",
+                "0",
+            ],
+            secs(60),
+        );
+        assert!(!o.ok(), "{bad} accepted");
+        let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(
+            lines.len() == 1 && lines[0].starts_with("error: "),
+            "{bad}: not a one-line error:\n{}",
+            o.stderr
+        );
+        assert_eq!(count_entries(&ctx.join("out-bad")), 0);
+    }
+}
+
+#[test]
+fn magnet_with_x_pe_peer_and_base32_hash() {
+    let ctx = Ctx::new("swarm-magnet-xpe", secs(180));
+    let payload = Payload::nested("xpe", 1);
+    let (seed_dir, root, t, hash) = make_torrent(&ctx, &payload, 131, &[]);
+    let p1 = free_port();
+    let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    // The peer comes only from the magnet's x.pe.
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&x.pe=127.0.0.1%3A{p1}");
+    let out = ctx.join("out");
+    leech(
+        &ctx,
+        "leecher-xpe",
+        &[
+            &magnet,
+            "-o",
+            s(&out),
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--state-dir",
+            s(&ctx.mkdir("st1")),
+        ],
+        secs(120),
+    );
+    assert_same_tree(&root, &out.join("xpe"));
+    // A bare base32 info-hash with --peer.
+    let b32 = base32_of_hex(&hash);
+    let out2 = ctx.join("out2");
+    let peer = format!("127.0.0.1:{p1}");
+    leech(
+        &ctx,
+        "leecher-b32",
+        &[
+            &b32,
+            "--peer",
+            &peer,
+            "-o",
+            s(&out2),
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--state-dir",
+            s(&ctx.mkdir("st2")),
+        ],
+        secs(120),
+    );
+    assert_same_tree(&root, &out2.join("xpe"));
+}
+
+fn base32_of_hex(h: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let bytes: Vec<u8> = (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect();
+    let mut out = String::new();
+    let (mut buf, mut bits) = (0u32, 0);
+    for x in bytes {
+        buf = (buf << 8) | x as u32;
+        bits += 8;
+        while bits >= 5 {
+            out.push(A[((buf >> (bits - 5)) & 31) as usize] as char);
+            bits -= 5;
+        }
+    }
+    out
+}
