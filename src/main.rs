@@ -133,7 +133,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One reactor thread: sockets and decisions are cheap, while hashing and
+    // disk I/O already run on the blocking pool. Measured on a 1 GiB loopback
+    // download, a multi-threaded runtime cost 5-35% more CPU (workers waking
+    // and stealing from each other) and was slower.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

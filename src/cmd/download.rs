@@ -65,7 +65,9 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
     if port == 0 {
         // One free number for both TCP (peers) and UDP (DHT), as BEP 5 peers
         // expect; found by asking the OS for a TCP port.
-        let ip = args.bind.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let ip = args
+            .bind
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         port = std::net::TcpListener::bind((ip, 0))
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
