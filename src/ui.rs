@@ -73,11 +73,11 @@ pub async fn render(mut rx: watch::Receiver<Status>, quiet: bool) {
         multi().set_draw_target(ProgressDrawTarget::hidden());
     }
     let mut bar: Option<(Kind, ProgressBar)> = None;
-    let mut last_phase: Option<Phase> = None;
+    let mut printed = Printed::default();
     loop {
         let s = rx.borrow_and_update().clone();
         if !bars && !quiet {
-            plain_line(&s, &mut last_phase);
+            plain_line(&s, &mut printed);
         }
         if bars {
             draw(&s, &mut bar);
@@ -202,31 +202,53 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
-fn plain_line(s: &Status, last: &mut Option<Phase>) {
-    let same = match (last.as_ref(), &s.phase) {
-        (Some(Phase::Checking { .. }), Phase::Checking { .. }) => true,
-        (Some(a), b) => a == b,
-        (None, _) => false,
-    };
-    if same {
-        return;
+/// Lines already printed in plain mode, keyed on lasting facts rather
+/// than the current phase, which a fast run can skip between two looks.
+#[derive(Default)]
+struct Printed {
+    finding: bool,
+    metadata: bool,
+    downloading: bool,
+    seeding: bool,
+}
+
+fn plain_line(s: &Status, printed: &mut Printed) {
+    let mut out = Vec::new();
+    let magnet =
+        s.metadata_at.is_some() || matches!(s.phase, Phase::FindingPeers | Phase::FetchingMetadata);
+    if magnet && !printed.finding {
+        printed.finding = true;
+        out.push(format!("finding peers for {}", s.info_hash));
     }
-    *last = Some(s.phase);
-    let line = match s.phase {
-        Phase::Starting => return,
-        Phase::Checking { .. } => format!("checking existing data of {}", s.name),
-        Phase::FindingPeers => format!("finding peers for {}", s.info_hash),
-        Phase::FetchingMetadata => format!("fetching metadata for {}", s.info_hash),
-        Phase::Downloading => format!(
+    if let (Some(t), false) = (s.metadata_at, printed.metadata) {
+        printed.metadata = true;
+        out.push(format!(
+            "metadata received: {} ({}) after {}",
+            s.name,
+            human_bytes(s.total),
+            human_duration(t)
+        ));
+    }
+    let live = matches!(
+        s.phase,
+        Phase::Downloading | Phase::Seeding | Phase::Stopping
+    );
+    if live && s.total > 0 && !printed.downloading && s.resumed_bytes < s.total {
+        printed.downloading = true;
+        out.push(format!(
             "downloading {} ({}, {} pieces already on disk)",
             s.name,
             human_bytes(s.total),
             s.resumed_pieces
-        ),
-        Phase::Seeding => format!("seeding {}", s.name),
-        Phase::Stopping => "stopping".to_string(),
-    };
-    let _ = writeln!(std::io::stderr(), "{line}");
+        ));
+    }
+    if s.phase == Phase::Seeding && !printed.seeding {
+        printed.seeding = true;
+        out.push(format!("seeding {}", s.name));
+    }
+    for line in out {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
 }
 
 #[cfg(test)]

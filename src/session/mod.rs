@@ -242,6 +242,7 @@ pub async fn run(
     let mut last_rate = (Instant::now(), 0u64, 0u64);
     let dialing = Arc::new(AtomicUsize::new(0));
     let mut seeding_since = completed_at;
+    let mut verified_rx = shared.pieces_verified.subscribe();
 
     loop {
         tokio::select! {
@@ -288,6 +289,14 @@ pub async fn run(
                         );
                     }
                     Err(e) => anyhow::bail!("the swarm's metadata matches the info-hash but is not a usable torrent: {e}"),
+                }
+            }
+            // The first piece and the last one matter at once (timings,
+            // `completed` to trackers, --no-seed exit): do not wait for a tick.
+            Ok(()) = verified_rx.changed() => {
+                let first_pending = status.first_piece_at.is_none() && !complete_at_start;
+                if first_pending || (completed_at.is_none() && shared.is_complete()) {
+                    tick.reset_immediately();
                 }
             }
             _ = shared.rechoke.notified() => {
