@@ -242,3 +242,68 @@ impl Shared {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add_peer(shared: &Shared, key: PeerKey, addr: &str) -> mpsc::Receiver<PeerCommand> {
+        let (tx, rx) = mpsc::channel(4);
+        shared.lock().peers.insert(
+            key,
+            PeerEntry {
+                addr: addr.parse().unwrap(),
+                peer_id: PeerId([key as u8; 20]),
+                interested: false,
+                choked: true,
+                down_rate: 0,
+                up_rate: 0,
+                seed: true,
+                tx,
+            },
+        );
+        rx
+    }
+
+    #[test]
+    fn sole_source_of_two_bad_pieces_is_banned_and_closed() {
+        let (shared, _rx) = Shared::new(
+            InfoHash([1; 20]),
+            PeerId([2; 20]),
+            1,
+            None,
+            CancellationToken::new(),
+        );
+        let mut bad = add_peer(&shared, 1, "10.0.0.1:1000");
+        let mut good = add_peer(&shared, 2, "10.0.0.2:1000");
+        let mut st = shared.lock();
+        assert!(
+            shared.strike(&mut st, &[1]).is_empty(),
+            "one bad piece is not enough"
+        );
+        let banned = shared.strike(&mut st, &[1]);
+        assert_eq!(banned, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert!(st.banned.contains(&"10.0.0.1".parse().unwrap()));
+        drop(st);
+        assert!(matches!(bad.try_recv(), Ok(PeerCommand::Close)));
+        assert!(good.try_recv().is_err(), "innocent peers stay connected");
+    }
+
+    #[test]
+    fn shared_blame_needs_more_failures() {
+        let (shared, _rx) = Shared::new(
+            InfoHash([1; 20]),
+            PeerId([2; 20]),
+            1,
+            None,
+            CancellationToken::new(),
+        );
+        let _a = add_peer(&shared, 1, "10.0.0.1:1000");
+        let _b = add_peer(&shared, 2, "10.0.0.2:1000");
+        let mut st = shared.lock();
+        for _ in 0..BAN_STRIKES - 1 {
+            assert!(shared.strike(&mut st, &[1, 2]).is_empty());
+        }
+        assert_eq!(shared.strike(&mut st, &[1, 2]).len(), 2);
+    }
+}
