@@ -110,17 +110,14 @@ fn btc_seeds_aria2c_downloads() {
     let payload = Payload::nested("toaria", 2);
     let seed_dir = ctx.mkdir("seed");
     let root = payload.write(&seed_dir, 1002);
-    let probe = ctx.join("probe.torrent");
-    btc_create(&ctx, &root, &probe, &["--piece-length", "65536"]);
-    let hash = transmission_hash(&ctx, &probe);
-    let tracker = Opentracker::start(&ctx, &[&hash]);
     // aria2c finds btc through opentracker (the announce URL of the torrent).
     let t = ctx.join("toaria.torrent");
-    btc_create(
+    let _tracker = torrent_behind_tracker(
         &ctx,
         &root,
         &t,
-        &["--piece-length", "65536", "--tracker", &tracker.http()],
+        &["--piece-length", "65536"],
+        Some(Opentracker::http),
     );
     let p1 = free_port();
     let _seeder = start_btc_seeder(&ctx, "btc-seeder", &seed_dir, s(&t), p1, &["--no-dht"]);

@@ -103,27 +103,11 @@ fn via_tracker(name: &str, udp: bool) {
     // both sides get the tracker (HTTP: in the torrent; UDP: --tracker).
     let seed_dir = ctx.mkdir("seed");
     let root = payload.write(&seed_dir, 77);
-    let probe = ctx.join("probe.torrent");
-    btc_create(&ctx, &root, &probe, &["--piece-length", "65536"]);
-    let hash = transmission_hash(&ctx, &probe);
-    let tracker = Opentracker::start(&ctx, &[&hash]);
     let t = ctx.join("tracked.torrent");
+    let announce: Option<fn(&Opentracker) -> String> =
+        if udp { None } else { Some(Opentracker::http) };
+    let tracker = torrent_behind_tracker(&ctx, &root, &t, &["--piece-length", "65536"], announce);
     let mut extra_args: Vec<String> = vec!["--no-dht".into(), "--port".into()];
-    if udp {
-        btc_create(&ctx, &root, &t, &["--piece-length", "65536"]);
-    } else {
-        btc_create(
-            &ctx,
-            &root,
-            &t,
-            &["--piece-length", "65536", "--tracker", &tracker.http()],
-        );
-    }
-    assert_eq!(
-        transmission_hash(&ctx, &t),
-        hash,
-        "announce must not change the hash"
-    );
     let p1 = free_port();
     extra_args.push(p1.to_string());
     if udp {
@@ -418,16 +402,13 @@ fn three_leechers_at_once_through_the_tracker() {
     let payload = Payload::nested("crowd", 2);
     let seed_dir = ctx.mkdir("seed");
     let root = payload.write(&seed_dir, 55);
-    let probe = ctx.join("probe.torrent");
-    btc_create(&ctx, &root, &probe, &["--piece-length", "32768"]);
-    let hash = transmission_hash(&ctx, &probe);
-    let tracker = Opentracker::start(&ctx, &[&hash]);
     let t = ctx.join("crowd.torrent");
-    btc_create(
+    let _tracker = torrent_behind_tracker(
         &ctx,
         &root,
         &t,
-        &["--piece-length", "32768", "--tracker", &tracker.udp()],
+        &["--piece-length", "32768"],
+        Some(Opentracker::udp),
     );
     let p1 = free_port();
     let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);

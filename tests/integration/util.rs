@@ -923,6 +923,37 @@ impl Opentracker {
     }
 }
 
+/// Makes `out`, a torrent of `root` (`create_args` passed to `btc create`)
+/// whose info-hash a fresh opentracker whitelists, and returns the tracker.
+/// The announce URL only exists once the tracker runs, and the whitelist
+/// must be given at start: the info-hash does not depend on the announce
+/// URL, so a probe torrent supplies it first. `announce` picks the URL
+/// written into `out` (`None`: no announce URL; pass `--tracker` instead).
+pub fn torrent_behind_tracker(
+    ctx: &Ctx,
+    root: &Path,
+    out: &Path,
+    create_args: &[&str],
+    announce: Option<fn(&Opentracker) -> String>,
+) -> Opentracker {
+    let probe = ctx.join("probe.torrent");
+    btc_create(ctx, root, &probe, create_args);
+    let hash = transmission_hash(ctx, &probe);
+    let tracker = Opentracker::start(ctx, &[&hash]);
+    let url = announce.map(|f| f(&tracker));
+    let mut args = create_args.to_vec();
+    if let Some(u) = &url {
+        args.extend(["--tracker", u.as_str()]);
+    }
+    btc_create(ctx, root, out, &args);
+    assert_eq!(
+        transmission_hash(ctx, out),
+        hash,
+        "announce must not change the hash"
+    );
+    tracker
+}
+
 /// Panics unless `tool` is on PATH: a missing external tool fails the test.
 pub fn require_tool(tool: &str) {
     let found = std::env::var_os("PATH")
