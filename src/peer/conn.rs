@@ -286,7 +286,7 @@ impl Peer {
         verified.mark_unchanged();
         loop {
             let now = Instant::now();
-            self.fill_requests(now)?;
+            self.fill_requests(now);
             if serving.is_none() {
                 serving = self.start_serving();
             }
@@ -666,16 +666,16 @@ impl Peer {
 
     /// Keeps the request pipeline full: ut_metadata pieces before the
     /// metadata is known, blocks after.
-    fn fill_requests(&mut self, now: Instant) -> Result<(), ConnError> {
+    fn fill_requests(&mut self, now: Instant) {
         if self.shared.data().is_none() {
             self.fill_metadata_requests();
-            return Ok(());
+            return;
         }
         if self.peer_choking || !self.am_interested {
-            return Ok(());
+            return;
         }
         let Some(bf) = &self.bitfield else {
-            return Ok(());
+            return;
         };
         let target = if self.snubbed {
             1
@@ -687,12 +687,12 @@ impl Peer {
         let deficit = target.saturating_sub(self.in_flight.len());
         // Batch small top-ups to spare the lock, but never let the pipe run dry.
         if deficit == 0 || (deficit < 8 && !self.in_flight.is_empty()) {
-            return Ok(());
+            return;
         }
         let picked = {
             let mut st = self.shared.lock();
             let Some(p) = st.picker.as_mut() else {
-                return Ok(());
+                return;
             };
             p.pick(self.key, bf, deficit, &self.in_flight, now.into_std())
         };
@@ -703,7 +703,6 @@ impl Peer {
             self.push(&Message::Request(r));
             self.in_flight.push(r);
         }
-        Ok(())
     }
 
     fn fill_metadata_requests(&mut self) {

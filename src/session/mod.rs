@@ -103,7 +103,7 @@ pub struct Report {
 
 #[derive(Default)]
 struct Known {
-    connected: bool,
+    /// A dial or connection to this address is under way.
     dialing: bool,
     failures: u32,
     next_try: Option<Instant>,
@@ -263,7 +263,6 @@ pub async fn run(
             Some(ConnEvent::Ended(addr, ok)) = ev_rx.recv() => {
                 if let Some(k) = known.get_mut(&addr) {
                     k.dialing = false;
-                    k.connected = false;
                     k.failures = if ok { 0 } else { k.failures + 1 };
                     // Back off: 15 s, 30 s, 1 min … up to 10 min.
                     let wait = Duration::from_secs(15u64 << k.failures.min(6)).min(Duration::from_secs(600));
@@ -560,29 +559,25 @@ fn dial_some(
     if shared.shutdown.is_cancelled() {
         return;
     }
-    let connected = shared.lock().peers.len();
-    let complete = shared.is_complete();
-    let now = Instant::now();
-    let mut budget = opts
-        .max_peers
-        .saturating_sub(connected + dialing.load(Ordering::Relaxed))
-        .min(MAX_HALF_OPEN.saturating_sub(dialing.load(Ordering::Relaxed)));
+    let st = shared.lock();
     // While seeding we only accept; dialing is for getting data.
-    if complete {
+    if st.picker.as_ref().is_some_and(|p| p.is_complete()) {
         return;
     }
+    let now = Instant::now();
+    let in_progress = dialing.load(Ordering::Relaxed);
+    let mut budget = opts
+        .max_peers
+        .saturating_sub(st.peers.len() + in_progress)
+        .min(MAX_HALF_OPEN.saturating_sub(in_progress));
     for (addr, k) in known.iter_mut() {
         if budget == 0 {
             break;
         }
-        if k.connected || k.dialing || k.next_try.is_some_and(|t| t > now) {
-            continue;
-        }
-        if shared.lock().banned.contains(&addr.ip()) {
+        if k.dialing || k.next_try.is_some_and(|t| t > now) || st.banned.contains(&addr.ip()) {
             continue;
         }
         k.dialing = true;
-        k.connected = true;
         budget -= 1;
         dialing.fetch_add(1, Ordering::Relaxed);
         let (addr, shared, bind, ev_tx, dialing) = (
