@@ -34,22 +34,32 @@
 //! tracing `error!` from the `mainline` target each failed round, which the
 //! subscriber should filter). It resolves host names synchronously, so we
 //! resolve them ourselves with a deadline ([`RESOLVE_DEADLINE`]) and hand it
-//! only addresses: `start` never waits on DNS for longer than that. Names
-//! that do not resolve in time are skipped for this run. Nodes saved by
-//! [`DhtHandle::save_state`] are added to the list, so a restart bootstraps
-//! from known-good nodes at once. mainline cannot be given a node id (only a
-//! public IP to derive a BEP 42 id from), so the id is not persisted.
+//! only addresses: `start` never waits on DNS for longer than that. Nodes
+//! saved by [`DhtHandle::save_state`] are added to the list, so a restart
+//! bootstraps from known-good nodes at once. mainline cannot be given a
+//! node id (only a public IP to derive a BEP 42 id from), so the id is not
+//! persisted.
+//!
+//! # Starting offline
+//!
+//! A name that did not resolve at start (no network yet, DNS down) would be
+//! lost for the whole run, and mainline has no way to add a bootstrap node
+//! to a running node. So a watcher thread re-resolves the names while the
+//! routing table is empty, backing off from 1 s to [`RETRY_MAX`], and when
+//! they yield an address the node was not built with, it replaces the
+//! node: a routing table that is empty loses nothing. The new node binds the
+//! same port once the old actor thread has let it go; meanwhile lookups
+//! come back empty and announces fail, as they would have anyway.
 
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use mainline::async_dht::AsyncDht;
 use mainline::{Dht, Id};
 use tokio::sync::mpsc::Sender;
 use tokio::task::JoinHandle;
@@ -89,8 +99,15 @@ const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Distinct peers remembered per discovery task for the `found` counter.
 const MAX_SEEN_PEERS: usize = 10_000;
 
-/// How often `run_node` checkpoints its state while running.
-const NODE_SAVE_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Longest wait between two re-resolutions of the bootstrap names while
+/// the routing table is empty.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How long a rebuild waits for the old node's actor thread to free the
+/// port. The thread exits within one tick (≤ 50 ms) of its last handle
+/// going, but an announce in flight holds a handle until it fails, which
+/// takes a few request timeouts when the table is empty.
+const REBIND_PATIENCE: Duration = Duration::from_secs(15);
 
 /// What went wrong in the DHT shell.
 #[derive(Debug, thiserror::Error)]
@@ -149,11 +166,21 @@ pub struct DhtHandle {
 }
 
 struct Inner {
-    dht: Dht,
-    async_dht: AsyncDht,
-    local_addr: SocketAddr,
+    slot: Mutex<Slot>,
+    local_addr: SocketAddrV4,
     table_size: AtomicUsize,
     state_dir: Option<PathBuf>,
+    /// Bootstrap entries that are host names, re-resolved while the table
+    /// is empty (literal addresses never change, and mainline retries them).
+    names: Vec<String>,
+    server_mode: bool,
+}
+
+/// The mainline node in use and the addresses it was built with.
+struct Slot {
+    /// `None` only while a rebuild waits for the port.
+    dht: Option<Dht>,
+    bootstrap: Vec<SocketAddrV4>,
 }
 
 impl DhtHandle {
@@ -161,93 +188,106 @@ impl DhtHandle {
     /// in the background. The only waiting is name resolution of the
     /// bootstrap list, capped at [`RESOLVE_DEADLINE`], and one round trip to
     /// mainline's actor thread. An unreachable or unresolvable bootstrap is
-    /// not an error: mainline keeps retrying the addresses it was given.
+    /// not an error: mainline keeps retrying the addresses it was given, and
+    /// the watcher thread the names (see the module docs).
     pub fn start(cfg: DhtConfig) -> Result<DhtHandle, DhtError> {
         let bind = cfg.bind.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let names: Vec<String> = match &cfg.bootstrap {
+        let entries: Vec<String> = match &cfg.bootstrap {
             Some(list) => list.clone(),
             None => mainline::DEFAULT_BOOTSTRAP_NODES
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
         };
-        let mut bootstrap = resolve_bounded(&names, RESOLVE_DEADLINE);
+        let mut bootstrap = resolve_bounded(&entries, RESOLVE_DEADLINE);
         if let Some(dir) = &cfg.state_dir {
-            for node in load_state(&dir.join(STATE_FILE)) {
-                if !bootstrap.contains(&node) {
-                    bootstrap.push(node);
-                }
-            }
+            bootstrap =
+                widened(&bootstrap, &load_state(&dir.join(STATE_FILE))).unwrap_or(bootstrap);
         }
         tracing::debug!(?bootstrap, port = cfg.port, %bind, "starting dht");
-
-        let mut builder = Dht::builder();
-        builder.port(cfg.port).bind_address(bind);
-        if bootstrap.is_empty() {
-            builder.no_bootstrap();
-        } else {
-            builder.bootstrap(&bootstrap);
-        }
-        if cfg.server_mode {
-            builder.server_mode();
-        }
-        let dht = builder.build().map_err(|source| DhtError::Start {
+        let start_error = |source| DhtError::Start {
             bind,
             port: cfg.port,
             source,
-        })?;
+        };
+        let dht = build_node(
+            SocketAddrV4::new(bind, cfg.port),
+            &bootstrap,
+            cfg.server_mode,
+        )
+        .map_err(start_error)?;
         #[allow(deprecated)] // one actor round trip at start-up is fine
-        let local_addr = SocketAddr::V4(dht.info().local_addr());
+        let local_addr = dht.info().local_addr();
+        let names = entries
+            .into_iter()
+            .take(MAX_BOOTSTRAP_ENTRIES)
+            .map(|e| e.trim().to_string())
+            .filter(|e| e.parse::<SocketAddrV4>().is_err())
+            .collect();
         let inner = Arc::new(Inner {
-            async_dht: dht.clone().as_async(),
-            dht,
+            slot: Mutex::new(Slot {
+                dht: Some(dht),
+                bootstrap,
+            }),
             local_addr,
             table_size: AtomicUsize::new(0),
             state_dir: cfg.state_dir,
+            names,
+            server_mode: cfg.server_mode,
         });
-        spawn_size_refresher(Arc::downgrade(&inner)).map_err(|source| DhtError::Start {
-            bind,
-            port: cfg.port,
-            source,
-        })?;
+        spawn_watcher(Arc::downgrade(&inner)).map_err(start_error)?;
         Ok(DhtHandle { inner })
     }
 
     /// The bound UDP address (0.0.0.0:port when bound to all interfaces).
     pub fn local_addr(&self) -> SocketAddr {
-        self.inner.local_addr
+        SocketAddr::V4(self.inner.local_addr)
     }
 
     /// Good (non-stale) nodes in the routing table, refreshed once a second
-    /// by a helper thread, so this is an atomic load.
+    /// by the watcher thread, so this is an atomic load.
     pub fn routing_table_size(&self) -> usize {
         self.inner.table_size.load(Ordering::Relaxed)
     }
 
+    /// Resolves once the routing table holds a node (polled at the pace
+    /// the watcher refreshes the count).
+    async fn joined(&self) {
+        while self.routing_table_size() == 0 {
+            tokio::time::sleep(SIZE_REFRESH / 4).await;
+        }
+    }
+
     /// One `get_peers` lookup. Each node's answer is yielded as it arrives;
-    /// the stream ends when the lookup has converged.
+    /// the stream ends when the lookup has converged (at once while the
+    /// node is being rebuilt).
     pub fn get_peers(
         &self,
         info_hash: InfoHash,
     ) -> impl Stream<Item = Vec<SocketAddr>> + Send + 'static {
-        self.inner
-            .async_dht
-            .get_peers(Id::from(info_hash.0))
-            .map(|batch| batch.into_iter().map(SocketAddr::V4).collect())
+        match self.inner.current() {
+            Some(dht) => dht
+                .as_async()
+                .get_peers(Id::from(info_hash.0))
+                .map(|batch| batch.into_iter().map(SocketAddr::V4).collect())
+                .left_stream(),
+            None => futures::stream::empty().right_stream(),
+        }
     }
 
     /// Announces that we serve `info_hash` on TCP `port` to the nodes
     /// closest to it (mainline runs the lookup for tokens first).
     pub async fn announce(&self, info_hash: InfoHash, port: u16) -> Result<(), DhtError> {
-        self.inner
-            .async_dht
+        let fail = |reason: String| DhtError::Announce { info_hash, reason };
+        let dht = self
+            .inner
+            .current()
+            .ok_or_else(|| fail("the node is restarting".into()))?;
+        dht.as_async()
             .announce_peer(Id::from(info_hash.0), Some(port))
             .await
             .map(|_| ())
-            .map_err(|e| DhtError::Announce {
-                info_hash,
-                reason: e.to_string(),
-            })
+            .map_err(|e| fail(e.to_string()))
     }
 
     /// Writes the routing table's good nodes to `state_dir/dht.state`
@@ -259,8 +299,7 @@ impl DhtHandle {
         let Some(dir) = &self.inner.state_dir else {
             return Ok(());
         };
-        #[allow(deprecated)]
-        let nodes = self.inner.dht.to_bootstrap();
+        let nodes = self.inner.good_nodes();
         if nodes.is_empty() {
             return Ok(());
         }
@@ -269,17 +308,145 @@ impl DhtHandle {
     }
 }
 
-/// Keeps `table_size` fresh from a plain thread (no runtime needed), and
-/// stops once the last handle is gone.
-fn spawn_size_refresher(inner: Weak<Inner>) -> std::io::Result<()> {
+impl Inner {
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        // The slot is only ever assigned whole, so a poisoned lock still
+        // holds a consistent value.
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A handle to the node in use; cloning one is a channel-sender clone.
+    fn current(&self) -> Option<Dht> {
+        self.slot().dht.clone()
+    }
+
+    /// The routing table's good nodes (one actor round trip).
+    fn good_nodes(&self) -> Vec<String> {
+        #[allow(deprecated)] // the sync call suits the threads that use it
+        self.current().map_or_else(Vec::new, |d| d.to_bootstrap())
+    }
+
+    /// Replaces the node if `resolved` holds an address it was not built
+    /// with, or if an earlier rebuild could not bind. Only called while the
+    /// routing table is empty, so nothing is lost. Blocks (on the watcher
+    /// thread) until the port is free, at most [`REBIND_PATIENCE`]. Says
+    /// whether a new node is running.
+    fn rebuild_with(&self, resolved: &[SocketAddrV4]) -> bool {
+        let bootstrap = {
+            let mut slot = self.slot();
+            let bootstrap = match (&slot.dht, widened(&slot.bootstrap, resolved)) {
+                (_, Some(wider)) => wider,
+                (None, None) => slot.bootstrap.clone(),
+                (Some(_), None) => return false,
+            };
+            // Our handle goes now; the old actor thread exits (and frees the
+            // port) once the handles of lookups in flight are gone too.
+            slot.dht = None;
+            slot.bootstrap = bootstrap.clone();
+            bootstrap
+        };
+        let until = Instant::now() + REBIND_PATIENCE;
+        loop {
+            match build_node(self.local_addr, &bootstrap, self.server_mode) {
+                Ok(dht) => {
+                    tracing::info!(
+                        nodes = bootstrap.len(),
+                        "DHT: bootstrap nodes now resolve; restarted the DHT node with them"
+                    );
+                    self.slot().dht = Some(dht);
+                    return true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "DHT: cannot restart on {}: {e}; will try again",
+                        self.local_addr
+                    );
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Builds a mainline node on `addr` that bootstraps from `bootstrap`.
+fn build_node(
+    addr: SocketAddrV4,
+    bootstrap: &[SocketAddrV4],
+    server_mode: bool,
+) -> std::io::Result<Dht> {
+    let mut builder = Dht::builder();
+    builder.port(addr.port()).bind_address(*addr.ip());
+    if bootstrap.is_empty() {
+        builder.no_bootstrap();
+    } else {
+        builder.bootstrap(bootstrap);
+    }
+    if server_mode {
+        builder.server_mode();
+    }
+    builder.build()
+}
+
+/// `current` plus the addresses of `more` it lacks, or `None` if it lacks
+/// none (so there is no reason to rebuild).
+fn widened(current: &[SocketAddrV4], more: &[SocketAddrV4]) -> Option<Vec<SocketAddrV4>> {
+    let mut out = current.to_vec();
+    for a in more {
+        if !out.contains(a) {
+            out.push(*a);
+        }
+    }
+    (out.len() > current.len()).then_some(out)
+}
+
+/// Wait before re-resolution number `attempt` (0-based) while the routing
+/// table stays empty: 1, 2, 4, 8, 16 s, then every [`RETRY_MAX`].
+fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.min(5)).min(RETRY_MAX)
+}
+
+/// Keeps `table_size` fresh and, while the table is empty, re-resolves the
+/// bootstrap names and rebuilds the node when they yield new addresses.
+/// A plain thread (no runtime needed, and resolution blocks); it holds the
+/// node only for moments, and stops once the last handle is gone.
+fn spawn_watcher(inner: Weak<Inner>) -> std::io::Result<()> {
     std::thread::Builder::new()
-        .name("btc-dht-stats".into())
+        .name("btc-dht-watch".into())
         .spawn(move || {
-            while let Some(inner) = inner.upgrade() {
-                #[allow(deprecated)]
-                let n = inner.dht.to_bootstrap().len();
-                inner.table_size.store(n, Ordering::Relaxed);
-                drop(inner);
+            let mut attempt = 0u32;
+            let mut next_retry: Option<Instant> = None;
+            loop {
+                let Some(strong) = inner.upgrade() else {
+                    return;
+                };
+                let size = strong.good_nodes().len();
+                strong.table_size.store(size, Ordering::Relaxed);
+                let empty = size == 0 && !strong.names.is_empty();
+                let names = strong.names.clone();
+                drop(strong);
+                if !empty {
+                    attempt = 0;
+                    next_retry = None;
+                } else {
+                    let due = *next_retry.get_or_insert_with(|| Instant::now() + retry_delay(0));
+                    if Instant::now() >= due {
+                        let resolved = resolve_bounded(&names, RESOLVE_DEADLINE);
+                        tracing::debug!(
+                            attempt,
+                            ?resolved,
+                            "dht routing table empty; re-resolved bootstrap names"
+                        );
+                        match inner.upgrade() {
+                            Some(strong) => strong.rebuild_with(&resolved),
+                            None => return,
+                        };
+                        attempt += 1;
+                        next_retry = Some(Instant::now() + retry_delay(attempt));
+                    }
+                }
                 std::thread::sleep(SIZE_REFRESH);
             }
         })
@@ -407,7 +574,8 @@ fn write_state(path: &Path, nodes: &[String]) -> std::io::Result<()> {
 
 /// Background lookups for one torrent: peers stream into `peers` as each
 /// get_peers response arrives (not after the whole lookup); repeat every
-/// 1 s, backing off to ~15 s, while `want_more()` says peers are scarce, every ~5 min otherwise;
+/// 1 s, backing off to ~15 s, while `want_more()` says peers are scarce,
+/// every ~5 min otherwise, and at once when an empty routing table fills;
 /// when `announce` is true also `announce_peer` after each lookup. Stops at
 /// `shutdown` or when the `peers` receiver is dropped.
 ///
@@ -484,36 +652,19 @@ pub fn spawn_discovery(
                 scarce_rounds = 0;
                 LOOKUP_INTERVAL_PLENTY
             };
+            // A lookup on an empty table only reached the bootstrap nodes;
+            // once the node has joined (e.g. the network came up), look
+            // again at once rather than at the end of the back-off.
+            let was_alone = dht.routing_table_size() == 0;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
-            }
-        }
-    })
-}
-
-/// A standalone DHT node for `btc dht --port P`: runs until `shutdown`,
-/// checkpoints its state every few minutes and once more on the way out.
-/// Prints nothing; the caller reports.
-pub async fn run_node(cfg: DhtConfig, shutdown: CancellationToken) -> Result<(), DhtError> {
-    let dht = tokio::task::spawn_blocking(move || DhtHandle::start(cfg))
-        .await
-        .map_err(|e| DhtError::Task(e.to_string()))??;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(NODE_SAVE_INTERVAL) => {
-                let d = dht.clone();
-                let saved = tokio::task::spawn_blocking(move || d.save_state()).await;
-                if let Ok(Err(e)) = saved {
-                    tracing::warn!(error = %e, "cannot checkpoint dht state");
+                _ = dht.joined(), if was_alone => {
+                    tracing::debug!(%info_hash, "dht routing table filled; looking up again");
                 }
             }
         }
-    }
-    tokio::task::spawn_blocking(move || dht.save_state())
-        .await
-        .map_err(|e| DhtError::Task(e.to_string()))?
+    })
 }
 
 /// The default state dir: `$XDG_STATE_HOME/btc` or `~/.local/state/btc`.
@@ -561,6 +712,16 @@ mod tests {
 
     fn hash(byte: u8) -> InfoHash {
         InfoHash([byte; 20])
+    }
+
+    /// Runs one whole lookup and checks that `peer` was among the answers.
+    async fn assert_finds(node: &DhtHandle, ih: InfoHash, peer: &str) {
+        let mut stream = Box::pin(node.get_peers(ih));
+        let mut got = Vec::new();
+        while let Some(batch) = stream.next().await {
+            got.extend(batch);
+        }
+        assert!(got.contains(&peer.parse().unwrap()), "{got:?}");
     }
 
     #[test]
@@ -701,12 +862,7 @@ mod tests {
             // And it is useful: it finds what another node announced.
             let ih = hash(0x99);
             rest[0].announce(ih, 7777).await.unwrap();
-            let mut stream = Box::pin(again.get_peers(ih));
-            let mut got = Vec::new();
-            while let Some(batch) = stream.next().await {
-                got.extend(batch);
-            }
-            assert!(got.contains(&"127.0.0.1:7777".parse().unwrap()), "{got:?}");
+            assert_finds(&again, ih, "127.0.0.1:7777").await;
         })
         .await
         .expect("state test timed out");
@@ -742,41 +898,78 @@ mod tests {
         .expect("dead bootstrap test timed out");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn run_node_stops_on_cancel_and_saves() {
-        tokio::time::timeout(Duration::from_secs(20), async {
-            let dir = tempfile::tempdir().unwrap();
-            let (_first, _rest, boot) = swarm(1);
-            let token = CancellationToken::new();
-            let cfg = loopback(vec![boot.clone()], Some(dir.path().into()));
-            let task = tokio::spawn(run_node(cfg, token.clone()));
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            token.cancel();
-            task.await.unwrap().unwrap();
-            let text = std::fs::read_to_string(dir.path().join(STATE_FILE)).unwrap();
-            assert!(text.contains(&format!("node {boot}")), "{text}");
-        })
-        .await
-        .expect("run_node test timed out");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn empty_table_does_not_clobber_saved_state() {
+    #[test]
+    fn empty_table_does_not_clobber_saved_state() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STATE_FILE);
-        write_state(&path, &["1.2.3.4:6881".to_string()]).unwrap();
-        let lonely = DhtHandle::start(loopback(vec![], None)).unwrap();
-        let lonely = DhtHandle {
-            inner: Arc::new(Inner {
-                dht: lonely.inner.dht.clone(),
-                async_dht: lonely.inner.async_dht.clone(),
-                local_addr: lonely.local_addr(),
-                table_size: AtomicUsize::new(0),
-                state_dir: Some(dir.path().into()),
-            }),
-        };
+        write_state(&path, &["127.0.0.1:1".to_string()]).unwrap();
+        // It bootstraps from the saved node, which never answers.
+        let lonely = DhtHandle::start(loopback(vec![], Some(dir.path().into()))).unwrap();
         lonely.save_state().unwrap();
-        assert_eq!(load_state(&path).len(), 1);
+        assert_eq!(load_state(&path), vec!["127.0.0.1:1".parse().unwrap()]);
+    }
+
+    #[test]
+    fn widened_adds_only_new_addresses() {
+        let a: SocketAddrV4 = "1.1.1.1:1".parse().unwrap();
+        let b: SocketAddrV4 = "2.2.2.2:2".parse().unwrap();
+        assert_eq!(widened(&[a], &[a]), None);
+        assert_eq!(widened(&[a], &[]), None);
+        assert_eq!(widened(&[a], &[b, a, b]), Some(vec![a, b]));
+        assert_eq!(widened(&[], &[b]), Some(vec![b]));
+    }
+
+    #[test]
+    fn retry_backs_off_to_a_cap() {
+        let delays: Vec<u64> = (0..8).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(retry_delay(u32::MAX), RETRY_MAX);
+    }
+
+    /// The rebuild that follows an offline start: same port, and the new
+    /// node joins the DHT through the address it was given.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rebuild_rebinds_the_port_and_joins() {
+        tokio::time::timeout(Duration::from_secs(40), async {
+            let (_first, rest, boot) = swarm(2);
+            let cfg = loopback(vec!["nonexistent.invalid:6881".to_string()], None);
+            let node = tokio::task::spawn_blocking(move || DhtHandle::start(cfg))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                node.inner.names,
+                vec!["nonexistent.invalid:6881".to_string()]
+            );
+            let port = node.local_addr().port();
+            let ih = hash(0x55);
+            rest[0].announce(ih, 7777).await.unwrap();
+            // An announce in flight on the old node holds it for a while.
+            let pending = tokio::spawn({
+                let node = node.clone();
+                async move { node.announce(ih, 1).await }
+            });
+            let t = Instant::now();
+            let n = node.clone();
+            let boot_addr: SocketAddrV4 = boot.parse().unwrap();
+            let rebuilt = tokio::task::spawn_blocking(move || n.inner.rebuild_with(&[boot_addr]))
+                .await
+                .unwrap();
+            assert!(rebuilt);
+            eprintln!("rebuild took {:?}", t.elapsed());
+            assert!(pending.await.unwrap().is_err());
+            #[allow(deprecated)]
+            let bound = node.inner.current().expect("rebuilt").info().local_addr();
+            assert_eq!(bound.port(), port);
+            // Nothing new resolved and the node is up: no second rebuild.
+            assert!(!node.inner.rebuild_with(&[boot_addr]));
+            while node.routing_table_size() == 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_finds(&node, ih, "127.0.0.1:7777").await;
+        })
+        .await
+        .expect("rebuild test timed out");
     }
 
     #[test]

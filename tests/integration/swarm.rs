@@ -43,6 +43,31 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// A local DHT: a `btc dht` node and a btc seeding `torrent` from
+/// `seed_dir` that bootstraps from it and announces there. Returns both
+/// and the node's port.
+fn dht_node_and_seeder(ctx: &Ctx, seed_dir: &Path, torrent: &Path) -> (Proc, Proc, u16) {
+    let d = free_port();
+    let node = start_btc_dht(ctx, d);
+    let boot = format!("127.0.0.1:{d}");
+    let seeder = start_btc_seeder(
+        ctx,
+        "seeder",
+        seed_dir,
+        s(torrent),
+        free_port(),
+        &[
+            "--dht-bootstrap",
+            &boot,
+            "--state-dir",
+            s(&ctx.mkdir("state-seeder")),
+            "--bind",
+            "127.0.0.1",
+        ],
+    );
+    (node, seeder, d)
+}
+
 fn direct(name: &str, payload: Payload, extra_create: &[&str]) {
     let ctx = Ctx::new(name, secs(240));
     let (seed_dir, root, t, _) = make_torrent(&ctx, &payload, 42, extra_create);
@@ -214,26 +239,8 @@ fn magnet_by_bare_hash_over_local_dht() {
     let ctx = Ctx::new("swarm-dht-hash", secs(240));
     let payload = Payload::nested("dhtpayload", 1);
     let (seed_dir, root, t, hash) = make_torrent(&ctx, &payload, 99, &[]);
-    let d = free_port();
-    let _node = start_btc_dht(&ctx, d);
+    let (_node, _seeder, d) = dht_node_and_seeder(&ctx, &seed_dir, &t);
     let boot = format!("127.0.0.1:{d}");
-    let p1 = free_port();
-    let s1 = ctx.mkdir("state1");
-    let _seeder = start_btc_seeder(
-        &ctx,
-        "seeder",
-        &seed_dir,
-        s(&t),
-        p1,
-        &[
-            "--dht-bootstrap",
-            &boot,
-            "--state-dir",
-            s(&s1),
-            "--bind",
-            "127.0.0.1",
-        ],
-    );
     let s2 = ctx.mkdir("state2");
     let out = ctx.join("out");
     let p2 = free_port().to_string();
@@ -627,4 +634,143 @@ fn base32_of_hex(h: &str) -> String {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------
+// A machine with no network (a namespace with only loopback, see Netns)
+
+/// btc starts while its DHT bootstrap name does not resolve, as on a laptop
+/// whose network is not up yet. Once the name resolves, btc joins the DHT
+/// on its own, finds the seeder by the bare info-hash, and downloads.
+#[test]
+fn dht_joins_once_the_bootstrap_name_resolves() {
+    let ctx = Ctx::offline("offline-late-dns", secs(180));
+    let payload = Payload::nested("latedns", 1);
+    let (seed_dir, root, t, hash) = make_torrent(&ctx, &payload, 141, &[]);
+    let (_node, _seeder, d) = dht_node_and_seeder(&ctx, &seed_dir, &t);
+    let host = "dht-boot.btc-test";
+    let named = format!("{host}:{d}");
+    let out = ctx.join("out");
+    let port = free_port().to_string();
+    let mut leecher = ctx.spawn(
+        "leecher",
+        ctx.btc(&[
+            &hash,
+            "--dht-bootstrap",
+            &named,
+            "--no-seed",
+            "--state-dir",
+            s(&ctx.mkdir("state2")),
+            "-o",
+            s(&out),
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "-v",
+        ]),
+    );
+    // Offline: nothing to find, and btc neither gives up nor crashes.
+    std::thread::sleep(secs(3));
+    leecher.assert_running();
+    assert!(
+        !leecher.stderr().contains("metadata received"),
+        "{}",
+        leecher.stderr()
+    );
+    let online = Instant::now();
+    ctx.netns.as_ref().unwrap().add_host(host, "127.0.0.1");
+    leecher.expect_success(secs(120));
+    let el = online.elapsed();
+    assert_same_tree(&root, &out.join("latedns"));
+    let stderr = leecher.stderr();
+    assert!(
+        stderr.contains("restarted the DHT node"),
+        "no DHT restart logged:\n{stderr}"
+    );
+    eprintln!("[offline] name resolvable -> download complete after {el:?}");
+}
+
+/// No network at all: the default DHT routers do not resolve and two of
+/// the three trackers cannot be reached, yet the local tracker works, a
+/// bare info-hash with `--peer` works (metadata included), nothing about
+/// the DHT is printed, and Ctrl-C while seeding stops btc at once.
+#[test]
+fn no_network_at_all_trackers_and_peers_still_work() {
+    let ctx = Ctx::offline("offline-no-network", secs(180));
+    let payload = Payload::single("offline.bin", 5 * MIB + 17);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 151);
+    let t = ctx.join("offline.torrent");
+    let tracker = torrent_behind_tracker(&ctx, &root, &t, &[], Some(Opentracker::http));
+    let p1 = free_port();
+    let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
+    let dead = [
+        "udp://192.0.2.1:6969/announce",
+        "http://tracker.btc-test.invalid/announce",
+    ];
+    // Peers from the local tracker only; the DHT uses its default routers.
+    let out = ctx.join("out");
+    let (_, stderr, el) = leech(
+        &ctx,
+        "leecher-tracker",
+        &[
+            s(&t),
+            "-o",
+            s(&out),
+            "--tracker",
+            dead[0],
+            "--tracker",
+            dead[1],
+            "--no-seed",
+            "--port",
+            "0",
+            "--state-dir",
+            s(&ctx.mkdir("st1")),
+        ],
+        secs(60),
+    );
+    assert_same_tree(&root, &out.join("offline.bin"));
+    assert!(
+        !stderr.to_lowercase().contains("dht"),
+        "the DHT should retry quietly:\n{stderr}"
+    );
+    eprintln!("[offline] via the local tracker in {el:?}");
+
+    // The bare info-hash and `--peer`, so metadata too; then seed until
+    // SIGINT.
+    let hash = transmission_hash(&ctx, &t);
+    let out2 = ctx.join("out2");
+    let peer = format!("127.0.0.1:{p1}");
+    let mut l = ctx.spawn(
+        "leecher-peer",
+        ctx.btc(&[
+            &hash,
+            "-o",
+            s(&out2),
+            "--peer",
+            &peer,
+            "--port",
+            "0",
+            "--state-dir",
+            s(&ctx.mkdir("st2")),
+        ]),
+    );
+    l.wait_output("seeding ", secs(60));
+    assert_same_tree(&root, &out2.join("offline.bin"));
+    let start = Instant::now();
+    signal(l.pid(), SIGINT);
+    let status = l
+        .wait_timeout(secs(5))
+        .unwrap_or_else(|| panic!("still running 5 s after SIGINT\n{}", l.tails()));
+    let stop = start.elapsed();
+    assert!(status.success(), "{status}\n{}", l.tails());
+    assert!(stop <= Duration::from_secs(3), "SIGINT took {stop:?}");
+    assert!(
+        !l.stderr().to_lowercase().contains("dht"),
+        "the DHT should retry quietly:\n{}",
+        l.stderr()
+    );
+    eprintln!("[offline] via --peer, then stopped {stop:?} after SIGINT");
+    drop(tracker);
 }

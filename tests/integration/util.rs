@@ -26,6 +26,7 @@ pub const BTC: &str = env!("CARGO_BIN_EXE_btc");
 /// Debian's python3 (where `python3-libtorrent` lives), not a pyenv shim.
 pub const PYTHON: &str = "/usr/bin/python3";
 
+pub const SIGINT: i32 = 2;
 pub const SIGTERM: i32 = 15;
 pub const SIGKILL: i32 = 9;
 
@@ -104,6 +105,8 @@ type Pids = Arc<Mutex<Vec<u32>>>;
 pub struct Ctx {
     pub dir: TestDir,
     pub name: String,
+    /// Where `btc` and opentracker run, for tests of a machine offline.
+    pub netns: Option<Netns>,
     deadline: Instant,
     pids: Pids,
     done: Arc<AtomicBool>,
@@ -143,12 +146,22 @@ impl Ctx {
         Ctx {
             dir,
             name: name.to_string(),
+            netns: None,
             deadline,
             pids,
             done,
             timed_out,
             seq: AtomicUsize::new(0),
         }
+    }
+
+    /// A context whose `btc` and opentracker processes run in a network
+    /// namespace of their own with nothing but loopback: a machine with no
+    /// network at all (see [`Netns`]).
+    pub fn offline(name: &str, timeout: Duration) -> Ctx {
+        let mut ctx = Ctx::new(name, timeout);
+        ctx.netns = Some(Netns::new());
+        ctx
     }
 
     pub fn path(&self) -> &Path {
@@ -161,6 +174,23 @@ impl Ctx {
 
     pub fn mkdir(&self, p: impl AsRef<Path>) -> PathBuf {
         self.dir.mkdir(p)
+    }
+
+    /// A command for `program`, inside the context's namespace if it has one.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.netns {
+            Some(ns) => ns.command(program),
+            None => Command::new(program),
+        }
+    }
+
+    /// Whether something accepts TCP connections at `addr`, seen from
+    /// where the context's processes run.
+    pub fn tcp_open(&self, addr: &str) -> bool {
+        match &self.netns {
+            Some(ns) => ns.tcp_open(addr),
+            None => tcp_open(addr),
+        }
     }
 
     /// Time left before the hard deadline.
@@ -223,7 +253,7 @@ impl Ctx {
     /// A `btc` command with a private XDG state home and no inherited
     /// RUST_LOG, so runs never touch the user's state.
     pub fn btc(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BTC);
+        let mut c = self.command(BTC);
         c.args(args)
             .env_remove("RUST_LOG")
             .env("XDG_STATE_HOME", self.join("xdg-state"))
@@ -865,6 +895,96 @@ pub fn start_btc_dht(ctx: &Ctx, port: u16) -> Proc {
 }
 
 // ---------------------------------------------------------------------------
+// A machine with no network
+
+/// A network namespace with only loopback up, and its own `/etc/hosts` and
+/// `/etc/resolv.conf` (`ip netns exec` bind-mounts the files of
+/// `/etc/netns/NAME/` over `/etc/`). Inside it no public host name
+/// resolves and no address outside 127.0.0.0/8 is reachable, yet loopback
+/// works, so a test can run a whole swarm offline. Needs root, as CI has;
+/// removed on drop.
+pub struct Netns {
+    pub name: String,
+    etc: PathBuf,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        assert!(
+            is_root(),
+            "offline tests make a network namespace and must run as root (CI does)"
+        );
+        require_tool("ip");
+        let name = format!(
+            "btc-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let etc = Path::new("/etc/netns").join(&name);
+        fs::create_dir_all(&etc).unwrap();
+        fs::write(etc.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        // A resolver that answers nothing, at once: DNS fails as offline.
+        fs::write(
+            etc.join("resolv.conf"),
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .unwrap();
+        let ns = Netns { name, etc };
+        ns.ip(&["netns", "add", &ns.name]);
+        ns.ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `program` to be run inside the namespace. `ip netns exec` execs it,
+    /// so the PID is the program's own.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// [`tcp_open`] from inside the namespace, through bash's /dev/tcp.
+    pub fn tcp_open(&self, addr: &str) -> bool {
+        let (host, port) = addr.rsplit_once(':').expect("HOST:PORT");
+        self.command("bash")
+            .args(["-c", &format!(": </dev/tcp/{host}/{port}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Makes `host` resolve to `ip` from now on, for processes already
+    /// running too: the file is appended to in place, so their bind mount
+    /// sees it, and glibc reads /etc/hosts on every lookup.
+    pub fn add_host(&self, host: &str, ip: &str) {
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(self.etc.join("hosts"))
+            .unwrap();
+        writeln!(f, "{ip} {host}").unwrap();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let _ = fs::remove_dir_all(&self.etc);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // opentracker
 
 /// A Debian opentracker on 127.0.0.1, HTTP and UDP on the same port, that
@@ -893,7 +1013,7 @@ impl Opentracker {
         fs::set_permissions(&wl, fs::Permissions::from_mode(0o644)).unwrap();
         let port = free_port();
         let p = port.to_string();
-        let mut c = Command::new("opentracker");
+        let mut c = ctx.command("opentracker");
         c.args(["-i", "127.0.0.1", "-p", &p, "-P", &p, "-d"])
             .arg(&dir)
             .args(["-w", "whitelist"]);
@@ -904,7 +1024,7 @@ impl Opentracker {
         let mut proc = ctx.spawn("opentracker", c);
         let addr = format!("127.0.0.1:{port}");
         let ok = wait_for(Duration::from_secs(10), || {
-            proc.try_status().is_none() && tcp_open(&addr)
+            proc.try_status().is_none() && ctx.tcp_open(&addr)
         });
         if !ok {
             panic!("opentracker did not start\n{}", proc.tails());
