@@ -37,8 +37,10 @@
 //! only addresses: `start` never waits on DNS for longer than that. Nodes
 //! saved by [`DhtHandle::save_state`] are added to the list, so a restart
 //! bootstraps from known-good nodes at once. mainline cannot be given a
-//! node id (only a public IP to derive a BEP 42 id from), so the id is not
-//! persisted.
+//! node id, only a public IP to derive a BEP 42 ("secure") id from, so the
+//! state keeps the public IP that other nodes reported: the next run starts
+//! with an id that is valid for it, instead of finding out mid-run and
+//! resetting its routing table under a new id as mainline then does.
 //!
 //! # Starting offline
 //!
@@ -174,6 +176,8 @@ struct Inner {
     /// is empty (literal addresses never change, and mainline retries them).
     names: Vec<String>,
     server_mode: bool,
+    /// Saved by an earlier run; the node's BEP 42 id is derived from it.
+    public_ip: Option<Ipv4Addr>,
 }
 
 /// The mainline node in use and the addresses it was built with.
@@ -200,11 +204,14 @@ impl DhtHandle {
                 .collect(),
         };
         let mut bootstrap = resolve_bounded(&entries, RESOLVE_DEADLINE);
-        if let Some(dir) = &cfg.state_dir {
-            bootstrap =
-                widened(&bootstrap, &load_state(&dir.join(STATE_FILE))).unwrap_or(bootstrap);
-        }
-        tracing::debug!(?bootstrap, port = cfg.port, %bind, "starting dht");
+        let saved = cfg
+            .state_dir
+            .as_ref()
+            .map(|dir| load_state(&dir.join(STATE_FILE)))
+            .unwrap_or_default();
+        bootstrap = widened(&bootstrap, &saved.nodes).unwrap_or(bootstrap);
+        let public_ip = saved.public_ip;
+        tracing::debug!(?bootstrap, ?public_ip, port = cfg.port, %bind, "starting dht");
         let start_error = |source| DhtError::Start {
             bind,
             port: cfg.port,
@@ -214,6 +221,7 @@ impl DhtHandle {
             SocketAddrV4::new(bind, cfg.port),
             &bootstrap,
             cfg.server_mode,
+            public_ip,
         )
         .map_err(start_error)?;
         #[allow(deprecated)] // one actor round trip at start-up is fine
@@ -234,6 +242,7 @@ impl DhtHandle {
             state_dir: cfg.state_dir,
             names,
             server_mode: cfg.server_mode,
+            public_ip,
         });
         spawn_watcher(Arc::downgrade(&inner)).map_err(start_error)?;
         Ok(DhtHandle { inner })
@@ -290,21 +299,37 @@ impl DhtHandle {
             .map_err(|e| fail(e.to_string()))
     }
 
-    /// Writes the routing table's good nodes to `state_dir/dht.state`
+    /// Writes the routing table's good nodes and our public IP (as other
+    /// nodes see it, if it is a public one) to `state_dir/dht.state`
     /// (atomically, via a temporary file). A no-op without a state dir, and
     /// also while the table is empty, so a short offline run does not wipe
-    /// the nodes a previous run learned. Blocks for one actor round trip
-    /// (≤ ~50 ms) plus the file write.
+    /// the nodes a previous run learned. Blocks for two actor round trips
+    /// (≤ ~50 ms each) plus the file write.
     pub fn save_state(&self) -> Result<(), DhtError> {
         let Some(dir) = &self.inner.state_dir else {
             return Ok(());
         };
-        let nodes = self.inner.good_nodes();
+        let nodes: Vec<SocketAddrV4> = self
+            .inner
+            .good_nodes()
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
         if nodes.is_empty() {
             return Ok(());
         }
+        #[allow(deprecated)] // the sync call suits the threads that use it
+        let reported = self
+            .inner
+            .current()
+            .and_then(|d| d.info().public_address())
+            .map(|a| *a.ip());
+        let state = SavedState {
+            nodes,
+            public_ip: reported.filter(is_public).or(self.inner.public_ip),
+        };
         let path = dir.join(STATE_FILE);
-        write_state(&path, &nodes).map_err(|source| DhtError::State { path, source })
+        write_state(&path, &state).map_err(|source| DhtError::State { path, source })
     }
 }
 
@@ -347,7 +372,12 @@ impl Inner {
         };
         let until = Instant::now() + REBIND_PATIENCE;
         loop {
-            match build_node(self.local_addr, &bootstrap, self.server_mode) {
+            match build_node(
+                self.local_addr,
+                &bootstrap,
+                self.server_mode,
+                self.public_ip,
+            ) {
                 Ok(dht) => {
                     tracing::info!(
                         nodes = bootstrap.len(),
@@ -371,14 +401,19 @@ impl Inner {
     }
 }
 
-/// Builds a mainline node on `addr` that bootstraps from `bootstrap`.
+/// Builds a mainline node on `addr` that bootstraps from `bootstrap`, with
+/// a BEP 42 id for `public_ip` if known (a random id otherwise).
 fn build_node(
     addr: SocketAddrV4,
     bootstrap: &[SocketAddrV4],
     server_mode: bool,
+    public_ip: Option<Ipv4Addr>,
 ) -> std::io::Result<Dht> {
     let mut builder = Dht::builder();
     builder.port(addr.port()).bind_address(*addr.ip());
+    if let Some(ip) = public_ip {
+        builder.public_ip(ip);
+    }
     if bootstrap.is_empty() {
         builder.no_bootstrap();
     } else {
@@ -511,9 +546,31 @@ fn resolve_bounded(entries: &[String], deadline: Duration) -> Vec<SocketAddrV4> 
     out
 }
 
-/// Reads saved nodes; a missing, unreadable or garbled file just yields
-/// fewer (or no) nodes, since the state is only a speed-up.
-fn load_state(path: &Path) -> Vec<SocketAddrV4> {
+/// What `dht.state` holds.
+#[derive(Debug, Default, PartialEq)]
+struct SavedState {
+    /// Good nodes of the last routing table, to bootstrap from.
+    nodes: Vec<SocketAddrV4>,
+    /// Our public IP as other nodes reported it.
+    public_ip: Option<Ipv4Addr>,
+}
+
+/// Whether `ip` can be a public address (mainline treats ids of private,
+/// loopback and link-local addresses as always valid, so those are not
+/// worth keeping).
+fn is_public(ip: &Ipv4Addr) -> bool {
+    !(ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation())
+}
+
+/// Reads the saved state; a missing, unreadable or garbled file just yields
+/// less (or nothing), since the state is only a speed-up.
+fn load_state(path: &Path) -> SavedState {
     use std::io::Read;
     let mut text = String::new();
     let read =
@@ -522,28 +579,31 @@ fn load_state(path: &Path) -> Vec<SocketAddrV4> {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::debug!(path = %path.display(), error = %e, "cannot read dht state");
         }
-        return Vec::new();
+        return SavedState::default();
     }
     parse_state(&text)
 }
 
-/// Parses the state text: `node IP:PORT` lines; other lines are ignored so
-/// the format can grow.
-fn parse_state(text: &str) -> Vec<SocketAddrV4> {
-    let mut out = Vec::new();
+/// Parses the state text: `node IP:PORT` and `public-ip IP` lines; other
+/// lines are ignored so the format can grow.
+fn parse_state(text: &str) -> SavedState {
+    let mut out = SavedState::default();
     for line in text.lines() {
         let mut words = line.split_whitespace();
-        if words.next() != Some("node") {
-            continue;
-        }
-        if let Some(addr) = words.next().and_then(|w| w.parse::<SocketAddrV4>().ok())
-            && addr.port() != 0
-            && !out.contains(&addr)
-        {
-            out.push(addr);
-            if out.len() >= MAX_STATE_NODES {
-                break;
+        match (words.next(), words.next()) {
+            (Some("node"), Some(word)) => {
+                if let Ok(addr) = word.parse::<SocketAddrV4>()
+                    && addr.port() != 0
+                    && out.nodes.len() < MAX_STATE_NODES
+                    && !out.nodes.contains(&addr)
+                {
+                    out.nodes.push(addr);
+                }
             }
+            (Some("public-ip"), Some(word)) => {
+                out.public_ip = word.parse().ok().filter(is_public);
+            }
+            _ => {}
         }
     }
     out
@@ -551,17 +611,17 @@ fn parse_state(text: &str) -> Vec<SocketAddrV4> {
 
 /// Writes the state file via a temporary file and rename, so a crash never
 /// leaves a half-written file behind.
-fn write_state(path: &Path, nodes: &[String]) -> std::io::Result<()> {
+fn write_state(path: &Path, state: &SavedState) -> std::io::Result<()> {
+    use std::fmt::Write as _;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut text = String::from("# btc dht state: known good nodes, one per line\n");
-    for node in nodes.iter().take(MAX_STATE_NODES) {
-        if node.parse::<SocketAddrV4>().is_ok() {
-            text.push_str("node ");
-            text.push_str(node);
-            text.push('\n');
-        }
+    let mut text = String::from("# btc dht state: our public IP, then known good nodes\n");
+    if let Some(ip) = state.public_ip {
+        let _ = writeln!(text, "public-ip {ip}");
+    }
+    for node in state.nodes.iter().take(MAX_STATE_NODES) {
+        let _ = writeln!(text, "node {node}");
     }
     let tmp = path.with_extension("state.tmp");
     {
@@ -728,24 +788,54 @@ mod tests {
     fn state_text_round_trip_and_garbage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub").join(STATE_FILE);
-        let nodes = vec![
-            "1.2.3.4:6881".to_string(),
-            "not an address".to_string(),
-            "[::1]:6881".to_string(),
-            "5.6.7.8:1".to_string(),
-        ];
-        write_state(&path, &nodes).unwrap();
-        let read = load_state(&path);
-        assert_eq!(
-            read,
-            vec![
-                "1.2.3.4:6881".parse::<SocketAddrV4>().unwrap(),
-                "5.6.7.8:1".parse().unwrap()
-            ]
+        let state = SavedState {
+            nodes: vec![
+                "1.2.3.4:6881".parse().unwrap(),
+                "5.6.7.8:1".parse().unwrap(),
+            ],
+            public_ip: Some(Ipv4Addr::new(93, 184, 216, 34)),
+        };
+        write_state(&path, &state).unwrap();
+        assert_eq!(load_state(&path), state);
+        let parsed = parse_state(
+            "junk\nnode\nnode 1.1.1.1:0\nnode 9.9.9.9:9 extra\nnode [::1]:5\nfuture x\npublic-ip nope\n",
         );
-        let parsed = parse_state("junk\nnode\nnode 1.1.1.1:0\nnode 9.9.9.9:9 extra\nfuture x\n");
-        assert_eq!(parsed, vec!["9.9.9.9:9".parse::<SocketAddrV4>().unwrap()]);
-        assert!(load_state(&dir.path().join("missing")).is_empty());
+        assert_eq!(
+            parsed,
+            SavedState {
+                nodes: vec!["9.9.9.9:9".parse().unwrap()],
+                public_ip: None
+            }
+        );
+        // Private addresses say nothing about our BEP 42 id.
+        assert_eq!(parse_state("public-ip 192.168.1.2\n").public_ip, None);
+        assert_eq!(
+            load_state(&dir.path().join("missing")),
+            SavedState::default()
+        );
+    }
+
+    /// A saved public IP gives the node a BEP 42 id valid for it at once.
+    #[test]
+    fn saved_public_ip_sets_a_secure_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let ip = Ipv4Addr::new(93, 184, 216, 34);
+        let state = SavedState {
+            nodes: vec!["127.0.0.1:1".parse().unwrap()],
+            public_ip: Some(ip),
+        };
+        write_state(&dir.path().join(STATE_FILE), &state).unwrap();
+        for _ in 0..3 {
+            let node = DhtHandle::start(loopback(vec![], Some(dir.path().into()))).unwrap();
+            #[allow(deprecated)]
+            let id = *node.inner.current().unwrap().info().id();
+            assert!(id.is_valid_for_ip(ip), "{id} is not a BEP 42 id for {ip}");
+        }
+        // Without it the id is random: valid for a given IP 1 time in 2^21.
+        let node = DhtHandle::start(loopback(vec![], None)).unwrap();
+        #[allow(deprecated)]
+        let id = *node.inner.current().unwrap().info().id();
+        assert!(!id.is_valid_for_ip(ip));
     }
 
     #[test]
@@ -902,11 +992,15 @@ mod tests {
     fn empty_table_does_not_clobber_saved_state() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STATE_FILE);
-        write_state(&path, &["127.0.0.1:1".to_string()]).unwrap();
+        let state = SavedState {
+            nodes: vec!["127.0.0.1:1".parse().unwrap()],
+            public_ip: None,
+        };
+        write_state(&path, &state).unwrap();
         // It bootstraps from the saved node, which never answers.
         let lonely = DhtHandle::start(loopback(vec![], Some(dir.path().into()))).unwrap();
         lonely.save_state().unwrap();
-        assert_eq!(load_state(&path), vec!["127.0.0.1:1".parse().unwrap()]);
+        assert_eq!(load_state(&path), state);
     }
 
     #[test]
