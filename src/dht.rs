@@ -75,6 +75,10 @@ pub const RESOLVE_DEADLINE: Duration = Duration::from_secs(2);
 /// Bootstrap entries considered; more are ignored (each name costs a thread).
 const MAX_BOOTSTRAP_ENTRIES: usize = 64;
 
+/// Bootstrap addresses a node is built with at most; names that resolve to
+/// ever new addresses (DNS round robin) cannot grow the list past it.
+const MAX_BOOTSTRAP_ADDRS: usize = 512;
+
 /// Name of the state file inside the state directory.
 pub const STATE_FILE: &str = "dht.state";
 
@@ -430,7 +434,7 @@ fn build_node(
 fn widened(current: &[SocketAddrV4], more: &[SocketAddrV4]) -> Option<Vec<SocketAddrV4>> {
     let mut out = current.to_vec();
     for a in more {
-        if !out.contains(a) {
+        if out.len() < MAX_BOOTSTRAP_ADDRS && !out.contains(a) {
             out.push(*a);
         }
     }

@@ -19,6 +19,7 @@
 //! - [`choker`]: who we upload to.
 //! - [`tracker::announce`]: tracker request and response encoding.
 //! - [`storage::layout`]: piece offsets to file spans.
+//! - [`webseed::plan`]: web seed URLs and byte ranges for picked blocks.
 //! - [`create`]: building a `.torrent` from files.
 //!
 //! I/O shell:
@@ -26,6 +27,7 @@
 //! - [`tracker`]: HTTP and UDP announce loops.
 //! - [`dht`]: the only user of `mainline`.
 //! - [`storage::disk`]: blocking file I/O and verification.
+//! - [`webseed`]: one task per web seed (BEP 19), fetching by HTTP range.
 //! - [`session`]: the torrent actor that joins everything together.
 //! - [`ui`]: progress bars, fed from session statistics.
 //! - [`cmd`]: one function per subcommand, called by `main.rs`.
@@ -46,3 +48,17 @@ pub mod session;
 pub mod storage;
 pub mod tracker;
 pub mod ui;
+pub mod webseed;
+
+/// An error and its chain of causes on one line. Some libraries (reqwest)
+/// put the useful part ("connection refused") only in the causes.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

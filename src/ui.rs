@@ -154,7 +154,10 @@ fn draw(s: &Status, bar: &mut Option<(Kind, ProgressBar)>) {
 }
 
 fn transfer_message(s: &Status) -> String {
-    let peers = format!("peers {}/{}", s.peers_connected, s.peers_known);
+    let mut peers = format!("peers {}/{}", s.peers_connected, s.peers_known);
+    if s.web_seeds > 0 && s.phase != Phase::Seeding {
+        peers.push_str(&format!(" + {} web", s.web_seeds));
+    }
     match s.phase {
         Phase::Seeding => format!(
             "seeding ↑{}/s, uploaded {} (ratio {:.2}), {peers}",

@@ -14,9 +14,9 @@ use super::message::{BlockRef, MAX_REQUEST_LEN, Message};
 use super::metadata::{MetadataError, MetadataMessage, serve_piece};
 use crate::bitfield::Bitfield;
 use crate::id::{InfoHash, PeerId};
-use crate::picker::{BlockOutcome, PeerKey};
+use crate::picker::PeerKey;
 use crate::session::shared::{PeerCommand, PeerEntry, Shared};
-use crate::session::verify::spawn_verify;
+use crate::session::verify::deliver_block;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use std::collections::VecDeque;
@@ -80,6 +80,9 @@ pub enum ConnError {
     /// Sent metadata that does not match the info-hash.
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    /// We and the peer both have every piece: nothing to trade.
+    #[error("we are both seeds")]
+    BothSeeds,
 }
 
 /// Blocks being read from disk for upload; `None` data means the read failed.
@@ -452,7 +455,7 @@ impl Peer {
             }
             bf.set(i as usize);
         }
-        {
+        let both_seeds = {
             let mut st = self.shared.lock();
             if let Some(p) = st.picker.as_mut() {
                 p.add_availability(&bf);
@@ -460,6 +463,10 @@ impl Peer {
             if let Some(e) = st.peers.get_mut(&self.key) {
                 e.seed = bf.is_full();
             }
+            bf.is_full() && st.picker.as_ref().is_some_and(|p| p.is_complete())
+        };
+        if both_seeds {
+            return Err(ConnError::BothSeeds);
         }
         self.bitfield = Some(bf);
         self.update_interest();
@@ -483,6 +490,9 @@ impl Peer {
                     }
                     if let Some(e) = st.peers.get_mut(&self.key) {
                         e.seed = seed;
+                    }
+                    if seed && st.picker.as_ref().is_some_and(|p| p.is_complete()) {
+                        return Err(ConnError::BothSeeds);
                     }
                 }
                 if !self.am_interested {
@@ -548,39 +558,10 @@ impl Peer {
         {
             self.in_flight.swap_remove(i);
         }
-        Shared::add(&self.shared.counters.downloaded, len);
         self.down.add(len);
         self.last_block = Instant::now();
         self.snubbed = false;
-        let mut st = self.shared.lock();
-        let Some(picker) = st.picker.as_mut() else {
-            return Ok(());
-        };
-        let outcome = picker.on_block(self.key, piece, offset, &data);
-        let (cancel, complete) = match outcome {
-            BlockOutcome::Unwanted => return Ok(()),
-            BlockOutcome::Stored { cancel } => (cancel, None),
-            BlockOutcome::Complete {
-                piece,
-                data,
-                contributors,
-                cancel,
-            } => (cancel, Some((piece, data, contributors))),
-        };
-        let r = BlockRef {
-            piece,
-            offset,
-            len: len as u32,
-        };
-        for k in cancel {
-            if let Some(p) = st.peers.get(&k) {
-                let _ = p.tx.try_send(PeerCommand::Cancel(r));
-            }
-        }
-        drop(st);
-        if let Some((piece, buf, contributors)) = complete {
-            spawn_verify(self.shared.clone(), piece, buf, contributors);
-        }
+        deliver_block(&self.shared, self.key, piece, offset, &data);
         Ok(())
     }
 

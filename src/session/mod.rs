@@ -105,12 +105,25 @@ pub struct Report {
 struct Known {
     /// A dial or connection to this address is under way.
     dialing: bool,
+    /// It had every piece last time: not worth dialing while we seed.
+    seed: bool,
     failures: u32,
     next_try: Option<Instant>,
 }
 
+/// How a connection we dialled ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Closed after working.
+    Ok,
+    /// Failed: back off.
+    Failed,
+    /// Closed because we both have everything.
+    BothSeeds,
+}
+
 enum ConnEvent {
-    Ended(SocketAddr, bool),
+    Ended(SocketAddr, Ended),
 }
 
 /// Runs one torrent until it is done (per the seed policy) or `shutdown` fires.
@@ -158,6 +171,18 @@ pub async fn run(
     };
     status_tx.send_replace(status.clone());
 
+    let web_seeds = web_seed_urls(match &source {
+        Source::Torrent(m) => &m.url_list,
+        Source::Magnet(m) => &m.web_seeds,
+    });
+    let web_client = if web_seeds.is_empty() {
+        None
+    } else {
+        crate::webseed::client(opts.bind)
+            .inspect_err(|e| tracing::warn!("web seeds disabled: {e}"))
+            .ok()
+    };
+
     // Metadata known up front: check what is already on disk.
     let mut tiers: Vec<Vec<String>> = Vec::new();
     let mut complete_at_start = false;
@@ -186,6 +211,7 @@ pub async fn run(
     for t in &opts.trackers {
         tiers.push(vec![t.clone()]);
     }
+    start_web_seeds(&shared, &web_seeds, web_client.as_ref());
 
     // Discovery: trackers, DHT, explicit peers.
     let (peer_tx, mut peer_rx) = mpsc::channel::<Vec<SocketAddr>>(256);
@@ -260,10 +286,11 @@ pub async fn run(
                 status.peers_known = known.len();
                 dial_some(&mut known, &shared, &opts, &dialing, &ev_tx);
             }
-            Some(ConnEvent::Ended(addr, ok)) = ev_rx.recv() => {
+            Some(ConnEvent::Ended(addr, how)) = ev_rx.recv() => {
                 if let Some(k) = known.get_mut(&addr) {
                     k.dialing = false;
-                    k.failures = if ok { 0 } else { k.failures + 1 };
+                    k.seed = how == Ended::BothSeeds;
+                    k.failures = if how == Ended::Failed { k.failures + 1 } else { 0 };
                     // Back off: 15 s, 30 s, 1 min … up to 10 min.
                     let wait = Duration::from_secs(15u64 << k.failures.min(6)).min(Duration::from_secs(600));
                     k.next_try = Some(Instant::now() + wait);
@@ -281,6 +308,7 @@ pub async fn run(
                         shared.lock().assembler = None;
                         status.name = meta.info.name.clone();
                         install(&shared, meta, &opts, &status_tx, &mut status).await?;
+                        start_web_seeds(&shared, &web_seeds, web_client.as_ref());
                         status.metadata_at = Some(started.elapsed());
                         tracing::info!(
                             "metadata complete {:.0} ms after start",
@@ -328,6 +356,7 @@ pub async fn run(
                     let st = shared.lock();
                     status.peers_connected = st.peers.len();
                     status.seeds_connected = st.peers.values().filter(|p| p.seed).count();
+                    status.web_seeds = st.web_seed_strikes.len();
                     if let Some(a) = &st.assembler {
                         status.metadata_progress = a.progress();
                     }
@@ -438,6 +467,33 @@ async fn bind_listener(opts: &Options) -> Result<TcpListener> {
                 .context("opening the peer listener")
         }
         Err(e) => Err(e).with_context(|| format!("listening on {ip}:{}", opts.port)),
+    }
+}
+
+/// The usable web seed URLs among `urls`, without repeats, at most
+/// [`MAX_WEB_SEEDS`](crate::webseed::MAX_WEB_SEEDS).
+fn web_seed_urls(urls: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for u in urls {
+        if !crate::webseed::is_usable(u) {
+            tracing::info!("ignoring web seed {u}: only http and https are supported");
+        } else if !out.contains(u) && out.len() < crate::webseed::MAX_WEB_SEEDS {
+            out.push(u.clone());
+        }
+    }
+    out
+}
+
+/// Starts the web seed tasks once the metadata is installed, unless there
+/// is nothing left to fetch. They end on their own (complete, given up) or
+/// with the torrent.
+fn start_web_seeds(shared: &Arc<Shared>, urls: &[String], client: Option<&reqwest::Client>) {
+    let Some(client) = client else { return };
+    if shared.data().is_none() || shared.is_complete() {
+        return;
+    }
+    for url in urls {
+        crate::webseed::spawn(shared.clone(), client.clone(), url.clone());
     }
 }
 
@@ -560,10 +616,9 @@ fn dial_some(
         return;
     }
     let st = shared.lock();
-    // While seeding we only accept; dialing is for getting data.
-    if st.picker.as_ref().is_some_and(|p| p.is_complete()) {
-        return;
-    }
+    // A seed dials too (behind NAT that is its only way to upload), but not
+    // peers that were seeds themselves.
+    let seeding = st.picker.as_ref().is_some_and(|p| p.is_complete());
     let now = Instant::now();
     let in_progress = dialing.load(Ordering::Relaxed);
     let mut budget = opts
@@ -574,7 +629,11 @@ fn dial_some(
         if budget == 0 {
             break;
         }
-        if k.dialing || k.next_try.is_some_and(|t| t > now) || st.banned.contains(&addr.ip()) {
+        if k.dialing
+            || (seeding && k.seed)
+            || k.next_try.is_some_and(|t| t > now)
+            || st.banned.contains(&addr.ip())
+        {
             continue;
         }
         k.dialing = true;
@@ -590,20 +649,21 @@ fn dial_some(
         tokio::spawn(async move {
             let res = conn::connect(addr, bind, &shared).await;
             dialing.fetch_sub(1, Ordering::Relaxed);
-            let ok = match res {
-                Ok((stream, theirs)) => {
-                    let r = conn::run(stream, theirs, addr, shared).await;
-                    if let Err(e) = &r {
+            let how = match res {
+                Ok((stream, theirs)) => match conn::run(stream, theirs, addr, shared).await {
+                    Ok(()) => Ended::Ok,
+                    Err(conn::ConnError::BothSeeds) => Ended::BothSeeds,
+                    Err(e) => {
                         tracing::debug!("peer {addr}: {e}");
+                        Ended::Failed
                     }
-                    r.is_ok()
-                }
+                },
                 Err(e) => {
                     tracing::debug!("dialing {addr}: {e}");
-                    false
+                    Ended::Failed
                 }
             };
-            let _ = ev_tx.send(ConnEvent::Ended(addr, ok)).await;
+            let _ = ev_tx.send(ConnEvent::Ended(addr, how)).await;
         });
     }
 }

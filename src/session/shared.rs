@@ -85,6 +85,8 @@ pub struct State {
     pub banned: HashSet<IpAddr>,
     /// Fetches the info dict from peers while only the hash is known.
     pub assembler: Option<MetadataAssembler>,
+    /// Hash-failure strikes of each running web seed, by its key.
+    pub web_seed_strikes: HashMap<PeerKey, u32>,
 }
 
 /// Transfer counters, lock-free so the hot path can bump them cheaply.
@@ -213,11 +215,17 @@ impl Shared {
         self.lock().picker.as_ref().is_some_and(|p| p.is_complete())
     }
 
-    /// Records hash-failure strikes; returns IPs that just crossed the ban line.
+    /// Records hash-failure strikes of peers and web seeds; returns the peer
+    /// IPs that just crossed the ban line.
     pub fn strike(&self, st: &mut State, contributors: &[PeerKey]) -> Vec<IpAddr> {
         let weight = if contributors.len() == 1 { 2 } else { 1 };
         let mut newly_banned = Vec::new();
         for k in contributors {
+            if let Some(s) = st.web_seed_strikes.get_mut(k) {
+                // A web seed's task sees its strikes and stops itself.
+                *s += weight;
+                continue;
+            }
             let Some(ip) = st.peers.get(k).map(|p| p.addr.ip()) else {
                 continue;
             };

@@ -55,6 +55,8 @@ pub struct Status {
     pub seeds_connected: usize,
     /// Candidate addresses known.
     pub peers_known: usize,
+    /// Web seeds being fetched from.
+    pub web_seeds: usize,
     /// Trackers whose last announce worked.
     pub trackers_ok: usize,
     /// Trackers in all.

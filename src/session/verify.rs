@@ -4,10 +4,46 @@
 //! after the write returned: a crash at any point leaves nothing on disk
 //! that the start-up check would wrongly trust, and no bad byte on disk.
 
-use super::shared::Shared;
-use crate::picker::PeerKey;
+use super::shared::{PeerCommand, Shared};
+use crate::peer::message::BlockRef;
+use crate::picker::{BlockOutcome, PeerKey};
 use crate::storage::disk::piece_matches;
 use std::sync::Arc;
+
+/// A block arrived from source `key` (a peer or a web seed): counts it,
+/// stores it, cancels the same request at the other peers that have it in
+/// flight, and verifies the piece once it is whole.
+pub fn deliver_block(shared: &Arc<Shared>, key: PeerKey, piece: u32, offset: u32, data: &[u8]) {
+    Shared::add(&shared.counters.downloaded, data.len() as u64);
+    let mut st = shared.lock();
+    let Some(picker) = st.picker.as_mut() else {
+        return;
+    };
+    let (cancel, complete) = match picker.on_block(key, piece, offset, data) {
+        BlockOutcome::Unwanted => return,
+        BlockOutcome::Stored { cancel } => (cancel, None),
+        BlockOutcome::Complete {
+            piece,
+            data,
+            contributors,
+            cancel,
+        } => (cancel, Some((piece, data, contributors))),
+    };
+    let r = BlockRef {
+        piece,
+        offset,
+        len: data.len() as u32,
+    };
+    for k in cancel {
+        if let Some(p) = st.peers.get(&k) {
+            let _ = p.tx.try_send(PeerCommand::Cancel(r));
+        }
+    }
+    drop(st);
+    if let Some((piece, buf, contributors)) = complete {
+        spawn_verify(shared.clone(), piece, buf, contributors);
+    }
+}
 
 /// Hashes `buf` as piece `piece` on the blocking pool, writes it when it
 /// matches, then records the outcome (HAVE broadcast, or strikes and refetch).

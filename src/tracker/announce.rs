@@ -208,8 +208,8 @@ pub struct AnnounceResponse {
 
 /// Appends `bytes` percent-encoded, leaving only RFC 3986 unreserved
 /// characters literal. Info-hashes are binary, so this is byte by byte, never
-/// via UTF-8.
-fn percent_encode_into(out: &mut String, bytes: &[u8]) {
+/// via UTF-8. Web seed URLs use it too.
+pub(crate) fn percent_encode_into(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
     for &b in bytes {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -1,6 +1,7 @@
 //! HTTP(S) announce: one GET, body read under a hard cap, parsed by
 //! [`super::announce::parse_http_response`].
 
+use crate::error_chain;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -102,17 +103,4 @@ pub(crate) fn redact(url: &str) -> String {
         Some((head, _)) => format!("{head}?…"),
         None => url.to_string(),
     }
-}
-
-/// reqwest's top-level message ("error sending request") hides the cause
-/// ("connection refused"); join the chain so the log says what happened.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }

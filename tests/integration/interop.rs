@@ -10,10 +10,6 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn uri_escape(u: &str) -> String {
     u.replace('%', "%25")
         .replace(':', "%3A")

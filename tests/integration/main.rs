@@ -4,3 +4,4 @@ mod cli;
 mod interop;
 mod swarm;
 mod util;
+mod webseed;

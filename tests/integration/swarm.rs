@@ -39,10 +39,6 @@ fn leech(ctx: &Ctx, name: &str, args: &[&str], timeout: Duration) -> (String, St
     (p.stdout(), p.stderr(), el)
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// A local DHT: a `btc dht` node and a btc seeding `torrent` from
 /// `seed_dir` that bootstraps from it and announces there. Returns both
 /// and the node's port.

@@ -985,6 +985,57 @@ impl Drop for Netns {
 }
 
 // ---------------------------------------------------------------------------
+// nginx
+
+/// Debian's nginx serving `root` on 127.0.0.1 (a web seed: it honours Range
+/// requests), in the foreground as one process so its guard can end it.
+pub struct Nginx {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl Nginx {
+    pub fn start(ctx: &Ctx, root: &Path) -> Nginx {
+        require_tool("nginx");
+        let dir = ctx.mkdir("nginx");
+        let port = free_port();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  \
+             proxy_temp_path {d}/proxy;\n  default_type application/octet-stream;\n  \
+             server {{ listen 127.0.0.1:{port}; root {}; }}\n}}\n",
+            root.display()
+        );
+        let conf_path = dir.join("nginx.conf");
+        fs::write(&conf_path, conf).unwrap();
+        let mut c = ctx.command("nginx");
+        c.arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.join("error.log"));
+        let mut proc = ctx.spawn("nginx", c);
+        let addr = format!("127.0.0.1:{port}");
+        let ok = wait_for(Duration::from_secs(10), || {
+            proc.try_status().is_none() && ctx.tcp_open(&addr)
+        });
+        if !ok {
+            let log = fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            panic!("nginx did not start\n{}\n{log}", proc.tails());
+        }
+        Nginx { port, proc }
+    }
+
+    /// The URL of `path` (relative to the served root).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+// ---------------------------------------------------------------------------
 // opentracker
 
 /// A Debian opentracker on 127.0.0.1, HTTP and UDP on the same port, that
@@ -1095,6 +1146,11 @@ pub fn testdata(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("testdata")
         .join(p)
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
 }
 
 pub fn secs(s: u64) -> Duration {

@@ -1,0 +1,261 @@
+//! Web seeds (BEP 19): plain HTTP servers holding the torrent's files, named
+//! by the torrent's `url-list` or a magnet's `ws=`.
+//!
+//! Each URL gets one task that behaves like a peer holding every piece: it
+//! asks the picker for blocks (more when the server is fast), fetches them
+//! with HTTP range requests ([`plan`]), and hands the bytes to the same
+//! store-and-verify path as peer blocks, so nothing from a web seed reaches
+//! the disk unverified. A server whose data keeps failing the hash check,
+//! or that keeps failing, is dropped; one that is only slow keeps its
+//! blocks until the picker's endgame and stale-request rules hand them to
+//! peers as well.
+
+pub mod plan;
+
+use crate::bitfield::Bitfield;
+use crate::error_chain;
+use crate::metainfo::Info;
+use crate::peer::conn::next_key;
+use crate::picker::PeerKey;
+use crate::session::shared::{BAN_STRIKES, Shared};
+use crate::session::verify::deliver_block;
+use crate::storage::layout::Layout;
+use plan::{Cutter, Run};
+use reqwest::{Client, StatusCode};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// Most web seeds used at once; more URLs than this are ignored.
+pub const MAX_WEB_SEEDS: usize = 8;
+
+/// Blocks asked of the picker per round: between 256 KiB and 4 MiB, sized
+/// to about [`ROUND_TARGET`] of the server's rate, so a slow server does
+/// not sit on blocks that peers could fetch.
+const MIN_ROUND_BLOCKS: usize = 16;
+const MAX_ROUND_BLOCKS: usize = 256;
+const ROUND_TARGET: Duration = Duration::from_secs(4);
+
+/// A request with no new byte for this long is abandoned.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time allowed to connect to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Rounds in a row that may fail before the server is given up.
+const MAX_FAILURES: u32 = 8;
+
+/// What went wrong with one web seed request.
+#[derive(Debug, thiserror::Error)]
+pub enum WebSeedError {
+    /// Connecting, sending or reading failed.
+    #[error("{url}: {reason}")]
+    Http {
+        /// The file's URL.
+        url: String,
+        /// The cause, with its chain.
+        reason: String,
+    },
+    /// The server answered with something other than the range asked for.
+    #[error("{url}: HTTP status {status} to a range request")]
+    Status {
+        /// The file's URL.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+    /// The body ended early.
+    #[error("{url}: got {got} of {want} bytes")]
+    Short {
+        /// The file's URL.
+        url: String,
+        /// Bytes received.
+        got: u64,
+        /// Bytes asked for.
+        want: u64,
+    },
+    /// No byte arrived for [`STALL_TIMEOUT`].
+    #[error("{url}: no data for {after:?}")]
+    Stalled {
+        /// The file's URL.
+        url: String,
+        /// How long it was silent.
+        after: Duration,
+    },
+}
+
+/// The HTTP client web seeds share (connections are pooled per server).
+pub fn client(bind: Option<IpAddr>) -> reqwest::Result<Client> {
+    let mut builder = Client::builder()
+        .user_agent(concat!("btc/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::limited(5));
+    if let Some(ip) = bind {
+        builder = builder.local_address(ip);
+    }
+    builder.build()
+}
+
+/// Whether `url` is one btc can use as a web seed.
+pub fn is_usable(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+/// Starts fetching from the web seed `url`. Needs the metadata installed;
+/// ends when the torrent is complete, the server is given up, or the
+/// torrent shuts down.
+pub fn spawn(shared: Arc<Shared>, client: Client, url: String) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let key = next_key();
+        shared.lock().web_seed_strikes.insert(key, 0);
+        tracing::info!("using web seed {url}");
+        let token = shared.shutdown.clone();
+        tokio::select! {
+            _ = token.cancelled() => {}
+            _ = run(&shared, &client, &url, key) => {}
+        }
+        let mut st = shared.lock();
+        st.web_seed_strikes.remove(&key);
+        if let Some(p) = st.picker.as_mut() {
+            p.release(key, None);
+        }
+    })
+}
+
+async fn run(shared: &Arc<Shared>, client: &Client, url: &str, key: PeerKey) {
+    let Some(data) = shared.data().cloned() else {
+        return;
+    };
+    let info = &data.meta.info;
+    let layout = Layout::new(info.files.iter().map(|f| f.length));
+    let everything = Bitfield::full(data.geometry.piece_count as usize);
+    let mut failures = 0u32;
+    let mut want = MIN_ROUND_BLOCKS;
+    loop {
+        let blocks = {
+            let mut st = shared.lock();
+            if st.web_seed_strikes.get(&key).copied().unwrap_or(0) >= BAN_STRIKES {
+                drop(st);
+                tracing::warn!("web seed {url}: dropped, its data keeps failing the hash check");
+                return;
+            }
+            let Some(p) = st.picker.as_mut() else { return };
+            if p.is_complete() {
+                return;
+            }
+            p.pick(key, &everything, want, &[], Instant::now())
+        };
+        if blocks.is_empty() {
+            // Everything left is in flight elsewhere; look again soon.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        let started = Instant::now();
+        let mut fetched = 0u64;
+        let mut result = Ok(());
+        for run in plan::runs(&blocks, &data.geometry) {
+            result = fetch_run(shared, client, url, key, info, &layout, &run).await;
+            if result.is_err() {
+                break;
+            }
+            fetched += run.len;
+        }
+        // Blocks not delivered go back to the pool (delivered ones are
+        // already marked received, which release leaves alone).
+        if let Some(p) = shared.lock().picker.as_mut() {
+            p.release(key, Some(&blocks));
+        }
+        match result {
+            Ok(()) => {
+                failures = 0;
+                let rate = fetched as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                let ideal = rate * ROUND_TARGET.as_secs_f64() / 16384.0;
+                want = (ideal as usize).clamp(MIN_ROUND_BLOCKS, MAX_ROUND_BLOCKS);
+            }
+            Err(e) => {
+                failures += 1;
+                want = MIN_ROUND_BLOCKS;
+                if failures >= MAX_FAILURES {
+                    tracing::warn!("web seed {e}; giving up on it after {failures} failures");
+                    return;
+                }
+                if failures == 1 {
+                    tracing::warn!("web seed {e}; will retry");
+                } else {
+                    tracing::debug!("web seed {e} (failure {failures})");
+                }
+                let wait = Duration::from_secs(1 << failures.min(6)).min(Duration::from_secs(60));
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Fetches one run, part by part, delivering each block as it completes.
+async fn fetch_run(
+    shared: &Arc<Shared>,
+    client: &Client,
+    base: &str,
+    key: PeerKey,
+    info: &Info,
+    layout: &Layout,
+    run: &Run,
+) -> Result<(), WebSeedError> {
+    let mut cutter = Cutter::new(run);
+    for part in plan::parts(run, layout) {
+        let url = plan::file_url(base, info, part.file);
+        let http = |e: reqwest::Error| WebSeedError::Http {
+            url: url.clone(),
+            reason: error_chain(&e),
+        };
+        let stalled = || WebSeedError::Stalled {
+            url: url.clone(),
+            after: STALL_TIMEOUT,
+        };
+        let request = client
+            .get(&url)
+            .header(reqwest::header::RANGE, part.range_header())
+            .send();
+        let mut resp = tokio::time::timeout(STALL_TIMEOUT, request)
+            .await
+            .map_err(|_| stalled())?
+            .map_err(http)?;
+        let file_len = info.files.get(part.file).map_or(0, |f| f.length);
+        let whole_file = part.first == 0 && part.len == file_len;
+        match resp.status() {
+            StatusCode::PARTIAL_CONTENT => {}
+            // A server that ignores Range sends the whole file: fine only
+            // when the whole file is what we asked for.
+            StatusCode::OK if whole_file => {}
+            status => {
+                return Err(WebSeedError::Status {
+                    url,
+                    status: status.as_u16(),
+                });
+            }
+        }
+        let mut got = 0u64;
+        while got < part.len {
+            let chunk = tokio::time::timeout(STALL_TIMEOUT, resp.chunk())
+                .await
+                .map_err(|_| stalled())?
+                .map_err(http)?;
+            let Some(chunk) = chunk else { break };
+            let take = chunk.len().min((part.len - got) as usize);
+            cutter.push(&chunk[..take], |b, bytes| {
+                deliver_block(shared, key, b.piece, b.offset, bytes);
+            });
+            got += take as u64;
+        }
+        if got < part.len {
+            return Err(WebSeedError::Short {
+                url,
+                got,
+                want: part.len,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! Web seeds (BEP 19) served by a real nginx on loopback.
+
+use crate::util::*;
+use std::time::Instant;
+
+const MIB: u64 = 1024 * 1024;
+
+/// No peer anywhere: a folder torrent whose `url-list` names the server's
+/// root, and a one-file torrent whose `url-list` names the file itself,
+/// both downloaded from nginx alone.
+#[test]
+fn web_seed_alone_serves_folder_and_file() {
+    let ctx = Ctx::new("webseed-alone", secs(180));
+    let www = ctx.mkdir("www");
+    let nginx = Nginx::start(&ctx, &www);
+
+    let folder = Payload::nested("wsfolder", 1);
+    let root = folder.write(&www, 161);
+    let t = ctx.join("folder.torrent");
+    btc_create(&ctx, &root, &t, &["--web-seed", &nginx.url("")]);
+    let out = ctx.join("out");
+    let start = Instant::now();
+    let o = ctx.run_btc(
+        &[
+            s(&t),
+            "-o",
+            s(&out),
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "-v",
+        ],
+        secs(120),
+    );
+    o.assert_ok("folder from the web seed");
+    assert_same_tree(&root, &out.join("wsfolder"));
+    assert!(o.stderr.contains("using web seed"), "{}", o.stderr);
+    eprintln!(
+        "[webseed] folder ({} bytes) in {:?}",
+        folder.total(),
+        start.elapsed()
+    );
+
+    let file = Payload::single("ws file.bin", 9 * MIB + 5);
+    let path = file.write(&www, 162);
+    let t = ctx.join("file.torrent");
+    btc_create(
+        &ctx,
+        &path,
+        &t,
+        &[
+            "--web-seed",
+            &nginx.url("ws%20file.bin"),
+            "--piece-length",
+            "65536",
+        ],
+    );
+    let out = ctx.join("out-file");
+    let start = Instant::now();
+    ctx.run_btc(
+        &[s(&t), "-o", s(&out), "--no-seed", "--no-dht", "--port", "0"],
+        secs(120),
+    )
+    .assert_ok("file from the web seed");
+    assert_same_file(&path, &out.join("ws file.bin"));
+    eprintln!("[webseed] 9 MiB file in {:?}", start.elapsed());
+}
+
+/// A web seed whose copy is wrong everywhere: nothing it sends reaches the
+/// disk, it is dropped after its pieces fail the hash check, and a peer
+/// that turns up later completes the download byte for byte.
+#[test]
+fn corrupt_web_seed_is_dropped_and_a_peer_completes() {
+    let ctx = Ctx::new("webseed-corrupt", secs(180));
+    let seed_dir = ctx.mkdir("seed");
+    let payload = Payload::single("bad.bin", 4 * MIB + 100);
+    let good = payload.write(&seed_dir, 171);
+    let www = ctx.mkdir("www");
+    // Same name and length, other bytes.
+    payload.write(&www, 172);
+    let nginx = Nginx::start(&ctx, &www);
+    let t = ctx.join("bad.torrent");
+    btc_create(&ctx, &good, &t, &["--web-seed", &nginx.url("bad.bin")]);
+
+    let out = ctx.join("out");
+    let port = free_port();
+    let p = port.to_string();
+    let mut leecher = ctx.spawn(
+        "leecher",
+        ctx.btc(&[
+            s(&t),
+            "-o",
+            s(&out),
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            &p,
+            "--bind",
+            "127.0.0.1",
+        ]),
+    );
+    leecher.wait_output("keeps failing the hash check", secs(60));
+    leecher.assert_running();
+    let stderr = leecher.stderr();
+    assert!(stderr.contains("failed its hash check"), "{stderr}");
+
+    // A seeder that dials the leecher.
+    let peer = format!("127.0.0.1:{port}");
+    let _seeder = start_btc_seeder(
+        &ctx,
+        "seeder",
+        &seed_dir,
+        s(&t),
+        free_port(),
+        &["--no-dht", "--peer", &peer, "--bind", "127.0.0.1"],
+    );
+    leecher.expect_success(secs(120));
+    assert_same_file(&good, &out.join("bad.bin"));
+}
