@@ -15,7 +15,7 @@ use super::metadata::{MetadataError, MetadataMessage, serve_piece};
 use crate::bitfield::Bitfield;
 use crate::id::{InfoHash, PeerId};
 use crate::picker::PeerKey;
-use crate::session::shared::{PeerCommand, PeerEntry, Shared};
+use crate::session::shared::{PeerCommand, PeerEntry, Shared, keep_new_connection};
 use crate::session::verify::deliver_block;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -83,6 +83,9 @@ pub enum ConnError {
     /// We and the peer both have every piece: nothing to trade.
     #[error("we are both seeds")]
     BothSeeds,
+    /// Another connection to this peer is kept instead.
+    #[error("already connected to this peer")]
+    Duplicate,
 }
 
 /// Blocks being read from disk for upload; `None` data means the read failed.
@@ -213,6 +216,7 @@ pub async fn run(
     stream: TcpStream,
     theirs: Handshake,
     addr: SocketAddr,
+    outgoing: bool,
     shared: Arc<Shared>,
 ) -> Result<(), ConnError> {
     let key = next_key();
@@ -222,8 +226,12 @@ pub async fn run(
         if st.banned.contains(&addr.ip()) {
             return Err(ConnError::Protocol("banned".into()));
         }
-        if st.peers.values().any(|p| p.peer_id == theirs.peer_id) {
-            return Err(ConnError::Protocol("already connected to this peer".into()));
+        if let Some(old) = st.peers.values().find(|p| p.peer_id == theirs.peer_id) {
+            if !keep_new_connection(&shared.peer_id, &theirs.peer_id, outgoing, old.outgoing) {
+                return Err(ConnError::Duplicate);
+            }
+            // The old task unregisters itself when it ends.
+            let _ = old.tx.try_send(PeerCommand::Close);
         }
         st.peers.insert(
             key,
@@ -235,6 +243,7 @@ pub async fn run(
                 down_rate: 0,
                 up_rate: 0,
                 seed: false,
+                outgoing,
                 tx,
             },
         );

@@ -45,6 +45,9 @@ const UPLOAD_SLOTS: usize = 4;
 const MAX_HALF_OPEN: usize = 16;
 /// Candidate addresses remembered; more are dropped.
 const MAX_KNOWN_PEERS: usize = 4000;
+/// Wait before redialling an address whose peer turned out to be
+/// connected already (through a connection it opened).
+const DUPLICATE_RETRY: Duration = Duration::from_secs(300);
 /// Time allowed for disk writes to drain and trackers to hear `stopped`.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -120,6 +123,9 @@ enum Ended {
     Failed,
     /// Closed because we both have everything.
     BothSeeds,
+    /// Closed because we are connected to the peer another way (it dialled
+    /// us from another port).
+    Duplicate,
 }
 
 enum ConnEvent {
@@ -291,8 +297,12 @@ pub async fn run(
                     k.dialing = false;
                     k.seed = how == Ended::BothSeeds;
                     k.failures = if how == Ended::Failed { k.failures + 1 } else { 0 };
-                    // Back off: 15 s, 30 s, 1 min … up to 10 min.
-                    let wait = Duration::from_secs(15u64 << k.failures.min(6)).min(Duration::from_secs(600));
+                    // Back off: 15 s, 30 s, 1 min … up to 10 min; an address
+                    // we are connected to by its incoming connection waits long.
+                    let wait = match how {
+                        Ended::Duplicate => DUPLICATE_RETRY,
+                        _ => Duration::from_secs(15u64 << k.failures.min(6)).min(Duration::from_secs(600)),
+                    };
                     k.next_try = Some(Instant::now() + wait);
                 }
                 dial_some(&mut known, &shared, &opts, &dialing, &ev_tx);
@@ -650,9 +660,10 @@ fn dial_some(
             let res = conn::connect(addr, bind, &shared).await;
             dialing.fetch_sub(1, Ordering::Relaxed);
             let how = match res {
-                Ok((stream, theirs)) => match conn::run(stream, theirs, addr, shared).await {
+                Ok((stream, theirs)) => match conn::run(stream, theirs, addr, true, shared).await {
                     Ok(()) => Ended::Ok,
                     Err(conn::ConnError::BothSeeds) => Ended::BothSeeds,
+                    Err(conn::ConnError::Duplicate) => Ended::Duplicate,
                     Err(e) => {
                         tracing::debug!("peer {addr}: {e}");
                         Ended::Failed
@@ -701,7 +712,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, max_peers: usiz
                 tracing::debug!("incoming {addr}: {e}");
                 return;
             }
-            if let Err(e) = conn::run(stream, theirs, addr, shared).await {
+            if let Err(e) = conn::run(stream, theirs, addr, false, shared).await {
                 tracing::debug!("peer {addr}: {e}");
             }
         });

@@ -65,6 +65,8 @@ pub struct PeerEntry {
     pub up_rate: u64,
     /// Whether it has every piece.
     pub seed: bool,
+    /// Whether we dialled it.
+    pub outgoing: bool,
     /// Command channel to its task.
     pub tx: mpsc::Sender<PeerCommand>,
 }
@@ -251,6 +253,21 @@ impl Shared {
     }
 }
 
+/// Two connections to the same peer (same peer id), typically because both
+/// sides dialled at once: keep the one opened by the side with the lower
+/// peer id. Both sides apply the same rule, so they keep the same TCP
+/// connection instead of each dropping the other's. Says whether the new
+/// connection replaces the old one.
+pub fn keep_new_connection(
+    ours: &PeerId,
+    theirs: &PeerId,
+    new_outgoing: bool,
+    old_outgoing: bool,
+) -> bool {
+    let new_opened_by_lower = new_outgoing == (ours.0 < theirs.0);
+    new_opened_by_lower && new_outgoing != old_outgoing
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +284,7 @@ mod tests {
                 down_rate: 0,
                 up_rate: 0,
                 seed: true,
+                outgoing: true,
                 tx,
             },
         );
@@ -313,5 +331,21 @@ mod tests {
             assert!(shared.strike(&mut st, &[1, 2]).is_empty());
         }
         assert_eq!(shared.strike(&mut st, &[1, 2]).len(), 2);
+    }
+
+    #[test]
+    fn both_sides_keep_the_same_duplicate() {
+        let (low, high) = (PeerId([1; 20]), PeerId([2; 20]));
+        // Low dialled high (conn A), high dialled low (conn B), and each
+        // side registered its own dial first. Low keeps A, rejects B:
+        assert!(!keep_new_connection(&low, &high, false, true));
+        // High sees A arrive after B: A (opened by low) replaces B.
+        assert!(keep_new_connection(&high, &low, false, true));
+        // The other order of arrival gives the same result.
+        assert!(keep_new_connection(&low, &high, true, false));
+        assert!(!keep_new_connection(&high, &low, true, false));
+        // Two connections in the same direction: the first one stays.
+        assert!(!keep_new_connection(&low, &high, true, true));
+        assert!(!keep_new_connection(&high, &low, false, false));
     }
 }
