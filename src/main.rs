@@ -44,7 +44,7 @@ struct DownloadFlags {
     /// TCP port for peers, also the DHT's UDP port (default 6881; 0 = any free port).
     #[arg(short, long)]
     port: Option<u16>,
-    /// Local IP to listen on and connect from (e.g. 127.0.0.2).
+    /// Local IP to listen on and connect from (default: IPv6 and IPv4 on all interfaces).
     #[arg(long)]
     bind: Option<IpAddr>,
     /// Extra tracker (http, https or udp); repeatable.

@@ -463,21 +463,51 @@ pub async fn run(
     })
 }
 
+/// Opens the peer listener: on `--bind`'s address, else on one socket for
+/// both IPv6 and IPv4 (`[::]` with mapped v4 addresses), else on 0.0.0.0
+/// where the system has no IPv6.
 async fn bind_listener(opts: &Options) -> Result<TcpListener> {
-    let ip = opts.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    match TcpListener::bind((ip, opts.port)).await {
+    let shown = opts.bind.map_or("*".to_string(), |ip| ip.to_string());
+    match open_listener(opts.bind, opts.port).await {
         Ok(l) => Ok(l),
         Err(e) if opts.port_fallback && e.kind() == std::io::ErrorKind::AddrInUse => {
             tracing::warn!(
                 "port {} is in use; listening on a free port instead",
                 opts.port
             );
-            TcpListener::bind((ip, 0))
+            open_listener(opts.bind, 0)
                 .await
                 .context("opening the peer listener")
         }
-        Err(e) => Err(e).with_context(|| format!("listening on {ip}:{}", opts.port)),
+        Err(e) => Err(e).with_context(|| format!("listening on {shown}:{}", opts.port)),
     }
+}
+
+async fn open_listener(bind: Option<IpAddr>, port: u16) -> std::io::Result<TcpListener> {
+    match bind {
+        Some(ip) => TcpListener::bind((ip, port)).await,
+        None => match dual_stack_listener(port) {
+            Ok(l) => Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(e),
+            Err(e) => {
+                tracing::debug!("no IPv6 listener ({e}); listening on IPv4 only");
+                TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).await
+            }
+        },
+    }
+}
+
+/// A `[::]:port` listener that accepts IPv4 too, whatever the system's
+/// `bindv6only` default says.
+fn dual_stack_listener(port: u16) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// The usable web seed URLs among `urls`, without repeats, at most
@@ -682,7 +712,8 @@ fn dial_some(
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, max_peers: usize) {
     loop {
         let (mut stream, addr) = match listener.accept().await {
-            Ok(x) => x,
+            // IPv4 peers reach the dual-stack socket as ::ffff:a.b.c.d.
+            Ok((stream, a)) => (stream, SocketAddr::new(a.ip().to_canonical(), a.port())),
             Err(e) => {
                 tracing::debug!("accept: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -493,6 +493,45 @@ fn seed_time_limit_and_sigterm_stop_promptly() {
     assert!(!seeder.stderr().contains("panicked"), "{}", seeder.stderr());
 }
 
+/// A btc started without `--bind` listens on IPv6 and IPv4 at once: one
+/// leecher reaches it over ::1, another over 127.0.0.1.
+#[test]
+fn default_listener_takes_ipv6_and_ipv4() {
+    let ctx = Ctx::new("swarm-dual-stack", secs(120));
+    let payload = Payload::single("dual.bin", 3 * MIB + 11);
+    let (seed_dir, root, t, _) = make_torrent(&ctx, &payload, 181, &[]);
+    let p1 = free_port();
+    let seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht", "-v"]);
+    assert!(
+        seeder.stderr().contains(&format!("listening on [::]:{p1}")),
+        "{}",
+        seeder.stderr()
+    );
+    for (name, peer) in [
+        ("v6", format!("[::1]:{p1}")),
+        ("v4", format!("127.0.0.1:{p1}")),
+    ] {
+        let out = ctx.join(format!("out-{name}"));
+        leech(
+            &ctx,
+            name,
+            &[
+                s(&t),
+                "-o",
+                s(&out),
+                "--peer",
+                &peer,
+                "--no-seed",
+                "--no-dht",
+                "--port",
+                "0",
+            ],
+            secs(60),
+        );
+        assert_same_tree(&root, &out.join("dual.bin"));
+    }
+}
+
 #[test]
 fn torrent_by_http_url() {
     require_tool(PYTHON);
