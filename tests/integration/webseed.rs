@@ -118,3 +118,66 @@ fn corrupt_web_seed_is_dropped_and_a_peer_completes() {
     leecher.expect_success(secs(120));
     assert_same_file(&good, &out.join("bad.bin"));
 }
+
+/// A magnet's `ws=`: the first run takes the metadata from a peer (x.pe);
+/// the second, with the peer gone, starts from the remembered metadata and
+/// gets every byte from the web seed.
+#[test]
+fn magnet_ws_with_remembered_metadata() {
+    let ctx = Ctx::new("webseed-magnet", secs(180));
+    let www = ctx.mkdir("www");
+    let payload = Payload::nested("wsmagnet", 1);
+    let root = payload.write(&www, 191);
+    let nginx = Nginx::start(&ctx, &www);
+    let t = ctx.join("m.torrent");
+    btc_create(&ctx, &root, &t, &[]);
+    let hash = transmission_hash(&ctx, &t);
+    let p1 = free_port();
+    let mut seeder = start_btc_seeder(&ctx, "seeder", &www, s(&t), p1, &["--no-dht"]);
+    let ws = nginx.url("").replace(':', "%3A").replace('/', "%2F");
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&ws={ws}");
+    let state = ctx.mkdir("state");
+    let with_peer = format!("{magnet}&x.pe=127.0.0.1%3A{p1}");
+    let out1 = ctx.join("out1");
+    ctx.run_btc(
+        &[
+            &with_peer,
+            "-o",
+            s(&out1),
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--state-dir",
+            s(&state),
+        ],
+        secs(120),
+    )
+    .assert_ok("magnet with a peer and a web seed");
+    assert_same_tree(&root, &out1.join("wsmagnet"));
+    seeder.terminate(secs(5));
+
+    let out2 = ctx.join("out2");
+    let o = ctx.run_btc(
+        &[
+            &magnet,
+            "-o",
+            s(&out2),
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--state-dir",
+            s(&state),
+            "-v",
+        ],
+        secs(120),
+    );
+    o.assert_ok("magnet with only a web seed");
+    assert_same_tree(&root, &out2.join("wsmagnet"));
+    assert!(
+        o.stderr.contains("remembered") && o.stderr.contains("using web seed"),
+        "{}",
+        o.stderr
+    );
+}
