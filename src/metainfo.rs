@@ -82,6 +82,9 @@ pub struct FileEntry {
     pub offset: u64,
     /// Optional `md5sum`.
     pub md5sum: Option<String>,
+    /// A BEP 47 pad file (`attr` contains `p`): zeros that only align the
+    /// next file to a piece boundary. Never written to disk or fetched.
+    pub pad: bool,
 }
 
 /// Why a torrent was refused.
@@ -494,6 +497,7 @@ fn parse_info(v: &Value) -> Result<Info, MetainfoError> {
                 length,
                 offset: 0,
                 md5sum,
+                pad: false,
             };
             (vec![entry], false)
         }
@@ -566,6 +570,10 @@ fn parse_files(name: &str, files_v: &Value) -> Result<Vec<FileEntry>, MetainfoEr
             Some(v) => lossy(v),
             None => None,
         };
+        let pad = get_bytes(fd, "attr")
+            .ok()
+            .flatten()
+            .is_some_and(|a| a.contains(&b'p'));
         let mut path = Vec::with_capacity(rel.len() + 1);
         path.push(name.to_owned());
         path.extend(rel);
@@ -574,6 +582,7 @@ fn parse_files(name: &str, files_v: &Value) -> Result<Vec<FileEntry>, MetainfoEr
             length,
             offset,
             md5sum,
+            pad,
         });
         offset = offset
             .checked_add(length)
@@ -587,14 +596,17 @@ fn parse_files(name: &str, files_v: &Value) -> Result<Vec<FileEntry>, MetainfoEr
 /// Refuses duplicate paths and a path that is a file and a folder at once:
 /// either would make two files share bytes on disk, or fail half-way through
 /// a download when the folder cannot be created.
+/// Pad files are exempt: they never touch the disk, and libtorrent names
+/// them by their size, so two of one size share a path.
 fn check_unique(files: &[FileEntry]) -> Result<(), MetainfoError> {
+    let real = || files.iter().filter(|f| !f.pad);
     let mut seen: HashSet<&[String]> = HashSet::with_capacity(files.len());
-    for f in files {
+    for f in real() {
         if !seen.insert(&f.path) {
             return Err(MetainfoError::DuplicatePath(f.path.join("/")));
         }
     }
-    for f in files {
+    for f in real() {
         for end in 1..f.path.len() {
             let prefix = &f.path[..end];
             if seen.contains(prefix) {

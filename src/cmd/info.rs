@@ -83,8 +83,16 @@ pub fn format_info(m: &Metainfo) -> String {
         let _ = writeln!(s, "Comment:     {comment}");
     }
 
-    let _ = writeln!(s, "\nFiles ({}):", info.files.len());
-    for f in &info.files {
+    let pads = info.files.iter().filter(|f| f.pad).count();
+    let _ = match pads {
+        0 => writeln!(s, "\nFiles ({}):", info.files.len()),
+        n => writeln!(
+            s,
+            "\nFiles ({}, and {n} pad files that only align the others):",
+            info.files.len() - n
+        ),
+    };
+    for f in info.files.iter().filter(|f| !f.pad) {
         let _ = writeln!(s, "  {:>10}  {}", human_bytes(f.length), f.path.join("/"));
     }
 

@@ -370,3 +370,69 @@ fn multi_file_mktorrent() {
     // Same payload as Transmission's multi.torrent, so the same file layout.
     assert_eq!(m.info.files, t.info.files);
 }
+
+/// libtorrent 2.0's hybrid torrent: the v1 info-hash covers the whole info
+/// dict (with its v2 `file tree`), and BEP 47 pad files are marked.
+#[test]
+fn hybrid_with_pad_files_libtorrent() {
+    let m = Metainfo::from_bytes(golden!("hybrid-libtorrent.torrent")).unwrap();
+    // As libtorrent reports it (torrent_info.info_hashes().v1).
+    assert_eq!(
+        m.info_hash,
+        hash("974735ffc2ea5426ee8ff5f5444ec8bcddae3683")
+    );
+    let pads: Vec<(String, bool)> = m
+        .info
+        .files
+        .iter()
+        .map(|f| (f.path.join("/"), f.pad))
+        .collect();
+    assert_eq!(
+        pads,
+        vec![
+            ("hybrid/a.bin".to_string(), false),
+            ("hybrid/.pad/31072".to_string(), true),
+            ("hybrid/c.bin".to_string(), false),
+            ("hybrid/.pad/28304".to_string(), true),
+            ("hybrid/sub/b.bin".to_string(), false),
+            ("hybrid/.pad/15536".to_string(), true),
+        ]
+    );
+    // Every real file starts on a piece boundary.
+    for f in m.info.files.iter().filter(|f| !f.pad) {
+        assert_eq!(f.offset % u64::from(m.info.piece_length), 0, "{:?}", f.path);
+    }
+}
+
+/// libtorrent names pad files by size, so two may share a path; real files
+/// still may not.
+#[test]
+fn pad_files_may_share_a_path() {
+    let pieces = "x".repeat(20);
+    let file = |attr: &str, name: &str| {
+        let attr = if attr.is_empty() {
+            String::new()
+        } else {
+            format!("4:attr{}:{attr}", attr.len())
+        };
+        format!("d{attr}6:lengthi2e4:pathl{}:{name}ee", name.len())
+    };
+    let info = |files: String| {
+        format!("d5:filesl{files}e4:name1:d12:piece lengthi16384e6:pieces20:{pieces}e")
+    };
+    let padded = info(format!(
+        "{}{}{}{}",
+        file("", "a"),
+        file("p", ".pad"),
+        file("", "b"),
+        file("p", ".pad")
+    ));
+    let m = Metainfo::from_bytes(&wrap(&padded)).unwrap();
+    let flags: Vec<bool> = m.info.files.iter().map(|f| f.pad).collect();
+    assert_eq!(flags, vec![false, true, false, true]);
+    let twins = info(format!("{}{}", file("x", "a"), file("", "a")));
+    assert!(matches!(
+        Metainfo::from_bytes(&wrap(&twins)),
+        Err(MetainfoError::DuplicatePath(_))
+    ));
+}

@@ -46,6 +46,8 @@ pub enum StorageError {
 struct FileSlot {
     path: PathBuf,
     length: u64,
+    /// A BEP 47 pad file: all zeros, never on disk.
+    pad: bool,
 }
 
 /// The files of one torrent under one output folder.
@@ -77,6 +79,7 @@ impl Storage {
             files.push(FileSlot {
                 path,
                 length: f.length,
+                pad: f.pad,
             });
         }
         let layout = Layout::new(info.files.iter().map(|f| f.length));
@@ -89,9 +92,10 @@ impl Storage {
     }
 
     /// Creates folders and files (sparse, full length) so writes can land
-    /// anywhere and zero-length files exist too. Never truncates.
+    /// anywhere and zero-length files exist too. Never truncates. Pad files
+    /// are not created.
     pub fn prepare(&self) -> Result<(), StorageError> {
-        for (i, f) in self.files.iter().enumerate() {
+        for (i, f) in self.files.iter().enumerate().filter(|(_, f)| !f.pad) {
             if let Some(parent) = f.path.parent() {
                 std::fs::create_dir_all(parent).map_err(|source| StorageError::Io {
                     op: "creating folder",
@@ -145,10 +149,14 @@ impl Storage {
         Ok(file)
     }
 
-    /// Writes `data` at content offset `offset`.
+    /// Writes `data` at content offset `offset` (what falls in pad files is
+    /// dropped: it is zeros, as the piece hash has just confirmed).
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         let _one_writer = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         for s in self.layout.spans(offset, data.len()) {
+            if self.files[s.file].pad {
+                continue;
+            }
             let f = self.handle(s.file, true)?;
             f.write_all_at(&data[s.buf_offset..s.buf_offset + s.len], s.file_offset)
                 .map_err(|source| StorageError::Io {
@@ -160,9 +168,13 @@ impl Storage {
         Ok(())
     }
 
-    /// Fills `buf` from content offset `offset`.
+    /// Fills `buf` from content offset `offset`; pad files read as zeros.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
         for s in self.layout.spans(offset, buf.len()) {
+            if self.files[s.file].pad {
+                buf[s.buf_offset..s.buf_offset + s.len].fill(0);
+                continue;
+            }
             let f = self.handle(s.file, false)?;
             f.read_exact_at(&mut buf[s.buf_offset..s.buf_offset + s.len], s.file_offset)
                 .map_err(|source| StorageError::Io {
@@ -177,10 +189,10 @@ impl Storage {
     /// Whether every file touched by `[offset, offset+len)` exists at full length;
     /// lets the start-up check skip reading pieces that cannot be there.
     fn range_present(&self, offset: u64, len: usize, sizes: &[Option<u64>]) -> bool {
-        self.layout
-            .spans(offset, len)
-            .iter()
-            .all(|s| sizes[s.file].is_some_and(|l| l >= s.file_offset + s.len as u64))
+        self.layout.spans(offset, len).iter().all(|s| {
+            self.files[s.file].pad
+                || sizes[s.file].is_some_and(|l| l >= s.file_offset + s.len as u64)
+        })
     }
 
     /// Flushes written data to the disk.
@@ -214,7 +226,7 @@ impl Storage {
             .map(|f| {
                 std::fs::metadata(&f.path)
                     .ok()
-                    .filter(|m| m.is_file())
+                    .filter(|m| m.is_file() && !f.pad)
                     .map(|m| m.len())
             })
             .collect();
@@ -282,6 +294,7 @@ mod tests {
                     length: *l,
                     offset: off,
                     md5sum: None,
+                    pad: p.contains(&".pad"),
                 };
                 off += l;
                 e
@@ -354,5 +367,38 @@ mod tests {
         ));
         i.files[0].path = vec!["/etc".into()];
         assert!(Storage::new(dir.path(), &i).is_err());
+    }
+
+    /// BEP 47 pad files: never created or written, read as zeros, and the
+    /// pieces they fill verify from the real files alone.
+    #[test]
+    fn pad_files_stay_virtual() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut content: Vec<u8> = (0..65536u32).map(|i| (i % 249) as u8 + 1).collect();
+        content[20_000..32_768].fill(0);
+        let info = info(
+            &[
+                (&["t", "a"], 20_000),
+                (&["t", ".pad", "12768"], 12_768),
+                (&["t", "b"], 32_768),
+            ],
+            32768,
+            &content,
+        );
+        let g = Geometry::new(info.total_length, info.piece_length);
+        let st = Storage::new(dir.path(), &info).unwrap();
+        st.prepare().unwrap();
+        assert!(!dir.path().join("t/.pad").exists());
+        // A piece whose pad bytes came in as garbage is stored as zeros.
+        let mut piece0 = content[..32_768].to_vec();
+        piece0[25_000] = 7;
+        st.write(0, &piece0).unwrap();
+        st.write(32_768, &content[32_768..]).unwrap();
+        assert!(!dir.path().join("t/.pad").exists());
+        let mut buf = vec![1u8; 32_768];
+        st.read(0, &mut buf).unwrap();
+        assert!(buf[..] == content[..32_768]);
+        let have = st.check_existing(&g, &info.pieces, 1, &AtomicU32::new(0));
+        assert_eq!(have.count(), 2);
     }
 }

@@ -16,6 +16,7 @@ use crate::bitfield::Bitfield;
 use crate::error_chain;
 use crate::metainfo::Info;
 use crate::peer::conn::next_key;
+use crate::peer::message::BlockRef;
 use crate::picker::PeerKey;
 use crate::session::shared::{BAN_STRIKES, Shared};
 use crate::session::verify::deliver_block;
@@ -42,6 +43,9 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Time allowed to connect to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Zeros made at a time for a pad file's share of a run.
+const PAD_CHUNK: u64 = 64 * 1024;
 
 /// Rounds in a row that may fail before the server is given up.
 const MAX_FAILURES: u32 = 8;
@@ -204,7 +208,20 @@ async fn fetch_run(
     run: &Run,
 ) -> Result<(), WebSeedError> {
     let mut cutter = Cutter::new(run);
-    for part in plan::parts(run, layout) {
+    let mut deliver = |b: BlockRef, bytes: &[u8]| {
+        deliver_block(shared, key, b.piece, b.offset, bytes);
+    };
+    for part in plan::parts(run, layout, info) {
+        if part.pad {
+            let zeros = vec![0u8; part.len.min(PAD_CHUNK) as usize];
+            let mut left = part.len;
+            while left > 0 {
+                let n = left.min(PAD_CHUNK) as usize;
+                cutter.push(&zeros[..n], &mut deliver);
+                left -= n as u64;
+            }
+            continue;
+        }
         let url = plan::file_url(base, info, part.file);
         let http = |e: reqwest::Error| WebSeedError::Http {
             url: url.clone(),
@@ -244,9 +261,7 @@ async fn fetch_run(
                 .map_err(http)?;
             let Some(chunk) = chunk else { break };
             let take = chunk.len().min((part.len - got) as usize);
-            cutter.push(&chunk[..take], |b, bytes| {
-                deliver_block(shared, key, b.piece, b.offset, bytes);
-            });
+            cutter.push(&chunk[..take], &mut deliver);
             got += take as u64;
         }
         if got < part.len {

@@ -24,7 +24,8 @@ pub struct Run {
     pub blocks: Vec<BlockRef>,
 }
 
-/// One HTTP range request: bytes `first..first+len` of file `file`.
+/// One HTTP range request: bytes `first..first+len` of file `file`; or,
+/// for a BEP 47 pad file, which no server holds, that many zeros.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Part {
     /// Index into the torrent's file list.
@@ -33,6 +34,8 @@ pub struct Part {
     pub first: u64,
     /// Bytes wanted (> 0).
     pub len: u64,
+    /// The file is padding: make the zeros, do not fetch them.
+    pub pad: bool,
 }
 
 impl Part {
@@ -91,8 +94,9 @@ pub fn runs(blocks: &[BlockRef], geometry: &Geometry) -> Vec<Run> {
     out
 }
 
-/// The range requests that fetch `run`, in order; empty files are skipped.
-pub fn parts(run: &Run, layout: &Layout) -> Vec<Part> {
+/// The range requests that fetch `run` (a layout of `info`'s files), in
+/// order; empty files are skipped.
+pub fn parts(run: &Run, layout: &Layout, info: &Info) -> Vec<Part> {
     let Ok(len) = usize::try_from(run.len) else {
         return Vec::new();
     };
@@ -103,6 +107,7 @@ pub fn parts(run: &Run, layout: &Layout) -> Vec<Part> {
             file: s.file,
             first: s.file_offset,
             len: s.len as u64,
+            pad: info.files.get(s.file).is_some_and(|f| f.pad),
         })
         .collect()
 }
@@ -166,6 +171,7 @@ mod tests {
                     length: *l,
                     offset: offset - l,
                     md5sum: None,
+                    pad: p.contains(&".pad"),
                 }
             })
             .collect();
@@ -221,30 +227,40 @@ mod tests {
 
     #[test]
     fn parts_split_at_file_boundaries_and_skip_empty_files() {
+        let files: &[(&[&str], u64)] = &[
+            (&["t", "a"], 10),
+            (&["t", "e"], 0),
+            (&["t", ".pad", "20"], 20),
+            (&["t", "b"], 5),
+        ];
+        let info = info("t", files, true);
         let layout = Layout::new([10, 0, 20, 5]);
         let run = Run {
             offset: 5,
             len: 27,
             blocks: Vec::new(),
         };
-        let got = parts(&run, &layout);
+        let got = parts(&run, &layout, &info);
         assert_eq!(
             got,
             vec![
                 Part {
                     file: 0,
                     first: 5,
-                    len: 5
+                    len: 5,
+                    pad: false
                 },
                 Part {
                     file: 2,
                     first: 0,
-                    len: 20
+                    len: 20,
+                    pad: true
                 },
                 Part {
                     file: 3,
                     first: 0,
-                    len: 2
+                    len: 2,
+                    pad: false
                 },
             ]
         );

@@ -172,6 +172,64 @@ fn btc_seeds_aria2c_fetches_by_magnet() {
     assert_same_tree(&root, &out.join("ariamagnet.bin"));
 }
 
+/// libtorrent 2.0's default torrent is a v1+v2 hybrid whose files are
+/// aligned by BEP 47 pad files. btc downloads one from a libtorrent seeder,
+/// and one from an nginx web seed that holds only the real files; no pad
+/// file reaches the disk either way.
+#[test]
+fn libtorrent_hybrid_with_pad_files() {
+    require_tool(PYTHON);
+    let ctx = Ctx::new("interop-lt-pad-files", secs(240));
+    let payload = Payload::nested("padded", 1);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 1009);
+    let nginx = Nginx::start(&ctx, &seed_dir);
+    let make = |name: &str, extra: &[&str]| {
+        let t = ctx.join(name);
+        let mut args = vec!["create", "--path", s(&root), "--out", s(&t)];
+        args.extend_from_slice(extra);
+        ctx.run("lt-create", lt_cmd(&args), secs(60))
+            .assert_ok("lt.py create");
+        t
+    };
+    let t_peer = make("peer.torrent", &[]);
+    let web = nginx.url("");
+    let t_web = make("web.torrent", &["--web-seed", &web]);
+    let info = ctx.run_btc(&["info", s(&t_web)], secs(30));
+    info.assert_ok("btc info");
+    assert!(info.stdout.contains("pad files"), "{}", info.stdout);
+
+    let p = free_port();
+    let listen = format!("127.0.0.2:{p}");
+    let mut lt = ctx.spawn(
+        "libtorrent-seeder",
+        lt_cmd(&[
+            "seed",
+            "--torrent",
+            s(&t_peer),
+            "--save",
+            s(&seed_dir),
+            "--listen",
+            &listen,
+        ]),
+    );
+    lt.wait_output("SEEDING", secs(60));
+    for (t, out, extra) in [
+        (
+            &t_peer,
+            ctx.join("out-peer"),
+            vec!["--peer", listen.as_str()],
+        ),
+        (&t_web, ctx.join("out-web"), vec![]),
+    ] {
+        let mut args = vec!["-o", s(&out), s(t), "--no-seed", "--no-dht", "--port", "0"];
+        args.extend(extra);
+        btc_leech(&ctx, &args, secs(120));
+        assert_same_tree(&root, &out.join("padded"));
+        assert!(!out.join("padded/.pad").exists(), "pad files written");
+    }
+}
+
 #[test]
 fn libtorrent_seeds_btc_downloads() {
     require_tool(PYTHON);

@@ -782,6 +782,18 @@ pub fn transmission_hash(ctx: &Ctx, torrent: &Path) -> String {
         .to_string()
 }
 
+/// The v1 info-hash libtorrent (python3-libtorrent) computes for `torrent`.
+pub fn libtorrent_hash(ctx: &Ctx, torrent: &Path) -> String {
+    require_tool(PYTHON);
+    let mut c = Command::new(PYTHON);
+    c.arg("-c")
+        .arg("import sys, libtorrent as lt; print(lt.torrent_info(sys.argv[1]).info_hashes().v1)")
+        .arg(torrent);
+    let out = ctx.run("libtorrent-hash", c, Duration::from_secs(60));
+    out.assert_ok("libtorrent info-hash");
+    out.stdout.trim().to_lowercase()
+}
+
 /// `btc create PATH -o OUT EXTRA...`, asserted to succeed.
 pub fn btc_create(ctx: &Ctx, path: &Path, out: &Path, extra: &[&str]) {
     let mut args = vec![
