@@ -19,20 +19,11 @@ fn uri_escape(u: &str) -> String {
         .replace('=', "%3D")
 }
 
-/// Runs a btc leecher to completion, asserts exit 0, returns its stderr.
+/// Runs a btc leecher with `-v` to completion, asserts exit 0, returns its
+/// stderr.
 fn btc_leech(ctx: &Ctx, args: &[&str], timeout: Duration) -> String {
-    let start = Instant::now();
-    let mut cmd = ctx.btc(args);
-    cmd.arg("-v");
-    let mut p = ctx.spawn("btc-leecher", cmd);
-    p.expect_success(timeout);
-    eprintln!(
-        "[{}] btc finished in {:?}: {}",
-        ctx.name,
-        start.elapsed(),
-        p.stdout().trim()
-    );
-    p.stderr()
+    let args = [args, &["-v"]].concat();
+    leech(ctx, "btc-leecher", &args, timeout).1
 }
 
 fn lt_cmd(args: &[&str]) -> Command {
@@ -439,7 +430,7 @@ impl Transmission {
         c.arg("-f").arg("-g").arg(&conf);
         let mut proc = ctx.spawn("transmission-daemon", c);
         let rpc = format!("127.0.0.1:{rpc_port}");
-        let ok = wait_for(secs(20), || proc.is_running() && tcp_open(&rpc));
+        let ok = ctx.wait_listening(&mut proc, &rpc, secs(20));
         assert!(ok, "transmission-daemon did not start\n{}", proc.tails());
         Transmission {
             proc,

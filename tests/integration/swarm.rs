@@ -24,21 +24,6 @@ fn make_torrent(
     (seed_dir, root, t, hash)
 }
 
-/// Runs a leecher to completion (`--no-seed`), asserts exit 0 and returns
-/// (stdout, stderr, elapsed).
-fn leech(ctx: &Ctx, name: &str, args: &[&str], timeout: Duration) -> (String, String, Duration) {
-    let start = Instant::now();
-    let mut p = ctx.spawn(name, ctx.btc(args));
-    p.expect_success(timeout);
-    let el = start.elapsed();
-    eprintln!(
-        "[{}] {name} finished in {el:?}: {}",
-        ctx.name,
-        p.stdout().trim()
-    );
-    (p.stdout(), p.stderr(), el)
-}
-
 /// A local DHT: a `btc dht` node and a btc seeding `torrent` from
 /// `seed_dir` that bootstraps from it and announces there. Returns both
 /// and the node's port.
@@ -546,10 +531,11 @@ fn torrent_by_http_url() {
         .current_dir(&web);
     let mut http = ctx.spawn("http-server", c);
     let addr = format!("127.0.0.1:{hp}");
-    ctx.wait_for("the http server", secs(20), || {
-        http.assert_running();
-        tcp_open(&addr)
-    });
+    assert!(
+        ctx.wait_listening(&mut http, &addr, secs(20)),
+        "the http server did not start\n{}",
+        http.tails()
+    );
     let p1 = free_port();
     let _seeder = start_btc_seeder(&ctx, "seeder", &seed_dir, s(&t), p1, &["--no-dht"]);
     let out = ctx.join("out");

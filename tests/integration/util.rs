@@ -193,6 +193,12 @@ impl Ctx {
         }
     }
 
+    /// Waits (at most `timeout`) until `proc` accepts TCP connections at
+    /// `addr`; false if it exited or never did.
+    pub fn wait_listening(&self, proc: &mut Proc, addr: &str, timeout: Duration) -> bool {
+        wait_for(timeout, || proc.is_running() && self.tcp_open(addr))
+    }
+
     /// Time left before the hard deadline.
     pub fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
@@ -1030,11 +1036,7 @@ impl Nginx {
             .arg("-e")
             .arg(dir.join("error.log"));
         let mut proc = ctx.spawn("nginx", c);
-        let addr = format!("127.0.0.1:{port}");
-        let ok = wait_for(Duration::from_secs(10), || {
-            proc.try_status().is_none() && ctx.tcp_open(&addr)
-        });
-        if !ok {
+        if !ctx.wait_listening(&mut proc, &format!("127.0.0.1:{port}"), secs(10)) {
             let log = fs::read_to_string(dir.join("error.log")).unwrap_or_default();
             panic!("nginx did not start\n{}\n{log}", proc.tails());
         }
@@ -1085,11 +1087,7 @@ impl Opentracker {
             c.args(["-u", "nobody"]);
         }
         let mut proc = ctx.spawn("opentracker", c);
-        let addr = format!("127.0.0.1:{port}");
-        let ok = wait_for(Duration::from_secs(10), || {
-            proc.try_status().is_none() && ctx.tcp_open(&addr)
-        });
-        if !ok {
+        if !ctx.wait_listening(&mut proc, &format!("127.0.0.1:{port}"), secs(10)) {
             panic!("opentracker did not start\n{}", proc.tails());
         }
         // The whitelist is loaded by a helper thread right after start-up.
@@ -1158,6 +1156,26 @@ pub fn testdata(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("testdata")
         .join(p)
+}
+
+/// Runs `btc ARGS` as `name` to completion (a leecher with `--no-seed`),
+/// asserts exit 0 and returns (stdout, stderr, elapsed).
+pub fn leech(
+    ctx: &Ctx,
+    name: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> (String, String, Duration) {
+    let start = Instant::now();
+    let mut p = ctx.spawn(name, ctx.btc(args));
+    p.expect_success(timeout);
+    let el = start.elapsed();
+    eprintln!(
+        "[{}] {name} finished in {el:?}: {}",
+        ctx.name,
+        p.stdout().trim()
+    );
+    (p.stdout(), p.stderr(), el)
 }
 
 /// A path as a command-line argument.
