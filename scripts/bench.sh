@@ -23,23 +23,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*" >&2; }
+source scripts/lib.sh
 
 need=()
 command -v opentracker >/dev/null || need+=(opentracker)
 command -v aria2c >/dev/null || need+=(aria2)
 [ -x /usr/bin/time ] || need+=(time)
 command -v cmp >/dev/null || need+=(diffutils)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    say "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${need[@]}" >/dev/null
-  else
-    echo "error: please install: ${need[*]}" >&2
-    exit 1
-  fi
-fi
+install_missing "${need[@]}"
 
 SINGLE_MIB="${BENCH_SINGLE_MIB:-1024}"
 MANY_FILES="${BENCH_MANY_FILES:-2000}"
@@ -64,45 +55,15 @@ pick_parent() {
 }
 PARENT=$(pick_parent)
 WORK=$(mktemp -d "$PARENT/btc-bench.XXXXXX")
-PIDS=()
 cleanup() {
   local code=$?
   trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_all
   rm -rf "$WORK"
   exit "$code"
 }
 trap cleanup EXIT INT TERM
 say "work folder: $WORK"
-
-USED=" "
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    case "$USED" in *" $p "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      USED="$USED$p "
-      echo "$p"
-      return
-    fi
-  done
-}
-wait_log() {
-  local file=$1 text=$2 pid=$3 secs=$4
-  for _ in $(seq 1 $((secs * 10))); do
-    grep -q -- "$text" "$file" 2>/dev/null && return 0
-    kill -0 "$pid" 2>/dev/null || { echo "error: process $pid died:" >&2; cat "$file" >&2; return 1; }
-    sleep 0.1
-  done
-  echo "error: timed out waiting for '$text' in $file" >&2
-  return 1
-}
 
 # --- payloads ------------------------------------------------------------------
 mkdir -p "$WORK/seed" "$WORK/logs"
@@ -131,16 +92,7 @@ H1=$("$BTC" info "$WORK/single.torrent" | awk '/^Info-hash:/ { print $2 }')
 H2=$("$BTC" info "$WORK/many.torrent" | awk '/^Info-hash:/ { print $2 }')
 
 say "starting opentracker on 127.0.0.1:$TRACKER_PORT"
-mkdir -p "$WORK/tracker"
-printf '%s\n%s\n' "$H1" "$H2" >"$WORK/tracker/whitelist"
-chmod 755 "$WORK/tracker"
-chmod 644 "$WORK/tracker/whitelist"
-OT_USER=()
-[ "$(id -u)" = 0 ] && OT_USER=(-u nobody)
-opentracker -i 127.0.0.1 -p "$TRACKER_PORT" -P "$TRACKER_PORT" -d "$WORK/tracker" -w whitelist \
-  "${OT_USER[@]}" >"$WORK/logs/opentracker.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$TRACKER_PORT") 2>/dev/null && break; sleep 0.1; done
+start_opentracker "$TRACKER_PORT" "$WORK/tracker" "$WORK/logs/opentracker.log" "$H1" "$H2"
 
 # --- measurements ----------------------------------------------------------------
 RESULTS=()   # "payload client secs bytes cpu rss_kib"

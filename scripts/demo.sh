@@ -18,23 +18,14 @@ cd "$(dirname "$0")/.."
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+source scripts/lib.sh
 
 # --- tools ------------------------------------------------------------------
 need=()
 command -v opentracker >/dev/null || need+=(opentracker)
 command -v cmp >/dev/null || need+=(diffutils)
 command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    say "installing ${need[*]} (apt-get)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${need[@]}" >/dev/null
-  else
-    echo "error: please install: ${need[*]} (e.g. sudo apt-get install ${need[*]})" >&2
-    exit 1
-  fi
-fi
+install_missing "${need[@]}"
 command -v cargo >/dev/null || { echo "error: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
 
 # --- build ------------------------------------------------------------------
@@ -46,48 +37,14 @@ BTC="${CARGO_TARGET_DIR:-$PWD/target}/release/btc"
 # --- workspace and cleanup ---------------------------------------------------
 WORK="${DEMO_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/btc-demo.XXXXXX")}"
 mkdir -p "$WORK"
-PIDS=()
 cleanup() {
   local code=$?
   trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_all
   if [ -z "${DEMO_DIR:-}" ]; then rm -rf "$WORK"; fi
   exit "$code"
 }
 trap cleanup EXIT INT TERM
-
-# A TCP port nobody listens on (and not handed out before).
-USED=" "
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    case "$USED" in *" $p "*) continue ;; esac
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      USED="$USED$p "
-      echo "$p"
-      return
-    fi
-  done
-}
-
-# Waits until FILE contains TEXT (or the process PID dies / SECS pass).
-wait_log() {
-  local file=$1 text=$2 pid=$3 secs=$4 i
-  for i in $(seq 1 $((secs * 10))); do
-    grep -q -- "$text" "$file" 2>/dev/null && return 0
-    kill -0 "$pid" 2>/dev/null || { echo "error: process $pid died; log:" >&2; cat "$file" >&2; return 1; }
-    sleep 0.1
-  done
-  echo "error: timed out waiting for '$text' in $file" >&2
-  cat "$file" >&2
-  return 1
-}
 
 TRACKER_PORT=$(free_port)
 DHT_PORT=$(free_port)
@@ -114,18 +71,7 @@ MAGNET=$("$BTC" info "$WORK/demo.torrent" | awk '/^Magnet:/ { print $2 }')
 
 # --- tracker and DHT ---------------------------------------------------------
 say "starting opentracker on 127.0.0.1:$TRACKER_PORT (HTTP+UDP, whitelist: $HASH)"
-mkdir -p "$WORK/tracker"
-echo "$HASH" >"$WORK/tracker/whitelist"
-chmod 755 "$WORK/tracker"
-chmod 644 "$WORK/tracker/whitelist"
-# opentracker chroots into -d (needs root), drops to -u and then reads the
-# whitelist relative to that folder.
-OT_USER=()
-[ "$(id -u)" = 0 ] && OT_USER=(-u nobody)
-opentracker -i 127.0.0.1 -p "$TRACKER_PORT" -P "$TRACKER_PORT" -d "$WORK/tracker" -w whitelist \
-  "${OT_USER[@]}" >"$WORK/logs/opentracker.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$TRACKER_PORT") 2>/dev/null && break; sleep 0.1; done
+start_opentracker "$TRACKER_PORT" "$WORK/tracker" "$WORK/logs/opentracker.log" "$HASH"
 
 say "starting a local DHT node: btc dht --port $DHT_PORT --no-bootstrap"
 "$BTC" dht --port "$DHT_PORT" --bind 127.0.0.1 --no-bootstrap --state-dir "$WORK/dht-node" \
