@@ -21,9 +21,12 @@
 //! - [`storage::layout`]: piece offsets to file spans.
 //! - [`webseed::plan`]: web seed URLs and byte ranges for picked blocks.
 //! - [`create`]: building a `.torrent` from files.
+//! - [`peer::state`], [`peer::swarm`]: one connection's protocol, sans-IO,
+//!   and the trait through which it reaches its torrent.
 //!
 //! I/O shell:
-//! - [`peer::conn`]: one task per peer connection.
+//! - [`peer::conn`]: one task per peer connection (the socket driver).
+//! - [`spawn`]: named, tracked task spawning.
 //! - [`tracker`]: HTTP and UDP announce loops.
 //! - [`dht`]: the only user of `mainline`.
 //! - [`storage::disk`]: blocking file I/O and verification.
@@ -45,6 +48,7 @@ pub mod metainfo;
 pub mod peer;
 pub mod picker;
 pub mod session;
+pub mod spawn;
 pub mod storage;
 pub mod tracker;
 pub mod ui;

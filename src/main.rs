@@ -74,6 +74,9 @@ struct DownloadFlags {
     /// Connected peers at most.
     #[arg(long, default_value_t = 80, value_name = "N")]
     max_peers: usize,
+    /// Connections from one IP address at most (raise it for peers behind one NAT).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    max_peers_per_ip: usize,
 }
 
 #[derive(Subcommand)]
@@ -133,6 +136,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    install_panic_hook();
     // One reactor thread: sockets and decisions are cheap, while hashing and
     // disk I/O already run on the blocking pool. Measured on a 1 GiB loopback
     // download, a multi-threaded runtime cost 5-35% more CPU (workers waking
@@ -163,6 +167,38 @@ fn main() -> ExitCode {
 /// `what: why: deeper why` on a single line.
 fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
+}
+
+/// A panic in a task must not paint a backtrace over the progress bars:
+/// tokio ends only that task (its drop guards give back what it held), and
+/// this hook logs one line per panic, at most [`MAX_PANIC_LINES`] in all,
+/// so a peer that triggers the same bug a thousand times cannot flood the
+/// terminal. `RUST_BACKTRACE=1` restores the default report for debugging.
+fn install_panic_hook() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const MAX_PANIC_LINES: usize = 5;
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let n = PANICS.fetch_add(1, Ordering::Relaxed);
+        if n >= MAX_PANIC_LINES {
+            return;
+        }
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let task = std::thread::current().name().unwrap_or("?").to_string();
+        eprintln!("warning: internal error in thread {task}{at}: {what}; the task was stopped");
+    }));
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -248,6 +284,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 no_dht: f.no_dht,
                 state_dir: f.state_dir,
                 max_peers: f.max_peers.max(1),
+                max_per_ip: f.max_peers_per_ip.max(1),
                 quiet: cli.quiet,
             };
             let report = cmd::download::run(args, shutdown.clone()).await?;

@@ -49,6 +49,9 @@ struct Partial {
     received: u32,
     buf: Vec<u8>,
     contributors: Vec<PeerKey>,
+    /// Who delivered each block (0: nobody yet), to pin a bad piece on
+    /// the peer that sent the bad block.
+    senders: Vec<PeerKey>,
 }
 
 /// What became of a received block.
@@ -70,6 +73,8 @@ pub enum BlockOutcome {
         data: Vec<u8>,
         /// Every peer that sent a block of it.
         contributors: Vec<PeerKey>,
+        /// The peer that sent each block, in block order.
+        senders: Vec<PeerKey>,
         /// Peers to send CANCEL to.
         cancel: Vec<PeerKey>,
     },
@@ -356,6 +361,7 @@ impl Picker {
                 received: 0,
                 buf,
                 contributors: Vec::new(),
+                senders: vec![0; self.geometry.block_count(piece) as usize],
             },
         );
     }
@@ -386,16 +392,21 @@ impl Picker {
         };
         p.buf[offset as usize..offset as usize + data.len()].copy_from_slice(data);
         p.received += 1;
+        if let Some(s) = p.senders.get_mut(b) {
+            *s = peer;
+        }
         if !p.contributors.contains(&peer) {
             p.contributors.push(peer);
         }
-        if p.received as usize == p.blocks.len() {
-            let p = self.pending.remove(&piece).expect("present above");
+        if p.received as usize == p.blocks.len()
+            && let Some(p) = self.pending.remove(&piece)
+        {
             self.verifying.set(piece as usize);
             BlockOutcome::Complete {
                 piece,
                 data: p.buf,
                 contributors: p.contributors,
+                senders: p.senders,
                 cancel,
             }
         } else {

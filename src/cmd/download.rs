@@ -41,6 +41,8 @@ pub struct DownloadArgs {
     pub state_dir: Option<PathBuf>,
     /// Connection limit.
     pub max_peers: usize,
+    /// Connections from one IP at most.
+    pub max_per_ip: usize,
     /// No bars, no summary.
     pub quiet: bool,
 }
@@ -114,6 +116,7 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
         seed_ratio: args.seed_ratio,
         seed_time: args.seed_time,
         max_peers: args.max_peers,
+        max_per_ip: args.max_per_ip,
         dht: dht.clone(),
         state_dir,
     };

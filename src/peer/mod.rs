@@ -1,5 +1,6 @@
-//! The peer wire: pure messages, codec, handshake and extensions, plus the
-//! connection task that is the only code touching a peer's socket.
+//! The peer wire: pure messages, codec, handshake and extensions, the
+//! sans-IO protocol state of one connection, and the connection task that
+//! is the only code touching a peer's socket.
 
 pub mod codec;
 pub mod conn;
@@ -7,3 +8,5 @@ pub mod extension;
 pub mod handshake;
 pub mod message;
 pub mod metadata;
+pub mod state;
+pub mod swarm;

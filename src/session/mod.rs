@@ -8,6 +8,8 @@
 //! The per-peer work happens in [`crate::peer::conn`]; this loop only makes
 //! decisions that need a view of every peer.
 
+pub mod accept;
+pub mod host;
 pub mod shared;
 pub mod status;
 pub mod verify;
@@ -19,12 +21,13 @@ use crate::geometry::Geometry;
 use crate::id::{InfoHash, PeerId};
 use crate::magnet::Magnet;
 use crate::metainfo::Metainfo;
-use crate::peer::conn;
+use crate::peer::conn::{self, Refused};
 use crate::peer::metadata::MetadataAssembler;
+use crate::peer::state::PeerError;
 use crate::storage::disk::Storage;
 use crate::tracker::{AnnounceConfig, TrackerStats, TransferTotals};
 use anyhow::{Context, Result};
-use shared::{PeerCommand, Shared, TorrentData};
+use shared::{Limits, PeerCommand, Shared, TorrentData};
 use status::{Phase, Status};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -81,6 +84,8 @@ pub struct Options {
     pub seed_time: Option<Duration>,
     /// Connected peers at most.
     pub max_peers: usize,
+    /// Connections from one IP at most.
+    pub max_per_ip: usize,
     /// The DHT node, when enabled.
     pub dht: Option<DhtHandle>,
     /// Where fetched metadata is remembered.
@@ -166,6 +171,10 @@ pub async fn run(
         peer_id,
         listen_port,
         dht.as_ref().map(|_| listen_port),
+        Limits {
+            max_peers: opts.max_peers,
+            max_per_ip: opts.max_per_ip,
+        },
         torrent_token.clone(),
     );
 
@@ -263,7 +272,7 @@ pub async fn run(
 
     // Incoming connections.
     let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(256);
-    let acceptor = tokio::spawn(accept_loop(listener, shared.clone(), opts.max_peers));
+    let acceptor = tokio::spawn(accept::accept_loop(listener, shared.clone()));
 
     let mut known: HashMap<SocketAddr, Known> = HashMap::new();
     let mut choker = Choker::new(UPLOAD_SLOTS, rand::random());
@@ -432,6 +441,9 @@ pub async fn run(
     status_tx.send_replace(status.clone());
     torrent_token.cancel();
     acceptor.abort();
+    // Peer tasks push out a last message and end within a fraction of a second.
+    shared.tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), shared.tasks.wait()).await;
     shared.disk_tasks.close();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, shared.disk_tasks.wait()).await;
     if let Some(data) = shared.data().cloned() {
@@ -656,6 +668,10 @@ fn dial_some(
         return;
     }
     let st = shared.lock();
+    let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
+    for p in st.peers.values() {
+        *per_ip.entry(p.addr.ip()).or_insert(0) += 1;
+    }
     // A seed dials too (behind NAT that is its only way to upload), but not
     // peers that were seeds themselves.
     let seeding = st.picker.as_ref().is_some_and(|p| p.is_complete());
@@ -673,9 +689,11 @@ fn dial_some(
             || (seeding && k.seed)
             || k.next_try.is_some_and(|t| t > now)
             || st.banned.contains(&addr.ip())
+            || per_ip.get(&addr.ip()).copied().unwrap_or(0) >= opts.max_per_ip
         {
             continue;
         }
+        *per_ip.entry(addr.ip()).or_insert(0) += 1;
         k.dialing = true;
         budget -= 1;
         dialing.fetch_add(1, Ordering::Relaxed);
@@ -686,14 +704,18 @@ fn dial_some(
             ev_tx.clone(),
             dialing.clone(),
         );
-        tokio::spawn(async move {
-            let res = conn::connect(addr, bind, &shared).await;
+        let tasks = shared.tasks.clone();
+        crate::spawn::named(&tasks, "dial", async move {
+            let host = host::as_host(&shared);
+            let res = conn::connect(addr, bind, &*host).await;
             dialing.fetch_sub(1, Ordering::Relaxed);
             let how = match res {
-                Ok((stream, theirs)) => match conn::run(stream, theirs, addr, true, shared).await {
+                Ok((stream, theirs)) => match conn::run(stream, theirs, addr, true, host).await {
                     Ok(()) => Ended::Ok,
-                    Err(conn::ConnError::BothSeeds) => Ended::BothSeeds,
-                    Err(conn::ConnError::Duplicate) => Ended::Duplicate,
+                    Err(conn::ConnError::Peer(PeerError::BothSeeds)) => Ended::BothSeeds,
+                    Err(conn::ConnError::Refused(Refused::Duplicate | Refused::PerIpLimit)) => {
+                        Ended::Duplicate
+                    }
                     Err(e) => {
                         tracing::debug!("peer {addr}: {e}");
                         Ended::Failed
@@ -705,47 +727,6 @@ fn dial_some(
                 }
             };
             let _ = ev_tx.send(ConnEvent::Ended(addr, how)).await;
-        });
-    }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, max_peers: usize) {
-    loop {
-        let (mut stream, addr) = match listener.accept().await {
-            // IPv4 peers reach the dual-stack socket as ::ffff:a.b.c.d.
-            Ok((stream, a)) => (stream, SocketAddr::new(a.ip().to_canonical(), a.port())),
-            Err(e) => {
-                tracing::debug!("accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        {
-            let st = shared.lock();
-            if st.peers.len() >= max_peers || st.banned.contains(&addr.ip()) {
-                continue;
-            }
-        }
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let theirs = match conn::read_handshake(&mut stream).await {
-                Ok(h) if h.info_hash == shared.info_hash => h,
-                Ok(h) => {
-                    tracing::debug!("incoming {addr} wants {}", h.info_hash);
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!("incoming {addr}: {e}");
-                    return;
-                }
-            };
-            if let Err(e) = conn::answer_handshake(&mut stream, &shared, &theirs).await {
-                tracing::debug!("incoming {addr}: {e}");
-                return;
-            }
-            if let Err(e) = conn::run(stream, theirs, addr, false, shared).await {
-                tracing::debug!("peer {addr}: {e}");
-            }
         });
     }
 }

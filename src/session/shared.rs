@@ -9,7 +9,6 @@ use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
 use crate::id::{InfoHash, PeerId};
 use crate::metainfo::Metainfo;
-use crate::peer::message::BlockRef;
 use crate::peer::metadata::MetadataAssembler;
 use crate::picker::{PeerKey, Picker};
 use crate::storage::disk::Storage;
@@ -18,15 +17,27 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::task::TaskTracker;
 
 use tokio_util::sync::CancellationToken;
 
-/// Strikes at which an IP is banned for sending data that fails its hash.
-/// A peer that was the only source of a bad piece gets two strikes, one
-/// that shared the piece with others gets one.
+/// Trust at or below which an IP is banned. A peer gains one point per
+/// verified piece it helped with (up to [`MAX_TRUST`]) and loses two per
+/// failed piece it helped with, as libtorrent does: a liar sinks fast, an
+/// honest peer that shared a few pieces with a liar does not. The smart ban
+/// in [`crate::session::verify`] bans a proven liar at once.
+pub const BAN_TRUST: i32 = -7;
+/// Trust a peer can bank.
+pub const MAX_TRUST: i32 = 20;
+/// Hash-failure strikes at which a web seed is dropped.
 pub const BAN_STRIKES: u32 = 4;
+/// Failed pieces whose per-block senders are remembered for the smart ban.
+pub const MAX_SUSPECT_PIECES: usize = 256;
+/// A connection older than this that moved no payload for as long may be
+/// closed to make room for a new one when every slot is taken.
+pub const EVICT_AFTER: Duration = Duration::from_secs(60);
 
 /// Everything known once the info dictionary is.
 pub struct TorrentData {
@@ -38,16 +49,7 @@ pub struct TorrentData {
     pub storage: Storage,
 }
 
-/// Commands the session sends to a peer task.
-#[derive(Debug)]
-pub enum PeerCommand {
-    /// Choke or unchoke the peer.
-    SetChoke(bool),
-    /// Another peer delivered this block first; cancel our request.
-    Cancel(BlockRef),
-    /// Disconnect (e.g. banned).
-    Close,
-}
+pub use crate::peer::state::PeerCommand;
 
 /// The session's view of one connected peer.
 pub struct PeerEntry {
@@ -69,6 +71,11 @@ pub struct PeerEntry {
     pub outgoing: bool,
     /// Command channel to its task.
     pub tx: mpsc::Sender<PeerCommand>,
+    /// When it connected.
+    pub connected_at: Instant,
+    /// When payload last moved either way, or it was last interested: a
+    /// peer idle in both senses for long can be evicted for a newcomer.
+    pub last_useful: Instant,
 }
 
 /// Mutable state behind the lock.
@@ -81,14 +88,37 @@ pub struct State {
     /// Verified pieces in the order they were verified; peer tasks keep an
     /// index into it to know which HAVEs they still owe their peer.
     pub verified_log: Vec<u32>,
-    /// Hash-failure strikes per IP.
-    pub strikes: HashMap<IpAddr, u32>,
+    /// Trust per IP (see [`BAN_TRUST`]).
+    pub trust: HashMap<IpAddr, i32>,
+    /// For failed pieces: who sent which block, and the block's SHA-1, to
+    /// compare once the piece passes from other peers (smart ban).
+    pub suspects: HashMap<u32, Vec<Suspect>>,
     /// IPs we refuse to talk to.
     pub banned: HashSet<IpAddr>,
     /// Fetches the info dict from peers while only the hash is known.
     pub assembler: Option<MetadataAssembler>,
     /// Hash-failure strikes of each running web seed, by its key.
     pub web_seed_strikes: HashMap<PeerKey, u32>,
+}
+
+/// One block of a piece that failed its hash check.
+#[derive(Debug, Clone)]
+pub struct Suspect {
+    /// Who sent it.
+    pub ip: IpAddr,
+    /// Its index in the piece.
+    pub block: u32,
+    /// SHA-1 of the bytes it sent.
+    pub hash: [u8; 20],
+}
+
+/// Connection limits of one torrent.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connected peers at most.
+    pub max_peers: usize,
+    /// Connections from one IP at most.
+    pub max_per_ip: usize,
 }
 
 /// Transfer counters, lock-free so the hot path can bump them cheaply.
@@ -130,8 +160,14 @@ pub struct Shared {
     metadata_tx: mpsc::Sender<Bytes>,
     /// Piece verify-and-write tasks, awaited at shutdown so no write is lost.
     pub disk_tasks: TaskTracker,
+    /// Peer, dial and web seed tasks, awaited briefly at shutdown.
+    pub tasks: TaskTracker,
     /// A storage failure that must end the run.
     pub fatal: Mutex<Option<String>>,
+    /// Connection limits.
+    pub limits: Limits,
+    /// This very `Shared`, for trait methods that must spawn work holding it.
+    pub this: std::sync::Weak<Shared>,
 }
 
 impl Shared {
@@ -141,10 +177,11 @@ impl Shared {
         peer_id: PeerId,
         listen_port: u16,
         dht_port: Option<u16>,
+        limits: Limits,
         shutdown: CancellationToken,
     ) -> (Arc<Self>, mpsc::Receiver<Bytes>) {
         let (metadata_tx, metadata_rx) = mpsc::channel(1);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|this| Shared {
             info_hash,
             peer_id,
             listen_port,
@@ -158,7 +195,10 @@ impl Shared {
             shutdown,
             metadata_tx,
             disk_tasks: TaskTracker::new(),
+            tasks: TaskTracker::new(),
             fatal: Mutex::new(None),
+            limits,
+            this: this.clone(),
         });
         (shared, metadata_rx)
     }
@@ -217,34 +257,50 @@ impl Shared {
         self.lock().picker.as_ref().is_some_and(|p| p.is_complete())
     }
 
-    /// Records hash-failure strikes of peers and web seeds; returns the peer
-    /// IPs that just crossed the ban line.
+    /// A piece that peers in `contributors` helped with failed its hash:
+    /// web seeds get strikes, peers lose trust. Returns the peer IPs that
+    /// just crossed the ban line (their connections are closed).
     pub fn strike(&self, st: &mut State, contributors: &[PeerKey]) -> Vec<IpAddr> {
-        let weight = if contributors.len() == 1 { 2 } else { 1 };
         let mut newly_banned = Vec::new();
         for k in contributors {
             if let Some(s) = st.web_seed_strikes.get_mut(k) {
                 // A web seed's task sees its strikes and stops itself.
-                *s += weight;
+                *s += if contributors.len() == 1 { 2 } else { 1 };
                 continue;
             }
             let Some(ip) = st.peers.get(k).map(|p| p.addr.ip()) else {
                 continue;
             };
-            let s = st.strikes.entry(ip).or_insert(0);
-            *s += weight;
-            if *s >= BAN_STRIKES && st.banned.insert(ip) {
+            let t = st.trust.entry(ip).or_insert(0);
+            *t = t.saturating_sub(2);
+            if *t <= BAN_TRUST && st.banned.insert(ip) {
                 newly_banned.push(ip);
             }
         }
         for ip in &newly_banned {
-            for p in st.peers.values() {
-                if p.addr.ip() == *ip {
-                    let _ = p.tx.try_send(PeerCommand::Close);
-                }
-            }
+            Self::ban(st, *ip);
         }
         newly_banned
+    }
+
+    /// A piece that peers in `contributors` helped with passed.
+    pub fn reward(st: &mut State, contributors: &[PeerKey]) {
+        for k in contributors {
+            if let Some(ip) = st.peers.get(k).map(|p| p.addr.ip()) {
+                let t = st.trust.entry(ip).or_insert(0);
+                *t = (*t + 1).min(MAX_TRUST);
+            }
+        }
+    }
+
+    /// Bans `ip` and closes its connections.
+    pub fn ban(st: &mut State, ip: IpAddr) {
+        st.banned.insert(ip);
+        for p in st.peers.values() {
+            if p.addr.ip() == ip {
+                let _ = p.tx.try_send(PeerCommand::Close);
+            }
+        }
     }
 
     /// Bumps a counter.
@@ -274,6 +330,7 @@ mod tests {
 
     fn add_peer(shared: &Shared, key: PeerKey, addr: &str) -> mpsc::Receiver<PeerCommand> {
         let (tx, rx) = mpsc::channel(4);
+        let now = Instant::now();
         shared.lock().peers.insert(
             key,
             PeerEntry {
@@ -286,27 +343,31 @@ mod tests {
                 seed: true,
                 outgoing: true,
                 tx,
+                connected_at: now,
+                last_useful: now,
             },
         );
         rx
     }
 
+    fn shared() -> Arc<Shared> {
+        let limits = Limits {
+            max_peers: 80,
+            max_per_ip: 1,
+        };
+        let token = CancellationToken::new();
+        Shared::new(InfoHash([1; 20]), PeerId([2; 20]), 1, None, limits, token).0
+    }
+
     #[test]
-    fn sole_source_of_two_bad_pieces_is_banned_and_closed() {
-        let (shared, _rx) = Shared::new(
-            InfoHash([1; 20]),
-            PeerId([2; 20]),
-            1,
-            None,
-            CancellationToken::new(),
-        );
+    fn sole_source_of_bad_pieces_is_banned_and_closed() {
+        let shared = shared();
         let mut bad = add_peer(&shared, 1, "10.0.0.1:1000");
         let mut good = add_peer(&shared, 2, "10.0.0.2:1000");
         let mut st = shared.lock();
-        assert!(
-            shared.strike(&mut st, &[1]).is_empty(),
-            "one bad piece is not enough"
-        );
+        for _ in 0..3 {
+            assert!(shared.strike(&mut st, &[1]).is_empty(), "not yet");
+        }
         let banned = shared.strike(&mut st, &[1]);
         assert_eq!(banned, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
         assert!(st.banned.contains(&"10.0.0.1".parse().unwrap()));
@@ -316,21 +377,22 @@ mod tests {
     }
 
     #[test]
-    fn shared_blame_needs_more_failures() {
-        let (shared, _rx) = Shared::new(
-            InfoHash([1; 20]),
-            PeerId([2; 20]),
-            1,
-            None,
-            CancellationToken::new(),
-        );
-        let _a = add_peer(&shared, 1, "10.0.0.1:1000");
-        let _b = add_peer(&shared, 2, "10.0.0.2:1000");
+    fn regression_honest_peer_sharing_pieces_with_a_liar_is_not_banned() {
+        let shared = shared();
+        let _liar = add_peer(&shared, 1, "10.0.0.1:1000");
+        let _honest = add_peer(&shared, 2, "10.0.0.2:1000");
         let mut st = shared.lock();
-        for _ in 0..BAN_STRIKES - 1 {
-            assert!(shared.strike(&mut st, &[1, 2]).is_empty());
+        // Every piece the liar touches fails; the honest peer shares half
+        // of them and completes as many good ones on its own.
+        let mut banned = Vec::new();
+        for _ in 0..10 {
+            banned.extend(shared.strike(&mut st, &[1, 2]));
+            Shared::reward(&mut st, &[2]);
+            banned.extend(shared.strike(&mut st, &[1]));
+            Shared::reward(&mut st, &[2]);
         }
-        assert_eq!(shared.strike(&mut st, &[1, 2]).len(), 2);
+        assert_eq!(banned, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert!(!st.banned.contains(&"10.0.0.2".parse().unwrap()));
     }
 
     #[test]

@@ -1,13 +1,22 @@
-//! Verifying a completed piece and writing it, off the reactor.
+//! Verifying a completed piece and writing it, off the reactor; pinning a
+//! bad piece on the peer that sent the bad block.
 //!
 //! Only a piece whose SHA-1 matches is written, and it is marked as had only
 //! after the write returned: a crash at any point leaves nothing on disk
 //! that the start-up check would wrongly trust, and no bad byte on disk.
+//!
+//! Smart ban (as libtorrent does it): when a piece fails, the SHA-1 of every
+//! block and who sent it are kept. When the piece later passes, each kept
+//! block is compared with the good data: a peer whose block differs sent
+//! bad data and is banned at once; peers whose blocks matched are cleared.
 
-use super::shared::{PeerCommand, Shared};
-use crate::peer::message::BlockRef;
+use super::shared::{MAX_SUSPECT_PIECES, PeerCommand, Shared, Suspect};
+use crate::peer::message::{BLOCK_LEN, BlockRef};
 use crate::picker::{BlockOutcome, PeerKey};
 use crate::storage::disk::piece_matches;
+use sha1::{Digest, Sha1};
+use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// A block arrived from source `key` (a peer or a web seed): counts it,
@@ -26,8 +35,9 @@ pub fn deliver_block(shared: &Arc<Shared>, key: PeerKey, piece: u32, offset: u32
             piece,
             data,
             contributors,
+            senders,
             cancel,
-        } => (cancel, Some((piece, data, contributors))),
+        } => (cancel, Some((piece, data, contributors, senders))),
     };
     let r = BlockRef {
         piece,
@@ -40,31 +50,56 @@ pub fn deliver_block(shared: &Arc<Shared>, key: PeerKey, piece: u32, offset: u32
         }
     }
     drop(st);
-    if let Some((piece, buf, contributors)) = complete {
-        spawn_verify(shared.clone(), piece, buf, contributors);
+    if let Some((piece, buf, contributors, senders)) = complete {
+        spawn_verify(shared.clone(), piece, buf, contributors, senders);
     }
 }
 
+/// SHA-1 of each block of a piece.
+fn block_hashes(buf: &[u8]) -> Vec<[u8; 20]> {
+    buf.chunks(BLOCK_LEN as usize)
+        .map(|b| Sha1::digest(b).into())
+        .collect()
+}
+
 /// Hashes `buf` as piece `piece` on the blocking pool, writes it when it
-/// matches, then records the outcome (HAVE broadcast, or strikes and refetch).
-pub fn spawn_verify(shared: Arc<Shared>, piece: u32, buf: Vec<u8>, contributors: Vec<PeerKey>) {
+/// matches, then records the outcome (HAVE broadcast and smart-ban verdicts,
+/// or lost trust, suspects and a refetch).
+pub fn spawn_verify(
+    shared: Arc<Shared>,
+    piece: u32,
+    buf: Vec<u8>,
+    contributors: Vec<PeerKey>,
+    senders: Vec<PeerKey>,
+) {
     let tracker = shared.disk_tasks.clone();
     tracker.spawn(async move {
         let Some(data) = shared.data().cloned() else {
             return;
         };
+        let suspected = shared.lock().suspects.contains_key(&piece);
         let job = {
             let data = data.clone();
             tokio::task::spawn_blocking(move || {
-                let expected = &data.meta.info.pieces[piece as usize];
+                let Some(expected) = data.meta.info.pieces.get(piece as usize) else {
+                    return (Ok(false), Vec::new(), buf);
+                };
                 if !piece_matches(&buf, expected) {
-                    return (Ok(false), buf);
+                    // Evidence for the smart ban.
+                    return (Ok(false), block_hashes(&buf), buf);
                 }
                 let r = data.storage.write(data.geometry.piece_offset(piece), &buf);
-                (r.map(|()| true), buf)
+                let hashes = if suspected {
+                    block_hashes(&buf)
+                } else {
+                    Vec::new()
+                };
+                (r.map(|()| true), hashes, buf)
             })
         };
-        let Ok((result, buf)) = job.await else { return };
+        let Ok((result, hashes, buf)) = job.await else {
+            return;
+        };
         let mut st = shared.lock();
         let Some(picker) = st.picker.as_mut() else {
             return;
@@ -74,8 +109,16 @@ pub fn spawn_verify(shared: Arc<Shared>, piece: u32, buf: Vec<u8>, contributors:
                 picker.piece_verified(piece);
                 picker.recycle(buf);
                 st.verified_log.push(piece);
+                Shared::reward(&mut st, &contributors);
+                let liars = convict(st.suspects.remove(&piece), &hashes);
+                for ip in &liars {
+                    Shared::ban(&mut st, *ip);
+                }
                 drop(st);
                 shared.pieces_verified.send_modify(|v| *v += 1);
+                for ip in liars {
+                    tracing::warn!("banned {ip}: it sent corrupt data for piece {piece}");
+                }
             }
             Ok(false) => {
                 picker.piece_failed(piece);
@@ -84,6 +127,7 @@ pub fn spawn_verify(shared: Arc<Shared>, piece: u32, buf: Vec<u8>, contributors:
                     &shared.counters.wasted,
                     data.geometry.piece_len(piece) as u64,
                 );
+                remember_suspects(&mut st, piece, &senders, &hashes);
                 let banned = shared.strike(&mut st, &contributors);
                 drop(st);
                 tracing::warn!("piece {piece} failed its hash check; fetching it again");
@@ -98,4 +142,79 @@ pub fn spawn_verify(shared: Arc<Shared>, piece: u32, buf: Vec<u8>, contributors:
             }
         }
     });
+}
+
+/// Keeps who sent which block of failed piece `piece`, bounded.
+fn remember_suspects(
+    st: &mut super::shared::State,
+    piece: u32,
+    senders: &[PeerKey],
+    hashes: &[[u8; 20]],
+) {
+    if !st.suspects.contains_key(&piece) && st.suspects.len() >= MAX_SUSPECT_PIECES {
+        return;
+    }
+    let found: Vec<Suspect> = senders
+        .iter()
+        .zip(hashes)
+        .enumerate()
+        .filter_map(|(b, (k, h))| {
+            let ip = st.peers.get(k)?.addr.ip();
+            Some(Suspect {
+                ip,
+                block: b as u32,
+                hash: *h,
+            })
+        })
+        .collect();
+    let list = st.suspects.entry(piece).or_default();
+    // One failed attempt per piece is enough evidence per block and IP;
+    // keep the list from growing with repeated failures.
+    for s in found {
+        if !list.iter().any(|x| x.ip == s.ip && x.block == s.block) {
+            list.push(s);
+        }
+    }
+}
+
+/// The IPs whose remembered blocks differ from the verified piece's blocks.
+fn convict(suspects: Option<Vec<Suspect>>, good: &[[u8; 20]]) -> Vec<IpAddr> {
+    let mut liars: Vec<IpAddr> = Vec::new();
+    let mut seen = HashSet::new();
+    for s in suspects.unwrap_or_default() {
+        let differs = good.get(s.block as usize).is_some_and(|h| *h != s.hash);
+        if differs && seen.insert(s.ip) {
+            liars.push(s.ip);
+        }
+    }
+    liars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn suspect(ip: &str, block: u32, data: &[u8]) -> Suspect {
+        Suspect {
+            ip: ip.parse().unwrap(),
+            block,
+            hash: Sha1::digest(data).into(),
+        }
+    }
+
+    #[test]
+    fn regression_smart_ban_convicts_only_the_sender_of_the_bad_block() {
+        let good_piece: Vec<u8> = (0..3 * BLOCK_LEN).map(|i| i as u8).collect();
+        let good = block_hashes(&good_piece);
+        let blocks: Vec<&[u8]> = good_piece.chunks(BLOCK_LEN as usize).collect();
+        // Honest 10.0.0.1 sent blocks 0 and 2, liar 10.0.0.9 sent block 1 wrong.
+        let suspects = vec![
+            suspect("10.0.0.1", 0, blocks[0]),
+            suspect("10.0.0.9", 1, &[0xee; BLOCK_LEN as usize]),
+            suspect("10.0.0.1", 2, blocks[2]),
+        ];
+        let liars = convict(Some(suspects), &good);
+        assert_eq!(liars, vec!["10.0.0.9".parse::<IpAddr>().unwrap()]);
+        assert!(convict(None, &good).is_empty());
+    }
 }

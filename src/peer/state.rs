@@ -1,0 +1,783 @@
+//! The peer-wire protocol of one connection, without sockets or clocks.
+//!
+//! [`PeerState`] takes decoded messages, commands from the session and the
+//! current instant, talks to the torrent through [`Swarm`], and writes what
+//! it wants to send into an [`Outbox`]. The socket driver
+//! ([`super::conn`]) only moves bytes and time in and out, so every attack a
+//! peer can mount is a unit test here with a fake swarm and synthetic
+//! instants.
+//!
+//! Budgets a peer cannot push past:
+//! - the outbox: the driver stops reading the peer while it holds more than
+//!   [`PeerState::read_pause`] bytes, so a peer that asks faster than it
+//!   reads stalls itself, not our memory;
+//! - its upload queue ([`MAX_UPLOAD_QUEUE`] requests), early HAVEs
+//!   ([`MAX_EARLY_HAVES`]), BITFIELDs ([`MAX_BITFIELDS`]);
+//! - blocks we never asked for ([`MAX_UNREQUESTED`]), then it is dropped;
+//! - time: idle, snubbed and stalled-writer timeouts.
+//!
+//! CPU per message is O(1) except a BITFIELD, which is linear in its own size.
+
+use super::extension::{ExtendedHandshake, HANDSHAKE_ID, LOCAL_UT_METADATA};
+use super::message::{BlockRef, MAX_REQUEST_LEN, Message};
+use super::metadata::{MetadataError, MetadataMessage};
+use super::swarm::Swarm;
+use crate::bitfield::Bitfield;
+use crate::picker::PeerKey;
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// A peer silent for this long (not even a keep-alive) is dropped.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// We send a keep-alive when we have said nothing for this long.
+pub const KEEPALIVE_AFTER: Duration = Duration::from_secs(60);
+/// A peer holding our requests this long without sending a block is snubbed.
+pub const SNUB_TIMEOUT: Duration = Duration::from_secs(30);
+/// A peer that reads none of what we queued for this long is dropped: it
+/// holds memory and an upload slot and gives nothing back.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Requests we queue for one peer before ignoring more (our `reqq`).
+pub const MAX_UPLOAD_QUEUE: usize = 500;
+/// Requests kept in flight when a peer does not say how many it accepts.
+const DEFAULT_REQQ: usize = 250;
+/// Never keep more than this many requests in flight to one peer.
+const MAX_DEPTH: usize = 512;
+/// Requests kept in flight to a peer that is not snubbed, its `reqq` allowing.
+const MIN_DEPTH: usize = 32;
+/// Blocks read from disk per trip to the blocking pool when serving.
+const SERVE_BATCH: usize = 16;
+/// Stop reading blocks from disk for a peer while this much waits to be sent.
+const SERVE_HIGH_WATER: usize = 1 << 20;
+/// Stop reading from a choked peer while this much waits to be sent to it:
+/// a choked peer can only make us queue small answers (metadata pieces,
+/// rejects), and it must read them before it may ask for more.
+const CHOKED_READ_PAUSE: usize = 64 * 1024;
+/// The same for an unchoked peer: a serve batch on top of the high water.
+const UNCHOKED_READ_PAUSE: usize = SERVE_HIGH_WATER + SERVE_BATCH * MAX_REQUEST_LEN as usize;
+/// Early HAVEs remembered before the metadata is known.
+pub const MAX_EARLY_HAVES: usize = 1 << 16;
+/// BITFIELD messages accepted from one peer. BEP 3 allows one; aria2c sends
+/// a second later. Each costs time linear in its size, so there is a cap.
+pub const MAX_BITFIELDS: u32 = 4;
+/// Blocks we did not ask for (and did not recently cancel) before the peer
+/// is dropped.
+pub const MAX_UNREQUESTED: u32 = 16;
+/// Requests remembered after we cancelled or released them, so that a block
+/// already on its way when we cancelled is not counted as unrequested.
+const RECENTLY_RELEASED: usize = 2 * MAX_DEPTH;
+/// ut_metadata requests in flight to one peer.
+const METADATA_IN_FLIGHT: usize = 2;
+
+/// Why the protocol ends a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The peer broke the protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// Sent metadata that does not match the info-hash.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// We and the peer both have every piece: nothing to trade.
+    #[error("we are both seeds")]
+    BothSeeds,
+    /// The peer sent nothing for [`IDLE_TIMEOUT`].
+    #[error("the peer went silent")]
+    Idle,
+    /// The peer read nothing we sent for [`WRITE_STALL_TIMEOUT`].
+    #[error("the peer stopped reading")]
+    WriteStalled,
+    /// The peer kept sending blocks we never asked for.
+    #[error("the peer sent {0} blocks we did not ask for")]
+    Unrequested(u32),
+}
+
+/// Encoded messages waiting for the socket.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    buf: BytesMut,
+}
+
+impl Outbox {
+    /// Appends one message.
+    pub fn push(&mut self, m: &Message) {
+        m.encode(&mut self.buf);
+    }
+
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The buffer, for the socket writer to drain.
+    pub fn buf_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Decodes everything queued (tests only).
+    #[cfg(test)]
+    pub fn drain_messages(&mut self) -> Vec<Message> {
+        use tokio_util::codec::Decoder;
+        let mut codec = super::codec::PeerCodec;
+        let mut out = Vec::new();
+        while let Ok(Some(m)) = codec.decode(&mut self.buf) {
+            out.push(m);
+        }
+        out
+    }
+}
+
+/// What we tell a peer about ourselves after the handshake.
+#[derive(Debug, Clone)]
+pub struct LocalInfo {
+    /// Our TCP listen port.
+    pub listen_port: u16,
+    /// Our DHT port, when we run a node.
+    pub dht_port: Option<u16>,
+    /// The peer's address as we see it (BEP 10 `yourip`).
+    pub their_ip: IpAddr,
+}
+
+/// Bytes-per-second meter over a sliding window of one-second buckets.
+#[derive(Debug, Default)]
+struct RateMeter {
+    buckets: [u64; 5],
+    current: u64,
+}
+
+impl RateMeter {
+    fn add(&mut self, n: u64) {
+        self.current = self.current.saturating_add(n);
+    }
+    /// Closes the current one-second bucket.
+    fn roll(&mut self) {
+        self.buckets.rotate_left(1);
+        self.buckets[4] = self.current;
+        self.current = 0;
+    }
+    fn rate(&self) -> u64 {
+        self.buckets.iter().fold(0u64, |a, b| a.saturating_add(*b)) / self.buckets.len() as u64
+    }
+}
+
+/// Commands the session sends to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerCommand {
+    /// Choke or unchoke the peer.
+    SetChoke(bool),
+    /// Another peer delivered this block first; cancel our request.
+    Cancel(BlockRef),
+    /// Disconnect (banned, replaced, evicted, or useless).
+    Close,
+}
+
+/// Per-connection protocol state.
+#[derive(Debug)]
+pub struct PeerState {
+    key: PeerKey,
+    local: LocalInfo,
+    supports_extensions: bool,
+    peer_choking: bool,
+    peer_interested: bool,
+    am_choking: bool,
+    am_interested: bool,
+    /// Their pieces, once the piece count is known.
+    bitfield: Option<Bitfield>,
+    /// Their BITFIELD payload received before we knew the piece count.
+    raw_bitfield: Option<Bytes>,
+    bitfields_received: u32,
+    early_haves: Vec<u32>,
+    in_flight: Vec<BlockRef>,
+    recently_released: VecDeque<BlockRef>,
+    unrequested: u32,
+    upload_queue: VecDeque<BlockRef>,
+    their_ut_metadata: Option<u8>,
+    metadata_in_flight: usize,
+    haves_cursor: usize,
+    down: RateMeter,
+    up: RateMeter,
+    snubbed: bool,
+    reqq: usize,
+    last_recv: Instant,
+    last_sent: Instant,
+    last_block: Instant,
+    /// When the outbox last shrank, or was last empty.
+    last_drain: Instant,
+    /// A serve batch is being read from disk.
+    serving: bool,
+}
+
+impl PeerState {
+    /// The state of a freshly handshaken connection.
+    pub fn new(key: PeerKey, local: LocalInfo, supports_extensions: bool, now: Instant) -> Self {
+        PeerState {
+            key,
+            local,
+            supports_extensions,
+            peer_choking: true,
+            peer_interested: false,
+            am_choking: true,
+            am_interested: false,
+            bitfield: None,
+            raw_bitfield: None,
+            bitfields_received: 0,
+            early_haves: Vec::new(),
+            in_flight: Vec::new(),
+            recently_released: VecDeque::new(),
+            unrequested: 0,
+            upload_queue: VecDeque::new(),
+            their_ut_metadata: None,
+            metadata_in_flight: 0,
+            haves_cursor: 0,
+            down: RateMeter::default(),
+            up: RateMeter::default(),
+            snubbed: false,
+            reqq: DEFAULT_REQQ,
+            last_recv: now,
+            last_sent: now,
+            last_block: now,
+            last_drain: now,
+            serving: false,
+        }
+    }
+
+    /// The peer's key in the swarm.
+    pub fn key(&self) -> PeerKey {
+        self.key
+    }
+
+    /// The peer's pieces, once known.
+    pub fn bitfield(&self) -> Option<&Bitfield> {
+        self.bitfield.as_ref()
+    }
+
+    /// Requests we have in flight to the peer.
+    pub fn in_flight(&self) -> &[BlockRef] {
+        &self.in_flight
+    }
+
+    /// How many requests we keep in flight to the peer at most.
+    pub fn reqq(&self) -> usize {
+        self.reqq
+    }
+
+    /// Whether the peer is snubbed (sent nothing for our requests).
+    pub fn is_snubbed(&self) -> bool {
+        self.snubbed
+    }
+
+    /// Stop reading the socket while the outbox holds more than this: the
+    /// peer must read what it asked for before it may ask again.
+    pub fn read_pause(&self) -> usize {
+        if self.am_choking {
+            CHOKED_READ_PAUSE
+        } else {
+            UNCHOKED_READ_PAUSE
+        }
+    }
+
+    /// First messages after the handshake: extension handshake, bitfield, DHT port.
+    pub fn start(&mut self, swarm: &dyn Swarm, out: &mut Outbox) {
+        let info = swarm.torrent();
+        if self.supports_extensions {
+            let hs = ExtendedHandshake {
+                ut_metadata: Some(LOCAL_UT_METADATA),
+                ut_pex: None,
+                metadata_size: info.map(|i| i.metadata_size),
+                client: Some(concat!("btc ", env!("CARGO_PKG_VERSION")).to_string()),
+                listen_port: Some(self.local.listen_port),
+                reqq: Some(MAX_UPLOAD_QUEUE as u32),
+                yourip: Some(self.local.their_ip),
+            };
+            out.push(&Message::Extended {
+                id: HANDSHAKE_ID,
+                payload: Bytes::from(hs.encode()),
+            });
+        }
+        if info.is_some() {
+            let (bf, cursor) = swarm.our_bitfield();
+            self.haves_cursor = cursor;
+            if let Some(bf) = bf {
+                out.push(&Message::Bitfield(bf));
+            }
+            // Nothing has been received yet, so this cannot fail.
+            let _ = self.adopt_metadata(swarm, out);
+        }
+        if let Some(port) = self.local.dht_port {
+            out.push(&Message::Port(port));
+        }
+    }
+
+    /// One message from the peer.
+    pub fn on_message(
+        &mut self,
+        m: Message,
+        now: Instant,
+        swarm: &dyn Swarm,
+        out: &mut Outbox,
+    ) -> Result<(), PeerError> {
+        self.last_recv = now;
+        match m {
+            Message::KeepAlive | Message::Unknown { .. } | Message::Port(_) => {}
+            Message::Choke => {
+                if !self.peer_choking {
+                    self.peer_choking = true;
+                    // Without the fast extension a choke discards our requests.
+                    let dropped = std::mem::take(&mut self.in_flight);
+                    self.forget(&dropped, swarm);
+                }
+            }
+            Message::Unchoke => self.peer_choking = false,
+            Message::Interested | Message::NotInterested => {
+                let interested = matches!(m, Message::Interested);
+                if interested != self.peer_interested {
+                    self.peer_interested = interested;
+                    swarm.set_interested(self.key, interested);
+                }
+            }
+            Message::Have(i) => self.on_have(i, swarm, out)?,
+            Message::Bitfield(b) => self.on_bitfield(b, swarm, out)?,
+            Message::Request(r) => self.on_request(r, swarm)?,
+            Message::Piece {
+                piece,
+                offset,
+                data,
+            } => self.on_block(piece, offset, data, now, swarm)?,
+            Message::Cancel(r) => {
+                if let Some(i) = self.upload_queue.iter().position(|x| *x == r) {
+                    self.upload_queue.remove(i);
+                }
+            }
+            Message::Extended { id, payload } => self.on_extended(id, payload, now, swarm, out)?,
+        }
+        Ok(())
+    }
+
+    fn on_bitfield(
+        &mut self,
+        b: Bytes,
+        swarm: &dyn Swarm,
+        out: &mut Outbox,
+    ) -> Result<(), PeerError> {
+        self.bitfields_received += 1;
+        if self.bitfields_received > MAX_BITFIELDS {
+            return Err(PeerError::Protocol("too many bitfields".into()));
+        }
+        let Some(known) = self.bitfield.as_ref() else {
+            // A later one supersedes an earlier one (pieces are never lost).
+            self.raw_bitfield = Some(b);
+            return Ok(());
+        };
+        let n = known.len();
+        let bf = Bitfield::from_wire(&b, n).ok_or_else(|| {
+            PeerError::Protocol(format!("bitfield of {} bytes for {n} pieces", b.len()))
+        })?;
+        // HAVEs may have come first; count only what is new.
+        for i in bf.iter_ones() {
+            self.on_have(i as u32, swarm, out)?;
+        }
+        Ok(())
+    }
+
+    /// Called once the piece count is known: parse what the peer sent early.
+    fn adopt_metadata(&mut self, swarm: &dyn Swarm, out: &mut Outbox) -> Result<(), PeerError> {
+        let Some(info) = swarm.torrent() else {
+            return Ok(());
+        };
+        let n = info.geometry.piece_count as usize;
+        let mut bf = match self.raw_bitfield.take() {
+            Some(raw) => Bitfield::from_wire(&raw, n).ok_or_else(|| {
+                PeerError::Protocol(format!("bitfield of {} bytes for {n} pieces", raw.len()))
+            })?,
+            None => Bitfield::new(n),
+        };
+        for i in std::mem::take(&mut self.early_haves) {
+            if i as usize >= n {
+                return Err(PeerError::Protocol(format!("have {i} beyond {n} pieces")));
+            }
+            bf.set(i as usize);
+        }
+        swarm.peer_bitfield(self.key, &bf);
+        let both_seeds = bf.is_full() && swarm.is_complete();
+        let want = swarm.is_interesting(&bf);
+        self.bitfield = Some(bf);
+        if both_seeds {
+            return Err(PeerError::BothSeeds);
+        }
+        self.set_interest(want, out);
+        Ok(())
+    }
+
+    fn on_have(&mut self, i: u32, swarm: &dyn Swarm, out: &mut Outbox) -> Result<(), PeerError> {
+        let Some(bf) = self.bitfield.as_mut() else {
+            if self.early_haves.len() >= MAX_EARLY_HAVES {
+                return Err(PeerError::Protocol("too many haves before metadata".into()));
+            }
+            self.early_haves.push(i);
+            return Ok(());
+        };
+        if i as usize >= bf.len() {
+            return Err(PeerError::Protocol(format!(
+                "have {i} beyond {} pieces",
+                bf.len()
+            )));
+        }
+        if !bf.set(i as usize) {
+            return Ok(()); // Already known: costs nothing.
+        }
+        let seed = bf.is_full();
+        swarm.peer_have(self.key, i, seed);
+        if seed && swarm.is_complete() {
+            return Err(PeerError::BothSeeds);
+        }
+        // O(1): only this piece can have made the peer interesting.
+        if !self.am_interested && !swarm.we_have(i) {
+            self.set_interest(true, out);
+        }
+        Ok(())
+    }
+
+    /// Sends INTERESTED / NOT INTERESTED when our need for this peer changes.
+    fn set_interest(&mut self, want: bool, out: &mut Outbox) {
+        if want != self.am_interested {
+            self.am_interested = want;
+            out.push(if want {
+                &Message::Interested
+            } else {
+                &Message::NotInterested
+            });
+        }
+    }
+
+    fn on_request(&mut self, r: BlockRef, swarm: &dyn Swarm) -> Result<(), PeerError> {
+        let Some(info) = swarm.torrent() else {
+            return Ok(());
+        };
+        if r.len == 0
+            || r.len > MAX_REQUEST_LEN
+            || !info.geometry.contains(r.piece, r.offset, r.len)
+        {
+            return Err(PeerError::Protocol(format!(
+                "bad request: piece {} offset {} length {}",
+                r.piece, r.offset, r.len
+            )));
+        }
+        if self.am_choking || self.upload_queue.len() >= MAX_UPLOAD_QUEUE {
+            return Ok(());
+        }
+        if swarm.we_have(r.piece) {
+            self.upload_queue.push_back(r);
+        }
+        Ok(())
+    }
+
+    /// Remembers requests we gave up on, so their late blocks are not
+    /// mistaken for unrequested ones, and hands them back to the picker.
+    fn forget(&mut self, dropped: &[BlockRef], swarm: &dyn Swarm) {
+        if dropped.is_empty() {
+            return;
+        }
+        swarm.release(self.key, dropped);
+        for r in dropped {
+            if self.recently_released.len() >= RECENTLY_RELEASED {
+                self.recently_released.pop_front();
+            }
+            self.recently_released.push_back(*r);
+        }
+    }
+
+    fn on_block(
+        &mut self,
+        piece: u32,
+        offset: u32,
+        data: Bytes,
+        now: Instant,
+        swarm: &dyn Swarm,
+    ) -> Result<(), PeerError> {
+        let len = data.len() as u32;
+        let same = |r: &BlockRef| r.piece == piece && r.offset == offset && r.len == len;
+        if let Some(i) = self.in_flight.iter().position(same) {
+            self.in_flight.swap_remove(i);
+        } else if let Some(i) = self.recently_released.iter().position(same) {
+            // Sent before our cancel or choke reached the peer: still useful
+            // if nobody else delivered it meanwhile.
+            self.recently_released.remove(i);
+        } else {
+            self.unrequested += 1;
+            if self.unrequested > MAX_UNREQUESTED {
+                return Err(PeerError::Unrequested(self.unrequested));
+            }
+            return Ok(());
+        }
+        self.down.add(len as u64);
+        self.last_block = now;
+        self.snubbed = false;
+        swarm.deliver(self.key, piece, offset, &data);
+        Ok(())
+    }
+
+    fn on_extended(
+        &mut self,
+        id: u8,
+        payload: Bytes,
+        now: Instant,
+        swarm: &dyn Swarm,
+        out: &mut Outbox,
+    ) -> Result<(), PeerError> {
+        if id == HANDSHAKE_ID {
+            let Ok(hs) = ExtendedHandshake::decode(&payload) else {
+                return Ok(()); // A garbled handshake only costs us the extensions.
+            };
+            if let Some(q) = hs.reqq {
+                // reqq 0 would stall us forever; one request at a time is the floor.
+                self.reqq = (q as usize).clamp(1, MAX_DEPTH);
+            }
+            self.their_ut_metadata = hs.ut_metadata;
+            if let (Some(size), Some(_)) = (hs.metadata_size, hs.ut_metadata)
+                && swarm.torrent().is_none()
+            {
+                swarm.metadata_size(self.key, size);
+            }
+            return Ok(());
+        }
+        if id != LOCAL_UT_METADATA {
+            return Ok(());
+        }
+        let Ok(msg) = MetadataMessage::decode(&payload) else {
+            return Ok(());
+        };
+        match msg {
+            MetadataMessage::Request { piece } => {
+                let Some(their_id) = self.their_ut_metadata else {
+                    return Ok(());
+                };
+                let reply = swarm.metadata_piece(piece);
+                out.push(&Message::Extended {
+                    id: their_id,
+                    payload: Bytes::from(reply.encode()),
+                });
+            }
+            MetadataMessage::Data {
+                piece,
+                total_size,
+                data,
+            } => {
+                self.metadata_in_flight = self.metadata_in_flight.saturating_sub(1);
+                if swarm.torrent().is_none() {
+                    swarm.metadata_data(self.key, piece, total_size, &data, now)?;
+                }
+            }
+            MetadataMessage::Reject { piece } => {
+                self.metadata_in_flight = self.metadata_in_flight.saturating_sub(1);
+                swarm.metadata_reject(self.key, piece);
+            }
+        }
+        Ok(())
+    }
+
+    /// A command from the session.
+    pub fn on_command(&mut self, cmd: PeerCommand, swarm: &dyn Swarm, out: &mut Outbox) {
+        match cmd {
+            PeerCommand::Close => {}
+            PeerCommand::SetChoke(choke) => self.set_choke(choke, out),
+            PeerCommand::Cancel(r) => {
+                if let Some(i) = self.in_flight.iter().position(|x| *x == r) {
+                    self.in_flight.swap_remove(i);
+                    out.push(&Message::Cancel(r));
+                    self.forget(&[r], swarm);
+                }
+            }
+        }
+    }
+
+    fn set_choke(&mut self, choke: bool, out: &mut Outbox) {
+        if choke == self.am_choking {
+            return;
+        }
+        self.am_choking = choke;
+        if choke {
+            self.upload_queue.clear();
+        }
+        out.push(if choke {
+            &Message::Choke
+        } else {
+            &Message::Unchoke
+        });
+    }
+
+    /// Keeps the request pipeline full: ut_metadata pieces before the
+    /// metadata is known, blocks after.
+    pub fn fill_requests(&mut self, now: Instant, swarm: &dyn Swarm, out: &mut Outbox) {
+        if swarm.torrent().is_none() {
+            self.fill_metadata_requests(now, swarm, out);
+            return;
+        }
+        if self.peer_choking || !self.am_interested {
+            return;
+        }
+        let Some(bf) = &self.bitfield else {
+            return;
+        };
+        let target = if self.snubbed {
+            1
+        } else {
+            // Enough requests to cover ~2 s at the current rate, so a fast
+            // peer never idles waiting for our next request; never more
+            // than the peer said it queues.
+            let by_rate = usize::try_from(self.down.rate() / 8192).unwrap_or(usize::MAX);
+            by_rate.max(MIN_DEPTH).min(self.reqq)
+        };
+        let deficit = target.saturating_sub(self.in_flight.len());
+        // Batch small top-ups to spare the lock, but never let the pipe run dry.
+        if deficit == 0 || (deficit < (target / 4).clamp(1, 8) && !self.in_flight.is_empty()) {
+            return;
+        }
+        let picked = swarm.pick(self.key, bf, deficit, &self.in_flight, now);
+        if picked.is_empty() && self.in_flight.is_empty() {
+            let want = swarm.is_interesting(bf);
+            self.set_interest(want, out);
+        }
+        for r in picked {
+            out.push(&Message::Request(r));
+            self.in_flight.push(r);
+        }
+    }
+
+    fn fill_metadata_requests(&mut self, now: Instant, swarm: &dyn Swarm, out: &mut Outbox) {
+        let Some(their_id) = self.their_ut_metadata else {
+            return;
+        };
+        while self.metadata_in_flight < METADATA_IN_FLIGHT {
+            let Some(piece) = swarm.next_metadata_request(self.key, now) else {
+                break;
+            };
+            self.metadata_in_flight += 1;
+            out.push(&Message::Extended {
+                id: their_id,
+                payload: Bytes::from(MetadataMessage::Request { piece }.encode()),
+            });
+        }
+    }
+
+    /// Up to [`SERVE_BATCH`] queued requests to read from disk, when the
+    /// peer is unchoked and the outbox has room.
+    pub fn take_upload_batch(&mut self, out: &Outbox) -> Option<Vec<BlockRef>> {
+        if self.serving
+            || self.upload_queue.is_empty()
+            || self.am_choking
+            || out.len() >= SERVE_HIGH_WATER
+        {
+            return None;
+        }
+        let n = self.upload_queue.len().min(SERVE_BATCH);
+        self.serving = true;
+        Some(self.upload_queue.drain(..n).collect())
+    }
+
+    /// Blocks read from disk for the batch taken last; `None` data means
+    /// the read failed and the block is skipped.
+    pub fn on_blocks_read(
+        &mut self,
+        blocks: Vec<(BlockRef, Option<Bytes>)>,
+        swarm: &dyn Swarm,
+        out: &mut Outbox,
+    ) {
+        self.serving = false;
+        for (r, data) in blocks {
+            let Some(data) = data else { continue };
+            if self.am_choking {
+                break;
+            }
+            let n = data.len() as u64;
+            out.push(&Message::Piece {
+                piece: r.piece,
+                offset: r.offset,
+                data,
+            });
+            self.up.add(n);
+            swarm.count_uploaded(n);
+        }
+    }
+
+    /// The socket took some of the outbox.
+    pub fn on_written(&mut self, now: Instant) {
+        self.last_sent = now;
+        self.last_drain = now;
+    }
+
+    /// New pieces were verified (or the metadata arrived): send HAVEs.
+    pub fn on_pieces_changed(
+        &mut self,
+        swarm: &dyn Swarm,
+        out: &mut Outbox,
+    ) -> Result<(), PeerError> {
+        if self.bitfield.is_none() && swarm.torrent().is_some() {
+            // Pieces verified before this point are in the log too.
+            self.adopt_metadata(swarm, out)?;
+        }
+        let mut new = Vec::new();
+        swarm.new_haves(&mut self.haves_cursor, &mut new);
+        for i in new {
+            out.push(&Message::Have(i));
+        }
+        if self.am_interested
+            && let Some(bf) = &self.bitfield
+        {
+            let want = swarm.is_interesting(bf);
+            self.set_interest(want, out);
+        }
+        Ok(())
+    }
+
+    /// Once a second: timeouts, keep-alives, snubbing, rates.
+    pub fn on_tick(
+        &mut self,
+        now: Instant,
+        swarm: &dyn Swarm,
+        out: &mut Outbox,
+    ) -> Result<(), PeerError> {
+        if now.saturating_duration_since(self.last_recv) > IDLE_TIMEOUT {
+            return Err(PeerError::Idle);
+        }
+        if out.is_empty() {
+            self.last_drain = now;
+        } else if now.saturating_duration_since(self.last_drain) > WRITE_STALL_TIMEOUT {
+            return Err(PeerError::WriteStalled);
+        }
+        if now.saturating_duration_since(self.last_sent) > KEEPALIVE_AFTER && out.is_empty() {
+            out.push(&Message::KeepAlive);
+            self.last_sent = now;
+        }
+        if !self.in_flight.is_empty()
+            && !self.snubbed
+            && now.saturating_duration_since(self.last_block) > SNUB_TIMEOUT
+        {
+            // Give its blocks to others; keep asking it for one at a time.
+            self.snubbed = true;
+            let dropped = std::mem::take(&mut self.in_flight);
+            for r in &dropped {
+                out.push(&Message::Cancel(*r));
+            }
+            self.forget(&dropped, swarm);
+        }
+        self.down.roll();
+        self.up.roll();
+        swarm.set_rates(self.key, self.down.rate(), self.up.rate());
+        Ok(())
+    }
+
+    /// The connection ended: give back its requests and availability.
+    pub fn close(&mut self, swarm: &dyn Swarm) {
+        swarm.peer_gone(self.key, self.bitfield.as_ref());
+        self.in_flight.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,218 @@
+//! Incoming connections: a budget, not a free-for-all.
+//!
+//! Before a single byte is read, a connection must pass three cheap gates:
+//! the accept rate ([`ACCEPT_RATE`] a second, bursts of [`ACCEPT_BURST`]),
+//! the handshakes under way from its IP ([`MAX_PENDING_PER_IP`]) and in all
+//! ([`MAX_PENDING`], the oldest evicted for a newcomer), and its IP's
+//! standing (banned, or already at its connection limit). Only then does
+//! it get [`HANDSHAKE_TIMEOUT`] to say which torrent it wants. A thousand
+//! sockets that never speak therefore cost a few file descriptors for a few
+//! seconds, and an honest peer that speaks at once still gets in.
+
+use super::host::as_host;
+use super::shared::Shared;
+use crate::peer::conn;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Connections accepted per second, on average.
+pub const ACCEPT_RATE: f64 = 50.0;
+/// Connections accepted at once after a quiet spell.
+pub const ACCEPT_BURST: f64 = 100.0;
+/// Incoming handshakes under way at once.
+pub const MAX_PENDING: usize = 64;
+/// Incoming handshakes under way at once from one IP.
+pub const MAX_PENDING_PER_IP: usize = 4;
+/// Time an incoming peer has to send its handshake: honest peers send it
+/// with their first packet.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Takes a token if there is one.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Handshakes under way, so the oldest can be evicted and per-IP counts kept.
+#[derive(Default)]
+struct Pending {
+    next_id: u64,
+    /// By id (ids grow, so the first is the oldest).
+    by_id: BTreeMap<u64, (IpAddr, CancellationToken)>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl Pending {
+    /// Admits a handshake from `ip`, evicting the oldest one when full.
+    fn start(&mut self, ip: IpAddr) -> Option<(u64, CancellationToken)> {
+        if self.per_ip.get(&ip).copied().unwrap_or(0) >= MAX_PENDING_PER_IP {
+            return None;
+        }
+        if self.by_id.len() >= MAX_PENDING
+            && let Some((_, (_, token))) = self.by_id.pop_first()
+        {
+            // Its task sees the token and removes its own per-IP count.
+            token.cancel();
+        }
+        self.next_id += 1;
+        let token = CancellationToken::new();
+        self.by_id.insert(self.next_id, (ip, token.clone()));
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+        Some((self.next_id, token))
+    }
+
+    fn finish(&mut self, id: u64, ip: IpAddr) {
+        self.by_id.remove(&id);
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Accepts peers until the torrent stops.
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    let mut bucket = TokenBucket::new(ACCEPT_RATE, ACCEPT_BURST, Instant::now());
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            // IPv4 peers reach the dual-stack socket as ::ffff:a.b.c.d.
+            Ok((stream, a)) => (stream, SocketAddr::new(a.ip().to_canonical(), a.port())),
+            Err(e) => {
+                // Out of descriptors, usually: wait for some to close.
+                tracing::debug!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ip = addr.ip();
+        if !bucket.try_take(Instant::now()) {
+            tracing::trace!("incoming {addr}: over the accept rate");
+            continue;
+        }
+        {
+            let st = shared.lock();
+            // One more than the limit may handshake: it may replace its own
+            // duplicate (both sides dialled at once).
+            let from_ip = st.peers.values().filter(|p| p.addr.ip() == ip).count();
+            if st.banned.contains(&ip) || from_ip > shared.limits.max_per_ip {
+                continue;
+            }
+        }
+        let Some((id, token)) = pending.lock().unwrap_or_else(|e| e.into_inner()).start(ip) else {
+            tracing::trace!("incoming {addr}: too many handshakes from it");
+            continue;
+        };
+        let (shared, pending) = (shared.clone(), pending.clone());
+        crate::spawn::named(&shared.tasks.clone(), "incoming peer", async move {
+            let handshake = tokio::select! {
+                _ = token.cancelled() => None,
+                r = incoming_handshake(stream, addr, &shared) => r,
+            };
+            pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .finish(id, ip);
+            let Some((stream, theirs)) = handshake else {
+                return;
+            };
+            if let Err(e) = conn::run(stream, theirs, addr, false, as_host(&shared)).await {
+                tracing::debug!("peer {addr}: {e}");
+            }
+        });
+    }
+}
+
+async fn incoming_handshake(
+    mut stream: tokio::net::TcpStream,
+    addr: SocketAddr,
+    shared: &Arc<Shared>,
+) -> Option<(tokio::net::TcpStream, crate::peer::handshake::Handshake)> {
+    let theirs = match conn::read_handshake(&mut stream, HANDSHAKE_TIMEOUT).await {
+        Ok(h) if h.info_hash == shared.info_hash => h,
+        Ok(h) => {
+            tracing::debug!("incoming {addr} wants {}", h.info_hash);
+            return None;
+        }
+        Err(e) => {
+            tracing::debug!("incoming {addr}: {e}");
+            return None;
+        }
+    };
+    if let Err(e) = conn::answer_handshake(&mut stream, &**shared, &theirs).await {
+        tracing::debug!("incoming {addr}: {e}");
+        return None;
+    }
+    Some((stream, theirs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_refills_at_its_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10.0, 5.0, t0);
+        assert_eq!((0..10).filter(|_| b.try_take(t0)).count(), 5);
+        assert!(!b.try_take(t0));
+        let later = t0 + Duration::from_millis(300);
+        assert_eq!((0..10).filter(|_| b.try_take(later)).count(), 3);
+    }
+
+    #[test]
+    fn pending_handshakes_are_capped_per_ip_and_evict_the_oldest() {
+        let mut p = Pending::default();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let firsts: Vec<_> = (0..MAX_PENDING_PER_IP)
+            .map(|_| p.start(a).expect("room"))
+            .collect();
+        assert!(p.start(a).is_none(), "per-IP cap");
+        for i in 0..MAX_PENDING - MAX_PENDING_PER_IP {
+            let ip = IpAddr::from([10, 1, (i / 256) as u8, (i % 256) as u8]);
+            p.start(ip).expect("room");
+        }
+        // Full: a newcomer evicts the oldest handshake (10.0.0.1's first).
+        let (_, t) = p.start("10.9.9.9".parse().unwrap()).expect("evicts");
+        assert!(firsts[0].1.is_cancelled());
+        assert!(!t.is_cancelled());
+        assert!(!firsts[1].1.is_cancelled());
+        p.finish(firsts[0].0, a);
+        assert!(p.start(a).is_some(), "its slot came back");
+    }
+}

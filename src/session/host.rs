@@ -1,0 +1,480 @@
+//! The torrent as peer connections see it: [`Swarm`] and [`PeerHost`] over
+//! [`Shared`], plus the admission policy for new connections.
+//!
+//! Each trait method takes the state lock once, for a short, non-blocking
+//! section. Admission ([`admit`]) is a pure function of the peer table so
+//! its rules (bans, one connection per IP, peer-id clashes, eviction of
+//! useless peers when full) are unit-tested without sockets.
+
+use super::shared::{EVICT_AFTER, Limits, PeerEntry, Shared, keep_new_connection};
+use super::verify::deliver_block;
+use crate::bitfield::Bitfield;
+use crate::id::{InfoHash, PeerId};
+use crate::peer::conn::{PeerHost, Refused, Registration};
+use crate::peer::message::BlockRef;
+use crate::peer::metadata::{MetadataError, MetadataMessage, serve_piece};
+use crate::peer::state::PeerCommand;
+use crate::peer::swarm::{Swarm, TorrentInfo};
+use crate::picker::PeerKey;
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// What admitting a connection takes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Room for it as things are.
+    Room,
+    /// Admit it and close this other connection (a duplicate it replaces,
+    /// or a useless peer evicted to make room).
+    Replace(PeerKey),
+}
+
+/// Decides whether a handshaken connection from `reg` may join `peers`.
+/// `our_id` is our peer id, `now` the current instant.
+pub fn admit(
+    peers: &HashMap<PeerKey, PeerEntry>,
+    banned: &HashSet<IpAddr>,
+    limits: Limits,
+    our_id: &PeerId,
+    reg: &Registration,
+    now: Instant,
+) -> Result<Admission, Refused> {
+    let ip = reg.addr.ip();
+    if banned.contains(&ip) {
+        return Err(Refused::Banned);
+    }
+    if reg.peer_id == *our_id {
+        return Err(Refused::SelfConnection);
+    }
+    let mut replaced = None;
+    if let Some((k, old)) = peers.iter().find(|(_, p)| p.peer_id == reg.peer_id) {
+        // Only the same address may reopen a connection under a peer id;
+        // anyone else claiming it is lying and must not evict the real one.
+        if old.addr.ip() != ip {
+            return Err(Refused::PeerIdTaken);
+        }
+        if !keep_new_connection(our_id, &reg.peer_id, reg.outgoing, old.outgoing) {
+            return Err(Refused::Duplicate);
+        }
+        replaced = Some(*k);
+    }
+    let from_ip = peers
+        .iter()
+        .filter(|(k, p)| p.addr.ip() == ip && Some(**k) != replaced)
+        .count();
+    if from_ip >= limits.max_per_ip {
+        return Err(Refused::PerIpLimit);
+    }
+    if let Some(k) = replaced {
+        return Ok(Admission::Replace(k));
+    }
+    if peers.len() < limits.max_peers {
+        return Ok(Admission::Room);
+    }
+    // Full: make room by closing the peer that has been useless longest,
+    // if any has been useless for long.
+    peers
+        .iter()
+        .filter(|(_, p)| {
+            now.saturating_duration_since(p.connected_at) >= EVICT_AFTER
+                && now.saturating_duration_since(p.last_useful) >= EVICT_AFTER
+        })
+        .min_by_key(|(_, p)| p.last_useful)
+        .map(|(k, _)| Admission::Replace(*k))
+        .ok_or(Refused::Full)
+}
+
+impl Swarm for Shared {
+    fn torrent(&self) -> Option<TorrentInfo> {
+        self.data().map(|d| TorrentInfo {
+            geometry: d.geometry,
+            metadata_size: d.meta.info_bytes.len() as u32,
+        })
+    }
+
+    fn our_bitfield(&self) -> (Option<Bytes>, usize) {
+        let st = self.lock();
+        let bf = st
+            .picker
+            .as_ref()
+            .filter(|p| p.have().count() > 0)
+            .map(|p| Bytes::copy_from_slice(p.have().as_bytes()));
+        (bf, st.verified_log.len())
+    }
+
+    fn new_haves(&self, cursor: &mut usize, out: &mut Vec<u32>) {
+        let st = self.lock();
+        if let Some(new) = st.verified_log.get(*cursor..) {
+            out.extend_from_slice(new);
+            *cursor = st.verified_log.len();
+        }
+    }
+
+    fn we_have(&self, piece: u32) -> bool {
+        self.lock()
+            .picker
+            .as_ref()
+            .is_some_and(|p| p.have().get(piece as usize))
+    }
+
+    fn is_interesting(&self, bf: &Bitfield) -> bool {
+        self.lock()
+            .picker
+            .as_ref()
+            .is_some_and(|p| p.is_interesting(bf))
+    }
+
+    fn is_complete(&self) -> bool {
+        Shared::is_complete(self)
+    }
+
+    fn peer_bitfield(&self, key: PeerKey, bf: &Bitfield) {
+        let mut st = self.lock();
+        if let Some(p) = st.picker.as_mut() {
+            p.add_availability(bf);
+        }
+        if let Some(e) = st.peers.get_mut(&key) {
+            e.seed = bf.is_full();
+        }
+    }
+
+    fn peer_have(&self, key: PeerKey, piece: u32, now_seed: bool) {
+        let mut st = self.lock();
+        if let Some(p) = st.picker.as_mut() {
+            p.add_have(piece);
+        }
+        if let Some(e) = st.peers.get_mut(&key) {
+            e.seed = now_seed;
+        }
+    }
+
+    fn pick(
+        &self,
+        key: PeerKey,
+        bf: &Bitfield,
+        want: usize,
+        in_flight: &[BlockRef],
+        now: Instant,
+    ) -> Vec<BlockRef> {
+        let mut st = self.lock();
+        match st.picker.as_mut() {
+            Some(p) => p.pick(key, bf, want, in_flight, now),
+            None => Vec::new(),
+        }
+    }
+
+    fn release(&self, key: PeerKey, blocks: &[BlockRef]) {
+        if let Some(p) = self.lock().picker.as_mut() {
+            p.release(key, Some(blocks));
+        }
+    }
+
+    fn deliver(&self, key: PeerKey, piece: u32, offset: u32, data: &Bytes) {
+        if let Some(e) = self.lock().peers.get_mut(&key) {
+            e.last_useful = Instant::now();
+        }
+        // Needs the Arc for the verify task; peers only ever hold one.
+        if let Some(me) = self.this.upgrade() {
+            deliver_block(&me, key, piece, offset, data);
+        }
+    }
+
+    fn set_interested(&self, key: PeerKey, interested: bool) {
+        if let Some(e) = self.lock().peers.get_mut(&key) {
+            e.interested = interested;
+            e.last_useful = Instant::now();
+        }
+        self.rechoke.notify_one();
+    }
+
+    fn set_rates(&self, key: PeerKey, down: u64, up: u64) {
+        if let Some(e) = self.lock().peers.get_mut(&key) {
+            e.down_rate = down;
+            e.up_rate = up;
+            if down > 0 || up > 0 {
+                e.last_useful = Instant::now();
+            }
+        }
+    }
+
+    fn count_uploaded(&self, n: u64) {
+        Shared::add(&self.counters.uploaded, n);
+    }
+
+    fn metadata_piece(&self, piece: u32) -> MetadataMessage {
+        self.data()
+            .and_then(|d| serve_piece(&d.meta.info_bytes, piece))
+            .unwrap_or(MetadataMessage::Reject { piece })
+    }
+
+    fn metadata_size(&self, key: PeerKey, size: u32) {
+        if let Some(a) = self.lock().assembler.as_mut() {
+            let _ = a.on_peer_size(key, size);
+        }
+    }
+
+    fn next_metadata_request(&self, key: PeerKey, now: Instant) -> Option<u32> {
+        self.lock().assembler.as_mut()?.next_request(key, now)
+    }
+
+    fn metadata_data(
+        &self,
+        key: PeerKey,
+        piece: u32,
+        total_size: u32,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<(), MetadataError> {
+        let done = {
+            let mut st = self.lock();
+            match st.assembler.as_mut() {
+                Some(a) => a.on_data(key, piece, total_size, data, now),
+                None => Ok(None),
+            }
+        };
+        match done {
+            Ok(Some(info)) => {
+                self.metadata_found(info);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(MetadataError::HashMismatch { contributors }) => {
+                let mut st = self.lock();
+                self.strike(&mut st, &contributors);
+                if contributors.contains(&key) {
+                    Err(MetadataError::HashMismatch { contributors })
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn metadata_reject(&self, key: PeerKey, piece: u32) {
+        if let Some(a) = self.lock().assembler.as_mut() {
+            a.on_reject(key, piece);
+        }
+    }
+
+    fn peer_gone(&self, key: PeerKey, bf: Option<&Bitfield>) {
+        let mut st = self.lock();
+        let empty = Bitfield::default();
+        if let Some(p) = st.picker.as_mut() {
+            p.peer_gone(key, bf.unwrap_or(&empty));
+        }
+        if let Some(a) = st.assembler.as_mut() {
+            a.on_peer_gone(key);
+        }
+    }
+}
+
+impl PeerHost for Shared {
+    fn info_hash(&self) -> InfoHash {
+        self.info_hash
+    }
+
+    fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    fn ports(&self) -> (u16, Option<u16>) {
+        (self.listen_port, self.dht_port)
+    }
+
+    fn register(&self, key: PeerKey, reg: Registration) -> Result<(), Refused> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let admission = admit(&st.peers, &st.banned, self.limits, &self.peer_id, &reg, now)?;
+        if let Admission::Replace(old) = admission
+            && let Some(p) = st.peers.get(&old)
+        {
+            // The old task unregisters itself when it ends.
+            let _ = p.tx.try_send(PeerCommand::Close);
+        }
+        st.peers.insert(
+            key,
+            PeerEntry {
+                addr: reg.addr,
+                peer_id: reg.peer_id,
+                interested: false,
+                choked: true,
+                down_rate: 0,
+                up_rate: 0,
+                seed: false,
+                outgoing: reg.outgoing,
+                tx: reg.tx,
+                connected_at: now,
+                last_useful: now,
+            },
+        );
+        Ok(())
+    }
+
+    fn unregister(&self, key: PeerKey) {
+        self.lock().peers.remove(&key);
+        self.rechoke.notify_one();
+    }
+
+    fn read_blocks(&self, blocks: Vec<BlockRef>) -> Vec<(BlockRef, Option<Bytes>)> {
+        let Some(data) = self.data() else {
+            return blocks.into_iter().map(|r| (r, None)).collect();
+        };
+        blocks
+            .into_iter()
+            .map(|r| {
+                let mut buf = vec![0u8; r.len as usize];
+                let off = data.geometry.piece_offset(r.piece) + r.offset as u64;
+                match data.storage.read(off, &mut buf) {
+                    Ok(()) => (r, Some(Bytes::from(buf))),
+                    Err(e) => {
+                        tracing::warn!("serving a block: {e}");
+                        (r, None)
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn verified(&self) -> watch::Receiver<u64> {
+        self.pieces_verified.subscribe()
+    }
+
+    fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// The same shared state, as the trait object peer tasks hold.
+pub fn as_host(shared: &Arc<Shared>) -> Arc<dyn PeerHost> {
+    shared.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    const LIMITS: Limits = Limits {
+        max_peers: 3,
+        max_per_ip: 1,
+    };
+
+    fn entry(addr: &str, id: u8, at: Instant) -> PeerEntry {
+        PeerEntry {
+            addr: addr.parse().unwrap(),
+            peer_id: PeerId([id; 20]),
+            interested: false,
+            choked: true,
+            down_rate: 0,
+            up_rate: 0,
+            seed: false,
+            outgoing: false,
+            tx: mpsc::channel(1).0,
+            connected_at: at,
+            last_useful: at,
+        }
+    }
+
+    fn reg(addr: &str, id: u8) -> Registration {
+        Registration {
+            addr: addr.parse::<SocketAddr>().unwrap(),
+            peer_id: PeerId([id; 20]),
+            outgoing: false,
+            tx: mpsc::channel(1).0,
+        }
+    }
+
+    #[test]
+    fn one_connection_per_ip_by_default() {
+        let now = Instant::now();
+        let peers = HashMap::from([(1, entry("10.0.0.1:1", 1, now))]);
+        let ours = PeerId([0; 20]);
+        let r = admit(
+            &peers,
+            &HashSet::new(),
+            LIMITS,
+            &ours,
+            &reg("10.0.0.1:2", 2),
+            now,
+        );
+        assert_eq!(r, Err(Refused::PerIpLimit));
+        let r = admit(
+            &peers,
+            &HashSet::new(),
+            LIMITS,
+            &ours,
+            &reg("10.0.0.2:2", 2),
+            now,
+        );
+        assert_eq!(r, Ok(Admission::Room));
+    }
+
+    #[test]
+    fn regression_peer_id_clash_does_not_evict_the_real_peer() {
+        let now = Instant::now();
+        let peers = HashMap::from([(1, entry("10.0.0.1:1", 7, now))]);
+        let ours = PeerId([0; 20]);
+        let r = admit(
+            &peers,
+            &HashSet::new(),
+            LIMITS,
+            &ours,
+            &reg("10.0.0.9:1", 7),
+            now,
+        );
+        assert_eq!(r, Err(Refused::PeerIdTaken));
+        let r = admit(
+            &peers,
+            &HashSet::new(),
+            LIMITS,
+            &ours,
+            &reg("10.0.0.9:1", 0),
+            now,
+        );
+        assert_eq!(r, Err(Refused::SelfConnection));
+    }
+
+    #[test]
+    fn banned_addresses_are_refused() {
+        let now = Instant::now();
+        let banned = HashSet::from(["10.0.0.5".parse().unwrap()]);
+        let r = admit(
+            &HashMap::new(),
+            &banned,
+            LIMITS,
+            &PeerId([0; 20]),
+            &reg("10.0.0.5:1", 5),
+            now,
+        );
+        assert_eq!(r, Err(Refused::Banned));
+    }
+
+    #[test]
+    fn regression_idle_peers_cannot_hold_every_slot() {
+        let t0 = Instant::now();
+        let peers: HashMap<PeerKey, PeerEntry> = (1..=3)
+            .map(|i| (i, entry(&format!("10.0.0.{i}:1"), i as u8, t0)))
+            .collect();
+        let ours = PeerId([0; 20]);
+        let newcomer = reg("10.0.1.1:1", 99);
+        // Full, and nobody has been useless for long yet.
+        let soon = t0 + Duration::from_secs(5);
+        let r = admit(&peers, &HashSet::new(), LIMITS, &ours, &newcomer, soon);
+        assert_eq!(r, Err(Refused::Full));
+        // A minute later the idlers make room, longest-idle first.
+        let mut peers = peers;
+        peers.get_mut(&2).unwrap().last_useful = t0 + Duration::from_secs(30);
+        peers.get_mut(&3).unwrap().last_useful = t0 + Duration::from_secs(61);
+        let later = t0 + Duration::from_secs(100);
+        let r = admit(&peers, &HashSet::new(), LIMITS, &ours, &newcomer, later);
+        assert_eq!(r, Ok(Admission::Replace(1)));
+    }
+}
