@@ -8,7 +8,7 @@ pure=(
   src/id.rs src/bencode.rs src/metainfo.rs src/magnet.rs src/bitfield.rs
   src/geometry.rs src/picker.rs src/choker.rs
   src/peer/message.rs src/peer/codec.rs src/peer/handshake.rs
-  src/peer/extension.rs src/peer/metadata.rs
+  src/peer/extension.rs src/peer/metadata.rs src/peer/state.rs src/peer/swarm.rs
   src/tracker/announce.rs src/storage/layout.rs src/webseed/plan.rs
 )
 # tokio_util's codec traits are sync and allowed; anything else from tokio is not.
@@ -26,4 +26,13 @@ if [ "$bad" = 1 ]; then
   echo "check-layering: the pure core must stay free of I/O, async and clocks" >&2
   exit 1
 fi
-echo "check-layering: ${#pure[@]} pure files clean"
+# Import direction: the layers below the session never reach up into it
+# (the session implements their traits instead).
+lower=(src/peer src/storage src/webseed)
+up=$(grep -rnE 'crate::(session|cmd|ui)\b|super::super::session' "${lower[@]}" --include='*.rs' || true)
+if [ -n "$up" ]; then
+  echo "$up"
+  echo "check-layering: peer/, storage/ and webseed/ must not import session, cmd or ui" >&2
+  exit 1
+fi
+echo "check-layering: ${#pure[@]} pure files clean; lower layers do not import the session"

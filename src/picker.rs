@@ -33,9 +33,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// not started, so a slow disk slows the network instead of growing memory.
 const MAX_PENDING_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Pieces in flight at least, whatever their size, so large-piece torrents
-/// still keep several peers busy.
-const MIN_PENDING_PIECES: usize = 4;
+/// Pieces in flight at least, whatever their size. With the piece length
+/// capped at 64 MiB by the metainfo parser, the budget is never exceeded
+/// by more than one piece.
+const MIN_PENDING_PIECES: usize = 1;
 
 #[derive(Debug, Clone)]
 enum BlockState {

@@ -26,7 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout};
@@ -211,14 +211,18 @@ impl Drop for Conn {
 }
 
 /// Runs a connected, handshaken peer until it disconnects, misbehaves or
-/// the torrent shuts down.
-pub async fn run(
-    stream: TcpStream,
+/// the torrent shuts down. Any byte stream will do (TCP today; uTP or an
+/// encrypted stream wrap the same protocol).
+pub async fn run<S>(
+    stream: S,
     theirs: Handshake,
     addr: SocketAddr,
     outgoing: bool,
     host: Arc<dyn PeerHost>,
-) -> Result<(), ConnError> {
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let key = next_key();
     let (tx, mut cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     host.register(
@@ -242,23 +246,22 @@ pub async fn run(
         host,
         out: Outbox::default(),
     };
-    let r = conn.drive(stream, &mut cmd_rx).await;
-    if let Err(e) = &r {
-        tracing::debug!(peer = %addr, "closing: {e}");
-    }
-    r
+    conn.drive(stream, &mut cmd_rx).await
 }
 
 /// Blocks being read from disk for upload.
 type ServeJob = tokio::task::JoinHandle<Vec<(BlockRef, Option<Bytes>)>>;
 
 impl Conn {
-    async fn drive(
+    async fn drive<S>(
         &mut self,
-        stream: TcpStream,
+        stream: S,
         cmd_rx: &mut mpsc::Receiver<PeerCommand>,
-    ) -> Result<(), ConnError> {
-        let (rd, mut wr) = stream.into_split();
+    ) -> Result<(), ConnError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (rd, mut wr) = tokio::io::split(stream);
         let mut reader = FramedRead::with_capacity(rd, PeerCodec, READ_BUFFER);
         let mut verified = self.host.verified();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -331,4 +334,65 @@ async fn poll_job(slot: &mut Option<ServeJob>) -> Option<Vec<(BlockRef, Option<B
 /// Remote peer id of a handshake, for logs.
 pub fn describe(id: &PeerId) -> String {
     String::from_utf8_lossy(id.0.get(..8).unwrap_or(&id.0)).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::message::Message;
+    use crate::session::shared::{Limits, Shared};
+    use tokio_util::codec::Decoder;
+
+    /// The driver's timers on tokio's paused clock: a peer that says
+    /// nothing gets our keep-alives, and is dropped after two minutes of
+    /// silence, with its slot given back.
+    #[tokio::test(start_paused = true)]
+    async fn silent_peer_gets_keepalives_then_is_dropped() {
+        let limits = Limits {
+            max_peers: 8,
+            max_per_ip: 1,
+        };
+        let token = CancellationToken::new();
+        let (shared, _rx) = Shared::new(
+            InfoHash([1; 20]),
+            PeerId([2; 20]),
+            6881,
+            None,
+            limits,
+            token,
+        );
+        let host: Arc<dyn PeerHost> = shared.clone();
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let hs = Handshake::ours(InfoHash([1; 20]), PeerId([3; 20]), false);
+        let addr: SocketAddr = "10.0.0.1:6881".parse().unwrap();
+        let t0 = Instant::now();
+        let task = tokio::spawn(run(ours, hs, addr, false, host));
+        // Read what btc sends, as a peer that never answers.
+        let mut buf = bytes::BytesMut::new();
+        let mut keepalives = Vec::new();
+        let mut codec = PeerCodec;
+        while let Ok(n) = theirs.read_buf(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            while let Ok(Some(m)) = codec.decode(&mut buf) {
+                if m == Message::KeepAlive {
+                    keepalives.push(t0.elapsed());
+                }
+            }
+        }
+        let result = task.await.unwrap();
+        let took = t0.elapsed();
+        assert!(
+            matches!(result, Err(ConnError::Peer(PeerError::Idle))),
+            "{result:?}"
+        );
+        assert!(
+            took >= Duration::from_secs(120) && took <= Duration::from_secs(123),
+            "{took:?}"
+        );
+        assert_eq!(keepalives.len(), 1, "{keepalives:?}");
+        assert!(keepalives[0] >= Duration::from_secs(60));
+        assert!(shared.lock().peers.is_empty(), "the slot was given back");
+    }
 }

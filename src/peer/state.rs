@@ -12,11 +12,13 @@
 //!   [`PeerState::read_pause`] bytes, so a peer that asks faster than it
 //!   reads stalls itself, not our memory;
 //! - its upload queue ([`MAX_UPLOAD_QUEUE`] requests), early HAVEs
-//!   ([`MAX_EARLY_HAVES`]), BITFIELDs ([`MAX_BITFIELDS`]);
+//!   ([`MAX_EARLY_HAVES`]);
 //! - blocks we never asked for ([`MAX_UNREQUESTED`]), then it is dropped;
 //! - time: idle, snubbed and stalled-writer timeouts.
 //!
-//! CPU per message is O(1) except a BITFIELD, which is linear in its own size.
+//! CPU per message is O(1) except a BITFIELD, which is linear in its own
+//! size (BEP 3 allows one; aria2c sends one again with every few pieces it
+//! gets, so repeats are merged, and only their new bits reach the swarm).
 
 use super::extension::{ExtendedHandshake, HANDSHAKE_ID, LOCAL_UT_METADATA};
 use super::message::{BlockRef, MAX_REQUEST_LEN, Message};
@@ -58,15 +60,15 @@ const CHOKED_READ_PAUSE: usize = 64 * 1024;
 const UNCHOKED_READ_PAUSE: usize = SERVE_HIGH_WATER + SERVE_BATCH * MAX_REQUEST_LEN as usize;
 /// Early HAVEs remembered before the metadata is known.
 pub const MAX_EARLY_HAVES: usize = 1 << 16;
-/// BITFIELD messages accepted from one peer. BEP 3 allows one; aria2c sends
-/// a second later. Each costs time linear in its size, so there is a cap.
-pub const MAX_BITFIELDS: u32 = 4;
 /// Blocks we did not ask for (and did not recently cancel) before the peer
 /// is dropped.
 pub const MAX_UNREQUESTED: u32 = 16;
 /// Requests remembered after we cancelled or released them, so that a block
 /// already on its way when we cancelled is not counted as unrequested.
 const RECENTLY_RELEASED: usize = 2 * MAX_DEPTH;
+/// How long a peer with nothing to pick waits before the picker is asked
+/// again, unless its HAVEs, an unchoke or a verified piece change things.
+const PICK_IDLE: Duration = Duration::from_millis(500);
 /// ut_metadata requests in flight to one peer.
 const METADATA_IN_FLIGHT: usize = 2;
 
@@ -191,7 +193,6 @@ pub struct PeerState {
     bitfield: Option<Bitfield>,
     /// Their BITFIELD payload received before we knew the piece count.
     raw_bitfield: Option<Bytes>,
-    bitfields_received: u32,
     early_haves: Vec<u32>,
     in_flight: Vec<BlockRef>,
     recently_released: VecDeque<BlockRef>,
@@ -211,6 +212,10 @@ pub struct PeerState {
     last_drain: Instant,
     /// A serve batch is being read from disk.
     serving: bool,
+    /// The last pick found nothing to ask this peer for: do not ask the
+    /// picker again (a lock and a scan) on every message until something
+    /// changes or this instant passes.
+    pick_idle_until: Option<Instant>,
 }
 
 impl PeerState {
@@ -226,7 +231,6 @@ impl PeerState {
             am_interested: false,
             bitfield: None,
             raw_bitfield: None,
-            bitfields_received: 0,
             early_haves: Vec::new(),
             in_flight: Vec::new(),
             recently_released: VecDeque::new(),
@@ -244,6 +248,7 @@ impl PeerState {
             last_block: now,
             last_drain: now,
             serving: false,
+            pick_idle_until: None,
         }
     }
 
@@ -333,7 +338,10 @@ impl PeerState {
                     self.forget(&dropped, swarm);
                 }
             }
-            Message::Unchoke => self.peer_choking = false,
+            Message::Unchoke => {
+                self.peer_choking = false;
+                self.pick_idle_until = None;
+            }
             Message::Interested | Message::NotInterested => {
                 let interested = matches!(m, Message::Interested);
                 if interested != self.peer_interested {
@@ -365,10 +373,6 @@ impl PeerState {
         swarm: &dyn Swarm,
         out: &mut Outbox,
     ) -> Result<(), PeerError> {
-        self.bitfields_received += 1;
-        if self.bitfields_received > MAX_BITFIELDS {
-            return Err(PeerError::Protocol("too many bitfields".into()));
-        }
         let Some(known) = self.bitfield.as_ref() else {
             // A later one supersedes an earlier one (pieces are never lost).
             self.raw_bitfield = Some(b);
@@ -437,8 +441,11 @@ impl PeerState {
             return Err(PeerError::BothSeeds);
         }
         // O(1): only this piece can have made the peer interesting.
-        if !self.am_interested && !swarm.we_have(i) {
-            self.set_interest(true, out);
+        if !swarm.we_have(i) {
+            self.pick_idle_until = None;
+            if !self.am_interested {
+                self.set_interest(true, out);
+            }
         }
         Ok(())
     }
@@ -624,6 +631,9 @@ impl PeerState {
         let Some(bf) = &self.bitfield else {
             return;
         };
+        if self.pick_idle_until.is_some_and(|t| now < t) {
+            return;
+        }
         let target = if self.snubbed {
             1
         } else {
@@ -639,9 +649,12 @@ impl PeerState {
             return;
         }
         let picked = swarm.pick(self.key, bf, deficit, &self.in_flight, now);
-        if picked.is_empty() && self.in_flight.is_empty() {
-            let want = swarm.is_interesting(bf);
-            self.set_interest(want, out);
+        if picked.is_empty() {
+            self.pick_idle_until = Some(now + PICK_IDLE);
+            if self.in_flight.is_empty() {
+                let want = swarm.is_interesting(bf);
+                self.set_interest(want, out);
+            }
         }
         for r in picked {
             out.push(&Message::Request(r));
@@ -721,6 +734,8 @@ impl PeerState {
             // Pieces verified before this point are in the log too.
             self.adopt_metadata(swarm, out)?;
         }
+        // Verified or failed pieces change what there is to pick.
+        self.pick_idle_until = None;
         let mut new = Vec::new();
         swarm.new_haves(&mut self.haves_cursor, &mut new);
         for i in new {

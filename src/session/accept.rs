@@ -152,7 +152,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 return;
             };
             if let Err(e) = conn::run(stream, theirs, addr, false, as_host(&shared)).await {
-                tracing::debug!("peer {addr}: {e}");
+                tracing::debug!("peer {addr}: {}", crate::error_chain(&e));
             }
         });
     }
@@ -170,12 +170,12 @@ async fn incoming_handshake(
             return None;
         }
         Err(e) => {
-            tracing::debug!("incoming {addr}: {e}");
+            tracing::debug!("incoming {addr}: {}", crate::error_chain(&e));
             return None;
         }
     };
     if let Err(e) = conn::answer_handshake(&mut stream, &**shared, &theirs).await {
-        tracing::debug!("incoming {addr}: {e}");
+        tracing::debug!("incoming {addr}: {}", crate::error_chain(&e));
         return None;
     }
     Some((stream, theirs))

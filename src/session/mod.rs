@@ -717,12 +717,12 @@ fn dial_some(
                         Ended::Duplicate
                     }
                     Err(e) => {
-                        tracing::debug!("peer {addr}: {e}");
+                        tracing::debug!("peer {addr}: {}", crate::error_chain(&e));
                         Ended::Failed
                     }
                 },
                 Err(e) => {
-                    tracing::debug!("dialing {addr}: {e}");
+                    tracing::debug!("dialing {addr}: {}", crate::error_chain(&e));
                     Ended::Failed
                 }
             };
