@@ -7,6 +7,11 @@
 //! data spreads). One more interested peer is unchoked optimistically and
 //! rotated every 30 s, so newcomers get a chance to prove themselves.
 //!
+//! Against peers that hog slots: the optimistic slot goes to the newest
+//! peer that has not had it yet (an honest newcomer is not stuck behind a
+//! crowd of earlier idlers), and a holder that has taken nothing from us
+//! for [`WASTED_AFTER`] loses it at the next round instead of after 30 s.
+//!
 //! Pure: rates and `now` come in, a set of peers to unchoke comes out.
 
 use crate::picker::PeerKey;
@@ -18,6 +23,9 @@ use std::time::{Duration, Instant};
 /// How often the optimistic slot moves to another peer.
 pub const OPTIMISTIC_ROTATION: Duration = Duration::from_secs(30);
 
+/// An optimistic holder taking nothing from us for this long is replaced.
+pub const WASTED_AFTER: Duration = Duration::from_secs(10);
+
 /// What the choker needs to know about one connected peer.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate {
@@ -27,6 +35,8 @@ pub struct Candidate {
     pub interested: bool,
     /// Bytes/s that count for this peer (see module doc).
     pub rate: u64,
+    /// Bytes/s it takes from us, to spot a slot it wastes.
+    pub up_rate: u64,
 }
 
 /// Unchoke decisions for one torrent.
@@ -34,6 +44,8 @@ pub struct Choker {
     slots: usize,
     optimistic: Option<PeerKey>,
     rotated_at: Option<Instant>,
+    /// Peers that have had the optimistic slot in this cycle.
+    tried: HashSet<PeerKey>,
     rng: SmallRng,
 }
 
@@ -44,6 +56,7 @@ impl Choker {
             slots,
             optimistic: None,
             rotated_at: None,
+            tried: HashSet::new(),
             rng: SmallRng::seed_from_u64(seed),
         }
     }
@@ -60,18 +73,42 @@ impl Choker {
             .map(|p| p.key)
             .filter(|k| !unchoke.contains(k))
             .collect();
-        let due = self
+        let held = self
             .rotated_at
-            .is_none_or(|t| now.saturating_duration_since(t) >= OPTIMISTIC_ROTATION);
+            .map(|t| now.saturating_duration_since(t))
+            .unwrap_or(Duration::MAX);
+        let wasted = held >= WASTED_AFTER
+            && self
+                .optimistic
+                .and_then(|k| peers.iter().find(|p| p.key == k))
+                .is_some_and(|p| p.up_rate == 0);
+        let due = held >= OPTIMISTIC_ROTATION || wasted;
         let current_ok = self.optimistic.is_some_and(|k| others.contains(&k));
         if (due || !current_ok) && !others.is_empty() {
-            // Prefer someone other than the current holder when rotating.
-            let pool: Vec<PeerKey> = others
+            self.tried.retain(|k| others.contains(k));
+            // The newest peer that has not had the slot yet; when all have,
+            // a new cycle, at random, avoiding the current holder.
+            let untried = others
                 .iter()
                 .copied()
-                .filter(|&k| others.len() == 1 || Some(k) != self.optimistic)
-                .collect();
-            self.optimistic = Some(pool[self.rng.random_range(0..pool.len())]);
+                .filter(|k| !self.tried.contains(k))
+                .max();
+            let pick = match untried {
+                Some(k) => k,
+                None => {
+                    self.tried.clear();
+                    let pool: Vec<PeerKey> = others
+                        .iter()
+                        .copied()
+                        .filter(|&k| others.len() == 1 || Some(k) != self.optimistic)
+                        .collect();
+                    pool.get(self.rng.random_range(0..pool.len().max(1)))
+                        .copied()
+                        .unwrap_or(others[0])
+                }
+            };
+            self.tried.insert(pick);
+            self.optimistic = Some(pick);
             self.rotated_at = Some(now);
         } else if others.is_empty() {
             self.optimistic = None;
@@ -92,6 +129,7 @@ mod tests {
             key,
             interested,
             rate,
+            up_rate: 1,
         }
     }
 
@@ -150,5 +188,28 @@ mod tests {
         let u = ch.decide(&[c(1, true, 9), c(2, false, 0), c(3, true, 0)], t0);
         assert_eq!(ch.optimistic, Some(3));
         assert!(!u.contains(&2));
+    }
+
+    #[test]
+    fn regression_newcomer_gets_the_slot_from_a_crowd_of_idlers() {
+        // 200 early peers take nothing; an honest peer arrives last.
+        let mut ch = Choker::new(4, 7);
+        let t0 = Instant::now();
+        let mut peers: Vec<Candidate> = (1..=200)
+            .map(|k| Candidate {
+                up_rate: 0,
+                ..c(k, true, 0)
+            })
+            .collect();
+        ch.decide(&peers, t0);
+        let idler = ch.optimistic.unwrap();
+        peers.push(Candidate {
+            up_rate: 0,
+            ..c(201, true, 0)
+        });
+        // Its interest triggers a round: the idler has wasted 10 s.
+        let u = ch.decide(&peers, t0 + WASTED_AFTER);
+        assert_ne!(ch.optimistic, Some(idler));
+        assert!(u.contains(&201), "the newest untried peer gets the slot");
     }
 }

@@ -42,6 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the unchoke set is recomputed even when nothing changes.
 const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
+/// Early rounds (a peer's interest changed) are at least this far apart.
+const MIN_CHOKE_GAP: Duration = Duration::from_secs(1);
 /// Regular upload slots (plus one optimistic).
 const UPLOAD_SLOTS: usize = 4;
 /// Dial attempts running at once.
@@ -277,6 +279,7 @@ pub async fn run(
     let mut known: HashMap<SocketAddr, Known> = HashMap::new();
     let mut choker = Choker::new(UPLOAD_SLOTS, rand::random());
     let mut last_choke = Instant::now() - CHOKE_INTERVAL;
+    let mut rechoke_pending = false;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut completed_at: Option<Instant> = complete_at_start.then(Instant::now);
     let mut download_time = None;
@@ -346,14 +349,22 @@ pub async fn run(
                 }
             }
             _ = shared.rechoke.notified() => {
-                rechoke(&shared, &mut choker);
-                last_choke = Instant::now();
+                // At most one early round a second, however often peers
+                // flip their interest: a round looks at every peer.
+                if last_choke.elapsed() >= MIN_CHOKE_GAP {
+                    rechoke(&shared, &mut choker);
+                    last_choke = Instant::now();
+                } else {
+                    rechoke_pending = true;
+                }
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                if now.duration_since(last_choke) >= CHOKE_INTERVAL {
+                let gap = now.duration_since(last_choke);
+                if gap >= CHOKE_INTERVAL || (rechoke_pending && gap >= MIN_CHOKE_GAP) {
                     rechoke(&shared, &mut choker);
                     last_choke = now;
+                    rechoke_pending = false;
                 }
                 dial_some(&mut known, &shared, &opts, &dialing, &ev_tx);
                 totals_tx.send_if_modified(|t| {
@@ -646,6 +657,7 @@ fn rechoke(shared: &Shared, choker: &mut Choker) {
             key: *k,
             interested: p.interested,
             rate: if seeding { p.up_rate } else { p.down_rate },
+            up_rate: p.up_rate,
         })
         .collect();
     let unchoke = choker.decide(&candidates, std::time::Instant::now());
