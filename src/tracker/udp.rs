@@ -193,3 +193,7 @@ impl UdpTracker {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "udp_tests.rs"]
+mod tests;
