@@ -68,7 +68,7 @@ pub trait Swarm: Send + Sync {
     fn release(&self, key: PeerKey, blocks: &[BlockRef]);
 
     /// A block we asked this peer for arrived.
-    fn deliver(&self, key: PeerKey, piece: u32, offset: u32, data: &Bytes);
+    fn deliver(&self, key: PeerKey, piece: u32, offset: u32, data: &[u8]);
 
     /// The peer became (un)interested in our pieces.
     fn set_interested(&self, key: PeerKey, interested: bool);

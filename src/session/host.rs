@@ -174,7 +174,7 @@ impl Swarm for Shared {
         }
     }
 
-    fn deliver(&self, key: PeerKey, piece: u32, offset: u32, data: &Bytes) {
+    fn deliver(&self, key: PeerKey, piece: u32, offset: u32, data: &[u8]) {
         if let Some(e) = self.lock().peers.get_mut(&key) {
             e.last_useful = Instant::now();
         }

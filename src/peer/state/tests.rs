@@ -105,7 +105,7 @@ impl Swarm for FakeSwarm {
     fn release(&self, _key: PeerKey, blocks: &[BlockRef]) {
         self.f().released += blocks.len();
     }
-    fn deliver(&self, _key: PeerKey, piece: u32, offset: u32, _data: &Bytes) {
+    fn deliver(&self, _key: PeerKey, piece: u32, offset: u32, _data: &[u8]) {
         self.f().delivered.push((piece, offset));
     }
     fn set_interested(&self, _key: PeerKey, _interested: bool) {}
