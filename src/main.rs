@@ -74,6 +74,10 @@ struct DownloadFlags {
     /// Connected peers at most.
     #[arg(long, default_value_t = 80, value_name = "N")]
     max_peers: usize,
+    /// Download over existing files whose data is not the torrent's
+    /// (otherwise such a file stops the download).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 #[derive(Subcommand)]
@@ -248,6 +252,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 no_dht: f.no_dht,
                 state_dir: f.state_dir,
                 max_peers: f.max_peers.max(1),
+                overwrite: f.overwrite,
                 quiet: cli.quiet,
             };
             let report = cmd::download::run(args, shutdown.clone()).await?;

@@ -41,6 +41,8 @@ pub struct DownloadArgs {
     pub state_dir: Option<PathBuf>,
     /// Connection limit.
     pub max_peers: usize,
+    /// Download over existing files that are not the torrent's.
+    pub overwrite: bool,
     /// No bars, no summary.
     pub quiet: bool,
 }
@@ -116,6 +118,7 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
         max_peers: args.max_peers,
         dht: dht.clone(),
         state_dir,
+        overwrite: args.overwrite,
     };
     let (status_tx, status_rx) = watch::channel(Status::default());
     let ui_task = tokio::spawn(ui::render(status_rx, args.quiet));
