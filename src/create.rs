@@ -76,7 +76,10 @@ pub enum CreateError {
         reason: &'static str,
     },
     /// An explicit piece length that is not a power of two in range.
-    #[error("piece length {0} must be a power of two between 16 KiB and 256 MiB")]
+    #[error(
+        "piece length {0} must be a power of two between 16 KiB and {max} MiB",
+        max = MAX_PIECE_LENGTH >> 20
+    )]
     BadPieceLength(u32),
     /// More files than a torrent may hold.
     #[error("more than {MAX_FILES} files")]

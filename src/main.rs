@@ -77,6 +77,10 @@ struct DownloadFlags {
     /// Connections from one IP address at most (raise it for peers behind one NAT).
     #[arg(long, default_value_t = 1, value_name = "N")]
     max_peers_per_ip: usize,
+    /// Download over existing files whose data is not the torrent's
+    /// (otherwise such a file stops the download).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 #[derive(Subcommand)]
@@ -285,6 +289,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 state_dir: f.state_dir,
                 max_peers: f.max_peers.max(1),
                 max_per_ip: f.max_peers_per_ip.max(1),
+                overwrite: f.overwrite,
                 quiet: cli.quiet,
             };
             let report = cmd::download::run(args, shutdown.clone()).await?;

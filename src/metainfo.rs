@@ -16,9 +16,11 @@ use bytes::Bytes;
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
 
-/// Largest piece length accepted. Real torrents stop at 16–64 MiB; anything
-/// bigger is either an attack on our memory (we buffer whole pieces) or junk.
-pub const MAX_PIECE_LENGTH: u64 = 256 * 1024 * 1024;
+/// Largest piece length accepted: 64 MiB. Real torrents stop at 16–64 MiB;
+/// anything bigger is either an attack on our memory (a piece is buffered
+/// whole while it downloads, and the start-up check holds one per thread)
+/// or junk. `btc create` refuses to make bigger pieces too.
+pub const MAX_PIECE_LENGTH: u64 = 64 * 1024 * 1024;
 /// Largest total size accepted (1 PiB): beyond any real payload, and keeps all
 /// offset arithmetic far away from `u64` overflow.
 pub const MAX_TOTAL_LENGTH: u64 = 1 << 50;
@@ -116,7 +118,7 @@ pub enum MetainfoError {
     #[error("piece length 0")]
     PieceLengthZero,
     /// `piece length` is over [`MAX_PIECE_LENGTH`].
-    #[error("piece length {0} is over the 256 MiB limit")]
+    #[error("piece length {0} is over the {limit} MiB limit", limit = MAX_PIECE_LENGTH >> 20)]
     PieceLengthTooLarge(u64),
     /// `pieces` is not a whole number of SHA-1 hashes.
     #[error("pieces is {0} bytes, not a multiple of 20")]

@@ -76,6 +76,8 @@ write("empty-path-component.torrent", multi([(["sub", "", "a.txt"], 10)]))
 write("empty-path-list.torrent", multi([([], 10)]))
 write("piece-length-zero.torrent", single(piece_length=0))
 write("piece-length-huge.torrent", single(piece_length=1 << 30))
+# 128 MiB: over the 64 MiB cap (it passed the old 256 MiB one).
+write("piece-length-128mib.torrent", single(piece_length=128 << 20))
 write("zero-total-length.torrent", multi([(["a"], 0), (["b"], 0)], n=0))
 write("duplicate-paths.torrent", multi([(["a.txt"], 10), (["a.txt"], 20)]))
 write("file-and-folder.torrent", multi([(["a"], 10), (["a", "b.txt"], 20)]))

@@ -43,6 +43,8 @@ pub struct DownloadArgs {
     pub max_peers: usize,
     /// Connections from one IP at most.
     pub max_per_ip: usize,
+    /// Download over existing files that are not the torrent's.
+    pub overwrite: bool,
     /// No bars, no summary.
     pub quiet: bool,
 }
@@ -119,6 +121,7 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
         max_per_ip: args.max_per_ip,
         dht: dht.clone(),
         state_dir,
+        overwrite: args.overwrite,
     };
     let (status_tx, status_rx) = watch::channel(Status::default());
     let ui_task = tokio::spawn(ui::render(status_rx, args.quiet));

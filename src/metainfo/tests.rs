@@ -193,6 +193,10 @@ fn hostile_torrents_name_the_problem() {
         bad!("piece-length-huge.torrent"),
         E::PieceLengthTooLarge(_)
     ));
+    assert!(matches!(
+        bad!("piece-length-128mib.torrent"),
+        E::PieceLengthTooLarge(134_217_728)
+    ));
     assert!(matches!(bad!("zero-total-length.torrent"), E::EmptyTorrent));
     assert!(matches!(bad!("duplicate-paths.torrent"), E::DuplicatePath(p) if p == "folder/a.txt"));
     assert!(matches!(bad!("file-and-folder.torrent"), E::FileIsFolder(p) if p == "folder/a"));
@@ -221,6 +225,23 @@ fn hostile_torrents_name_the_problem() {
         E::NeitherLengthNorFiles
     ));
     assert!(matches!(bad!("missing-info.torrent"), E::Missing("info")));
+}
+
+/// Pieces over 64 MiB are refused (each is buffered whole), with the limit
+/// named; exactly 64 MiB is still a torrent.
+#[test]
+fn piece_length_is_capped_at_64_mib() {
+    assert_eq!(
+        bad!("piece-length-128mib.torrent").to_string(),
+        "piece length 134217728 is over the 64 MiB limit"
+    );
+    let at_cap = format!(
+        "d6:lengthi100e4:name1:x12:piece lengthi{}e6:pieces20:{}e",
+        64 << 20,
+        "a".repeat(20)
+    );
+    let m = Metainfo::from_bytes(&wrap(&at_cap)).unwrap();
+    assert_eq!(m.info.piece_length, 64 << 20);
 }
 
 #[test]

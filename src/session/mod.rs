@@ -92,6 +92,9 @@ pub struct Options {
     pub dht: Option<DhtHandle>,
     /// Where fetched metadata is remembered.
     pub state_dir: Option<PathBuf>,
+    /// Download over existing files that are not this torrent's (see
+    /// [`Storage::prepare`]).
+    pub overwrite: bool,
 }
 
 /// What happened, for the final summary.
@@ -589,6 +592,7 @@ async fn install(
         let data = data.clone();
         let progress = progress.clone();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let overwrite = opts.overwrite;
         tokio::task::spawn_blocking(move || {
             let have = data.storage.check_existing(
                 &data.geometry,
@@ -596,7 +600,7 @@ async fn install(
                 threads,
                 &progress,
             );
-            data.storage.prepare().map(|()| have)
+            data.storage.prepare(&have, overwrite).map(|()| have)
         })
     };
     tokio::pin!(check);

@@ -17,6 +17,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+
 use crate::bencode::{Value, decode_prefix};
 use crate::id::{InfoHash, PeerId};
 
@@ -92,7 +95,7 @@ pub enum TrackerError {
         status: u16,
     },
     /// The response body passed our cap and was abandoned.
-    #[error("tracker response exceeds {limit} bytes")]
+    #[error("tracker response is over the {limit}-byte limit; ignored")]
     BodyTooLarge {
         /// The cap in bytes.
         limit: usize,
@@ -196,8 +199,11 @@ pub struct AnnounceResponse {
     pub complete: Option<u32>,
     /// Leechers.
     pub incomplete: Option<u32>,
-    /// Peer addresses, IPv4 and IPv6 mixed.
+    /// Peer addresses, IPv4 and IPv6 mixed, at most [`MAX_PEERS`].
     pub peers: Vec<SocketAddr>,
+    /// Peer entries left unread because the response had more than
+    /// [`MAX_PEERS`].
+    pub peers_dropped: usize,
     /// A non-fatal `warning message`.
     pub warning: Option<String>,
 }
@@ -291,9 +297,120 @@ fn value_u32(v: &Value<'_>) -> Option<u32> {
     value_int(v).and_then(|i| u32::try_from(i).ok())
 }
 
+/// The top level of an HTTP announce body, borrowed from it. Fields are
+/// loosely typed (a wrong type is ignored when read, not fatal) and keys we
+/// do not know are skipped without being decoded. The peer lists are
+/// [`RawPeers`], decoded lazily so a hostile list costs no allocation past
+/// [`MAX_PEERS`] entries.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "'a: 'de, 'de: 'a"))]
+struct RawResponse<'a> {
+    #[serde(borrow, rename = "failure reason")]
+    failure_reason: Option<Value<'a>>,
+    #[serde(borrow)]
+    interval: Option<Value<'a>>,
+    #[serde(borrow, rename = "min interval")]
+    min_interval: Option<Value<'a>>,
+    #[serde(borrow, rename = "tracker id")]
+    tracker_id: Option<Value<'a>>,
+    #[serde(borrow)]
+    complete: Option<Value<'a>>,
+    #[serde(borrow)]
+    incomplete: Option<Value<'a>>,
+    #[serde(borrow, rename = "warning message")]
+    warning: Option<Value<'a>>,
+    #[serde(borrow)]
+    peers: Option<RawPeers<'a>>,
+    #[serde(borrow)]
+    peers6: Option<RawPeers<'a>>,
+}
+
+/// A `peers` or `peers6` value as it comes.
+enum RawPeers<'a> {
+    /// BEP 23 / BEP 7 compact string, parsed later.
+    Compact(&'a [u8]),
+    /// Dictionary model: the first [`MAX_PEERS`] usable addresses, and how
+    /// many list entries were skipped unread past that cap.
+    Dicts {
+        peers: Vec<SocketAddr>,
+        dropped: usize,
+    },
+    /// Any other type: ignored.
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawPeers<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = RawPeers<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a peer list")
+            }
+
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                v: &'de [u8],
+            ) -> Result<Self::Value, E> {
+                Ok(RawPeers::Compact(v))
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<Self::Value, E> {
+                Ok(RawPeers::Other)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(RawPeers::Other)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(RawPeers::Other)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(RawPeers::Other)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut peers = Vec::new();
+                let mut dropped = 0usize;
+                loop {
+                    if peers.len() >= MAX_PEERS {
+                        // Past the cap entries are skipped, never decoded.
+                        if seq.next_element::<IgnoredAny>()?.is_none() {
+                            break;
+                        }
+                        dropped += 1;
+                        continue;
+                    }
+                    match seq.next_element::<Value<'de>>()? {
+                        Some(item) => {
+                            if let Some(a) = dict_peer(&item) {
+                                peers.push(a);
+                            }
+                        }
+                        None => break,
+                    }
+                }
+                Ok(RawPeers::Dicts { peers, dropped })
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
 /// Parses an HTTP announce body (see the module doc for leniency rules).
 pub fn parse_http_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
-    let (value, used): (Value<'_>, usize) =
+    if body.first() != Some(&b'd') {
+        // Not a dictionary: say whether it is bencode at all.
+        return match decode_prefix::<IgnoredAny>(body) {
+            Ok(_) => Err(TrackerError::NotADict),
+            Err(e) => Err(TrackerError::Bencode(e.0)),
+        };
+    }
+    let (raw, used): (RawResponse<'_>, usize) =
         decode_prefix(body).map_err(|e| TrackerError::Bencode(e.0))?;
     let rest = &body[used..];
     if !rest.iter().all(|b| b.is_ascii_whitespace()) {
@@ -302,38 +419,42 @@ pub fn parse_http_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError
             rest.len()
         )));
     }
-    let Value::Dict(dict) = &value else {
-        return Err(TrackerError::NotADict);
-    };
-    if let Some(reason) = dict_get(dict, "failure reason") {
+    if let Some(reason) = &raw.failure_reason {
         let text = value_text(reason).unwrap_or_else(|| "(failure reason not a string)".into());
         return Err(TrackerError::Failure(text));
     }
     let mut resp = AnnounceResponse {
-        interval: dict_get(dict, "interval").and_then(value_secs),
-        min_interval: dict_get(dict, "min interval").and_then(value_secs),
-        tracker_id: dict_get(dict, "tracker id").and_then(value_text),
-        complete: dict_get(dict, "complete").and_then(value_u32),
-        incomplete: dict_get(dict, "incomplete").and_then(value_u32),
+        interval: raw.interval.as_ref().and_then(value_secs),
+        min_interval: raw.min_interval.as_ref().and_then(value_secs),
+        tracker_id: raw.tracker_id.as_ref().and_then(value_text),
+        complete: raw.complete.as_ref().and_then(value_u32),
+        incomplete: raw.incomplete.as_ref().and_then(value_u32),
         peers: Vec::new(),
-        warning: dict_get(dict, "warning message").and_then(value_text),
+        peers_dropped: 0,
+        warning: raw.warning.as_ref().and_then(value_text),
     };
-    match dict_get(dict, "peers") {
-        Some(Value::Bytes(b)) => push_compact_v4(&mut resp.peers, b.0),
-        Some(Value::List(list)) => push_dict_peers(&mut resp.peers, list),
+    match raw.peers {
+        Some(RawPeers::Compact(b)) => {
+            resp.peers_dropped += push_compact_v4(&mut resp.peers, b);
+        }
+        Some(RawPeers::Dicts { peers, dropped }) => {
+            resp.peers = peers;
+            resp.peers_dropped += dropped;
+        }
         _ => {}
     }
-    if let Some(Value::Bytes(b)) = dict_get(dict, "peers6") {
-        push_compact_v6(&mut resp.peers, b.0);
+    if let Some(RawPeers::Compact(b)) = raw.peers6 {
+        resp.peers_dropped += push_compact_v6(&mut resp.peers, b);
     }
     Ok(resp)
 }
 
 /// BEP 23 compact IPv4 peers: 4 address bytes then a big-endian port.
-fn push_compact_v4(out: &mut Vec<SocketAddr>, bytes: &[u8]) {
-    for c in bytes.chunks_exact(6) {
+/// Stops at [`MAX_PEERS`] in `out`; returns how many entries it left.
+fn push_compact_v4(out: &mut Vec<SocketAddr>, bytes: &[u8]) -> usize {
+    for (i, c) in bytes.chunks_exact(6).enumerate() {
         if out.len() >= MAX_PEERS {
-            return;
+            return bytes.len() / 6 - i;
         }
         let ip = Ipv4Addr::new(c[0], c[1], c[2], c[3]);
         let port = u16::from_be_bytes([c[4], c[5]]);
@@ -341,13 +462,15 @@ fn push_compact_v4(out: &mut Vec<SocketAddr>, bytes: &[u8]) {
             out.push(SocketAddr::V4(SocketAddrV4::new(ip, port)));
         }
     }
+    0
 }
 
 /// BEP 7 compact IPv6 peers: 16 address bytes then a big-endian port.
-fn push_compact_v6(out: &mut Vec<SocketAddr>, bytes: &[u8]) {
-    for c in bytes.chunks_exact(18) {
+/// Stops at [`MAX_PEERS`] in `out`; returns how many entries it left.
+fn push_compact_v6(out: &mut Vec<SocketAddr>, bytes: &[u8]) -> usize {
+    for (i, c) in bytes.chunks_exact(18).enumerate() {
         if out.len() >= MAX_PEERS {
-            return;
+            return bytes.len() / 18 - i;
         }
         let mut a = [0u8; 16];
         a.copy_from_slice(&c[..16]);
@@ -361,31 +484,22 @@ fn push_compact_v6(out: &mut Vec<SocketAddr>, bytes: &[u8]) {
             )));
         }
     }
+    0
 }
 
-/// Original dictionary model: a list of `{ip, port, peer id}`. Entries that
-/// are not dicts, lack fields, carry hostnames or bad ports are skipped.
-fn push_dict_peers(out: &mut Vec<SocketAddr>, list: &[Value<'_>]) {
-    for item in list {
-        if out.len() >= MAX_PEERS {
-            return;
-        }
-        let Value::Dict(d) = item else { continue };
-        let Some(ip) = dict_get(d, "ip")
-            .and_then(value_text)
-            .and_then(|s| s.trim().parse::<IpAddr>().ok())
-        else {
-            continue;
-        };
-        let Some(port) = dict_get(d, "port")
-            .and_then(value_int)
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p != 0)
-        else {
-            continue;
-        };
-        out.push(SocketAddr::new(ip, port));
-    }
+/// One entry of the original dictionary model, `{ip, port, peer id}`.
+/// Entries that are not dicts, lack fields, carry hostnames or bad ports
+/// give `None`.
+fn dict_peer(item: &Value<'_>) -> Option<SocketAddr> {
+    let Value::Dict(d) = item else { return None };
+    let ip = dict_get(d, "ip")
+        .and_then(value_text)
+        .and_then(|s| s.trim().parse::<IpAddr>().ok())?;
+    let port = dict_get(d, "port")
+        .and_then(value_int)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)?;
+    Some(SocketAddr::new(ip, port))
 }
 
 // ---------------------------------------------------------------------------
@@ -518,7 +632,7 @@ pub fn parse_udp_announce(
         complete: Some(be_u32(buf, 16)),
         ..AnnounceResponse::default()
     };
-    push_compact_v4(&mut resp.peers, &buf[20..]);
+    resp.peers_dropped = push_compact_v4(&mut resp.peers, &buf[20..]);
     Ok(resp)
 }
 
@@ -732,8 +846,34 @@ mod tests {
         body.push(b'e');
         let r = parse_http_response(&body).unwrap();
         assert_eq!(r.peers.len(), MAX_PEERS);
+        assert_eq!(r.peers_dropped, 500);
         // A length prefix far larger than the body is an error, not an allocation.
         assert!(parse_http_response(b"d5:peers999999999999:abce").is_err());
+    }
+
+    /// Dictionary-model peers are capped like compact ones: past
+    /// MAX_PEERS entries are skipped unread (even entries that are not
+    /// peers at all), and counted; peers6 gets no room past the cap.
+    #[test]
+    fn hostile_dict_peer_lists_are_capped() {
+        let n = MAX_PEERS + 1234;
+        let mut body = b"d5:peersl".to_vec();
+        for i in 0..n {
+            let ip = format!("127.1.{}.{}", (i >> 8) & 255, i & 255);
+            body.extend_from_slice(format!("d2:ip{}:{ip}4:porti1ee", ip.len()).as_bytes());
+        }
+        // Past the cap: junk entries of every kind, skipped unread.
+        body.extend_from_slice(b"i5e3:abclleed1:xi1eee6:peers618:");
+        body.extend_from_slice(&[1u8; 18]);
+        body.push(b'e');
+        let r = parse_http_response(&body).unwrap();
+        assert_eq!(r.peers.len(), MAX_PEERS);
+        assert_eq!(r.peers[0], "127.1.0.0:1".parse::<SocketAddr>().unwrap());
+        assert_eq!(r.peers_dropped, 1234 + 4 + 1);
+        // Wrong-typed peer lists are ignored, not fatal.
+        let r = parse_http_response(b"d5:peersi7e6:peers6d1:ai1eee").unwrap();
+        assert!(r.peers.is_empty());
+        assert_eq!(r.peers_dropped, 0);
     }
 
     #[test]

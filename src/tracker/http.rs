@@ -13,10 +13,16 @@ use super::announce::{
 /// is treated as down; the announcer retries later.
 pub(crate) const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Largest body we accept. A compact response with 10k peers is ~60 KiB, so
-/// 2 MiB leaves room for dictionary-model peers while refusing a tracker (or
-/// a captive portal) that streams forever.
+/// Largest body we accept, checked against `Content-Length` first and then
+/// chunk by chunk *before* buffering each one, so an endless or gigabyte
+/// body costs at most this much memory. A compact response with 10k peers
+/// is ~60 KiB, so 2 MiB leaves room for dictionary-model peers while
+/// refusing a tracker (or a captive portal) that streams forever.
 pub(crate) const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// Redirects followed per announce; one more is an error (a redirect loop
+/// ends here instead of spinning).
+pub(crate) const MAX_REDIRECTS: usize = 5;
 
 /// Builds the one client all HTTP trackers share (connection pooling, one TLS
 /// config). With `bind` set, every connection leaves from that local IP so a
@@ -25,8 +31,8 @@ pub(crate) fn build_client(bind: Option<IpAddr>) -> Result<reqwest::Client, Trac
     // Redirects stay on http(s): a tracker must not bounce us to file:// or
     // some other scheme, and long chains are a loop.
     let policy = reqwest::redirect::Policy::custom(|attempt| {
-        if attempt.previous().len() >= 5 {
-            attempt.error("too many redirects")
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
         } else if matches!(attempt.url().scheme(), "http" | "https") {
             attempt.follow()
         } else {

@@ -259,6 +259,8 @@ struct LoopState {
     failures: u32,
     ok: bool,
     last_error: Option<String>,
+    /// The "too many peers" warning was printed (once per tracker).
+    warned_flood: bool,
 }
 
 impl LoopState {
@@ -347,6 +349,15 @@ impl UrlTask {
                     }
                     st.failures = 0;
                     self.set_ok(&mut st, true);
+                    if resp.peers_dropped > 0 && !st.warned_flood {
+                        st.warned_flood = true;
+                        tracing::warn!(
+                            tracker = %self.label,
+                            "tracker sent more than {} peers; ignoring {} of them",
+                            announce::MAX_PEERS,
+                            resp.peers_dropped
+                        );
+                    }
                     let wait = announce::reannounce_after(&resp);
                     tracing::debug!(tracker = %self.label, ?event, peers = resp.peers.len(), "announced");
                     if !resp.peers.is_empty() {

@@ -464,6 +464,32 @@ async fn oversized_bodies_are_refused() {
     .expect("test timed out");
 }
 
+/// A tracker redirecting to itself forever: the announce fails after
+/// MAX_REDIRECTS hops, quickly, with an error that says so.
+#[tokio::test]
+async fn redirect_loops_are_cut() {
+    timeout(Duration::from_secs(20), async {
+        let url = canned_http(
+            "HTTP/1.1 302 Found\r\nLocation: /announce?again=1\r\nContent-Length: 0\r\n\r\n",
+            b"",
+            false,
+        )
+        .await;
+        let client = http::build_client(Some(LOCAL)).unwrap();
+        let started = Instant::now();
+        let r = http::announce(&client, &url, &plain_request()).await;
+        match r {
+            Err(TrackerError::Http { reason, .. }) => {
+                assert!(reason.contains("redirects"), "{reason}")
+            }
+            other => panic!("expected a redirect error, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+    })
+    .await
+    .expect("test timed out");
+}
+
 #[test]
 fn completed_only_after_finishing_a_download() {
     let mut st = LoopState::default();

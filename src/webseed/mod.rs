@@ -22,7 +22,7 @@ use crate::session::shared::{BAN_STRIKES, Shared};
 use crate::session::verify::deliver_block;
 use crate::storage::layout::Layout;
 use plan::{Cutter, Run};
-use reqwest::{Client, StatusCode};
+use reqwest::Client;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +50,25 @@ const PAD_CHUNK: u64 = 64 * 1024;
 /// Rounds in a row that may fail before the server is given up.
 const MAX_FAILURES: u32 = 8;
 
+/// Redirects followed per request; one more fails the request (a redirect
+/// loop ends here). Policy ([`plan::redirect_allowed`]): only to http(s),
+/// and never from a public host to a loopback, private or link-local
+/// address. Redirects to *other* hosts are followed: big web seeds
+/// (archive.org, mirror networks) answer with a redirect to the machine
+/// that holds the file, and it is safe because nothing from a web seed is
+/// trusted: every byte is hash-checked before it reaches the disk, at most
+/// the bytes asked for are read (see [`MAX_RESPONSE_BYTES`]), and the
+/// torrent could have named that other public host directly anyway. The
+/// one reach a redirect would add, into the user's own network, is the one
+/// refused.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// Most body bytes taken from one response: the bytes of one run, whose
+/// length is checked against `Content-Range`/`Content-Length` before the
+/// body is read ([`plan::check_framing`]). Reading stops there and the
+/// connection is dropped, so an endless or lying body costs nothing more.
+pub const MAX_RESPONSE_BYTES: u64 = MAX_ROUND_BLOCKS as u64 * 16 * 1024;
+
 /// What went wrong with one web seed request.
 #[derive(Debug, thiserror::Error)]
 pub enum WebSeedError {
@@ -68,6 +87,16 @@ pub enum WebSeedError {
         url: String,
         /// The status.
         status: u16,
+    },
+    /// The response's headers do not fit the range asked for (wrong
+    /// `Content-Range`, a `Content-Length` other than asked): refused
+    /// before any body byte is taken.
+    #[error("{url}: {why}; response refused")]
+    Framing {
+        /// The file's URL.
+        url: String,
+        /// What does not fit.
+        why: String,
     },
     /// The body ended early.
     #[error("{url}: got {got} of {want} bytes")]
@@ -94,7 +123,19 @@ pub fn client(bind: Option<IpAddr>) -> reqwest::Result<Client> {
     let mut builder = Client::builder()
         .user_agent(concat!("btc/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(CONNECT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(5));
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            let verdict = attempt
+                .previous()
+                .first()
+                .map_or(Ok(()), |from| plan::redirect_allowed(from, attempt.url()));
+            match verdict {
+                Ok(()) => attempt.follow(),
+                Err(why) => attempt.error(why),
+            }
+        }));
     if let Some(ip) = bind {
         builder = builder.local_address(ip);
     }
@@ -137,6 +178,10 @@ async fn run(shared: &Arc<Shared>, client: &Client, url: &str, key: PeerKey) {
     let everything = Bitfield::full(data.geometry.piece_count as usize);
     let mut failures = 0u32;
     let mut want = MIN_ROUND_BLOCKS;
+    let mut me = Me {
+        key,
+        warned_overlong: false,
+    };
     loop {
         let blocks = {
             let mut st = shared.lock();
@@ -160,7 +205,7 @@ async fn run(shared: &Arc<Shared>, client: &Client, url: &str, key: PeerKey) {
         let mut fetched = 0u64;
         let mut result = Ok(());
         for run in plan::runs(&blocks, &data.geometry) {
-            result = fetch_run(shared, client, url, key, info, &layout, &run).await;
+            result = fetch_run(shared, client, url, &mut me, info, &layout, &run).await;
             if result.is_err() {
                 break;
             }
@@ -197,16 +242,25 @@ async fn run(shared: &Arc<Shared>, client: &Client, url: &str, key: PeerKey) {
     }
 }
 
+/// One web seed task's identity and what it has already warned about.
+struct Me {
+    /// Its key in the picker.
+    key: PeerKey,
+    /// The "sent more than asked" warning was printed.
+    warned_overlong: bool,
+}
+
 /// Fetches one run, part by part, delivering each block as it completes.
 async fn fetch_run(
     shared: &Arc<Shared>,
     client: &Client,
     base: &str,
-    key: PeerKey,
+    me: &mut Me,
     info: &Info,
     layout: &Layout,
     run: &Run,
 ) -> Result<(), WebSeedError> {
+    let key = me.key;
     let mut cutter = Cutter::new(run);
     let mut deliver = |b: BlockRef, bytes: &[u8]| {
         deliver_block(shared, key, b.piece, b.offset, bytes);
@@ -240,18 +294,24 @@ async fn fetch_run(
             .map_err(|_| stalled())?
             .map_err(http)?;
         let file_len = info.files.get(part.file).map_or(0, |f| f.length);
-        let whole_file = part.first == 0 && part.len == file_len;
-        match resp.status() {
-            StatusCode::PARTIAL_CONTENT => {}
-            // A server that ignores Range sends the whole file: fine only
-            // when the whole file is what we asked for.
-            StatusCode::OK if whole_file => {}
-            status => {
-                return Err(WebSeedError::Status {
-                    url,
-                    status: status.as_u16(),
-                });
+        let content_range = resp
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        // A server that ignores Range sends the whole file (200): fine
+        // only when the whole file is what we asked for.
+        match plan::check_framing(
+            resp.status().as_u16(),
+            content_range.as_deref(),
+            resp.content_length(),
+            &part,
+            file_len,
+        ) {
+            Ok(()) => {}
+            Err(plan::Framing::Status(status)) => {
+                return Err(WebSeedError::Status { url, status });
             }
+            Err(plan::Framing::Bad(why)) => return Err(WebSeedError::Framing { url, why }),
         }
         let mut got = 0u64;
         while got < part.len {
@@ -261,9 +321,19 @@ async fn fetch_run(
                 .map_err(http)?;
             let Some(chunk) = chunk else { break };
             let take = chunk.len().min((part.len - got) as usize);
+            if take < chunk.len() && !me.warned_overlong {
+                me.warned_overlong = true;
+                tracing::warn!(
+                    "web seed {url}: sent more than the {} bytes asked for; cut there",
+                    part.len
+                );
+            }
             cutter.push(&chunk[..take], &mut deliver);
             got += take as u64;
         }
+        // Never read past what was asked: dropping `resp` closes the
+        // connection on whatever the server still wanted to send.
+        drop(resp);
         if got < part.len {
             return Err(WebSeedError::Short {
                 url,

@@ -112,6 +112,119 @@ pub fn parts(run: &Run, layout: &Layout, info: &Info) -> Vec<Part> {
         .collect()
 }
 
+/// Checks a response's status and framing headers against the range asked
+/// for, before any byte of its body is taken. `Err` says what is wrong.
+///
+/// - `206 Partial Content` must carry `Content-Range: bytes A-B/T` with
+///   exactly the asked-for `A` and `B`, and `T` either `*` or the file's
+///   length (a server with another version of the file must not feed us
+///   bytes from the wrong place).
+/// - `200 OK` (a server that ignores `Range`) is only taken when the whole
+///   file is what was asked for.
+/// - A `Content-Length`, when present, must be the number of bytes asked
+///   for; a bigger one is never read, a smaller one would end short.
+///
+/// The status errors are reported apart ([`Framing::Status`]) because they
+/// are a server's way of saying no rather than a lie.
+pub fn check_framing(
+    status: u16,
+    content_range: Option<&str>,
+    content_length: Option<u64>,
+    part: &Part,
+    file_len: u64,
+) -> Result<(), Framing> {
+    let whole_file = part.first == 0 && part.len == file_len;
+    let want = match status {
+        206 => {
+            let Some(cr) = content_range else {
+                return Err(Framing::Bad("206 without a Content-Range".into()));
+            };
+            let last = part.first + part.len - 1;
+            let ok = parse_content_range(cr).is_some_and(|(a, b, t)| {
+                a == part.first && b == last && t.is_none_or(|t| t == file_len)
+            });
+            if !ok {
+                return Err(Framing::Bad(format!(
+                    "Content-Range {cr:?} does not match the bytes {}-{last}/{file_len} asked for",
+                    part.first
+                )));
+            }
+            part.len
+        }
+        200 if whole_file => file_len,
+        other => return Err(Framing::Status(other)),
+    };
+    match content_length {
+        Some(n) if n != want => Err(Framing::Bad(format!(
+            "Content-Length {n} for the {want} bytes asked for"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Why [`check_framing`] refused a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framing {
+    /// A status other than the two we can use.
+    Status(u16),
+    /// Headers that do not fit the request.
+    Bad(String),
+}
+
+/// `bytes A-B/T` (T may be `*`) as `(A, B, T)`, with `A <= B`.
+fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.trim().split_once('-')?;
+    let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    (a <= b).then_some((a, b, total))
+}
+
+/// Whether a web seed may follow a redirect from `from` (the URL the
+/// torrent named) to `to`. See [`super::MAX_REDIRECTS`] for the policy.
+pub fn redirect_allowed(from: &reqwest::Url, to: &reqwest::Url) -> Result<(), &'static str> {
+    if !matches!(to.scheme(), "http" | "https") {
+        return Err("redirect to a scheme other than http(s)");
+    }
+    if is_private_host(to) && !is_private_host(from) {
+        return Err("redirect from a public host into a private network");
+    }
+    Ok(())
+}
+
+/// A loopback, private, link-local or unspecified address literal, or a
+/// `localhost` name.
+fn is_private_host(u: &reqwest::Url) -> bool {
+    use std::net::IpAddr;
+    let Some(host) = u.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let Ok(ip) = bare.parse::<IpAddr>() else {
+        let d = host.trim_end_matches('.').to_ascii_lowercase();
+        return d == "localhost" || d.ends_with(".localhost");
+    };
+    match ip.to_canonical() {
+        IpAddr::V4(a) => {
+            a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64
+        }
+        IpAddr::V6(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                || (a.segments()[0] & 0xfe00) == 0xfc00
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
 /// Cuts the byte stream of a run back into its blocks. Holds at most one
 /// partial block; whole blocks inside a chunk are passed on without a copy.
 #[derive(Debug)]
@@ -265,6 +378,100 @@ mod tests {
             ]
         );
         assert_eq!(got[0].range_header(), "bytes=5-9");
+    }
+
+    fn part(first: u64, len: u64) -> Part {
+        Part {
+            file: 0,
+            first,
+            len,
+            pad: false,
+        }
+    }
+
+    /// Responses whose headers do not fit the request are refused before
+    /// a byte of their body is taken.
+    #[test]
+    fn framing_must_match_the_range_asked_for() {
+        let p = part(100, 50);
+        let ok = |cr: &str| check_framing(206, Some(cr), Some(50), &p, 1000);
+        assert_eq!(ok("bytes 100-149/1000"), Ok(()));
+        assert_eq!(ok("bytes 100-149/*"), Ok(()));
+        assert_eq!(
+            check_framing(206, Some("bytes 100-149/1000"), None, &p, 1000),
+            Ok(())
+        );
+        // Another range, another file length, junk, no header.
+        for cr in [
+            "bytes 0-49/1000",
+            "bytes 100-199/1000",
+            "bytes 100-149/999",
+            "bytes 149-100/1000",
+            "100-149/1000",
+            "bytes 100-149",
+            "bytes x-y/z",
+        ] {
+            assert!(matches!(ok(cr), Err(Framing::Bad(_))), "{cr}");
+        }
+        assert!(matches!(
+            check_framing(206, None, Some(50), &p, 1000),
+            Err(Framing::Bad(_))
+        ));
+        // A declared length other than what was asked for: a gigabyte, or short.
+        assert!(matches!(
+            check_framing(206, Some("bytes 100-149/1000"), Some(1 << 30), &p, 1000),
+            Err(Framing::Bad(m)) if m.contains("1073741824")
+        ));
+        assert!(matches!(
+            check_framing(206, Some("bytes 100-149/1000"), Some(49), &p, 1000),
+            Err(Framing::Bad(_))
+        ));
+        // 200 only for the whole file, with the file's length.
+        assert_eq!(
+            check_framing(200, None, Some(1000), &part(0, 1000), 1000),
+            Ok(())
+        );
+        assert_eq!(check_framing(200, None, None, &part(0, 1000), 1000), Ok(()));
+        assert!(matches!(
+            check_framing(200, None, Some(2000), &part(0, 1000), 1000),
+            Err(Framing::Bad(_))
+        ));
+        assert_eq!(
+            check_framing(200, None, Some(1000), &p, 1000),
+            Err(Framing::Status(200))
+        );
+        assert_eq!(
+            check_framing(404, None, None, &p, 1000),
+            Err(Framing::Status(404))
+        );
+    }
+
+    /// Redirects stay on http(s) and never lead from a public host into a
+    /// private network; between public hosts (mirrors) they are followed.
+    #[test]
+    fn redirects_never_enter_a_private_network_from_outside() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        let public = u("http://seed.example/files/a");
+        assert!(redirect_allowed(&public, &u("https://mirror3.example/a")).is_ok());
+        assert!(redirect_allowed(&public, &u("http://93.184.216.34/a")).is_ok());
+        for private in [
+            "http://127.0.0.1/a",
+            "http://localhost:8080/a",
+            "http://10.1.2.3/a",
+            "http://192.168.1.1/admin",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/a",
+            "http://[fe80::1]/a",
+            "http://[::ffff:127.0.0.1]/a",
+            "http://0.0.0.0/a",
+        ] {
+            assert!(redirect_allowed(&public, &u(private)).is_err(), "{private}");
+        }
+        assert!(redirect_allowed(&public, &u("ftp://seed.example/a")).is_err());
+        // A web seed on the local network may redirect within it.
+        let local = u("http://192.168.1.5/files/a");
+        assert!(redirect_allowed(&local, &u("http://192.168.1.6/a")).is_ok());
+        assert!(redirect_allowed(&u("http://127.0.0.1:80/a"), &u("http://127.0.0.2:81/a")).is_ok());
     }
 
     #[test]
