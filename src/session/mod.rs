@@ -559,7 +559,13 @@ fn start_web_seeds(shared: &Arc<Shared>, urls: &[String], client: Option<&reqwes
         return;
     }
     for url in urls {
-        crate::webseed::spawn(shared.clone(), client.clone(), url.clone());
+        crate::webseed::spawn(
+            shared.clone(),
+            client.clone(),
+            url.clone(),
+            &shared.tasks,
+            shared.shutdown.clone(),
+        );
     }
 }
 

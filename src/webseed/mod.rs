@@ -14,12 +14,12 @@ pub mod plan;
 
 use crate::bitfield::Bitfield;
 use crate::error_chain;
+use crate::geometry::Geometry;
 use crate::metainfo::Info;
 use crate::peer::conn::next_key;
 use crate::peer::message::BlockRef;
+use crate::peer::swarm::Swarm;
 use crate::picker::PeerKey;
-use crate::session::shared::{BAN_STRIKES, Shared};
-use crate::session::verify::deliver_block;
 use crate::storage::layout::Layout;
 use plan::{Cutter, Run};
 use reqwest::Client;
@@ -27,6 +27,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Most web seeds used at once; more URLs than this are ignored.
 pub const MAX_WEB_SEEDS: usize = 8;
@@ -148,34 +150,50 @@ pub fn is_usable(url: &str) -> bool {
     lower.starts_with("http://") || lower.starts_with("https://")
 }
 
+/// What a web seed needs from its torrent beyond [`Swarm`] (picking,
+/// delivering, releasing), implemented by the session.
+pub trait WebSeedHost: Swarm {
+    /// The torrent's files and geometry, once the metadata is known.
+    fn web_seed_torrent(&self) -> Option<(Info, Geometry)>;
+    /// A web seed starts, under `key`: its hash failures are counted.
+    fn web_seed_joined(&self, key: PeerKey);
+    /// The web seed under `key` stopped.
+    fn web_seed_left(&self, key: PeerKey);
+    /// Whether the data of the web seed under `key` failed the hash check
+    /// too often to keep using it.
+    fn web_seed_banned(&self, key: PeerKey) -> bool;
+}
+
 /// Starts fetching from the web seed `url`. Needs the metadata installed;
-/// ends when the torrent is complete, the server is given up, or the
-/// torrent shuts down.
-pub fn spawn(shared: Arc<Shared>, client: Client, url: String) -> JoinHandle<()> {
-    tokio::spawn(async move {
+/// ends when the torrent is complete, the server is given up, or `stop`
+/// is cancelled.
+pub fn spawn(
+    host: Arc<dyn WebSeedHost>,
+    client: Client,
+    url: String,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    crate::spawn::named(tasks, "web seed", async move {
         let key = next_key();
-        shared.lock().web_seed_strikes.insert(key, 0);
+        host.web_seed_joined(key);
         tracing::info!("using web seed {url}");
-        let token = shared.shutdown.clone();
         tokio::select! {
-            _ = token.cancelled() => {}
-            _ = run(&shared, &client, &url, key) => {}
+            _ = stop.cancelled() => {}
+            _ = run(&*host, &client, &url, key) => {}
         }
-        let mut st = shared.lock();
-        st.web_seed_strikes.remove(&key);
-        if let Some(p) = st.picker.as_mut() {
-            p.release(key, None);
-        }
+        host.web_seed_left(key);
+        host.peer_gone(key, None);
     })
 }
 
-async fn run(shared: &Arc<Shared>, client: &Client, url: &str, key: PeerKey) {
-    let Some(data) = shared.data().cloned() else {
+async fn run(host: &dyn WebSeedHost, client: &Client, url: &str, key: PeerKey) {
+    let Some((info, geometry)) = host.web_seed_torrent() else {
         return;
     };
-    let info = &data.meta.info;
+    let info = &info;
     let layout = Layout::new(info.files.iter().map(|f| f.length));
-    let everything = Bitfield::full(data.geometry.piece_count as usize);
+    let everything = Bitfield::full(geometry.piece_count as usize);
     let mut failures = 0u32;
     let mut want = MIN_ROUND_BLOCKS;
     let mut me = Me {
@@ -183,19 +201,14 @@ async fn run(shared: &Arc<Shared>, client: &Client, url: &str, key: PeerKey) {
         warned_overlong: false,
     };
     loop {
-        let blocks = {
-            let mut st = shared.lock();
-            if st.web_seed_strikes.get(&key).copied().unwrap_or(0) >= BAN_STRIKES {
-                drop(st);
-                tracing::warn!("web seed {url}: dropped, its data keeps failing the hash check");
-                return;
-            }
-            let Some(p) = st.picker.as_mut() else { return };
-            if p.is_complete() {
-                return;
-            }
-            p.pick(key, &everything, want, &[], Instant::now())
-        };
+        if host.web_seed_banned(key) {
+            tracing::warn!("web seed {url}: dropped, its data keeps failing the hash check");
+            return;
+        }
+        if host.is_complete() {
+            return;
+        }
+        let blocks = host.pick(key, &everything, want, &[], Instant::now());
         if blocks.is_empty() {
             // Everything left is in flight elsewhere; look again soon.
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -204,8 +217,8 @@ async fn run(shared: &Arc<Shared>, client: &Client, url: &str, key: PeerKey) {
         let started = Instant::now();
         let mut fetched = 0u64;
         let mut result = Ok(());
-        for run in plan::runs(&blocks, &data.geometry) {
-            result = fetch_run(shared, client, url, &mut me, info, &layout, &run).await;
+        for run in plan::runs(&blocks, &geometry) {
+            result = fetch_run(host, client, url, &mut me, info, &layout, &run).await;
             if result.is_err() {
                 break;
             }
@@ -213,9 +226,7 @@ async fn run(shared: &Arc<Shared>, client: &Client, url: &str, key: PeerKey) {
         }
         // Blocks not delivered go back to the pool (delivered ones are
         // already marked received, which release leaves alone).
-        if let Some(p) = shared.lock().picker.as_mut() {
-            p.release(key, Some(&blocks));
-        }
+        host.release(key, &blocks);
         match result {
             Ok(()) => {
                 failures = 0;
@@ -252,7 +263,7 @@ struct Me {
 
 /// Fetches one run, part by part, delivering each block as it completes.
 async fn fetch_run(
-    shared: &Arc<Shared>,
+    host: &dyn WebSeedHost,
     client: &Client,
     base: &str,
     me: &mut Me,
@@ -263,7 +274,7 @@ async fn fetch_run(
     let key = me.key;
     let mut cutter = Cutter::new(run);
     let mut deliver = |b: BlockRef, bytes: &[u8]| {
-        deliver_block(shared, key, b.piece, b.offset, bytes);
+        host.deliver(key, b.piece, b.offset, bytes);
     };
     for part in plan::parts(run, layout, info) {
         if part.pad {
