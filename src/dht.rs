@@ -426,7 +426,17 @@ fn build_node(
     if server_mode {
         builder.server_mode();
     }
-    builder.build()
+    // mainline 8 panics ("actor thread unexpectedly shutdown") instead of
+    // returning an error when its actor thread dies while starting, e.g.
+    // when the port is still held by a node being replaced. A failed start
+    // must be an error we can report or retry, not a crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.build())).unwrap_or_else(
+        |_| {
+            Err(std::io::Error::other(format!(
+                "the DHT node on {addr} stopped while starting"
+            )))
+        },
+    )
 }
 
 /// `current` plus the addresses of `more` it lacks, or `None` if it lacks
