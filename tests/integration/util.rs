@@ -500,19 +500,41 @@ fn handed_out() -> &'static Mutex<HashSet<u16>> {
 
 /// A port free for both TCP and UDP on 127.0.0.0/8 right now, never handed
 /// out twice in this test process.
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up by
+/// default), never from a `bind(0)`: outgoing connections take their local
+/// port from that range, so a port handed out from it could be taken by
+/// some test's outgoing connection before the process meant to listen on
+/// it starts (seen as "Address already in use" when the hostile tests open
+/// a thousand connections next to other tests).
 pub fn free_port() -> u16 {
-    for _ in 0..1000 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = l.local_addr().unwrap().port();
-        let udp_ok = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+    let (low, high) = (12_000u32, ephemeral_floor().min(32_768).max(13_000));
+    let mut x = (std::process::id() as u64) << 32 | Instant::now().elapsed().subsec_nanos() as u64;
+    x ^= std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    for _ in 0..5000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = (low + (x % u64::from(high - low)) as u32) as u16;
+        let ok = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
             && UdpSocket::bind(("127.0.0.2", port)).is_ok()
             && TcpListener::bind(("127.0.0.2", port)).is_ok();
-        drop(l);
-        if udp_ok && handed_out().lock().unwrap().insert(port) {
+        if ok && handed_out().lock().unwrap().insert(port) {
             return port;
         }
     }
     panic!("no free port found");
+}
+
+/// The lowest port the kernel hands out for outgoing connections.
+fn ephemeral_floor() -> u32 {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Whether something accepts TCP connections at `addr`.
