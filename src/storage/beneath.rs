@@ -208,12 +208,3 @@ pub(super) fn is_all_zeros(file: &File, len: u64, path: &Path) -> Result<bool, S
     }
     Ok(true)
 }
-
-/// Flushes the whole filesystem that holds the output folder: used for
-/// written files whose handles were closed before the flush.
-pub(super) fn sync_filesystem(root: &Path) -> Result<(), StorageError> {
-    if let Some(fd) = open_root(root, false)? {
-        rustix::fs::syncfs(&fd).map_err(|e| io_err("flushing", root, e))?;
-    }
-    Ok(())
-}

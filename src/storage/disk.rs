@@ -118,7 +118,7 @@ struct Handles {
     ceiling: usize,
     clock: u64,
     opens_since_shrink: u32,
-    /// Files opened for writing since the last [`Storage::sync`].
+    /// Files written (or resized) since the last [`Storage::sync`].
     dirty: HashSet<usize>,
 }
 
@@ -174,9 +174,6 @@ impl Handles {
                 used: self.clock,
             },
         );
-        if writable {
-            self.dirty.insert(i);
-        }
         self.opens_since_shrink = self.opens_since_shrink.saturating_add(1);
         if self.cap < self.ceiling && self.opens_since_shrink >= REGROW_AFTER {
             self.cap += 1;
@@ -363,6 +360,7 @@ impl Storage {
             };
             if replace[i] {
                 tracing::warn!("overwriting {} (--overwrite)", f.path.display());
+                self.lock_handles().dirty.insert(i);
                 file.set_len(0).map_err(sizing)?;
             }
             let len = file
@@ -374,6 +372,7 @@ impl Storage {
                 })?
                 .len();
             if len < f.length {
+                self.lock_handles().dirty.insert(i);
                 file.set_len(f.length).map_err(sizing)?;
             }
         }
@@ -441,6 +440,7 @@ impl Storage {
                 continue;
             }
             let f = self.handle(s.file, true)?;
+            self.lock_handles().dirty.insert(s.file);
             f.write_all_at(&data[s.buf_offset..s.buf_offset + s.len], s.file_offset)
                 .map_err(|error| StorageError::Io {
                     op: "writing",
@@ -478,33 +478,37 @@ impl Storage {
         })
     }
 
-    /// Flushes written data to the disk: each file written since the last
-    /// flush whose handle is still open, and, when some were closed since
-    /// (torrents with more files than handles), the output folder's whole
-    /// filesystem, which needs no descriptor per file.
+    /// Flushes written data to the disk: every file written since the last
+    /// flush, through its cached handle or, if that was closed since (more
+    /// files than handles), by opening it again for the flush. Files are
+    /// flushed one by one (`fdatasync`), never the whole filesystem: other
+    /// programs' pending writes are not ours to wait for. A file that fails
+    /// to flush stays marked for the next call.
     pub fn sync(&self) -> Result<(), StorageError> {
-        let (open, closed) = {
+        let mut dirty: Vec<usize> = {
             let mut h = self.lock_handles();
-            let dirty = std::mem::take(&mut h.dirty);
-            let mut open = Vec::new();
-            let mut closed = false;
-            for i in dirty {
-                match h.open.get(&i) {
-                    Some(f) if f.writable => open.push((i, f.file.clone())),
-                    _ => closed = true,
-                }
-            }
-            (open, closed)
+            h.dirty.drain().collect()
         };
-        for (i, f) in open {
-            f.sync_data().map_err(|error| StorageError::Io {
-                op: "flushing",
-                path: self.files[i].path.clone(),
-                error,
-            })?;
-        }
-        if closed {
-            beneath::sync_filesystem(&self.root)?;
+        dirty.sort_unstable();
+        for (n, &i) in dirty.iter().enumerate() {
+            let cached = self.lock_handles().open.get(&i).map(|f| f.file.clone());
+            let r = match cached {
+                Some(f) => Ok(f),
+                None => self
+                    .retry_fds(|_| beneath::open_file(self.target(i), Access::Read))
+                    .map(Arc::new),
+            }
+            .and_then(|f| {
+                f.sync_data().map_err(|error| StorageError::Io {
+                    op: "flushing",
+                    path: self.files[i].path.clone(),
+                    error,
+                })
+            });
+            if let Err(e) = r {
+                self.lock_handles().dirty.extend(&dirty[n..]);
+                return Err(e);
+            }
         }
         Ok(())
     }

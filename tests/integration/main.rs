@@ -2,6 +2,8 @@
 
 mod cli;
 mod interop;
+mod storage;
 mod swarm;
+mod untrusted;
 mod util;
 mod webseed;
