@@ -49,6 +49,8 @@ pub struct SockOpts {
     pub rcvbuf: Option<usize>,
     /// Bound on connecting.
     pub connect_timeout: Duration,
+    /// Bound on each later read or write (the handshake included).
+    pub io_timeout: Duration,
 }
 
 impl SockOpts {
@@ -57,6 +59,7 @@ impl SockOpts {
             local,
             rcvbuf: None,
             connect_timeout: IO_TIMEOUT,
+            io_timeout: IO_TIMEOUT,
         }
     }
 
@@ -140,8 +143,8 @@ impl FakePeer {
         id: PeerId,
     ) -> io::Result<FakePeer> {
         let mut stream = tcp_connect(opts, addr)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        stream.set_read_timeout(Some(opts.io_timeout))?;
+        stream.set_write_timeout(Some(opts.io_timeout))?;
         stream.write_all(&Handshake::ours(info_hash, id, false).encode())?;
         let theirs = read_handshake(&mut stream)?;
         if theirs.info_hash != info_hash {
