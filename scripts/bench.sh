@@ -1,5 +1,27 @@
 #!/usr/bin/env bash
-# btc vs aria2c on loopback, same seeder, same run.
+# Two benchmarks on loopback:
+#
+#   scripts/bench.sh [compare]   btc vs aria2c, same seeder, same run (below)
+#   scripts/bench.sh hostile     a seeding btc under 200 hostile connections
+#
+# hostile: one btc seeds a payload (BENCH_HOSTILE_MIB, default 256 MiB) on
+# 127.0.0.1. An honest libtorrent leecher (scripts/lt_leech.py, python3-
+# libtorrent) downloads it alone (quiet run), then again from a fresh
+# seeder while scripts/hostile_peers.py holds 200 connections from
+# 127.0.0.10-29 (request floods and ut_metadata floods that never read,
+# slow readers, idle connections; reopened when closed). Printed: the
+# honest transfer's time and rate in both runs and their ratio, and the
+# seeder's peak RSS (VmHWM) and CPU seconds (from seeding to the end of
+# the run) in each run, against the targets of issue 8 (honest rate >= 80%
+# of quiet, peak RSS < 64 MiB).
+# Each download is checked with cmp; every process is killed at the end;
+# each leecher run is bounded by BENCH_HOSTILE_TIMEOUT (default 120 s), and
+# a seeder whose RSS passes BENCH_HOSTILE_RSS_CAP_MIB (default 2048) is
+# killed (reported as such) rather than allowed to exhaust the machine.
+# Exits 0 when the numbers were measured, whether or not the targets are
+# met (BENCH_STRICT=1: exit 2 when a target is missed).
+#
+# compare: btc vs aria2c on loopback, same seeder, same run.
 #
 # Payloads: a 1 GiB single file and a many-file folder (2000 files in nested
 # folders, ~512 MiB). For each payload one seeding btc is started (announcing
@@ -24,6 +46,177 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*" >&2; }
 source scripts/lib.sh
+
+MODE="${1:-compare}"
+case "$MODE" in
+  compare | hostile) ;;
+  *)
+    echo "usage: $0 [compare|hostile]" >&2
+    exit 2
+    ;;
+esac
+
+# --- hostile mode ------------------------------------------------------------------
+# Seeder CPU time in clock ticks (utime + stime of /proc/PID/stat).
+cpu_ticks() {
+  awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+
+# watch_seeder SEEDER SECS [PID]: polls the seeder every 0.1 s for SECS
+# seconds, or while PID runs: records its peak RSS (VmHWM) and CPU ticks in
+# W_HWM and W_CPU, and SIGKILLs it (and PID) if its RSS passes the cap
+# (BENCH_HOSTILE_RSS_CAP_MIB, default 2048), so a runaway seeder cannot
+# take the machine down. Sets W_CAPPED=1 then.
+watch_seeder() {
+  local seeder=$1 secs=$2 pid=${3:-} end hwm rss line
+  end=$((SECONDS + secs))
+  while :; do
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then break; fi
+    line=$(awk '/^VmHWM:/ { h = $2 } /^VmRSS:/ { r = $2 } END { print h + 0, r + 0 }' \
+      "/proc/$seeder/status" 2>/dev/null) || break
+    read -r hwm rss <<<"$line"
+    [ "$hwm" -gt 0 ] || break # exited (a zombie has no memory)
+    W_HWM=$hwm
+    W_CPU=$(cpu_ticks "$seeder" 2>/dev/null || echo "$W_CPU")
+    if [ "$rss" -gt $((H_RSS_CAP * 1024)) ]; then
+      echo "   seeder RSS passed the ${H_RSS_CAP} MiB cap: killing it" >&2
+      kill -KILL "$seeder" 2>/dev/null || true
+      [ -z "$pid" ] || kill -TERM "$pid" 2>/dev/null || true
+      W_CAPPED=1
+      break
+    fi
+    [ "$SECONDS" -lt "$end" ] || break
+    sleep 0.1
+  done
+}
+
+# hostile_run NAME ATTACK: a fresh seeder, the attackers if ATTACK is 1,
+# then one honest libtorrent download; appends to H_RESULTS
+# "NAME seconds bytes cpu_s rss_kib status".
+hostile_run() {
+  local name=$1 attack=$2
+  local sp lp seeder attacker="" leecher cpu0 secs status=ok
+  W_HWM=0 W_CPU=0 W_CAPPED=0
+  sp=$(free_port)
+  say "$name: seeder on 127.0.0.1:$sp"
+  "$BTC" -o "$WORK/seed" "$WORK/hostile.torrent" --port "$sp" --bind 127.0.0.1 --no-dht \
+    >"$WORK/logs/seeder-$name.out" 2>"$WORK/logs/seeder-$name.err" &
+  seeder=$!
+  PIDS+=("$seeder")
+  wait_log "$WORK/logs/seeder-$name.err" "seeding" "$seeder" 600
+  cpu0=$(cpu_ticks "$seeder")
+  W_CPU=$cpu0
+  if [ "$attack" = 1 ]; then
+    say "$name: $H_CONNS hostile connections from 127.0.0.10-29"
+    /usr/bin/python3 -u scripts/hostile_peers.py --target "127.0.0.1:$sp" --info-hash "$H_HASH" \
+      --total "$H_BYTES" --piece-length "$H_PLEN" --conns "$H_CONNS" \
+      --duration $((H_TIMEOUT + 60)) >"$WORK/logs/attackers.out" 2>&1 &
+    attacker=$!
+    PIDS+=("$attacker")
+    wait_log "$WORK/logs/attackers.out" "ATTACKING" "$attacker" 30
+    # Let the floods land before the honest peer arrives.
+    watch_seeder "$seeder" 5
+  fi
+  rm -rf "$WORK/out"
+  mkdir -p "$WORK/out"
+  lp=$(free_port)
+  if [ "$W_CAPPED" = 0 ]; then
+    say "$name: libtorrent leecher from 127.0.0.3:$lp"
+    /usr/bin/python3 -u scripts/lt_leech.py --torrent "$WORK/hostile.torrent" --save "$WORK/out" \
+      --listen "127.0.0.3:$lp" --peer "127.0.0.1:$sp" --timeout "$H_TIMEOUT" \
+      >"$WORK/logs/leecher-$name.out" 2>&1 &
+    leecher=$!
+    PIDS+=("$leecher")
+    watch_seeder "$seeder" $((H_TIMEOUT + 30)) "$leecher"
+    if wait "$leecher" && [ "$W_CAPPED" = 0 ]; then
+      secs=$(awk '/^DONE/ { for (i = 1; i <= NF; i++) if ($i ~ /^seconds=/) { sub(/seconds=/, "", $i); print $i } }' \
+        "$WORK/logs/leecher-$name.out")
+      cmp "$WORK/seed/hostile.bin" "$WORK/out/hostile.bin" || { echo "error: $name: data differs" >&2; exit 1; }
+    else
+      status=failed
+      tail -3 "$WORK/logs/leecher-$name.out" >&2
+    fi
+  fi
+  [ "$W_CAPPED" = 0 ] || status="killed:RSS>${H_RSS_CAP}MiB"
+  [ -n "${secs:-}" ] || secs=-
+  if [ -n "$attacker" ]; then
+    kill -TERM "$attacker" 2>/dev/null || true
+    wait "$attacker" 2>/dev/null || true
+    echo "   attackers: $(tail -1 "$WORK/logs/attackers.out")" >&2
+  fi
+  if [ "$W_CAPPED" = 0 ]; then watch_seeder "$seeder" 0; fi
+  if grep -q panicked "$WORK/logs/seeder-$name.err"; then status="$status,PANIC"; fi
+  kill -TERM "$seeder" 2>/dev/null || true
+  wait "$seeder" 2>/dev/null || true
+  local cpu
+  cpu=$(awk -v a="$cpu0" -v b="$W_CPU" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
+  echo "   $secs s; seeder: $cpu s CPU from seeding to the end of the run, VmHWM $W_HWM KiB ($status)" >&2
+  H_RESULTS+=("$name $secs $H_BYTES $cpu $W_HWM $status")
+}
+
+hostile_bench() {
+  local need=()
+  /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
+  command -v cmp >/dev/null || need+=(diffutils)
+  command -v getconf >/dev/null || need+=(libc-bin)
+  install_missing "${need[@]}"
+  local mib="${BENCH_HOSTILE_MIB:-256}"
+  H_CONNS="${BENCH_HOSTILE_CONNS:-200}"
+  H_TIMEOUT="${BENCH_HOSTILE_TIMEOUT:-120}"
+  H_RSS_CAP="${BENCH_HOSTILE_RSS_CAP_MIB:-2048}"
+  H_PLEN=262144
+  H_RESULTS=()
+
+  say "building btc (release)"
+  cargo build --release >&2
+  BTC="${CARGO_TARGET_DIR:-$PWD/target}/release/btc"
+
+  local parent d avail
+  for d in ${BENCH_DIR:-} /work /tmp; do
+    [ -d "$d" ] && [ -w "$d" ] || continue
+    avail=$(df -Pk "$d" | awk 'NR == 2 { print $4 }')
+    if [ "$avail" -ge $((mib * 3 * 1024)) ]; then parent=$d; break; fi
+  done
+  [ -n "${parent:-}" ] || { echo "error: no folder with $((mib * 3)) MiB free (set BENCH_DIR)" >&2; exit 1; }
+  WORK=$(mktemp -d "$parent/btc-bench-hostile.XXXXXX")
+  trap 'code=$?; trap - EXIT INT TERM; stop_all; rm -rf "$WORK"; exit "$code"' EXIT INT TERM
+  say "work folder: $WORK"
+  mkdir -p "$WORK/seed" "$WORK/logs"
+  say "making the payload: one file of $mib MiB"
+  head -c $((mib * 1024 * 1024)) /dev/urandom >"$WORK/seed/hostile.bin"
+  "$BTC" create "$WORK/seed/hostile.bin" -o "$WORK/hostile.torrent" --piece-length "$H_PLEN" -q
+  H_HASH=$("$BTC" info "$WORK/hostile.torrent" | awk '/^Info-hash:/ { print $2 }')
+  H_BYTES=$((mib * 1024 * 1024))
+
+  hostile_run quiet 0
+  hostile_run hostile 1
+
+  local q h qs hs hrss hst
+  read -r _ qs _ _ _ _ <<<"${H_RESULTS[0]}"
+  read -r _ hs _ _ hrss hst <<<"${H_RESULTS[1]}"
+  printf '\n%-8s %9s %9s %12s %14s  %s\n' run seconds "MB/s" "seeder CPU s" "seeder RSS MiB" status
+  for r in "${H_RESULTS[@]}"; do
+    read -r n e b cpu m st <<<"$r"
+    printf '%-8s %9s %9s %12s %14s  %s\n' "$n" "$e" \
+      "$(awk -v b="$b" -v e="$e" -v st="$st" 'BEGIN { if (st != "ok") print "-"; else printf "%.1f", b / 1e6 / (e > 0 ? e : 0.001) }')" \
+      "$cpu" "$(awk -v m="$m" 'BEGIN { printf "%.1f", m / 1024 }')" "$st"
+  done
+  q=$(awk -v a="$qs" -v b="$hs" -v hst="$hst" 'BEGIN { printf "%.2f", hst == "ok" ? a / (b > 0 ? b : 0.001) : 0 }')
+  h=$(awk -v m="$hrss" 'BEGIN { printf "%.1f", m / 1024 }')
+  local rate_ok rss_ok
+  rate_ok=$(awk -v q="$q" 'BEGIN { print (q >= 0.80) ? "yes" : "NO" }')
+  rss_ok=$(awk -v m="$hrss" 'BEGIN { print (m < 64 * 1024) ? "yes" : "NO" }')
+  printf '\nhonest rate under attack / quiet: %s (target >= 0.80: %s)\n' "$q" "$rate_ok"
+  printf 'seeder peak RSS under attack: %s MiB (target < 64 MiB: %s)\n' "$h" "$rss_ok"
+  if [ "${BENCH_STRICT:-0}" = 1 ] && { [ "$rate_ok" != yes ] || [ "$rss_ok" != yes ]; }; then
+    exit 2
+  fi
+}
+
+if [ "$MODE" = hostile ]; then
+  hostile_bench
+  exit 0
+fi
 
 need=()
 command -v opentracker >/dev/null || need+=(opentracker)

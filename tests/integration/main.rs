@@ -1,6 +1,8 @@
 //! Integration tests against the real `btc` binary (see util.rs).
 
 mod cli;
+mod fake_peer;
+mod hostile;
 mod interop;
 mod storage;
 mod swarm;
