@@ -1,10 +1,13 @@
 //! Incoming connections: a budget, not a free-for-all.
 //!
-//! Before a single byte is read, a connection must pass three cheap gates:
-//! the accept rate ([`ACCEPT_RATE`] a second, bursts of [`ACCEPT_BURST`]),
-//! the handshakes under way from its IP ([`MAX_PENDING_PER_IP`]) and in all
-//! ([`MAX_PENDING`], the oldest evicted for a newcomer), and its IP's
-//! standing (banned, or already at its connection limit). Only then does
+//! Before a single byte is read, a connection must pass cheap gates, the
+//! ones that single out one address first so that one noisy address
+//! cannot use up what everyone shares: its IP's standing (banned, or
+//! already at its connection limit), its IP's own accept rate
+//! ([`PER_IP_RATE`] a second, bursts of [`PER_IP_BURST`]), the accept rate
+//! of all ([`ACCEPT_RATE`] a second, bursts of [`ACCEPT_BURST`]), and the
+//! handshakes under way from its IP ([`MAX_PENDING_PER_IP`]) and in all
+//! ([`MAX_PENDING`], the oldest evicted for a newcomer). Only then does
 //! it get [`HANDSHAKE_TIMEOUT`] to say which torrent it wants. A thousand
 //! sockets that never speak therefore cost a few file descriptors for a few
 //! seconds, and an honest peer that speaks at once still gets in.
@@ -24,6 +27,13 @@ use tokio_util::sync::CancellationToken;
 pub const ACCEPT_RATE: f64 = 50.0;
 /// Connections accepted at once after a quiet spell.
 pub const ACCEPT_BURST: f64 = 100.0;
+/// Connections accepted per second from one IP, on average.
+pub const PER_IP_RATE: f64 = 2.0;
+/// Connections accepted at once from one IP after a quiet spell.
+pub const PER_IP_BURST: f64 = 10.0;
+/// IPs whose accept rate is tracked; past this the least recently seen
+/// are forgotten (a forgotten IP starts again with a full bucket).
+const MAX_TRACKED_IPS: usize = 4096;
 /// Incoming handshakes under way at once.
 pub const MAX_PENDING: usize = 64;
 /// Incoming handshakes under way at once from one IP.
@@ -63,6 +73,32 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+}
+
+/// One token bucket per recently seen IP, bounded.
+#[derive(Default)]
+struct PerIpBuckets {
+    buckets: HashMap<IpAddr, TokenBucket>,
+}
+
+impl PerIpBuckets {
+    fn try_take(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if !self.buckets.contains_key(&ip) && self.buckets.len() >= MAX_TRACKED_IPS {
+            // Forget the IP seen least recently.
+            if let Some(old) = self
+                .buckets
+                .iter()
+                .min_by_key(|(_, b)| b.last)
+                .map(|(k, _)| *k)
+            {
+                self.buckets.remove(&old);
+            }
+        }
+        self.buckets
+            .entry(ip)
+            .or_insert_with(|| TokenBucket::new(PER_IP_RATE, PER_IP_BURST, now))
+            .try_take(now)
     }
 }
 
@@ -109,6 +145,7 @@ impl Pending {
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let pending = Arc::new(Mutex::new(Pending::default()));
     let mut bucket = TokenBucket::new(ACCEPT_RATE, ACCEPT_BURST, Instant::now());
+    let mut per_ip = PerIpBuckets::default();
     loop {
         let (stream, addr) = match listener.accept().await {
             // IPv4 peers reach the dual-stack socket as ::ffff:a.b.c.d.
@@ -121,10 +158,6 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let ip = addr.ip();
-        if !bucket.try_take(Instant::now()) {
-            tracing::trace!("incoming {addr}: over the accept rate");
-            continue;
-        }
         {
             let st = shared.lock();
             // One more than the limit may handshake: it may replace its own
@@ -133,6 +166,15 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             if st.banned.contains(&ip) || from_ip > shared.limits.max_per_ip {
                 continue;
             }
+        }
+        let now = Instant::now();
+        if !per_ip.try_take(ip, now) {
+            tracing::trace!("incoming {addr}: over its address's accept rate");
+            continue;
+        }
+        if !bucket.try_take(now) {
+            tracing::trace!("incoming {addr}: over the accept rate");
+            continue;
         }
         let Some((id, token)) = pending.lock().unwrap_or_else(|e| e.into_inner()).start(ip) else {
             tracing::trace!("incoming {addr}: too many handshakes from it");
@@ -193,6 +235,28 @@ mod tests {
         assert!(!b.try_take(t0));
         let later = t0 + Duration::from_millis(300);
         assert_eq!((0..10).filter(|_| b.try_take(later)).count(), 3);
+    }
+
+    #[test]
+    fn one_noisy_address_cannot_use_up_the_shared_rate() {
+        let t0 = Instant::now();
+        let mut per_ip = PerIpBuckets::default();
+        let noisy: IpAddr = "10.0.0.2".parse().unwrap();
+        let admitted = (0..1000).filter(|_| per_ip.try_take(noisy, t0)).count();
+        assert_eq!(admitted, PER_IP_BURST as usize);
+        assert!(per_ip.try_take("10.0.0.3".parse().unwrap(), t0));
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(
+            (0..1000).filter(|_| per_ip.try_take(noisy, later)).count(),
+            PER_IP_RATE as usize
+        );
+        for i in 0..2 * MAX_TRACKED_IPS {
+            per_ip.try_take(
+                IpAddr::from([10, 9, (i / 256) as u8, (i % 256) as u8]),
+                later,
+            );
+        }
+        assert!(per_ip.buckets.len() <= MAX_TRACKED_IPS);
     }
 
     #[test]
