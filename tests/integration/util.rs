@@ -508,7 +508,7 @@ fn handed_out() -> &'static Mutex<HashSet<u16>> {
 /// it starts (seen as "Address already in use" when the hostile tests open
 /// a thousand connections next to other tests).
 pub fn free_port() -> u16 {
-    let (low, high) = (12_000u32, ephemeral_floor().min(32_768).max(13_000));
+    let (low, high) = (12_000u32, ephemeral_floor().clamp(13_000, 32_768));
     let mut x = (std::process::id() as u64) << 32 | Instant::now().elapsed().subsec_nanos() as u64;
     x ^= std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
