@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
-use crate::bencode::{Value, decode, encode};
+use crate::bencode::{Limits, Value, decode_limited, encode};
 
 /// Extended message id of the handshake itself (BEP 10 fixes it to 0).
 pub const HANDSHAKE_ID: u8 = 0;
@@ -29,6 +29,14 @@ pub const LOCAL_UT_METADATA: u8 = 1;
 /// stay well below a few MiB; anything larger is a hostile or broken peer
 /// trying to make us allocate.
 pub const MAX_METADATA_SIZE: u32 = 16 * 1024 * 1024;
+
+/// Largest extended handshake we read. Real ones are a few hundred bytes;
+/// the cap (and [`MAX_HANDSHAKE_ITEMS`]) keeps a hostile one from costing
+/// more than a small, fixed amount of memory to decode.
+pub const MAX_HANDSHAKE_LEN: usize = 64 * 1024;
+
+/// Most bencode values in an extended handshake (libtorrent's has ~20).
+pub const MAX_HANDSHAKE_ITEMS: usize = 4096;
 
 /// Longest client name (`v`) we keep; longer ones are truncated so a peer
 /// cannot park megabytes in our status output.
@@ -112,7 +120,12 @@ impl ExtendedHandshake {
     /// Reads a handshake payload (the bytes after the extended message id).
     /// Unknown keys and wrongly-typed values are ignored rather than fatal.
     pub fn decode(payload: &[u8]) -> Result<Self, ExtensionError> {
-        let value: Value = decode(payload).map_err(|e| ExtensionError::Bencode(e.0))?;
+        let limits = Limits {
+            max_len: MAX_HANDSHAKE_LEN,
+            max_items: MAX_HANDSHAKE_ITEMS,
+        };
+        let value: Value =
+            decode_limited(payload, limits).map_err(|e| ExtensionError::Bencode(e.0))?;
         if !matches!(value, Value::Dict(_)) {
             return Err(ExtensionError::NotADict(kind(&value)));
         }
@@ -286,6 +299,30 @@ mod tests {
         payload.push(b'e');
         let hs = ExtendedHandshake::decode(&payload).unwrap();
         assert_eq!(hs.client.unwrap().len(), MAX_CLIENT_LEN);
+    }
+
+    #[test]
+    fn oversized_or_crowded_handshake_is_refused() {
+        // Length: a valid dict one byte over the cap.
+        let mut long = b"d1:v".to_vec();
+        let filler = MAX_HANDSHAKE_LEN - 8;
+        long.extend(format!("{filler}:").bytes());
+        long.extend(std::iter::repeat_n(b'x', filler));
+        long.push(b'e');
+        assert!(long.len() > MAX_HANDSHAKE_LEN);
+        assert!(matches!(
+            ExtendedHandshake::decode(&long),
+            Err(ExtensionError::Bencode(e)) if e.contains("byte limit")
+        ));
+        // Values: a short payload holding thousands of empty lists.
+        let mut crowded = b"d1:xl".to_vec();
+        crowded.extend(b"le".repeat(MAX_HANDSHAKE_ITEMS));
+        crowded.extend(b"ee");
+        assert!(crowded.len() < MAX_HANDSHAKE_LEN);
+        assert!(matches!(
+            ExtendedHandshake::decode(&crowded),
+            Err(ExtensionError::Bencode(e)) if e.contains("values")
+        ));
     }
 
     #[test]

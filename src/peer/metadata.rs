@@ -11,14 +11,14 @@
 //! arrived, a peer rejected or left) together with the current time, and asks
 //! it which piece to request from whom. It never touches sockets or clocks.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
 use sha1::{Digest, Sha1};
 
-use crate::bencode::{Value, decode_prefix, encode};
+use crate::bencode::{Limits, Value, decode_prefix_limited, encode};
 use crate::id::InfoHash;
 use crate::peer::extension::{dict_int, kind};
 
@@ -26,6 +26,12 @@ pub use crate::peer::extension::MAX_METADATA_SIZE;
 
 /// Size of every metadata piece but the last (fixed by BEP 9).
 pub const METADATA_PIECE_LEN: usize = 16384;
+
+/// Largest ut_metadata message: one piece and a generous header.
+pub const MAX_MESSAGE_LEN: usize = METADATA_PIECE_LEN + 4096;
+
+/// Most bencode values in a message header (ours has six, keys included).
+const MAX_HEADER_ITEMS: usize = 64;
 
 /// Opaque peer identity chosen by the shell (e.g. a connection counter), so
 /// the core does not depend on socket addresses or connection types.
@@ -39,6 +45,11 @@ pub const MAX_OUTSTANDING_PER_PEER: usize = 2;
 /// peer (the first request stays valid: whoever answers first wins).
 pub const REREQUEST_AFTER: Duration = Duration::from_secs(5);
 
+/// A peer that rejected a piece is not asked for it again for this long
+/// (unless it delivers something meanwhile), so a peer that was only busy,
+/// or the only one there is, is asked again later.
+pub const REJECT_BACKOFF: Duration = Duration::from_secs(15);
+
 /// After this long a request is considered lost and stops counting against
 /// the peer's outstanding limit, so a peer that silently drops one request
 /// is not blocked forever.
@@ -50,6 +61,16 @@ const MAX_REQUESTERS_PER_PIECE: usize = 3;
 /// Peers tracked by one assembler; more are refused so a flood of
 /// connections cannot grow the table without bound.
 pub const MAX_PEERS: usize = 1024;
+
+/// Different sizes tracked at once: every tracked peer's, plus as many
+/// sizes whose peers left but whose pieces are kept for a later peer.
+pub const MAX_CANDIDATES: usize = 2 * MAX_PEERS;
+
+/// Bytes of received pieces held across all candidate sizes.
+pub const MAX_BUFFERED: usize = 2 * MAX_METADATA_SIZE as usize;
+
+/// Piece hashes kept from failed rounds, to convict their senders later.
+const MAX_FINGERPRINTS: usize = 4096;
 
 /// Why a metadata message or event was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,13 +149,16 @@ pub enum MetadataError {
         /// The length received.
         got: usize,
     },
-    /// All pieces arrived but their SHA-1 is not the info-hash. The state
-    /// has been reset; the shell should drop (and may ban) the contributors.
+    /// All pieces of one candidate size arrived but their SHA-1 is not the
+    /// info-hash. That round's pieces are dropped. A sole contributor is
+    /// proven bad ([`MetadataAssembler::is_bad`]); several become suspects,
+    /// asked again only one at a time, so the shell should disconnect the
+    /// bad ones and keep the suspects.
     #[error(
         "assembled metadata does not match the info-hash; contributed by peers {contributors:?}"
     )]
     HashMismatch {
-        /// Every peer that supplied at least one piece, sorted.
+        /// Every peer that supplied at least one piece of the round, sorted.
         contributors: Vec<PeerKey>,
     },
 }
@@ -206,8 +230,12 @@ impl MetadataMessage {
     /// request or reject are ignored too (some clients pad), but a data
     /// message may carry at most one piece.
     pub fn decode(payload: &[u8]) -> Result<Self, MetadataError> {
+        let limits = Limits {
+            max_len: MAX_MESSAGE_LEN,
+            max_items: MAX_HEADER_ITEMS,
+        };
         let (value, used): (Value, usize) =
-            decode_prefix(payload).map_err(|e| MetadataError::Bencode(e.0))?;
+            decode_prefix_limited(payload, limits).map_err(|e| MetadataError::Bencode(e.0))?;
         if !matches!(value, Value::Dict(_)) {
             return Err(MetadataError::NotADict(kind(&value)));
         }
@@ -259,13 +287,103 @@ fn piece_count(size: u32) -> usize {
     (size as usize).div_ceil(METADATA_PIECE_LEN)
 }
 
-/// What we know about one metadata piece.
-#[derive(Debug, Clone)]
-enum Piece {
-    /// Not received; the peers currently asked for it and when.
-    Missing(Vec<(PeerKey, Instant)>),
-    /// Received from this peer (remembered for blame on hash mismatch).
-    Have(PeerKey),
+/// Length of piece `piece` of `size` bytes of metadata, `None` past the end.
+fn piece_len(size: u32, piece: u32) -> Option<usize> {
+    let start = (piece as usize).checked_mul(METADATA_PIECE_LEN)?;
+    let left = (size as usize).checked_sub(start).filter(|l| *l > 0)?;
+    Some(left.min(METADATA_PIECE_LEN))
+}
+
+fn sha1_of(bytes: &[u8]) -> [u8; 20] {
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&Sha1::digest(bytes));
+    out
+}
+
+/// A metadata piece somebody asked for or sent. Pieces nobody touched have
+/// no slot, so an idle candidate costs a few bytes however large its size.
+#[derive(Debug)]
+enum Slot {
+    /// Not received; the peers currently asked for it and when (never empty).
+    Asked(Vec<(PeerKey, Instant)>),
+    /// Received from `from` (remembered for blame if the hash fails).
+    Have {
+        /// The sender.
+        from: PeerKey,
+        /// The piece.
+        data: Box<[u8]>,
+    },
+}
+
+/// One size some peer announced, and the pieces received for it so far
+/// (the current "round"; a failed hash check starts a new one).
+#[derive(Debug, Default)]
+struct Candidate {
+    slots: BTreeMap<usize, Slot>,
+    /// Slots that are `Have`.
+    have: usize,
+    /// Bytes held in `Have` slots.
+    bytes: usize,
+    /// Set while the round is fed by this one suspect alone.
+    solo: Option<PeerKey>,
+}
+
+impl Candidate {
+    /// Requests `peer` has in flight for this candidate.
+    fn outstanding(&self, peer: PeerKey) -> usize {
+        self.slots
+            .values()
+            .filter(|s| matches!(s, Slot::Asked(reqs) if reqs.iter().any(|(q, _)| *q == peer)))
+            .count()
+    }
+
+    /// Keeps the requests `keep` selects, then drops slots left without any.
+    fn retain_requests(&mut self, mut keep: impl FnMut(PeerKey, Instant) -> bool) {
+        self.slots.retain(|_, s| match s {
+            Slot::Asked(reqs) => {
+                reqs.retain(|(q, t)| keep(*q, *t));
+                !reqs.is_empty()
+            }
+            Slot::Have { .. } => true,
+        });
+    }
+
+    /// Starts a new round, keeping only what `keep` sent and asked for.
+    /// Returns the bytes freed.
+    fn restart(&mut self, keep: Option<PeerKey>) -> usize {
+        let mut freed = 0;
+        self.slots.retain(|_, s| match s {
+            Slot::Have { from, data } => {
+                let kept = Some(*from) == keep;
+                if !kept {
+                    freed += data.len();
+                }
+                kept
+            }
+            Slot::Asked(reqs) => {
+                reqs.retain(|(q, _)| Some(*q) == keep);
+                !reqs.is_empty()
+            }
+        });
+        self.bytes = self.bytes.saturating_sub(freed);
+        self.have = self
+            .slots
+            .values()
+            .filter(|s| matches!(s, Slot::Have { .. }))
+            .count();
+        self.solo = None;
+        freed
+    }
+}
+
+/// A piece hash from a round that failed the info-hash check, kept so the
+/// sender can be convicted once the right bytes are known.
+#[derive(Debug, Clone, Copy)]
+struct Fingerprint {
+    size: u32,
+    piece: usize,
+    from: PeerKey,
+    sha1: [u8; 20],
 }
 
 /// What we know about one peer.
@@ -273,27 +391,94 @@ enum Piece {
 struct PeerState {
     /// The `metadata_size` it announced.
     size: u32,
-    /// Pieces this peer refused; not asked again from it until it delivers
-    /// something, which shows it is serving again.
-    rejected: BTreeSet<u32>,
+    /// Pieces this peer refused, and when: not asked again from it for
+    /// [`REJECT_BACKOFF`], or until it delivers something, which shows it
+    /// is serving again.
+    rejected: BTreeMap<u32, Instant>,
+    /// Rejects and unanswered requests since its last useful piece. A peer
+    /// with strikes is deprioritised: one request at a time, and only for
+    /// pieces the peers without strikes cannot take right now.
+    strikes: u32,
+    /// It sent pieces of a round that failed the hash check alongside other
+    /// peers, so it may be the liar. Suspects are asked only when no other
+    /// peer of their size is left, and then one at a time.
+    suspect: bool,
+    /// Proven to send wrong or malformed data: never asked again.
+    bad: bool,
 }
+
+impl PeerState {
+    /// Still expected to deliver: neither bad nor deprioritised.
+    fn hopeful(&self) -> bool {
+        !self.bad && self.strikes == 0
+    }
+
+    /// Neither bad nor suspect.
+    fn clean(&self) -> bool {
+        !self.bad && !self.suspect
+    }
+
+    /// Asked first.
+    fn eager(&self) -> bool {
+        self.clean() && self.strikes == 0
+    }
+
+    /// Requests it may have in flight.
+    fn limit(&self) -> usize {
+        if self.strikes > 0 || !self.rejected.is_empty() {
+            1
+        } else {
+            MAX_OUTSTANDING_PER_PEER
+        }
+    }
+}
+
+/// How much a candidate deserves memory, higher first: whether any peer is
+/// still hopeful about it, then fewest bytes still missing (a liar can
+/// only hold memory by getting close to the end, where it must deliver a
+/// wrong dictionary or stall, and either ends its claim), then how many
+/// hopeful peers, then the size itself, so the order is total and the
+/// first candidate can always take memory from the others.
+type Priority = (bool, std::cmp::Reverse<usize>, usize, u32);
 
 /// Fetches one info dictionary from many peers at once and verifies it.
 ///
-/// The first valid `metadata_size` fixes the buffer. A peer announcing a
-/// different size is still recorded but never asked for pieces during this
-/// assembly: it is either wrong or lying, and the hash check settles who was
-/// right. If the hash check fails, the contributors are forgotten, the
-/// buffer is dropped, and the size is re-chosen from the remaining peers.
+/// Every size a peer announces is a *candidate*, assembled separately from
+/// the peers that announced it, all in parallel; the first candidate whose
+/// bytes hash to the info-hash wins. So a peer that lies about the size
+/// only wastes its own requests.
+///
+/// Blame:
+/// - A peer that sends a malformed piece (wrong length, index or
+///   `total_size`), or that the shell reports with
+///   [`on_peer_junk`](Self::on_peer_junk), is *bad*: never asked again.
+/// - A round that fails the hash check and came from one peer proves that
+///   peer bad. A round from several peers makes them all *suspects*:
+///   they are asked only when no other peer of that size is left, and then
+///   one suspect alone per round, so the next failure proves who lied.
+///   Once the right bytes are known, every peer whose earlier piece differs
+///   from them is marked bad as well.
+/// - A peer that rejects a piece, or leaves a request unanswered for
+///   [`REQUEST_EXPIRE`], is deprioritised at once (not banned): it gets one
+///   request at a time, and only what the others cannot take.
+///
+/// Memory: at most [`MAX_PEERS`] peers, [`MAX_CANDIDATES`] sizes (each
+/// costing only the pieces asked for or held) and [`MAX_BUFFERED`] bytes
+/// of pieces across all sizes; when a piece would go over, the pieces of a
+/// less promising candidate are dropped (or, if none is less promising,
+/// the new piece is).
 #[derive(Debug)]
 pub struct MetadataAssembler {
     info_hash: InfoHash,
-    size: Option<u32>,
-    buf: Vec<u8>,
-    pieces: Vec<Piece>,
-    have: usize,
-    peers: HashMap<PeerKey, PeerState>,
-    done: bool,
+    peers: BTreeMap<PeerKey, PeerState>,
+    candidates: BTreeMap<u32, Candidate>,
+    /// Sum of `bytes` over all candidates.
+    buffered: usize,
+    fingerprints: VecDeque<Fingerprint>,
+    /// Piece count of the verified dictionary, once there is one.
+    done: Option<usize>,
+    /// The latest time the shell told us (for events that carry none).
+    clock: Option<Instant>,
 }
 
 impl MetadataAssembler {
@@ -301,18 +486,19 @@ impl MetadataAssembler {
     pub fn new(info_hash: InfoHash) -> Self {
         MetadataAssembler {
             info_hash,
-            size: None,
-            buf: Vec::new(),
-            pieces: Vec::new(),
-            have: 0,
-            peers: HashMap::new(),
-            done: false,
+            peers: BTreeMap::new(),
+            candidates: BTreeMap::new(),
+            buffered: 0,
+            fingerprints: VecDeque::new(),
+            done: None,
+            clock: None,
         }
     }
 
     /// Records the `metadata_size` from a peer's extended handshake. Sizes of
     /// 0 or above [`MAX_METADATA_SIZE`] are refused (the shell should not ask
-    /// that peer for metadata). The first valid size fixes the buffer.
+    /// that peer for metadata). A peer that announces again with another
+    /// size loses its pending requests and is deprioritised.
     pub fn on_peer_size(&mut self, peer: PeerKey, size: u32) -> Result<(), MetadataError> {
         if size == 0 {
             return Err(MetadataError::SizeZero { peer });
@@ -323,79 +509,180 @@ impl MetadataAssembler {
         if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_PEERS {
             return Err(MetadataError::TooManyPeers);
         }
-        self.peers.entry(peer).or_default().size = size;
-        if self.size.is_none() && !self.done {
-            self.fix_size(size);
+        let state = self.peers.entry(peer).or_default();
+        let old = state.size;
+        if old != 0 && old != size {
+            state.strikes = state.strikes.saturating_add(1);
+            state.rejected.clear();
+        }
+        state.size = size;
+        if old != 0 && old != size {
+            if let Some(c) = self.candidates.get_mut(&old) {
+                c.retain_requests(|q, _| q != peer);
+                if c.solo == Some(peer) {
+                    c.solo = None;
+                }
+            }
+            self.forget_if_orphan(old);
+        }
+        if self.done.is_none() {
+            self.candidate_for(size);
         }
         Ok(())
     }
 
     /// The next piece to request from `peer`, or `None` if it should not be
-    /// asked now (unknown peer, size disagreement, limit reached, nothing
-    /// left). Prefers pieces nobody is fetching; otherwise re-hands a piece
-    /// whose requests are all older than [`REREQUEST_AFTER`].
+    /// asked now (unknown or bad peer, its limit reached, nothing left for
+    /// it, or other peers go first). Prefers pieces nobody is fetching;
+    /// otherwise re-hands a piece whose requests are all older than
+    /// [`REREQUEST_AFTER`].
     pub fn next_request(&mut self, peer: PeerKey, now: Instant) -> Option<u32> {
-        if self.done {
+        if self.done.is_some() {
             return None;
         }
         self.expire(now);
-        let size = self.size?;
         let state = self.peers.get(&peer)?;
-        if state.size != size {
+        if state.bad {
             return None;
         }
-        // A peer that rejected something gets one request at a time.
-        let limit = if state.rejected.is_empty() {
-            MAX_OUTSTANDING_PER_PEER
-        } else {
-            1
+        let (size, suspect) = (state.size, state.suspect);
+        if !self.candidate_for(size) {
+            return None;
+        }
+        let eager_claimant = self.peers.values().any(|s| s.size == size && s.eager());
+        let c = self.candidates.get(&size)?;
+        let solo = c.solo;
+        if suspect {
+            // Suspects never share a round: while a clean peer is expected
+            // to deliver they wait, otherwise one of them owns the round.
+            if eager_claimant {
+                return None;
+            }
+            if solo != Some(peer) {
+                if let Some(q) = solo
+                    && let Some(qs) = self.peers.get(&q)
+                    && !qs.bad
+                    && (qs.strikes == 0 || c.outstanding(q) > 0)
+                {
+                    return None;
+                }
+                self.restart(size, Some(peer));
+                self.candidates.get_mut(&size)?.solo = Some(peer);
+            }
+        } else if solo.is_some() {
+            // A clean peer replaces a suspect's solo round, unless it is
+            // deprioritised itself.
+            if !self.peers.get(&peer)?.eager() {
+                return None;
+            }
+            self.restart(size, None);
+        }
+        let peers = &self.peers;
+        let state = peers.get(&peer)?;
+        let c = self.candidates.get(&size)?;
+        if c.outstanding(peer) >= state.limit() {
+            return None;
+        }
+        let pieces = piece_count(size);
+        let first_class = state.eager() || c.solo == Some(peer);
+        let blocking = |q: PeerKey| c.solo == Some(q) || peers.get(&q).is_some_and(|s| s.eager());
+        let allowed = |i: usize| {
+            state
+                .rejected
+                .get(&(i as u32))
+                .is_none_or(|t| now.saturating_duration_since(*t) >= REJECT_BACKOFF)
         };
-        let outstanding = self
-            .pieces
+        // A piece is fresh if nobody who goes first is fetching it. Only
+        // touched pieces can be otherwise, so the scans below stop after
+        // at most (touched + rejected + 1) steps whatever the size.
+        let touched: Vec<(usize, bool)> = c
+            .slots
             .iter()
-            .filter(|p| matches!(p, Piece::Missing(reqs) if reqs.iter().any(|(q, _)| *q == peer)))
-            .count();
-        if outstanding >= limit {
-            return None;
-        }
-        let allowed = |i: usize| !state.rejected.contains(&(i as u32));
-        let fresh = self
-            .pieces
-            .iter()
-            .enumerate()
-            .find(|(i, p)| allowed(*i) && matches!(p, Piece::Missing(reqs) if reqs.is_empty()))
-            .map(|(i, _)| i);
-        let chosen = fresh.or_else(|| {
-            // Re-hand the piece whose newest request is oldest.
-            self.pieces
+            .map(|(i, s)| {
+                let fresh = match s {
+                    Slot::Have { .. } => false,
+                    Slot::Asked(reqs) => {
+                        reqs.len() < MAX_REQUESTERS_PER_PIECE
+                            && reqs.iter().all(|(q, _)| *q != peer && !blocking(*q))
+                    }
+                };
+                (*i, fresh)
+            })
+            .collect();
+        let fresh = |i: usize| match touched.binary_search_by_key(&i, |(k, _)| *k) {
+            Ok(j) => touched.get(j).is_some_and(|(_, f)| *f),
+            Err(_) => true,
+        };
+        let fresh_count = pieces - touched.len() + touched.iter().filter(|(_, f)| *f).count();
+        let first_fresh = || (0..pieces).find(|i| allowed(*i) && fresh(*i));
+        // The piece whose newest request is oldest, once that request is
+        // older than REREQUEST_AFTER: whoever answers first wins.
+        let stale = || {
+            c.slots
                 .iter()
-                .enumerate()
-                .filter_map(|(i, p)| match p {
-                    Piece::Missing(reqs)
-                        if allowed(i)
+                .filter_map(|(i, s)| match s {
+                    Slot::Asked(reqs)
+                        if allowed(*i)
                             && reqs.len() < MAX_REQUESTERS_PER_PIECE
                             && reqs.iter().all(|(q, _)| *q != peer) =>
                     {
                         let newest = reqs.iter().map(|(_, t)| *t).max()?;
                         (now.saturating_duration_since(newest) >= REREQUEST_AFTER)
-                            .then_some((newest, i))
+                            .then_some((newest, *i))
                     }
                     _ => None,
                 })
                 .min()
                 .map(|(_, i)| i)
-        })?;
-        if let Some(Piece::Missing(reqs)) = self.pieces.get_mut(chosen) {
+        };
+        let chosen = if first_class {
+            first_fresh().or_else(stale)
+        } else {
+            // Deprioritised: of the fresh pieces, only what the first-class
+            // peers of this size cannot take right now (from the back, so
+            // they keep the front); stale ones like anybody else, so a peer
+            // that once failed still races the others.
+            let spare: usize = peers
+                .iter()
+                .filter(|(q, s)| **q != peer && s.size == size && s.eager())
+                .map(|(q, s)| s.limit().saturating_sub(c.outstanding(*q)))
+                .sum();
+            let fresh_piece = if spare == 0 {
+                first_fresh()
+            } else if fresh_count > spare {
+                (0..pieces).rev().find(|i| allowed(*i) && fresh(*i))
+            } else {
+                None
+            };
+            fresh_piece.or_else(stale)
+        }?;
+        // No memory for it now (a completing piece always fits: the
+        // candidate is settled, and its memory freed, as it arrives).
+        let len = piece_len(size, chosen as u32).unwrap_or(0);
+        let completes = c.have + 1 == pieces;
+        if !completes && self.victim_for(size, len) == Some(None) {
+            return None;
+        }
+        let slot = self
+            .candidates
+            .get_mut(&size)?
+            .slots
+            .entry(chosen)
+            .or_insert_with(|| Slot::Asked(Vec::new()));
+        if let Slot::Asked(reqs) = slot {
             reqs.push((peer, now));
         }
-        Some(chosen as u32)
+        u32::try_from(chosen).ok()
     }
 
     /// Stores a received piece. Returns `Ok(Some(info_bytes))` once every
-    /// piece is in and the SHA-1 matches the info-hash, `Ok(None)` while
-    /// pieces are still missing (or for a duplicate), and
-    /// `Err(HashMismatch)` — after resetting — if the assembled bytes are
-    /// wrong.
+    /// piece of a candidate is in and its SHA-1 matches the info-hash,
+    /// `Ok(None)` while pieces are still missing (or when the piece is not
+    /// wanted: a duplicate, a late answer, from a bad peer, or no memory
+    /// for it now), and `Err(HashMismatch)` when a candidate's bytes are
+    /// wrong (that round's pieces are dropped). A malformed piece is an
+    /// error and makes the peer bad; data from a peer that never announced
+    /// a size is `SizeUnknown`.
     pub fn on_data(
         &mut self,
         peer: PeerKey,
@@ -404,133 +691,408 @@ impl MetadataAssembler {
         data: &[u8],
         now: Instant,
     ) -> Result<Option<Bytes>, MetadataError> {
-        if self.done {
+        if self.done.is_some() {
             return Ok(None);
         }
         self.expire(now);
-        let size = self.size.ok_or(MetadataError::SizeUnknown { piece })?;
-        if total_size != size {
-            return Err(MetadataError::TotalSizeMismatch {
+        let Some(state) = self.peers.get(&peer) else {
+            return Err(MetadataError::SizeUnknown { piece });
+        };
+        let size = state.size;
+        let malformed = if total_size != size {
+            Some(MetadataError::TotalSizeMismatch {
                 peer,
                 expected: size,
                 got: total_size,
-            });
-        }
-        let pieces = self.pieces.len() as u32;
-        let idx = piece as usize;
-        let Some(slot) = self.pieces.get_mut(idx) else {
-            return Err(MetadataError::PieceOutOfRange {
-                peer,
-                piece,
-                pieces,
-            });
-        };
-        let start = idx * METADATA_PIECE_LEN;
-        let expected = (size as usize - start).min(METADATA_PIECE_LEN);
-        if data.len() != expected {
-            return Err(MetadataError::WrongPieceLength {
-                peer,
-                piece,
-                expected,
-                got: data.len(),
-            });
-        }
-        if let Some(state) = self.peers.get_mut(&peer) {
-            state.rejected.clear();
-        }
-        if matches!(slot, Piece::Have(_)) {
-            return Ok(None);
-        }
-        *slot = Piece::Have(peer);
-        self.have += 1;
-        self.buf[start..start + expected].copy_from_slice(data);
-        if self.have < self.pieces.len() {
-            return Ok(None);
-        }
-        let digest = Sha1::digest(&self.buf);
-        if digest[..] == self.info_hash.0[..] {
-            self.done = true;
-            self.pieces.clear();
-            return Ok(Some(Bytes::from(std::mem::take(&mut self.buf))));
-        }
-        let contributors: Vec<PeerKey> = self
-            .pieces
-            .iter()
-            .filter_map(|p| match p {
-                Piece::Have(from) => Some(*from),
-                Piece::Missing(_) => None,
             })
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        self.reset(&contributors);
-        Err(MetadataError::HashMismatch { contributors })
-    }
-
-    /// The peer refused `piece`: free it for others and ask this peer less.
-    pub fn on_reject(&mut self, peer: PeerKey, piece: u32) {
-        if let Some(Piece::Missing(reqs)) = self.pieces.get_mut(piece as usize) {
+        } else {
+            match piece_len(size, piece) {
+                None => Some(MetadataError::PieceOutOfRange {
+                    peer,
+                    piece,
+                    pieces: u32::try_from(piece_count(size)).unwrap_or(u32::MAX),
+                }),
+                Some(expected) if expected != data.len() => Some(MetadataError::WrongPieceLength {
+                    peer,
+                    piece,
+                    expected,
+                    got: data.len(),
+                }),
+                Some(_) => None,
+            }
+        };
+        if let Some(e) = malformed {
+            self.mark_bad(peer);
+            return Err(e);
+        }
+        if state.bad {
+            return Ok(None);
+        }
+        let suspect = state.suspect;
+        let idx = piece as usize;
+        let Some(c) = self.candidates.get_mut(&size) else {
+            return Ok(None); // This size is not being assembled right now.
+        };
+        if let Some(Slot::Asked(reqs)) = c.slots.get_mut(&idx) {
             reqs.retain(|(q, _)| *q != peer);
-            if let Some(state) = self.peers.get_mut(&peer) {
-                state.rejected.insert(piece);
+            if reqs.is_empty() {
+                c.slots.remove(&idx);
             }
         }
+        // Keep rounds unmixed: a suspect feeds only its own solo round, a
+        // clean peer only a shared one.
+        let welcome = if suspect {
+            c.solo == Some(peer)
+        } else {
+            c.solo.is_none()
+        };
+        if !welcome || matches!(c.slots.get(&idx), Some(Slot::Have { .. })) {
+            return Ok(None);
+        }
+        let completes = c.have + 1 == piece_count(size);
+        if !completes && !self.make_room(size, data.len()) {
+            return Ok(None);
+        }
+        let Some(c) = self.candidates.get_mut(&size) else {
+            return Ok(None);
+        };
+        c.slots.insert(
+            idx,
+            Slot::Have {
+                from: peer,
+                data: data.into(),
+            },
+        );
+        c.have += 1;
+        c.bytes += data.len();
+        self.buffered += data.len();
+        let complete = c.have == piece_count(size);
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.strikes = 0;
+            state.rejected.clear();
+        }
+        if complete {
+            self.finish(size)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The peer refused `piece`: free it for others and deprioritise the peer.
+    pub fn on_reject(&mut self, peer: PeerKey, piece: u32) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.strikes = state.strikes.saturating_add(1);
+        if (piece as usize) < piece_count(state.size)
+            && let Some(now) = self.clock
+        {
+            state.rejected.insert(piece, now);
+        }
+        let size = state.size;
+        if let Some(c) = self.candidates.get_mut(&size)
+            && let Some(Slot::Asked(reqs)) = c.slots.get_mut(&(piece as usize))
+        {
+            reqs.retain(|(q, _)| *q != peer);
+            if reqs.is_empty() {
+                c.slots.remove(&(piece as usize));
+            }
+        }
+    }
+
+    /// The shell could not decode a ut_metadata message from `peer` (or it
+    /// broke the protocol otherwise): the peer is bad, and its requests go
+    /// to others at once.
+    pub fn on_peer_junk(&mut self, peer: PeerKey) {
+        self.mark_bad(peer);
     }
 
     /// The peer disconnected: its requests are freed. Pieces it already
     /// delivered are kept (and still blamed on it if the hash fails).
     pub fn on_peer_gone(&mut self, peer: PeerKey) {
-        self.peers.remove(&peer);
-        for p in &mut self.pieces {
-            if let Piece::Missing(reqs) = p {
-                reqs.retain(|(q, _)| *q != peer);
+        let Some(state) = self.peers.remove(&peer) else {
+            return;
+        };
+        if let Some(c) = self.candidates.get_mut(&state.size) {
+            c.retain_requests(|q, _| q != peer);
+            if c.solo == Some(peer) {
+                c.solo = None;
             }
         }
+        self.forget_if_orphan(state.size);
     }
 
-    /// Pieces received and pieces in total (0 total while the size is unknown).
+    /// Whether `peer` is known to have sent wrong or malformed metadata:
+    /// the shell should disconnect it. Forgotten after
+    /// [`on_peer_gone`](Self::on_peer_gone).
+    pub fn is_bad(&self, peer: PeerKey) -> bool {
+        self.peers.get(&peer).is_some_and(|s| s.bad)
+    }
+
+    /// Every tracked peer for which [`is_bad`](Self::is_bad) holds, sorted.
+    /// After the metadata is complete this includes the peers whose pieces
+    /// in an earlier, failed round turned out wrong.
+    pub fn bad_peers(&self) -> Vec<PeerKey> {
+        self.peers
+            .iter()
+            .filter(|(_, s)| s.bad)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Requests to `peer` that are still awaited (not answered, rejected
+    /// or expired). A shell that counts its own requests in flight can use
+    /// this instead, so an expired request does not block the peer forever.
+    pub fn in_flight(&self, peer: PeerKey) -> usize {
+        self.peers
+            .get(&peer)
+            .and_then(|s| self.candidates.get(&s.size))
+            .map_or(0, |c| c.outstanding(peer))
+    }
+
+    /// Bytes of pieces held, over all candidate sizes (at most [`MAX_BUFFERED`]).
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Pieces received and pieces in total of the most advanced candidate
+    /// (0 total while no size is known).
     pub fn progress(&self) -> (usize, usize) {
-        (self.have, self.pieces.len())
+        if let Some(n) = self.done {
+            return (n, n);
+        }
+        self.candidates
+            .iter()
+            .map(|(size, c)| (c.have, piece_count(*size)))
+            .max_by_key(|(have, total)| (*have, std::cmp::Reverse(*total)))
+            .unwrap_or((0, 0))
     }
 
-    /// Allocates the buffer for a `size`-byte dictionary.
-    fn fix_size(&mut self, size: u32) {
-        self.size = Some(size);
-        self.buf = vec![0; size as usize];
-        self.pieces = vec![Piece::Missing(Vec::new()); piece_count(size)];
-        self.have = 0;
+    /// Checks the bookkeeping (for tests and fuzzing): byte and piece
+    /// counts add up, every bound holds, no request is left empty.
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
+        assert!(self.peers.len() <= MAX_PEERS);
+        assert!(self.candidates.len() <= MAX_CANDIDATES);
+        assert!(self.buffered <= MAX_BUFFERED, "{} buffered", self.buffered);
+        assert!(self.fingerprints.len() <= MAX_FINGERPRINTS);
+        let mut total = 0;
+        for (size, c) in &self.candidates {
+            let mut bytes = 0;
+            let mut have = 0;
+            for (i, s) in &c.slots {
+                assert!(*i < piece_count(*size));
+                match s {
+                    Slot::Asked(reqs) => {
+                        assert!(!reqs.is_empty() && reqs.len() <= MAX_REQUESTERS_PER_PIECE)
+                    }
+                    Slot::Have { data, .. } => {
+                        assert_eq!(Some(data.len()), piece_len(*size, *i as u32));
+                        bytes += data.len();
+                        have += 1;
+                    }
+                }
+            }
+            assert_eq!((bytes, have), (c.bytes, c.have));
+            assert!(have < piece_count(*size));
+            total += bytes;
+        }
+        assert_eq!(total, self.buffered);
+        for p in self.peers.values() {
+            assert!(p.size > 0 && p.size <= MAX_METADATA_SIZE);
+            assert!(p.rejected.len() <= piece_count(p.size));
+        }
     }
 
-    /// Forgets requests older than [`REQUEST_EXPIRE`].
-    fn expire(&mut self, now: Instant) {
-        for p in &mut self.pieces {
-            if let Piece::Missing(reqs) = p {
-                reqs.retain(|(_, t)| now.saturating_duration_since(*t) < REQUEST_EXPIRE);
+    /// Makes sure `size` has a candidate; `false` if there is no room (only
+    /// when [`MAX_CANDIDATES`] sizes hold data and none lost its peers).
+    fn candidate_for(&mut self, size: u32) -> bool {
+        if self.candidates.contains_key(&size) {
+            return true;
+        }
+        if self.candidates.len() >= MAX_CANDIDATES {
+            let orphan = self
+                .candidates
+                .keys()
+                .copied()
+                .find(|s| !self.peers.values().any(|p| p.size == *s));
+            let Some(orphan) = orphan else {
+                return false;
+            };
+            self.drop_candidate(orphan);
+        }
+        self.candidates.insert(size, Candidate::default());
+        true
+    }
+
+    /// Drops the candidate for `size` if no peer claims it and it holds
+    /// nothing worth keeping for a later peer of that size.
+    fn forget_if_orphan(&mut self, size: u32) {
+        let claimed = self.peers.values().any(|p| p.size == size);
+        if !claimed && self.candidates.get(&size).is_some_and(|c| c.bytes == 0) {
+            self.drop_candidate(size);
+        }
+    }
+
+    fn drop_candidate(&mut self, size: u32) {
+        if let Some(c) = self.candidates.remove(&size) {
+            self.buffered = self.buffered.saturating_sub(c.bytes);
+        }
+    }
+
+    /// See [`Priority`].
+    fn priority(&self, size: u32, hopeful: &BTreeMap<u32, usize>) -> Priority {
+        let n = hopeful.get(&size).copied().unwrap_or(0);
+        let held = self.candidates.get(&size).map_or(0, |c| c.bytes);
+        (
+            n > 0,
+            std::cmp::Reverse((size as usize).saturating_sub(held)),
+            n,
+            size,
+        )
+    }
+
+    /// Where `len` more bytes for `size` come from: `Some(None)` if they
+    /// cannot fit, `Some(Some(victim))` if the victim's pieces must go
+    /// first, `None` if they fit as things are.
+    fn victim_for(&self, size: u32, len: usize) -> Option<Option<u32>> {
+        if self.buffered + len <= MAX_BUFFERED {
+            return None;
+        }
+        let mut hopeful: BTreeMap<u32, usize> = BTreeMap::new();
+        for p in self.peers.values().filter(|p| p.hopeful()) {
+            *hopeful.entry(p.size).or_default() += 1;
+        }
+        // A peer is asking or delivering for `size` right now, so it counts
+        // as hopeful even if it has strikes: otherwise a deprioritised but
+        // honest peer could never get memory back from stalled candidates.
+        let (_, remaining, n, _) = self.priority(size, &hopeful);
+        let mine = (true, remaining, n, size);
+        Some(
+            self.candidates
+                .iter()
+                .filter(|(s, c)| **s != size && c.bytes > 0)
+                .map(|(s, _)| (self.priority(*s, &hopeful), *s))
+                .filter(|(p, _)| *p < mine)
+                .min()
+                .map(|(_, s)| s),
+        )
+    }
+
+    /// Drops other candidates' pieces until `len` more bytes for `size` fit.
+    fn make_room(&mut self, size: u32, len: usize) -> bool {
+        loop {
+            match self.victim_for(size, len) {
+                None => return true,
+                Some(None) => return false,
+                Some(Some(victim)) => self.restart(victim, None),
             }
         }
     }
 
-    /// After a hash mismatch: forget `blamed` peers and all pieces, then
-    /// re-fix the size from the most common size among the remaining peers
-    /// (ties go to the smaller size, for determinism).
-    fn reset(&mut self, blamed: &[PeerKey]) {
-        for p in blamed {
-            self.peers.remove(p);
+    /// Starts a new round for `size`, keeping `keep`'s pieces.
+    fn restart(&mut self, size: u32, keep: Option<PeerKey>) {
+        if let Some(c) = self.candidates.get_mut(&size) {
+            self.buffered = self.buffered.saturating_sub(c.restart(keep));
         }
-        self.size = None;
-        self.buf = Vec::new();
-        self.pieces = Vec::new();
-        self.have = 0;
-        let mut votes: HashMap<u32, usize> = HashMap::new();
-        for state in self.peers.values() {
-            *votes.entry(state.size).or_default() += 1;
+    }
+
+    /// Marks `peer` bad and frees its requests.
+    fn mark_bad(&mut self, peer: PeerKey) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.bad = true;
+        if let Some(c) = self.candidates.get_mut(&state.size) {
+            c.retain_requests(|q, _| q != peer);
         }
-        let best = votes
-            .into_iter()
-            .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
-            .map(|(size, _)| size);
-        if let Some(size) = best {
-            self.fix_size(size);
+    }
+
+    /// Checks the complete candidate for `size` against the info-hash.
+    fn finish(&mut self, size: u32) -> Result<Option<Bytes>, MetadataError> {
+        let Some(c) = self.candidates.get(&size) else {
+            return Ok(None);
+        };
+        let mut hasher = Sha1::new();
+        for s in c.slots.values() {
+            if let Slot::Have { data, .. } = s {
+                hasher.update(data);
+            }
+        }
+        if hasher.finalize()[..] == self.info_hash.0[..] {
+            let mut out = Vec::with_capacity(c.bytes);
+            let mut good = BTreeMap::new();
+            for (i, s) in &c.slots {
+                if let Slot::Have { data, .. } = s {
+                    out.extend_from_slice(data);
+                    good.insert(*i, sha1_of(data));
+                }
+            }
+            // Convict the senders of pieces that differ from the right ones.
+            for fp in std::mem::take(&mut self.fingerprints) {
+                if fp.size == size
+                    && good.get(&fp.piece).is_some_and(|g| *g != fp.sha1)
+                    && let Some(s) = self.peers.get_mut(&fp.from)
+                {
+                    s.bad = true;
+                }
+            }
+            self.done = Some(c.have);
+            self.candidates.clear();
+            self.buffered = 0;
+            return Ok(Some(Bytes::from(out)));
+        }
+        let mut contributors = BTreeSet::new();
+        for (piece, s) in &c.slots {
+            if let Slot::Have { from, data } = s {
+                contributors.insert(*from);
+                if self.fingerprints.len() >= MAX_FINGERPRINTS {
+                    self.fingerprints.pop_front();
+                }
+                self.fingerprints.push_back(Fingerprint {
+                    size,
+                    piece: *piece,
+                    from: *from,
+                    sha1: sha1_of(data),
+                });
+            }
+        }
+        let contributors: Vec<PeerKey> = contributors.into_iter().collect();
+        if let [liar] = contributors[..] {
+            self.mark_bad(liar);
+        } else {
+            for p in &contributors {
+                if let Some(s) = self.peers.get_mut(p) {
+                    s.suspect = true;
+                }
+            }
+        }
+        self.restart(size, None);
+        if !self.peers.values().any(|s| s.size == size && !s.bad) {
+            self.drop_candidate(size);
+        }
+        Err(MetadataError::HashMismatch { contributors })
+    }
+
+    /// Forgets requests older than [`REQUEST_EXPIRE`]; each one is a strike
+    /// against the peer that left it unanswered.
+    fn expire(&mut self, now: Instant) {
+        self.clock = Some(self.clock.map_or(now, |c| c.max(now)));
+        let mut late = Vec::new();
+        for c in self.candidates.values_mut() {
+            c.retain_requests(|q, t| {
+                let alive = now.saturating_duration_since(t) < REQUEST_EXPIRE;
+                if !alive {
+                    late.push(q);
+                }
+                alive
+            });
+        }
+        for q in late {
+            if let Some(s) = self.peers.get_mut(&q) {
+                s.strikes = s.strikes.saturating_add(1);
+            }
         }
     }
 }
@@ -772,15 +1334,17 @@ mod tests {
     }
 
     #[test]
-    fn peer_with_different_size_is_not_asked() {
+    fn peers_with_different_sizes_are_asked_for_their_own() {
         let mut a = MetadataAssembler::new(InfoHash([0; 20]));
         let t = Instant::now();
         a.on_peer_size(1, 20_000).unwrap();
         a.on_peer_size(2, 30_000).unwrap();
         assert_eq!(a.progress(), (0, 2));
-        assert_eq!(a.next_request(2, t), None);
+        // Each is asked for pieces of the size it announced, in parallel.
+        assert_eq!(a.next_request(2, t), Some(0));
         assert_eq!(a.next_request(1, t), Some(0));
-        // Unknown peers are not asked either.
+        assert_eq!(a.in_flight(1), 1);
+        // Unknown peers are not asked.
         assert_eq!(a.next_request(77, t), None);
     }
 
@@ -873,5 +1437,328 @@ mod tests {
         assert_eq!(a.next_request(1, t1), None);
         assert_eq!(a.next_request(2, t1), Some(0));
         assert_eq!(a.next_request(2, t1), Some(1));
+    }
+
+    /// Requests and serves every piece `peer` may have now from `info`.
+    fn serve_round(
+        a: &mut MetadataAssembler,
+        peer: PeerKey,
+        info: &[u8],
+        t: Instant,
+    ) -> Result<Option<Bytes>, MetadataError> {
+        let size = info.len() as u32;
+        while let Some(piece) = a.next_request(peer, t) {
+            let out = a.on_data(peer, piece, size, &data_of(info, piece), t)?;
+            a.check_invariants();
+            if out.is_some() {
+                return Ok(out);
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn liar_announcing_a_wrong_size_first_does_not_stall_the_honest_peer() {
+        let info = info_of_len(2 * METADATA_PIECE_LEN + 7);
+        let size = info.len() as u32;
+        let mut a = MetadataAssembler::new(hash_of(&info));
+        let t = Instant::now();
+        // The liar arrives first with a bigger size and never answers.
+        a.on_peer_size(66, 5 * METADATA_PIECE_LEN as u32).unwrap();
+        assert_eq!(a.next_request(66, t), Some(0));
+        assert_eq!(a.next_request(66, t), Some(1));
+        // The honest peer, arriving later, is asked at once for its own size.
+        a.on_peer_size(7, size).unwrap();
+        let out = serve_round(&mut a, 7, &info, t).unwrap();
+        assert_eq!(out.as_deref(), Some(&info[..]));
+        assert_eq!(a.progress(), (3, 3));
+        assert_eq!(a.next_request(66, t), None);
+    }
+
+    #[test]
+    fn liar_serving_its_wrong_size_is_proven_bad() {
+        let info = info_of_len(METADATA_PIECE_LEN + 1);
+        let fake = info_of_len(METADATA_PIECE_LEN + 2);
+        let mut a = MetadataAssembler::new(hash_of(&info));
+        let t = Instant::now();
+        a.on_peer_size(66, fake.len() as u32).unwrap();
+        a.on_peer_size(7, info.len() as u32).unwrap();
+        let err = serve_round(&mut a, 66, &fake, t).unwrap_err();
+        assert_eq!(
+            err,
+            MetadataError::HashMismatch {
+                contributors: vec![66]
+            }
+        );
+        assert!(a.is_bad(66) && !a.is_bad(7));
+        assert_eq!(a.bad_peers(), vec![66]);
+        assert_eq!(a.buffered(), 0);
+        assert!(serve_round(&mut a, 7, &info, t).unwrap().is_some());
+    }
+
+    #[test]
+    fn junk_peer_and_honest_peer_complete_and_junk_is_reported() {
+        let info = info_of_len(3 * METADATA_PIECE_LEN);
+        let size = info.len() as u32;
+        let mut a = MetadataAssembler::new(hash_of(&info));
+        let t = Instant::now();
+        a.on_peer_size(1, size).unwrap();
+        a.on_peer_size(2, size).unwrap();
+        a.on_peer_size(3, size).unwrap();
+        assert_eq!(a.next_request(1, t), Some(0));
+        assert_eq!(a.next_request(1, t), Some(1));
+        assert_eq!(a.next_request(3, t), Some(2));
+        // Peer 1 sends a short piece: an error, and it is bad at once.
+        assert!(matches!(
+            a.on_data(1, 0, size, &[1, 2, 3], t),
+            Err(MetadataError::WrongPieceLength { .. })
+        ));
+        assert!(a.is_bad(1));
+        // Peer 3's message does not even decode: the shell reports it.
+        a.on_peer_junk(3);
+        assert!(a.is_bad(3));
+        assert_eq!(a.in_flight(3), 0);
+        // Their pieces go to the honest peer at once, with no re-request delay.
+        let out = serve_round(&mut a, 2, &info, t).unwrap();
+        assert_eq!(out.as_deref(), Some(&info[..]));
+        assert_eq!(a.bad_peers(), vec![1, 3]);
+        // Anything a bad peer sends later is ignored.
+        assert_eq!(a.on_data(1, 0, size, &data_of(&info, 0), t), Ok(None));
+    }
+
+    #[test]
+    fn poisoned_shared_round_is_resolved_one_suspect_at_a_time() {
+        let info = info_of_len(2 * METADATA_PIECE_LEN);
+        let size = info.len() as u32;
+        let mut poison = info.clone();
+        poison[METADATA_PIECE_LEN + 5] ^= 0xff;
+        for liar_first in [true, false] {
+            let mut a = MetadataAssembler::new(hash_of(&info));
+            let t = Instant::now();
+            let (honest, liar) = (10, 20);
+            a.on_peer_size(honest, size).unwrap();
+            a.on_peer_size(liar, size).unwrap();
+            assert_eq!(a.next_request(honest, t), Some(0));
+            assert_eq!(a.next_request(liar, t), Some(1));
+            a.on_data(honest, 0, size, &data_of(&info, 0), t).unwrap();
+            let err = a.on_data(liar, 1, size, &data_of(&poison, 1), t);
+            assert_eq!(
+                err,
+                Err(MetadataError::HashMismatch {
+                    contributors: vec![honest, liar]
+                })
+            );
+            // Both are suspects, neither proven bad; one at a time now.
+            assert!(!a.is_bad(honest) && !a.is_bad(liar));
+            let (first, second) = if liar_first {
+                (liar, honest)
+            } else {
+                (honest, liar)
+            };
+            let source = |p| if p == liar { &poison } else { &info };
+            assert!(a.next_request(first, t).is_some());
+            assert_eq!(a.next_request(second, t), None, "solo round is not shared");
+            // Whoever goes first finishes its round alone.
+            let mut done = a.on_data(first, 0, size, &data_of(source(first), 0), t);
+            if done == Ok(None) {
+                assert_eq!(a.next_request(first, t), Some(1));
+                done = a.on_data(first, 1, size, &data_of(source(first), 1), t);
+            }
+            if liar_first {
+                assert_eq!(
+                    done,
+                    Err(MetadataError::HashMismatch {
+                        contributors: vec![liar]
+                    })
+                );
+                assert!(a.is_bad(liar));
+                let out = serve_round(&mut a, honest, &info, t).unwrap();
+                assert_eq!(out.as_deref(), Some(&info[..]));
+            } else {
+                assert_eq!(done.unwrap().as_deref(), Some(&info[..]));
+                // The liar's earlier piece 1 differs from the right one.
+                assert!(a.is_bad(liar));
+            }
+            assert!(!a.is_bad(honest));
+        }
+    }
+
+    #[test]
+    fn two_peers_racing_with_different_sizes() {
+        let info = info_of_len(2 * METADATA_PIECE_LEN + 100);
+        let other = info_of_len(3 * METADATA_PIECE_LEN);
+        let (size, other_size) = (info.len() as u32, other.len() as u32);
+        let t = Instant::now();
+        // Interleaved: the wrong size completes first and fails, then the
+        // right one completes.
+        let mut a = MetadataAssembler::new(hash_of(&info));
+        a.on_peer_size(1, size).unwrap();
+        a.on_peer_size(2, other_size).unwrap();
+        let mut results = Vec::new();
+        for _ in 0..4 {
+            for (peer, bytes) in [(2, &other), (1, &info)] {
+                if let Some(p) = a.next_request(peer, t) {
+                    let r = a.on_data(peer, p, bytes.len() as u32, &data_of(bytes, p), t);
+                    a.check_invariants();
+                    results.push((peer, r));
+                }
+            }
+        }
+        assert!(results.contains(&(
+            2,
+            Err(MetadataError::HashMismatch {
+                contributors: vec![2]
+            })
+        )));
+        assert!(
+            results
+                .iter()
+                .any(|(p, r)| *p == 1 && matches!(r, Ok(Some(_))))
+        );
+        // The other way round: the right size wins first, the rest is moot.
+        let mut a = MetadataAssembler::new(hash_of(&info));
+        a.on_peer_size(1, size).unwrap();
+        a.on_peer_size(2, other_size).unwrap();
+        assert_eq!(a.next_request(2, t), Some(0));
+        assert!(serve_round(&mut a, 1, &info, t).unwrap().is_some());
+        assert_eq!(
+            a.on_data(2, 0, other_size, &data_of(&other, 0), t),
+            Ok(None)
+        );
+        assert_eq!(a.next_request(2, t), None);
+    }
+
+    #[test]
+    fn memory_cap_holds_with_a_thousand_peers_claiming_different_sizes() {
+        let info = info_of_len(3 * METADATA_PIECE_LEN + 1);
+        let size = info.len() as u32;
+        let mut a = MetadataAssembler::new(hash_of(&info));
+        let mut t = Instant::now();
+        // 1,000 liars announce sizes near the maximum and answer requests
+        // with well-formed junk as fast as they come; the honest peer
+        // comes last.
+        let liars: Vec<(PeerKey, u32)> = (0..1000u64)
+            .map(|k| (k + 100, MAX_METADATA_SIZE - k as u32 * 7))
+            .collect();
+        for (k, s) in &liars {
+            a.on_peer_size(*k, *s).unwrap();
+        }
+        a.on_peer_size(1, size).unwrap();
+        a.check_invariants();
+        let junk = vec![0x5a; METADATA_PIECE_LEN];
+        let mut max_seen = 0;
+        for _round in 0..4 {
+            for (k, s) in &liars {
+                let asked: Vec<u32> = std::iter::from_fn(|| a.next_request(*k, t)).collect();
+                assert!(asked.len() <= MAX_OUTSTANDING_PER_PEER);
+                for p in asked {
+                    // Never the last piece: a complete round would fail and
+                    // prove the liar bad, which is not what this test is about.
+                    if p as usize + 1 == piece_count(*s) {
+                        a.on_reject(*k, p);
+                        continue;
+                    }
+                    let len = piece_len(*s, p).unwrap();
+                    assert_eq!(a.on_data(*k, p, *s, &junk[..len], t), Ok(None));
+                    max_seen = max_seen.max(a.buffered());
+                }
+            }
+            a.check_invariants();
+            t += Duration::from_secs(1);
+        }
+        assert!(max_seen > MAX_BUFFERED - METADATA_PIECE_LEN, "{max_seen}");
+        assert!(max_seen <= MAX_BUFFERED);
+        // The honest, almost finished candidate still gets its memory.
+        let out = serve_round(&mut a, 1, &info, t).unwrap();
+        assert_eq!(out.as_deref(), Some(&info[..]));
+    }
+
+    #[test]
+    fn rejecting_peer_is_deprioritised_at_once() {
+        let info = info_of_len(4 * METADATA_PIECE_LEN);
+        let size = info.len() as u32;
+        let mut a = MetadataAssembler::new(hash_of(&info));
+        let t = Instant::now();
+        a.on_peer_size(1, size).unwrap();
+        assert_eq!(a.next_request(1, t), Some(0));
+        a.on_peer_size(2, size).unwrap();
+        a.on_reject(1, 0);
+        // The eager peer takes the front pieces; the rejecter gets only
+        // what the eager one cannot take right now, one at a time.
+        assert_eq!(a.next_request(2, t), Some(0));
+        assert_eq!(a.next_request(1, t), Some(3));
+        assert_eq!(a.next_request(1, t), None);
+        assert_eq!(a.next_request(2, t), Some(1));
+        assert_eq!(a.next_request(2, t), None);
+        // Piece 2 is free: the eager peer is full, so the rejecter may not
+        // take more than its one.
+        assert_eq!(a.in_flight(1), 1);
+    }
+
+    #[test]
+    fn request_expiry_deprioritises_the_silent_peer() {
+        let info = info_of_len(2 * METADATA_PIECE_LEN);
+        let size = info.len() as u32;
+        let mut a = MetadataAssembler::new(hash_of(&info));
+        let t0 = Instant::now();
+        a.on_peer_size(1, size).unwrap();
+        a.on_peer_size(2, size).unwrap();
+        assert_eq!(a.next_request(1, t0), Some(0));
+        assert_eq!(a.next_request(1, t0), Some(1));
+        let t1 = t0 + REQUEST_EXPIRE;
+        // Both requests expired: peer 2 gets both pieces, the silent one none.
+        assert_eq!(a.next_request(2, t1), Some(0));
+        assert_eq!(a.next_request(2, t1), Some(1));
+        assert_eq!(a.next_request(1, t1), None);
+        assert_eq!(a.in_flight(1), 0);
+    }
+
+    #[test]
+    fn gone_peers_leave_no_empty_candidates() {
+        let mut a = MetadataAssembler::new(InfoHash([0; 20]));
+        for k in 0..MAX_PEERS as u64 {
+            a.on_peer_size(k, 1000 + k as u32).unwrap();
+        }
+        assert_eq!(a.on_peer_size(9999, 5), Err(MetadataError::TooManyPeers));
+        for k in 0..MAX_PEERS as u64 {
+            a.on_peer_gone(k);
+        }
+        assert!(a.candidates.is_empty());
+        a.check_invariants();
+    }
+
+    #[test]
+    fn suspects_are_not_blocked_by_a_silent_clean_peer() {
+        let info = info_of_len(2 * METADATA_PIECE_LEN);
+        let size = info.len() as u32;
+        let mut poison = info.clone();
+        poison[0] ^= 1;
+        let mut a = MetadataAssembler::new(hash_of(&info));
+        let t0 = Instant::now();
+        for p in [1, 2] {
+            a.on_peer_size(p, size).unwrap();
+        }
+        assert_eq!(a.next_request(1, t0), Some(0));
+        assert_eq!(a.next_request(2, t0), Some(1));
+        a.on_data(1, 0, size, &data_of(&poison, 0), t0).unwrap();
+        assert!(a.on_data(2, 1, size, &data_of(&info, 1), t0).is_err());
+        // A clean peer arrives and goes silent.
+        a.on_peer_size(3, size).unwrap();
+        assert_eq!(a.next_request(3, t0), Some(0));
+        assert_eq!(
+            a.next_request(2, t0),
+            None,
+            "suspects wait for the clean peer"
+        );
+        let t1 = t0 + REQUEST_EXPIRE;
+        // Once its request expired, the honest suspect runs a solo round
+        // and the deprioritised clean peer does not break into it.
+        assert_eq!(a.next_request(2, t1), Some(0));
+        assert_eq!(a.next_request(3, t1), None);
+        assert_eq!(a.next_request(2, t1), Some(1));
+        a.on_data(2, 0, size, &data_of(&info, 0), t1).unwrap();
+        let out = a.on_data(2, 1, size, &data_of(&info, 1), t1).unwrap();
+        assert_eq!(out.as_deref(), Some(&info[..]));
+        assert!(a.is_bad(1));
     }
 }

@@ -20,12 +20,17 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::bencode::{Value, decode_prefix};
+use crate::bencode::{Limits, Value, decode_prefix_limited};
 use crate::id::{InfoHash, PeerId};
 
 /// Upper bound on peers taken from one response; a tracker answering with a
 /// million peers must not make us allocate for all of them.
 pub const MAX_PEERS: usize = 10_000;
+
+/// Most bencode values in one HTTP response: [`MAX_PEERS`] dictionary-model
+/// peers (seven values each) and room for the rest. Checked, like the
+/// length, before anything is decoded.
+pub const MAX_RESPONSE_ITEMS: usize = 8 * MAX_PEERS + 1024;
 
 /// Errors of the tracker layer, from parsing to the sockets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -403,15 +408,21 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawPeers<'a> {
 
 /// Parses an HTTP announce body (see the module doc for leniency rules).
 pub fn parse_http_response(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
+    // The pre-scan caps length, nesting and values before serde sees a
+    // byte; past that, dictionary peer lists are read lazily (see RawPeers).
+    let limits = Limits {
+        max_len: super::http::MAX_BODY,
+        max_items: MAX_RESPONSE_ITEMS,
+    };
     if body.first() != Some(&b'd') {
         // Not a dictionary: say whether it is bencode at all.
-        return match decode_prefix::<IgnoredAny>(body) {
+        return match decode_prefix_limited::<IgnoredAny>(body, limits) {
             Ok(_) => Err(TrackerError::NotADict),
             Err(e) => Err(TrackerError::Bencode(e.0)),
         };
     }
     let (raw, used): (RawResponse<'_>, usize) =
-        decode_prefix(body).map_err(|e| TrackerError::Bencode(e.0))?;
+        decode_prefix_limited(body, limits).map_err(|e| TrackerError::Bencode(e.0))?;
     let rest = &body[used..];
     if !rest.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(TrackerError::Bencode(format!(
@@ -1009,6 +1020,20 @@ mod tests {
         assert_eq!(reannounce_after(&r), Duration::from_secs(120));
         r.interval = Some(Duration::from_secs(86_400));
         assert_eq!(reannounce_after(&r), MAX_REANNOUNCE);
+    }
+
+    #[test]
+    fn crowded_http_response_is_refused_before_decoding() {
+        // 20 bytes of header and then a list of ~100,000 empty lists: small
+        // on the wire, ~6 MB once decoded, so refused by the value count.
+        let mut body = b"d5:peersl".to_vec();
+        body.extend(b"le".repeat(MAX_RESPONSE_ITEMS));
+        body.extend(b"ee");
+        assert!(body.len() < super::super::http::MAX_BODY);
+        assert!(matches!(
+            parse_http_response(&body),
+            Err(TrackerError::Bencode(e)) if e.contains("values")
+        ));
     }
 
     #[test]
