@@ -557,6 +557,12 @@ impl PeerState {
             return Ok(());
         }
         let Ok(msg) = MetadataMessage::decode(&payload) else {
+            if swarm.torrent().is_none() {
+                swarm.metadata_junk(self.key);
+                return Err(PeerError::Protocol(
+                    "undecodable ut_metadata message".into(),
+                ));
+            }
             return Ok(());
         };
         match msg {
@@ -780,6 +786,10 @@ impl PeerState {
                 out.push(&Message::Cancel(*r));
             }
             self.forget(&dropped, swarm);
+        }
+        if self.metadata_in_flight > 0 && swarm.torrent().is_none() {
+            // Requests the peer never answered expire in the assembler.
+            self.metadata_in_flight = swarm.metadata_outstanding(self.key);
         }
         self.down.roll();
         self.up.roll();

@@ -101,6 +101,13 @@ pub trait Swarm: Send + Sync {
     /// The peer rejected a metadata request.
     fn metadata_reject(&self, key: PeerKey, piece: u32);
 
+    /// The peer sent a ut_metadata message we could not decode: it is not
+    /// asked again, and its requests go to others at once.
+    fn metadata_junk(&self, key: PeerKey);
+
+    /// Metadata requests to the peer still awaited (expired ones are not).
+    fn metadata_outstanding(&self, key: PeerKey) -> usize;
+
     /// The connection is over: forget its pieces and requests.
     fn peer_gone(&self, key: PeerKey, bf: Option<&Bitfield>);
 }

@@ -233,23 +233,37 @@ impl Swarm for Shared {
         data: &[u8],
         now: Instant,
     ) -> Result<(), MetadataError> {
-        let done = {
-            let mut st = self.lock();
-            match st.assembler.as_mut() {
-                Some(a) => a.on_data(key, piece, total_size, data, now),
-                None => Ok(None),
-            }
+        let mut st = self.lock();
+        let Some(a) = st.assembler.as_mut() else {
+            return Ok(());
         };
-        match done {
+        let result = a.on_data(key, piece, total_size, data, now);
+        let bad = a.bad_peers();
+        let me_bad = a.is_bad(key);
+        // Peers proven to send wrong or malformed metadata are banned: they
+        // are not asked again, here or after a reconnect.
+        let ips: Vec<IpAddr> = bad
+            .iter()
+            .filter_map(|k| st.peers.get(k).map(|p| p.addr.ip()))
+            .collect();
+        for ip in ips {
+            if !st.banned.contains(&ip) {
+                tracing::info!("banned {ip}: it sent metadata that does not match the info-hash");
+                Shared::ban(&mut st, ip);
+            }
+        }
+        drop(st);
+        match result {
             Ok(Some(info)) => {
                 self.metadata_found(info);
                 Ok(())
             }
+            Ok(None) if me_bad => Err(MetadataError::HashMismatch {
+                contributors: vec![key],
+            }),
             Ok(None) => Ok(()),
             Err(MetadataError::HashMismatch { contributors }) => {
-                let mut st = self.lock();
-                self.strike(&mut st, &contributors);
-                if contributors.contains(&key) {
+                if contributors.contains(&key) && me_bad {
                     Err(MetadataError::HashMismatch { contributors })
                 } else {
                     Ok(())
@@ -263,6 +277,19 @@ impl Swarm for Shared {
         if let Some(a) = self.lock().assembler.as_mut() {
             a.on_reject(key, piece);
         }
+    }
+
+    fn metadata_junk(&self, key: PeerKey) {
+        if let Some(a) = self.lock().assembler.as_mut() {
+            a.on_peer_junk(key);
+        }
+    }
+
+    fn metadata_outstanding(&self, key: PeerKey) -> usize {
+        self.lock()
+            .assembler
+            .as_ref()
+            .map_or(0, |a| a.in_flight(key))
     }
 
     fn peer_gone(&self, key: PeerKey, bf: Option<&Bitfield>) {

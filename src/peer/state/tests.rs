@@ -23,6 +23,7 @@ struct Fake {
     peer_haves: usize,
     interesting_calls: usize,
     metadata_sizes: Vec<u32>,
+    junk: usize,
     gone: bool,
 }
 
@@ -135,6 +136,12 @@ impl Swarm for FakeSwarm {
         Ok(())
     }
     fn metadata_reject(&self, _key: PeerKey, _piece: u32) {}
+    fn metadata_junk(&self, _key: PeerKey) {
+        self.f().junk += 1;
+    }
+    fn metadata_outstanding(&self, _key: PeerKey) -> usize {
+        0
+    }
     fn peer_gone(&self, _key: PeerKey, _bf: Option<&Bitfield>) {
         self.f().gone = true;
     }
@@ -463,4 +470,19 @@ fn close_gives_everything_back() {
     let (mut st, _out) = seeder_peer(&swarm, now);
     st.close(&swarm);
     assert!(swarm.f().gone);
+}
+
+#[test]
+fn undecodable_metadata_message_drops_a_magnet_peer() {
+    let swarm = FakeSwarm::magnet();
+    let now = Instant::now();
+    let mut st = PeerState::new(1, local(), true, now);
+    let mut out = Outbox::default();
+    st.start(&swarm, &mut out);
+    let junk = Message::Extended {
+        id: LOCAL_UT_METADATA,
+        payload: Bytes::from_static(b"not bencode at all"),
+    };
+    assert!(st.on_message(junk, now, &swarm, &mut out).is_err());
+    assert_eq!(swarm.f().junk, 1);
 }
