@@ -7,7 +7,8 @@
 //! data spreads). One more interested peer is unchoked optimistically and
 //! rotated every 30 s, so newcomers get a chance to prove themselves.
 //!
-//! Against peers that hog slots: the optimistic slot goes to the newest
+//! Against peers that hog slots: equal rates favour the newest peer, the
+//! optimistic slot goes to the newest
 //! peer that has not had it yet (an honest newcomer is not stuck behind a
 //! crowd of earlier idlers), and a holder that has taken nothing from us
 //! for [`WASTED_AFTER`] loses it at the next round instead of after 30 s.
@@ -64,8 +65,11 @@ impl Choker {
     /// The peers to unchoke now; everyone else is choked.
     pub fn decide(&mut self, peers: &[Candidate], now: Instant) -> HashSet<PeerKey> {
         let mut interested: Vec<&Candidate> = peers.iter().filter(|p| p.interested).collect();
-        // Stable order for equal rates (by key) keeps unchokes from flapping.
-        interested.sort_by(|a, b| b.rate.cmp(&a.rate).then(a.key.cmp(&b.key)));
+        // Equal rates (typically zero: nobody has proved anything yet) go
+        // to the newest connection, keys growing with connection order: a
+        // crowd of early peers that take nothing cannot hold every slot
+        // against a newcomer. The order is stable, so unchokes do not flap.
+        interested.sort_by(|a, b| b.rate.cmp(&a.rate).then(b.key.cmp(&a.key)));
         let mut unchoke: HashSet<PeerKey> =
             interested.iter().take(self.slots).map(|p| p.key).collect();
         let others: Vec<PeerKey> = interested
