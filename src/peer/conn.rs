@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Time allowed to open a TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -246,7 +247,10 @@ where
         host,
         out: Outbox::default(),
     };
-    conn.drive(stream, &mut cmd_rx).await
+    // Every log line of this connection says which peer and torrent it is about.
+    let hex = conn.host.info_hash().to_hex();
+    let span = tracing::debug_span!("peer", %addr, torrent = hex.get(..8).unwrap_or(&hex));
+    conn.drive(stream, &mut cmd_rx).instrument(span).await
 }
 
 /// Blocks being read from disk for upload.

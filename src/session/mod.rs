@@ -277,7 +277,11 @@ pub async fn run(
 
     // Incoming connections.
     let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(256);
-    let acceptor = tokio::spawn(accept::accept_loop(listener, shared.clone()));
+    let acceptor = crate::spawn::named(
+        &shared.tasks,
+        "accept",
+        accept::accept_loop(listener, shared.clone()),
+    );
 
     let mut known: HashMap<SocketAddr, Known> = HashMap::new();
     let mut choker = Choker::new(UPLOAD_SLOTS, rand::random());
