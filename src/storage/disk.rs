@@ -22,6 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+/// Files flushed at once by [`Storage::sync`].
+const SYNC_THREADS: usize = 8;
+
 /// Most file handles kept open at once; torrents with more files reopen
 /// them as needed (least recently used first out).
 const MAX_OPEN_FILES: usize = 128;
@@ -482,35 +485,60 @@ impl Storage {
     /// flush, through its cached handle or, if that was closed since (more
     /// files than handles), by opening it again for the flush. Files are
     /// flushed one by one (`fdatasync`), never the whole filesystem: other
-    /// programs' pending writes are not ours to wait for. A file that fails
-    /// to flush stays marked for the next call.
+    /// programs' pending writes are not ours to wait for. Up to
+    /// [`SYNC_THREADS`] flushes run at once, so a torrent of thousands of
+    /// small files does not wait for each journal commit in turn (the
+    /// filesystem batches concurrent ones). A file that fails to flush
+    /// stays marked for the next call.
     pub fn sync(&self) -> Result<(), StorageError> {
         let mut dirty: Vec<usize> = {
             let mut h = self.lock_handles();
             h.dirty.drain().collect()
         };
         dirty.sort_unstable();
-        for (n, &i) in dirty.iter().enumerate() {
-            let cached = self.lock_handles().open.get(&i).map(|f| f.file.clone());
-            let r = match cached {
-                Some(f) => Ok(f),
-                None => self
-                    .retry_fds(|_| beneath::open_file(self.target(i), Access::Read))
-                    .map(Arc::new),
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed: Mutex<Vec<(usize, StorageError)>> = Mutex::new(Vec::new());
+        let threads = SYNC_THREADS.min(dirty.len());
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = dirty.get(n) else { break };
+                        if let Err(e) = self.sync_one(i) {
+                            failed
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((i, e));
+                        }
+                    }
+                });
             }
-            .and_then(|f| {
-                f.sync_data().map_err(|error| StorageError::Io {
-                    op: "flushing",
-                    path: self.files[i].path.clone(),
-                    error,
-                })
-            });
-            if let Err(e) = r {
-                self.lock_handles().dirty.extend(&dirty[n..]);
-                return Err(e);
-            }
+        });
+        let failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut first = None;
+        for (i, e) in failed {
+            self.lock_handles().dirty.insert(i);
+            first.get_or_insert(e);
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
+    }
+
+    fn sync_one(&self, i: usize) -> Result<(), StorageError> {
+        let cached = self.lock_handles().open.get(&i).map(|f| f.file.clone());
+        match cached {
+            Some(f) => Ok(f),
+            None => self
+                .retry_fds(|_| beneath::open_file(self.target(i), Access::Read))
+                .map(Arc::new),
+        }
+        .and_then(|f| {
+            f.sync_data().map_err(|error| StorageError::Io {
+                op: "flushing",
+                path: self.files[i].path.clone(),
+                error,
+            })
+        })
     }
 
     /// Checks which pieces already on disk match their hashes, on `threads`
