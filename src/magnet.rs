@@ -61,19 +61,22 @@ impl Magnet {
 
     /// The magnet link for a torrent we already have: name, every tracker
     /// (tiers flattened) and the web seeds, so the link is useful on its own.
+    /// Duplicates are dropped, as [`Magnet::parse`] would drop them.
     pub fn from_metainfo(m: &Metainfo) -> Magnet {
         let mut trackers: Vec<String> = Vec::new();
         for url in m.tracker_tiers().into_iter().flatten() {
-            if !trackers.contains(&url) {
-                trackers.push(url);
-            }
+            push_unique(&mut trackers, url);
+        }
+        let mut web_seeds: Vec<String> = Vec::new();
+        for url in &m.url_list {
+            push_unique(&mut web_seeds, url.clone());
         }
         Magnet {
             info_hash: m.info_hash,
             name: Some(m.info.name.clone()),
             trackers,
             peers: Vec::new(),
-            web_seeds: m.url_list.clone(),
+            web_seeds,
         }
     }
 
@@ -358,5 +361,21 @@ mod tests {
         let bare = Magnet::from_info_hash(h());
         assert_eq!(bare.to_uri(), format!("magnet:?xt=urn:btih:{HEX}"));
         assert_eq!(Magnet::parse(&bare.to_uri()).unwrap(), bare);
+    }
+
+    /// Found by the `bencode_metainfo` fuzz target: a torrent listing a web
+    /// seed twice gave a link that did not parse back to itself.
+    #[test]
+    fn regression_magnet_from_metainfo_drops_duplicate_web_seeds() {
+        let pieces = [0u8; 20];
+        let mut t =
+            b"d8:url-listl3:ws13:ws13:ws2e4:infod6:lengthi1e4:name1:x12:piece lengthi1e6:pieces20:"
+                .to_vec();
+        t.extend_from_slice(&pieces);
+        t.extend_from_slice(b"ee");
+        let m = Metainfo::from_bytes(&t).unwrap();
+        let link = Magnet::from_metainfo(&m);
+        assert_eq!(link.web_seeds, vec!["ws1".to_string(), "ws2".to_string()]);
+        assert_eq!(Magnet::parse(&link.to_uri()), Ok(link));
     }
 }

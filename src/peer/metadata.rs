@@ -1179,6 +1179,25 @@ mod tests {
     }
 
     #[test]
+    fn oversized_or_crowded_message_is_refused() {
+        // A request padded past the message cap.
+        let mut long = MetadataMessage::Request { piece: 0 }.encode();
+        long.resize(MAX_MESSAGE_LEN + 1, b' ');
+        assert!(matches!(
+            MetadataMessage::decode(&long),
+            Err(MetadataError::Bencode(e)) if e.contains("byte limit")
+        ));
+        // A short header holding many values.
+        let mut crowded = b"d1:xl".to_vec();
+        crowded.extend(b"i0e".repeat(MAX_HEADER_ITEMS));
+        crowded.extend(b"e8:msg_typei0e5:piecei0ee");
+        assert!(matches!(
+            MetadataMessage::decode(&crowded),
+            Err(MetadataError::Bencode(e)) if e.contains("values")
+        ));
+    }
+
+    #[test]
     fn serve_piece_covers_range() {
         let info = info_of_len(METADATA_PIECE_LEN + 10);
         assert_eq!(data_of(&info, 0).len(), METADATA_PIECE_LEN);
@@ -1760,5 +1779,37 @@ mod tests {
         let out = a.on_data(2, 1, size, &data_of(&info, 1), t1).unwrap();
         assert_eq!(out.as_deref(), Some(&info[..]));
         assert!(a.is_bad(1));
+    }
+
+    /// Found by the `metadata` fuzz target: an honest peer with one strike
+    /// waited behind every silent liar of its size in turn, 20 s each.
+    #[test]
+    fn regression_metadata_deprioritised_honest_peer_races_stale_requests() {
+        let info = info_of_len(5274);
+        let size = info.len() as u32;
+        let mut a = MetadataAssembler::new(hash_of(&info));
+        let t0 = Instant::now();
+        a.on_peer_size(0, size).unwrap();
+        // The honest peer was slow once: one strike.
+        assert_eq!(a.next_request(0, t0), Some(0));
+        let mut t = t0 + REQUEST_EXPIRE;
+        for liar in 10..16 {
+            a.on_peer_size(liar, size).unwrap();
+        }
+        // Each round the eager liars take the piece and stay silent; the
+        // honest peer may race them once their request is stale.
+        let mut done = None;
+        for _round in 0..3 {
+            if let Some(p) = a.next_request(0, t) {
+                done = a.on_data(0, p, size, &data_of(&info, p), t).unwrap();
+                break;
+            }
+            for liar in 10..16 {
+                let _ = a.next_request(liar, t);
+            }
+            t += REREQUEST_AFTER;
+        }
+        assert_eq!(done.as_deref(), Some(&info[..]));
+        assert!(t <= t0 + REQUEST_EXPIRE + REREQUEST_AFTER);
     }
 }
