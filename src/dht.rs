@@ -598,6 +598,14 @@ fn load_state(path: &Path) -> SavedState {
     parse_state(&text)
 }
 
+/// [`parse_state`] for callers outside this module (the fuzz target): the
+/// nodes and the public IP a state file's text names.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn parse_state_text(text: &str) -> (Vec<SocketAddrV4>, Option<Ipv4Addr>) {
+    let s = parse_state(text);
+    (s.nodes, s.public_ip)
+}
+
 /// Parses the state text: `node IP:PORT` and `public-ip IP` lines; other
 /// lines are ignored so the format can grow.
 fn parse_state(text: &str) -> SavedState {

@@ -41,6 +41,9 @@ pub mod choker;
 pub mod cmd;
 pub mod create;
 pub mod dht;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod geometry;
 pub mod id;
 pub mod magnet;
