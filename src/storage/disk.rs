@@ -333,9 +333,12 @@ impl Storage {
     /// [`StorageError::NotOurs`] before anything is created, unless
     /// `overwrite`, which truncates such files and downloads over them.
     /// Zero-length torrent files are never written, so they never refuse.
-    /// Known limit: a crash in the middle of a file's very first piece
-    /// write leaves bytes that pass no check, and that file is then
-    /// refused until `--overwrite` is given.
+    /// Known limits, both erring on the side of the user's data: a crash in
+    /// the middle of a file's very first piece write leaves bytes that pass
+    /// no check; and a file whose every piece also covers a file that is
+    /// missing (deleted from a finished multi-file download) cannot be
+    /// checked at all. Either file is refused until `--overwrite` is given
+    /// (it is then downloaded again).
     ///
     /// Never truncates a file that is btc's.
     pub fn prepare(&self, have: &Bitfield, overwrite: bool) -> Result<(), StorageError> {

@@ -1,4 +1,6 @@
 //! Storage: pure piece-to-file layout and the blocking disk I/O behind it.
+//! Every path below the output folder is opened without following
+//! symlinks (`beneath`), and open file handles are a bounded budget.
 
 mod beneath;
 pub mod disk;
