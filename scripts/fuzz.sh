@@ -9,7 +9,13 @@
 # inputs go to a scratch folder. Minimize and check in by hand with
 # `cargo +nightly fuzz cmin TARGET`.
 #
+# Targets are built without a sanitizer (btc forbids unsafe code, so
+# AddressSanitizer would find nothing a panic does not, at twice the cost)
+# and with debug assertions, so an arithmetic overflow is a crash.
+#
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]
+#   FUZZ_RUNS=N      stop each target after N executions (SECONDS stays the cap)
+#   FUZZ_SCRATCH=DIR keep the new inputs in DIR/TARGET (default: a temp dir)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "[fuzz] $*" >&2; }
@@ -36,11 +42,17 @@ if [ $# -gt 0 ]; then
 else
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
-scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
+if [ -n "${FUZZ_SCRATCH:-}" ]; then
+  scratch=$FUZZ_SCRATCH # kept, e.g. to minimize into fuzz/corpus later
+  mkdir -p "$scratch"
+else
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' EXIT
+fi
 
 say "building ${#targets[@]} targets"
-nice -n 15 cargo +nightly fuzz build >&2
+flags=(--sanitizer none --debug-assertions)
+nice -n 15 cargo +nightly fuzz build "${flags[@]}" >&2
 
 rows=()
 failed=0
@@ -49,8 +61,10 @@ for t in "${targets[@]}"; do
   mkdir -p "$scratch/$t" "fuzz/corpus/$t"
   log="$scratch/$t.log"
   status=0
-  nice -n 15 cargo +nightly fuzz run "$t" "$scratch/$t" "fuzz/corpus/$t" -- \
-    -max_total_time="$secs" -timeout=10 -print_final_stats=1 >"$log" 2>&1 || status=$?
+  runs=()
+  [ -n "${FUZZ_RUNS:-}" ] && runs=(-runs="$FUZZ_RUNS")
+  nice -n 15 cargo +nightly fuzz run "${flags[@]}" "$t" "$scratch/$t" "fuzz/corpus/$t" -- \
+    -max_total_time="$secs" "${runs[@]}" -timeout=10 -print_final_stats=1 >"$log" 2>&1 || status=$?
   execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
   if [ -z "$execs" ]; then
     # A crash ends the run before the final stats; take the last status line.

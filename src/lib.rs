@@ -35,6 +35,8 @@
 //! - [`ui`]: progress bars, fed from session statistics.
 //! - [`cmd`]: one function per subcommand, called by `main.rs`.
 
+#![forbid(unsafe_code)]
+
 pub mod bencode;
 pub mod bitfield;
 pub mod choker;

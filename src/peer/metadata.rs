@@ -326,9 +326,19 @@ struct Candidate {
     bytes: usize,
     /// Set while the round is fed by this one suspect alone.
     solo: Option<PeerKey>,
+    /// When the round last changed hands or received a piece. A round
+    /// without progress for [`REQUEST_EXPIRE`] is *stalled*: the peers
+    /// waiting for their turn may take it over.
+    active_at: Option<Instant>,
 }
 
 impl Candidate {
+    /// Whether the round made no progress for [`REQUEST_EXPIRE`].
+    fn stalled(&self, now: Instant) -> bool {
+        self.active_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= REQUEST_EXPIRE)
+    }
+
     /// Requests `peer` has in flight for this candidate.
     fn outstanding(&self, peer: PeerKey) -> usize {
         self.slots
@@ -405,6 +415,9 @@ struct PeerState {
     suspect: bool,
     /// Proven to send wrong or malformed data: never asked again.
     bad: bool,
+    /// Solo rounds this suspect was given: the suspect with the fewest goes
+    /// next, so liars cannot keep an honest suspect from its turn.
+    turns: u32,
 }
 
 impl PeerState {
@@ -552,27 +565,44 @@ impl MetadataAssembler {
         let eager_claimant = self.peers.values().any(|s| s.size == size && s.eager());
         let c = self.candidates.get(&size)?;
         let solo = c.solo;
+        let stalled = c.stalled(now);
         if suspect {
-            // Suspects never share a round: while a clean peer is expected
-            // to deliver they wait, otherwise one of them owns the round.
-            if eager_claimant {
-                return None;
-            }
+            // Suspects never share a round. One of them may own it when no
+            // clean peer is expected to deliver and the clean peers' round
+            // (or the last suspect's) stalled, in turn: fewest turns first.
             if solo != Some(peer) {
-                if let Some(q) = solo
-                    && let Some(qs) = self.peers.get(&q)
-                    && !qs.bad
-                    && (qs.strikes == 0 || c.outstanding(q) > 0)
-                {
+                let busy = match solo {
+                    None => {
+                        eager_claimant
+                            || (!stalled && c.slots.values().any(|s| matches!(s, Slot::Asked(_))))
+                    }
+                    Some(q) => self.peers.get(&q).is_some_and(|qs| {
+                        !qs.bad && (qs.strikes == 0 || c.outstanding(q) > 0) && !stalled
+                    }),
+                };
+                let turns = self.peers.get(&peer)?.turns;
+                let behind = self.peers.iter().any(|(q, s)| {
+                    *q != peer && s.size == size && s.suspect && !s.bad && s.turns < turns
+                });
+                if busy || behind {
                     return None;
                 }
                 self.restart(size, Some(peer));
                 self.candidates.get_mut(&size)?.solo = Some(peer);
+                if let Some(s) = self.peers.get_mut(&peer) {
+                    s.turns = s.turns.saturating_add(1);
+                }
             }
-        } else if solo.is_some() {
-            // A clean peer replaces a suspect's solo round, unless it is
-            // deprioritised itself.
-            if !self.peers.get(&peer)?.eager() {
+        } else if let Some(owner) = solo {
+            // A clean peer replaces a suspect's solo round at once if it is
+            // eager; a deprioritised one only once the suspect failed or
+            // stalled, so a silent suspect cannot keep an honest peer with
+            // a strike waiting forever (regression_metadata_solo_suspect_stall).
+            let owner_failed = self
+                .peers
+                .get(&owner)
+                .is_none_or(|s| s.bad || s.strikes > 0);
+            if !self.peers.get(&peer)?.eager() && !owner_failed && !stalled {
                 return None;
             }
             self.restart(size, None);
@@ -765,6 +795,7 @@ impl MetadataAssembler {
         );
         c.have += 1;
         c.bytes += data.len();
+        c.active_at = Some(now);
         self.buffered += data.len();
         let complete = c.have == piece_count(size);
         if let Some(state) = self.peers.get_mut(&peer) {
@@ -995,6 +1026,7 @@ impl MetadataAssembler {
     fn restart(&mut self, size: u32, keep: Option<PeerKey>) {
         if let Some(c) = self.candidates.get_mut(&size) {
             self.buffered = self.buffered.saturating_sub(c.restart(keep));
+            c.active_at = self.clock;
         }
     }
 

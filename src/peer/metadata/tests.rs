@@ -711,3 +711,48 @@ fn regression_metadata_deprioritised_honest_peer_races_stale_requests() {
     assert_eq!(done.as_deref(), Some(&info[..]));
     assert!(t <= t0 + REQUEST_EXPIRE + REREQUEST_AFTER);
 }
+
+/// Found by the `metadata` fuzz target (`fuzz/artifacts/metadata/
+/// crash-78d72c4d…`): a silent suspect owned the solo round forever, and
+/// an honest peer with a strike never got to replace it.
+#[test]
+fn regression_metadata_solo_suspect_stall() {
+    let info = info_of_len(2 * METADATA_PIECE_LEN);
+    let size = info.len() as u32;
+    let mut poison = info.clone();
+    poison[0] ^= 1;
+    let mut a = MetadataAssembler::new(hash_of(&info));
+    let t0 = Instant::now();
+    // Two liars share a round that fails: both become suspects.
+    for p in [1, 2] {
+        a.on_peer_size(p, size).unwrap();
+    }
+    assert_eq!(a.next_request(1, t0), Some(0));
+    assert_eq!(a.next_request(2, t0), Some(1));
+    a.on_data(1, 0, size, &data_of(&poison, 0), t0).unwrap();
+    assert!(a.on_data(2, 1, size, &data_of(&poison, 1), t0).is_err());
+    // The honest peer was slow once: one strike.
+    a.on_peer_size(0, size).unwrap();
+    assert!(a.next_request(0, t0).is_some());
+    let t1 = t0 + REQUEST_EXPIRE;
+    // A suspect gets its solo round and goes silent; it has not failed
+    // yet, so the struck honest peer waits.
+    assert!(a.next_request(1, t1).is_some());
+    assert_eq!(a.next_request(0, t1), None);
+    // Once the suspect's request expired, the honest peer takes over, and
+    // no suspect takes the round back while it has a request out.
+    let t2 = t1 + REQUEST_EXPIRE;
+    let p = a
+        .next_request(0, t2)
+        .expect("honest peer replaces the stalled suspect");
+    assert_eq!(a.next_request(1, t2), None);
+    assert_eq!(a.next_request(2, t2), None);
+    let mut out = a.on_data(0, p, size, &data_of(&info, p), t2).unwrap();
+    while out.is_none() {
+        let p = a.next_request(0, t2).expect("next piece");
+        out = a.on_data(0, p, size, &data_of(&info, p), t2).unwrap();
+    }
+    assert_eq!(out.as_deref(), Some(&info[..]));
+    assert!(!a.is_bad(0));
+    a.check_invariants();
+}
