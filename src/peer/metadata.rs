@@ -571,15 +571,19 @@ impl MetadataAssembler {
             // clean peer is expected to deliver and the clean peers' round
             // (or the last suspect's) stalled, in turn: fewest turns first.
             if solo != Some(peer) {
-                let busy = match solo {
-                    None => {
-                        eager_claimant
-                            || (!stalled && c.slots.values().any(|s| matches!(s, Slot::Asked(_))))
-                    }
-                    Some(q) => self.peers.get(&q).is_some_and(|qs| {
-                        !qs.bad && (qs.strikes == 0 || c.outstanding(q) > 0) && !stalled
-                    }),
-                };
+                // A round that made no progress for REQUEST_EXPIRE is
+                // free whoever holds it: a silent peer that is never asked
+                // (so never struck) must not keep suspects waiting forever.
+                let busy = !stalled
+                    && match solo {
+                        None => {
+                            eager_claimant || c.slots.values().any(|s| matches!(s, Slot::Asked(_)))
+                        }
+                        Some(q) => self
+                            .peers
+                            .get(&q)
+                            .is_some_and(|qs| !qs.bad && (qs.strikes == 0 || c.outstanding(q) > 0)),
+                    };
                 let turns = self.peers.get(&peer)?.turns;
                 let behind = self.peers.iter().any(|(q, s)| {
                     *q != peer && s.size == size && s.suspect && !s.bad && s.turns < turns
@@ -594,15 +598,16 @@ impl MetadataAssembler {
                 }
             }
         } else if let Some(owner) = solo {
-            // A clean peer replaces a suspect's solo round at once if it is
-            // eager; a deprioritised one only once the suspect failed or
-            // stalled, so a silent suspect cannot keep an honest peer with
-            // a strike waiting forever (regression_metadata_solo_suspect_stall).
+            // A clean peer takes a suspect's solo round back once the
+            // suspect failed (a reject or an expired request) or the round
+            // stalled, not before: an honest suspect making progress is
+            // not interrupted by every newcomer, and a silent one cannot
+            // keep the others waiting (regression_metadata_solo_suspect_stall).
             let owner_failed = self
                 .peers
                 .get(&owner)
                 .is_none_or(|s| s.bad || s.strikes > 0);
-            if !self.peers.get(&peer)?.eager() && !owner_failed && !stalled {
+            if !owner_failed && !stalled {
                 return None;
             }
             self.restart(size, None);
