@@ -322,7 +322,7 @@ pub fn metadata(data: &[u8]) {
             *peer %= PEERS;
         }
         events += 1;
-        if events > 500 {
+        if events > 160 {
             break;
         }
         match ev {
