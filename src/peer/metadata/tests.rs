@@ -756,3 +756,50 @@ fn regression_metadata_solo_suspect_stall() {
     assert!(!a.is_bad(0));
     a.check_invariants();
 }
+
+/// Found by the `metadata` fuzz target (`fuzz/artifacts/metadata/
+/// crash-5fc826f7…`): an eager liar that was never asked (every piece
+/// already had its requesters) was never struck, and as long as it stayed
+/// eager the honest suspect never got its solo round. Silent liars of
+/// every kind may delay the magnet, by a bounded time each.
+#[test]
+fn regression_metadata_unasked_eager_liar_does_not_block_suspects() {
+    let info = info_of_len(2 * METADATA_PIECE_LEN);
+    let size = info.len() as u32;
+    let mut poison = info.clone();
+    poison[METADATA_PIECE_LEN] ^= 1;
+    let mut a = MetadataAssembler::new(hash_of(&info));
+    let t0 = Instant::now();
+    // The honest peer 0 and the liar 9 share a round that fails.
+    a.on_peer_size(0, size).unwrap();
+    a.on_peer_size(9, size).unwrap();
+    assert_eq!(a.next_request(0, t0), Some(0));
+    assert_eq!(a.next_request(9, t0), Some(1));
+    a.on_data(0, 0, size, &data_of(&info, 0), t0).unwrap();
+    assert!(a.on_data(9, 1, size, &data_of(&poison, 1), t0).is_err());
+    // A clean liar sends the true piece 0 unasked; three more take turns
+    // asking for piece 1 and stay silent, so it always has its three
+    // requesters; the last liar is eager but never gets a request.
+    for liar in 4..9 {
+        a.on_peer_size(liar, size).unwrap();
+    }
+    assert_eq!(a.on_data(4, 0, size, &data_of(&info, 0), t0), Ok(None));
+    let mut t = t0;
+    let mut done = None;
+    'rounds: for _ in 0..36 {
+        for liar in 5..9 {
+            while a.next_request(liar, t).is_some() {}
+        }
+        while let Some(p) = a.next_request(0, t) {
+            if let Some(out) = a.on_data(0, p, size, &data_of(&info, p), t).unwrap() {
+                done = Some(out);
+                break 'rounds;
+            }
+        }
+        a.check_invariants();
+        t += REREQUEST_AFTER;
+    }
+    assert_eq!(done.as_deref(), Some(&info[..]));
+    assert!(t <= t0 + Duration::from_secs(120), "took {:?}", t - t0);
+    assert!(!a.is_bad(0));
+}
