@@ -52,6 +52,7 @@ pub mod magnet;
 pub mod metainfo;
 pub mod peer;
 pub mod picker;
+pub mod ratelimit;
 pub mod session;
 pub mod spawn;
 pub mod storage;
@@ -61,7 +62,7 @@ pub mod webseed;
 
 /// An error and its chain of causes on one line. Some libraries (reqwest)
 /// put the useful part ("connection refused") only in the causes.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {

@@ -47,6 +47,10 @@ pub struct DownloadArgs {
     pub overwrite: bool,
     /// No bars, no summary.
     pub quiet: bool,
+    /// Download limit, bytes/s (0 = none).
+    pub download_limit: u64,
+    /// Upload limit, bytes/s (0 = none).
+    pub upload_limit: u64,
 }
 
 /// Default listen port (also the DHT's UDP port).
@@ -97,11 +101,14 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
             // bonus, not a reason to fail.
             Err(e) => match DhtHandle::start(DhtConfig { port: 0, ..cfg }) {
                 Ok(d) => {
-                    tracing::warn!("DHT: {e}; using a free UDP port instead");
+                    tracing::warn!(
+                        "DHT: {}; using a free UDP port instead",
+                        crate::error_chain(&e)
+                    );
                     Some(d)
                 }
                 Err(e) => {
-                    tracing::warn!("DHT disabled: {e}");
+                    tracing::warn!("DHT disabled: {}", crate::error_chain(&e));
                     None
                 }
             },
@@ -122,6 +129,7 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
         dht: dht.clone(),
         state_dir,
         overwrite: args.overwrite,
+        rate_limits: crate::ratelimit::RateLimits::new(args.download_limit, args.upload_limit),
     };
     let (status_tx, status_rx) = watch::channel(Status::default());
     let ui_task = tokio::spawn(ui::render(status_rx, args.quiet));
@@ -130,7 +138,7 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
     if let Some(d) = dht
         && let Err(e) = d.save_state()
     {
-        tracing::debug!("saving DHT state: {e}");
+        tracing::debug!("saving DHT state: {}", crate::error_chain(&e));
     }
     result
 }

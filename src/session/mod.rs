@@ -95,6 +95,8 @@ pub struct Options {
     /// Download over existing files that are not this torrent's (see
     /// [`Storage::prepare`]).
     pub overwrite: bool,
+    /// Process-wide rate limits (shared with every other torrent).
+    pub rate_limits: crate::ratelimit::RateLimits,
 }
 
 /// What happened, for the final summary.
@@ -182,6 +184,7 @@ pub async fn run(
         },
         torrent_token.clone(),
     );
+    let _ = shared.rate_limits.set(opts.rate_limits.clone());
 
     let mut status = Status {
         name: name_hint.unwrap_or_else(|| info_hash.to_hex()),
@@ -290,7 +293,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut completed_at: Option<Instant> = complete_at_start.then(Instant::now);
     let mut download_time = None;
-    let mut last_rate = (Instant::now(), 0u64, 0u64);
+    let mut rates = status::RateWindow::default();
     let dialing = Arc::new(AtomicUsize::new(0));
     let mut seeding_since = completed_at;
     let mut verified_rx = shared.pieces_verified.subscribe();
@@ -383,17 +386,16 @@ pub async fn run(
                 // Status for the UI.
                 let down = shared.counters.downloaded.load(Ordering::Relaxed);
                 let up = shared.counters.uploaded.load(Ordering::Relaxed);
-                let dt = now.duration_since(last_rate.0).as_secs_f64();
-                if dt >= 1.0 {
-                    status.down_rate = ((down - last_rate.1) as f64 / dt) as u64;
-                    status.up_rate = ((up - last_rate.2) as f64 / dt) as u64;
-                    last_rate = (now, down, up);
+                if let Some((d, u)) = rates.sample(now.into_std(), down, up) {
+                    status.down_rate = d;
+                    status.up_rate = u;
                 }
                 {
                     let st = shared.lock();
                     status.peers_connected = st.peers.len();
                     status.seeds_connected = st.peers.values().filter(|p| p.seed).count();
                     status.web_seeds = st.web_seed_strikes.len();
+                    status.peers_used = st.sources.len();
                     if let Some(a) = &st.assembler {
                         status.metadata_progress = a.progress();
                     }
@@ -429,6 +431,7 @@ pub async fn run(
                     completed_at = Some(now);
                     seeding_since = Some(now);
                     download_time = Some(now.duration_since(started));
+                    status.download_time = download_time;
                     on_complete(&shared);
                     status.phase = Phase::Seeding;
                     status_tx.send_replace(status.clone());

@@ -78,6 +78,9 @@ pub struct PeerEntry {
     pub last_useful: Instant,
 }
 
+/// Distinct sources remembered for the summary.
+pub const MAX_SOURCES: usize = 65_536;
+
 /// Mutable state behind the lock.
 #[derive(Default)]
 pub struct State {
@@ -99,6 +102,9 @@ pub struct State {
     pub assembler: Option<MetadataAssembler>,
     /// Hash-failure strikes of each running web seed, by its key.
     pub web_seed_strikes: HashMap<PeerKey, u32>,
+    /// Peers and web seeds that sent at least one wanted block (for the
+    /// summary's "from N peers"; stops growing at [`MAX_SOURCES`]).
+    pub sources: HashSet<PeerKey>,
 }
 
 /// One block of a piece that failed its hash check.
@@ -164,6 +170,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// A storage failure that must end the run.
     pub fatal: Mutex<Option<String>>,
+    /// Process-wide rate limits, set once by the session before any peer.
+    pub rate_limits: OnceLock<crate::ratelimit::RateLimits>,
     /// Connection limits.
     pub limits: Limits,
     /// This very `Shared`, for trait methods that must spawn work holding it.
@@ -197,6 +205,7 @@ impl Shared {
             disk_tasks: TaskTracker::new(),
             tasks: TaskTracker::new(),
             fatal: Mutex::new(None),
+            rate_limits: OnceLock::new(),
             limits,
             this: this.clone(),
         });
