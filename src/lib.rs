@@ -43,6 +43,7 @@ pub mod choker;
 pub mod cmd;
 pub mod create;
 pub mod dht;
+pub mod events;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -85,6 +85,10 @@ struct DownloadFlags {
     /// Download rate limit in bytes/s, K/M/G suffixes (2M = 2 MiB/s); 0 = none.
     #[arg(long, value_name = "RATE", default_value = "0", value_parser = btc::ratelimit::parse_rate)]
     download_limit: u64,
+    /// JSON lines on stdout instead of progress bars: one object per event
+    /// (see README for the schema).
+    #[arg(long)]
+    json: bool,
     /// Upload rate limit in bytes/s, K/M/G suffixes; 0 = none.
     #[arg(long, value_name = "RATE", default_value = "0", value_parser = btc::ratelimit::parse_rate)]
     upload_limit: u64,
@@ -319,9 +323,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 quiet: cli.quiet,
                 download_limit: f.download_limit,
                 upload_limit: f.upload_limit,
+                json: f.json,
             };
+            let json = f.json;
             let report = cmd::download::run(args, shutdown.clone()).await?;
-            if !cli.quiet {
+            if !cli.quiet && !json {
                 println!("{}", cmd::download::summary(&report));
             }
             // Interrupted before the data was complete: not a success, and

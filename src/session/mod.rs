@@ -9,6 +9,7 @@
 //! decisions that need a view of every peer.
 
 pub mod accept;
+pub mod files;
 pub mod host;
 pub mod shared;
 pub mod status;
@@ -97,6 +98,8 @@ pub struct Options {
     pub overwrite: bool,
     /// Process-wide rate limits (shared with every other torrent).
     pub rate_limits: crate::ratelimit::RateLimits,
+    /// Where discrete events go for `--json` (`None`: nobody listens).
+    pub events: Option<mpsc::Sender<status::SessionEvent>>,
 }
 
 /// What happened, for the final summary.
@@ -185,6 +188,11 @@ pub async fn run(
         torrent_token.clone(),
     );
     let _ = shared.rate_limits.set(opts.rate_limits.clone());
+    if let Some(tx) = &opts.events {
+        let _ = shared.events.set(tx.clone());
+    }
+    // Completed files for `--json`, fed from the verified-piece log.
+    let mut file_tracker: Option<(files::FileTracker, usize)> = None;
 
     let mut status = Status {
         name: name_hint.unwrap_or_else(|| info_hash.to_hex()),
@@ -427,7 +435,29 @@ pub async fn run(
                 }
                 status_tx.send_replace(status.clone());
 
+                if opts.events.is_some()
+                    && let Some(data) = shared.data()
+                {
+                    let (tracker, cursor) = file_tracker.get_or_insert_with(|| {
+                        (files::FileTracker::new(&data.meta.info, data.geometry), 0)
+                    });
+                    let new: Vec<u32> = {
+                        let st = shared.lock();
+                        let new = st.verified_log.get(*cursor..).unwrap_or_default().to_vec();
+                        *cursor = st.verified_log.len();
+                        new
+                    };
+                    for piece in new {
+                        for (index, path) in tracker.on_piece(piece) {
+                            shared.emit(status::SessionEvent::FileDone { index, path });
+                        }
+                    }
+                }
                 if completed_at.is_none() && shared.is_complete() {
+                    shared.emit(status::SessionEvent::Complete {
+                        elapsed: now.duration_since(started),
+                        downloaded: down,
+                    });
                     completed_at = Some(now);
                     seeding_since = Some(now);
                     download_time = Some(now.duration_since(started));
@@ -641,6 +671,20 @@ async fn install(
         .iter_ones()
         .map(|i| geometry.piece_len(i as u32) as u64)
         .sum();
+    shared.emit(status::SessionEvent::Metadata {
+        name: data.meta.info.name.clone(),
+        size: geometry.total_length,
+        pieces: geometry.piece_count,
+        piece_length: geometry.piece_length,
+        files: data
+            .meta
+            .info
+            .files
+            .iter()
+            .filter(|f| !f.pad)
+            .map(|f| (f.path.join("/"), f.length))
+            .collect(),
+    });
     shared.install(data, have);
     Ok(())
 }

@@ -170,6 +170,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// A storage failure that must end the run.
     pub fatal: Mutex<Option<String>>,
+    /// `--json`'s event channel, set once by the session when listened to.
+    pub events: OnceLock<mpsc::Sender<super::status::SessionEvent>>,
     /// Process-wide rate limits, set once by the session before any peer.
     pub rate_limits: OnceLock<crate::ratelimit::RateLimits>,
     /// Connection limits.
@@ -206,6 +208,7 @@ impl Shared {
             tasks: TaskTracker::new(),
             fatal: Mutex::new(None),
             rate_limits: OnceLock::new(),
+            events: OnceLock::new(),
             limits,
             this: this.clone(),
         });
@@ -251,6 +254,14 @@ impl Shared {
         let _ = self.data.set(data);
         self.metadata_ready.notify_waiters();
         self.pieces_verified.send_modify(|v| *v += 1);
+    }
+
+    /// Reports an event to `--json`, if anyone listens. A full queue drops
+    /// it rather than stall the torrent.
+    pub fn emit(&self, event: super::status::SessionEvent) {
+        if let Some(tx) = self.events.get() {
+            let _ = tx.try_send(event);
+        }
     }
 
     /// Bytes of verified data and the total, or `None` before metadata.

@@ -81,6 +81,49 @@ pub struct Status {
     pub peers_used: usize,
 }
 
+/// Events the session reports as they happen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEvent {
+    /// The info dictionary is known (at once for a .torrent).
+    Metadata {
+        /// Torrent name.
+        name: String,
+        /// Content size in bytes.
+        size: u64,
+        /// Piece count.
+        pieces: u32,
+        /// Piece length in bytes.
+        piece_length: u32,
+        /// (path, length) of each file, pad files left out, numbered from 1
+        /// in this order as `btc info` does.
+        files: Vec<(String, u64)>,
+    },
+    /// A piece failed its hash check and will be fetched again.
+    PieceFailed {
+        /// The piece.
+        piece: u32,
+    },
+    /// Every piece of a file is verified on disk.
+    FileDone {
+        /// 1-based file number (pad files skipped).
+        index: usize,
+        /// Path inside the torrent.
+        path: String,
+    },
+    /// The last piece was verified.
+    Complete {
+        /// Time from start.
+        elapsed: Duration,
+        /// Payload bytes downloaded this run.
+        downloaded: u64,
+    },
+    /// Writing to the disk failed; the torrent is paused and retries.
+    DiskError {
+        /// What failed, on one line.
+        message: String,
+    },
+}
+
 /// Transfer rates over a sliding window of byte-counter samples, so the
 /// first estimate appears a fraction of a second after data starts to flow
 /// (a fixed one-second bucket showed `0 B/s` for the whole first second).

@@ -134,6 +134,7 @@ pub fn spawn_verify(
                 remember_suspects(&mut st, piece, &senders, &hashes);
                 let banned = shared.strike(&mut st, &contributors);
                 drop(st);
+                shared.emit(super::status::SessionEvent::PieceFailed { piece });
                 tracing::warn!("piece {piece} failed its hash check; fetching it again");
                 for ip in banned {
                     tracing::warn!("banned {ip}: it kept sending corrupt data");

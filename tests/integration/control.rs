@@ -180,3 +180,97 @@ fn completions_and_man_page() {
         "man page lacks the flags"
     );
 }
+
+/// `--json`: every stdout line is a JSON object with `event`, `ts` and
+/// `info_hash`; the events come in order; nothing else is on stdout.
+#[test]
+fn json_lines_tell_the_whole_story_in_order() {
+    let ctx = Ctx::new("control-json", secs(120));
+    let seed_dir = ctx.mkdir("seed");
+    let payload = Payload::nested("jsoned", 1);
+    let root = payload.write(&seed_dir, 5);
+    let t = ctx.join("jsoned.torrent");
+    btc_create(&ctx, &root, &t, &[]);
+    let hash = btc_info_hash(&ctx, s(&t));
+    let port = free_port();
+    let _seed = start_btc_seeder(
+        &ctx,
+        "seeder",
+        &seed_dir,
+        s(&t),
+        port,
+        &["--no-dht", "--bind", "127.0.0.1", "--upload-limit", "1M"],
+    );
+    let out = ctx.join("out");
+    let peer = format!("127.0.0.1:{port}");
+    let (stdout, _, took) = leech(
+        &ctx,
+        "leecher",
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--json",
+        ],
+        secs(60),
+    );
+    assert_same_tree(&root, &out.join("jsoned"));
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    let mut last_ts = 0.0;
+    for e in &events {
+        assert_eq!(e["info_hash"], hash.as_str(), "{e}");
+        let ts = e["ts"].as_f64().unwrap();
+        assert!(ts >= last_ts, "time goes back: {e}");
+        last_ts = ts;
+    }
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|x| *x == n)
+            .unwrap_or_else(|| panic!("no {n} event in {names:?}"))
+    };
+    assert_eq!(names[0], "started");
+    assert!(pos("started") < pos("metadata"));
+    assert!(pos("metadata") < pos("complete"));
+    assert!(pos("complete") < pos("stopped"));
+    assert_eq!(*names.last().unwrap(), "stopped");
+    let meta = &events[pos("metadata")];
+    assert_eq!(meta["name"], "jsoned");
+    assert_eq!(meta["size"], payload.total());
+    assert_eq!(meta["files"].as_array().unwrap().len(), payload.files.len());
+    let done: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "file_done")
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    let mut sorted = done.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        (1..=payload.files.len() as u64).collect::<Vec<_>>(),
+        "{names:?}"
+    );
+    assert!(pos("complete") > names.iter().rposition(|x| *x == "file_done").unwrap());
+    // Progress at least once a second while it ran.
+    let progress = names.iter().filter(|n| **n == "progress").count();
+    assert!(
+        progress as f64 >= took.as_secs_f64() - 2.0,
+        "{progress} progress events in {took:?}"
+    );
+    assert!(names.contains(&"peer"), "{names:?}");
+    let stopped = &events[pos("stopped")];
+    assert_eq!(stopped["complete"], true);
+}
