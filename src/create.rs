@@ -49,7 +49,7 @@ pub struct CreateOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
     /// Reading the file system failed.
-    #[error("{}: {source}", path.display())]
+    #[error("reading {}", path.display())]
     Io {
         /// The file or folder involved.
         path: PathBuf,

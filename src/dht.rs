@@ -119,7 +119,7 @@ const REBIND_PATIENCE: Duration = Duration::from_secs(15);
 #[derive(Debug, thiserror::Error)]
 pub enum DhtError {
     /// The UDP socket could not be bound or the actor thread not started.
-    #[error("cannot start dht on {bind}:{port}: {source}")]
+    #[error("cannot start dht on {bind}:{port}")]
     Start {
         /// The configured bind address.
         bind: Ipv4Addr,
@@ -129,7 +129,7 @@ pub enum DhtError {
         source: std::io::Error,
     },
     /// Reading or writing the state file failed.
-    #[error("dht state file {path}: {source}")]
+    #[error("dht state file {path}")]
     State {
         /// The file.
         path: PathBuf,

@@ -43,6 +43,7 @@ pub mod choker;
 pub mod cmd;
 pub mod create;
 pub mod dht;
+pub mod events;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -52,6 +53,7 @@ pub mod magnet;
 pub mod metainfo;
 pub mod peer;
 pub mod picker;
+pub mod ratelimit;
 pub mod session;
 pub mod spawn;
 pub mod storage;
@@ -61,7 +63,7 @@ pub mod webseed;
 
 /// An error and its chain of causes on one line. Some libraries (reqwest)
 /// put the useful part ("connection refused") only in the causes.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {

@@ -37,7 +37,7 @@ pub enum MagnetError {
     #[error("BitTorrent v2 magnets (urn:btmh) are not supported yet")]
     V2NotSupported,
     /// The btih value is not a valid info-hash.
-    #[error("bad info-hash in magnet URI: {0}")]
+    #[error("bad info-hash in magnet URI")]
     BadHash(#[from] IdError),
     /// Several btih values that disagree.
     #[error("magnet URI has conflicting info-hashes {0} and {1}")]

@@ -1,11 +1,12 @@
 //! The `btc` command line: parse, run, print one-line errors.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use btc::cmd;
 use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -81,6 +82,16 @@ struct DownloadFlags {
     /// (otherwise such a file stops the download).
     #[arg(long)]
     overwrite: bool,
+    /// Download rate limit in bytes/s, K/M/G suffixes (2M = 2 MiB/s); 0 = none.
+    #[arg(long, value_name = "RATE", default_value = "0", value_parser = btc::ratelimit::parse_rate)]
+    download_limit: u64,
+    /// JSON lines on stdout instead of progress bars: one object per event
+    /// (see README for the schema).
+    #[arg(long)]
+    json: bool,
+    /// Upload rate limit in bytes/s, K/M/G suffixes; 0 = none.
+    #[arg(long, value_name = "RATE", default_value = "0", value_parser = btc::ratelimit::parse_rate)]
+    upload_limit: u64,
 }
 
 #[derive(Subcommand)]
@@ -116,6 +127,13 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+    /// Print shell completions (e.g. `btc completions bash > /etc/bash_completion.d/btc`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; e.g. `btc man | man -l -`).
+    Man,
     /// Run a DHT node holding no torrent (a bootstrap node for others).
     Dht {
         /// UDP port.
@@ -179,7 +197,7 @@ fn one_line(e: &anyhow::Error) -> String {
 /// so a peer that triggers the same bug a thousand times cannot flood the
 /// terminal. `RUST_BACKTRACE=1` restores the default report for debugging.
 fn install_panic_hook() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     const MAX_PANIC_LINES: usize = 5;
     static PANICS: AtomicUsize = AtomicUsize::new(0);
     if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
@@ -238,6 +256,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "btc", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Man) => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Info { source, state_dir }) => {
             let text = cmd::info::describe_source(&source, state_dir).await?;
             print!("{text}");
@@ -291,45 +321,56 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 max_per_ip: f.max_peers_per_ip.max(1),
                 overwrite: f.overwrite,
                 quiet: cli.quiet,
+                download_limit: f.download_limit,
+                upload_limit: f.upload_limit,
+                json: f.json,
             };
+            let json = f.json;
             let report = cmd::download::run(args, shutdown.clone()).await?;
-            if !cli.quiet {
+            if !cli.quiet && !json {
                 println!("{}", cmd::download::summary(&report));
             }
             // Interrupted before the data was complete: not a success, and
-            // scripts must be able to tell (128 + SIGINT, as shells do).
+            // scripts must be able to tell (128 + the signal, as shells do).
             if shutdown.is_cancelled() && !report.complete {
-                return Ok(ExitCode::from(130));
+                return Ok(ExitCode::from(128 + STOP_SIGNAL.load(Ordering::Relaxed)));
             }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
+/// The signal that stopped us (2 = SIGINT, 15 = SIGTERM), for the exit status.
+static STOP_SIGNAL: AtomicU8 = AtomicU8::new(SIGINT);
+const SIGINT: u8 = 2;
+const SIGTERM: u8 = 15;
+
 /// First Ctrl-C (or SIGTERM) stops gracefully; a second one exits at once.
 fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        next_signal(&mut term).await;
+        let first = next_signal(&mut term).await;
+        STOP_SIGNAL.store(first, Ordering::Relaxed);
         shutdown.cancel();
-        next_signal(&mut term).await;
+        let second = next_signal(&mut term).await;
         eprintln!("error: interrupted twice; exiting without cleanup");
-        std::process::exit(130);
+        std::process::exit(128 + i32::from(second));
     });
 }
 
-/// Waits for Ctrl-C or, when it could be registered, SIGTERM.
-async fn next_signal(term: &mut Option<tokio::signal::unix::Signal>) {
+/// Waits for Ctrl-C or, when it could be registered, SIGTERM; returns which.
+async fn next_signal(term: &mut Option<tokio::signal::unix::Signal>) -> u8 {
     match term.as_mut() {
         Some(t) => {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = t.recv() => {}
+                _ = tokio::signal::ctrl_c() => SIGINT,
+                _ = t.recv() => SIGTERM,
             }
         }
         None => {
             let _ = tokio::signal::ctrl_c().await;
+            SIGINT
         }
     }
 }

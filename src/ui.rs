@@ -74,10 +74,26 @@ pub async fn render(mut rx: watch::Receiver<Status>, quiet: bool) {
     }
     let mut bar: Option<(Kind, ProgressBar)> = None;
     let mut printed = Printed::default();
+    let mut last_progress = std::time::Instant::now();
     loop {
         let s = rx.borrow_and_update().clone();
+        if !printed.complete
+            && let Some(line) = completion_line(&s)
+        {
+            printed.complete = true;
+            if !quiet {
+                let _ = multi().println(&line);
+                if !bars {
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                }
+            }
+        }
         if !bars && !quiet {
             plain_line(&s, &mut printed);
+            if s.phase == Phase::Downloading && last_progress.elapsed() >= PLAIN_PROGRESS_EVERY {
+                last_progress = std::time::Instant::now();
+                let _ = writeln!(std::io::stderr(), "{}", progress_line(&s));
+            }
         }
         if bars {
             draw(&s, &mut bar);
@@ -91,6 +107,9 @@ pub async fn render(mut rx: watch::Receiver<Status>, quiet: bool) {
         b.finish_and_clear();
     }
 }
+
+/// How often the plain (non-terminal) output prints a progress line.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(PartialEq, Eq, Clone, Copy)]
 enum Kind {
@@ -121,9 +140,11 @@ fn draw(s: &Status, bar: &mut Option<(Kind, ProgressBar)>) {
                 ProgressStyle::with_template("{spinner} {msg}").expect("valid template"),
             ),
             Kind::Transfer => ProgressBar::new(0).with_style(
-                ProgressStyle::with_template("{bar:30.green/blue} {bytes}/{total_bytes} {msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix} {bar:30.green/blue} {bytes}/{total_bytes} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             ),
         };
         b.enable_steady_tick(Duration::from_millis(120));
@@ -146,11 +167,58 @@ fn draw(s: &Status, bar: &mut Option<(Kind, ProgressBar)>) {
             s.metadata_progress.0, s.metadata_progress.1, s.peers_connected
         )),
         Phase::Downloading | Phase::Seeding | Phase::Stopping => {
+            b.set_prefix(short_name(&s.name, 32));
             b.set_length(s.total);
             b.set_position(s.have);
             b.set_message(transfer_message(s));
         }
     }
+}
+
+/// `name` cut to `max` characters with an ellipsis, for the bar's prefix.
+fn short_name(name: &str, max: usize) -> String {
+    if name.chars().count() <= max {
+        return name.to_string();
+    }
+    let mut s: String = name.chars().take(max.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
+/// The line shown once the download completes: what, how big, how fast,
+/// from how many peers.
+pub fn completion_line(s: &Status) -> Option<String> {
+    let t = s.download_time?;
+    let got = s.total.saturating_sub(s.resumed_bytes);
+    let secs = t.as_secs_f64().max(0.001);
+    let from = match s.peers_used {
+        1 => "1 peer".to_string(),
+        n => format!("{n} peers"),
+    };
+    Some(format!(
+        "complete: {} ({}) in {}, {}/s average, from {from}",
+        s.name,
+        human_bytes(got),
+        human_duration(t),
+        human_bytes((got as f64 / secs) as u64),
+    ))
+}
+
+/// The progress line printed every few seconds when stderr is not a
+/// terminal (logs of headless runs).
+fn progress_line(s: &Status) -> String {
+    let pct = if s.total == 0 {
+        0.0
+    } else {
+        s.have as f64 * 100.0 / s.total as f64
+    };
+    format!(
+        "{}: {pct:.1}% {}/{} {}",
+        s.name,
+        human_bytes(s.have),
+        human_bytes(s.total),
+        transfer_message(s)
+    )
 }
 
 fn transfer_message(s: &Status) -> String {
@@ -213,6 +281,7 @@ struct Printed {
     metadata: bool,
     downloading: bool,
     seeding: bool,
+    complete: bool,
 }
 
 fn plain_line(s: &Status, printed: &mut Printed) {
@@ -264,6 +333,33 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(42)), "42s");
         assert_eq!(human_duration(Duration::from_secs(185)), "3m05s");
         assert_eq!(human_duration(Duration::from_secs(3720)), "1h02m");
+    }
+
+    #[test]
+    fn completion_and_progress_lines_name_the_torrent() {
+        let s = Status {
+            name: "ubuntu.iso".into(),
+            total: 20 << 20,
+            have: 20 << 20,
+            resumed_bytes: 4 << 20,
+            download_time: Some(Duration::from_secs(4)),
+            peers_used: 3,
+            ..Status::default()
+        };
+        assert_eq!(
+            completion_line(&s).unwrap(),
+            "complete: ubuntu.iso (16.00 MiB) in 4.0s, 4.00 MiB/s average, from 3 peers"
+        );
+        assert_eq!(completion_line(&Status::default()), None);
+        let half = Status {
+            have: 10 << 20,
+            download_time: None,
+            phase: Phase::Downloading,
+            ..s
+        };
+        assert!(progress_line(&half).starts_with("ubuntu.iso: 50.0% 10.00 MiB/20.00 MiB ↓"));
+        assert_eq!(short_name("abcdef", 4), "abc…");
+        assert_eq!(short_name("abc", 4), "abc");
     }
 
     #[test]

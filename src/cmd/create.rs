@@ -54,8 +54,7 @@ pub fn run(args: CreateArgs) -> Result<Metainfo> {
         .expect("valid template")
         .progress_chars("=> "),
     );
-    let bytes = create_torrent(&opts, &|n| bar.set_position(n))
-        .with_context(|| format!("creating a torrent from {}", args.path.display()))?;
+    let bytes = create_torrent(&opts, &|n| bar.set_position(n)).context("creating a torrent")?;
     bar.finish_and_clear();
     let meta = Metainfo::from_bytes(&bytes).context("checking the new torrent")?;
     write_atomic(&args.output, &bytes)

@@ -16,14 +16,14 @@ pub async fn run(cfg: DhtConfig, shutdown: CancellationToken) -> Result<()> {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
                 if let Err(e) = dht.save_state() {
-                    tracing::warn!("saving DHT state: {e}");
+                    tracing::warn!("saving DHT state: {}", crate::error_chain(&e));
                 }
                 tracing::info!("routing table: {} nodes", dht.routing_table_size());
             }
         }
     }
     if let Err(e) = dht.save_state() {
-        tracing::warn!("saving DHT state: {e}");
+        tracing::warn!("saving DHT state: {}", crate::error_chain(&e));
     }
     Ok(())
 }

@@ -47,6 +47,12 @@ pub struct DownloadArgs {
     pub overwrite: bool,
     /// No bars, no summary.
     pub quiet: bool,
+    /// Download limit, bytes/s (0 = none).
+    pub download_limit: u64,
+    /// Upload limit, bytes/s (0 = none).
+    pub upload_limit: u64,
+    /// JSON lines on stdout instead of bars.
+    pub json: bool,
 }
 
 /// Default listen port (also the DHT's UDP port).
@@ -54,9 +60,19 @@ pub const DEFAULT_PORT: u16 = 6881;
 
 /// Runs the download; returns the report for the summary line.
 pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Report> {
-    let source = match resolve(&args.source).await? {
-        Resolved::Torrent(m) => Source::Torrent(m),
-        Resolved::Magnet(m) => Source::Magnet(m),
+    let source = match resolve(&args.source).await {
+        Ok(Resolved::Torrent(m)) => Source::Torrent(m),
+        Ok(Resolved::Magnet(m)) => Source::Magnet(m),
+        Err(e) => {
+            if args.json {
+                crate::events::emit(&crate::events::error_line(None, &format!("{e:#}")));
+            }
+            return Err(e);
+        }
+    };
+    let (info_hash, name_hint) = match &source {
+        Source::Torrent(m) => (m.info_hash, Some(m.info.name.clone())),
+        Source::Magnet(m) => (m.info_hash, m.name.clone()),
     };
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating the output folder {}", args.output.display()))?;
@@ -97,11 +113,14 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
             // bonus, not a reason to fail.
             Err(e) => match DhtHandle::start(DhtConfig { port: 0, ..cfg }) {
                 Ok(d) => {
-                    tracing::warn!("DHT: {e}; using a free UDP port instead");
+                    tracing::warn!(
+                        "DHT: {}; using a free UDP port instead",
+                        crate::error_chain(&e)
+                    );
                     Some(d)
                 }
                 Err(e) => {
-                    tracing::warn!("DHT disabled: {e}");
+                    tracing::warn!("DHT disabled: {}", crate::error_chain(&e));
                     None
                 }
             },
@@ -122,15 +141,38 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
         dht: dht.clone(),
         state_dir,
         overwrite: args.overwrite,
+        rate_limits: crate::ratelimit::RateLimits::new(args.download_limit, args.upload_limit),
+        events: None,
     };
+    let mut opts = opts;
     let (status_tx, status_rx) = watch::channel(Status::default());
-    let ui_task = tokio::spawn(ui::render(status_rx, args.quiet));
+    let ui_task = if args.json {
+        let (tx, rx) = tokio::sync::mpsc::channel(crate::events::EVENT_QUEUE);
+        opts.events = Some(tx);
+        tokio::spawn(crate::events::render(info_hash, name_hint, status_rx, rx))
+    } else {
+        tokio::spawn(ui::render(status_rx, args.quiet))
+    };
     let result = session::run(source, opts, status_tx, shutdown).await;
     let _ = ui_task.await;
+    if args.json {
+        match &result {
+            Ok(r) => crate::events::emit(&crate::events::stopped_line(
+                info_hash,
+                r.complete,
+                r.downloaded,
+                r.uploaded,
+            )),
+            Err(e) => crate::events::emit(&crate::events::error_line(
+                Some(info_hash),
+                &format!("{e:#}"),
+            )),
+        }
+    }
     if let Some(d) = dht
         && let Err(e) = d.save_state()
     {
-        tracing::debug!("saving DHT state: {e}");
+        tracing::debug!("saving DHT state: {}", crate::error_chain(&e));
     }
     result
 }

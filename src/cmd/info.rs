@@ -92,13 +92,21 @@ pub fn format_info(m: &Metainfo) -> String {
             info.files.len() - n
         ),
     };
-    for f in info.files.iter().filter(|f| !f.pad) {
-        let _ = writeln!(s, "  {:>10}  {}", human_bytes(f.length), f.path.join("/"));
+    // Numbered from 1, pad files skipped: the numbers a user gives to
+    // file selection.
+    for (n, f) in info.files.iter().filter(|f| !f.pad).enumerate() {
+        let _ = writeln!(
+            s,
+            "  {:>4}  {:>10}  {}",
+            n + 1,
+            human_bytes(f.length),
+            f.path.join("/")
+        );
     }
 
     let tiers = m.tracker_tiers();
     if tiers.is_empty() {
-        let _ = writeln!(s, "\nTrackers: none (DHT and peer exchange only)");
+        let _ = writeln!(s, "\nTrackers: none (DHT only)");
     } else {
         let _ = writeln!(s, "\nTrackers:");
         for (i, tier) in tiers.iter().enumerate() {
@@ -204,7 +212,7 @@ mod tests {
             "Created by:  Transmission/3.00",
             "Comment:     multi file golden\n",
             "Files (4):\n",
-            "  19.53 KiB  multi/z.dat\n",
+            "     4   19.53 KiB  multi/z.dat\n",
             "  Tier 1:\n    http://tracker.example/announce\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");

@@ -20,6 +20,7 @@ use super::state::{LocalInfo, Outbox, PeerCommand, PeerError, PeerState};
 use super::swarm::Swarm;
 use crate::id::{InfoHash, PeerId};
 use crate::picker::PeerKey;
+use crate::ratelimit::{RateLimits, Throttled};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::net::{IpAddr, SocketAddr};
@@ -62,7 +63,7 @@ pub enum ConnError {
     #[error("peer wants another torrent ({0})")]
     WrongTorrent(InfoHash),
     /// The torrent would not take this connection.
-    #[error("refused: {0}")]
+    #[error("refused")]
     Refused(#[from] Refused),
     /// The protocol ended the connection.
     #[error(transparent)]
@@ -123,6 +124,10 @@ pub trait PeerHost: Swarm {
     fn verified(&self) -> watch::Receiver<u64>;
     /// Cancelled when the torrent stops.
     fn shutdown(&self) -> CancellationToken;
+    /// The process-wide rate limits every connection obeys.
+    fn rate_limits(&self) -> RateLimits {
+        RateLimits::default()
+    }
 }
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -250,6 +255,7 @@ where
     // Every log line of this connection says which peer and torrent it is about.
     let hex = conn.host.info_hash().to_hex();
     let span = tracing::debug_span!("peer", %addr, torrent = hex.get(..8).unwrap_or(&hex));
+    let stream = Throttled::new(stream, conn.host.rate_limits());
     conn.drive(stream, &mut cmd_rx).instrument(span).await
 }
 

@@ -305,6 +305,10 @@ impl Swarm for Shared {
 }
 
 impl PeerHost for Shared {
+    fn rate_limits(&self) -> crate::ratelimit::RateLimits {
+        self.rate_limits.get().cloned().unwrap_or_default()
+    }
+
     fn info_hash(&self) -> InfoHash {
         self.info_hash
     }
@@ -381,6 +385,10 @@ impl PeerHost for Shared {
 }
 
 impl WebSeedHost for Shared {
+    fn download_limit(&self) -> Option<Arc<crate::ratelimit::RateLimiter>> {
+        self.rate_limits.get().and_then(|r| r.down.clone())
+    }
+
     fn web_seed_torrent(&self) -> Option<(Info, Geometry)> {
         self.data().map(|d| (d.meta.info.clone(), d.geometry))
     }

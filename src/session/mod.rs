@@ -9,6 +9,7 @@
 //! decisions that need a view of every peer.
 
 pub mod accept;
+pub mod files;
 pub mod host;
 pub mod shared;
 pub mod status;
@@ -95,6 +96,10 @@ pub struct Options {
     /// Download over existing files that are not this torrent's (see
     /// [`Storage::prepare`]).
     pub overwrite: bool,
+    /// Process-wide rate limits (shared with every other torrent).
+    pub rate_limits: crate::ratelimit::RateLimits,
+    /// Where discrete events go for `--json` (`None`: nobody listens).
+    pub events: Option<mpsc::Sender<status::SessionEvent>>,
 }
 
 /// What happened, for the final summary.
@@ -182,6 +187,12 @@ pub async fn run(
         },
         torrent_token.clone(),
     );
+    let _ = shared.rate_limits.set(opts.rate_limits.clone());
+    if let Some(tx) = &opts.events {
+        let _ = shared.events.set(tx.clone());
+    }
+    // Completed files for `--json`, fed from the verified-piece log.
+    let mut file_tracker: Option<(files::FileTracker, usize)> = None;
 
     let mut status = Status {
         name: name_hint.unwrap_or_else(|| info_hash.to_hex()),
@@ -290,7 +301,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut completed_at: Option<Instant> = complete_at_start.then(Instant::now);
     let mut download_time = None;
-    let mut last_rate = (Instant::now(), 0u64, 0u64);
+    let mut rates = status::RateWindow::default();
     let dialing = Arc::new(AtomicUsize::new(0));
     let mut seeding_since = completed_at;
     let mut verified_rx = shared.pieces_verified.subscribe();
@@ -383,17 +394,16 @@ pub async fn run(
                 // Status for the UI.
                 let down = shared.counters.downloaded.load(Ordering::Relaxed);
                 let up = shared.counters.uploaded.load(Ordering::Relaxed);
-                let dt = now.duration_since(last_rate.0).as_secs_f64();
-                if dt >= 1.0 {
-                    status.down_rate = ((down - last_rate.1) as f64 / dt) as u64;
-                    status.up_rate = ((up - last_rate.2) as f64 / dt) as u64;
-                    last_rate = (now, down, up);
+                if let Some((d, u)) = rates.sample(now.into_std(), down, up) {
+                    status.down_rate = d;
+                    status.up_rate = u;
                 }
                 {
                     let st = shared.lock();
                     status.peers_connected = st.peers.len();
                     status.seeds_connected = st.peers.values().filter(|p| p.seed).count();
                     status.web_seeds = st.web_seed_strikes.len();
+                    status.peers_used = st.sources.len();
                     if let Some(a) = &st.assembler {
                         status.metadata_progress = a.progress();
                     }
@@ -425,10 +435,33 @@ pub async fn run(
                 }
                 status_tx.send_replace(status.clone());
 
+                if opts.events.is_some()
+                    && let Some(data) = shared.data()
+                {
+                    let (tracker, cursor) = file_tracker.get_or_insert_with(|| {
+                        (files::FileTracker::new(&data.meta.info, data.geometry), 0)
+                    });
+                    let new: Vec<u32> = {
+                        let st = shared.lock();
+                        let new = st.verified_log.get(*cursor..).unwrap_or_default().to_vec();
+                        *cursor = st.verified_log.len();
+                        new
+                    };
+                    for piece in new {
+                        for (index, path) in tracker.on_piece(piece) {
+                            shared.emit(status::SessionEvent::FileDone { index, path });
+                        }
+                    }
+                }
                 if completed_at.is_none() && shared.is_complete() {
+                    shared.emit(status::SessionEvent::Complete {
+                        elapsed: now.duration_since(started),
+                        downloaded: down,
+                    });
                     completed_at = Some(now);
                     seeding_since = Some(now);
                     download_time = Some(now.duration_since(started));
+                    status.download_time = download_time;
                     on_complete(&shared);
                     status.phase = Phase::Seeding;
                     status_tx.send_replace(status.clone());
@@ -638,6 +671,20 @@ async fn install(
         .iter_ones()
         .map(|i| geometry.piece_len(i as u32) as u64)
         .sum();
+    shared.emit(status::SessionEvent::Metadata {
+        name: data.meta.info.name.clone(),
+        size: geometry.total_length,
+        pieces: geometry.piece_count,
+        piece_length: geometry.piece_length,
+        files: data
+            .meta
+            .info
+            .files
+            .iter()
+            .filter(|f| !f.pad)
+            .map(|f| (f.path.join("/"), f.length))
+            .collect(),
+    });
     shared.install(data, have);
     Ok(())
 }

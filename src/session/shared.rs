@@ -78,6 +78,9 @@ pub struct PeerEntry {
     pub last_useful: Instant,
 }
 
+/// Distinct sources remembered for the summary.
+pub const MAX_SOURCES: usize = 65_536;
+
 /// Mutable state behind the lock.
 #[derive(Default)]
 pub struct State {
@@ -99,6 +102,9 @@ pub struct State {
     pub assembler: Option<MetadataAssembler>,
     /// Hash-failure strikes of each running web seed, by its key.
     pub web_seed_strikes: HashMap<PeerKey, u32>,
+    /// Peers and web seeds that sent at least one wanted block (for the
+    /// summary's "from N peers"; stops growing at [`MAX_SOURCES`]).
+    pub sources: HashSet<PeerKey>,
 }
 
 /// One block of a piece that failed its hash check.
@@ -164,6 +170,10 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// A storage failure that must end the run.
     pub fatal: Mutex<Option<String>>,
+    /// `--json`'s event channel, set once by the session when listened to.
+    pub events: OnceLock<mpsc::Sender<super::status::SessionEvent>>,
+    /// Process-wide rate limits, set once by the session before any peer.
+    pub rate_limits: OnceLock<crate::ratelimit::RateLimits>,
     /// Connection limits.
     pub limits: Limits,
     /// This very `Shared`, for trait methods that must spawn work holding it.
@@ -197,6 +207,8 @@ impl Shared {
             disk_tasks: TaskTracker::new(),
             tasks: TaskTracker::new(),
             fatal: Mutex::new(None),
+            rate_limits: OnceLock::new(),
+            events: OnceLock::new(),
             limits,
             this: this.clone(),
         });
@@ -242,6 +254,14 @@ impl Shared {
         let _ = self.data.set(data);
         self.metadata_ready.notify_waiters();
         self.pieces_verified.send_modify(|v| *v += 1);
+    }
+
+    /// Reports an event to `--json`, if anyone listens. A full queue drops
+    /// it rather than stall the torrent.
+    pub fn emit(&self, event: super::status::SessionEvent) {
+        if let Some(tx) = self.events.get() {
+            let _ = tx.try_send(event);
+        }
     }
 
     /// Bytes of verified data and the total, or `None` before metadata.

@@ -10,7 +10,7 @@
 //! block is compared with the good data: a peer whose block differs sent
 //! bad data and is banned at once; peers whose blocks matched are cleared.
 
-use super::shared::{MAX_SUSPECT_PIECES, PeerCommand, Shared, Suspect};
+use super::shared::{MAX_SOURCES, MAX_SUSPECT_PIECES, PeerCommand, Shared, Suspect};
 use crate::peer::message::{BLOCK_LEN, BlockRef};
 use crate::picker::{BlockOutcome, PeerKey};
 use crate::storage::disk::piece_matches;
@@ -28,7 +28,11 @@ pub fn deliver_block(shared: &Arc<Shared>, key: PeerKey, piece: u32, offset: u32
     let Some(picker) = st.picker.as_mut() else {
         return;
     };
-    let (cancel, complete) = match picker.on_block(key, piece, offset, data) {
+    let outcome = picker.on_block(key, piece, offset, data);
+    if !matches!(outcome, BlockOutcome::Unwanted) && st.sources.len() < MAX_SOURCES {
+        st.sources.insert(key);
+    }
+    let (cancel, complete) = match outcome {
         BlockOutcome::Unwanted => return,
         BlockOutcome::Stored { cancel } => (cancel, None),
         BlockOutcome::Complete {
@@ -130,6 +134,7 @@ pub fn spawn_verify(
                 remember_suspects(&mut st, piece, &senders, &hashes);
                 let banned = shared.strike(&mut st, &contributors);
                 drop(st);
+                shared.emit(super::status::SessionEvent::PieceFailed { piece });
                 tracing::warn!("piece {piece} failed its hash check; fetching it again");
                 for ip in banned {
                     tracing::warn!("banned {ip}: it kept sending corrupt data");

@@ -162,6 +162,10 @@ pub trait WebSeedHost: Swarm {
     /// Whether the data of the web seed under `key` failed the hash check
     /// too often to keep using it.
     fn web_seed_banned(&self, key: PeerKey) -> bool;
+    /// The process-wide download limit web seeds share with peers.
+    fn download_limit(&self) -> Option<Arc<crate::ratelimit::RateLimiter>> {
+        None
+    }
 }
 
 /// Starts fetching from the web seed `url`. Needs the metadata installed;
@@ -272,6 +276,7 @@ async fn fetch_run(
     run: &Run,
 ) -> Result<(), WebSeedError> {
     let key = me.key;
+    let download_limit = host.download_limit();
     let mut cutter = Cutter::new(run);
     let mut deliver = |b: BlockRef, bytes: &[u8]| {
         host.deliver(key, b.piece, b.offset, bytes);
@@ -341,6 +346,9 @@ async fn fetch_run(
             }
             cutter.push(&chunk[..take], &mut deliver);
             got += take as u64;
+            if let Some(limit) = &download_limit {
+                limit.consume(chunk.len()).await;
+            }
         }
         // Never read past what was asked: dropping `resp` closes the
         // connection on whatever the server still wanted to send.

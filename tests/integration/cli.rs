@@ -41,7 +41,81 @@ fn assert_one_line_error(out: &Output, what: &str) -> String {
         "{what}: panic: {}",
         out.stderr
     );
+    assert_no_repeated_cause(lines[0], what);
     lines[0].to_string()
+}
+
+/// An error chain names each cause once: no `: `-separated segment equals
+/// or contains a later one (`…not hex: info-hash … not hex` did).
+fn assert_no_repeated_cause(line: &str, what: &str) {
+    let segments: Vec<&str> = line
+        .trim_start_matches("error: ")
+        .split(": ")
+        .map(str::trim)
+        .collect();
+    for (i, a) in segments.iter().enumerate() {
+        for b in &segments[i + 1..] {
+            assert!(
+                b.len() < 8 || !a.contains(b),
+                "{what}: the cause `{b}` is printed twice: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn error_chain_names_each_cause_once() {
+    let ctx = Ctx::new("cli-error-chain", secs(120));
+    let file = ctx.join("plain-file");
+    fs::write(&file, "x").unwrap();
+    let torrent = ctx.join("t.torrent");
+    let payload = ctx.join("payload");
+    fs::write(&payload, vec![7u8; 100_000]).unwrap();
+    ctx.run_btc(
+        &[
+            "create",
+            payload.to_str().unwrap(),
+            "-o",
+            torrent.to_str().unwrap(),
+        ],
+        secs(30),
+    )
+    .assert_ok("create");
+    let closed = format!("http://127.0.0.1:{}/x.torrent", free_port());
+    let under_file = file.join("sub");
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "create of a missing path",
+            vec!["create", "/nonexistent/btc-test", "-o", "x.torrent"],
+        ),
+        (
+            "magnet with a bad hash",
+            vec!["magnet:?xt=urn:btih:zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"],
+        ),
+        (
+            "info-hash with a bad digit",
+            vec!["info", "g000000000000000000000000000000000000000"],
+        ),
+        (
+            "unreachable torrent URL",
+            vec![&closed, "--no-dht", "--port", "0"],
+        ),
+        (
+            "output under a plain file",
+            vec![
+                torrent.to_str().unwrap(),
+                "-o",
+                under_file.to_str().unwrap(),
+                "--no-dht",
+                "--port",
+                "0",
+            ],
+        ),
+    ];
+    for (what, args) in cases {
+        let out = ctx.run_btc(&args, secs(30));
+        assert_one_line_error(&out, what);
+    }
 }
 
 #[test]

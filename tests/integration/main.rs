@@ -1,6 +1,7 @@
 //! Integration tests against the real `btc` binary (see util.rs).
 
 mod cli;
+mod control;
 mod fake_peer;
 mod hostile;
 mod interop;

@@ -1,0 +1,248 @@
+//! `--json`: one JSON object per line on stdout for every event, so scripts
+//! follow a download without scraping text. The schema (documented in the
+//! README) is stable: fields are only ever added.
+//!
+//! Every line has `event`, `ts` (Unix time in seconds, millisecond
+//! precision) and `info_hash` (40 hex digits). The session sends discrete
+//! facts ([`SessionEvent`]) through a bounded channel; progress and peer
+//! counts are sampled from the status snapshot once a second.
+
+use crate::id::InfoHash;
+use crate::session::status::{Phase, SessionEvent, Status};
+use serde_json::{Value, json};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+
+/// Capacity of the session's event channel. Progress keeps flowing even if
+/// a burst of file events overflows it; overflow is counted, not buffered.
+pub const EVENT_QUEUE: usize = 4096;
+
+fn now_ts() -> f64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_millis() as f64) / 1000.0
+}
+
+/// One line: `{"event": NAME, "ts": …, "info_hash": …, ...fields}`.
+pub fn line(name: &str, info_hash: InfoHash, fields: Value) -> String {
+    let mut obj = serde_json::Map::new();
+    obj.insert("event".into(), json!(name));
+    obj.insert("ts".into(), json!(now_ts()));
+    obj.insert("info_hash".into(), json!(info_hash.to_hex()));
+    if let Value::Object(extra) = fields {
+        obj.extend(extra);
+    }
+    Value::Object(obj).to_string()
+}
+
+/// The line for a session event.
+pub fn session_line(info_hash: InfoHash, e: &SessionEvent) -> String {
+    match e {
+        SessionEvent::Metadata {
+            name,
+            size,
+            pieces,
+            piece_length,
+            files,
+        } => {
+            let files: Vec<Value> = files
+                .iter()
+                .enumerate()
+                .map(|(i, (path, len))| json!({"index": i + 1, "path": path, "size": len}))
+                .collect();
+            line(
+                "metadata",
+                info_hash,
+                json!({"name": name, "size": size, "pieces": pieces,
+                       "piece_length": piece_length, "files": files}),
+            )
+        }
+        SessionEvent::PieceFailed { piece } => {
+            line("piece_failed", info_hash, json!({"piece": piece}))
+        }
+        SessionEvent::FileDone { index, path } => line(
+            "file_done",
+            info_hash,
+            json!({"index": index, "path": path}),
+        ),
+        SessionEvent::Complete {
+            elapsed,
+            downloaded,
+        } => line(
+            "complete",
+            info_hash,
+            json!({"elapsed": elapsed.as_secs_f64(), "downloaded": downloaded}),
+        ),
+        SessionEvent::DiskError { message } => line(
+            "error",
+            info_hash,
+            json!({"message": message, "fatal": false}),
+        ),
+    }
+}
+
+/// The `progress` line for a status snapshot.
+pub fn progress_line(s: &Status) -> String {
+    let eta = (s.down_rate > 0 && s.total > 0)
+        .then(|| s.total.saturating_sub(s.have) as f64 / s.down_rate as f64);
+    line(
+        "progress",
+        s.info_hash,
+        json!({
+            "phase": phase_name(s.phase),
+            "have": s.have,
+            "total": s.total,
+            "downloaded": s.downloaded,
+            "uploaded": s.uploaded,
+            "down_rate": s.down_rate,
+            "up_rate": s.up_rate,
+            "peers": s.peers_connected,
+            "seeds": s.seeds_connected,
+            "eta": eta,
+        }),
+    )
+}
+
+/// A fatal error, for scripts; `info_hash` is null if it was not known yet.
+pub fn error_line(info_hash: Option<InfoHash>, message: &str) -> String {
+    let mut obj = serde_json::Map::new();
+    obj.insert("event".into(), json!("error"));
+    obj.insert("ts".into(), json!(now_ts()));
+    obj.insert("info_hash".into(), json!(info_hash.map(|h| h.to_hex())));
+    obj.insert("message".into(), json!(message));
+    obj.insert("fatal".into(), json!(true));
+    Value::Object(obj).to_string()
+}
+
+/// Writes one line to stdout and flushes it (a closed pipe is ignored:
+/// the download goes on).
+pub fn emit(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Prints `started`, then every session event as it comes, and `progress`
+/// (plus `peer` when the counts change, and `seeding` once) every second,
+/// until the session drops its status sender.
+pub async fn render(
+    info_hash: InfoHash,
+    name: Option<String>,
+    mut status: watch::Receiver<Status>,
+    mut events: mpsc::Receiver<SessionEvent>,
+) {
+    emit(&line("started", info_hash, json!({ "name": name })));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut peers = None;
+    let mut seeding = false;
+    let mut events_open = true;
+    loop {
+        tokio::select! {
+            e = events.recv(), if events_open => match e {
+                Some(e) => emit(&session_line(info_hash, &e)),
+                None => events_open = false,
+            },
+            r = status.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                let s = status.borrow_and_update().clone();
+                if s.phase == Phase::Seeding && !seeding {
+                    // Everything the session said before this goes first.
+                    while let Ok(e) = events.try_recv() {
+                        emit(&session_line(info_hash, &e));
+                    }
+                    seeding = true;
+                    emit(&progress_line(&s));
+                    emit(&line("seeding", info_hash, json!({"uploaded": s.uploaded})));
+                }
+            }
+            _ = tick.tick() => {
+                let s = status.borrow().clone();
+                let counts = (s.peers_connected, s.seeds_connected, s.peers_known);
+                if peers != Some(counts) {
+                    peers = Some(counts);
+                    emit(&peers_line(&s));
+                }
+                emit(&progress_line(&s));
+            }
+        }
+    }
+    while let Ok(e) = events.try_recv() {
+        emit(&session_line(info_hash, &e));
+    }
+}
+
+/// The `stopped` line: the run is over.
+pub fn stopped_line(info_hash: InfoHash, complete: bool, downloaded: u64, uploaded: u64) -> String {
+    line(
+        "stopped",
+        info_hash,
+        json!({"complete": complete, "downloaded": downloaded, "uploaded": uploaded}),
+    )
+}
+
+/// The `peer` line: connection counts, sent when they change.
+pub fn peers_line(s: &Status) -> String {
+    line(
+        "peer",
+        s.info_hash,
+        json!({"connected": s.peers_connected, "seeds": s.seeds_connected,
+               "known": s.peers_known}),
+    )
+}
+
+/// Stable lower-case names of the phases.
+pub fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Starting => "starting",
+        Phase::Checking { .. } => "checking",
+        Phase::FindingPeers => "finding_peers",
+        Phase::FetchingMetadata => "fetching_metadata",
+        Phase::Downloading => "downloading",
+        Phase::Seeding => "seeding",
+        Phase::Stopping => "stopping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_json_objects_with_the_common_fields() {
+        let ih = InfoHash([0xab; 20]);
+        let l = session_line(
+            ih,
+            &SessionEvent::Metadata {
+                name: "a \"quoted\"\nname".into(),
+                size: 10,
+                pieces: 1,
+                piece_length: 16384,
+                files: vec![("d/f".into(), 10)],
+            },
+        );
+        assert!(!l.contains('\n'));
+        let v: Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["event"], "metadata");
+        assert_eq!(v["info_hash"], "ab".repeat(20));
+        assert!(v["ts"].as_f64().unwrap() > 1.7e9);
+        assert_eq!(v["name"], "a \"quoted\"\nname");
+        assert_eq!(v["files"][0]["index"], 1);
+        let p: Value = serde_json::from_str(&progress_line(&Status {
+            info_hash: ih,
+            total: 100,
+            have: 50,
+            down_rate: 10,
+            phase: Phase::Downloading,
+            ..Status::default()
+        }))
+        .unwrap();
+        assert_eq!(p["event"], "progress");
+        assert_eq!(p["phase"], "downloading");
+        assert_eq!(p["eta"], 5.0);
+    }
+}

@@ -1,0 +1,276 @@
+//! The user's controls: rate limits, the display in logs, exit statuses,
+//! completions and the man page.
+
+use crate::util::*;
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1024 * 1024;
+
+/// A btc seeder of `len` random bytes; returns (seeder, torrent, content, peer).
+fn seeder(
+    ctx: &Ctx,
+    len: u64,
+    extra: &[&str],
+) -> (Proc, std::path::PathBuf, std::path::PathBuf, String) {
+    let seed_dir = ctx.mkdir("seed");
+    let root = Payload::single("limited.bin", len).write(&seed_dir, 9);
+    let t = ctx.join("limited.torrent");
+    btc_create(ctx, &root, &t, &[]);
+    let port = free_port();
+    let mut args = vec!["--no-dht", "--bind", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    let p = start_btc_seeder(ctx, "seeder", &seed_dir, s(&t), port, &args);
+    (p, t, root, format!("127.0.0.1:{port}"))
+}
+
+/// `--download-limit 2M` on a 20 MiB download takes 9-12 s (unlimited it
+/// takes well under a second on loopback), and `--upload-limit 2M` on the
+/// seeder holds a free leecher to the same.
+#[test]
+fn rate_limits_hold_for_download_and_upload() {
+    let ctx = Ctx::new("control-rate-limits", secs(150));
+    for (name, seeder_args, leecher_limit) in [
+        ("download", vec![], Some("2M")),
+        ("upload", vec!["--upload-limit", "2M"], None),
+    ] {
+        let (mut seed, t, root, peer) = seeder(&ctx, 20 * MIB, &seeder_args);
+        let out = ctx.join(format!("out-{name}"));
+        let mut args = vec![
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ];
+        if let Some(l) = leecher_limit {
+            args.extend(["--download-limit", l]);
+        }
+        let (_, _, took) = leech(&ctx, &format!("leecher-{name}"), &args, secs(40));
+        assert_same_file(&root, &out.join("limited.bin"));
+        let t = took.as_secs_f64();
+        eprintln!("[rate-limit] {name} limit 2 MiB/s: 20 MiB in {t:.2} s");
+        assert!(
+            (9.0..=12.0).contains(&t),
+            "{name} limit: 20 MiB at 2 MiB/s took {t:.2} s"
+        );
+        seed.terminate(secs(5));
+        let _ = std::fs::remove_dir_all(ctx.join("seed"));
+    }
+    // A bad rate is a usage error, not a silent "no limit".
+    let out = ctx.run_btc(&["--download-limit", "fast", "x.torrent"], secs(10));
+    assert!(!out.ok());
+    assert!(out.stderr.contains("not a rate"), "{}", out.stderr);
+}
+
+/// When stderr is not a terminal (a log file), btc prints the torrent's
+/// name with a progress line every few seconds and a completion summary.
+#[test]
+fn plain_output_names_the_torrent_and_sums_up() {
+    let ctx = Ctx::new("control-plain-output", secs(120));
+    let (_seed, t, root, peer) = seeder(&ctx, 12 * MIB, &["--upload-limit", "1M"]);
+    let out = ctx.join("out");
+    let (_, stderr, _) = leech(
+        &ctx,
+        "leecher",
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ],
+        secs(60),
+    );
+    assert_same_file(&root, &out.join("limited.bin"));
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("limited.bin: ") && l.contains('%'))
+        .collect();
+    assert!(!progress.is_empty(), "no progress line in:\n{stderr}");
+    assert!(
+        progress.iter().all(|l| !l.contains("↓0 B/s")),
+        "a progress line shows no rate while data flows:\n{stderr}"
+    );
+    let done = stderr
+        .lines()
+        .find(|l| l.starts_with("complete: limited.bin (12.00 MiB) in "))
+        .unwrap_or_else(|| panic!("no completion line in:\n{stderr}"));
+    assert!(done.ends_with("from 1 peer"), "{done}");
+}
+
+/// SIGTERM during a download: a clean stop within 2 s and status 143
+/// (SIGINT gives 130), so scripts can tell an interrupted download.
+#[test]
+fn sigterm_mid_download_exits_143() {
+    let ctx = Ctx::new("control-sigterm", secs(120));
+    let (_seed, t, _, peer) = seeder(&ctx, 8 * MIB, &["--upload-limit", "512K"]);
+    for (sig, code) in [(SIGTERM, 143), (SIGINT, 130)] {
+        let out = ctx.join(format!("out-{code}"));
+        let mut p = ctx.spawn(
+            "leecher",
+            ctx.btc(&[
+                "-o",
+                s(&out),
+                s(&t),
+                "--peer",
+                &peer,
+                "--no-seed",
+                "--no-dht",
+                "--port",
+                "0",
+            ]),
+        );
+        p.wait_output("limited.bin: ", secs(30));
+        let start = Instant::now();
+        signal(p.pid(), sig);
+        let status = p
+            .wait_timeout(secs(5))
+            .unwrap_or_else(|| panic!("still running 5 s after signal {sig}"));
+        let took = start.elapsed();
+        assert_eq!(status.code(), Some(code), "{}", p.tails());
+        assert!(
+            took <= Duration::from_secs(2),
+            "signal {sig}: stopped after {took:?}"
+        );
+    }
+}
+
+/// `btc completions SHELL` and `btc man` print usable files.
+#[test]
+fn completions_and_man_page() {
+    let ctx = Ctx::new("control-completions", secs(60));
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = ctx.run_btc(&["completions", shell], secs(10));
+        out.assert_ok(shell);
+        assert!(
+            out.stdout.contains("download-limit"),
+            "{shell}: no flags in the completions"
+        );
+    }
+    let out = ctx.run_btc(&["completions", "bash"], secs(10));
+    let f = ctx.join("btc.bash");
+    std::fs::write(&f, &out.stdout).unwrap();
+    let check = ctx.run(
+        "bash -n",
+        {
+            let mut c = std::process::Command::new("bash");
+            c.arg("-n").arg(&f);
+            c
+        },
+        secs(10),
+    );
+    check.assert_ok("bash -n on the completions");
+    let man = ctx.run_btc(&["man"], secs(10));
+    man.assert_ok("man");
+    assert!(
+        man.stdout.starts_with(".ie") || man.stdout.contains(".TH btc 1"),
+        "{}",
+        man.stdout
+    );
+    assert!(
+        man.stdout.contains("upload\\-limit"),
+        "man page lacks the flags"
+    );
+}
+
+/// `--json`: every stdout line is a JSON object with `event`, `ts` and
+/// `info_hash`; the events come in order; nothing else is on stdout.
+#[test]
+fn json_lines_tell_the_whole_story_in_order() {
+    let ctx = Ctx::new("control-json", secs(120));
+    let seed_dir = ctx.mkdir("seed");
+    let payload = Payload::nested("jsoned", 1);
+    let root = payload.write(&seed_dir, 5);
+    let t = ctx.join("jsoned.torrent");
+    btc_create(&ctx, &root, &t, &[]);
+    let hash = btc_info_hash(&ctx, s(&t));
+    let port = free_port();
+    let _seed = start_btc_seeder(
+        &ctx,
+        "seeder",
+        &seed_dir,
+        s(&t),
+        port,
+        &["--no-dht", "--bind", "127.0.0.1", "--upload-limit", "1M"],
+    );
+    let out = ctx.join("out");
+    let peer = format!("127.0.0.1:{port}");
+    let (stdout, _, took) = leech(
+        &ctx,
+        "leecher",
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--json",
+        ],
+        secs(60),
+    );
+    assert_same_tree(&root, &out.join("jsoned"));
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    let mut last_ts = 0.0;
+    for e in &events {
+        assert_eq!(e["info_hash"], hash.as_str(), "{e}");
+        let ts = e["ts"].as_f64().unwrap();
+        assert!(ts >= last_ts, "time goes back: {e}");
+        last_ts = ts;
+    }
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|x| *x == n)
+            .unwrap_or_else(|| panic!("no {n} event in {names:?}"))
+    };
+    assert_eq!(names[0], "started");
+    assert!(pos("started") < pos("metadata"));
+    assert!(pos("metadata") < pos("complete"));
+    assert!(pos("complete") < pos("stopped"));
+    assert_eq!(*names.last().unwrap(), "stopped");
+    let meta = &events[pos("metadata")];
+    assert_eq!(meta["name"], "jsoned");
+    assert_eq!(meta["size"], payload.total());
+    assert_eq!(meta["files"].as_array().unwrap().len(), payload.files.len());
+    let done: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == "file_done")
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    let mut sorted = done.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        (1..=payload.files.len() as u64).collect::<Vec<_>>(),
+        "{names:?}"
+    );
+    assert!(pos("complete") > names.iter().rposition(|x| *x == "file_done").unwrap());
+    // Progress at least once a second while it ran.
+    let progress = names.iter().filter(|n| **n == "progress").count();
+    assert!(
+        progress as f64 >= took.as_secs_f64() - 2.0,
+        "{progress} progress events in {took:?}"
+    );
+    assert!(names.contains(&"peer"), "{names:?}");
+    let stopped = &events[pos("stopped")];
+    assert_eq!(stopped["complete"], true);
+}
