@@ -68,7 +68,7 @@ struct DownloadFlags {
     /// Do not use the DHT.
     #[arg(long)]
     no_dht: bool,
-    /// Where DHT nodes and fetched metadata are kept (default: $XDG_STATE_HOME/btc).
+    /// Where DHT nodes, fetched metadata and resume data are kept (default: $XDG_STATE_HOME/btc).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Connected peers at most.
@@ -81,6 +81,10 @@ struct DownloadFlags {
     /// (otherwise such a file stops the download).
     #[arg(long)]
     overwrite: bool,
+    /// Hash every piece already on disk, ignoring the resume data saved by
+    /// earlier runs (which otherwise vouches for files left unchanged).
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Subcommand)]
@@ -290,6 +294,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 max_peers: f.max_peers.max(1),
                 max_per_ip: f.max_peers_per_ip.max(1),
                 overwrite: f.overwrite,
+                check: f.check,
                 quiet: cli.quiet,
             };
             let report = cmd::download::run(args, shutdown.clone()).await?;

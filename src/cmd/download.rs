@@ -45,6 +45,8 @@ pub struct DownloadArgs {
     pub max_per_ip: usize,
     /// Download over existing files that are not the torrent's.
     pub overwrite: bool,
+    /// Ignore resume data and hash everything on disk.
+    pub check: bool,
     /// No bars, no summary.
     pub quiet: bool,
 }
@@ -122,6 +124,7 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
         dht: dht.clone(),
         state_dir,
         overwrite: args.overwrite,
+        check: args.check,
     };
     let (status_tx, status_rx) = watch::channel(Status::default());
     let ui_task = tokio::spawn(ui::render(status_rx, args.quiet));

@@ -10,6 +10,7 @@
 
 pub mod accept;
 pub mod host;
+pub mod resume;
 pub mod shared;
 pub mod status;
 pub mod verify;
@@ -95,6 +96,8 @@ pub struct Options {
     /// Download over existing files that are not this torrent's (see
     /// [`Storage::prepare`]).
     pub overwrite: bool,
+    /// Ignore resume data: hash every piece already on disk.
+    pub check: bool,
 }
 
 /// What happened, for the final summary.
@@ -294,6 +297,10 @@ pub async fn run(
     let dialing = Arc::new(AtomicUsize::new(0));
     let mut seeding_since = completed_at;
     let mut verified_rx = shared.pieces_verified.subscribe();
+    let mut saver = opts
+        .state_dir
+        .as_ref()
+        .map(|d| resume::Saver::new(d.clone(), &opts.output));
 
     loop {
         tokio::select! {
@@ -424,8 +431,12 @@ pub async fn run(
                     status.phase = Phase::Downloading;
                 }
                 status_tx.send_replace(status.clone());
+                let just_completed = completed_at.is_none() && shared.is_complete();
+                if let Some(s) = saver.as_mut() {
+                    s.tick(&shared, just_completed && !opts.no_seed);
+                }
 
-                if completed_at.is_none() && shared.is_complete() {
+                if just_completed {
                     completed_at = Some(now);
                     seeding_since = Some(now);
                     download_time = Some(now.duration_since(started));
@@ -469,6 +480,13 @@ pub async fn run(
         if let Ok(Ok(Err(e))) = tokio::time::timeout(SHUTDOWN_GRACE, flush).await {
             tracing::warn!("flushing data to disk: {e}");
         }
+    }
+    if let Some(s) = saver
+        && tokio::time::timeout(SHUTDOWN_GRACE, s.finish(&shared))
+            .await
+            .is_err()
+    {
+        tracing::warn!("resume data not saved in time");
     }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, announcer).await;
     if let Some(t) = dht_task {
@@ -603,13 +621,24 @@ async fn install(
         let progress = progress.clone();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let overwrite = opts.overwrite;
+        let (state_dir, recheck) = (opts.state_dir.clone(), opts.check);
+        let output = resume::output_key(&opts.output);
         tokio::task::spawn_blocking(move || {
-            let have = data.storage.check_existing(
+            let (trusted, on_disk) = resume::plan(state_dir.as_deref(), &data, &output, recheck);
+            let mut to_check = Bitfield::new(trusted.len());
+            for i in (0..trusted.len()).filter(|&i| !trusted.get(i)) {
+                to_check.set(i);
+            }
+            let mut have = data.storage.check_existing(
                 &data.geometry,
                 &data.meta.info.pieces,
+                &to_check,
                 threads,
                 &progress,
             );
+            for i in on_disk.iter_ones() {
+                have.set(i);
+            }
             data.storage.prepare(&have, overwrite).map(|()| have)
         })
     };
