@@ -4,6 +4,7 @@ mod cli;
 mod fake_peer;
 mod hostile;
 mod interop;
+mod resume;
 mod storage;
 mod swarm;
 mod untrusted;
