@@ -598,7 +598,8 @@ fn is_local(ip: IpAddr, bind: Option<IpAddr>) -> bool {
     }
 }
 
-/// Checks the disk for existing data, then makes the torrent live.
+/// Checks the disk for existing data (hashing only what resume data does
+/// not vouch for), then makes the torrent live.
 async fn install(
     shared: &Arc<Shared>,
     meta: Metainfo,
