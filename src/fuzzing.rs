@@ -301,13 +301,13 @@ pub fn metadata(data: &[u8]) {
         SizeChoice::Near(d) => true_size.saturating_add_signed(i32::from(d)),
         SizeChoice::Any(s) => s,
     };
-    let piece_of = |p: u32| match serve_piece(&info, p) {
+    let piece_of = |p: u32| match serve_piece(info, p) {
         Some(MetadataMessage::Data { data, .. }) => data,
         _ => Bytes::new(),
     };
     let check = |r: Result<Option<Bytes>, MetadataError>, done: &mut bool| {
         if let Ok(Some(bytes)) = r {
-            assert_eq!(&bytes[..], &info[..]);
+            assert_eq!(&bytes[..], info);
             *done = true;
         }
     };
