@@ -15,6 +15,12 @@
 //! the next start when every file it touches still has the same size and
 //! modification time ([`trusted`]); the rest are hashed as usual.
 //!
+//! Known limit: file times come from the kernel's coarse clock (a tick of
+//! a few milliseconds). Another program rewriting a file in place, size
+//! unchanged, within the same tick as a save goes unnoticed; `--check`
+//! hashes everything. btc's own writes cannot fool it: a piece written in
+//! that tick is not in the saved set, so at worst it is fetched again.
+//!
 //! The file is outside data (it may be truncated, stale, or planted):
 //! [`decode`] caps its length and value count from what the torrent
 //! allows before anything is allocated, and never panics.

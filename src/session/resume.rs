@@ -241,13 +241,13 @@ pub fn plan(
 ) -> (Bitfield, Bitfield) {
     let n = data.geometry.piece_count as usize;
     let none = || (Bitfield::new(n), Bitfield::new(n));
-    let Some(dir) = state_dir else {
-        return none();
-    };
     if recheck {
         tracing::info!("--check: ignoring resume data, hashing all {n} pieces");
         return none();
     }
+    let Some(dir) = state_dir else {
+        return none();
+    };
     let saved = match load(dir, data, output) {
         Ok(r) => r,
         Err(e) => {
