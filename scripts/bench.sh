@@ -3,6 +3,14 @@
 #
 #   scripts/bench.sh [compare]   btc vs aria2c, same seeder, same run (below)
 #   scripts/bench.sh hostile     a seeding btc under 200 hostile connections
+#   scripts/bench.sh resume      restart time of a finished torrent
+#
+# resume: a single file of BENCH_RESUME_MIB (default 2048) MiB is placed in
+# a folder and its torrent made with `btc create`. A first
+# `btc --no-seed --no-dht` run over it hashes everything and writes resume
+# data; a second identical run (no peers anywhere) must reach completion
+# from the resume data alone. Printed: both runs' wall seconds (target for
+# the second: < 0.3 s).
 #
 # hostile: one btc seeds a payload (BENCH_HOSTILE_MIB, default 256 MiB) on
 # 127.0.0.1. An honest libtorrent leecher (scripts/lt_leech.py, python3-
@@ -49,9 +57,9 @@ source scripts/lib.sh
 
 MODE="${1:-compare}"
 case "$MODE" in
-  compare | hostile) ;;
+  compare | hostile | resume) ;;
   *)
-    echo "usage: $0 [compare|hostile]" >&2
+    echo "usage: $0 [compare|hostile|resume]" >&2
     exit 2
     ;;
 esac
@@ -213,8 +221,54 @@ hostile_bench() {
   fi
 }
 
+# --- resume mode -------------------------------------------------------------------
+# resume_run NAME: one `btc --no-seed` run over the placed data; prints its
+# wall seconds, fails if it does not exit 0.
+resume_run() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$BTC" "$WORK/resume.torrent" -o "$WORK/data" --state-dir "$WORK/state" \
+    --no-seed --no-dht --port 0 -q -v 2>"$WORK/$1.log" ||
+    { echo "error: the $1 run failed:" >&2; cat "$WORK/$1.log" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
+}
+
+resume_bench() {
+  local mib="${BENCH_RESUME_MIB:-2048}" parent d avail
+  say "building btc (release)"
+  cargo build --release >&2
+  BTC="${CARGO_TARGET_DIR:-$PWD/target}/release/btc"
+  for d in ${BENCH_DIR:-} /work /tmp; do
+    [ -d "$d" ] && [ -w "$d" ] || continue
+    avail=$(df -Pk "$d" | awk 'NR == 2 { print $4 }')
+    if [ "$avail" -ge $(((mib + 256) * 1024)) ]; then parent=$d; break; fi
+  done
+  [ -n "${parent:-}" ] || { echo "error: no folder with $((mib + 256)) MiB free (set BENCH_DIR)" >&2; exit 1; }
+  WORK=$(mktemp -d "$parent/btc-bench-resume.XXXXXX")
+  trap 'code=$?; trap - EXIT INT TERM; rm -rf "$WORK"; exit "$code"' EXIT INT TERM
+  say "placing $mib MiB in $WORK/data"
+  mkdir -p "$WORK/data" "$WORK/state"
+  head -c $((mib * 1024 * 1024)) /dev/urandom >"$WORK/data/resume.bin"
+  "$BTC" create "$WORK/data/resume.bin" -o "$WORK/resume.torrent" -q
+  say "first run: hashes everything, writes resume data"
+  local first second
+  first=$(resume_run first)
+  grep -q "resume data not used" "$WORK/first.log" || { cat "$WORK/first.log" >&2; exit 1; }
+  say "second run: from the resume data"
+  second=$(resume_run second)
+  grep "resume: " "$WORK/second.log" >&2 || { cat "$WORK/second.log" >&2; exit 1; }
+  printf '\nfirst run (full hash of %s MiB): %s s\n' "$mib" "$first"
+  printf 'second run (resume data): %s s (target < 0.3 s: %s)\n' "$second" \
+    "$(awk -v s="$second" 'BEGIN { print (s < 0.3) ? "yes" : "NO" }')"
+}
+
 if [ "$MODE" = hostile ]; then
   hostile_bench
+  exit 0
+fi
+if [ "$MODE" = resume ]; then
+  resume_bench
   exit 0
 fi
 

@@ -31,6 +31,7 @@ use crate::peer::metadata::{
     METADATA_PIECE_LEN, MetadataAssembler, MetadataError, MetadataMessage, PeerKey,
     REREQUEST_AFTER, serve_piece,
 };
+use crate::resume;
 use crate::storage::layout::Layout;
 use crate::tracker::announce::{
     MAX_PEERS, parse_http_response, parse_udp_announce, parse_udp_connect, udp_transaction_matches,
@@ -510,9 +511,25 @@ pub fn udp_tracker(data: &[u8]) {
     }
 }
 
-/// (i) state files: the DHT state file and remembered metadata (the part
-/// after the SHA-1 check, which is `Metainfo::from_info_bytes`).
+/// (i) state files: the DHT state file, remembered metadata (the part
+/// after the SHA-1 check, which is `Metainfo::from_info_bytes`) and resume
+/// data, decoded for a few torrent shapes (the corpus's `seed-resume` is
+/// for 2 files and 10 pieces).
 pub fn state_files(data: &[u8]) {
+    for (files, pieces) in [(2, 10), (1, 1), (3, 64), (0, 8)] {
+        let expect = resume::Expect {
+            info_hash: InfoHash([7; 20]),
+            files,
+            pieces,
+        };
+        if let Ok(r) = resume::decode(data, &expect) {
+            assert!(data.len() <= resume::max_len(&expect));
+            assert_eq!(r.files.len(), files);
+            assert_eq!(r.have.len(), pieces);
+            assert!(r.output.is_absolute());
+            assert_eq!(resume::decode(&resume::encode(&r), &expect), Ok(r));
+        }
+    }
     if let Ok(text) = std::str::from_utf8(data) {
         let (nodes, ip) = crate::dht::parse_state_text(text);
         assert!(nodes.len() <= 256);

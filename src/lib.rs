@@ -21,6 +21,7 @@
 //! - [`storage::layout`]: piece offsets to file spans.
 //! - [`webseed::plan`]: web seed URLs and byte ranges for picked blocks.
 //! - [`create`]: building a `.torrent` from files.
+//! - [`resume`]: resume data, and which pieces it lets a start trust.
 //! - [`peer::state`], [`peer::swarm`]: one connection's protocol, sans-IO,
 //!   and the trait through which it reaches its torrent.
 //!
@@ -54,6 +55,7 @@ pub mod metainfo;
 pub mod peer;
 pub mod picker;
 pub mod ratelimit;
+pub mod resume;
 pub mod session;
 pub mod spawn;
 pub mod storage;

@@ -69,7 +69,7 @@ struct DownloadFlags {
     /// Do not use the DHT.
     #[arg(long)]
     no_dht: bool,
-    /// Where DHT nodes and fetched metadata are kept (default: $XDG_STATE_HOME/btc).
+    /// Where DHT nodes, fetched metadata and resume data are kept (default: $XDG_STATE_HOME/btc).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Connected peers at most.
@@ -92,6 +92,10 @@ struct DownloadFlags {
     /// Upload rate limit in bytes/s, K/M/G suffixes; 0 = none.
     #[arg(long, value_name = "RATE", default_value = "0", value_parser = btc::ratelimit::parse_rate)]
     upload_limit: u64,
+    /// Hash every piece already on disk, ignoring the resume data saved by
+    /// earlier runs (which otherwise vouches for files left unchanged).
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Subcommand)]
@@ -320,6 +324,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 max_peers: f.max_peers.max(1),
                 max_per_ip: f.max_peers_per_ip.max(1),
                 overwrite: f.overwrite,
+                check: f.check,
                 quiet: cli.quiet,
                 download_limit: f.download_limit,
                 upload_limit: f.upload_limit,

@@ -45,6 +45,8 @@ pub struct DownloadArgs {
     pub max_per_ip: usize,
     /// Download over existing files that are not the torrent's.
     pub overwrite: bool,
+    /// Ignore resume data and hash everything on disk.
+    pub check: bool,
     /// No bars, no summary.
     pub quiet: bool,
     /// Download limit, bytes/s (0 = none).
@@ -143,6 +145,7 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
         overwrite: args.overwrite,
         rate_limits: crate::ratelimit::RateLimits::new(args.download_limit, args.upload_limit),
         events: None,
+        check: args.check,
     };
     let mut opts = opts;
     let (status_tx, status_rx) = watch::channel(Status::default());

@@ -11,6 +11,7 @@
 pub mod accept;
 pub mod files;
 pub mod host;
+pub mod resume;
 pub mod shared;
 pub mod status;
 pub mod verify;
@@ -100,6 +101,8 @@ pub struct Options {
     pub rate_limits: crate::ratelimit::RateLimits,
     /// Where discrete events go for `--json` (`None`: nobody listens).
     pub events: Option<mpsc::Sender<status::SessionEvent>>,
+    /// Ignore resume data: hash every piece already on disk.
+    pub check: bool,
 }
 
 /// What happened, for the final summary.
@@ -305,6 +308,10 @@ pub async fn run(
     let dialing = Arc::new(AtomicUsize::new(0));
     let mut seeding_since = completed_at;
     let mut verified_rx = shared.pieces_verified.subscribe();
+    let mut saver = opts
+        .state_dir
+        .as_ref()
+        .map(|d| resume::Saver::new(d.clone(), &opts.output));
 
     loop {
         tokio::select! {
@@ -434,6 +441,10 @@ pub async fn run(
                     status.phase = Phase::Downloading;
                 }
                 status_tx.send_replace(status.clone());
+                let just_completed = completed_at.is_none() && shared.is_complete();
+                if let Some(s) = saver.as_mut() {
+                    s.tick(&shared, just_completed && !opts.no_seed);
+                }
 
                 if opts.events.is_some()
                     && let Some(data) = shared.data()
@@ -453,7 +464,7 @@ pub async fn run(
                         }
                     }
                 }
-                if completed_at.is_none() && shared.is_complete() {
+                if just_completed {
                     shared.emit(status::SessionEvent::Complete {
                         elapsed: now.duration_since(started),
                         downloaded: down,
@@ -502,6 +513,13 @@ pub async fn run(
         if let Ok(Ok(Err(e))) = tokio::time::timeout(SHUTDOWN_GRACE, flush).await {
             tracing::warn!("flushing data to disk: {e}");
         }
+    }
+    if let Some(s) = saver
+        && tokio::time::timeout(SHUTDOWN_GRACE, s.finish(&shared))
+            .await
+            .is_err()
+    {
+        tracing::warn!("resume data not saved in time");
     }
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, announcer).await;
     if let Some(t) = dht_task {
@@ -613,7 +631,8 @@ fn is_local(ip: IpAddr, bind: Option<IpAddr>) -> bool {
     }
 }
 
-/// Checks the disk for existing data, then makes the torrent live.
+/// Checks the disk for existing data (hashing only what resume data does
+/// not vouch for), then makes the torrent live.
 async fn install(
     shared: &Arc<Shared>,
     meta: Metainfo,
@@ -636,13 +655,24 @@ async fn install(
         let progress = progress.clone();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let overwrite = opts.overwrite;
+        let (state_dir, recheck) = (opts.state_dir.clone(), opts.check);
+        let output = resume::output_key(&opts.output);
         tokio::task::spawn_blocking(move || {
-            let have = data.storage.check_existing(
+            let (trusted, on_disk) = resume::plan(state_dir.as_deref(), &data, &output, recheck);
+            let mut to_check = Bitfield::new(trusted.len());
+            for i in (0..trusted.len()).filter(|&i| !trusted.get(i)) {
+                to_check.set(i);
+            }
+            let mut have = data.storage.check_existing(
                 &data.geometry,
                 &data.meta.info.pieces,
+                &to_check,
                 threads,
                 &progress,
             );
+            for i in on_disk.iter_ones() {
+                have.set(i);
+            }
             data.storage.prepare(&have, overwrite).map(|()| have)
         })
     };

@@ -18,6 +18,7 @@
 //! at a time and closes them before returning.
 
 use super::disk::StorageError;
+use crate::resume::FileStamp;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use std::fs::File;
@@ -153,13 +154,25 @@ pub(super) fn open_file(t: Target<'_>, access: Access) -> Result<File, StorageEr
 /// The length of `t`'s file, `None` if it (or a folder above it) does not
 /// exist. Symlinks and non-files are errors, as for [`open_file`].
 pub(super) fn file_len(t: Target<'_>) -> Result<Option<u64>, StorageError> {
+    Ok(file_stamp(t)?.map(|s| s.size))
+}
+
+/// Size and modification time of the regular file at `t`, `None` if it
+/// does not exist; errors like [`file_len`].
+pub(super) fn file_stamp(t: Target<'_>) -> Result<Option<FileStamp>, StorageError> {
     let name = file_name(t)?;
     let Some(dir) = open_parent(t, false)? else {
         return Ok(None);
     };
     match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => match FileType::from_raw_mode(st.st_mode) {
-            FileType::RegularFile => Ok(Some(u64::try_from(st.st_size).unwrap_or(0))),
+            FileType::RegularFile => {
+                let ns = i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec);
+                Ok(Some(FileStamp {
+                    size: u64::try_from(st.st_size).unwrap_or(0),
+                    mtime_ns: i64::try_from(ns).unwrap_or(i64::MAX),
+                }))
+            }
             FileType::Symlink => Err(StorageError::Symlink(t.path.to_path_buf())),
             _ => Err(StorageError::NotAFile(t.path.to_path_buf())),
         },

@@ -13,6 +13,7 @@ use super::layout::Layout;
 use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
 use crate::metainfo::Info;
+use crate::resume::FileStamp;
 use sha1::{Digest, Sha1};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -446,13 +447,16 @@ impl Storage {
                 continue;
             }
             let f = self.handle(s.file, true)?;
-            self.lock_handles().dirty.insert(s.file);
             f.write_all_at(&data[s.buf_offset..s.buf_offset + s.len], s.file_offset)
                 .map_err(|error| StorageError::Io {
                     op: "writing",
                     path: self.files[s.file].path.clone(),
                     error,
                 })?;
+            // Marked after the write: a `sync` running meanwhile may have
+            // taken the mark already, and resume data saved after this
+            // write relies on the next `sync` flushing it.
+            self.lock_handles().dirty.insert(s.file);
         }
         Ok(())
     }
@@ -544,14 +548,33 @@ impl Storage {
         })
     }
 
-    /// Checks which pieces already on disk match their hashes, on `threads`
-    /// threads. `progress` is bumped once per piece examined. Missing or short
-    /// files simply count as missing pieces, and so do files behind a
-    /// symlink ([`Storage::prepare`] then refuses them).
+    /// Size and modification time of every file, in torrent order: `None`
+    /// for pad files and files that are missing or cannot be examined.
+    /// For resume data (see [`crate::resume`]).
+    pub fn stamps(&self) -> Vec<Option<FileStamp>> {
+        (0..self.files.len())
+            .map(|i| {
+                if self.files[i].pad {
+                    return None;
+                }
+                self.retry_fds(|_| beneath::file_stamp(self.target(i)))
+                    .ok()
+                    .flatten()
+            })
+            .collect()
+    }
+
+    /// Checks which of the pieces in `check` are on disk and match their
+    /// hashes, on `threads` threads; pieces outside `check` are neither
+    /// read nor reported (resume data vouches for them). `progress` is
+    /// bumped once per piece, checked or not. Missing or short files simply
+    /// count as missing pieces, and so do files behind a symlink
+    /// ([`Storage::prepare`] then refuses them).
     pub fn check_existing(
         &self,
         geometry: &Geometry,
         hashes: &[[u8; 20]],
+        check: &Bitfield,
         threads: usize,
         progress: &AtomicU32,
     ) -> Bitfield {
@@ -566,10 +589,12 @@ impl Storage {
             .collect();
         let n = geometry.piece_count;
         let mut have = Bitfield::new(n as usize);
-        if sizes.iter().all(|s| s.is_none()) {
+        if sizes.iter().all(|s| s.is_none()) || check.count() == 0 {
             progress.store(n, Ordering::Relaxed);
             return have;
         }
+        let skipped = (0..n as usize).filter(|&i| !check.get(i)).count();
+        progress.fetch_add(u32::try_from(skipped).unwrap_or(n), Ordering::Relaxed);
         let next = AtomicU32::new(0);
         let results: Vec<Vec<u32>> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..threads.max(1))
@@ -581,6 +606,9 @@ impl Storage {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             if i >= n {
                                 break;
+                            }
+                            if !check.get(i as usize) {
+                                continue;
                             }
                             let len = geometry.piece_len(i) as usize;
                             let off = geometry.piece_offset(i);

@@ -2,8 +2,10 @@
 """libtorrent (python3-libtorrent, 2.0) driver for the btc integration tests.
 
   lt.py seed  --torrent T --save DIR --listen IP:PORT [--tracker URL]
+            [--upload-limit BYTES_PER_SEC]
       checks the data in DIR, prints "SEEDING" once it is a seed, then seeds
-      until killed (stats every second).
+      until killed (stats every second); with --upload-limit, uploads at
+      most that fast, loopback included (a slow seeder).
   lt.py fetch --magnet URI --save DIR --listen IP:PORT --peer IP:PORT
             [--timeout SECS]
       fetches metadata and data from the magnet (and the given peer),
@@ -71,6 +73,11 @@ def status_line(h):
 
 def seed(args):
     s = session(args.listen)
+    if args.upload_limit:
+        s.apply_settings({
+            "upload_rate_limit": args.upload_limit,
+            "ignore_limits_on_local_network": False,
+        })
     atp = lt.add_torrent_params()
     atp.ti = lt.torrent_info(args.torrent)
     atp.save_path = args.save
@@ -147,6 +154,7 @@ def main():
     a.add_argument("--save", required=True)
     a.add_argument("--listen", required=True)
     a.add_argument("--tracker", action="append")
+    a.add_argument("--upload-limit", type=int, default=0)
     b = sub.add_parser("fetch")
     b.add_argument("--magnet", required=True)
     b.add_argument("--save", required=True)
