@@ -274,3 +274,35 @@ fn json_lines_tell_the_whole_story_in_order() {
     let stopped = &events[pos("stopped")];
     assert_eq!(stopped["complete"], true);
 }
+
+/// `-q`: a successful run prints nothing at all, even with a dead tracker
+/// that would otherwise warn.
+#[test]
+fn quiet_prints_nothing_but_errors() {
+    let ctx = Ctx::new("control-quiet", secs(90));
+    let (_seed, t, root, peer) = seeder(&ctx, 3 * MIB, &[]);
+    let out = ctx.join("out");
+    let dead = format!("http://127.0.0.1:{}/announce", free_port());
+    let (stdout, stderr, _) = leech(
+        &ctx,
+        "leecher",
+        &[
+            "-q",
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--tracker",
+            &dead,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ],
+        secs(60),
+    );
+    assert_same_file(&root, &out.join("limited.bin"));
+    assert_eq!(stdout, "", "stdout with -q");
+    assert_eq!(stderr, "", "stderr with -q");
+}
