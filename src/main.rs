@@ -96,6 +96,10 @@ struct DownloadFlags {
     /// earlier runs (which otherwise vouches for files left unchanged).
     #[arg(long)]
     check: bool,
+    /// Download pieces in order (after the first and last piece of each
+    /// file), e.g. to play a file while it downloads.
+    #[arg(long)]
+    sequential: bool,
 }
 
 #[derive(Subcommand)]
@@ -325,6 +329,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 max_per_ip: f.max_peers_per_ip.max(1),
                 overwrite: f.overwrite,
                 check: f.check,
+                sequential: f.sequential,
                 quiet: cli.quiet,
                 download_limit: f.download_limit,
                 upload_limit: f.upload_limit,

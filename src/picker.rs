@@ -91,6 +91,9 @@ pub struct Picker {
     pool: Vec<Vec<u8>>,
     rng: SmallRng,
     max_pending: usize,
+    /// `Some` in sequential mode: these pieces first (each file's first
+    /// and last), then the lowest missing index.
+    sequential: Option<Vec<u32>>,
 }
 
 impl Picker {
@@ -108,7 +111,16 @@ impl Picker {
             pool: Vec::new(),
             rng: SmallRng::seed_from_u64(seed),
             max_pending,
+            sequential: None,
         }
+    }
+
+    /// Sequential mode (`--sequential`, streaming): new pieces in index
+    /// order, after `first` (each file's first and last piece, which
+    /// players read before the rest). Started pieces are finished lowest
+    /// index first.
+    pub fn set_sequential(&mut self, first: Vec<u32>) {
+        self.sequential = Some(first);
     }
 
     /// Verified pieces.
@@ -221,7 +233,11 @@ impl Picker {
             .copied()
             .filter(|&p| peer_has.get(p as usize))
             .collect();
-        started.sort_unstable_by_key(|p| std::cmp::Reverse(self.pending[p].received));
+        if self.sequential.is_some() {
+            started.sort_unstable();
+        } else {
+            started.sort_unstable_by_key(|p| std::cmp::Reverse(self.pending[p].received));
+        }
         for piece in started {
             self.take_free(peer, piece, want, now, &mut out);
             if out.len() >= want {
@@ -328,6 +344,14 @@ impl Picker {
                 && !s.verifying.get(i)
                 && !s.pending.contains_key(&(i as u32))
         };
+        if let Some(first) = &self.sequential {
+            return first
+                .iter()
+                .map(|&p| p as usize)
+                .chain(0..n)
+                .find(|&i| eligible(i, self))
+                .map(|i| i as u32);
+        }
         let start = self.rng.random_range(0..n);
         if self.have.count() < RANDOM_FIRST_PIECES {
             return (0..n)
@@ -504,6 +528,25 @@ mod tests {
         let r = p.pick(1, &all, 1, &[], Instant::now());
         assert_eq!(r[0].piece, 8);
         let _ = only8;
+    }
+
+    #[test]
+    fn sequential_takes_file_ends_first_then_index_order() {
+        let g = Geometry::new(10 * 16384, 16384);
+        let mut p = Picker::new(g, Bitfield::new(10), 7);
+        p.set_sequential(vec![0, 9, 0, 4]);
+        let mut has = Bitfield::full(10);
+        has.clear(1);
+        let all = Bitfield::full(10);
+        p.add_availability(&all);
+        let t = Instant::now();
+        // One block per piece: the order pieces are started in.
+        let order: Vec<u32> = (0..9)
+            .map(|_| p.pick(1, &has, 1, &[], t)[0].piece)
+            .collect();
+        assert_eq!(order, vec![0, 9, 4, 2, 3, 5, 6, 7, 8]);
+        // Piece 1 comes from a peer that has it.
+        assert_eq!(p.pick(2, &all, 1, &[], t)[0].piece, 1);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct DownloadArgs {
     pub overwrite: bool,
     /// Ignore resume data and hash everything on disk.
     pub check: bool,
+    /// Pieces in order.
+    pub sequential: bool,
     /// No bars, no summary.
     pub quiet: bool,
     /// Download limit, bytes/s (0 = none).
@@ -146,6 +148,7 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
         rate_limits: crate::ratelimit::RateLimits::new(args.download_limit, args.upload_limit),
         events: None,
         check: args.check,
+        sequential: args.sequential,
     };
     let mut opts = opts;
     let (status_tx, status_rx) = watch::channel(Status::default());

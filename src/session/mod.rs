@@ -103,6 +103,8 @@ pub struct Options {
     pub events: Option<mpsc::Sender<status::SessionEvent>>,
     /// Ignore resume data: hash every piece already on disk.
     pub check: bool,
+    /// Fetch pieces in order (after each file's first and last piece).
+    pub sequential: bool,
 }
 
 /// What happened, for the final summary.
@@ -715,8 +717,28 @@ async fn install(
             .map(|f| (f.path.join("/"), f.length))
             .collect(),
     });
-    shared.install(data, have);
+    let sequential = opts
+        .sequential
+        .then(|| file_end_pieces(&data.meta.info, &geometry));
+    shared.install(data, have, sequential);
     Ok(())
+}
+
+/// The first and last piece of every non-empty file, in file order: what a
+/// player reads first (headers, and indexes kept at the end).
+fn file_end_pieces(info: &crate::metainfo::Info, g: &Geometry) -> Vec<u32> {
+    let pl = u64::from(g.piece_length.max(1));
+    let mut out = Vec::new();
+    for f in info.files.iter().filter(|f| !f.pad && f.length > 0) {
+        for at in [f.offset, f.offset + f.length - 1] {
+            let p = u32::try_from(at / pl).unwrap_or(u32::MAX);
+            // Files come in offset order, so a repeat can only be the last.
+            if out.last() != Some(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// Transfer totals for the trackers; `left` is 1 until the size is known so

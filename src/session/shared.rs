@@ -241,9 +241,13 @@ impl Shared {
     }
 
     /// Installs the metadata and the picker (with `have` from the disk check).
-    pub fn install(&self, data: Arc<TorrentData>, have: Bitfield) {
+    /// With `sequential`, pieces are fetched in order after those listed.
+    pub fn install(&self, data: Arc<TorrentData>, have: Bitfield, sequential: Option<Vec<u32>>) {
         let seed = rand::random();
-        let picker = Picker::new(data.geometry, have.clone(), seed);
+        let mut picker = Picker::new(data.geometry, have.clone(), seed);
+        if let Some(first) = sequential {
+            picker.set_sequential(first);
+        }
         {
             let mut st = self.lock();
             // Peers connected before the metadata owe HAVEs for what the

@@ -306,3 +306,48 @@ fn quiet_prints_nothing_but_errors() {
     assert_eq!(stdout, "", "stdout with -q");
     assert_eq!(stderr, "", "stderr with -q");
 }
+
+/// `--sequential`: stopped halfway, the file's first half is already all
+/// there (with rarest-first it would be full of holes).
+#[test]
+fn sequential_fills_the_file_from_the_front() {
+    let ctx = Ctx::new("control-sequential", secs(120));
+    let (_seed, t, root, peer) = seeder(&ctx, 16 * MIB, &["--upload-limit", "4M"]);
+    let out = ctx.join("out");
+    let mut p = ctx.spawn(
+        "leecher",
+        ctx.btc(&[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--json",
+        ]),
+    );
+    let mut have = 0u64;
+    ctx.wait_for("half the data", secs(60), || {
+        have = p
+            .stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "progress")
+            .filter_map(|e| e["have"].as_u64())
+            .max()
+            .unwrap_or(0);
+        have >= 8 * MIB
+    });
+    signal(p.pid(), SIGTERM);
+    p.wait_timeout(secs(5)).expect("stopped");
+    let want = std::fs::read(&root).unwrap();
+    let got = std::fs::read(out.join("limited.bin")).unwrap();
+    let prefix = (have / 2) as usize;
+    assert!(
+        got.len() >= prefix && got[..prefix] == want[..prefix],
+        "the first {prefix} bytes are not all there after {have} bytes verified"
+    );
+}
