@@ -327,6 +327,7 @@ fn sequential_fills_the_file_from_the_front() {
             "--port",
             "0",
             "--json",
+            "--sequential",
         ]),
     );
     let mut have = 0u64;
