@@ -100,6 +100,11 @@ struct DownloadFlags {
     /// file), e.g. to play a file while it downloads.
     #[arg(long)]
     sequential: bool,
+    /// Write file N (as `btc info` numbers them; 1 for a single file) to
+    /// stdout in order as it is verified, then exit; implies --sequential.
+    /// Progress goes to stderr. `btc --stream 1 SOURCE | mpv -`
+    #[arg(long, value_name = "N", conflicts_with = "json", value_parser = clap::value_parser!(u32).range(1..))]
+    stream: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -329,15 +334,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 max_per_ip: f.max_peers_per_ip.max(1),
                 overwrite: f.overwrite,
                 check: f.check,
-                sequential: f.sequential,
+                sequential: f.sequential || f.stream.is_some(),
+                stream: f.stream.map(|n| n as usize),
                 quiet: cli.quiet,
                 download_limit: f.download_limit,
                 upload_limit: f.upload_limit,
                 json: f.json,
             };
             let json = f.json;
+            let stream = f.stream;
             let report = cmd::download::run(args, shutdown.clone()).await?;
-            if !cli.quiet && !json {
+            if let (Some(n), Some(Err(e))) = (stream, &report.stream) {
+                anyhow::bail!("--stream {n}: {e}");
+            }
+            if stream.is_some() && matches!(report.stream, Some(Ok(_))) {
+                // The file is out (or the reader is gone): done.
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !cli.quiet && !json && stream.is_none() {
                 println!("{}", cmd::download::summary(&report));
             }
             // Interrupted before the data was complete: not a success, and

@@ -94,6 +94,10 @@ pub struct Picker {
     /// `Some` in sequential mode: these pieces first (each file's first
     /// and last), then the lowest missing index.
     sequential: Option<Vec<u32>>,
+    /// In sequential mode, how far the prefix of `sequential` and of the
+    /// index order are all had: scans start there, so picking stays cheap
+    /// on torrents of many pieces.
+    seq_cursor: (usize, usize),
 }
 
 impl Picker {
@@ -112,6 +116,7 @@ impl Picker {
             rng: SmallRng::seed_from_u64(seed),
             max_pending,
             sequential: None,
+            seq_cursor: (0, 0),
         }
     }
 
@@ -345,12 +350,22 @@ impl Picker {
                 && !s.pending.contains_key(&(i as u32))
         };
         if let Some(first) = &self.sequential {
-            return first
+            let (mut a, mut b) = self.seq_cursor;
+            while first.get(a).is_some_and(|&p| self.have.get(p as usize)) {
+                a += 1;
+            }
+            while b < n && self.have.get(b) {
+                b += 1;
+            }
+            let found = first
                 .iter()
+                .skip(a)
                 .map(|&p| p as usize)
-                .chain(0..n)
+                .chain(b..n)
                 .find(|&i| eligible(i, self))
                 .map(|i| i as u32);
+            self.seq_cursor = (a, b);
+            return found;
         }
         let start = self.rng.random_range(0..n);
         if self.have.count() < RANDOM_FIRST_PIECES {

@@ -49,6 +49,8 @@ pub struct DownloadArgs {
     pub check: bool,
     /// Pieces in order.
     pub sequential: bool,
+    /// File to write to stdout as it arrives.
+    pub stream: Option<usize>,
     /// No bars, no summary.
     pub quiet: bool,
     /// Download limit, bytes/s (0 = none).
@@ -149,6 +151,7 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
         events: None,
         check: args.check,
         sequential: args.sequential,
+        stream: args.stream,
     };
     let mut opts = opts;
     let (status_tx, status_rx) = watch::channel(Status::default());

@@ -14,6 +14,7 @@ pub mod host;
 pub mod resume;
 pub mod shared;
 pub mod status;
+pub mod stream;
 pub mod verify;
 
 use crate::bitfield::Bitfield;
@@ -105,6 +106,9 @@ pub struct Options {
     pub check: bool,
     /// Fetch pieces in order (after each file's first and last piece).
     pub sequential: bool,
+    /// Write this file (1-based, pad files skipped) to stdout as it is
+    /// verified, then stop.
+    pub stream: Option<usize>,
 }
 
 /// What happened, for the final summary.
@@ -122,6 +126,8 @@ pub struct Report {
     pub download_time: Option<Duration>,
     /// Whether all pieces are verified at exit.
     pub complete: bool,
+    /// How `--stream` ended, if it did.
+    pub stream: Option<std::result::Result<stream::StreamEnd, String>>,
 }
 
 #[derive(Default)]
@@ -310,6 +316,11 @@ pub async fn run(
     let dialing = Arc::new(AtomicUsize::new(0));
     let mut seeding_since = completed_at;
     let mut verified_rx = shared.pieces_verified.subscribe();
+    let mut stream_task = opts.stream.map(|index| {
+        let shared = shared.clone();
+        tokio::spawn(async move { stream::run(shared, index, tokio::io::stdout()).await })
+    });
+    let mut stream_end = None;
     let mut saver = opts
         .state_dir
         .as_ref()
@@ -318,6 +329,14 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = torrent_token.cancelled() => break,
+            r = async { stream_task.as_mut().expect("guarded").await }, if stream_task.is_some() => {
+                stream_end = Some(match r {
+                    Ok(Ok(end)) => Ok(end),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(format!("the stream task failed: {e}")),
+                });
+                break;
+            }
             Some(addrs) = peer_rx.recv() => {
                 for a in addrs {
                     if known.len() >= MAX_KNOWN_PEERS {
@@ -543,6 +562,7 @@ pub async fn run(
         uploaded: shared.counters.uploaded.load(Ordering::Relaxed),
         download_time,
         complete,
+        stream: stream_end,
     })
 }
 
@@ -717,11 +737,33 @@ async fn install(
             .map(|f| (f.path.join("/"), f.length))
             .collect(),
     });
-    let sequential = opts
-        .sequential
-        .then(|| file_end_pieces(&data.meta.info, &geometry));
+    let sequential = match opts.stream {
+        Some(index) => Some(file_pieces(&data.meta.info, &geometry, index)),
+        None => opts
+            .sequential
+            .then(|| file_end_pieces(&data.meta.info, &geometry)),
+    };
     shared.install(data, have, sequential);
     Ok(())
+}
+
+/// Every piece of the `index`-th file (1-based, pad files skipped), in
+/// order: what `--stream` needs first.
+fn file_pieces(info: &crate::metainfo::Info, g: &Geometry, index: usize) -> Vec<u32> {
+    let pl = u64::from(g.piece_length.max(1));
+    match info
+        .files
+        .iter()
+        .filter(|f| !f.pad)
+        .nth(index.saturating_sub(1))
+    {
+        Some(f) if f.length > 0 => {
+            let first = u32::try_from(f.offset / pl).unwrap_or(u32::MAX);
+            let last = u32::try_from((f.offset + f.length - 1) / pl).unwrap_or(u32::MAX);
+            (first..=last).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The first and last piece of every non-empty file, in file order: what a

@@ -352,3 +352,80 @@ fn sequential_fills_the_file_from_the_front() {
         "the first {prefix} bytes are not all there after {have} bytes verified"
     );
 }
+
+/// `--stream 2`: the second file's bytes on stdout, in order, the first of
+/// them long before the download is over; exit 0 at the end of the file.
+/// A reader that goes away (EPIPE) is a clean exit too.
+#[test]
+fn stream_writes_one_file_in_order_then_exits() {
+    let ctx = Ctx::new("control-stream", secs(150));
+    let seed_dir = ctx.mkdir("seed");
+    let payload = Payload::multi(
+        "show",
+        &[("a.txt", MIB), ("b.mkv", 6 * MIB + 123), ("c.srt", MIB)],
+    );
+    let root = payload.write(&seed_dir, 77);
+    let t = ctx.join("show.torrent");
+    btc_create(&ctx, &root, &t, &[]);
+    let port = free_port();
+    let _seed = start_btc_seeder(
+        &ctx,
+        "seeder",
+        &seed_dir,
+        s(&t),
+        port,
+        &["--no-dht", "--bind", "127.0.0.1", "--upload-limit", "2M"],
+    );
+    let peer = format!("127.0.0.1:{port}");
+    let out = ctx.join("out");
+    let start = Instant::now();
+    let mut p = ctx.spawn(
+        "streamer",
+        ctx.btc(&[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-dht",
+            "--port",
+            "0",
+            "--stream",
+            "2",
+        ]),
+    );
+    let mut first_byte = None;
+    while p.is_running() && start.elapsed() < secs(60) {
+        if first_byte.is_none() && !p.stdout_bytes().is_empty() {
+            first_byte = Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = p
+        .wait_timeout(secs(10))
+        .expect("the streamer exits at the end of the file");
+    let total = start.elapsed();
+    assert!(status.success(), "{status}\n{}", p.tails());
+    let want = std::fs::read(root.join("b.mkv")).unwrap();
+    let got = p.stdout_bytes();
+    assert_eq!(got.len(), want.len(), "stdout length");
+    assert!(got == want, "stdout differs from the file");
+    let first = first_byte.expect("no byte seen before exit");
+    eprintln!("[stream] first byte after {first:?}, whole file after {total:?}");
+    assert!(
+        first + Duration::from_secs(1) < total,
+        "first byte at {first:?} is not well before the end ({total:?})"
+    );
+
+    // EPIPE: the reader takes a little and leaves.
+    let out2 = ctx.join("out2");
+    let script = format!(
+        "set -o pipefail; '{BTC}' -o '{}' '{}' --peer {peer} --no-dht --port 0 --stream 2 | head -c 1000 > /dev/null",
+        s(&out2),
+        s(&t)
+    );
+    let mut sh = std::process::Command::new("bash");
+    sh.arg("-c").arg(&script);
+    let r = ctx.run("stream-to-head", sh, secs(40));
+    r.assert_ok("btc --stream | head -c 1000");
+}

@@ -359,6 +359,11 @@ impl Proc {
         String::from_utf8_lossy(&fs::read(&self.stdout).unwrap_or_default()).into_owned()
     }
 
+    /// stdout as bytes (for binary output such as `--stream`).
+    pub fn stdout_bytes(&self) -> Vec<u8> {
+        fs::read(&self.stdout).unwrap_or_default()
+    }
+
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&fs::read(&self.stderr).unwrap_or_default()).into_owned()
     }
