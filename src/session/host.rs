@@ -164,6 +164,9 @@ impl Swarm for Shared {
         in_flight: &[BlockRef],
         now: Instant,
     ) -> Vec<BlockRef> {
+        if self.disk_paused() {
+            return Vec::new();
+        }
         let mut st = self.lock();
         match st.picker.as_mut() {
             Some(p) => p.pick(key, bf, want, in_flight, now),

@@ -78,6 +78,9 @@ pub struct PeerEntry {
     pub last_useful: Instant,
 }
 
+/// How long a disk error pauses downloading before writes are tried again.
+pub const DISK_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Distinct sources remembered for the summary.
 pub const MAX_SOURCES: usize = 65_536;
 
@@ -172,6 +175,8 @@ pub struct Shared {
     pub fatal: Mutex<Option<String>>,
     /// `--json`'s event channel, set once by the session when listened to.
     pub events: OnceLock<mpsc::Sender<super::status::SessionEvent>>,
+    /// Set while a disk error pauses downloading: until when.
+    pub disk_pause: Mutex<Option<std::time::Instant>>,
     /// Process-wide rate limits, set once by the session before any peer.
     pub rate_limits: OnceLock<crate::ratelimit::RateLimits>,
     /// Connection limits.
@@ -208,6 +213,7 @@ impl Shared {
             tasks: TaskTracker::new(),
             fatal: Mutex::new(None),
             rate_limits: OnceLock::new(),
+            disk_pause: Mutex::new(None),
             events: OnceLock::new(),
             limits,
             this: this.clone(),
@@ -218,6 +224,41 @@ impl Shared {
     /// A peer task assembled an info dict matching the info-hash.
     pub fn metadata_found(&self, info: Bytes) {
         let _ = self.metadata_tx.try_send(info);
+    }
+
+    /// A write to disk failed (disk full, I/O error, a vanished folder):
+    /// no new blocks are requested for [`DISK_RETRY`], then downloading
+    /// resumes and the write is tried again. Verified pieces stay; the
+    /// piece that could not be written was never counted.
+    pub fn pause_disk(&self, why: String) {
+        let until = std::time::Instant::now() + DISK_RETRY;
+        let first = {
+            let mut p = self.disk_pause.lock().unwrap_or_else(|e| e.into_inner());
+            let first = p.is_none();
+            *p = Some(until);
+            first
+        };
+        if first {
+            tracing::warn!(
+                "download paused: {why}; retrying in {} s",
+                DISK_RETRY.as_secs()
+            );
+            self.emit(super::status::SessionEvent::DiskError { message: why });
+        }
+    }
+
+    /// Whether downloading is paused by a disk error right now.
+    pub fn disk_paused(&self) -> bool {
+        let mut p = self.disk_pause.lock().unwrap_or_else(|e| e.into_inner());
+        match *p {
+            Some(until) if std::time::Instant::now() < until => true,
+            Some(_) => {
+                *p = None;
+                tracing::warn!("retrying the download after the disk error");
+                false
+            }
+            None => false,
+        }
     }
 
     /// Ends the run because of an unrecoverable local error.

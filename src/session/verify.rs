@@ -141,9 +141,12 @@ pub fn spawn_verify(
                 }
             }
             Err(e) => {
+                // Not the peers' fault: nobody is blamed, the piece is
+                // fetched again once writes work.
                 picker.piece_failed(piece);
+                picker.recycle(buf);
                 drop(st);
-                shared.fail(format!("writing piece {piece}: {e}"));
+                shared.pause_disk(format!("writing piece {piece}: {e}"));
             }
         }
     });

@@ -429,3 +429,76 @@ fn stream_writes_one_file_in_order_then_exits() {
     let r = ctx.run("stream-to-head", sh, secs(40));
     r.assert_ok("btc --stream | head -c 1000");
 }
+
+/// Unmounts a test's tmpfs even if the test fails.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A disk that fills up mid-download pauses the torrent with one line
+/// naming the file and the cause (and a JSON `error` that is not fatal);
+/// once space is freed the download resumes on its own and completes with
+/// the right data, no restart needed.
+#[test]
+fn disk_full_pauses_then_resumes_on_its_own() {
+    assert!(is_root(), "needs root (as CI runs) to mount a small tmpfs");
+    let ctx = Ctx::new("control-disk-full", secs(150));
+    let (_seed, t, root, peer) = seeder(&ctx, 6 * MIB, &[]);
+    let out = ctx.mkdir("small-disk");
+    let mount = |opts: &str| {
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -o {opts} failed");
+    };
+    mount("size=2m");
+    let _unmount = Mount(out.clone());
+    let mut p = ctx.spawn(
+        "leecher",
+        ctx.btc(&[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--json",
+        ]),
+    );
+    let line = p.wait_output("download paused: ", secs(60));
+    let warn = line
+        .lines()
+        .find(|l| l.contains("download paused: "))
+        .unwrap()
+        .to_string();
+    assert!(
+        warn.contains("limited.bin") && warn.contains("No space left"),
+        "{warn}"
+    );
+    let err = p
+        .stdout()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "error")
+        .unwrap_or_else(|| panic!("no JSON error event:\n{}", p.stdout()));
+    assert_eq!(err["fatal"], false);
+    p.assert_running();
+    // Free space: the download must go on without a restart.
+    mount("remount,size=32m");
+    p.expect_success(secs(90));
+    assert_same_file(&root, &out.join("limited.bin"));
+    assert!(
+        p.stderr().contains("retrying the download"),
+        "{}",
+        p.stderr()
+    );
+}
