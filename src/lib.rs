@@ -56,6 +56,7 @@ pub mod peer;
 pub mod picker;
 pub mod ratelimit;
 pub mod resume;
+pub mod select;
 pub mod session;
 pub mod spawn;
 pub mod storage;

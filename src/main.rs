@@ -105,6 +105,13 @@ struct DownloadFlags {
     /// Progress goes to stderr. `btc --stream 1 SOURCE | mpv -`
     #[arg(long, value_name = "N", conflicts_with = "json", value_parser = clap::value_parser!(u32).range(1..))]
     stream: Option<u32>,
+    /// Download only these files: numbers and ranges as `btc info` shows
+    /// them (1,3-5).
+    #[arg(long, value_name = "LIST", conflicts_with = "exclude", value_parser = btc::select::parse_file_list)]
+    select: Option<btc::select::FileList>,
+    /// Download every file but these (same numbering as --select).
+    #[arg(long, value_name = "LIST", value_parser = btc::select::parse_file_list)]
+    exclude: Option<btc::select::FileList>,
 }
 
 #[derive(Subcommand)]
@@ -336,6 +343,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 check: f.check,
                 sequential: f.sequential || f.stream.is_some(),
                 stream: f.stream.map(|n| n as usize),
+                selection: match (f.select, f.exclude) {
+                    (Some(r), _) => Some(btc::select::Selection::Only(r.0)),
+                    (None, Some(r)) => Some(btc::select::Selection::AllBut(r.0)),
+                    (None, None) => None,
+                },
                 quiet: cli.quiet,
                 download_limit: f.download_limit,
                 upload_limit: f.upload_limit,

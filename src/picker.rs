@@ -98,6 +98,9 @@ pub struct Picker {
     /// index order are all had: scans start there, so picking stays cheap
     /// on torrents of many pieces.
     seq_cursor: (usize, usize),
+    /// File selection: only these pieces are fetched (`None`: all), and
+    /// how many of them are still missing.
+    wanted: Option<(Bitfield, usize)>,
 }
 
 impl Picker {
@@ -117,6 +120,30 @@ impl Picker {
             max_pending,
             sequential: None,
             seq_cursor: (0, 0),
+            wanted: None,
+        }
+    }
+
+    /// Fetch only the pieces in `wanted` (file selection): completion, the
+    /// progress total and interest all follow it.
+    pub fn set_wanted(&mut self, wanted: Bitfield) {
+        let missing = wanted.iter_ones().filter(|&i| !self.have.get(i)).count();
+        self.wanted = Some((wanted, missing));
+    }
+
+    fn is_wanted(&self, i: usize) -> bool {
+        self.wanted.as_ref().is_none_or(|(w, _)| w.get(i))
+    }
+
+    /// Bytes of the pieces to fetch (with a selection, of the wanted ones).
+    pub fn bytes_wanted(&self) -> u64 {
+        let g = &self.geometry;
+        match &self.wanted {
+            None => g.total_length,
+            Some((w, _)) => w
+                .iter_ones()
+                .map(|i| u64::from(g.piece_len(i as u32)))
+                .sum(),
         }
     }
 
@@ -140,12 +167,22 @@ impl Picker {
 
     /// True when every piece is verified.
     pub fn is_complete(&self) -> bool {
-        self.have.is_full()
+        match &self.wanted {
+            Some((_, missing)) => *missing == 0,
+            None => self.have.is_full(),
+        }
     }
 
     /// Bytes of verified pieces.
     pub fn bytes_have(&self) -> u64 {
         let g = &self.geometry;
+        if let Some((w, _)) = &self.wanted {
+            return w
+                .iter_ones()
+                .filter(|&i| self.have.get(i))
+                .map(|i| u64::from(g.piece_len(i as u32)))
+                .sum();
+        }
         let last = g.piece_count - 1;
         let full = self.have.count() as u64 * g.piece_length as u64;
         if self.have.get(last as usize) {
@@ -157,10 +194,15 @@ impl Picker {
 
     /// Whether `peer_has` holds any piece we still lack.
     pub fn is_interesting(&self, peer_has: &Bitfield) -> bool {
-        if peer_has.is_full() {
-            return !self.have.is_full();
+        if self.is_complete() {
+            return false;
         }
-        peer_has.iter_ones().any(|i| !self.have.get(i))
+        if peer_has.is_full() && self.wanted.is_none() {
+            return true;
+        }
+        peer_has
+            .iter_ones()
+            .any(|i| !self.have.get(i) && self.is_wanted(i))
     }
 
     /// A peer announced its whole bitfield.
@@ -228,7 +270,7 @@ impl Picker {
         now: Instant,
     ) -> Vec<BlockRef> {
         let mut out = Vec::with_capacity(want);
-        if want == 0 || self.have.is_full() {
+        if want == 0 || self.is_complete() {
             return out;
         }
         // 1. Free blocks of pieces already started.
@@ -294,8 +336,11 @@ impl Picker {
     }
 
     fn all_missing_started(&self) -> bool {
-        let missing =
-            self.geometry.piece_count as usize - self.have.count() - self.verifying.count();
+        let missing = match &self.wanted {
+            // Only wanted pieces are ever started, so all verifying ones are.
+            Some((_, m)) => m.saturating_sub(self.verifying.count()),
+            None => self.geometry.piece_count as usize - self.have.count() - self.verifying.count(),
+        };
         self.pending.len() >= missing
             && self
                 .pending
@@ -344,7 +389,8 @@ impl Picker {
     fn choose_new_piece(&mut self, peer_has: &Bitfield) -> Option<u32> {
         let n = self.geometry.piece_count as usize;
         let eligible = |i: usize, s: &Self| {
-            peer_has.get(i)
+            s.is_wanted(i)
+                && peer_has.get(i)
                 && !s.have.get(i)
                 && !s.verifying.get(i)
                 && !s.pending.contains_key(&(i as u32))
@@ -457,7 +503,13 @@ impl Picker {
     /// The piece hashed correctly and is on disk.
     pub fn piece_verified(&mut self, piece: u32) {
         self.verifying.clear(piece as usize);
-        self.have.set(piece as usize);
+        let new = self.have.set(piece as usize);
+        if let Some((w, missing)) = &mut self.wanted
+            && new
+            && w.get(piece as usize)
+        {
+            *missing = missing.saturating_sub(1);
+        }
     }
 
     /// The piece failed its hash: it will be picked again.
@@ -562,6 +614,40 @@ mod tests {
         assert_eq!(order, vec![0, 9, 4, 2, 3, 5, 6, 7, 8]);
         // Piece 1 comes from a peer that has it.
         assert_eq!(p.pick(2, &all, 1, &[], t)[0].piece, 1);
+    }
+
+    #[test]
+    fn selection_fetches_only_wanted_pieces_and_completes_on_them() {
+        let g = Geometry::new(6 * 16384, 16384);
+        let mut have = Bitfield::new(6);
+        have.set(5);
+        let mut p = Picker::new(g, have, 3);
+        let mut wanted = Bitfield::new(6);
+        for i in [1, 2, 5] {
+            wanted.set(i);
+        }
+        p.set_wanted(wanted);
+        assert_eq!(p.bytes_wanted(), 3 * 16384);
+        let all = Bitfield::full(6);
+        let mut only0 = Bitfield::new(6);
+        only0.set(0);
+        assert!(p.is_interesting(&all));
+        assert!(!p.is_interesting(&only0), "piece 0 is not wanted");
+        let t = Instant::now();
+        let mut got = Vec::new();
+        loop {
+            let r = p.pick(1, &all, 1, &[], t);
+            let Some(b) = r.first() else { break };
+            got.push(b.piece);
+            let data = data_for(&g, b);
+            if let BlockOutcome::Complete { piece, .. } = p.on_block(1, b.piece, b.offset, &data) {
+                p.piece_verified(piece);
+            }
+        }
+        got.sort();
+        assert_eq!(got, vec![1, 2]);
+        assert!(p.is_complete());
+        assert!(!p.is_interesting(&all));
     }
 
     #[test]

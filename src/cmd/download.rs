@@ -51,6 +51,8 @@ pub struct DownloadArgs {
     pub sequential: bool,
     /// File to write to stdout as it arrives.
     pub stream: Option<usize>,
+    /// Files to download.
+    pub selection: Option<crate::select::Selection>,
     /// No bars, no summary.
     pub quiet: bool,
     /// Download limit, bytes/s (0 = none).
@@ -152,6 +154,7 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
         check: args.check,
         sequential: args.sequential,
         stream: args.stream,
+        selection: args.selection,
     };
     let mut opts = opts;
     let (status_tx, status_rx) = watch::channel(Status::default());

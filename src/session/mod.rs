@@ -109,6 +109,8 @@ pub struct Options {
     /// Write this file (1-based, pad files skipped) to stdout as it is
     /// verified, then stop.
     pub stream: Option<usize>,
+    /// Download only some files (`--select`, `--exclude`).
+    pub selection: Option<crate::select::Selection>,
 }
 
 /// What happened, for the final summary.
@@ -663,8 +665,26 @@ async fn install(
     status: &mut Status,
 ) -> Result<()> {
     let geometry = Geometry::new(meta.info.total_length, meta.info.piece_length);
-    let storage = Storage::new(&opts.output, &meta.info).context("laying out the files")?;
-    status.total = geometry.total_length;
+    let mut storage = Storage::new(&opts.output, &meta.info).context("laying out the files")?;
+    let selected = match &opts.selection {
+        Some(sel) => Some(
+            crate::select::selected_files(&meta.info, sel)
+                .map_err(anyhow::Error::msg)
+                .context("selecting files")?,
+        ),
+        None => None,
+    };
+    let wanted = selected.as_ref().map(|s| {
+        storage.select(s, &format!(".btc-parts-{}", meta.info_hash.to_hex()));
+        crate::select::wanted_pieces(&meta.info, &geometry, s)
+    });
+    status.total = match &wanted {
+        Some(w) => w
+            .iter_ones()
+            .map(|i| u64::from(geometry.piece_len(i as u32)))
+            .sum(),
+        None => geometry.total_length,
+    };
     status.name = meta.info.name.clone();
     let data = Arc::new(TorrentData {
         meta,
@@ -743,7 +763,7 @@ async fn install(
             .sequential
             .then(|| file_end_pieces(&data.meta.info, &geometry)),
     };
-    shared.install(data, have, sequential);
+    shared.install(data, have, sequential, wanted);
     Ok(())
 }
 

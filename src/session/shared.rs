@@ -283,9 +283,19 @@ impl Shared {
 
     /// Installs the metadata and the picker (with `have` from the disk check).
     /// With `sequential`, pieces are fetched in order after those listed.
-    pub fn install(&self, data: Arc<TorrentData>, have: Bitfield, sequential: Option<Vec<u32>>) {
+    /// With `wanted`, only those pieces are fetched (file selection).
+    pub fn install(
+        &self,
+        data: Arc<TorrentData>,
+        have: Bitfield,
+        sequential: Option<Vec<u32>>,
+        wanted: Option<Bitfield>,
+    ) {
         let seed = rand::random();
         let mut picker = Picker::new(data.geometry, have.clone(), seed);
+        if let Some(w) = wanted {
+            picker.set_wanted(w);
+        }
         if let Some(first) = sequential {
             picker.set_sequential(first);
         }
@@ -313,8 +323,10 @@ impl Shared {
     pub fn progress(&self) -> Option<(u64, u64)> {
         let data = self.data()?;
         let st = self.lock();
-        let have = st.picker.as_ref().map_or(0, |p| p.bytes_have());
-        Some((have, data.geometry.total_length))
+        Some(match st.picker.as_ref() {
+            Some(p) => (p.bytes_have(), p.bytes_wanted()),
+            None => (0, data.geometry.total_length),
+        })
     }
 
     /// Whether every piece is verified.

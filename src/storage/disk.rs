@@ -103,6 +103,9 @@ struct FileSlot {
     length: u64,
     /// A BEP 47 pad file: all zeros, never on disk.
     pad: bool,
+    /// Not selected for download: never created; what of it falls in a
+    /// piece shared with a selected file lives in the parts file.
+    skip: bool,
 }
 
 struct OpenFile {
@@ -205,7 +208,13 @@ impl Handles {
 /// anyway shrinks that budget and retries instead of failing.
 pub struct Storage {
     root: PathBuf,
+    /// The torrent's files, then (with a file selection) the parts file.
     files: Vec<FileSlot>,
+    /// How many of `files` are the torrent's.
+    torrent_files: usize,
+    /// Piece -> slot in the parts file, for pieces shared by a selected and
+    /// an unselected file (see [`Storage::select`]).
+    parts_slots: HashMap<u32, u64>,
     layout: Layout,
     piece_length: u64,
     handles: Mutex<Handles>,
@@ -253,12 +262,15 @@ impl Storage {
                 offset,
                 length: f.length,
                 pad: f.pad,
+                skip: false,
             });
             offset = offset.saturating_add(f.length);
         }
         let layout = Layout::new(info.files.iter().map(|f| f.length));
         Ok(Storage {
             root: root.to_path_buf(),
+            torrent_files: files.len(),
+            parts_slots: HashMap::new(),
             files,
             layout,
             piece_length: u64::from(info.piece_length).max(1),
@@ -266,6 +278,81 @@ impl Storage {
             write_lock: Mutex::new(()),
             warned_fds: AtomicBool::new(false),
         })
+    }
+
+    /// Downloads only the files where `selected` is true (torrent order,
+    /// pad files included). Unselected files are never created. A piece
+    /// that straddles a selected and an unselected file still has to be
+    /// whole to be verified and served, so the unselected part of it is
+    /// kept in one hidden file, `parts_name` in the output folder, a piece
+    /// slot each. Call before any I/O.
+    pub fn select(&mut self, selected: &[bool], parts_name: &str) {
+        let n = self.torrent_files;
+        for (f, sel) in self.files.iter_mut().take(n).zip(selected) {
+            f.skip = !f.pad && !*sel;
+        }
+        let pl = self.piece_length;
+        let mut touches: HashMap<u64, (bool, bool)> = HashMap::new();
+        for f in self.files.iter().take(n).filter(|f| !f.pad && f.length > 0) {
+            for p in f.offset / pl..=(f.offset + f.length - 1) / pl {
+                let t = touches.entry(p).or_default();
+                if f.skip {
+                    t.1 = true;
+                } else {
+                    t.0 = true;
+                }
+            }
+        }
+        let mut shared: Vec<u64> = touches
+            .into_iter()
+            .filter(|(_, (sel, skip))| *sel && *skip)
+            .map(|(p, _)| p)
+            .collect();
+        shared.sort_unstable();
+        self.parts_slots = shared
+            .iter()
+            .enumerate()
+            .filter_map(|(k, p)| Some((u32::try_from(*p).ok()?, k as u64)))
+            .collect();
+        self.files.truncate(n);
+        if !self.parts_slots.is_empty() {
+            self.files.push(FileSlot {
+                parts: vec![parts_name.to_string()],
+                path: self.root.join(parts_name),
+                offset: 0,
+                length: self.parts_slots.len() as u64 * pl,
+                pad: false,
+                skip: false,
+            });
+        }
+    }
+
+    /// Where the unselected bytes at content offset `global..+len` live in
+    /// the parts file: (parts offset, offset into the caller's buffer, length).
+    fn parts_spans(
+        &self,
+        global: u64,
+        len: usize,
+    ) -> Result<Vec<(u64, usize, usize)>, StorageError> {
+        let pl = self.piece_length;
+        let mut out = Vec::new();
+        let mut done = 0usize;
+        while done < len {
+            let g = global + done as u64;
+            let piece = g / pl;
+            let n = ((piece + 1) * pl - g).min((len - done) as u64) as usize;
+            let slot = u32::try_from(piece)
+                .ok()
+                .and_then(|p| self.parts_slots.get(&p))
+                .ok_or_else(|| StorageError::Io {
+                    op: "mapping",
+                    path: self.root.clone(),
+                    error: std::io::Error::other(format!("piece {piece} has no parts slot")),
+                })?;
+            out.push((slot * pl + (g - piece * pl), done, n));
+            done += n;
+        }
+        Ok(out)
     }
 
     /// Overrides the handle budget (tests exercise eviction and running
@@ -343,9 +430,10 @@ impl Storage {
     ///
     /// Never truncates a file that is btc's.
     pub fn prepare(&self, have: &Bitfield, overwrite: bool) -> Result<(), StorageError> {
-        let mut replace = vec![false; self.files.len()];
-        for (i, f) in self.files.iter().enumerate() {
-            if f.pad || f.length == 0 {
+        let n = self.torrent_files;
+        let mut replace = vec![false; n];
+        for (i, f) in self.files.iter().enumerate().take(n) {
+            if f.pad || f.skip || f.length == 0 {
                 continue;
             }
             let Some(len) = self.file_len(i)? else {
@@ -358,7 +446,13 @@ impl Storage {
                 replace[i] = true;
             }
         }
-        for (i, f) in self.files.iter().enumerate().filter(|(_, f)| !f.pad) {
+        for (i, f) in self
+            .files
+            .iter()
+            .enumerate()
+            .take(n)
+            .filter(|(_, f)| !f.pad && !f.skip)
+        {
             let file = self.handle(i, true)?;
             let sizing = |error| StorageError::Io {
                 op: "sizing",
@@ -446,6 +540,23 @@ impl Storage {
             if self.files[s.file].pad {
                 continue;
             }
+            if self.files[s.file].skip {
+                let parts = self.torrent_files;
+                let global = self.files[s.file].offset + s.file_offset;
+                let f = self.handle(parts, true)?;
+                for (at, rel, n) in self.parts_spans(global, s.len)? {
+                    let from = s.buf_offset + rel;
+                    f.write_all_at(&data[from..from + n], at).map_err(|error| {
+                        StorageError::Io {
+                            op: "writing",
+                            path: self.files[parts].path.clone(),
+                            error,
+                        }
+                    })?;
+                }
+                self.lock_handles().dirty.insert(parts);
+                continue;
+            }
             let f = self.handle(s.file, true)?;
             f.write_all_at(&data[s.buf_offset..s.buf_offset + s.len], s.file_offset)
                 .map_err(|error| StorageError::Io {
@@ -468,6 +579,21 @@ impl Storage {
                 buf[s.buf_offset..s.buf_offset + s.len].fill(0);
                 continue;
             }
+            if self.files[s.file].skip {
+                let parts = self.torrent_files;
+                let global = self.files[s.file].offset + s.file_offset;
+                let f = self.handle(parts, false)?;
+                for (at, rel, n) in self.parts_spans(global, s.len)? {
+                    let from = s.buf_offset + rel;
+                    f.read_exact_at(&mut buf[from..from + n], at)
+                        .map_err(|error| StorageError::Io {
+                            op: "reading",
+                            path: self.files[parts].path.clone(),
+                            error,
+                        })?;
+                }
+                continue;
+            }
             let f = self.handle(s.file, false)?;
             f.read_exact_at(&mut buf[s.buf_offset..s.buf_offset + s.len], s.file_offset)
                 .map_err(|error| StorageError::Io {
@@ -484,6 +610,7 @@ impl Storage {
     fn range_present(&self, offset: u64, len: usize, sizes: &[Option<u64>]) -> bool {
         self.layout.spans(offset, len).iter().all(|s| {
             self.files[s.file].pad
+                || self.files[s.file].skip
                 || sizes[s.file].is_some_and(|l| l >= s.file_offset + s.len as u64)
         })
     }
@@ -552,9 +679,9 @@ impl Storage {
     /// for pad files and files that are missing or cannot be examined.
     /// For resume data (see [`crate::resume`]).
     pub fn stamps(&self) -> Vec<Option<FileStamp>> {
-        (0..self.files.len())
+        (0..self.torrent_files)
             .map(|i| {
-                if self.files[i].pad {
+                if self.files[i].pad || self.files[i].skip {
                     return None;
                 }
                 self.retry_fds(|_| beneath::file_stamp(self.target(i)))
@@ -578,9 +705,9 @@ impl Storage {
         threads: usize,
         progress: &AtomicU32,
     ) -> Bitfield {
-        let sizes: Vec<Option<u64>> = (0..self.files.len())
+        let sizes: Vec<Option<u64>> = (0..self.torrent_files)
             .map(|i| {
-                if self.files[i].pad {
+                if self.files[i].pad || self.files[i].skip {
                     None
                 } else {
                     self.file_len(i).ok().flatten()

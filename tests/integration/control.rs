@@ -502,3 +502,130 @@ fn disk_full_pauses_then_resumes_on_its_own() {
         p.stderr()
     );
 }
+
+/// `btc info`'s numbered file list: (number, path inside the torrent).
+fn numbered_files(ctx: &Ctx, torrent: &std::path::Path) -> Vec<(usize, String)> {
+    let out = ctx.run_btc(&["info", s(torrent)], secs(20));
+    out.assert_ok("info");
+    out.stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Files"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut it = l.split_whitespace();
+            let n = it.next().unwrap().parse().unwrap();
+            // Size is two words ("1.21 KiB"), then the path.
+            let path = l.split_once("B  ").unwrap().1.trim().to_string();
+            (n, path)
+        })
+        .collect()
+}
+
+/// `--select 2,5`: only those files appear in `-o` (plus one hidden parts
+/// file for the pieces they share with their neighbours), byte-identical;
+/// a rerun without peers finds them complete; and the selective download
+/// seeds what it has to a leecher selecting the same files.
+#[test]
+fn select_downloads_only_the_chosen_files_and_seeds_them() {
+    let ctx = Ctx::new("control-select", secs(150));
+    let seed_dir = ctx.mkdir("seed");
+    let payload = Payload::nested("picked", 1);
+    let root = payload.write(&seed_dir, 3);
+    let t = ctx.join("picked.torrent");
+    btc_create(&ctx, &root, &t, &["--piece-length", "32768"]);
+    let files = numbered_files(&ctx, &t);
+    assert_eq!(files.len(), payload.files.len(), "{files:?}");
+    let chosen: Vec<&(usize, String)> = files.iter().filter(|(n, _)| *n == 2 || *n == 5).collect();
+    let port = free_port();
+    let _seed = start_btc_seeder(
+        &ctx,
+        "seeder",
+        &seed_dir,
+        s(&t),
+        port,
+        &["--no-dht", "--bind", "127.0.0.1"],
+    );
+    let peer = format!("127.0.0.1:{port}");
+    let out = ctx.join("out");
+    let state = ctx.mkdir("state");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "-o",
+            s(&out),
+            s(&t),
+            "--no-dht",
+            "--state-dir",
+            s(&state),
+            "--select",
+            "2,5",
+        ];
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |name: &str, extra: &[&str]| {
+        let a = args(extra);
+        let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        leech(&ctx, name, &a, secs(60))
+    };
+    run("leecher", &["--peer", &peer, "--no-seed", "--port", "0"]);
+    let mut on_disk: Vec<String> = walk_files(&out);
+    on_disk.sort();
+    let mut want: Vec<String> = chosen.iter().map(|(_, p)| p.clone()).collect();
+    want.push(format!(".btc-parts-{}", btc_info_hash(&ctx, s(&t))));
+    want.sort();
+    assert_eq!(on_disk, want, "only the chosen files and the parts file");
+    for (_, p) in &chosen {
+        let rel = p.strip_prefix("picked/").unwrap();
+        assert_same_file(&root.join(rel), &out.join(p));
+    }
+    // No peers: what is on disk (parts file included) is complete.
+    run("rerun", &["--no-seed", "--port", "0"]);
+    // It seeds what it has to a leecher that wants the same files.
+    let port2 = free_port();
+    let p2 = port2.to_string();
+    let a = args(&["--port", &p2, "--bind", "127.0.0.2"]);
+    let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+    let mut partial_seeder = ctx.spawn("partial-seeder", ctx.btc(&a));
+    partial_seeder.wait_output("seeding", secs(60));
+    let out2 = ctx.join("out2");
+    let peer2 = format!("127.0.0.2:{port2}");
+    leech(
+        &ctx,
+        "second-leecher",
+        &[
+            "-o",
+            s(&out2),
+            s(&t),
+            "--peer",
+            &peer2,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--select",
+            "2,5",
+        ],
+        secs(60),
+    );
+    for (_, p) in &chosen {
+        assert_same_file(&out.join(p), &out2.join(p));
+    }
+}
+
+/// Every file under `dir`, as paths relative to it.
+fn walk_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
