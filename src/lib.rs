@@ -42,6 +42,7 @@ pub mod bencode;
 pub mod bitfield;
 pub mod choker;
 pub mod cmd;
+pub mod config;
 pub mod create;
 pub mod dht;
 pub mod events;

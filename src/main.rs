@@ -114,6 +114,41 @@ struct DownloadFlags {
     exclude: Option<btc::select::FileList>,
 }
 
+impl DownloadFlags {
+    /// The one place the command line becomes a [`btc::config::Config`].
+    fn into_config(self, quiet: bool) -> btc::config::Config {
+        btc::config::Config {
+            source: self.source.unwrap_or_default(),
+            output: self.output,
+            port: self.port,
+            bind: self.bind,
+            trackers: self.trackers,
+            peers: self.peers,
+            no_seed: self.no_seed,
+            seed_ratio: self.seed_ratio,
+            seed_time: self.seed_time.map(Duration::from_secs),
+            dht_bootstrap: self.dht_bootstrap,
+            no_dht: self.no_dht,
+            state_dir: self.state_dir,
+            max_peers: self.max_peers,
+            max_per_ip: self.max_peers_per_ip,
+            overwrite: self.overwrite,
+            check: self.check,
+            sequential: self.sequential,
+            stream: self.stream.map(|n| n as usize),
+            selection: match (self.select, self.exclude) {
+                (Some(r), _) => Some(btc::select::Selection::Only(r.0)),
+                (None, Some(r)) => Some(btc::select::Selection::AllBut(r.0)),
+                (None, None) => None,
+            },
+            quiet,
+            download_limit: self.download_limit,
+            upload_limit: self.upload_limit,
+            json: self.json,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Make a .torrent from a file or folder.
@@ -318,44 +353,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         None => {
-            let f = cli.download;
-            if let Some(r) = f.seed_ratio
-                && !(r >= 0.0 && r.is_finite())
-            {
-                anyhow::bail!("invalid --seed-ratio {r}: must be a number >= 0");
-            }
-            let args = cmd::download::DownloadArgs {
-                source: f.source.unwrap_or_default(),
-                output: f.output,
-                port: f.port,
-                bind: f.bind,
-                trackers: f.trackers,
-                peers: f.peers,
-                no_seed: f.no_seed,
-                seed_ratio: f.seed_ratio,
-                seed_time: f.seed_time.map(Duration::from_secs),
-                dht_bootstrap: f.dht_bootstrap,
-                no_dht: f.no_dht,
-                state_dir: f.state_dir,
-                max_peers: f.max_peers.max(1),
-                max_per_ip: f.max_peers_per_ip.max(1),
-                overwrite: f.overwrite,
-                check: f.check,
-                sequential: f.sequential || f.stream.is_some(),
-                stream: f.stream.map(|n| n as usize),
-                selection: match (f.select, f.exclude) {
-                    (Some(r), _) => Some(btc::select::Selection::Only(r.0)),
-                    (None, Some(r)) => Some(btc::select::Selection::AllBut(r.0)),
-                    (None, None) => None,
-                },
-                quiet: cli.quiet,
-                download_limit: f.download_limit,
-                upload_limit: f.upload_limit,
-                json: f.json,
-            };
-            let json = f.json;
-            let stream = f.stream;
-            let report = cmd::download::run(args, shutdown.clone()).await?;
+            let json = cli.download.json;
+            let stream = cli.download.stream;
+            let config = cli.download.into_config(cli.quiet).check()?;
+            let report = cmd::download::run(config, shutdown.clone()).await?;
             if let (Some(n), Some(Err(e))) = (stream, &report.stream) {
                 anyhow::bail!("--stream {n}: {e}");
             }

@@ -2,72 +2,21 @@
 
 use super::info::human_bytes;
 use super::source::{Resolved, resolve};
+use crate::config::Config;
 use crate::dht::{DhtConfig, DhtHandle};
 use crate::session::status::Status;
 use crate::session::{self, Options, Report, Source};
 use crate::ui;
 use anyhow::{Context, Result};
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::net::IpAddr;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-/// Validated arguments of the default command.
-pub struct DownloadArgs {
-    /// SOURCE as typed.
-    pub source: String,
-    /// Output folder.
-    pub output: PathBuf,
-    /// Listen port; `None` = 6881 with fallback.
-    pub port: Option<u16>,
-    /// Local IP.
-    pub bind: Option<IpAddr>,
-    /// Extra trackers.
-    pub trackers: Vec<String>,
-    /// Peers to dial.
-    pub peers: Vec<SocketAddr>,
-    /// Exit once complete.
-    pub no_seed: bool,
-    /// Seed ratio limit.
-    pub seed_ratio: Option<f64>,
-    /// Seed time limit.
-    pub seed_time: Option<Duration>,
-    /// DHT bootstrap nodes replacing the defaults.
-    pub dht_bootstrap: Vec<String>,
-    /// Disable the DHT.
-    pub no_dht: bool,
-    /// State folder override.
-    pub state_dir: Option<PathBuf>,
-    /// Connection limit.
-    pub max_peers: usize,
-    /// Connections from one IP at most.
-    pub max_per_ip: usize,
-    /// Download over existing files that are not the torrent's.
-    pub overwrite: bool,
-    /// Ignore resume data and hash everything on disk.
-    pub check: bool,
-    /// Pieces in order.
-    pub sequential: bool,
-    /// File to write to stdout as it arrives.
-    pub stream: Option<usize>,
-    /// Files to download.
-    pub selection: Option<crate::select::Selection>,
-    /// No bars, no summary.
-    pub quiet: bool,
-    /// Download limit, bytes/s (0 = none).
-    pub download_limit: u64,
-    /// Upload limit, bytes/s (0 = none).
-    pub upload_limit: u64,
-    /// JSON lines on stdout instead of bars.
-    pub json: bool,
-}
 
 /// Default listen port (also the DHT's UDP port).
 pub const DEFAULT_PORT: u16 = 6881;
 
 /// Runs the download; returns the report for the summary line.
-pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Report> {
+pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Report> {
     let source = match resolve(&args.source).await {
         Ok(Resolved::Torrent(m)) => Source::Torrent(m),
         Ok(Resolved::Magnet(m)) => Source::Magnet(m),
@@ -134,40 +83,28 @@ pub async fn run(args: DownloadArgs, shutdown: CancellationToken) -> Result<Repo
             },
         }
     };
-    let opts = Options {
-        output: args.output.clone(),
+    let rate_limits = crate::ratelimit::RateLimits::new(args.download_limit, args.upload_limit);
+    let (json, quiet) = (args.json, args.quiet);
+    let mut opts = Options {
         port,
         port_fallback: args.port.is_none(),
-        bind: args.bind,
-        trackers: args.trackers,
-        peers: args.peers,
-        no_seed: args.no_seed,
-        seed_ratio: args.seed_ratio,
-        seed_time: args.seed_time,
-        max_peers: args.max_peers,
-        max_per_ip: args.max_per_ip,
         dht: dht.clone(),
         state_dir,
-        overwrite: args.overwrite,
-        rate_limits: crate::ratelimit::RateLimits::new(args.download_limit, args.upload_limit),
+        rate_limits,
         events: None,
-        check: args.check,
-        sequential: args.sequential,
-        stream: args.stream,
-        selection: args.selection,
+        config: std::sync::Arc::new(args),
     };
-    let mut opts = opts;
     let (status_tx, status_rx) = watch::channel(Status::default());
-    let ui_task = if args.json {
+    let ui_task = if json {
         let (tx, rx) = tokio::sync::mpsc::channel(crate::events::EVENT_QUEUE);
         opts.events = Some(tx);
         tokio::spawn(crate::events::render(info_hash, name_hint, status_rx, rx))
     } else {
-        tokio::spawn(ui::render(status_rx, args.quiet))
+        tokio::spawn(ui::render(status_rx, quiet))
     };
     let result = session::run(source, opts, status_tx, shutdown).await;
     let _ = ui_task.await;
-    if args.json {
+    if json {
         match &result {
             Ok(r) => crate::events::emit(&crate::events::stopped_line(
                 info_hash,

@@ -69,48 +69,28 @@ pub enum Source {
 
 /// Session settings, validated by the CLI.
 pub struct Options {
-    /// Output folder.
-    pub output: PathBuf,
-    /// TCP listen port (0 = any).
+    /// What the user asked for; its fields read through `Options` (Deref).
+    pub config: std::sync::Arc<crate::config::Config>,
+    /// TCP listen port as resolved (0 = any).
     pub port: u16,
     /// Fall back to any free port when `port` is taken.
     pub port_fallback: bool,
-    /// Local IP to listen on and dial from.
-    pub bind: Option<IpAddr>,
-    /// Extra trackers, each its own tier.
-    pub trackers: Vec<String>,
-    /// Peers to dial directly.
-    pub peers: Vec<SocketAddr>,
-    /// Exit once complete.
-    pub no_seed: bool,
-    /// Stop seeding at this upload ratio.
-    pub seed_ratio: Option<f64>,
-    /// Stop seeding after this long.
-    pub seed_time: Option<Duration>,
-    /// Connected peers at most.
-    pub max_peers: usize,
-    /// Connections from one IP at most.
-    pub max_per_ip: usize,
     /// The DHT node, when enabled.
     pub dht: Option<DhtHandle>,
-    /// Where fetched metadata is remembered.
+    /// Where fetched metadata and resume data are kept, as resolved.
     pub state_dir: Option<PathBuf>,
-    /// Download over existing files that are not this torrent's (see
-    /// [`Storage::prepare`]).
-    pub overwrite: bool,
     /// Process-wide rate limits (shared with every other torrent).
     pub rate_limits: crate::ratelimit::RateLimits,
     /// Where discrete events go for `--json` (`None`: nobody listens).
     pub events: Option<mpsc::Sender<status::SessionEvent>>,
-    /// Ignore resume data: hash every piece already on disk.
-    pub check: bool,
-    /// Fetch pieces in order (after each file's first and last piece).
-    pub sequential: bool,
-    /// Write this file (1-based, pad files skipped) to stdout as it is
-    /// verified, then stop.
-    pub stream: Option<usize>,
-    /// Download only some files (`--select`, `--exclude`).
-    pub selection: Option<crate::select::Selection>,
+}
+
+impl std::ops::Deref for Options {
+    type Target = crate::config::Config;
+
+    fn deref(&self) -> &crate::config::Config {
+        &self.config
+    }
 }
 
 /// What happened, for the final summary.

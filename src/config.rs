@@ -1,0 +1,132 @@
+//! The validated settings of a download run, built once from the command
+//! line (in the manner of ripgrep's high-level args) so each setting has
+//! one name and one check, wherever it is read.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A download run as the user asked for it: parsed and checked once (see
+/// [`Config::check`]), then read by the command and, through
+/// [`crate::session::Options`], by the session. The clap structs in
+/// `main.rs` only describe the command line; this is what runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// SOURCE as typed.
+    pub source: String,
+    /// Output folder.
+    pub output: PathBuf,
+    /// Listen port; `None` = 6881 with fallback.
+    pub port: Option<u16>,
+    /// Local IP.
+    pub bind: Option<IpAddr>,
+    /// Extra trackers.
+    pub trackers: Vec<String>,
+    /// Peers to dial.
+    pub peers: Vec<SocketAddr>,
+    /// Exit once complete.
+    pub no_seed: bool,
+    /// Seed ratio limit.
+    pub seed_ratio: Option<f64>,
+    /// Seed time limit.
+    pub seed_time: Option<Duration>,
+    /// DHT bootstrap nodes replacing the defaults.
+    pub dht_bootstrap: Vec<String>,
+    /// Disable the DHT.
+    pub no_dht: bool,
+    /// State folder override.
+    pub state_dir: Option<PathBuf>,
+    /// Connection limit.
+    pub max_peers: usize,
+    /// Connections from one IP at most.
+    pub max_per_ip: usize,
+    /// Download over existing files that are not the torrent's.
+    pub overwrite: bool,
+    /// Ignore resume data and hash everything on disk.
+    pub check: bool,
+    /// Pieces in order.
+    pub sequential: bool,
+    /// File to write to stdout as it arrives.
+    pub stream: Option<usize>,
+    /// Files to download.
+    pub selection: Option<crate::select::Selection>,
+    /// No bars, no summary.
+    pub quiet: bool,
+    /// Download limit, bytes/s (0 = none).
+    pub download_limit: u64,
+    /// Upload limit, bytes/s (0 = none).
+    pub upload_limit: u64,
+    /// JSON lines on stdout instead of bars.
+    pub json: bool,
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    /// `--seed-ratio` is negative or not a number.
+    #[error("invalid --seed-ratio {0}: must be a number >= 0")]
+    SeedRatio(f64),
+}
+
+impl Config {
+    /// Checks what clap cannot and fills in what settings imply: limits of
+    /// at least 1, `--stream` implies `--sequential`.
+    pub fn check(mut self) -> Result<Config, ConfigError> {
+        if let Some(r) = self.seed_ratio
+            && !(r >= 0.0 && r.is_finite())
+        {
+            return Err(ConfigError::SeedRatio(r));
+        }
+        self.max_peers = self.max_peers.max(1);
+        self.max_per_ip = self.max_per_ip.max(1);
+        self.sequential |= self.stream.is_some();
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        Config {
+            source: "x.torrent".into(),
+            output: ".".into(),
+            port: None,
+            bind: None,
+            trackers: vec![],
+            peers: vec![],
+            no_seed: false,
+            seed_ratio: None,
+            seed_time: None,
+            dht_bootstrap: vec![],
+            no_dht: false,
+            state_dir: None,
+            max_peers: 0,
+            max_per_ip: 0,
+            overwrite: false,
+            check: false,
+            sequential: false,
+            stream: Some(1),
+            selection: None,
+            quiet: false,
+            download_limit: 0,
+            upload_limit: 0,
+            json: false,
+        }
+    }
+
+    #[test]
+    fn check_fills_implied_settings_and_refuses_bad_ones() {
+        let c = base().check().unwrap();
+        assert!(c.sequential, "--stream implies --sequential");
+        assert_eq!((c.max_peers, c.max_per_ip), (1, 1));
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            let c = Config {
+                seed_ratio: Some(bad),
+                ..base()
+            };
+            assert!(c.check().is_err(), "{bad}");
+        }
+    }
+}
