@@ -626,3 +626,37 @@ fn check_unique(files: &[FileEntry]) -> Result<(), MetainfoError> {
 
 #[cfg(test)]
 mod tests;
+
+/// A multi-file `Info` of the given (length, pad) files named `f0`, `f1`…
+/// with zero piece hashes, and its geometry: for tests and fuzz targets of
+/// code that maps files to pieces.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub fn synthetic_info(
+    files: &[(u64, bool)],
+    piece_length: u32,
+) -> (Info, crate::geometry::Geometry) {
+    let mut entries = Vec::with_capacity(files.len());
+    let mut offset = 0u64;
+    for (i, (length, pad)) in files.iter().enumerate() {
+        entries.push(FileEntry {
+            path: vec![format!("f{i}")],
+            length: *length,
+            offset,
+            md5sum: None,
+            pad: *pad,
+        });
+        offset += length;
+    }
+    let g = crate::geometry::Geometry::new(offset, piece_length);
+    let info = Info {
+        name: "t".into(),
+        piece_length,
+        pieces: vec![[0; 20]; g.piece_count as usize],
+        private: false,
+        files: entries,
+        total_length: offset,
+        multi_file: true,
+    };
+    (info, g)
+}

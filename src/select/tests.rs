@@ -1,30 +1,7 @@
 use super::*;
-use crate::metainfo::FileEntry;
 
 fn info(lens: &[(u64, bool)], piece_length: u32) -> (Info, Geometry) {
-    let mut files = Vec::new();
-    let mut offset = 0;
-    for (i, (len, pad)) in lens.iter().enumerate() {
-        files.push(FileEntry {
-            path: vec![format!("f{i}")],
-            length: *len,
-            offset,
-            md5sum: None,
-            pad: *pad,
-        });
-        offset += len;
-    }
-    let g = Geometry::new(offset, piece_length);
-    let info = Info {
-        name: "t".into(),
-        piece_length,
-        pieces: vec![[0; 20]; g.piece_count as usize],
-        private: false,
-        files,
-        total_length: offset,
-        multi_file: true,
-    };
-    (info, g)
+    crate::metainfo::synthetic_info(lens, piece_length)
 }
 
 #[test]

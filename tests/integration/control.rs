@@ -6,6 +6,28 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
 
+/// `btc -o OUT TORRENT --peer PEER --no-dht --port 0 EXTRA…`: a leecher of
+/// one known peer.
+fn leecher_args<'a>(
+    out: &'a std::path::Path,
+    torrent: &'a std::path::Path,
+    peer: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut a = vec![
+        "-o",
+        s(out),
+        s(torrent),
+        "--peer",
+        peer,
+        "--no-dht",
+        "--port",
+        "0",
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
 /// A btc seeder of `len` random bytes; returns (seeder, torrent, content, peer).
 fn seeder(
     ctx: &Ctx,
@@ -76,17 +98,7 @@ fn plain_output_names_the_torrent_and_sums_up() {
     let (_, stderr, _) = leech(
         &ctx,
         "leecher",
-        &[
-            "-o",
-            s(&out),
-            s(&t),
-            "--peer",
-            &peer,
-            "--no-seed",
-            "--no-dht",
-            "--port",
-            "0",
-        ],
+        &leecher_args(&out, &t, &peer, &["--no-seed"]),
         secs(60),
     );
     assert_same_file(&root, &out.join("limited.bin"));
@@ -116,17 +128,7 @@ fn sigterm_mid_download_exits_143() {
         let out = ctx.join(format!("out-{code}"));
         let mut p = ctx.spawn(
             "leecher",
-            ctx.btc(&[
-                "-o",
-                s(&out),
-                s(&t),
-                "--peer",
-                &peer,
-                "--no-seed",
-                "--no-dht",
-                "--port",
-                "0",
-            ]),
+            ctx.btc(&leecher_args(&out, &t, &peer, &["--no-seed"])),
         );
         p.wait_output("limited.bin: ", secs(30));
         let start = Instant::now();
@@ -206,18 +208,7 @@ fn json_lines_tell_the_whole_story_in_order() {
     let (stdout, _, took) = leech(
         &ctx,
         "leecher",
-        &[
-            "-o",
-            s(&out),
-            s(&t),
-            "--peer",
-            &peer,
-            "--no-seed",
-            "--no-dht",
-            "--port",
-            "0",
-            "--json",
-        ],
+        &leecher_args(&out, &t, &peer, &["--no-seed", "--json"]),
         secs(60),
     );
     assert_same_tree(&root, &out.join("jsoned"));
@@ -316,19 +307,12 @@ fn sequential_fills_the_file_from_the_front() {
     let out = ctx.join("out");
     let mut p = ctx.spawn(
         "leecher",
-        ctx.btc(&[
-            "-o",
-            s(&out),
-            s(&t),
-            "--peer",
+        ctx.btc(&leecher_args(
+            &out,
+            &t,
             &peer,
-            "--no-seed",
-            "--no-dht",
-            "--port",
-            "0",
-            "--json",
-            "--sequential",
-        ]),
+            &["--no-seed", "--json", "--sequential"],
+        )),
     );
     let mut have = 0u64;
     ctx.wait_for("half the data", secs(60), || {
@@ -381,18 +365,7 @@ fn stream_writes_one_file_in_order_then_exits() {
     let start = Instant::now();
     let mut p = ctx.spawn(
         "streamer",
-        ctx.btc(&[
-            "-o",
-            s(&out),
-            s(&t),
-            "--peer",
-            &peer,
-            "--no-dht",
-            "--port",
-            "0",
-            "--stream",
-            "2",
-        ]),
+        ctx.btc(&leecher_args(&out, &t, &peer, &["--stream", "2"])),
     );
     let mut first_byte = None;
     while p.is_running() && start.elapsed() < secs(60) {
@@ -461,18 +434,7 @@ fn disk_full_pauses_then_resumes_on_its_own() {
     let _unmount = Mount(out.clone());
     let mut p = ctx.spawn(
         "leecher",
-        ctx.btc(&[
-            "-o",
-            s(&out),
-            s(&t),
-            "--peer",
-            &peer,
-            "--no-seed",
-            "--no-dht",
-            "--port",
-            "0",
-            "--json",
-        ]),
+        ctx.btc(&leecher_args(&out, &t, &peer, &["--no-seed", "--json"])),
     );
     let line = p.wait_output("download paused: ", secs(60));
     let warn = line
@@ -593,19 +555,7 @@ fn select_downloads_only_the_chosen_files_and_seeds_them() {
     leech(
         &ctx,
         "second-leecher",
-        &[
-            "-o",
-            s(&out2),
-            s(&t),
-            "--peer",
-            &peer2,
-            "--no-seed",
-            "--no-dht",
-            "--port",
-            "0",
-            "--select",
-            "2,5",
-        ],
+        &leecher_args(&out2, &t, &peer2, &["--no-seed", "--select", "2,5"]),
         secs(60),
     );
     for (_, p) in &chosen {
