@@ -294,7 +294,10 @@ impl Storage {
         let pl = self.piece_length;
         let mut touches: HashMap<u64, (bool, bool)> = HashMap::new();
         for f in self.files.iter().take(n).filter(|f| !f.pad && f.length > 0) {
-            for p in f.offset / pl..=(f.offset + f.length - 1) / pl {
+            // Only a file's first and last piece can hold another file's
+            // bytes: the pieces between are its own, however many.
+            let (first, last) = (f.offset / pl, (f.offset + f.length - 1) / pl);
+            for p in [first, last] {
                 let t = touches.entry(p).or_default();
                 if f.skip {
                     t.1 = true;

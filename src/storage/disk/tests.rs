@@ -466,3 +466,49 @@ fn running_out_of_descriptors_shrinks_and_retries() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// With a selection, the unselected file is never created; the bytes of it
+/// that share a piece with a selected file go to the parts file, so that
+/// piece reads back whole and passes the check after a restart.
+#[test]
+fn unselected_files_live_only_in_the_parts_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // Pieces of 16 KiB: a = [0, 20000) pieces 0-1; b = [20000, 60000)
+    // pieces 1-3; c = [60000, 70000) pieces 3-4.
+    let files: &[(&[&str], u64)] = &[
+        (&["t", "a"], 20_000),
+        (&["t", "b"], 40_000),
+        (&["t", "c"], 10_000),
+    ];
+    let (content, info, g, mut st) = setup(root, files);
+    st.select(&[true, false, true], ".btc-parts-test");
+    st.prepare(&none(&g), false).unwrap();
+    for p in [0u32, 1, 3, 4] {
+        let off = g.piece_offset(p);
+        let len = g.piece_len(p) as usize;
+        st.write(off, &content[off as usize..off as usize + len])
+            .unwrap();
+    }
+    st.sync().unwrap();
+    assert!(root.join("t/a").exists() && root.join("t/c").exists());
+    assert!(
+        !root.join("t/b").exists(),
+        "the unselected file was created"
+    );
+    // Pieces 1 and 3 are shared: one slot each in the parts file, which
+    // ends where b's bytes of piece 3 end in the second slot.
+    let parts = std::fs::metadata(root.join(".btc-parts-test")).unwrap();
+    assert_eq!(parts.len(), 16384 + (60_000 - 3 * 16384));
+    let mut buf = vec![0u8; g.piece_len(3) as usize];
+    st.read(g.piece_offset(3), &mut buf).unwrap();
+    assert_eq!(&buf[..], &content[3 * 16384..4 * 16384]);
+    // Piece 2 lies wholly in the unselected file: it has no slot.
+    assert!(st.read(g.piece_offset(2), &mut buf).is_err());
+    // A restart finds exactly the written pieces.
+    let (_, _, _, mut again) = setup(root, files);
+    again.select(&[true, false, true], ".btc-parts-test");
+    let have = again.check_existing(&g, &info.pieces, &all(&g), 1, &AtomicU32::new(0));
+    assert_eq!(have.iter_ones().collect::<Vec<_>>(), vec![0, 1, 3, 4]);
+    assert_eq!(again.stamps()[1], None);
+}
