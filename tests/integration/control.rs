@@ -561,6 +561,38 @@ fn select_downloads_only_the_chosen_files_and_seeds_them() {
     for (_, p) in &chosen {
         assert_same_file(&out.join(p), &out2.join(p));
     }
+    // A magnet: the selection applies once the metadata arrives.
+    let hash = btc_info_hash(&ctx, s(&t));
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&x.pe=127.0.0.1%3A{port}");
+    let out3 = ctx.join("out3");
+    let state3 = ctx.mkdir("state3");
+    leech(
+        &ctx,
+        "magnet-leecher",
+        &[
+            "-o",
+            s(&out3),
+            &magnet,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--state-dir",
+            s(&state3),
+            "--exclude",
+            "1,3-4,6-8",
+        ],
+        secs(60),
+    );
+    let mut on_disk3 = walk_files(&out3);
+    on_disk3.sort();
+    assert_eq!(
+        on_disk3, want,
+        "the magnet download holds only the chosen files"
+    );
+    for (_, p) in &chosen {
+        assert_same_file(&out.join(p), &out3.join(p));
+    }
 }
 
 /// Every file under `dir`, as paths relative to it.
