@@ -122,13 +122,19 @@ fn plain_output_names_the_torrent_and_sums_up() {
 /// (SIGINT gives 130), so scripts can tell an interrupted download.
 #[test]
 fn sigterm_mid_download_exits_143() {
-    let ctx = Ctx::new("control-sigterm", secs(120));
-    let (_seed, t, _, peer) = seeder(&ctx, 8 * MIB, &["--upload-limit", "512K"]);
+    let ctx = Ctx::new("control-sigterm", secs(150));
+    let (_seed, t, root, peer) = seeder(&ctx, 8 * MIB, &["--upload-limit", "512K"]);
     for (sig, code) in [(SIGTERM, 143), (SIGINT, 130)] {
         let out = ctx.join(format!("out-{code}"));
+        let state = ctx.mkdir(format!("state-{code}"));
         let mut p = ctx.spawn(
             "leecher",
-            ctx.btc(&leecher_args(&out, &t, &peer, &["--no-seed"])),
+            ctx.btc(&leecher_args(
+                &out,
+                &t,
+                &peer,
+                &["--no-seed", "--state-dir", s(&state)],
+            )),
         );
         p.wait_output("limited.bin: ", secs(30));
         let start = Instant::now();
@@ -143,6 +149,33 @@ fn sigterm_mid_download_exits_143() {
             "signal {sig}: stopped after {took:?}"
         );
     }
+    // The resume data saved at the SIGTERM is trusted by the next run: the
+    // pieces it had are not hashed again, and the download completes.
+    let out = ctx.join("out-143");
+    let state = ctx.join("state-143");
+    let (_, stderr, _) = leech(
+        &ctx,
+        "resumed",
+        &leecher_args(
+            &out,
+            &t,
+            &peer,
+            &["--no-seed", "-v", "--state-dir", s(&state)],
+        ),
+        secs(60),
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("resume: ") && l.contains("trusted"))
+        .unwrap_or_else(|| panic!("no resume line:\n{stderr}"));
+    let trusted: u64 = line
+        .split("resume: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable: {line}"));
+    assert!(trusted > 0, "nothing trusted after SIGTERM: {line}");
+    assert_same_file(&root, &out.join("limited.bin"));
 }
 
 /// `btc completions SHELL` and `btc man` print usable files.
