@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use btc::cmd;
+use btc::session::stream::StreamEnd;
 use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -360,16 +361,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if let (Some(n), Some(Err(e))) = (stream, &report.stream) {
                 anyhow::bail!("--stream {n}: {e}");
             }
-            if stream.is_some() && matches!(report.stream, Some(Ok(_))) {
+            if stream.is_some()
+                && matches!(report.stream, Some(Ok(StreamEnd::Done | StreamEnd::Closed)))
+            {
                 // The file is out (or the reader is gone): done.
                 return Ok(ExitCode::SUCCESS);
             }
             if !cli.quiet && !json && stream.is_none() {
                 println!("{}", cmd::download::summary(&report));
             }
-            // Interrupted before the data was complete: not a success, and
-            // scripts must be able to tell (128 + the signal, as shells do).
-            if shutdown.is_cancelled() && !report.complete {
+            // Stopped by a signal, downloading or seeding: 128 + the signal,
+            // as shells report it, so scripts can tell it from a run that
+            // ended on its own (complete with --no-seed, or a seed limit).
+            if shutdown.is_cancelled() {
                 return Ok(ExitCode::from(128 + STOP_SIGNAL.load(Ordering::Relaxed)));
             }
             Ok(ExitCode::SUCCESS)
