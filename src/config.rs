@@ -66,6 +66,9 @@ pub enum ConfigError {
     /// `--seed-ratio` is negative or not a number.
     #[error("invalid --seed-ratio {0}: must be a number >= 0")]
     SeedRatio(f64),
+    /// `--stream N` names a file the selection leaves out.
+    #[error("--stream {0}: file {0} is not selected")]
+    StreamNotSelected(usize),
 }
 
 impl Config {
@@ -80,6 +83,15 @@ impl Config {
         self.max_peers = self.max_peers.max(1);
         self.max_per_ip = self.max_per_ip.max(1);
         self.sequential |= self.stream.is_some();
+        if let (Some(n), Some(sel)) = (self.stream, &self.selection) {
+            let selected = match sel {
+                crate::select::Selection::Only(r) => r.iter().any(|r| r.contains(&n)),
+                crate::select::Selection::AllBut(r) => !r.iter().any(|r| r.contains(&n)),
+            };
+            if !selected {
+                return Err(ConfigError::StreamNotSelected(n));
+            }
+        }
         Ok(self)
     }
 }
@@ -128,5 +140,18 @@ mod tests {
             };
             assert!(c.check().is_err(), "{bad}");
         }
+        let streamed_but_excluded = Config {
+            selection: Some(crate::select::Selection::AllBut(vec![1..=1])),
+            ..base()
+        };
+        assert_eq!(
+            streamed_but_excluded.check().unwrap_err(),
+            ConfigError::StreamNotSelected(1)
+        );
+        let streamed_and_selected = Config {
+            selection: Some(crate::select::Selection::Only(vec![1..=2])),
+            ..base()
+        };
+        assert!(streamed_and_selected.check().is_ok());
     }
 }

@@ -100,6 +100,7 @@ pub fn progress_line(s: &Status) -> String {
             "peers": s.peers_connected,
             "seeds": s.seeds_connected,
             "eta": eta,
+            "paused": s.disk_paused,
         }),
     )
 }

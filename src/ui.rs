@@ -234,6 +234,7 @@ fn transfer_message(s: &Status) -> String {
             ratio(s)
         ),
         Phase::Stopping => "stopping…".to_string(),
+        _ if s.disk_paused => format!("paused: disk error, retrying soon; {peers}"),
         _ => format!(
             "↓{}/s ↑{}/s {peers} ETA {}",
             human_bytes(s.down_rate),

@@ -418,6 +418,7 @@ pub async fn run(
                         status.metadata_progress = a.progress();
                     }
                 }
+                status.disk_paused = shared.disk_pause_active();
                 connected_count.store(status.peers_connected, Ordering::Relaxed);
                 status.downloaded = down;
                 status.uploaded = up;

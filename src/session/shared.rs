@@ -247,6 +247,13 @@ impl Shared {
         }
     }
 
+    /// Whether a disk error pauses downloading now, for the display (no
+    /// side effect, unlike [`Shared::disk_paused`]).
+    pub fn disk_pause_active(&self) -> bool {
+        let p = self.disk_pause.lock().unwrap_or_else(|e| e.into_inner());
+        p.is_some_and(|until| std::time::Instant::now() < until)
+    }
+
     /// Whether downloading is paused by a disk error right now.
     pub fn disk_paused(&self) -> bool {
         let mut p = self.disk_pause.lock().unwrap_or_else(|e| e.into_inner());

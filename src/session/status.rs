@@ -79,6 +79,8 @@ pub struct Status {
     pub download_time: Option<Duration>,
     /// Peers and web seeds that sent us data this run.
     pub peers_used: usize,
+    /// Downloading is paused by a disk error (and retries on its own).
+    pub disk_paused: bool,
 }
 
 /// Events the session reports as they happen.

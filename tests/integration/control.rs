@@ -487,6 +487,12 @@ fn disk_full_pauses_then_resumes_on_its_own() {
         .unwrap_or_else(|| panic!("no JSON error event:\n{}", p.stdout()));
     assert_eq!(err["fatal"], false);
     p.assert_running();
+    ctx.wait_for("a progress event saying paused", secs(10), || {
+        p.stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|e| e["event"] == "progress" && e["paused"] == true)
+    });
     // Free space: the download must go on without a restart.
     mount("remount,size=32m");
     p.expect_success(secs(90));
