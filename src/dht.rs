@@ -427,14 +427,17 @@ fn build_node(
         builder.server_mode();
     }
     // mainline 8 panics ("actor thread unexpectedly shutdown") instead of
-    // returning an error when its actor thread dies while starting, e.g.
-    // when the port is still held by a node being replaced. A failed start
-    // must be an error we can report or retry, not a crash.
+    // returning an error when its actor thread dies while starting, which
+    // is what happens when the port is still held by a node being replaced.
+    // A failed start must be an error we can report or retry, not a crash;
+    // it counts as "address in use" so a rebind waits and retries
+    // (regression: `rebuild_rebinds_the_port_and_joins` failed under load).
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.build())).unwrap_or_else(
         |_| {
-            Err(std::io::Error::other(format!(
-                "the DHT node on {addr} stopped while starting"
-            )))
+            Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("the DHT node on {addr} stopped while starting (port still in use?)"),
+            ))
         },
     )
 }
