@@ -650,3 +650,63 @@ fn walk_files(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// A second Ctrl-C ends the process at once, without waiting for the
+/// clean stop: here the tracker answers the first announce and then never
+/// answers `stopped`, so the clean stop would wait for it (2 s at most).
+#[test]
+fn second_ctrl_c_exits_at_once() {
+    use std::io::{Read, Write};
+    let ctx = Ctx::new("control-second-sigint", secs(90));
+    let (_seed, t, _, peer) = seeder(&ctx, 8 * MIB, &["--upload-limit", "512K"]);
+    let tracker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/announce", tracker.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for (n, conn) in tracker.incoming().enumerate() {
+            let Ok(mut c) = conn else { break };
+            if n == 0 {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let body = b"d8:intervali1800e5:peers0:e";
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = c.write_all(head.as_bytes());
+                let _ = c.write_all(body);
+            } else {
+                held.push(c); // never answered
+            }
+        }
+    });
+    let out = ctx.join("out");
+    let mut p = ctx.spawn(
+        "leecher",
+        ctx.btc(&leecher_args(
+            &out,
+            &t,
+            &peer,
+            &["--no-seed", "--tracker", &url],
+        )),
+    );
+    p.wait_output("limited.bin: ", secs(30));
+    signal(p.pid(), SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        p.is_running(),
+        "the clean stop should still wait for the tracker"
+    );
+    let second = Instant::now();
+    signal(p.pid(), SIGINT);
+    let status = p
+        .wait_timeout(secs(5))
+        .expect("exits after the second Ctrl-C");
+    let took = second.elapsed();
+    assert_eq!(status.code(), Some(130), "{}", p.tails());
+    assert!(
+        took < Duration::from_millis(700),
+        "second Ctrl-C took {took:?}"
+    );
+    assert!(p.stderr().contains("interrupted twice"), "{}", p.stderr());
+}
