@@ -40,6 +40,15 @@ impl Geometry {
         i as u64 * self.piece_length as u64
     }
 
+    /// First and last piece holding a byte of `length` bytes at content
+    /// offset `offset` (a file); `None` when `length` is 0.
+    pub fn pieces_of(&self, offset: u64, length: u64) -> Option<(u32, u32)> {
+        let pl = u64::from(self.piece_length.max(1));
+        let last_byte = offset.checked_add(length.checked_sub(1)?)?;
+        let piece = |at: u64| u32::try_from(at / pl).unwrap_or(u32::MAX);
+        Some((piece(offset), piece(last_byte)))
+    }
+
     /// Number of blocks in piece `i`.
     pub fn block_count(&self, i: u32) -> u32 {
         self.piece_len(i).div_ceil(BLOCK_LEN)

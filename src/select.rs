@@ -85,16 +85,46 @@ pub fn selected_files(info: &Info, sel: &Selection) -> Result<Vec<bool>, String>
 /// The pieces holding any byte of a selected, non-empty, non-pad file.
 pub fn wanted_pieces(info: &Info, g: &Geometry, selected: &[bool]) -> crate::bitfield::Bitfield {
     let mut wanted = crate::bitfield::Bitfield::new(g.piece_count as usize);
-    let pl = u64::from(g.piece_length.max(1));
     for (f, sel) in info.files.iter().zip(selected) {
-        if !*sel || f.pad || f.length == 0 {
+        if !*sel || f.pad {
             continue;
         }
-        for p in f.offset / pl..=(f.offset + f.length - 1) / pl {
-            wanted.set(p as usize);
+        if let Some((first, last)) = g.pieces_of(f.offset, f.length) {
+            for p in first..=last {
+                wanted.set(p as usize);
+            }
         }
     }
     wanted
+}
+
+/// Every piece of the `index`-th file (1-based, pad files skipped), in
+/// order: what `--stream` needs first.
+pub fn file_pieces(info: &Info, g: &Geometry, index: usize) -> Vec<u32> {
+    info.files
+        .iter()
+        .filter(|f| !f.pad)
+        .nth(index.saturating_sub(1))
+        .and_then(|f| g.pieces_of(f.offset, f.length))
+        .map_or_else(Vec::new, |(first, last)| (first..=last).collect())
+}
+
+/// The first and last piece of every non-empty file, in file order: what a
+/// player reads first (headers, and indexes kept at the end).
+pub fn file_end_pieces(info: &Info, g: &Geometry) -> Vec<u32> {
+    let mut out = Vec::new();
+    for f in info.files.iter().filter(|f| !f.pad) {
+        let Some((first, last)) = g.pieces_of(f.offset, f.length) else {
+            continue;
+        };
+        for p in [first, last] {
+            // Files come in offset order, so a repeat can only be the last.
+            if out.last() != Some(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -29,3 +29,18 @@ fn selection_skips_pad_files_in_numbering_and_picks_pieces() {
     let err = selected_files(&info, &Selection::Only(vec![3..=3])).unwrap_err();
     assert!(err.contains("no file 3") && err.contains("has 2"), "{err}");
 }
+
+#[test]
+fn stream_and_sequential_piece_orders() {
+    // Pieces of 10: f0 [0,15) pieces 0-1; pad; f2 [20,45) pieces 2-4;
+    // f3 empty; f4 [45,50) piece 4.
+    let (info, g) = info(
+        &[(15, false), (5, true), (25, false), (0, false), (5, false)],
+        10,
+    );
+    assert_eq!(file_pieces(&info, &g, 2), vec![2, 3, 4]);
+    assert_eq!(file_pieces(&info, &g, 3), Vec::<u32>::new());
+    assert_eq!(file_pieces(&info, &g, 9), Vec::<u32>::new());
+    assert_eq!(file_end_pieces(&info, &g), vec![0, 1, 2, 4]);
+    assert_eq!(g.pieces_of(45, 0), None);
+}

@@ -29,19 +29,16 @@ impl FileTracker {
         let mut empty = Vec::new();
         for (i, f) in info.files.iter().filter(|f| !f.pad).enumerate() {
             let path = f.path.join("/");
-            if f.length == 0 {
+            let Some((first, last)) = geometry.pieces_of(f.offset, f.length) else {
                 empty.push((i + 1, path));
                 continue;
-            }
-            let pl = u64::from(geometry.piece_length.max(1));
-            let first = f.offset / pl;
-            let last = (f.offset + f.length - 1) / pl;
+            };
             files.push(Tracked {
                 index: i + 1,
                 path,
                 offset: f.offset,
                 length: f.length,
-                left: u32::try_from(last - first + 1).unwrap_or(u32::MAX),
+                left: last - first + 1,
             });
         }
         FileTracker {

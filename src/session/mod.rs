@@ -739,49 +739,17 @@ async fn install(
             .collect(),
     });
     let sequential = match opts.stream {
-        Some(index) => Some(file_pieces(&data.meta.info, &geometry, index)),
+        Some(index) => Some(crate::select::file_pieces(
+            &data.meta.info,
+            &geometry,
+            index,
+        )),
         None => opts
             .sequential
-            .then(|| file_end_pieces(&data.meta.info, &geometry)),
+            .then(|| crate::select::file_end_pieces(&data.meta.info, &geometry)),
     };
     shared.install(data, have, sequential, wanted);
     Ok(())
-}
-
-/// Every piece of the `index`-th file (1-based, pad files skipped), in
-/// order: what `--stream` needs first.
-fn file_pieces(info: &crate::metainfo::Info, g: &Geometry, index: usize) -> Vec<u32> {
-    let pl = u64::from(g.piece_length.max(1));
-    match info
-        .files
-        .iter()
-        .filter(|f| !f.pad)
-        .nth(index.saturating_sub(1))
-    {
-        Some(f) if f.length > 0 => {
-            let first = u32::try_from(f.offset / pl).unwrap_or(u32::MAX);
-            let last = u32::try_from((f.offset + f.length - 1) / pl).unwrap_or(u32::MAX);
-            (first..=last).collect()
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// The first and last piece of every non-empty file, in file order: what a
-/// player reads first (headers, and indexes kept at the end).
-fn file_end_pieces(info: &crate::metainfo::Info, g: &Geometry) -> Vec<u32> {
-    let pl = u64::from(g.piece_length.max(1));
-    let mut out = Vec::new();
-    for f in info.files.iter().filter(|f| !f.pad && f.length > 0) {
-        for at in [f.offset, f.offset + f.length - 1] {
-            let p = u32::try_from(at / pl).unwrap_or(u32::MAX);
-            // Files come in offset order, so a repeat can only be the last.
-            if out.last() != Some(&p) {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// Transfer totals for the trackers; `left` is 1 until the size is known so
