@@ -4,6 +4,20 @@
 #   scripts/bench.sh [compare]   btc vs aria2c, same seeder, same run (below)
 #   scripts/bench.sh hostile     a seeding btc under 200 hostile connections
 #   scripts/bench.sh resume      restart time of a finished torrent
+#   scripts/bench.sh many        1,000 torrents in one process
+#
+# many: BENCH_MANY_TORRENTS (default 1000) single-file torrents of 1-4 MiB
+# each are made with `btc create`. One btc seeds them all from one process
+# (`-i LIST`, one port, no DHT) and is stopped once all seed, so resume data
+# exists; a second btc then starts over the same data and is measured:
+# time from start until every torrent says it is seeding, its peak RSS
+# (VmHWM), and its CPU over BENCH_IDLE_SECS (default 60) of idle seeding.
+# A libtorrent leecher (scripts/lt_many.py) then fetches 20 of the torrents,
+# picked at random, from that running btc (time, cmp-checked). Last, a
+# libtorrent seeder seeds BENCH_MANY_ACTIVE (default 100) of them and a
+# fresh btc downloads all of those at once (`--max-active 0`): time, CPU,
+# peak RSS, every file checked with cmp. Targets (issue 10): all seeding
+# within 5 s, peak RSS < 200 MB, idle CPU < 2% of a core.
 #
 # resume: a single file of BENCH_RESUME_MIB (default 2048) MiB is placed in
 # a folder and its torrent made with `btc create`. A first
@@ -57,9 +71,9 @@ source scripts/lib.sh
 
 MODE="${1:-compare}"
 case "$MODE" in
-  compare | hostile | resume) ;;
+  compare | hostile | resume | many) ;;
   *)
-    echo "usage: $0 [compare|hostile|resume]" >&2
+    echo "usage: $0 [compare|hostile|resume|many]" >&2
     exit 2
     ;;
 esac
@@ -263,6 +277,159 @@ resume_bench() {
     "$(awk -v s="$second" 'BEGIN { print (s < 0.3) ? "yes" : "NO" }')"
 }
 
+# --- many mode ---------------------------------------------------------------------
+# many_count_seeding LOG: how many "seeding NAME" lines LOG has.
+many_count_seeding() {
+  grep -c '^seeding m' "$1" 2>/dev/null || true
+}
+
+# many_wait_all LOG PID N SECS: waits until LOG has N "seeding" lines; fails
+# if PID exits or SECS pass.
+many_wait_all() {
+  local log=$1 pid=$2 n=$3 secs=$4 end
+  end=$((SECONDS + secs))
+  while [ "$(many_count_seeding "$log")" -lt "$n" ]; do
+    kill -0 "$pid" 2>/dev/null || { echo "error: btc exited early:" >&2; tail -20 "$log" >&2; exit 1; }
+    [ "$SECONDS" -lt "$end" ] || { echo "error: only $(many_count_seeding "$log") of $n seeding after $secs s" >&2; exit 1; }
+    sleep 0.05
+  done
+}
+
+# many_start NAME PORT N: starts a btc seeding every torrent of all.list
+# and waits until all N seed; sets M_PID and M_SECS (start to all seeding).
+many_start() {
+  local t0 t1
+  "$BTC" -o "$WORK/seed" -i "$WORK/all.list" --port "$2" --bind 127.0.0.1 --no-dht \
+    --state-dir "$WORK/state" 2>"$WORK/logs/$1.err" >/dev/null &
+  M_PID=$!
+  PIDS+=("$M_PID")
+  t0=$(date +%s.%N)
+  many_wait_all "$WORK/logs/$1.err" "$M_PID" "$3" 600
+  t1=$(date +%s.%N)
+  M_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+}
+
+many_bench() {
+  local n="${BENCH_MANY_TORRENTS:-1000}" active="${BENCH_MANY_ACTIVE:-100}"
+  local idle="${BENCH_IDLE_SECS:-60}" parent d avail i size
+  local need=()
+  command -v cmp >/dev/null || need+=(diffutils)
+  command -v shuf >/dev/null || need+=(coreutils)
+  [ -x /usr/bin/time ] || need+=(time)
+  /usr/bin/python3 -c 'import libtorrent' 2>/dev/null || need+=(python3-libtorrent)
+  install_missing "${need[@]}"
+  [ "$active" -le "$n" ] || active=$n
+  say "building btc (release)"
+  cargo build --release >&2
+  BTC="${CARGO_TARGET_DIR:-$PWD/target}/release/btc"
+  for d in ${BENCH_DIR:-} /work /tmp; do
+    [ -d "$d" ] && [ -w "$d" ] || continue
+    avail=$(df -Pk "$d" | awk 'NR == 2 { print $4 }')
+    if [ "$avail" -ge $((n * 3 * 1024 * 2 + 1024 * 1024)) ]; then parent=$d; break; fi
+  done
+  [ -n "${parent:-}" ] || { echo "error: no folder with room for $n torrents (set BENCH_DIR)" >&2; exit 1; }
+  WORK=$(mktemp -d "$parent/btc-bench-many.XXXXXX")
+  trap 'code=$?; trap - EXIT INT TERM; stop_all; rm -rf "$WORK"; exit "$code"' EXIT INT TERM
+  mkdir -p "$WORK/seed" "$WORK/torrents" "$WORK/logs" "$WORK/state"
+  say "making $n payloads of 1-4 MiB and their torrents in $WORK"
+  head -c $((8 * 1024 * 1024)) /dev/urandom >"$WORK/pool.bin"
+  : >"$WORK/all.list"
+  for i in $(seq 1 "$n"); do
+    # 1-4 MiB, deterministic per index; content from a random pool at an
+    # offset of its own (names differ, so every info-hash differs).
+    size=$(((1024 + i * 7919 % 3073) * 1024))
+    dd if="$WORK/pool.bin" of="$WORK/seed/m$i.bin" bs=64K iflag=skip_bytes,count_bytes \
+      skip=$((i * 4099 % (4 * 1024 * 1024))) count="$size" status=none
+    "$BTC" create "$WORK/seed/m$i.bin" -o "$WORK/torrents/m$i.torrent" -q
+    echo "$WORK/torrents/m$i.torrent" >>"$WORK/all.list"
+  done
+  rm -f "$WORK/pool.bin"
+  local port first_secs all_secs hwm c0 c1 idle_pct tck
+  port=$(free_port)
+  say "first start: checks all $n torrents and writes resume data"
+  many_start first "$port" "$n"
+  first_secs=$M_SECS
+  kill -INT "$M_PID"
+  wait "$M_PID" || true
+  say "second start: from resume data; measured"
+  many_start second "$port" "$n"
+  all_secs=$M_SECS
+  local pid=$M_PID
+  say "idle seeding for $idle s"
+  sleep 2
+  tck=$(getconf CLK_TCK)
+  c0=$(cpu_ticks "$pid")
+  sleep "$idle"
+  c1=$(cpu_ticks "$pid")
+  idle_pct=$(awk -v a="$c0" -v b="$c1" -v s="$idle" -v t="$tck" 'BEGIN { printf "%.2f", (b - a) * 100 / (s * t) }')
+  hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
+  say "libtorrent fetches 20 random torrents from the running btc"
+  shuf -n 20 "$WORK/all.list" >"$WORK/pick.list"
+  mkdir -p "$WORK/lt-out"
+  local lp lt_line lt_secs
+  lp=$(free_port)
+  /usr/bin/python3 -u scripts/lt_many.py fetch --list "$WORK/pick.list" --save "$WORK/lt-out" \
+    --listen "127.0.0.2:$lp" --peer "127.0.0.1:$port" --timeout 300 >"$WORK/logs/lt-fetch.out" 2>&1 ||
+    { echo "error: the libtorrent fetch failed:" >&2; tail "$WORK/logs/lt-fetch.out" >&2; exit 1; }
+  lt_line=$(grep '^DONE' "$WORK/logs/lt-fetch.out")
+  lt_secs=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$lt_line")
+  while read -r t; do
+    f=$(basename "$t" .torrent).bin
+    cmp -s "$WORK/seed/$f" "$WORK/lt-out/$f" || { echo "error: $f differs after the libtorrent fetch" >&2; exit 1; }
+  done <"$WORK/pick.list"
+  local hwm_after
+  hwm_after=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
+  kill -INT "$pid"
+  wait "$pid" || true
+
+  say "$active torrents downloading at once from a libtorrent seeder"
+  head -n "$active" "$WORK/all.list" >"$WORK/active.list"
+  local sp
+  sp=$(free_port)
+  /usr/bin/python3 -u scripts/lt_many.py seed --list "$WORK/active.list" --save "$WORK/seed" \
+    --listen "127.0.0.3:$sp" >"$WORK/logs/lt-seed.out" 2>&1 &
+  PIDS+=("$!")
+  wait_log "$WORK/logs/lt-seed.out" "SEEDING" "$!" 600
+  mkdir -p "$WORK/down"
+  /usr/bin/time -f '%e %U %S %M' -o "$WORK/down.time" \
+    "$BTC" -o "$WORK/down" -i "$WORK/active.list" --peer "127.0.0.3:$sp" --bind 127.0.0.4 \
+    --port 0 --no-dht --no-seed --max-active 0 --state-dir "$WORK/state-down" -q \
+    2>"$WORK/logs/down.err" || { echo "error: the $active-torrent download failed:" >&2; tail "$WORK/logs/down.err" >&2; exit 1; }
+  local bad=0
+  while read -r t; do
+    f=$(basename "$t" .torrent).bin
+    cmp -s "$WORK/seed/$f" "$WORK/down/$f" || bad=$((bad + 1))
+  done <"$WORK/active.list"
+  [ "$bad" = 0 ] || { echo "error: $bad of $active downloads differ" >&2; exit 1; }
+  local dsecs duser dsys drss
+  read -r dsecs duser dsys drss <"$WORK/down.time"
+  printf '
+%s torrents (1-4 MiB each), one btc process, loopback
+' "$n"
+  printf 'first start (hash everything):     %s s
+' "$first_secs"
+  printf 'start to all seeding (resume data): %s s   (target < 5 s: %s)
+' "$all_secs" \
+    "$(awk -v s="$all_secs" 'BEGIN { print (s < 5) ? "yes" : "NO" }')"
+  printf 'peak RSS while seeding:            %.1f MB (%.1f MB after the libtorrent fetch; target < 200 MB: %s)
+' \
+    "$(awk -v k="$hwm" 'BEGIN { print k * 1024 / 1e6 }')" "$(awk -v k="$hwm_after" 'BEGIN { print k * 1024 / 1e6 }')" \
+    "$(awk -v k="$hwm_after" 'BEGIN { print (k * 1024 < 200e6) ? "yes" : "NO" }')"
+  printf 'idle CPU over %s s of seeding:      %s%% of a core (target < 2%%: %s)
+' "$idle" "$idle_pct" \
+    "$(awk -v p="$idle_pct" 'BEGIN { print (p < 2) ? "yes" : "NO" }')"
+  printf 'libtorrent fetched 20 at random:   %s s (%s)
+' "$lt_secs" "$lt_line"
+  printf '%s at once from libtorrent:        %s s, CPU %.2f s, peak RSS %.1f MB, all %s verified with cmp
+' \
+    "$active" "$dsecs" "$(awk -v u="$duser" -v s="$dsys" 'BEGIN { print u + s }')" \
+    "$(awk -v k="$drss" 'BEGIN { print k * 1024 / 1e6 }')" "$active"
+}
+
+if [ "$MODE" = many ]; then
+  many_bench
+  exit 0
+fi
 if [ "$MODE" = hostile ]; then
   hostile_bench
   exit 0

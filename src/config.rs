@@ -12,8 +12,10 @@ use std::time::Duration;
 /// `main.rs` only describe the command line; this is what runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// SOURCE as typed.
-    pub source: String,
+    /// The SOURCEs as typed, in order.
+    pub sources: Vec<String>,
+    /// `-i FILE`: more sources, one per line (`-` = stdin).
+    pub input_file: Option<PathBuf>,
     /// Output folder.
     pub output: PathBuf,
     /// Listen port; `None` = 6881 with fallback.
@@ -36,8 +38,12 @@ pub struct Config {
     pub no_dht: bool,
     /// State folder override.
     pub state_dir: Option<PathBuf>,
-    /// Connection limit.
+    /// Connection limit of the whole process.
     pub max_peers: usize,
+    /// Connection limit of each torrent.
+    pub max_peers_per_torrent: usize,
+    /// Torrents downloading at once (0 = no limit).
+    pub max_active: usize,
     /// Connections from one IP at most.
     pub max_per_ip: usize,
     /// Download over existing files that are not the torrent's.
@@ -69,6 +75,13 @@ pub enum ConfigError {
     /// `--stream N` names a file the selection leaves out.
     #[error("--stream {0}: file {0} is not selected")]
     StreamNotSelected(usize),
+    /// A per-torrent choice (`--stream`, `--select`, `--exclude`) with
+    /// several sources.
+    #[error("{0} applies to one torrent, but {1} sources were given")]
+    OneTorrentOnly(&'static str, usize),
+    /// Nothing to download.
+    #[error("no SOURCE given (on the command line or in the --input-file)")]
+    NoSources,
 }
 
 impl Config {
@@ -81,6 +94,7 @@ impl Config {
             return Err(ConfigError::SeedRatio(r));
         }
         self.max_peers = self.max_peers.max(1);
+        self.max_peers_per_torrent = self.max_peers_per_torrent.clamp(1, self.max_peers);
         self.max_per_ip = self.max_per_ip.max(1);
         self.sequential |= self.stream.is_some();
         if let (Some(n), Some(sel)) = (self.stream, &self.selection) {
@@ -94,6 +108,30 @@ impl Config {
         }
         Ok(self)
     }
+
+    /// Checks the sources once they are all known (the input file is read
+    /// after the command line): at least one, and per-torrent choices only
+    /// with exactly one.
+    pub fn check_sources(&self, count: usize) -> Result<(), ConfigError> {
+        if count == 0 {
+            return Err(ConfigError::NoSources);
+        }
+        if count > 1 {
+            let which = if self.stream.is_some() {
+                Some("--stream")
+            } else {
+                match self.selection {
+                    Some(crate::select::Selection::Only(_)) => Some("--select"),
+                    Some(crate::select::Selection::AllBut(_)) => Some("--exclude"),
+                    None => None,
+                }
+            };
+            if let Some(w) = which {
+                return Err(ConfigError::OneTorrentOnly(w, count));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -102,7 +140,8 @@ mod tests {
 
     fn base() -> Config {
         Config {
-            source: "x.torrent".into(),
+            sources: vec!["x.torrent".into()],
+            input_file: None,
             output: ".".into(),
             port: None,
             bind: None,
@@ -115,6 +154,8 @@ mod tests {
             no_dht: false,
             state_dir: None,
             max_peers: 0,
+            max_peers_per_torrent: 0,
+            max_active: 0,
             max_per_ip: 0,
             overwrite: false,
             check: false,
@@ -153,5 +194,28 @@ mod tests {
             ..base()
         };
         assert!(streamed_and_selected.check().is_ok());
+    }
+
+    #[test]
+    fn per_torrent_choices_need_exactly_one_source() {
+        let c = base().check().unwrap();
+        assert_eq!(c.check_sources(0), Err(ConfigError::NoSources));
+        assert!(c.check_sources(1).is_ok());
+        assert_eq!(
+            c.check_sources(3),
+            Err(ConfigError::OneTorrentOnly("--stream", 3))
+        );
+        let plain = Config {
+            stream: None,
+            ..base()
+        }
+        .check()
+        .unwrap();
+        assert!(plain.check_sources(3).is_ok());
+        assert_eq!(
+            (plain.max_peers_per_torrent, plain.max_peers),
+            (1, 1),
+            "the per-torrent cap never exceeds the total"
+        );
     }
 }

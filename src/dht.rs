@@ -182,7 +182,13 @@ struct Inner {
     server_mode: bool,
     /// Saved by an earlier run; the node's BEP 42 id is derived from it.
     public_ip: Option<Ipv4Addr>,
+    /// Lookup rounds (get_peers + announce) running at once, across every
+    /// torrent of the process: a thousand torrents take turns.
+    rounds: tokio::sync::Semaphore,
 }
+
+/// Lookup rounds the node runs at once for all torrents together.
+const MAX_CONCURRENT_ROUNDS: usize = 8;
 
 /// The mainline node in use and the addresses it was built with.
 struct Slot {
@@ -247,6 +253,7 @@ impl DhtHandle {
             names,
             server_mode: cfg.server_mode,
             public_ip,
+            rounds: tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS),
         });
         spawn_watcher(Arc::downgrade(&inner)).map_err(start_error)?;
         Ok(DhtHandle { inner })
@@ -682,6 +689,10 @@ pub fn spawn_discovery(
         let mut seen: HashSet<SocketAddr> = HashSet::new();
         let mut scarce_rounds = 0u32;
         loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                p = dht.inner.rounds.acquire() => p,
+            };
             let started = Instant::now();
             let mut stream = Box::pin(dht.get_peers(info_hash));
             let mut this_round: HashSet<SocketAddr> = HashSet::new();
@@ -726,6 +737,7 @@ pub fn spawn_discovery(
                     }
                 }
             }
+            drop(permit);
             // While peers are scarce, look again soon (1, 2, 4, 8 s, then
             // every 15 s): a swarm that is just forming, like a seeder that
             // announced a second after our first lookup, is found at once.
@@ -735,7 +747,8 @@ pub fn spawn_discovery(
                 w
             } else {
                 scarce_rounds = 0;
-                LOOKUP_INTERVAL_PLENTY
+                // Jittered, so torrents started together spread out.
+                LOOKUP_INTERVAL_PLENTY.mul_f64(0.9 + rand::random::<f64>() / 5.0)
             };
             // A lookup on an empty table only reached the bootstrap nodes;
             // once the node has joined (e.g. the network came up), look

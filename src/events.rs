@@ -201,6 +201,7 @@ pub fn phase_name(p: Phase) -> &'static str {
     match p {
         Phase::Starting => "starting",
         Phase::Checking { .. } => "checking",
+        Phase::Queued => "queued",
         Phase::FindingPeers => "finding_peers",
         Phase::FetchingMetadata => "fetching_metadata",
         Phase::Downloading => "downloading",

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 /// A fast BitTorrent client for the terminal.
 ///
 /// SOURCE is a .torrent file, an http(s) URL of one, a magnet link, or a
-/// bare info-hash (40 hex or 32 base32 characters).
+/// bare info-hash (40 hex or 32 base32 characters). Several run in one
+/// process: one port, one peer id, one DHT node, one connection budget.
 #[derive(Parser)]
 #[command(
     name = "btc",
@@ -37,9 +38,13 @@ struct Cli {
 
 #[derive(Args)]
 struct DownloadFlags {
-    /// .torrent path or URL, magnet link, or info-hash.
-    #[arg(required = true)]
-    source: Option<String>,
+    /// .torrent paths or URLs, magnet links, or info-hashes; any mix.
+    #[arg(required_unless_present = "input_file", value_name = "SOURCE")]
+    sources: Vec<String>,
+    /// Read more sources from FILE, one per line (`-` = stdin; blank lines
+    /// and lines starting with # are skipped).
+    #[arg(short, long, value_name = "FILE")]
+    input_file: Option<PathBuf>,
     /// Download folder; the torrent's file or folder is created inside it.
     #[arg(short, long, default_value = ".")]
     output: PathBuf,
@@ -73,9 +78,16 @@ struct DownloadFlags {
     /// Where DHT nodes, fetched metadata and resume data are kept (default: $XDG_STATE_HOME/btc).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// Connected peers at most.
-    #[arg(long, default_value_t = 80, value_name = "N")]
+    /// Connected peers at most, all torrents together.
+    #[arg(long, default_value_t = 200, value_name = "N")]
     max_peers: usize,
+    /// Connected peers at most for any one torrent.
+    #[arg(long, default_value_t = 80, value_name = "N")]
+    max_peers_per_torrent: usize,
+    /// Torrents downloading at once; the others wait, in the order given
+    /// (seeding ones do not count; 0 = no limit).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    max_active: usize,
     /// Connections from one IP address at most (raise it for peers behind one NAT).
     #[arg(long, default_value_t = 1, value_name = "N")]
     max_peers_per_ip: usize,
@@ -119,7 +131,8 @@ impl DownloadFlags {
     /// The one place the command line becomes a [`btc::config::Config`].
     fn into_config(self, quiet: bool) -> btc::config::Config {
         btc::config::Config {
-            source: self.source.unwrap_or_default(),
+            sources: self.sources,
+            input_file: self.input_file,
             output: self.output,
             port: self.port,
             bind: self.bind,
@@ -132,6 +145,8 @@ impl DownloadFlags {
             no_dht: self.no_dht,
             state_dir: self.state_dir,
             max_peers: self.max_peers,
+            max_peers_per_torrent: self.max_peers_per_torrent,
+            max_active: self.max_active,
             max_per_ip: self.max_peers_per_ip,
             overwrite: self.overwrite,
             check: self.check,
@@ -357,18 +372,26 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let json = cli.download.json;
             let stream = cli.download.stream;
             let config = cli.download.into_config(cli.quiet).check()?;
-            let report = cmd::download::run(config, shutdown.clone()).await?;
-            if let (Some(n), Some(Err(e))) = (stream, &report.stream) {
-                anyhow::bail!("--stream {n}: {e}");
-            }
-            if stream.is_some()
-                && matches!(report.stream, Some(Ok(StreamEnd::Done | StreamEnd::Closed)))
-            {
-                // The file is out (or the reader is gone): done.
-                return Ok(ExitCode::SUCCESS);
+            let outcome = cmd::download::run(config, shutdown.clone()).await?;
+            if let Some(report) = outcome.reports.first() {
+                if let (Some(n), Some(Err(e))) = (stream, &report.stream) {
+                    anyhow::bail!("--stream {n}: {e}");
+                }
+                if stream.is_some()
+                    && matches!(report.stream, Some(Ok(StreamEnd::Done | StreamEnd::Closed)))
+                {
+                    // The file is out (or the reader is gone): done.
+                    return Ok(ExitCode::SUCCESS);
+                }
             }
             if !cli.quiet && !json && stream.is_none() {
-                println!("{}", cmd::download::summary(&report));
+                for line in cmd::download::summaries(&outcome) {
+                    println!("{line}");
+                }
+            }
+            if outcome.failed > 0 {
+                // Each failure was reported on its own line as it happened.
+                return Ok(ExitCode::FAILURE);
             }
             // Stopped by a signal, downloading or seeding: 128 + the signal,
             // as shells report it, so scripts can tell it from a run that

@@ -67,6 +67,18 @@ impl Bucket {
         }
     }
 
+    /// A bucket of `rate` tokens a second holding at most `burst`, for
+    /// pacing events (announces) rather than bytes.
+    pub fn with_burst(rate: f64, burst: f64) -> Bucket {
+        let rate = rate.max(f64::MIN_POSITIVE);
+        Bucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: None,
+        }
+    }
+
     fn refill(&mut self, now: Instant) {
         if let Some(last) = self.last {
             let dt = now.saturating_duration_since(last).as_secs_f64();
@@ -110,6 +122,13 @@ impl RateLimiter {
             Arc::new(RateLimiter {
                 bucket: Mutex::new(Bucket::new(rate)),
             })
+        })
+    }
+
+    /// A pace of `rate` events a second after a first `burst` of them.
+    pub fn pace(rate: f64, burst: f64) -> Arc<RateLimiter> {
+        Arc::new(RateLimiter {
+            bucket: Mutex::new(Bucket::with_burst(rate, burst)),
         })
     }
 

@@ -14,6 +14,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::watch;
 
+mod multi;
+pub use multi::{print_line, render_all};
+
 static MULTI: OnceLock<MultiProgress> = OnceLock::new();
 
 fn multi() -> &'static MultiProgress {
@@ -96,7 +99,7 @@ pub async fn render(mut rx: watch::Receiver<Status>, quiet: bool) {
             }
         }
         if bars {
-            draw(&s, &mut bar);
+            draw(&s, &mut bar, None);
         }
         tokio::select! {
             r = rx.changed() => if r.is_err() { break },
@@ -118,10 +121,14 @@ enum Kind {
     Transfer,
 }
 
-fn draw(s: &Status, bar: &mut Option<(Kind, ProgressBar)>) {
+/// Draws `s` on its bar, made (above `anchor`, if given) or remade when
+/// the kind of bar changes.
+fn draw(s: &Status, bar: &mut Option<(Kind, ProgressBar)>, anchor: Option<&ProgressBar>) {
     let kind = match s.phase {
         Phase::Checking { .. } => Kind::Checking,
-        Phase::Starting | Phase::FindingPeers | Phase::FetchingMetadata => Kind::Spinner,
+        Phase::Starting | Phase::Queued | Phase::FindingPeers | Phase::FetchingMetadata => {
+            Kind::Spinner
+        }
         Phase::Downloading | Phase::Seeding | Phase::Stopping => Kind::Transfer,
     };
     if bar.as_ref().map(|(k, _)| *k) != Some(kind) {
@@ -148,7 +155,11 @@ fn draw(s: &Status, bar: &mut Option<(Kind, ProgressBar)>) {
             ),
         };
         b.enable_steady_tick(Duration::from_millis(120));
-        *bar = Some((kind, multi().add(b)));
+        let b = match anchor {
+            Some(a) => multi().insert_before(a, b),
+            None => multi().add(b),
+        };
+        *bar = Some((kind, b));
     }
     let Some((_, b)) = bar else { return };
     match s.phase {
@@ -158,6 +169,7 @@ fn draw(s: &Status, bar: &mut Option<(Kind, ProgressBar)>) {
             b.set_message(s.name.clone());
         }
         Phase::Starting => b.set_message(format!("starting {}", s.name)),
+        Phase::Queued => b.set_message(format!("queued {}", s.name)),
         Phase::FindingPeers => b.set_message(format!(
             "finding peers: DHT {} ({} nodes) / trackers {}/{} / connected {}",
             s.dht_peers, s.dht_nodes, s.trackers_ok, s.trackers_total, s.peers_connected

@@ -1,43 +1,132 @@
-//! The main job: download (or seed) one torrent, with progress and a summary.
+//! The main job: download (or seed) every SOURCE in one process, with
+//! progress and a summary.
 
 use super::info::human_bytes;
 use super::source::{Resolved, resolve};
 use crate::config::Config;
 use crate::dht::{DhtConfig, DhtHandle};
+use crate::id::InfoHash;
 use crate::session::status::Status;
-use crate::session::{self, Options, Report, Source};
+use crate::session::{self, Options, Report, Session, SessionConfig, Source};
 use crate::ui;
 use anyhow::{Context, Result};
 use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Default listen port (also the DHT's UDP port).
 pub const DEFAULT_PORT: u16 = 6881;
 
-/// Runs the download; returns the report for the summary line.
-pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Report> {
-    let source = match resolve(&args.source).await {
-        Ok(Resolved::Torrent(m)) => Source::Torrent(m),
-        Ok(Resolved::Magnet(m)) => Source::Magnet(m),
-        Err(e) => {
-            if args.json {
-                crate::events::emit(&crate::events::error_line(None, &format!("{e:#}")));
+/// Most sources one run takes (command line and input file together).
+const MAX_SOURCES: usize = 100_000;
+
+/// How a run of several torrents ended.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// One per torrent that ran, in the order given.
+    pub reports: Vec<Report>,
+    /// Sources that failed (could not be read, or their torrent stopped
+    /// on an error), each already reported on its own line.
+    pub failed: usize,
+}
+
+/// Reads `-i FILE` (`-` = stdin): one source per line; blank lines and
+/// lines starting with `#` are skipped.
+fn read_input_file(path: &Path) -> Result<Vec<String>> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading sources from stdin")?
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading the input file {}", path.display()))?
+    };
+    Ok(parse_input(&text))
+}
+
+/// The sources in an input file's text.
+pub fn parse_input(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Prints one line above the bars (errors of one torrent among several).
+fn report_error(source: &str, e: &anyhow::Error) {
+    let line = format!("error: {source}: {}", format!("{e:#}").replace('\n', " "));
+    ui::print_line(&line);
+}
+
+/// Runs every source; returns what happened to each. With one source an
+/// error is returned as the error of the run (`error: …`, exit 1), as
+/// before; with several, each failure is printed as it happens and counted.
+pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
+    let mut sources = args.sources.clone();
+    if let Some(path) = &args.input_file {
+        sources.extend(read_input_file(path)?);
+    }
+    if sources.len() > MAX_SOURCES {
+        anyhow::bail!(
+            "{} sources is more than one run takes ({MAX_SOURCES})",
+            sources.len()
+        );
+    }
+    args.check_sources(sources.len())?;
+    let single = sources.len() == 1;
+
+    // Resolve them all at once: a slow URL must not hold up the files.
+    let mut resolving = tokio::task::JoinSet::new();
+    for (i, s) in sources.iter().enumerate() {
+        let s = s.clone();
+        resolving.spawn(async move { (i, resolve(&s).await) });
+    }
+    let mut resolved: Vec<Option<Result<Resolved>>> = (0..sources.len()).map(|_| None).collect();
+    while let Some(r) = resolving.join_next().await {
+        let (i, r) = r.context("resolving a source")?;
+        resolved[i] = Some(r);
+    }
+    let mut outcome = Outcome::default();
+    let mut torrents: Vec<(String, Source)> = Vec::new();
+    let mut seen: Vec<InfoHash> = Vec::new();
+    for (text, r) in sources.iter().zip(resolved) {
+        let source = match r.expect("every source resolved") {
+            Ok(Resolved::Torrent(m)) => Source::Torrent(m),
+            Ok(Resolved::Magnet(m)) => Source::Magnet(m),
+            Err(e) => {
+                if args.json {
+                    crate::events::emit(&crate::events::error_line(None, &format!("{e:#}")));
+                }
+                if single {
+                    return Err(e);
+                }
+                report_error(text, &e);
+                outcome.failed += 1;
+                continue;
             }
-            return Err(e);
+        };
+        let ih = info_hash(&source);
+        if seen.contains(&ih) {
+            tracing::info!("{text}: the same torrent as an earlier source; running it once");
+            continue;
         }
-    };
-    let (info_hash, name_hint) = match &source {
-        Source::Torrent(m) => (m.info_hash, Some(m.info.name.clone())),
-        Source::Magnet(m) => (m.info_hash, m.name.clone()),
-    };
+        seen.push(ih);
+        torrents.push((text.clone(), source));
+    }
+    if torrents.is_empty() {
+        anyhow::bail!("none of the {} sources could be read", sources.len());
+    }
+
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating the output folder {}", args.output.display()))?;
     let state_dir = args
         .state_dir
         .clone()
         .or_else(crate::dht::default_state_dir);
-    let private = matches!(&source, Source::Torrent(m) if m.info.private);
+    let all_private = torrents
+        .iter()
+        .all(|(_, s)| matches!(s, Source::Torrent(m) if m.info.private));
     let mut port = args.port.unwrap_or(DEFAULT_PORT);
     if port == 0 {
         // One free number for both TCP (peers) and UDP (DHT), as BEP 5 peers
@@ -50,83 +139,182 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Report> {
             .map(|a| a.port())
             .context("finding a free port")?;
     }
-    let dht = if args.no_dht || private {
+    let dht = if args.no_dht || all_private {
         None
     } else {
-        let bind = match args.bind {
-            Some(IpAddr::V4(v4)) => Some(v4),
-            _ => None,
-        };
-        let cfg = DhtConfig {
+        start_dht(&args, port, state_dir.clone())
+    };
+    let session = Session::start(
+        SessionConfig {
             port,
-            bind,
-            bootstrap: (!args.dht_bootstrap.is_empty()).then(|| args.dht_bootstrap.clone()),
-            state_dir: state_dir.clone(),
-            server_mode: false,
-        };
-        match DhtHandle::start(cfg.clone()) {
-            Ok(d) => Some(d),
-            // The UDP port may be taken by another client; the DHT is a
-            // bonus, not a reason to fail.
-            Err(e) => match DhtHandle::start(DhtConfig { port: 0, ..cfg }) {
-                Ok(d) => {
-                    tracing::warn!(
-                        "DHT: {}; using a free UDP port instead",
-                        crate::error_chain(&e)
-                    );
-                    Some(d)
-                }
-                Err(e) => {
-                    tracing::warn!("DHT disabled: {}", crate::error_chain(&e));
-                    None
-                }
-            },
-        }
-    };
-    let rate_limits = crate::ratelimit::RateLimits::new(args.download_limit, args.upload_limit);
+            port_fallback: args.port.is_none(),
+            bind: args.bind,
+            dht: dht.clone(),
+            rate_limits: crate::ratelimit::RateLimits::new(args.download_limit, args.upload_limit),
+            max_peers: args.max_peers,
+            max_active: args.max_active,
+        },
+        shutdown.clone(),
+    )
+    .await?;
     let (json, quiet) = (args.json, args.quiet);
-    let mut opts = Options {
-        port,
-        port_fallback: args.port.is_none(),
-        dht: dht.clone(),
-        state_dir,
-        rate_limits,
-        events: None,
-        config: std::sync::Arc::new(args),
-    };
-    let (status_tx, status_rx) = watch::channel(Status::default());
-    let ui_task = if json {
-        let (tx, rx) = tokio::sync::mpsc::channel(crate::events::EVENT_QUEUE);
-        opts.events = Some(tx);
-        tokio::spawn(crate::events::render(info_hash, name_hint, status_rx, rx))
-    } else {
-        tokio::spawn(ui::render(status_rx, quiet))
-    };
-    let result = session::run(source, opts, status_tx, shutdown).await;
-    let _ = ui_task.await;
-    if json {
-        match &result {
-            Ok(r) => crate::events::emit(&crate::events::stopped_line(
-                info_hash,
-                r.complete,
-                r.downloaded,
-                r.uploaded,
-            )),
-            Err(e) => crate::events::emit(&crate::events::error_line(
-                Some(info_hash),
-                &format!("{e:#}"),
-            )),
+    let config = Arc::new(args);
+
+    let mut running = tokio::task::JoinSet::new();
+    let mut ui_rxs = Vec::new();
+    let mut json_tasks = Vec::new();
+    let count = torrents.len();
+    for (position, (text, source)) in torrents.into_iter().enumerate() {
+        let (status_tx, status_rx) = watch::channel(Status::default());
+        let mut opts = Options {
+            config: config.clone(),
+            state_dir: state_dir.clone(),
+            events: None,
+            position,
+        };
+        let ih = info_hash(&source);
+        if json {
+            let (tx, rx) = tokio::sync::mpsc::channel(crate::events::EVENT_QUEUE);
+            opts.events = Some(tx);
+            json_tasks.push(tokio::spawn(crate::events::render(
+                ih,
+                name_hint(&source),
+                status_rx,
+                rx,
+            )));
+        } else {
+            ui_rxs.push(status_rx);
         }
+        let session = session.clone();
+        let shutdown = shutdown.clone();
+        running.spawn(async move {
+            let r = session::torrent::run(session, source, opts, status_tx, shutdown).await;
+            (position, text, ih, r)
+        });
+    }
+    let ui_task = (!json).then(|| tokio::spawn(ui::render_all(ui_rxs, quiet)));
+
+    let mut reports: Vec<Option<Report>> = (0..count).map(|_| None).collect();
+    let mut single_error = None;
+    while let Some(done) = running.join_next().await {
+        let (position, text, ih, r) = match done {
+            Ok(d) => d,
+            Err(e) => {
+                // A panic in a torrent's actor ends that torrent only.
+                outcome.failed += 1;
+                tracing::error!("a torrent stopped on an internal error: {e}");
+                continue;
+            }
+        };
+        if json {
+            match &r {
+                Ok(r) => crate::events::emit(&crate::events::stopped_line(
+                    ih,
+                    r.complete,
+                    r.downloaded,
+                    r.uploaded,
+                )),
+                Err(e) => {
+                    crate::events::emit(&crate::events::error_line(Some(ih), &format!("{e:#}")))
+                }
+            }
+        }
+        match r {
+            Ok(report) => reports[position] = Some(report),
+            Err(e) if single => single_error = Some(e),
+            Err(e) => {
+                report_error(&text, &e);
+                outcome.failed += 1;
+            }
+        }
+    }
+    if let Some(t) = ui_task {
+        let _ = t.await;
+    }
+    for t in json_tasks {
+        let _ = t.await;
     }
     if let Some(d) = dht
         && let Err(e) = d.save_state()
     {
         tracing::debug!("saving DHT state: {}", crate::error_chain(&e));
     }
-    result
+    if let Some(e) = single_error {
+        return Err(e);
+    }
+    outcome.reports = reports.into_iter().flatten().collect();
+    Ok(outcome)
 }
 
-/// The one-line summary printed at the end.
+fn info_hash(source: &Source) -> InfoHash {
+    match source {
+        Source::Torrent(m) => m.info_hash,
+        Source::Magnet(m) => m.info_hash,
+    }
+}
+
+fn name_hint(source: &Source) -> Option<String> {
+    match source {
+        Source::Torrent(m) => Some(m.info.name.clone()),
+        Source::Magnet(m) => m.name.clone(),
+    }
+}
+
+/// The process's one DHT node, on the peer port; the DHT is a bonus, so a
+/// taken port falls back to any port and a failure only warns.
+fn start_dht(args: &Config, port: u16, state_dir: Option<std::path::PathBuf>) -> Option<DhtHandle> {
+    let bind = match args.bind {
+        Some(IpAddr::V4(v4)) => Some(v4),
+        _ => None,
+    };
+    let cfg = DhtConfig {
+        port,
+        bind,
+        bootstrap: (!args.dht_bootstrap.is_empty()).then(|| args.dht_bootstrap.clone()),
+        state_dir,
+        server_mode: false,
+    };
+    match DhtHandle::start(cfg.clone()) {
+        Ok(d) => Some(d),
+        Err(e) => match DhtHandle::start(DhtConfig { port: 0, ..cfg }) {
+            Ok(d) => {
+                tracing::warn!(
+                    "DHT: {}; using a free UDP port instead",
+                    crate::error_chain(&e)
+                );
+                Some(d)
+            }
+            Err(e) => {
+                tracing::warn!("DHT disabled: {}", crate::error_chain(&e));
+                None
+            }
+        },
+    }
+}
+
+/// Torrents summed up one line each at the end; more than this get one
+/// line in all.
+const MAX_SUMMARY_LINES: usize = 20;
+
+/// The summary printed at the end: a line per torrent, or one line for a
+/// large run.
+pub fn summaries(o: &Outcome) -> Vec<String> {
+    if o.reports.len() <= MAX_SUMMARY_LINES {
+        return o.reports.iter().map(summary).collect();
+    }
+    let complete = o.reports.iter().filter(|r| r.complete).count();
+    let down: u64 = o.reports.iter().map(|r| r.downloaded).sum();
+    let up: u64 = o.reports.iter().map(|r| r.uploaded).sum();
+    vec![format!(
+        "{} torrents: {complete} complete, {} not; downloaded {}, uploaded {}",
+        o.reports.len(),
+        o.reports.len() - complete,
+        human_bytes(down),
+        human_bytes(up)
+    )]
+}
+
+/// The one-line summary of one torrent.
 pub fn summary(r: &Report) -> String {
     let mut s = match r.download_time {
         Some(t) => {
@@ -148,4 +336,18 @@ pub fn summary(r: &Report) -> String {
     };
     s.push_str(&format!(", uploaded {}", human_bytes(r.uploaded)));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_files_skip_blank_lines_and_comments() {
+        let text = "a.torrent\n\n  # a comment\n magnet:?xt=urn:btih:x \r\nhash\n";
+        assert_eq!(
+            parse_input(text),
+            vec!["a.torrent", "magnet:?xt=urn:btih:x", "hash"]
+        );
+    }
 }

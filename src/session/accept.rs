@@ -1,23 +1,26 @@
 //! Incoming connections: a budget, not a free-for-all.
 //!
-//! Before a single byte is read, a connection must pass cheap gates, the
-//! ones that single out one address first so that one noisy address
-//! cannot use up what everyone shares: its IP's standing (banned, or
-//! already at its connection limit), its IP's own accept rate
+//! One listener serves every torrent of the session. Before a single byte
+//! is read, a connection must pass cheap gates, the ones that single out
+//! one address first so that one noisy address cannot use up what
+//! everyone shares: its IP's own accept rate
 //! ([`PER_IP_RATE`] a second, bursts of [`PER_IP_BURST`]), the accept rate
 //! of all ([`ACCEPT_RATE`] a second, bursts of [`ACCEPT_BURST`]), and the
 //! handshakes under way from its IP ([`MAX_PENDING_PER_IP`]) and in all
 //! ([`MAX_PENDING`], the oldest evicted for a newcomer). Only then does
-//! it get [`HANDSHAKE_TIMEOUT`] to say which torrent it wants. A thousand
+//! it get [`HANDSHAKE_TIMEOUT`] to say which torrent it wants; that
+//! torrent then judges its IP's standing (banned, or already at its
+//! connection limit) before we answer. A thousand
 //! sockets that never speak therefore cost a few file descriptors for a few
 //! seconds, and an honest peer that speaks at once still gets in.
 
+use super::Session;
 use super::host::as_host;
 use super::shared::Shared;
 use crate::peer::conn;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -28,16 +31,19 @@ pub const ACCEPT_RATE: f64 = 50.0;
 /// Connections accepted at once after a quiet spell.
 pub const ACCEPT_BURST: f64 = 100.0;
 /// Connections accepted per second from one IP, on average.
-pub const PER_IP_RATE: f64 = 2.0;
-/// Connections accepted at once from one IP after a quiet spell.
-pub const PER_IP_BURST: f64 = 10.0;
+pub const PER_IP_RATE: f64 = 4.0;
+/// Connections accepted at once from one IP after a quiet spell. An honest
+/// client that shares many torrents with us opens one connection for each,
+/// all at once (libtorrent: 20 in the same millisecond); one it drops waits
+/// a minute or more before trying again.
+pub const PER_IP_BURST: f64 = 32.0;
 /// IPs whose accept rate is tracked; past this the least recently seen
 /// are forgotten (a forgotten IP starts again with a full bucket).
 const MAX_TRACKED_IPS: usize = 4096;
 /// Incoming handshakes under way at once.
-pub const MAX_PENDING: usize = 64;
-/// Incoming handshakes under way at once from one IP.
-pub const MAX_PENDING_PER_IP: usize = 4;
+pub const MAX_PENDING: usize = 128;
+/// Incoming handshakes under way at once from one IP (a burst's worth).
+pub const MAX_PENDING_PER_IP: usize = 32;
 /// Time an incoming peer has to send its handshake: honest peers send it
 /// with their first packet.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -141,8 +147,11 @@ impl Pending {
     }
 }
 
-/// Accepts peers until the torrent stops.
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// Accepts peers for every torrent of the session until the session is
+/// gone. Each handshake is read once, on the session's task tracker; a
+/// peer that names a torrent we run is handed to that torrent (and its
+/// task tracker), any other is dropped.
+pub async fn accept_loop(listener: TcpListener, session: Weak<Session>) {
     let pending = Arc::new(Mutex::new(Pending::default()));
     let mut bucket = TokenBucket::new(ACCEPT_RATE, ACCEPT_BURST, Instant::now());
     let mut per_ip = PerIpBuckets::default();
@@ -157,16 +166,13 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let ip = addr.ip();
-        {
-            let st = shared.lock();
-            // One more than the limit may handshake: it may replace its own
-            // duplicate (both sides dialled at once).
-            let from_ip = st.peers.values().filter(|p| p.addr.ip() == ip).count();
-            if st.banned.contains(&ip) || from_ip > shared.limits.max_per_ip {
-                continue;
-            }
+        let Some(session) = session.upgrade() else {
+            return;
+        };
+        if session.shutdown.is_cancelled() {
+            return;
         }
+        let ip = addr.ip();
         let now = Instant::now();
         if !per_ip.try_take(ip, now) {
             tracing::trace!("incoming {addr}: over its address's accept rate");
@@ -180,47 +186,73 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             tracing::trace!("incoming {addr}: too many handshakes from it");
             continue;
         };
-        let (shared, pending) = (shared.clone(), pending.clone());
-        crate::spawn::named(&shared.tasks.clone(), "incoming peer", async move {
-            let handshake = tokio::select! {
+        let pending = pending.clone();
+        let tasks = session.tasks.clone();
+        crate::spawn::named(&tasks, "incoming peer", async move {
+            let routed = tokio::select! {
                 _ = token.cancelled() => None,
-                r = incoming_handshake(stream, addr, &shared) => r,
+                _ = session.shutdown.cancelled() => None,
+                r = incoming_handshake(stream, addr, &session) => r,
             };
             pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .finish(id, ip);
-            let Some((stream, theirs)) = handshake else {
+            let Some((stream, theirs, shared)) = routed else {
                 return;
             };
-            if let Err(e) = conn::run(stream, theirs, addr, false, as_host(&shared)).await {
-                tracing::debug!("peer {addr}: {}", crate::error_chain(&e));
-            }
+            drop(session);
+            // From here the connection belongs to its torrent: it ends with
+            // it, and the torrent's shutdown waits for it.
+            let tasks = shared.tasks.clone();
+            crate::spawn::named(&tasks, "incoming peer", async move {
+                if let Err(e) = conn::run(stream, theirs, addr, false, as_host(&shared)).await {
+                    tracing::debug!("peer {addr}: {}", crate::error_chain(&e));
+                }
+            });
         });
     }
 }
 
+/// Reads the handshake, finds the torrent it names and answers for it.
 async fn incoming_handshake(
     mut stream: tokio::net::TcpStream,
     addr: SocketAddr,
-    shared: &Arc<Shared>,
-) -> Option<(tokio::net::TcpStream, crate::peer::handshake::Handshake)> {
+    session: &Session,
+) -> Option<(
+    tokio::net::TcpStream,
+    crate::peer::handshake::Handshake,
+    Arc<Shared>,
+)> {
     let theirs = match conn::read_handshake(&mut stream, HANDSHAKE_TIMEOUT).await {
-        Ok(h) if h.info_hash == shared.info_hash => h,
-        Ok(h) => {
-            tracing::debug!("incoming {addr} wants {}", h.info_hash);
-            return None;
-        }
+        Ok(h) => h,
         Err(e) => {
             tracing::debug!("incoming {addr}: {}", crate::error_chain(&e));
             return None;
         }
     };
-    if let Err(e) = conn::answer_handshake(&mut stream, &**shared, &theirs).await {
+    let Some(shared) = session.torrent(&theirs.info_hash) else {
+        tracing::debug!(
+            "incoming {addr} wants {}, which we do not run",
+            theirs.info_hash
+        );
+        return None;
+    };
+    {
+        let st = shared.lock();
+        // One more than the limit may handshake: it may replace its own
+        // duplicate (both sides dialled at once).
+        let ip = addr.ip();
+        let from_ip = st.peers.values().filter(|p| p.addr.ip() == ip).count();
+        if st.banned.contains(&ip) || from_ip > shared.limits.max_per_ip {
+            return None;
+        }
+    }
+    if let Err(e) = conn::answer_handshake(&mut stream, &*shared, &theirs).await {
         tracing::debug!("incoming {addr}: {}", crate::error_chain(&e));
         return None;
     }
-    Some((stream, theirs))
+    Some((stream, theirs, shared))
 }
 
 #[cfg(test)]

@@ -328,6 +328,10 @@ impl PeerHost for Shared {
         let now = Instant::now();
         let mut st = self.lock();
         let admission = admit(&st.peers, &st.banned, self.limits, &self.peer_id, &reg, now)?;
+        let budget = self.budget.get();
+        if admission == Admission::Room && budget.is_some_and(|b| b.is_full()) {
+            return Err(Refused::Full);
+        }
         if let Admission::Replace(old) = admission
             && let Some(p) = st.peers.get(&old)
         {
@@ -350,11 +354,20 @@ impl PeerHost for Shared {
                 last_useful: now,
             },
         );
+        if let Some(b) = budget {
+            b.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        drop(st);
+        self.peer_joined.notify_one();
         Ok(())
     }
 
     fn unregister(&self, key: PeerKey) {
-        self.lock().peers.remove(&key);
+        if self.lock().peers.remove(&key).is_some()
+            && let Some(b) = self.budget.get()
+        {
+            b.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.rechoke.notify_one();
     }
 

@@ -15,7 +15,7 @@ use crate::storage::disk::Storage;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, watch};
@@ -130,6 +130,42 @@ pub struct Limits {
     pub max_per_ip: usize,
 }
 
+/// The connection budget of the whole process, which every torrent draws
+/// from: `--max-peers` is a process total, so a thousand torrents cannot
+/// open a thousand times a torrent's share of sockets.
+#[derive(Debug)]
+pub struct ConnBudget {
+    /// Connected peers at most, across all torrents.
+    pub max: usize,
+    /// Connected peers now.
+    pub open: AtomicUsize,
+    /// Dials under way now, across all torrents.
+    pub dialing: AtomicUsize,
+}
+
+impl ConnBudget {
+    /// An empty budget of `max` connections.
+    pub fn new(max: usize) -> Self {
+        ConnBudget {
+            max,
+            open: AtomicUsize::new(0),
+            dialing: AtomicUsize::new(0),
+        }
+    }
+
+    /// Connections (open or being dialled) that may still start.
+    pub fn room(&self) -> usize {
+        self.max.saturating_sub(
+            self.open.load(Ordering::Relaxed) + self.dialing.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Whether every connection of the budget is open.
+    pub fn is_full(&self) -> bool {
+        self.open.load(Ordering::Relaxed) >= self.max
+    }
+}
+
 /// Transfer counters, lock-free so the hot path can bump them cheaply.
 #[derive(Default)]
 pub struct Counters {
@@ -181,6 +217,12 @@ pub struct Shared {
     pub rate_limits: OnceLock<crate::ratelimit::RateLimits>,
     /// Connection limits.
     pub limits: Limits,
+    /// The process-wide connection budget (set by the session; unset in
+    /// unit tests, which then have only `limits`).
+    pub budget: OnceLock<Arc<ConnBudget>>,
+    /// Woken when a peer joins, so an idle seeding torrent's loop, which
+    /// runs no timer, starts ticking again.
+    pub peer_joined: Notify,
     /// This very `Shared`, for trait methods that must spawn work holding it.
     pub this: std::sync::Weak<Shared>,
 }
@@ -216,6 +258,8 @@ impl Shared {
             disk_pause: Mutex::new(None),
             events: OnceLock::new(),
             limits,
+            budget: OnceLock::new(),
+            peer_joined: Notify::new(),
             this: this.clone(),
         });
         (shared, metadata_rx)

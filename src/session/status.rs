@@ -16,6 +16,8 @@ pub enum Phase {
         /// Pieces in all.
         total: u32,
     },
+    /// Waiting for a download slot (`--max-active`).
+    Queued,
     /// Only the hash is known and no peer has offered metadata yet.
     FindingPeers,
     /// Fetching the info dictionary.

@@ -52,6 +52,22 @@ pub(crate) fn build_client(bind: Option<IpAddr>) -> Result<reqwest::Client, Trac
         .map_err(|e| TrackerError::Client(error_chain(&e)))
 }
 
+/// The client every torrent of the process shares (built on first use;
+/// the process has one `--bind`): one TLS configuration and one connection
+/// pool, not one per torrent.
+pub(crate) fn shared_client(bind: Option<IpAddr>) -> Result<reqwest::Client, TrackerError> {
+    static CLIENT: std::sync::OnceLock<(Option<IpAddr>, reqwest::Client)> =
+        std::sync::OnceLock::new();
+    if let Some((b, c)) = CLIENT.get() {
+        if *b == bind {
+            return Ok(c.clone());
+        }
+        return build_client(bind);
+    }
+    let client = build_client(bind)?;
+    Ok(CLIENT.get_or_init(|| (bind, client)).1.clone())
+}
+
 /// One HTTP announce to `base` (the tracker URL from the torrent).
 pub(crate) async fn announce(
     client: &reqwest::Client,

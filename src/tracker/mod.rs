@@ -68,6 +68,10 @@ pub struct AnnounceConfig {
     pub numwant: u32,
     /// Bound on the whole `stopped` round at shutdown.
     pub stop_timeout: Duration,
+    /// The process-wide announce pace shared by every torrent (one token
+    /// per announce), so a thousand torrents starting together do not send
+    /// a thousand announces in the same second. `stopped` is not paced.
+    pub pace: Option<Arc<crate::ratelimit::RateLimiter>>,
 }
 
 /// Transfer counters the trackers report; the session publishes them on a
@@ -151,7 +155,7 @@ async fn run(
         let transport = match url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()) {
             Some(s) if s == "http" || s == "https" => {
                 if http_client.is_none() {
-                    match http::build_client(cfg.bind) {
+                    match http::shared_client(cfg.bind) {
                         Ok(c) => http_client = Some(c),
                         Err(e) => {
                             tracing::warn!(tracker = %http::redact(&url), "skipping tracker: {e}");
@@ -327,6 +331,12 @@ impl UrlTask {
             let event = st.next_event(&t);
             let req = self.request(event, &t, &st);
             let shutdown = self.shutdown.clone();
+            if let Some(pace) = &self.cfg.pace {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'outer,
+                    _ = pace.consume(1) => {}
+                }
+            }
             let result = tokio::select! {
                 _ = shutdown.cancelled() => break 'outer,
                 r = self.transport.announce(&self.url, &req) => r,
@@ -358,7 +368,11 @@ impl UrlTask {
                             resp.peers_dropped
                         );
                     }
+                    // Up to a tenth later than asked, so torrents that
+                    // started together drift apart instead of announcing
+                    // in step forever.
                     let wait = announce::reannounce_after(&resp);
+                    let wait = wait + wait.mul_f64(rand::random::<f64>() / 10.0);
                     tracing::debug!(tracker = %self.label, ?event, peers = resp.peers.len(), "announced");
                     if !resp.peers.is_empty() {
                         self.deliver(resp.peers).await;

@@ -173,6 +173,7 @@ fn start_announcer(info_hash: InfoHash, port: u16, left: u64, tiers: Vec<Vec<Str
         tiers,
         numwant: 50,
         stop_timeout: STOP_TIMEOUT,
+        pace: None,
     };
     let handle = spawn_announcer(cfg, totals_rx, peers_tx, stats.clone(), shutdown.clone());
     Running {

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """libtorrent (python3-libtorrent, 2.0) driver for the btc integration tests.
 
-  lt.py seed  --torrent T --save DIR --listen IP:PORT [--tracker URL]
-            [--upload-limit BYTES_PER_SEC]
-      checks the data in DIR, prints "SEEDING" once it is a seed, then seeds
+  lt.py seed  --torrent T [--torrent T2 ...] --save DIR --listen IP:PORT
+            [--tracker URL] [--upload-limit BYTES_PER_SEC]
+      checks the data in DIR, prints "SEEDING" once every torrent is a
+      seed, then seeds
       until killed (stats every second); with --upload-limit, uploads at
       most that fast, loopback included (a slow seeder).
   lt.py fetch --magnet URI --save DIR --listen IP:PORT --peer IP:PORT
@@ -78,25 +79,28 @@ def seed(args):
             "upload_rate_limit": args.upload_limit,
             "ignore_limits_on_local_network": False,
         })
-    atp = lt.add_torrent_params()
-    atp.ti = lt.torrent_info(args.torrent)
-    atp.save_path = args.save
-    h = s.add_torrent(atp)
-    for url in args.tracker or []:
-        h.add_tracker({"url": url, "tier": 0})
-    h.force_recheck()
+    handles = []
+    for t in args.torrent:
+        atp = lt.add_torrent_params()
+        atp.ti = lt.torrent_info(t)
+        atp.save_path = args.save
+        h = s.add_torrent(atp)
+        for url in args.tracker or []:
+            h.add_tracker({"url": url, "tier": 0})
+        h.force_recheck()
+        handles.append(h)
     announced = False
     seeding = False
     while True:
         drain(s)
-        st = h.status()
-        if not seeding and st.is_seeding:
+        if not seeding and all(h.status().is_seeding for h in handles):
             seeding = True
-            log("SEEDING", status_line(h))
+            log("SEEDING", status_line(handles[0]))
         if seeding and not announced and args.tracker:
-            h.force_reannounce()
+            for h in handles:
+                h.force_reannounce()
             announced = True
-        log(status_line(h))
+        log(status_line(handles[0]))
         time.sleep(1 if seeding else 0.2)
 
 
@@ -150,7 +154,7 @@ def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("seed")
-    a.add_argument("--torrent", required=True)
+    a.add_argument("--torrent", required=True, action="append")
     a.add_argument("--save", required=True)
     a.add_argument("--listen", required=True)
     a.add_argument("--tracker", action="append")

@@ -1,0 +1,906 @@
+//! One torrent's actor: from its start to its stop.
+//!
+//! [`run`] installs the metadata (at once for a `.torrent`, after the
+//! exchange for a magnet), waits for a download slot when there is
+//! something to download, starts peer discovery, dials peers, runs the
+//! choker, watches for completion and seed limits, and shuts its part down
+//! in order: peers, pending disk writes, flush, trackers told `stopped`.
+//! What the process shares (listener, peer id, DHT, budgets) is the
+//! [`Session`]'s. The per-peer work happens in [`crate::peer::conn`]; this
+//! loop only makes decisions that need a view of every peer.
+
+use super::queue::ActiveSlot;
+use super::shared::{Limits, PeerCommand, Shared, TorrentData};
+use super::{Session, files, host, resume, status, stream};
+use crate::bitfield::Bitfield;
+use crate::choker::{Candidate, Choker};
+use crate::geometry::Geometry;
+use crate::id::InfoHash;
+use crate::magnet::Magnet;
+use crate::metainfo::Metainfo;
+use crate::peer::conn::{self, Refused};
+use crate::peer::metadata::MetadataAssembler;
+use crate::peer::state::PeerError;
+use crate::storage::disk::Storage;
+use crate::tracker::{AnnounceConfig, TrackerStats, TransferTotals};
+use anyhow::{Context, Result};
+use status::{Phase, Status};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How often the unchoke set is recomputed even when nothing changes.
+const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
+/// Early rounds (a peer's interest changed) are at least this far apart.
+const MIN_CHOKE_GAP: Duration = Duration::from_secs(1);
+/// Regular upload slots (plus one optimistic).
+const UPLOAD_SLOTS: usize = 4;
+/// Dial attempts running at once.
+const MAX_HALF_OPEN: usize = 16;
+/// Candidate addresses remembered; more are dropped.
+const MAX_KNOWN_PEERS: usize = 4000;
+/// Wait before redialling an address whose peer turned out to be
+/// connected already (through a connection it opened).
+const DUPLICATE_RETRY: Duration = Duration::from_secs(300);
+/// Time allowed for disk writes to drain and trackers to hear `stopped`.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// What to download.
+pub enum Source {
+    /// A parsed `.torrent`.
+    Torrent(Box<Metainfo>),
+    /// A magnet link or bare info-hash: metadata comes from peers.
+    Magnet(Magnet),
+}
+
+/// One torrent's settings, validated by the CLI.
+pub struct Options {
+    /// What the user asked for; its fields read through `Options` (Deref).
+    pub config: std::sync::Arc<crate::config::Config>,
+    /// Where fetched metadata and resume data are kept, as resolved.
+    pub state_dir: Option<PathBuf>,
+    /// Where discrete events go for `--json` (`None`: nobody listens).
+    pub events: Option<mpsc::Sender<status::SessionEvent>>,
+    /// Its place among the sources given, for the download queue.
+    pub position: usize,
+}
+
+impl std::ops::Deref for Options {
+    type Target = crate::config::Config;
+
+    fn deref(&self) -> &crate::config::Config {
+        &self.config
+    }
+}
+
+/// What happened, for the final summary.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Torrent name.
+    pub name: String,
+    /// Content size.
+    pub total: u64,
+    /// Payload bytes downloaded this run.
+    pub downloaded: u64,
+    /// Payload bytes uploaded this run.
+    pub uploaded: u64,
+    /// Time from start to completion, if the download completed in this run.
+    pub download_time: Option<Duration>,
+    /// Whether all pieces are verified at exit.
+    pub complete: bool,
+    /// How `--stream` ended, if it did.
+    pub stream: Option<std::result::Result<stream::StreamEnd, String>>,
+}
+
+#[derive(Default)]
+struct Known {
+    /// A dial or connection to this address is under way.
+    dialing: bool,
+    /// It had every piece last time: not worth dialing while we seed.
+    seed: bool,
+    failures: u32,
+    next_try: Option<Instant>,
+}
+
+/// How a connection we dialled ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Closed after working.
+    Ok,
+    /// Failed: back off.
+    Failed,
+    /// Closed because we both have everything.
+    BothSeeds,
+    /// Closed because we are connected to the peer another way (it dialled
+    /// us from another port).
+    Duplicate,
+}
+
+enum ConnEvent {
+    Ended(SocketAddr, Ended),
+}
+
+/// Runs one torrent until it is done (per the seed policy) or `shutdown` fires.
+pub async fn run(
+    session: Arc<Session>,
+    source: Source,
+    opts: Options,
+    status_tx: watch::Sender<Status>,
+    shutdown: CancellationToken,
+) -> Result<Report> {
+    let started = Instant::now();
+    let (info_hash, name_hint, mut magnet_trackers, magnet_peers) = match &source {
+        Source::Torrent(m) => (
+            m.info_hash,
+            Some(m.info.name.clone()),
+            Vec::new(),
+            Vec::new(),
+        ),
+        Source::Magnet(m) => (
+            m.info_hash,
+            m.name.clone(),
+            m.trackers.clone(),
+            m.peers.clone(),
+        ),
+    };
+    let listen_port = session.listen_port;
+    let peer_id = session.peer_id;
+    let torrent_token = shutdown.child_token();
+    let private = matches!(&source, Source::Torrent(m) if m.info.private);
+    let dht = if private { None } else { session.dht.clone() };
+    let (shared, mut metadata_rx) = Shared::new(
+        info_hash,
+        peer_id,
+        listen_port,
+        dht.as_ref().map(|_| listen_port),
+        Limits {
+            max_peers: opts.max_peers_per_torrent,
+            max_per_ip: opts.max_per_ip,
+        },
+        torrent_token.clone(),
+    );
+    let _ = shared.rate_limits.set(session.rate_limits.clone());
+    let _ = shared.budget.set(session.budget.clone());
+    if let Some(tx) = &opts.events {
+        let _ = shared.events.set(tx.clone());
+    }
+    // Completed files for `--json`, fed from the verified-piece log.
+    let mut file_tracker: Option<(files::FileTracker, usize)> = None;
+
+    let mut status = Status {
+        name: name_hint.unwrap_or_else(|| info_hash.to_hex()),
+        info_hash,
+        phase: Phase::Starting,
+        ..Status::default()
+    };
+    status_tx.send_replace(status.clone());
+
+    let web_seeds = web_seed_urls(match &source {
+        Source::Torrent(m) => &m.url_list,
+        Source::Magnet(m) => &m.web_seeds,
+    });
+    let web_client = if web_seeds.is_empty() {
+        None
+    } else {
+        crate::webseed::client(session.bind)
+            .inspect_err(|e| tracing::warn!("web seeds disabled: {e}"))
+            .ok()
+    };
+
+    // Metadata known up front: check what is already on disk.
+    let mut tiers: Vec<Vec<String>> = Vec::new();
+    let mut complete_at_start = false;
+    match source {
+        Source::Torrent(meta) => {
+            tiers = meta.tracker_tiers();
+            install(&session, &shared, *meta, &opts, &status_tx, &mut status).await?;
+            complete_at_start = shared.is_complete();
+        }
+        Source::Magnet(_) => {
+            tiers.extend(magnet_trackers.drain(..).map(|t| vec![t]));
+            let cached = opts
+                .state_dir
+                .as_ref()
+                .and_then(|d| load_cached_info(d, info_hash));
+            match cached.map(|b| Metainfo::from_info_bytes(&b, tiers.clone())) {
+                Some(Ok(meta)) => {
+                    tracing::info!("using the metadata remembered from an earlier run");
+                    install(&session, &shared, meta, &opts, &status_tx, &mut status).await?;
+                    complete_at_start = shared.is_complete();
+                }
+                _ => shared.lock().assembler = Some(MetadataAssembler::new(info_hash)),
+            }
+        }
+    }
+    for t in &opts.trackers {
+        tiers.push(vec![t.clone()]);
+    }
+    // Something to download: wait for a slot (`--max-active`), unless the
+    // torrent stops first. Seeding needs none.
+    let mut active_slot: Option<ActiveSlot> = None;
+    if !complete_at_start {
+        status.phase = Phase::Queued;
+        status_tx.send_replace(status.clone());
+        tokio::select! {
+            slot = session.queue.enter(opts.position) => active_slot = Some(slot),
+            _ = torrent_token.cancelled() => {}
+        }
+    }
+    // Reachable by incoming connections from here until the stop begins.
+    let registered = session.register(shared.clone());
+    start_web_seeds(&shared, &web_seeds, web_client.as_ref());
+
+    // Discovery: trackers, DHT, explicit peers.
+    let (peer_tx, mut peer_rx) = mpsc::channel::<Vec<SocketAddr>>(256);
+    let (totals_tx, totals_rx) = watch::channel(totals(&shared));
+    let tracker_stats = Arc::new(TrackerStats::default());
+    let announcer = crate::tracker::spawn_announcer(
+        AnnounceConfig {
+            info_hash,
+            peer_id,
+            port: listen_port,
+            bind: session.bind,
+            tiers,
+            numwant: 200,
+            stop_timeout: Duration::from_secs(2),
+            pace: Some(session.announce_pace.clone()),
+        },
+        totals_rx,
+        peer_tx.clone(),
+        tracker_stats.clone(),
+        torrent_token.clone(),
+    );
+    let dht_found = Arc::new(AtomicUsize::new(0));
+    let connected_count = Arc::new(AtomicUsize::new(0));
+    let dht_task = dht.as_ref().map(|d| {
+        let (c, sh) = (connected_count.clone(), shared.clone());
+        let want_more: Arc<dyn Fn() -> bool + Send + Sync> =
+            Arc::new(move || !sh.is_complete() && c.load(Ordering::Relaxed) < 10);
+        crate::dht::spawn_discovery(
+            d.clone(),
+            info_hash,
+            listen_port,
+            true,
+            want_more,
+            peer_tx.clone(),
+            dht_found.clone(),
+            torrent_token.clone(),
+        )
+    });
+    let mut initial: Vec<SocketAddr> = opts.peers.clone();
+    initial.extend(magnet_peers);
+    if !initial.is_empty() {
+        let _ = peer_tx.try_send(initial);
+    }
+
+    let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(256);
+
+    let mut known: HashMap<SocketAddr, Known> = HashMap::new();
+    let mut choker = Choker::new(UPLOAD_SLOTS, rand::random());
+    let mut last_choke = Instant::now() - CHOKE_INTERVAL;
+    let mut rechoke_pending = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    // After an idle spell, one tick at once, not a burst of missed ones.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Seeding with nobody connected or being dialled: the loop runs no
+    // timer (a thousand idle torrents must not wake the process 4,000
+    // times a second); only an event, a peer, a redial or the seed time
+    // wakes it. Only a tick sets it; every event clears it.
+    let mut idle = false;
+    let mut idle_until: Option<Instant> = None;
+    let mut completed_at: Option<Instant> = complete_at_start.then(Instant::now);
+    let mut download_time = None;
+    let mut rates = status::RateWindow::default();
+    let dialing = Arc::new(AtomicUsize::new(0));
+    let mut seeding_since = completed_at;
+    let mut verified_rx = shared.pieces_verified.subscribe();
+    let mut stream_task = opts.stream.map(|index| {
+        let shared = shared.clone();
+        tokio::spawn(async move { stream::run(shared, index, tokio::io::stdout()).await })
+    });
+    let mut stream_end = None;
+    let mut saver = opts
+        .state_dir
+        .as_ref()
+        .map(|d| resume::Saver::new(d.clone(), &opts.output));
+
+    loop {
+        tokio::select! {
+            _ = torrent_token.cancelled() => break,
+            r = async { stream_task.as_mut().expect("guarded").await }, if stream_task.is_some() => {
+                stream_end = Some(match r {
+                    Ok(Ok(end)) => Ok(end),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(format!("the stream task failed: {e}")),
+                });
+                break;
+            }
+            _ = shared.peer_joined.notified(), if idle => {
+                idle = false;
+                tick.reset_immediately();
+            }
+            _ = sleep_until_some(idle_until), if idle => {
+                idle = false;
+                tick.reset_immediately();
+            }
+            Some(addrs) = peer_rx.recv() => {
+                idle = false;
+                for a in addrs {
+                    if known.len() >= MAX_KNOWN_PEERS {
+                        break;
+                    }
+                    if a.port() == 0 || (a.port() == listen_port && is_local(a.ip(), session.bind)) {
+                        continue;
+                    }
+                    known.entry(a).or_default();
+                }
+                status.peers_known = known.len();
+                dial_some(&mut known, &shared, &session, &opts, &dialing, &ev_tx);
+            }
+            Some(ConnEvent::Ended(addr, how)) = ev_rx.recv() => {
+                idle = false;
+                if let Some(k) = known.get_mut(&addr) {
+                    k.dialing = false;
+                    k.seed = how == Ended::BothSeeds;
+                    k.failures = if how == Ended::Failed { k.failures + 1 } else { 0 };
+                    // Back off: 15 s, 30 s, 1 min … up to 10 min; an address
+                    // we are connected to by its incoming connection waits long.
+                    let wait = match how {
+                        Ended::Duplicate => DUPLICATE_RETRY,
+                        _ => Duration::from_secs(15u64 << k.failures.min(6)).min(Duration::from_secs(600)),
+                    };
+                    k.next_try = Some(Instant::now() + wait);
+                }
+                dial_some(&mut known, &shared, &session, &opts, &dialing, &ev_tx);
+            }
+            Some(info) = metadata_rx.recv(), if shared.data().is_none() => {
+                let trackers = Vec::new();
+                match Metainfo::from_info_bytes(&info, trackers) {
+                    Ok(meta) => {
+                        tracing::info!("metadata received: {} ({} bytes)", meta.info.name, info.len());
+                        if let Some(dir) = &opts.state_dir {
+                            save_cached_info(dir, info_hash, &info);
+                        }
+                        shared.lock().assembler = None;
+                        status.name = meta.info.name.clone();
+                        install(&session, &shared, meta, &opts, &status_tx, &mut status).await?;
+                        start_web_seeds(&shared, &web_seeds, web_client.as_ref());
+                        status.metadata_at = Some(started.elapsed());
+                        tracing::info!(
+                            "metadata complete {:.0} ms after start",
+                            started.elapsed().as_secs_f64() * 1000.0
+                        );
+                    }
+                    Err(e) => anyhow::bail!("the swarm's metadata matches the info-hash but is not a usable torrent: {e}"),
+                }
+            }
+            // The first piece and the last one matter at once (timings,
+            // `completed` to trackers, --no-seed exit): do not wait for a tick.
+            Ok(()) = verified_rx.changed() => {
+                let first_pending = status.first_piece_at.is_none() && !complete_at_start;
+                if first_pending || (completed_at.is_none() && shared.is_complete()) {
+                    tick.reset_immediately();
+                }
+            }
+            _ = shared.rechoke.notified() => {
+                idle = false;
+                // At most one early round a second, however often peers
+                // flip their interest: a round looks at every peer.
+                if last_choke.elapsed() >= MIN_CHOKE_GAP {
+                    rechoke(&shared, &mut choker);
+                    last_choke = Instant::now();
+                } else {
+                    rechoke_pending = true;
+                }
+            }
+            _ = tick.tick(), if !idle => {
+                let now = Instant::now();
+                let gap = now.duration_since(last_choke);
+                if gap >= CHOKE_INTERVAL || (rechoke_pending && gap >= MIN_CHOKE_GAP) {
+                    rechoke(&shared, &mut choker);
+                    last_choke = now;
+                    rechoke_pending = false;
+                }
+                dial_some(&mut known, &shared, &session, &opts, &dialing, &ev_tx);
+                totals_tx.send_if_modified(|t| {
+                    let n = totals(&shared);
+                    let changed = *t != n;
+                    *t = n;
+                    changed
+                });
+                // Status for the UI.
+                let down = shared.counters.downloaded.load(Ordering::Relaxed);
+                let up = shared.counters.uploaded.load(Ordering::Relaxed);
+                if let Some((d, u)) = rates.sample(now.into_std(), down, up) {
+                    status.down_rate = d;
+                    status.up_rate = u;
+                }
+                {
+                    let st = shared.lock();
+                    status.peers_connected = st.peers.len();
+                    status.seeds_connected = st.peers.values().filter(|p| p.seed).count();
+                    status.web_seeds = st.web_seed_strikes.len();
+                    status.peers_used = st.sources.len();
+                    if let Some(a) = &st.assembler {
+                        status.metadata_progress = a.progress();
+                    }
+                }
+                status.disk_paused = shared.disk_pause_active();
+                connected_count.store(status.peers_connected, Ordering::Relaxed);
+                status.downloaded = down;
+                status.uploaded = up;
+                status.trackers_ok = tracker_stats.trackers_ok();
+                status.trackers_total = tracker_stats.trackers_total();
+                status.dht_peers = dht_found.load(Ordering::Relaxed);
+                status.dht_nodes = dht.as_ref().map_or(0, |d| d.routing_table_size());
+                if let Some((have, total)) = shared.progress() {
+                    status.have = have;
+                    status.total = total;
+                    if status.first_piece_at.is_none() && !complete_at_start && have > status.resumed_bytes {
+                        status.first_piece_at = Some(started.elapsed());
+                        tracing::info!(
+                            "first piece verified {:.0} ms after start",
+                            started.elapsed().as_secs_f64() * 1000.0
+                        );
+                    }
+                }
+                if shared.data().is_none() {
+                    status.phase = if status.metadata_progress.1 > 0 { Phase::FetchingMetadata } else { Phase::FindingPeers };
+                } else if shared.is_complete() {
+                    status.phase = Phase::Seeding;
+                } else {
+                    status.phase = Phase::Downloading;
+                }
+                status_tx.send_replace(status.clone());
+                let just_completed = completed_at.is_none() && shared.is_complete();
+                if let Some(s) = saver.as_mut() {
+                    s.tick(&shared, just_completed && !opts.no_seed);
+                }
+
+                if opts.events.is_some()
+                    && let Some(data) = shared.data()
+                {
+                    let (tracker, cursor) = file_tracker.get_or_insert_with(|| {
+                        (files::FileTracker::new(&data.meta.info, data.geometry), 0)
+                    });
+                    let new: Vec<u32> = {
+                        let st = shared.lock();
+                        let new = st.verified_log.get(*cursor..).unwrap_or_default().to_vec();
+                        *cursor = st.verified_log.len();
+                        new
+                    };
+                    for piece in new {
+                        for (index, path) in tracker.on_piece(piece) {
+                            shared.emit(status::SessionEvent::FileDone { index, path });
+                        }
+                    }
+                }
+                if just_completed {
+                    shared.emit(status::SessionEvent::Complete {
+                        elapsed: now.duration_since(started),
+                        downloaded: down,
+                    });
+                    completed_at = Some(now);
+                    seeding_since = Some(now);
+                    download_time = Some(now.duration_since(started));
+                    status.download_time = download_time;
+                    on_complete(&shared);
+                    // Seeding does not hold a download slot.
+                    active_slot = None;
+                    status.phase = Phase::Seeding;
+                    status_tx.send_replace(status.clone());
+                    if opts.no_seed {
+                        break;
+                    }
+                }
+                if let Some(since) = seeding_since {
+                    if opts.no_seed {
+                        break;
+                    }
+                    if opts.seed_time.is_some_and(|t| now.duration_since(since) >= t) {
+                        tracing::info!("seed time reached");
+                        break;
+                    }
+                    if let Some(r) = opts.seed_ratio
+                        && status.total > 0 && up as f64 / status.total as f64 >= r {
+                            tracing::info!("seed ratio reached");
+                            break;
+                        }
+                    if stream_task.is_none()
+                        && status.peers_connected == 0
+                        && status.web_seeds == 0
+                        && dialing.load(Ordering::Relaxed) == 0
+                    {
+                        idle = true;
+                        idle_until = next_wake(&known, opts.seed_time.map(|t| since + t));
+                    }
+                }
+            }
+        }
+    }
+
+    // Orderly shutdown: peers first, then pending writes, flush, trackers.
+    status.phase = Phase::Stopping;
+    status_tx.send_replace(status.clone());
+    torrent_token.cancel();
+    drop(registered);
+    drop(active_slot);
+    // Peer tasks push out a last message and end within a fraction of a second.
+    shared.tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), shared.tasks.wait()).await;
+    shared.disk_tasks.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, shared.disk_tasks.wait()).await;
+    if let Some(data) = shared.data().cloned() {
+        let flush = tokio::task::spawn_blocking(move || data.storage.sync());
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(SHUTDOWN_GRACE, flush).await {
+            tracing::warn!("flushing data to disk: {e}");
+        }
+    }
+    if let Some(s) = saver
+        && tokio::time::timeout(SHUTDOWN_GRACE, s.finish(&shared))
+            .await
+            .is_err()
+    {
+        tracing::warn!("resume data not saved in time");
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, announcer).await;
+    if let Some(t) = dht_task {
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
+    if let Some(msg) = shared
+        .fatal
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        anyhow::bail!(msg);
+    }
+    let complete = shared.is_complete();
+    Ok(Report {
+        name: status.name.clone(),
+        total: status.total,
+        downloaded: shared.counters.downloaded.load(Ordering::Relaxed),
+        uploaded: shared.counters.uploaded.load(Ordering::Relaxed),
+        download_time,
+        complete,
+        stream: stream_end,
+    })
+}
+
+/// The usable web seed URLs among `urls`, without repeats, at most
+/// [`MAX_WEB_SEEDS`](crate::webseed::MAX_WEB_SEEDS).
+fn web_seed_urls(urls: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for u in urls {
+        if !crate::webseed::is_usable(u) {
+            tracing::info!("ignoring web seed {u}: only http and https are supported");
+        } else if !out.contains(u) && out.len() < crate::webseed::MAX_WEB_SEEDS {
+            out.push(u.clone());
+        }
+    }
+    out
+}
+
+/// Starts the web seed tasks once the metadata is installed, unless there
+/// is nothing left to fetch. They end on their own (complete, given up) or
+/// with the torrent.
+fn start_web_seeds(shared: &Arc<Shared>, urls: &[String], client: Option<&reqwest::Client>) {
+    let Some(client) = client else { return };
+    if shared.data().is_none() || shared.is_complete() {
+        return;
+    }
+    for url in urls {
+        crate::webseed::spawn(
+            shared.clone(),
+            client.clone(),
+            url.clone(),
+            &shared.tasks,
+            shared.shutdown.clone(),
+        );
+    }
+}
+
+fn is_local(ip: IpAddr, bind: Option<IpAddr>) -> bool {
+    match bind {
+        Some(b) => ip == b,
+        None => ip.is_loopback() || ip.is_unspecified(),
+    }
+}
+
+/// Checks the disk for existing data (hashing only what resume data does
+/// not vouch for), then makes the torrent live.
+async fn install(
+    session: &Session,
+    shared: &Arc<Shared>,
+    meta: Metainfo,
+    opts: &Options,
+    status_tx: &watch::Sender<Status>,
+    status: &mut Status,
+) -> Result<()> {
+    let geometry = Geometry::new(meta.info.total_length, meta.info.piece_length);
+    let mut storage = Storage::new(&opts.output, &meta.info).context("laying out the files")?;
+    let selected = match &opts.selection {
+        Some(sel) => Some(
+            crate::select::selected_files(&meta.info, sel)
+                .map_err(anyhow::Error::msg)
+                .context("selecting files")?,
+        ),
+        None => None,
+    };
+    let wanted = selected.as_ref().map(|s| {
+        storage.select(s, &format!(".btc-parts-{}", meta.info_hash.to_hex()));
+        crate::select::wanted_pieces(&meta.info, &geometry, s)
+    });
+    status.total = match &wanted {
+        Some(w) => w
+            .iter_ones()
+            .map(|i| u64::from(geometry.piece_len(i as u32)))
+            .sum(),
+        None => geometry.total_length,
+    };
+    status.name = meta.info.name.clone();
+    let data = Arc::new(TorrentData {
+        meta,
+        geometry,
+        storage,
+    });
+    let progress = Arc::new(AtomicU32::new(0));
+    let check = {
+        let data = data.clone();
+        let progress = progress.clone();
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let overwrite = opts.overwrite;
+        let (state_dir, recheck) = (opts.state_dir.clone(), opts.check);
+        let output = resume::output_key(&opts.output);
+        tokio::task::spawn_blocking(move || {
+            let (trusted, on_disk) = resume::plan(state_dir.as_deref(), &data, &output, recheck);
+            let mut to_check = Bitfield::new(trusted.len());
+            for i in (0..trusted.len()).filter(|&i| !trusted.get(i)) {
+                to_check.set(i);
+            }
+            let mut have = data.storage.check_existing(
+                &data.geometry,
+                &data.meta.info.pieces,
+                &to_check,
+                threads,
+                &progress,
+            );
+            for i in on_disk.iter_ones() {
+                have.set(i);
+            }
+            data.storage.prepare(&have, overwrite).map(|()| have)
+        })
+    };
+    // One check per core at a time, however many torrents start together.
+    let _turn = session.checks.acquire().await;
+    tokio::pin!(check);
+    let have: Bitfield = loop {
+        tokio::select! {
+            r = &mut check => break r.context("checking existing data")?.context("preparing the output files")?,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                status.phase = Phase::Checking {
+                    done: progress.load(Ordering::Relaxed),
+                    total: geometry.piece_count,
+                };
+                status_tx.send_replace(status.clone());
+            }
+        }
+    };
+    if have.count() > 0 {
+        tracing::info!(
+            "{} of {} pieces already on disk",
+            have.count(),
+            geometry.piece_count
+        );
+    }
+    status.resumed_pieces = have.count();
+    status.resumed_bytes = have
+        .iter_ones()
+        .map(|i| geometry.piece_len(i as u32) as u64)
+        .sum();
+    shared.emit(status::SessionEvent::Metadata {
+        name: data.meta.info.name.clone(),
+        size: geometry.total_length,
+        pieces: geometry.piece_count,
+        piece_length: geometry.piece_length,
+        files: data
+            .meta
+            .info
+            .files
+            .iter()
+            .filter(|f| !f.pad)
+            .map(|f| (f.path.join("/"), f.length))
+            .collect(),
+    });
+    let sequential = match opts.stream {
+        Some(index) => Some(crate::select::file_pieces(
+            &data.meta.info,
+            &geometry,
+            index,
+        )),
+        None => opts
+            .sequential
+            .then(|| crate::select::file_end_pieces(&data.meta.info, &geometry)),
+    };
+    shared.install(data, have, sequential, wanted);
+    Ok(())
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When an idle seeding torrent must look again: the first redial of a
+/// peer that was not a seed, or the end of the seed time.
+fn next_wake(
+    known: &HashMap<SocketAddr, Known>,
+    seed_deadline: Option<Instant>,
+) -> Option<Instant> {
+    known
+        .values()
+        .filter(|k| !k.seed && !k.dialing)
+        .filter_map(|k| k.next_try)
+        // One already due was not dialled for want of room: an event
+        // (a connection ending) frees room, not a timer.
+        .filter(|&t| t > Instant::now())
+        .chain(seed_deadline)
+        .min()
+}
+
+/// Transfer totals for the trackers; `left` is 1 until the size is known so
+/// trackers count us as a leecher.
+fn totals(shared: &Shared) -> TransferTotals {
+    let (have, total) = shared.progress().unwrap_or((0, 1));
+    TransferTotals {
+        uploaded: shared.counters.uploaded.load(Ordering::Relaxed),
+        downloaded: shared.counters.downloaded.load(Ordering::Relaxed),
+        left: total - have,
+    }
+}
+
+/// Download finished: seeds are of no more use to us, drop them.
+fn on_complete(shared: &Shared) {
+    let st = shared.lock();
+    for p in st.peers.values().filter(|p| p.seed) {
+        let _ = p.tx.try_send(PeerCommand::Close);
+    }
+}
+
+fn rechoke(shared: &Shared, choker: &mut Choker) {
+    let seeding = shared.is_complete();
+    let mut st = shared.lock();
+    let candidates: Vec<Candidate> = st
+        .peers
+        .iter()
+        .map(|(k, p)| Candidate {
+            key: *k,
+            interested: p.interested,
+            rate: if seeding { p.up_rate } else { p.down_rate },
+            up_rate: p.up_rate,
+        })
+        .collect();
+    let unchoke = choker.decide(&candidates, std::time::Instant::now());
+    for (k, p) in st.peers.iter_mut() {
+        let choke = !unchoke.contains(k);
+        if choke != p.choked && p.tx.try_send(PeerCommand::SetChoke(choke)).is_ok() {
+            p.choked = choke;
+        }
+    }
+}
+
+fn dial_some(
+    known: &mut HashMap<SocketAddr, Known>,
+    shared: &Arc<Shared>,
+    session: &Session,
+    opts: &Options,
+    dialing: &Arc<AtomicUsize>,
+    ev_tx: &mpsc::Sender<ConnEvent>,
+) {
+    if shared.shutdown.is_cancelled() {
+        return;
+    }
+    let st = shared.lock();
+    let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
+    for p in st.peers.values() {
+        *per_ip.entry(p.addr.ip()).or_insert(0) += 1;
+    }
+    // A seed dials too (behind NAT that is its only way to upload), but not
+    // peers that were seeds themselves.
+    let seeding = st.picker.as_ref().is_some_and(|p| p.is_complete());
+    let now = Instant::now();
+    // This torrent's share, the process's room, and the half-open dials
+    // of the whole process.
+    let in_progress = dialing.load(Ordering::Relaxed);
+    let process = &session.budget;
+    let mut budget = opts
+        .max_peers_per_torrent
+        .saturating_sub(st.peers.len() + in_progress)
+        .min(process.room())
+        .min(MAX_HALF_OPEN.saturating_sub(process.dialing.load(Ordering::Relaxed)));
+    for (addr, k) in known.iter_mut() {
+        if budget == 0 {
+            break;
+        }
+        if k.dialing
+            || (seeding && k.seed)
+            || k.next_try.is_some_and(|t| t > now)
+            || st.banned.contains(&addr.ip())
+            || per_ip.get(&addr.ip()).copied().unwrap_or(0) >= opts.max_per_ip
+        {
+            continue;
+        }
+        *per_ip.entry(addr.ip()).or_insert(0) += 1;
+        k.dialing = true;
+        budget -= 1;
+        dialing.fetch_add(1, Ordering::Relaxed);
+        process.dialing.fetch_add(1, Ordering::Relaxed);
+        let (addr, shared, bind, ev_tx, dialing, process) = (
+            *addr,
+            shared.clone(),
+            session.bind,
+            ev_tx.clone(),
+            dialing.clone(),
+            process.clone(),
+        );
+        let tasks = shared.tasks.clone();
+        crate::spawn::named(&tasks, "dial", async move {
+            let host = host::as_host(&shared);
+            let res = conn::connect(addr, bind, &*host).await;
+            dialing.fetch_sub(1, Ordering::Relaxed);
+            process.dialing.fetch_sub(1, Ordering::Relaxed);
+            let how = match res {
+                Ok((stream, theirs)) => match conn::run(stream, theirs, addr, true, host).await {
+                    Ok(()) => Ended::Ok,
+                    Err(conn::ConnError::Peer(PeerError::BothSeeds)) => Ended::BothSeeds,
+                    Err(conn::ConnError::Refused(Refused::Duplicate | Refused::PerIpLimit)) => {
+                        Ended::Duplicate
+                    }
+                    Err(e) => {
+                        tracing::debug!("peer {addr}: {}", crate::error_chain(&e));
+                        Ended::Failed
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!("dialing {addr}: {}", crate::error_chain(&e));
+                    Ended::Failed
+                }
+            };
+            let _ = ev_tx.send(ConnEvent::Ended(addr, how)).await;
+        });
+    }
+}
+
+fn cached_info_path(dir: &std::path::Path, ih: InfoHash) -> PathBuf {
+    dir.join("metadata").join(format!("{}.info", ih.to_hex()))
+}
+
+/// Reads an info dict remembered from an earlier run, if it still matches.
+pub fn load_cached_info(dir: &std::path::Path, ih: InfoHash) -> Option<Vec<u8>> {
+    use sha1::{Digest, Sha1};
+    let bytes = std::fs::read(cached_info_path(dir, ih)).ok()?;
+    (Sha1::digest(&bytes).as_slice() == ih.0).then_some(bytes)
+}
+
+/// Remembers a fetched info dict so the same magnet starts at once next time.
+fn save_cached_info(dir: &std::path::Path, ih: InfoHash, info: &[u8]) {
+    let path = cached_info_path(dir, ih);
+    let tmp = path.with_extension("tmp");
+    let r = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&tmp, info))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = r {
+        tracing::warn!("could not remember the metadata in {}: {e}", path.display());
+    }
+}
