@@ -490,6 +490,16 @@ pub fn http_tracker(data: &[u8]) {
         assert!(r.peers.len() <= MAX_PEERS);
         assert!(r.peers.iter().all(|p| p.port() != 0));
     }
+    // The same bytes as a scrape answer, for a hash that may be in it: the
+    // 20 bytes after the first `20:`, if any.
+    let hash = data
+        .windows(3)
+        .position(|w| w == b"20:")
+        .and_then(|i| data.get(i + 3..i + 23))
+        .map_or(InfoHash([0; 20]), |h| {
+            InfoHash(h.try_into().expect("20 bytes"))
+        });
+    let _ = crate::tracker::scrape::parse_http_scrape(data, &hash);
 }
 
 /// (h) UDP tracker responses, with the transaction id they carry (so the
@@ -506,6 +516,9 @@ pub fn udp_tracker(data: &[u8]) {
             assert!(r.peers.iter().all(|p| p.port() != 0));
         }
         if parse_udp_connect(data, tid).is_ok() {
+            assert!(matches);
+        }
+        if crate::tracker::scrape::parse_udp_scrape(data, tid).is_ok() {
             assert!(matches);
         }
     }

@@ -197,6 +197,9 @@ enum Command {
         /// Where remembered metadata is looked up for magnets.
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Also ask every tracker how many seeders and leechers it knows.
+        #[arg(long)]
+        scrape: bool,
     },
     /// Print shell completions (e.g. `btc completions bash > /etc/bash_completion.d/btc`).
     Completions {
@@ -339,8 +342,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .context("writing the man page")?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Info { source, state_dir }) => {
-            let text = cmd::info::describe_source(&source, state_dir).await?;
+        Some(Command::Info {
+            source,
+            state_dir,
+            scrape,
+        }) => {
+            let text = cmd::info::describe_source(&source, state_dir, scrape).await?;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }

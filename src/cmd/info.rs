@@ -155,9 +155,18 @@ pub fn format_magnet_info(m: &Magnet) -> String {
 pub async fn describe_source(
     source: &str,
     state_dir: Option<std::path::PathBuf>,
+    scrape: bool,
 ) -> anyhow::Result<String> {
     use super::source::{Resolved, resolve};
-    Ok(match resolve(source).await? {
+    let resolved = resolve(source).await?;
+    let (info_hash, trackers): (_, Vec<String>) = match &resolved {
+        Resolved::Torrent(m) => (
+            m.info_hash,
+            m.tracker_tiers().into_iter().flatten().collect(),
+        ),
+        Resolved::Magnet(mag) => (mag.info_hash, mag.trackers.clone()),
+    };
+    let mut text = match resolved {
         Resolved::Torrent(m) => format_info(&m),
         Resolved::Magnet(mag) => {
             let mut text = format_magnet_info(&mag);
@@ -170,7 +179,57 @@ pub async fn describe_source(
             }
             text
         }
-    })
+    };
+    if scrape {
+        text.push_str(&scrape_text(info_hash, &trackers).await);
+    }
+    Ok(text)
+}
+
+/// How long `btc info --scrape` waits for any one tracker.
+const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `Scrape:` lines, one per tracker, all asked at once.
+async fn scrape_text(info_hash: crate::id::InfoHash, trackers: &[String]) -> String {
+    let mut urls: Vec<&String> = Vec::new();
+    for t in trackers {
+        if !urls.contains(&t) {
+            urls.push(t);
+        }
+    }
+    let answers = futures::future::join_all(
+        urls.iter()
+            .map(|u| crate::tracker::scrape(u, &info_hash, None, SCRAPE_TIMEOUT)),
+    )
+    .await;
+    let mut s = String::from(
+        "Scrape:
+",
+    );
+    if urls.is_empty() {
+        s.push_str(
+            "  no trackers
+",
+        );
+    }
+    for (url, answer) in urls.iter().zip(answers) {
+        s.push_str(&scrape_line(url, answer));
+    }
+    s
+}
+
+/// One tracker's scrape answer as a line.
+fn scrape_line(
+    url: &str,
+    answer: Result<crate::tracker::scrape::ScrapeStats, crate::tracker::TrackerError>,
+) -> String {
+    match answer {
+        Ok(st) => format!(
+            "  {url}: {} seeders, {} leechers, {} downloads\n",
+            st.seeders, st.leechers, st.downloaded
+        ),
+        Err(e) => format!("  {url}: {e}\n"),
+    }
 }
 
 #[cfg(test)]

@@ -77,8 +77,14 @@ pub struct Session {
     pub checks: Semaphore,
     /// Tracker announces, paced for the whole process.
     pub announce_pace: Arc<RateLimiter>,
+    /// Our globally routable addresses when listening on every interface,
+    /// told to HTTP trackers (BEP 7) so they can give either family out.
+    pub also_at: Vec<IpAddr>,
     /// The torrents incoming connections can reach, by info-hash.
     torrents: Mutex<HashMap<InfoHash, Arc<Shared>>>,
+    /// The HTTP client every tracker of every torrent shares (made on
+    /// first use: a process with only UDP trackers never builds one).
+    http: std::sync::OnceLock<Option<reqwest::Client>>,
     /// Fires when the whole process stops.
     pub shutdown: CancellationToken,
     /// The accept loop and the handshakes it runs.
@@ -103,7 +109,13 @@ impl Session {
             queue: queue::ActiveQueue::new(cfg.max_active),
             checks: Semaphore::new(checks),
             announce_pace: RateLimiter::pace(ANNOUNCE_RATE, ANNOUNCE_BURST),
+            also_at: if cfg.bind.is_none() {
+                routable_addresses()
+            } else {
+                Vec::new()
+            },
             torrents: Mutex::new(HashMap::new()),
+            http: std::sync::OnceLock::new(),
             shutdown,
             tasks: TaskTracker::new(),
         });
@@ -136,6 +148,17 @@ impl Session {
         self.lock().get(info_hash).cloned()
     }
 
+    /// The shared HTTP client for trackers, if it could be built.
+    pub fn http_client(&self) -> Option<reqwest::Client> {
+        self.http
+            .get_or_init(|| {
+                crate::tracker::http::build_client(self.bind)
+                    .inspect_err(|e| tracing::warn!("HTTP trackers: {e}"))
+                    .ok()
+            })
+            .clone()
+    }
+
     /// Torrents registered now.
     pub fn torrent_count(&self) -> usize {
         self.lock().len()
@@ -151,6 +174,48 @@ pub struct Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.session.lock().remove(&self.info_hash);
+    }
+}
+
+/// Our addresses the internet could reach us at, one per family: the local
+/// address the system would send from (a UDP "connect" sends nothing),
+/// kept only if globally routable (a NAT's private address is no use to a
+/// tracker).
+fn routable_addresses() -> Vec<IpAddr> {
+    let probe = |bind: &str, to: &str| -> Option<IpAddr> {
+        let s = std::net::UdpSocket::bind(bind).ok()?;
+        s.connect(to).ok()?;
+        let ip = s.local_addr().ok()?.ip();
+        is_global(ip).then_some(ip)
+    };
+    [
+        probe("0.0.0.0:0", "192.0.2.1:6881"),
+        probe("[::]:0", "[2001:db8::1]:6881"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Whether `ip` is globally routable (not private, loopback, link-local,
+/// shared, documentation or unique-local).
+pub fn is_global(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64))
+        }
+        // Global unicast is 2000::/3, less the documentation prefix.
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            (s[0] & 0xe000) == 0x2000 && !(s[0] == 0x2001 && s[1] == 0x0db8)
+        }
     }
 }
 
@@ -196,4 +261,29 @@ fn dual_stack_listener(port: u16) -> std::io::Result<TcpListener> {
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     TcpListener::from_std(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_global_addresses_go_to_trackers() {
+        for ip in [
+            "10.1.2.3",
+            "192.168.1.1",
+            "127.0.0.1",
+            "100.64.0.1",
+            "169.254.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "2001:db8::5",
+        ] {
+            assert!(!is_global(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "2a01:4f8::1"] {
+            assert!(is_global(ip.parse().unwrap()), "{ip}");
+        }
+    }
 }

@@ -240,6 +240,7 @@ pub async fn run(
     let (peer_tx, mut peer_rx) = mpsc::channel::<Vec<SocketAddr>>(256);
     let (totals_tx, totals_rx) = watch::channel(totals(&shared));
     let tracker_stats = Arc::new(TrackerStats::default());
+    let has_http = tiers.iter().flatten().any(|u| u.starts_with("http"));
     let announcer = crate::tracker::spawn_announcer(
         AnnounceConfig {
             info_hash,
@@ -250,6 +251,12 @@ pub async fn run(
             numwant: 200,
             stop_timeout: Duration::from_secs(2),
             pace: Some(session.announce_pace.clone()),
+            also_at: session.also_at.clone(),
+            http_client: if has_http {
+                session.http_client()
+            } else {
+                None
+            },
         },
         totals_rx,
         peer_tx.clone(),

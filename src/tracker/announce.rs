@@ -189,6 +189,9 @@ pub struct AnnounceRequest {
     pub key: u32,
     /// The `tracker id` a previous response gave us, echoed back.
     pub tracker_id: Option<String>,
+    /// Our other addresses (BEP 7 `ipv6=` / `ipv4=`), so a tracker reached
+    /// over one family can hand out our address in the other.
+    pub also_at: Vec<IpAddr>,
 }
 
 /// A successful announce, transport-independent.
@@ -263,6 +266,14 @@ pub fn http_url(base: &str, req: &AnnounceRequest) -> String {
     if let Some(id) = &req.tracker_id {
         url.push_str("&trackerid=");
         percent_encode_into(&mut url, id.as_bytes());
+    }
+    for ip in &req.also_at {
+        let (key, text) = match ip {
+            IpAddr::V4(v4) => ("ipv4", v4.to_string()),
+            IpAddr::V6(v6) => ("ipv6", v6.to_string()),
+        };
+        url.push_str(&format!("&{key}="));
+        percent_encode_into(&mut url, text.as_bytes());
     }
     url
 }
@@ -540,14 +551,25 @@ pub fn udp_connect_request(transaction_id: u32) -> [u8; 16] {
     b
 }
 
-/// The 98-byte announce request. IP is always 0 (the tracker uses the source
-/// address); numwant `None` becomes -1 ("tracker's default").
+/// BEP 41 option type carrying the tracker URL's path and query.
+const OPTION_URL_DATA: u8 = 2;
+/// Path and query bytes sent at most (private trackers put a passkey there;
+/// anything longer is not a tracker path).
+pub const MAX_URL_DATA: usize = 1024;
+
+/// The announce request: the 98 bytes of BEP 15, then (BEP 41) the tracker
+/// URL's path and query as URLData options of up to 255 bytes each, so a
+/// tracker that serves several paths on one port (passkeys) knows which.
+/// IP is always 0 (the tracker uses the source address); numwant `None`
+/// becomes -1 ("tracker's default").
 pub fn udp_announce_request(
     connection_id: u64,
     transaction_id: u32,
     req: &AnnounceRequest,
-) -> [u8; 98] {
-    let mut b = [0u8; 98];
+    url_data: &[u8],
+) -> Vec<u8> {
+    let url_data = &url_data[..url_data.len().min(MAX_URL_DATA)];
+    let mut b = vec![0u8; 98];
     b[0..8].copy_from_slice(&connection_id.to_be_bytes());
     b[8..12].copy_from_slice(&ACTION_ANNOUNCE.to_be_bytes());
     b[12..16].copy_from_slice(&transaction_id.to_be_bytes());
@@ -565,7 +587,22 @@ pub fn udp_announce_request(
     };
     b[92..96].copy_from_slice(&numwant.to_be_bytes());
     b[96..98].copy_from_slice(&req.port.to_be_bytes());
+    for chunk in url_data.chunks(255) {
+        b.push(OPTION_URL_DATA);
+        b.push(chunk.len() as u8);
+        b.extend_from_slice(chunk);
+    }
     b
+}
+
+/// The BEP 41 URLData of a `udp://host:port/path?query` URL: its path and
+/// query, or nothing when the path is empty or `/`.
+pub fn udp_url_data(url: &str) -> Vec<u8> {
+    let rest = url.strip_prefix("udp://").unwrap_or(url);
+    match rest.find('/') {
+        Some(i) if &rest[i..] != "/" => rest.as_bytes()[i..].to_vec(),
+        _ => Vec::new(),
+    }
 }
 
 fn be_u32(b: &[u8], at: usize) -> u32 {
@@ -579,7 +616,7 @@ pub fn udp_transaction_matches(buf: &[u8], transaction_id: u32) -> bool {
 }
 
 /// Shared header check: length, transaction id, error packets, action.
-fn udp_header(
+pub(super) fn udp_header(
     buf: &[u8],
     transaction_id: u32,
     expected: u32,

@@ -27,7 +27,7 @@ pub(crate) const MAX_REDIRECTS: usize = 5;
 /// Builds the one client all HTTP trackers share (connection pooling, one TLS
 /// config). With `bind` set, every connection leaves from that local IP so a
 /// tracker sees the address our peers should dial.
-pub(crate) fn build_client(bind: Option<IpAddr>) -> Result<reqwest::Client, TrackerError> {
+pub fn build_client(bind: Option<IpAddr>) -> Result<reqwest::Client, TrackerError> {
     // Redirects stay on http(s): a tracker must not bounce us to file:// or
     // some other scheme, and long chains are a loop.
     let policy = reqwest::redirect::Policy::custom(|attempt| {
@@ -52,20 +52,33 @@ pub(crate) fn build_client(bind: Option<IpAddr>) -> Result<reqwest::Client, Trac
         .map_err(|e| TrackerError::Client(error_chain(&e)))
 }
 
-/// The client every torrent of the process shares (built on first use;
-/// the process has one `--bind`): one TLS configuration and one connection
-/// pool, not one per torrent.
-pub(crate) fn shared_client(bind: Option<IpAddr>) -> Result<reqwest::Client, TrackerError> {
-    static CLIENT: std::sync::OnceLock<(Option<IpAddr>, reqwest::Client)> =
-        std::sync::OnceLock::new();
-    if let Some((b, c)) = CLIENT.get() {
-        if *b == bind {
-            return Ok(c.clone());
-        }
-        return build_client(bind);
+/// One HTTP scrape (`scrape` is the scrape URL, see
+/// [`super::scrape::scrape_url`]).
+pub(crate) async fn scrape(
+    client: &reqwest::Client,
+    scrape: &str,
+    info_hash: &crate::id::InfoHash,
+) -> Result<super::scrape::ScrapeStats, TrackerError> {
+    let url = super::scrape::http_scrape_request(scrape, info_hash);
+    let http_err = |e: reqwest::Error| TrackerError::Http {
+        url: redact(scrape),
+        reason: error_chain(&e.without_url()),
+    };
+    let mut resp = client.get(&url).send().await.map_err(http_err)?;
+    if !resp.status().is_success() {
+        return Err(TrackerError::HttpStatus {
+            url: redact(scrape),
+            status: resp.status().as_u16(),
+        });
     }
-    let client = build_client(bind)?;
-    Ok(CLIENT.get_or_init(|| (bind, client)).1.clone())
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(http_err)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(TrackerError::BodyTooLarge { limit: MAX_BODY });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    super::scrape::parse_http_scrape(&body, info_hash)
 }
 
 /// One HTTP announce to `base` (the tracker URL from the torrent).

@@ -32,7 +32,8 @@
 //! Passkeys: tracker URLs are logged without their query string.
 
 pub mod announce;
-mod http;
+pub mod http;
+pub mod scrape;
 mod udp;
 
 #[cfg(test)]
@@ -72,6 +73,43 @@ pub struct AnnounceConfig {
     /// per announce), so a thousand torrents starting together do not send
     /// a thousand announces in the same second. `stopped` is not paced.
     pub pace: Option<Arc<crate::ratelimit::RateLimiter>>,
+    /// Our addresses in the other family, told to HTTP trackers (BEP 7).
+    pub also_at: Vec<IpAddr>,
+    /// The HTTP client of the process (one TLS configuration and one pool
+    /// for every torrent); `None`: the announcer builds its own.
+    pub http_client: Option<reqwest::Client>,
+}
+
+/// Scrapes one tracker for `info_hash` (BEP 48 over HTTP, BEP 15 over
+/// UDP), within `limit`.
+pub async fn scrape(
+    url: &str,
+    info_hash: &InfoHash,
+    bind: Option<IpAddr>,
+    limit: Duration,
+) -> Result<scrape::ScrapeStats, TrackerError> {
+    let Some(scrape_url) = scrape::scrape_url(url) else {
+        return Err(TrackerError::Failure(
+            "no scrape address (the URL does not end in /announce)".into(),
+        ));
+    };
+    let work = async {
+        if scrape_url.starts_with("udp://") {
+            udp::UdpTracker::new(&scrape_url, bind)?
+                .scrape(info_hash)
+                .await
+        } else if scrape_url.starts_with("http://") || scrape_url.starts_with("https://") {
+            http::scrape(&http::build_client(bind)?, &scrape_url, info_hash).await
+        } else {
+            Err(TrackerError::UnsupportedScheme(http::redact(url)))
+        }
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or(Err(TrackerError::Timeout {
+            what: "scrape",
+            after: limit,
+        }))
 }
 
 /// Transfer counters the trackers report; the session publishes them on a
@@ -155,7 +193,8 @@ async fn run(
         let transport = match url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()) {
             Some(s) if s == "http" || s == "https" => {
                 if http_client.is_none() {
-                    match http::shared_client(cfg.bind) {
+                    let shared = cfg.http_client.clone().ok_or(());
+                    match shared.or_else(|()| http::build_client(cfg.bind)) {
                         Ok(c) => http_client = Some(c),
                         Err(e) => {
                             tracing::warn!(tracker = %http::redact(&url), "skipping tracker: {e}");
@@ -308,6 +347,7 @@ impl UrlTask {
             }),
             key: self.key,
             tracker_id: st.tracker_id.clone(),
+            also_at: self.cfg.also_at.clone(),
         }
     }
 

@@ -116,6 +116,7 @@ fn raw_announce(port: u16, hash: &InfoHash, event: Event) -> bool {
         numwant: Some(0),
         key: 0,
         tracker_id: None,
+        also_at: Vec::new(),
     };
     let path = announce::http_url("/announce", &req);
     let head = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
@@ -174,6 +175,8 @@ fn start_announcer(info_hash: InfoHash, port: u16, left: u64, tiers: Vec<Vec<Str
         numwant: 50,
         stop_timeout: STOP_TIMEOUT,
         pace: None,
+        also_at: Vec::new(),
+        http_client: None,
     };
     let handle = spawn_announcer(cfg, totals_rx, peers_tx, stats.clone(), shutdown.clone());
     Running {
@@ -229,6 +232,7 @@ async fn probe(url: &str, info_hash: InfoHash) -> AnnounceResponse {
         numwant: Some(50),
         key: 1,
         tracker_id: None,
+        also_at: Vec::new(),
     };
     http::announce(&client, url, &req)
         .await
@@ -402,6 +406,7 @@ fn plain_request() -> AnnounceRequest {
         numwant: Some(10),
         key: 7,
         tracker_id: None,
+        also_at: Vec::new(),
     }
 }
 
@@ -543,8 +548,10 @@ async fn fake_udp_tracker(refuse: bool) -> (String, Arc<std::sync::atomic::Atomi
                 r[4..8].copy_from_slice(&p[12..16]);
                 r[8..16].copy_from_slice(&0x1234_5678_9abc_def0u64.to_be_bytes());
                 let _ = sock.send_to(&r, from).await;
-            } else if n == 98 {
+            } else if n >= 98 && p[8..12] == 1u32.to_be_bytes() {
                 assert_eq!(p[..8], 0x1234_5678_9abc_def0u64.to_be_bytes());
+                // BEP 41: the URL's path follows as URLData.
+                assert_eq!(&p[98..], b"\x02\x09/announce", "BEP 41 URL data");
                 let mut r = Vec::new();
                 if refuse {
                     r.extend_from_slice(&3u32.to_be_bytes());
@@ -587,6 +594,105 @@ async fn udp_reuses_connection_id_and_ignores_stray_transactions() {
             t.announce(&plain_request()).await,
             Err(TrackerError::Failure("go away".into()))
         );
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// The `key` is chosen once per announcer and stays the same in every
+/// announce, so a tracker can tell us apart from others behind one NAT and
+/// follow us across address changes.
+#[tokio::test]
+async fn the_key_stays_the_same_across_announces() {
+    timeout(Duration::from_secs(20), async {
+        let l = TcpListener::bind((LOCAL, 0)).await.unwrap();
+        let url = format!("http://{}/announce", l.local_addr().unwrap());
+        let (seen_tx, mut seen) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let seen_tx = seen_tx.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 65536 {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&got)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let _ = seen_tx.send(line);
+                    let body = b"d8:intervali1800e5:peers0:e";
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                    let _ = s.write_all(head.as_bytes()).await;
+                    let _ = s.write_all(body).await;
+                });
+            }
+        });
+        let a = start_announcer(random_hash(), free_tcp_port(), 100, vec![vec![url]]);
+        let first = seen.recv().await.unwrap();
+        a.totals.send_replace(TransferTotals {
+            uploaded: 0,
+            downloaded: 100,
+            left: 0,
+        });
+        let second = seen.recv().await.unwrap();
+        a.stop().await;
+        let third = seen.recv().await.unwrap();
+        let key = |line: &str| {
+            line.split(['?', '&', ' '])
+                .find_map(|p| p.strip_prefix("key="))
+                .map(str::to_string)
+                .unwrap_or_else(|| panic!("no key in {line}"))
+        };
+        assert!(first.contains("event=started"), "{first}");
+        assert!(second.contains("event=completed"), "{second}");
+        assert!(third.contains("event=stopped"), "{third}");
+        assert_eq!(key(&first), key(&second));
+        assert_eq!(key(&first), key(&third));
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Scrape over HTTP and UDP against opentracker: a seeder it knows shows.
+#[tokio::test]
+async fn scrape_counts_a_seeder_over_http_and_udp() {
+    timeout(Duration::from_secs(30), async {
+        let ih = random_hash();
+        let ot = OpenTracker::start(&[ih]);
+        let pa = free_tcp_port();
+        let a = start_announcer(ih, pa, 0, vec![vec![ot.http_url()]]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for url in [ot.http_url(), ot.udp_url()] {
+            loop {
+                let st = scrape(&url, &ih, Some(LOCAL), Duration::from_secs(5))
+                    .await
+                    .unwrap_or_else(|e| panic!("scrape {url}: {e}"));
+                if st.seeders == 1 {
+                    assert_eq!(st.leechers, 0);
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{url}: seeder not seen: {st:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let unknown = scrape(
+            &ot.http_url(),
+            &random_hash(),
+            Some(LOCAL),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            unknown.is_err() || unknown == Ok(scrape::ScrapeStats::default()),
+            "{unknown:?}"
+        );
+        a.stop().await;
     })
     .await
     .expect("test timed out");

@@ -10,8 +10,9 @@ use tokio::net::UdpSocket;
 use super::announce::{
     AnnounceRequest, AnnounceResponse, TrackerError, UDP_MAX_DATAGRAM, UdpConnection,
     parse_udp_announce, parse_udp_connect, udp_announce_request, udp_connect_request, udp_timeout,
-    udp_transaction_matches,
+    udp_transaction_matches, udp_url_data,
 };
+use super::scrape::{ScrapeStats, parse_udp_scrape, udp_scrape_request};
 
 /// DNS lookups get this long; a resolver that hangs must not hang the task.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,10 +32,13 @@ pub(crate) struct UdpTracker {
     /// the tracker sees a stable source port.
     socket: Option<(UdpSocket, SocketAddr)>,
     conn: Option<UdpConnection>,
+    /// The URL's path and query, sent with each announce (BEP 41).
+    url_data: Vec<u8>,
 }
 
 impl UdpTracker {
-    /// Parses `udp://host:port[/path]`; the path (BEP 41) is ignored.
+    /// Parses `udp://host:port[/path]`; the path goes with each announce
+    /// (BEP 41).
     pub(crate) fn new(url: &str, bind: Option<IpAddr>) -> Result<Self, TrackerError> {
         let bad = |reason: &str| TrackerError::BadUrl {
             url: url.to_string(),
@@ -55,6 +59,7 @@ impl UdpTracker {
             bind,
             socket: None,
             conn: None,
+            url_data: udp_url_data(url),
         })
     }
 
@@ -73,10 +78,39 @@ impl UdpTracker {
         r
     }
 
+    /// One scrape of `info_hash` (same connection handling as announces).
+    pub(crate) async fn scrape(
+        &mut self,
+        info_hash: &crate::id::InfoHash,
+    ) -> Result<ScrapeStats, TrackerError> {
+        let r = async {
+            let conn_id = self.connection().await?;
+            let tid: u32 = rand::random();
+            let packet = udp_scrape_request(conn_id, tid, info_hash);
+            let buf = self.exchange(&packet, tid, "udp scrape").await?;
+            parse_udp_scrape(&buf, tid)
+        }
+        .await;
+        if r.is_err() {
+            self.socket = None;
+            self.conn = None;
+        }
+        r
+    }
+
     async fn try_announce(
         &mut self,
         req: &AnnounceRequest,
     ) -> Result<AnnounceResponse, TrackerError> {
+        let conn_id = self.connection().await?;
+        let tid: u32 = rand::random();
+        let packet = udp_announce_request(conn_id, tid, req, &self.url_data);
+        let buf = self.exchange(&packet, tid, "udp announce").await?;
+        parse_udp_announce(&buf, tid)
+    }
+
+    /// The socket and a valid connection id, made or renewed as needed.
+    async fn connection(&mut self) -> Result<u64, TrackerError> {
         if self.socket.is_none() {
             let addr = self.resolve().await?;
             let local = match (self.bind, addr) {
@@ -95,7 +129,7 @@ impl UdpTracker {
             self.socket = Some((sock, addr));
             self.conn = None;
         }
-        let conn_id = match self.conn {
+        Ok(match self.conn {
             Some(c) if c.is_valid(Instant::now()) => c.id,
             _ => {
                 let tid: u32 = rand::random();
@@ -108,11 +142,7 @@ impl UdpTracker {
                 });
                 id
             }
-        };
-        let tid: u32 = rand::random();
-        let packet = udp_announce_request(conn_id, tid, req);
-        let buf = self.exchange(&packet, tid, "udp announce").await?;
-        parse_udp_announce(&buf, tid)
+        })
     }
 
     async fn resolve(&self) -> Result<SocketAddr, TrackerError> {

@@ -19,6 +19,7 @@ fn request() -> AnnounceRequest {
         numwant: Some(50),
         key: 7,
         tracker_id: None,
+        also_at: Vec::new(),
     }
 }
 

@@ -100,20 +100,28 @@ pub async fn render_all(mut rxs: Vec<watch::Receiver<Status>>, quiet: bool) {
     let mut rows: Vec<Option<(Kind, ProgressBar)>> = rxs.iter().map(|_| None).collect();
     let mut printed: Vec<Printed> = rxs.iter().map(|_| Printed::default()).collect();
     let mut open: Vec<bool> = rxs.iter().map(|_| true).collect();
+    let mut last: Vec<Status> = rxs.iter().map(|_| Status::default()).collect();
     let mut last_progress = std::time::Instant::now();
     loop {
-        let mut snapshot: Vec<(usize, Status)> = Vec::new();
         for (i, rx) in rxs.iter_mut().enumerate() {
-            if open[i] && rx.has_changed().is_err() {
-                open[i] = false;
-                if let Some((_, b)) = rows[i].take() {
-                    b.finish_and_clear();
+            match rx.has_changed() {
+                // Copied only when it changed: an idle seeding torrent costs
+                // a look, not a copy, per redraw.
+                Ok(true) => last[i] = rx.borrow_and_update().clone(),
+                Ok(false) => {}
+                Err(_) if open[i] => {
+                    open[i] = false;
+                    if let Some((_, b)) = rows[i].take() {
+                        b.finish_and_clear();
+                    }
                 }
-            }
-            if open[i] {
-                snapshot.push((i, rx.borrow_and_update().clone()));
+                Err(_) => {}
             }
         }
+        let snapshot: Vec<(usize, &Status)> = (0..last.len())
+            .filter(|&i| open[i])
+            .map(|i| (i, &last[i]))
+            .collect();
         if snapshot.is_empty() {
             break;
         }
@@ -155,7 +163,7 @@ pub async fn render_all(mut rxs: Vec<watch::Receiver<Status>>, quiet: bool) {
                 }
             }
         }
-        let t = totals(snapshot.iter().map(|(_, s)| s));
+        let t = totals(snapshot.iter().map(|(_, s)| *s));
         if bars {
             total_bar.set_message(total_line(&t, hidden));
         } else if !quiet && plain_progress {

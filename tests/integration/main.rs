@@ -9,6 +9,7 @@ mod many;
 mod resume;
 mod storage;
 mod swarm;
+mod tracker;
 mod untrusted;
 mod util;
 mod webseed;

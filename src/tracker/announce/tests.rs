@@ -16,6 +16,7 @@ fn req(event: Event) -> AnnounceRequest {
         numwant: Some(50),
         key: 0xdead_beef,
         tracker_id: None,
+        also_at: Vec::new(),
     }
 }
 
@@ -223,7 +224,7 @@ fn udp_connect_golden() {
 fn udp_announce_golden() {
     let mut r = req(Event::Completed);
     r.numwant = None;
-    let b = udp_announce_request(0x1122_3344_5566_7788, 7, &r);
+    let b = udp_announce_request(0x1122_3344_5566_7788, 7, &r, b"");
     let mut want = Vec::new();
     want.extend_from_slice(&[0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]);
     want.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 7]);
@@ -239,12 +240,46 @@ fn udp_announce_golden() {
     want.extend_from_slice(&[0x1a, 0xe1]); // 6881
     assert_eq!(b.as_slice(), want.as_slice());
     for (e, code) in [(Event::None, 0u8), (Event::Started, 2), (Event::Stopped, 3)] {
-        assert_eq!(udp_announce_request(0, 0, &req(e))[83], code);
+        assert_eq!(udp_announce_request(0, 0, &req(e), b"")[83], code);
     }
     assert_eq!(
-        &udp_announce_request(0, 0, &req(Event::None))[92..96],
+        &udp_announce_request(0, 0, &req(Event::None), b"")[92..96],
         &[0, 0, 0, 50]
     );
+}
+
+#[test]
+fn udp_announce_carries_the_url_path_per_bep_41() {
+    assert_eq!(udp_url_data("udp://t.example:6969"), b"");
+    assert_eq!(udp_url_data("udp://t.example:6969/"), b"");
+    assert_eq!(
+        udp_url_data("udp://t.example:6969/announce?passkey=x"),
+        b"/announce?passkey=x"
+    );
+    let r = req(Event::None);
+    let path = b"/announce?passkey=x";
+    let b = udp_announce_request(0, 0, &r, path);
+    assert_eq!(b.len(), 98 + 2 + path.len());
+    assert_eq!(&b[98..100], &[2, path.len() as u8]);
+    assert_eq!(&b[100..], path);
+    // Longer than one option: 255-byte chunks.
+    let long = vec![b'a'; 300];
+    let b = udp_announce_request(0, 0, &r, &long);
+    assert_eq!(&b[98..100], &[2, 255]);
+    assert_eq!(&b[98 + 2 + 255..98 + 4 + 255], &[2, 45]);
+    assert_eq!(b.len(), 98 + 4 + 300);
+    // Capped.
+    let huge = vec![b'a'; 10 * MAX_URL_DATA];
+    assert!(udp_announce_request(0, 0, &r, &huge).len() < 98 + MAX_URL_DATA + 16);
+}
+
+#[test]
+fn http_announce_names_our_other_addresses_per_bep_7() {
+    let mut r = req(Event::None);
+    r.also_at = vec!["2001:db8::1".parse().unwrap(), "192.0.2.7".parse().unwrap()];
+    let url = http_url("http://t/announce", &r);
+    assert!(url.contains("&ipv6=2001%3Adb8%3A%3A1"), "{url}");
+    assert!(url.contains("&ipv4=192.0.2.7"), "{url}");
 }
 
 #[test]
