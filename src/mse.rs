@@ -256,7 +256,7 @@ fn to_key_bytes(n: &BigUint) -> [u8; KEY_LEN] {
 }
 
 /// SHA-1 of the concatenation of `parts`.
-fn hash(parts: &[&[u8]]) -> [u8; 20] {
+pub(crate) fn hash(parts: &[&[u8]]) -> [u8; 20] {
     let mut h = Sha1::new();
     for p in parts {
         h.update(p);
