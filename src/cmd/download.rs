@@ -84,6 +84,7 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Report> {
         }
     };
     let rate_limits = crate::ratelimit::RateLimits::new(args.download_limit, args.upload_limit);
+    crate::peer::conn::set_process_encryption(args.encryption);
     let (json, quiet) = (args.json, args.quiet);
     let mut opts = Options {
         port,

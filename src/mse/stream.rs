@@ -4,9 +4,10 @@
 //!
 //! Reads decrypt in place in the caller's buffer; writes encrypt into one
 //! buffer allocated on the first write and reused after, so the hot path
-//! allocates nothing. A write is accepted whole once encrypted (the RC4
-//! keystream has moved on and cannot be "unwritten"), and what the socket
-//! did not take yet waits in that buffer for the next write or flush.
+//! allocates nothing. A write reports only what the socket took, so the
+//! stream never holds data its caller believes sent (the peer connection
+//! never flushes); see the `AsyncWrite` impl for the one rule this
+//! asks of callers.
 
 use super::Rc4Pair;
 use rc4::StreamCipher;
@@ -29,7 +30,8 @@ pub struct MseStream<S> {
     /// plaintext BitTorrent handshake read to tell it from MSE.
     prefix: Vec<u8>,
     prefix_at: usize,
-    /// Encrypted bytes not yet taken by `inner`: `wbuf[wpos..wlen]`.
+    /// Encrypted bytes not yet taken by `inner`: `wbuf[wpos..wlen]`, the
+    /// encryption of the first bytes the caller will offer next.
     wbuf: Box<[u8]>,
     wpos: usize,
     wlen: usize,
@@ -76,23 +78,6 @@ impl<S> MseStream<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> MseStream<S> {
-    /// Writes out the encrypted bytes waiting in `wbuf`.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.wpos < self.wlen {
-            let n =
-                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.wbuf[self.wpos..self.wlen]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.wpos += n;
-        }
-        self.wpos = 0;
-        self.wlen = 0;
-        Poll::Ready(Ok(()))
-    }
-}
-
 impl<S: AsyncRead + Unpin> AsyncRead for MseStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -120,45 +105,53 @@ impl<S: AsyncRead + Unpin> AsyncRead for MseStream<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for MseStream<S> {
+    /// Encrypts up to [`WRITE_CHUNK`] bytes of `data` once and writes them;
+    /// returns how many the socket took, like the socket itself would. The
+    /// encrypted bytes it did not take are kept and sent first on the next
+    /// call, which must offer the same bytes again, as every caller that
+    /// keeps its unsent data does (`write_all`, `write_buf`, copies,
+    /// framed writers): the keystream has moved past them and they cannot
+    /// be encrypted twice. Nothing is reported written that was not, so
+    /// there is nothing for `flush` to push.
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.cipher.is_none() {
+        let Some(c) = &mut this.cipher else {
             return Pin::new(&mut this.inner).poll_write(cx, data);
-        }
-        ready!(this.poll_drain(cx))?;
+        };
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        if this.wbuf.is_empty() {
-            this.wbuf = vec![0u8; WRITE_CHUNK].into_boxed_slice();
-        }
-        let n = data.len().min(WRITE_CHUNK);
-        if let Some(c) = &mut this.cipher {
+        if this.wpos == this.wlen {
+            if this.wbuf.is_empty() {
+                this.wbuf = vec![0u8; WRITE_CHUNK].into_boxed_slice();
+            }
+            let n = data.len().min(WRITE_CHUNK);
             c.encrypt
                 .apply_keystream_b2b(&data[..n], &mut this.wbuf[..n]);
+            this.wpos = 0;
+            this.wlen = n;
         }
-        this.wlen = n;
-        // Push at once; what the socket does not take waits for the next
-        // call (our waker is registered if it returned Pending).
-        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-            return Poll::Ready(Err(e));
+        // wbuf[wpos..wlen] is the encryption of data's first bytes; a
+        // shorter offer (a rate limiter's) gets a shorter write.
+        let end = this.wlen.min(this.wpos + data.len());
+        let k = ready!(Pin::new(&mut this.inner).poll_write(cx, &this.wbuf[this.wpos..end]))?;
+        this.wpos += k;
+        if this.wpos == this.wlen {
+            this.wpos = 0;
+            this.wlen = 0;
         }
-        Poll::Ready(Ok(n))
+        Poll::Ready(Ok(k))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
