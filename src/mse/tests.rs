@@ -84,7 +84,8 @@ fn initiator_matches_the_vectors() {
 #[test]
 fn receiver_matches_the_vectors() {
     let lookup = served();
-    let mut r = Receiver::new(Encryption::Prefer, &lookup, xb());
+    // Require: the vectors select RC4 from crypto_provide = 3.
+    let mut r = Receiver::new(Encryption::Require, &lookup, xb());
     assert_eq!(r.handle_input(&hex(YA)), Ok(KEY_LEN));
     assert_eq!(r.take_output(), hex(YB), "step 2");
     let mut wire = hex(STEP3);
@@ -103,7 +104,7 @@ fn receiver_matches_the_vectors() {
 #[test]
 fn vectors_fed_one_byte_at_a_time() {
     let lookup = served();
-    let mut r = Receiver::new(Encryption::Prefer, &lookup, xb());
+    let mut r = Receiver::new(Encryption::Require, &lookup, xb());
     let mut wire = hex(YA);
     wire.extend(hex(STEP3));
     for b in &wire {
@@ -172,7 +173,7 @@ fn pair(
 fn roles_agree_for_every_policy_pair() {
     use Encryption::*;
     for (provide, policy, rc4) in [
-        (Prefer.provide(), Prefer, true),
+        (Prefer.provide(), Prefer, false),
         (Prefer.provide(), Require, true),
         (Require.provide(), Prefer, true),
         (CRYPTO_PLAINTEXT, Prefer, false),
@@ -373,7 +374,9 @@ fn initiator_refuses_a_selection_it_did_not_offer() {
 #[test]
 fn policy_selection() {
     use Encryption::*;
-    assert_eq!(Prefer.select(3), Some(CRYPTO_RC4));
+    assert_eq!(Prefer.select(3), Some(CRYPTO_PLAINTEXT));
+    assert_eq!(Prefer.select(2), Some(CRYPTO_RC4));
+    assert_eq!(Require.select(3), Some(CRYPTO_RC4));
     assert_eq!(Prefer.select(1), Some(CRYPTO_PLAINTEXT));
     assert_eq!(Require.select(1), None);
     assert_eq!(Disable.select(2), None);
@@ -428,7 +431,8 @@ async fn talk(out: Encryption, inn: Encryption) -> Result<bool, SetupError> {
 #[tokio::test]
 async fn streams_carry_data_both_ways_for_each_policy() {
     use Encryption::*;
-    assert!(talk(Prefer, Prefer).await.unwrap());
+    // Both allow plaintext: obfuscated handshake, plaintext payload.
+    assert!(!talk(Prefer, Prefer).await.unwrap());
     assert!(talk(Require, Require).await.unwrap());
     assert!(talk(Require, Prefer).await.unwrap());
     assert!(talk(Prefer, Require).await.unwrap());

@@ -559,9 +559,15 @@ mod tests {
     #[tokio::test]
     async fn dialing_follows_the_encryption_policy() {
         use Encryption::*;
-        // An MSE peer: prefer and require get RC4, disable plaintext.
+        // An MSE peer: require gets RC4; prefer an obfuscated handshake
+        // (RC4 if the peer insists); disable plaintext.
         assert!(
-            dial(fake_peer(Some(Prefer), 1).await, Prefer)
+            !dial(fake_peer(Some(Prefer), 1).await, Prefer)
+                .await
+                .unwrap()
+        );
+        assert!(
+            dial(fake_peer(Some(Require), 1).await, Prefer)
                 .await
                 .unwrap()
         );
