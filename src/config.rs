@@ -64,6 +64,8 @@ pub struct Config {
     pub upload_limit: u64,
     /// JSON lines on stdout instead of bars.
     pub json: bool,
+    /// `--encryption`: MSE/PE policy for every connection.
+    pub encryption: crate::mse::Encryption,
 }
 
 /// A setting that cannot work.
@@ -166,6 +168,7 @@ mod tests {
             download_limit: 0,
             upload_limit: 0,
             json: false,
+            encryption: Default::default(),
         }
     }
 

@@ -22,11 +22,13 @@
 //! - [`webseed::plan`]: web seed URLs and byte ranges for picked blocks.
 //! - [`create`]: building a `.torrent` from files.
 //! - [`resume`]: resume data, and which pieces it lets a start trust.
+//! - [`mse`]: the Message Stream Encryption handshake, sans-IO.
 //! - [`peer::state`], [`peer::swarm`]: one connection's protocol, sans-IO,
 //!   and the trait through which it reaches its torrent.
 //!
 //! I/O shell:
 //! - [`peer::conn`]: one task per peer connection (the socket driver).
+//! - [`mse::io`], [`mse::stream`]: the MSE driver and the RC4 stream.
 //! - [`spawn`]: named, tracked task spawning.
 //! - [`tracker`]: HTTP and UDP announce loops.
 //! - [`dht`]: the only user of `mainline`.
@@ -53,6 +55,7 @@ pub mod geometry;
 pub mod id;
 pub mod magnet;
 pub mod metainfo;
+pub mod mse;
 pub mod peer;
 pub mod picker;
 pub mod ratelimit;

@@ -125,6 +125,14 @@ struct DownloadFlags {
     /// Download every file but these (same numbering as --select).
     #[arg(long, value_name = "LIST", value_parser = btc::select::parse_file_list)]
     exclude: Option<btc::select::FileList>,
+    /// Message stream encryption (MSE/PE): prefer (obfuscated handshake,
+    /// RC4 if the peer insists, plaintext fallback), require (RC4-encrypted
+    /// peers only), disable (plaintext only).
+    #[arg(long, value_name = "MODE", default_value = "prefer", value_parser = clap::builder::TypedValueParser::map(
+        clap::builder::PossibleValuesParser::new(["prefer", "require", "disable"]),
+        |s| s.parse::<btc::mse::Encryption>().expect("one of the possible values"),
+    ))]
+    encryption: btc::mse::Encryption,
 }
 
 impl DownloadFlags {
@@ -161,6 +169,7 @@ impl DownloadFlags {
             download_limit: self.download_limit,
             upload_limit: self.upload_limit,
             json: self.json,
+            encryption: self.encryption,
         }
     }
 }

@@ -153,6 +153,7 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
             rate_limits: crate::ratelimit::RateLimits::new(args.download_limit, args.upload_limit),
             max_peers: args.max_peers,
             max_active: args.max_active,
+            encryption: args.encryption,
         },
         shutdown.clone(),
     )
@@ -170,7 +171,7 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
             config: config.clone(),
             state_dir: state_dir.clone(),
             events: None,
-            position,
+            ticket: Some(session.queue.reserve(position)),
         };
         let ih = info_hash(&source);
         if json {

@@ -19,6 +19,7 @@ use super::message::BlockRef;
 use super::state::{LocalInfo, Outbox, PeerCommand, PeerError, PeerState};
 use super::swarm::Swarm;
 use crate::id::{InfoHash, PeerId};
+use crate::mse::{self, Encryption, MseStream, SetupError};
 use crate::picker::PeerKey;
 use crate::ratelimit::{RateLimits, Throttled};
 use bytes::Bytes;
@@ -68,6 +69,9 @@ pub enum ConnError {
     /// The protocol ended the connection.
     #[error(transparent)]
     Peer(#[from] PeerError),
+    /// The encryption handshake failed or the policy refused the peer.
+    #[error(transparent)]
+    Encryption(#[from] SetupError),
 }
 
 /// Why the torrent refused a handshaken connection.
@@ -128,6 +132,10 @@ pub trait PeerHost: Swarm {
     fn rate_limits(&self) -> RateLimits {
         RateLimits::default()
     }
+    /// The `--encryption` policy of the process (the session's).
+    fn encryption(&self) -> Encryption {
+        Encryption::default()
+    }
 }
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
@@ -137,12 +145,63 @@ pub fn next_key() -> PeerKey {
     NEXT_KEY.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Dials `addr` (from `bind` when set) and exchanges handshakes.
+/// Dials `addr` (from `bind` when set) and exchanges handshakes under the
+/// host's `--encryption` policy: `prefer` tries MSE (offering RC4 and
+/// plaintext, our handshake riding as its initial payload) and redials in
+/// plaintext once if the peer does not answer it; `require` dials MSE
+/// with RC4 only; `disable` dials plaintext only.
 pub async fn connect(
     addr: SocketAddr,
     bind: Option<IpAddr>,
     host: &dyn PeerHost,
-) -> Result<(TcpStream, Handshake), ConnError> {
+) -> Result<(MseStream<TcpStream>, Handshake), ConnError> {
+    connect_with(addr, bind, host, host.encryption()).await
+}
+
+/// [`connect`] under `policy`.
+async fn connect_with(
+    addr: SocketAddr,
+    bind: Option<IpAddr>,
+    host: &dyn PeerHost,
+    policy: Encryption,
+) -> Result<(MseStream<TcpStream>, Handshake), ConnError> {
+    let ours = Handshake::ours(host.info_hash(), host.peer_id(), host.ports().1.is_some());
+    if policy != Encryption::Disable {
+        let stream = dial(addr, bind).await?;
+        let ia = ours.encode().to_vec();
+        match mse::initiate(stream, host.info_hash(), policy, ia, HANDSHAKE_TIMEOUT).await {
+            Ok(mut stream) => {
+                let theirs = read_handshake(&mut stream, HANDSHAKE_TIMEOUT).await?;
+                check_theirs(&theirs, host)?;
+                return Ok((stream, theirs));
+            }
+            Err(e) if policy == Encryption::Require => {
+                // Said at info level: with `require` this is the one reason
+                // a reachable peer is never used, and the user asked for it.
+                tracing::info!(
+                    "peer {addr}: refused: no RC4 encryption handshake ({}), and --encryption require",
+                    crate::error_chain(&e)
+                );
+                return Err(e.into());
+            }
+            Err(e) => tracing::debug!(
+                "peer {addr}: no encryption handshake ({}); retrying in plaintext",
+                crate::error_chain(&e)
+            ),
+        }
+    }
+    let mut stream = dial(addr, bind).await?;
+    timeout(HANDSHAKE_TIMEOUT, stream.write_all(&ours.encode()))
+        .await
+        .map_err(|_| ConnError::Timeout("sending handshake"))??;
+    let theirs = read_handshake(&mut stream, HANDSHAKE_TIMEOUT).await?;
+    check_theirs(&theirs, host)?;
+    Ok((MseStream::replay(stream, Vec::new()), theirs))
+}
+
+/// Opens a TCP connection to `addr`, from `bind` when it is set and of the
+/// same family.
+async fn dial(addr: SocketAddr, bind: Option<IpAddr>) -> Result<TcpStream, ConnError> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -153,27 +212,27 @@ pub async fn connect(
     {
         socket.bind(SocketAddr::new(ip, 0))?;
     }
-    let mut stream = timeout(CONNECT_TIMEOUT, socket.connect(addr))
+    let stream = timeout(CONNECT_TIMEOUT, socket.connect(addr))
         .await
         .map_err(|_| ConnError::Timeout("connecting"))??;
     stream.set_nodelay(true)?;
-    let ours = Handshake::ours(host.info_hash(), host.peer_id(), host.ports().1.is_some());
-    timeout(HANDSHAKE_TIMEOUT, stream.write_all(&ours.encode()))
-        .await
-        .map_err(|_| ConnError::Timeout("sending handshake"))??;
-    let theirs = read_handshake(&mut stream, HANDSHAKE_TIMEOUT).await?;
+    Ok(stream)
+}
+
+/// The dialled peer's handshake must name our torrent and not be us.
+fn check_theirs(theirs: &Handshake, host: &dyn PeerHost) -> Result<(), ConnError> {
     if theirs.info_hash != host.info_hash() {
         return Err(ConnError::WrongTorrent(theirs.info_hash));
     }
     if theirs.peer_id == host.peer_id() {
         return Err(Refused::SelfConnection.into());
     }
-    Ok((stream, theirs))
+    Ok(())
 }
 
 /// Reads a peer's handshake within `limit`; the caller checks the info-hash.
-pub async fn read_handshake(
-    stream: &mut TcpStream,
+pub async fn read_handshake<S: AsyncRead + Unpin>(
+    stream: &mut S,
     limit: Duration,
 ) -> Result<Handshake, ConnError> {
     let mut buf = [0u8; HANDSHAKE_LEN];
@@ -189,14 +248,27 @@ pub async fn answer_handshake(
     host: &dyn PeerHost,
     theirs: &Handshake,
 ) -> Result<(), ConnError> {
+    stream.set_nodelay(true)?;
+    send_answer(stream, host, theirs).await
+}
+
+/// [`answer_handshake`] on any stream (an [`MseStream`] from
+/// [`mse::accept_any`]; set TCP_NODELAY on the socket before wrapping).
+pub async fn send_answer<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    host: &dyn PeerHost,
+    theirs: &Handshake,
+) -> Result<(), ConnError> {
     if theirs.peer_id == host.peer_id() {
         return Err(Refused::SelfConnection.into());
     }
-    stream.set_nodelay(true)?;
     let ours = Handshake::ours(host.info_hash(), host.peer_id(), host.ports().1.is_some());
-    timeout(HANDSHAKE_TIMEOUT, stream.write_all(&ours.encode()))
-        .await
-        .map_err(|_| ConnError::Timeout("sending handshake"))??;
+    timeout(HANDSHAKE_TIMEOUT, async {
+        stream.write_all(&ours.encode()).await?;
+        stream.flush().await
+    })
+    .await
+    .map_err(|_| ConnError::Timeout("sending handshake"))??;
     Ok(())
 }
 
@@ -404,5 +476,101 @@ mod tests {
         assert_eq!(keepalives.len(), 1, "{keepalives:?}");
         assert!(keepalives[0] >= Duration::from_secs(60));
         assert!(shared.lock().peers.is_empty(), "the slot was given back");
+    }
+
+    fn test_host() -> Arc<Shared> {
+        let limits = Limits {
+            max_peers: 8,
+            max_per_ip: 1,
+        };
+        Shared::new(
+            InfoHash([1; 20]),
+            PeerId([2; 20]),
+            6881,
+            None,
+            limits,
+            CancellationToken::new(),
+        )
+        .0
+    }
+
+    /// A peer on loopback that answers `conns` connections: MSE (when
+    /// `mse`) or plaintext ones, as a plaintext-only client does: it
+    /// reads 68 bytes and hangs up unless they are a BitTorrent handshake.
+    async fn fake_peer(mse: Option<Encryption>, conns: usize) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for _ in 0..conns {
+                let (sock, _) = listener.accept().await.unwrap();
+                let ih = InfoHash([1; 20]);
+                let served = [ih];
+                let lookup = mse::lookup_in(&served);
+                let mut s = match mse {
+                    Some(policy) => {
+                        match mse::accept_any(sock, &lookup, policy, HANDSHAKE_TIMEOUT).await {
+                            Ok(a) => a.stream,
+                            Err(_) => continue,
+                        }
+                    }
+                    None => MseStream::replay(sock, Vec::new()),
+                };
+                let Ok(theirs) = read_handshake(&mut s, HANDSHAKE_TIMEOUT).await else {
+                    continue;
+                };
+                assert_eq!(theirs.info_hash, ih);
+                let ours = Handshake::ours(ih, PeerId([9; 20]), false);
+                s.write_all(&ours.encode()).await.unwrap();
+                let mut ping = [0u8; 4];
+                s.read_exact(&mut ping).await.unwrap();
+                s.write_all(&ping).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    async fn dial(addr: SocketAddr, policy: Encryption) -> Result<bool, ConnError> {
+        let host = test_host();
+        let (mut s, theirs) = connect_with(addr, None, &*host, policy).await?;
+        assert_eq!(theirs.peer_id, PeerId([9; 20]));
+        s.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+        Ok(s.is_encrypted())
+    }
+
+    #[tokio::test]
+    async fn dialing_follows_the_encryption_policy() {
+        use Encryption::*;
+        // An MSE peer: require gets RC4; prefer an obfuscated handshake
+        // (RC4 if the peer insists); disable plaintext.
+        assert!(
+            !dial(fake_peer(Some(Prefer), 1).await, Prefer)
+                .await
+                .unwrap()
+        );
+        assert!(
+            dial(fake_peer(Some(Require), 1).await, Prefer)
+                .await
+                .unwrap()
+        );
+        assert!(
+            dial(fake_peer(Some(Require), 1).await, Require)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !dial(fake_peer(Some(Prefer), 1).await, Disable)
+                .await
+                .unwrap()
+        );
+        // A plaintext-only peer: prefer falls back once, require refuses.
+        assert!(!dial(fake_peer(None, 2).await, Prefer).await.unwrap());
+        let r = dial(fake_peer(None, 1).await, Require).await;
+        assert!(matches!(r, Err(ConnError::Encryption(_))), "{r:?}");
+        // A peer that requires encryption refuses our plaintext dial.
+        let r = dial(fake_peer(Some(Require), 1).await, Disable).await;
+        assert!(r.is_err(), "{r:?}");
     }
 }

@@ -214,23 +214,55 @@ pub async fn accept_loop(listener: TcpListener, session: Weak<Session>) {
     }
 }
 
-/// Reads the handshake, finds the torrent it names and answers for it.
+/// An incoming connection once set up: plaintext, or MSE (RC4 or
+/// plaintext payload after an obfuscated handshake).
+pub type Incoming = crate::mse::MseStream<tokio::net::TcpStream>;
+
+/// Sets up encryption as `--encryption` allows (MSE or a plaintext
+/// handshake, told apart by the first bytes), reads the handshake, finds
+/// the torrent it names and answers for it; all within
+/// [`HANDSHAKE_TIMEOUT`].
 async fn incoming_handshake(
-    mut stream: tokio::net::TcpStream,
+    stream: tokio::net::TcpStream,
     addr: SocketAddr,
     session: &Session,
-) -> Option<(
-    tokio::net::TcpStream,
-    crate::peer::handshake::Handshake,
-    Arc<Shared>,
-)> {
-    let theirs = match conn::read_handshake(&mut stream, HANDSHAKE_TIMEOUT).await {
+) -> Option<(Incoming, crate::peer::handshake::Handshake, Arc<Shared>)> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let _ = stream.set_nodelay(true);
+    let lookup = |h: &[u8; 20]| session.torrent_by_req2(h);
+    let accepted = match crate::mse::accept_any(
+        stream,
+        &lookup,
+        session.encryption,
+        HANDSHAKE_TIMEOUT,
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(crate::mse::SetupError::PlaintextRefused) => {
+            tracing::info!(
+                "incoming {addr}: refused: a plaintext handshake, and --encryption require"
+            );
+            return None;
+        }
+        Err(e) => {
+            tracing::debug!("incoming {addr}: {}", crate::error_chain(&e));
+            return None;
+        }
+    };
+    let mut stream = accepted.stream;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let theirs = match conn::read_handshake(&mut stream, left).await {
         Ok(h) => h,
         Err(e) => {
             tracing::debug!("incoming {addr}: {}", crate::error_chain(&e));
             return None;
         }
     };
+    if accepted.info_hash.is_some_and(|ih| ih != theirs.info_hash) {
+        tracing::debug!("incoming {addr}: its handshake names another torrent than its MSE setup");
+        return None;
+    }
     let Some(shared) = session.torrent(&theirs.info_hash) else {
         tracing::debug!(
             "incoming {addr} wants {}, which we do not run",
@@ -248,7 +280,7 @@ async fn incoming_handshake(
             return None;
         }
     }
-    if let Err(e) = conn::answer_handshake(&mut stream, &*shared, &theirs).await {
+    if let Err(e) = conn::send_answer(&mut stream, &*shared, &theirs).await {
         tracing::debug!("incoming {addr}: {}", crate::error_chain(&e));
         return None;
     }

@@ -308,6 +308,10 @@ impl Swarm for Shared {
 }
 
 impl PeerHost for Shared {
+    fn encryption(&self) -> crate::mse::Encryption {
+        self.encryption.get().copied().unwrap_or_default()
+    }
+
     fn rate_limits(&self) -> crate::ratelimit::RateLimits {
         self.rate_limits.get().cloned().unwrap_or_default()
     }

@@ -55,6 +55,8 @@ pub struct SessionConfig {
     pub max_peers: usize,
     /// Torrents downloading at once (0 = no limit).
     pub max_active: usize,
+    /// `--encryption`, for every connection in and out.
+    pub encryption: crate::mse::Encryption,
 }
 
 /// The process-level half of the client; see the module doc.
@@ -69,6 +71,8 @@ pub struct Session {
     pub dht: Option<DhtHandle>,
     /// Process-wide rate limits.
     pub rate_limits: RateLimits,
+    /// `--encryption`, for every connection in and out.
+    pub encryption: crate::mse::Encryption,
     /// Connections open and being dialled, all torrents together.
     pub budget: Arc<ConnBudget>,
     /// Downloads allowed at once; the others wait their turn.
@@ -80,8 +84,8 @@ pub struct Session {
     /// Our globally routable addresses when listening on every interface,
     /// told to HTTP trackers (BEP 7) so they can give either family out.
     pub also_at: Vec<IpAddr>,
-    /// The torrents incoming connections can reach, by info-hash.
-    torrents: Mutex<HashMap<InfoHash, Arc<Shared>>>,
+    /// The torrents incoming connections can reach.
+    torrents: Mutex<Routes>,
     /// The HTTP client every tracker of every torrent shares (made on
     /// first use: a process with only UDP trackers never builds one).
     http: std::sync::OnceLock<Option<reqwest::Client>>,
@@ -105,6 +109,7 @@ impl Session {
             bind: cfg.bind,
             dht: cfg.dht,
             rate_limits: cfg.rate_limits,
+            encryption: cfg.encryption,
             budget: Arc::new(ConnBudget::new(cfg.max_peers.max(1))),
             queue: queue::ActiveQueue::new(cfg.max_active),
             checks: Semaphore::new(checks),
@@ -114,7 +119,7 @@ impl Session {
             } else {
                 Vec::new()
             },
-            torrents: Mutex::new(HashMap::new()),
+            torrents: Mutex::new(Routes::default()),
             http: std::sync::OnceLock::new(),
             shutdown,
             tasks: TaskTracker::new(),
@@ -127,7 +132,7 @@ impl Session {
         Ok(session)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<InfoHash, Arc<Shared>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
         self.torrents.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -136,7 +141,11 @@ impl Session {
     pub fn register(self: &Arc<Self>, shared: Arc<Shared>) -> Registered {
         let info_hash = shared.info_hash;
         let _ = shared.budget.set(self.budget.clone());
-        self.lock().insert(info_hash, shared);
+        let mut routes = self.lock();
+        routes
+            .by_req2
+            .insert(crate::mse::req2_hash(&info_hash), info_hash);
+        routes.by_hash.insert(info_hash, shared);
         Registered {
             session: self.clone(),
             info_hash,
@@ -145,7 +154,13 @@ impl Session {
 
     /// The running torrent with this info-hash, if any.
     pub fn torrent(&self, info_hash: &InfoHash) -> Option<Arc<Shared>> {
-        self.lock().get(info_hash).cloned()
+        self.lock().by_hash.get(info_hash).cloned()
+    }
+
+    /// The running torrent whose `HASH('req2', info-hash)` this is: how an
+    /// encrypted incoming connection names its torrent (MSE).
+    pub fn torrent_by_req2(&self, req2: &[u8; 20]) -> Option<InfoHash> {
+        self.lock().by_req2.get(req2).copied()
     }
 
     /// The shared HTTP client for trackers, if it could be built.
@@ -161,8 +176,17 @@ impl Session {
 
     /// Torrents registered now.
     pub fn torrent_count(&self) -> usize {
-        self.lock().len()
+        self.lock().by_hash.len()
     }
+}
+
+/// The routing table of incoming connections.
+#[derive(Default)]
+struct Routes {
+    /// By info-hash (the plaintext BitTorrent handshake names it).
+    by_hash: HashMap<InfoHash, Arc<Shared>>,
+    /// By `HASH('req2', info-hash)` (an MSE handshake names that).
+    by_req2: HashMap<[u8; 20], InfoHash>,
 }
 
 /// A torrent's place in the routing table; removed on drop.
@@ -173,7 +197,11 @@ pub struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.session.lock().remove(&self.info_hash);
+        let mut routes = self.session.lock();
+        routes.by_hash.remove(&self.info_hash);
+        routes
+            .by_req2
+            .remove(&crate::mse::req2_hash(&self.info_hash));
     }
 }
 

@@ -1,10 +1,13 @@
 //! `--max-active`: how many torrents download at once; the rest wait in
 //! the order they were given.
 //!
-//! A torrent asks for a slot once it knows it has something to download
-//! (after checking its data, or at once for a magnet), keeps it while it
-//! downloads, and gives it back when complete (seeding does not count) or
-//! when it stops. Waiting torrents are served lowest position first.
+//! Every torrent takes a place in line when it is added
+//! ([`ActiveQueue::reserve`]), so the order is the order given, whatever
+//! order their data checks end in. A torrent with something to download
+//! waits for a slot ([`Ticket::enter`]), keeps it while it downloads, and
+//! gives it back when complete (seeding does not count) or when it stops;
+//! one complete at start leaves the line without taking a slot. The first
+//! in line goes first.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -22,10 +25,11 @@ struct Slots {
 }
 
 impl Slots {
-    /// Whether the torrent at `position` (waiting) may take a slot now.
+    /// Whether the torrent at `position` (waiting) may take a slot now:
+    /// the slots held plus one for each torrent ahead of it in line (they
+    /// go first, even if they are still checking their data) leave room.
     fn may_start(&self, position: usize) -> bool {
-        self.max == 0
-            || (self.active < self.max && self.waiting.first().is_none_or(|&p| p >= position))
+        self.max == 0 || self.active + self.waiting.range(..position).count() < self.max
     }
 }
 
@@ -49,17 +53,41 @@ impl Drop for ActiveSlot {
     }
 }
 
-/// Removes a waiter whose wait was abandoned (the torrent stopped).
-struct WaitGuard<'a> {
-    queue: &'a ActiveQueue,
+/// A torrent's place in line; leaving (dropping it) lets the next one on.
+#[derive(Debug)]
+pub struct Ticket {
+    queue: Arc<ActiveQueue>,
     position: usize,
 }
 
-impl Drop for WaitGuard<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
         if self.queue.lock().waiting.remove(&self.position) {
             // It may have been first in line.
             self.queue.freed.notify_waiters();
+        }
+    }
+}
+
+impl Ticket {
+    /// Waits for a slot. Cancel-safe: dropping the future leaves the line.
+    pub async fn enter(self) -> ActiveSlot {
+        let queue = self.queue.clone();
+        loop {
+            let freed = queue.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            {
+                let mut s = queue.lock();
+                if s.may_start(self.position) {
+                    s.waiting.remove(&self.position);
+                    s.active += 1;
+                    return ActiveSlot {
+                        queue: queue.clone(),
+                    };
+                }
+            }
+            freed.await;
         }
     }
 }
@@ -80,29 +108,13 @@ impl ActiveQueue {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for a slot for the torrent at `position` (its place among the
-    /// sources as given). Cancel-safe: dropping the future leaves the line.
-    pub async fn enter(self: &Arc<Self>, position: usize) -> ActiveSlot {
+    /// A place in line for the torrent at `position` (its place among the
+    /// sources as given).
+    pub fn reserve(self: &Arc<Self>, position: usize) -> Ticket {
         self.lock().waiting.insert(position);
-        let _guard = WaitGuard {
-            queue: self,
+        Ticket {
+            queue: self.clone(),
             position,
-        };
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            {
-                let mut s = self.lock();
-                if s.may_start(position) {
-                    s.waiting.remove(&position);
-                    s.active += 1;
-                    return ActiveSlot {
-                        queue: self.clone(),
-                    };
-                }
-            }
-            freed.await;
         }
     }
 
@@ -123,9 +135,13 @@ mod tests {
             max: 2,
             ..Slots::default()
         };
-        s.waiting.extend([3, 5]);
+        s.waiting.extend([3, 5, 8]);
         assert!(s.may_start(3));
-        assert!(!s.may_start(5), "3 is ahead of it");
+        assert!(s.may_start(5), "a slot for 3, one for 5");
+        assert!(!s.may_start(8), "3 and 5 are ahead of it");
+        s.active = 1;
+        assert!(s.may_start(3));
+        assert!(!s.may_start(5), "the one free slot is 3's");
         s.active = 2;
         assert!(!s.may_start(3), "no slot free");
         let unlimited = Slots {
@@ -139,12 +155,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waiting_torrents_start_in_order_as_slots_free() {
         let q = ActiveQueue::new(1);
-        let first = q.enter(0).await;
+        let mut tickets = (0..3).map(|p| q.reserve(p)).collect::<Vec<_>>().into_iter();
+        let first = tickets.next().unwrap().enter().await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        for pos in [2usize, 1] {
-            let (q, tx) = (q.clone(), tx.clone());
+        // Position 2 asks first; position 1 still goes first.
+        let (one, two) = (tickets.next().unwrap(), tickets.next().unwrap());
+        for (pos, ticket) in [(2usize, two), (1, one)] {
+            let tx = tx.clone();
             tokio::spawn(async move {
-                let slot = q.enter(pos).await;
+                let slot = ticket.enter().await;
                 tx.send(pos).unwrap();
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 drop(slot);
@@ -161,15 +180,22 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_torrent_that_stops_waiting_leaves_the_line() {
         let q = ActiveQueue::new(1);
-        let held = q.enter(0).await;
-        let gave_up = tokio::time::timeout(Duration::from_secs(1), q.enter(1)).await;
+        let held = q.reserve(0).enter().await;
+        let (one, two) = (q.reserve(1), q.reserve(2));
+        let gave_up = tokio::time::timeout(Duration::from_secs(1), one.enter()).await;
         assert!(gave_up.is_err());
-        assert_eq!(q.waiting(), 0);
+        assert_eq!(q.waiting(), 1, "only 2 is left in line");
         drop(held);
-        let next = tokio::time::timeout(Duration::from_secs(1), q.enter(2)).await;
+        let next = tokio::time::timeout(Duration::from_secs(1), two.enter()).await;
         assert!(
             next.is_ok(),
             "position 2 is not blocked by the one that left"
         );
+        // One complete at start leaves the line without a slot.
+        let (three, four) = (q.reserve(3), q.reserve(4));
+        drop(next);
+        drop(three);
+        let go = tokio::time::timeout(Duration::from_secs(1), four.enter()).await;
+        assert!(go.is_ok());
     }
 }

@@ -220,6 +220,8 @@ pub struct Shared {
     /// The process-wide connection budget (set by the session; unset in
     /// unit tests, which then have only `limits`).
     pub budget: OnceLock<Arc<ConnBudget>>,
+    /// `--encryption` (set by the session; `prefer` in unit tests).
+    pub encryption: OnceLock<crate::mse::Encryption>,
     /// Woken when a peer joins, so an idle seeding torrent's loop, which
     /// runs no timer, starts ticking again.
     pub peer_joined: Notify,
@@ -259,6 +261,7 @@ impl Shared {
             events: OnceLock::new(),
             limits,
             budget: OnceLock::new(),
+            encryption: OnceLock::new(),
             peer_joined: Notify::new(),
             this: this.clone(),
         });

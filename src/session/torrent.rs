@@ -67,8 +67,9 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// Where discrete events go for `--json` (`None`: nobody listens).
     pub events: Option<mpsc::Sender<status::SessionEvent>>,
-    /// Its place among the sources given, for the download queue.
-    pub position: usize,
+    /// Its place in the download queue (taken when it was added, so the
+    /// queue keeps the order the sources were given in).
+    pub ticket: Option<super::queue::Ticket>,
 }
 
 impl std::ops::Deref for Options {
@@ -130,7 +131,7 @@ enum ConnEvent {
 pub async fn run(
     session: Arc<Session>,
     source: Source,
-    opts: Options,
+    mut opts: Options,
     status_tx: watch::Sender<Status>,
     shutdown: CancellationToken,
 ) -> Result<Report> {
@@ -167,6 +168,7 @@ pub async fn run(
     );
     let _ = shared.rate_limits.set(session.rate_limits.clone());
     let _ = shared.budget.set(session.budget.clone());
+    let _ = shared.encryption.set(session.encryption);
     if let Some(tx) = &opts.events {
         let _ = shared.events.set(tx.clone());
     }
@@ -224,11 +226,17 @@ pub async fn run(
     // Something to download: wait for a slot (`--max-active`), unless the
     // torrent stops first. Seeding needs none.
     let mut active_slot: Option<ActiveSlot> = None;
-    if !complete_at_start {
+    let ticket = opts
+        .ticket
+        .take()
+        .unwrap_or_else(|| session.queue.reserve(usize::MAX));
+    if complete_at_start {
+        drop(ticket);
+    } else {
         status.phase = Phase::Queued;
         status_tx.send_replace(status.clone());
         tokio::select! {
-            slot = session.queue.enter(opts.position) => active_slot = Some(slot),
+            slot = ticket.enter() => active_slot = Some(slot),
             _ = torrent_token.cancelled() => {}
         }
     }

@@ -154,18 +154,30 @@ impl FakePeer {
     }
 
     /// Accepts one connection from btc on `listener` (within `timeout`),
-    /// reads btc's handshake, then answers with ours.
+    /// reads btc's handshake, then answers with ours. Like a client
+    /// without encryption, it hangs up on btc's first, MSE-encrypted
+    /// attempt (`--encryption prefer`) and takes the plaintext redial.
     pub fn accept(
         listener: &TcpListener,
         info_hash: InfoHash,
         id: PeerId,
         timeout: Duration,
     ) -> io::Result<FakePeer> {
-        let mut stream = accept_timeout(listener, timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        let theirs = read_handshake(&mut stream)?;
+        let end = Instant::now() + timeout;
+        let mut attempt = 0;
+        let (mut stream, theirs) = loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let mut stream = accept_timeout(listener, left)?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(IO_TIMEOUT))?;
+            stream.set_write_timeout(Some(IO_TIMEOUT))?;
+            attempt += 1;
+            match read_handshake(&mut stream) {
+                Ok(h) => break (stream, h),
+                Err(e) if e.kind() == ErrorKind::InvalidData && attempt == 1 => continue,
+                Err(e) => return Err(e),
+            }
+        };
         if theirs.info_hash != info_hash {
             return Err(io::Error::other("btc dialled us for another torrent"));
         }

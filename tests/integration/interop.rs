@@ -391,6 +391,11 @@ struct Transmission {
 
 impl Transmission {
     fn start(ctx: &Ctx, download_dir: &Path) -> Transmission {
+        Self::start_with_encryption(ctx, download_dir, 0)
+    }
+
+    /// `encryption`: 0 prefer plaintext, 1 prefer encryption, 2 require it.
+    fn start_with_encryption(ctx: &Ctx, download_dir: &Path, encryption: u8) -> Transmission {
         require_tool("transmission-daemon");
         require_tool("transmission-remote");
         let conf = ctx.mkdir("transmission-config");
@@ -414,7 +419,7 @@ impl Transmission {
     "rpc-host-whitelist-enabled": false,
     "download-dir": "{dl}",
     "incomplete-dir-enabled": false,
-    "encryption": 0,
+    "encryption": {encryption},
     "start-added-torrents": true,
     "ratio-limit-enabled": false,
     "idle-seeding-limit-enabled": false,
@@ -487,6 +492,258 @@ fn transmission_seeds_btc_downloads() {
         secs(120),
     );
     assert_same_tree(&root, &out.join("fromtr"));
+    let mut tr = tr;
+    tr.proc.assert_running();
+}
+
+/// A libtorrent seeder that only speaks RC4-encrypted MSE (policies
+/// forced, level rc4); btc under `--encryption require` downloads from it.
+#[test]
+fn libtorrent_requiring_encryption_seeds_btc_downloads() {
+    require_tool(PYTHON);
+    let ctx = Ctx::new("interop-libtorrent-rc4", secs(240));
+    let payload = Payload::nested("ltrc4", 2);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 1011);
+    let t = ctx.join("ltrc4.torrent");
+    btc_create(&ctx, &root, &t, &["--piece-length", "65536"]);
+    let listen = format!("127.0.0.2:{}", free_port());
+    let mut lt = ctx.spawn(
+        "libtorrent-seeder",
+        lt_cmd(&[
+            "seed",
+            "--torrent",
+            s(&t),
+            "--save",
+            s(&seed_dir),
+            "--listen",
+            &listen,
+            "--encryption",
+            "require",
+        ]),
+    );
+    lt.wait_output("SEEDING", secs(60));
+    let out = ctx.join("out");
+    btc_leech(
+        &ctx,
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &listen,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--encryption",
+            "require",
+        ],
+        secs(120),
+    );
+    assert_same_tree(&root, &out.join("ltrc4"));
+    lt.assert_running();
+}
+
+/// Incoming MSE: a libtorrent leecher that requires RC4 fetches by magnet
+/// from a btc seeder running two torrents (the encrypted handshake names
+/// its torrent only by `HASH('req2', info-hash)`); a plaintext-only one is
+/// refused by a btc that requires encryption, with a log line saying so.
+#[test]
+fn libtorrent_requiring_encryption_fetches_from_btc() {
+    require_tool(PYTHON);
+    let ctx = Ctx::new("interop-rc4-incoming", secs(240));
+    let seed_dir = ctx.mkdir("seed");
+    let other = Payload::single("other.bin", MIB).write(&seed_dir, 1014);
+    let root = Payload::single("torc4.bin", 5 * MIB + 77).write(&seed_dir, 1015);
+    let (t_other, t) = (ctx.join("other.torrent"), ctx.join("torc4.torrent"));
+    btc_create(&ctx, &other, &t_other, &[]);
+    btc_create(&ctx, &root, &t, &[]);
+    let p = free_port();
+    let mut seeder = ctx.spawn(
+        "btc-seeder",
+        ctx.btc(&[
+            "-o",
+            s(&seed_dir),
+            s(&t_other),
+            s(&t),
+            "--port",
+            &p.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--no-dht",
+            "-v",
+        ]),
+    );
+    seeder.wait_output("seeding torc4.bin", secs(60));
+    let peer = format!("127.0.0.1:{p}");
+    let magnet = format!("magnet:?xt=urn:btih:{}", btc_info_hash(&ctx, s(&t)));
+    let fetch = |name: &str, encryption: &str, out: &Path, timeout: &str| {
+        let listen = format!(
+            "127.0.0.{}:{}",
+            if encryption == "require" { 2 } else { 3 },
+            free_port()
+        );
+        ctx.spawn(
+            name,
+            lt_cmd(&[
+                "fetch",
+                "--magnet",
+                &magnet,
+                "--save",
+                s(out),
+                "--listen",
+                &listen,
+                "--peer",
+                &peer,
+                "--timeout",
+                timeout,
+                "--encryption",
+                encryption,
+            ]),
+        )
+    };
+    let out = ctx.mkdir("out");
+    let mut lt = fetch("libtorrent-rc4", "require", &out, "120");
+    lt.expect_success(secs(150));
+    assert_same_file(&root, &out.join("torc4.bin"));
+    seeder.assert_running();
+    drop(seeder);
+
+    // The same seeder, requiring encryption, against a plaintext-only peer.
+    let mut strict = ctx.spawn(
+        "btc-seeder-require",
+        ctx.btc(&[
+            "-o",
+            s(&seed_dir),
+            s(&t),
+            "--port",
+            &p.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--no-dht",
+            "--encryption",
+            "require",
+            "-v",
+        ]),
+    );
+    strict.wait_output("seeding torc4.bin", secs(60));
+    let plain_out = ctx.mkdir("plain-out");
+    let mut plain = fetch("libtorrent-plaintext", "plaintext", &plain_out, "8");
+    let log = strict.wait_output("and --encryption require", secs(30));
+    assert!(log.contains("refused: a plaintext handshake"), "{log}");
+    let status = plain.wait_timeout(secs(30)).expect("the fetch gives up");
+    assert!(!status.success(), "a plaintext-only peer got the data");
+}
+
+/// `--encryption require` against a libtorrent that speaks no MSE: no
+/// download, and a log line that says why.
+#[test]
+fn btc_requiring_encryption_refuses_a_plaintext_peer() {
+    require_tool(PYTHON);
+    let ctx = Ctx::new("interop-require-vs-plaintext", secs(240));
+    let payload = Payload::nested("ltplain", 1);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 1012);
+    let t = ctx.join("ltplain.torrent");
+    btc_create(&ctx, &root, &t, &["--piece-length", "65536"]);
+    let listen = format!("127.0.0.2:{}", free_port());
+    let mut lt = ctx.spawn(
+        "libtorrent-seeder",
+        lt_cmd(&[
+            "seed",
+            "--torrent",
+            s(&t),
+            "--save",
+            s(&seed_dir),
+            "--listen",
+            &listen,
+            "--encryption",
+            "plaintext",
+        ]),
+    );
+    lt.wait_output("SEEDING", secs(60));
+    let out = ctx.join("out");
+    let mut btc = ctx.spawn(
+        "btc-leecher",
+        ctx.btc(&[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &listen,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+            "--encryption",
+            "require",
+            "-v",
+        ]),
+    );
+    let log = btc.wait_output("--encryption require", secs(60));
+    assert!(
+        log.contains(&format!(
+            "peer {listen}: refused: no RC4 encryption handshake"
+        )),
+        "{log}"
+    );
+    assert!(btc.is_running(), "still waiting for a usable peer");
+    btc.kill_hard();
+    // Files may exist (created sparse at start), but hold no payload.
+    let mut stack = vec![out];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            stack.extend(fs::read_dir(&p).unwrap().flatten().map(|e| e.path()));
+        } else if p.is_file() {
+            let data = fs::read(&p).unwrap();
+            assert!(data.iter().all(|&b| b == 0), "{} has data", p.display());
+        }
+    }
+    lt.assert_running();
+}
+
+/// Transmission with encryption required seeds; btc with the default
+/// `--encryption prefer` offers RC4 and plaintext, and Transmission picks
+/// RC4.
+#[test]
+fn transmission_requiring_encryption_seeds_btc_downloads() {
+    require_tool("transmission-create");
+    let ctx = Ctx::new("interop-transmission-rc4", secs(240));
+    let payload = Payload::nested("trrc4", 2);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 1013);
+    let t = ctx.join("trrc4.torrent");
+    let mut c = Command::new("transmission-create");
+    c.args(["-s", "32", "-o"]).arg(&t).arg(&root);
+    ctx.run("transmission-create", c, secs(60))
+        .assert_ok("transmission-create");
+    let tr = Transmission::start_with_encryption(&ctx, &seed_dir, 2);
+    tr.remote(&ctx, &["-a", s(&t), "-w", s(&seed_dir)]);
+    tr.remote(&ctx, &["-t", "all", "-v"]);
+    ctx.wait_for("transmission to verify and seed", secs(60), || {
+        let info = tr.remote(&ctx, &["-t", "all", "-i"]).stdout;
+        info.contains("Percent Done: 100%")
+            && (info.contains("State: Seeding") || info.contains("State: Idle"))
+    });
+    let out = ctx.join("out");
+    let peer = format!("127.0.0.1:{}", tr.peer_port);
+    btc_leech(
+        &ctx,
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &peer,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ],
+        secs(120),
+    );
+    assert_same_tree(&root, &out.join("trrc4"));
     let mut tr = tr;
     tr.proc.assert_running();
 }

@@ -29,7 +29,21 @@ def log(*a):
     print(*a, flush=True)
 
 
-def session(listen):
+# Encryption (MSE/PE) policies: "default" dials plaintext and accepts
+# both; "require" forces RC4 both ways; "plaintext" speaks no MSE at all.
+ENCRYPTION = {
+    "default": {"out_enc_policy": lt.enc_policy.disabled,
+                "in_enc_policy": lt.enc_policy.enabled},
+    "require": {"out_enc_policy": lt.enc_policy.forced,
+                "in_enc_policy": lt.enc_policy.forced,
+                "allowed_enc_level": lt.enc_level.rc4,
+                "prefer_rc4": True},
+    "plaintext": {"out_enc_policy": lt.enc_policy.disabled,
+                  "in_enc_policy": lt.enc_policy.disabled},
+}
+
+
+def session(listen, encryption="default"):
     ip = listen.rsplit(":", 1)[0]
     s = lt.session({
         "listen_interfaces": listen,
@@ -54,6 +68,7 @@ def session(listen):
         | lt.alert.category_t.connect_notification,
         "user_agent": "btc-test-libtorrent",
     })
+    s.apply_settings(ENCRYPTION[encryption])
     return s
 
 
@@ -73,7 +88,7 @@ def status_line(h):
 
 
 def seed(args):
-    s = session(args.listen)
+    s = session(args.listen, args.encryption)
     if args.upload_limit:
         s.apply_settings({
             "upload_rate_limit": args.upload_limit,
@@ -105,7 +120,7 @@ def seed(args):
 
 
 def fetch(args):
-    s = session(args.listen)
+    s = session(args.listen, args.encryption)
     atp = lt.parse_magnet_uri(args.magnet)
     atp.save_path = args.save
     h = s.add_torrent(atp)
@@ -159,12 +174,14 @@ def main():
     a.add_argument("--listen", required=True)
     a.add_argument("--tracker", action="append")
     a.add_argument("--upload-limit", type=int, default=0)
+    a.add_argument("--encryption", choices=sorted(ENCRYPTION), default="default")
     b = sub.add_parser("fetch")
     b.add_argument("--magnet", required=True)
     b.add_argument("--save", required=True)
     b.add_argument("--listen", required=True)
     b.add_argument("--peer", required=True)
     b.add_argument("--timeout", type=float, default=120)
+    b.add_argument("--encryption", choices=sorted(ENCRYPTION), default="default")
     c = sub.add_parser("create")
     c.add_argument("--path", required=True)
     c.add_argument("--out", required=True)
