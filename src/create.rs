@@ -7,7 +7,8 @@
 //! always give the same bytes and the same info-hash.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 use sha1::{Digest, Sha1};
 
 use crate::metainfo::{MAX_FILES, MAX_PIECE_LENGTH, MAX_TOTAL_LENGTH};
+use crate::storage::disk::HASH_READ_CHUNK;
 
 /// Smallest piece length we pick or accept: the block size, below which
 /// pieces only add hash overhead.
@@ -386,13 +388,15 @@ fn hash_range(
     tx: &mpsc::Sender<u64>,
 ) -> Result<Vec<u8>, CreateError> {
     let mut out = Vec::with_capacity((range.end.saturating_sub(range.start) as usize) * 20);
-    let mut buf = vec![0u8; piece_length as usize];
-    // The currently open file: its index and a handle positioned where the
-    // next read in it starts.
+    // Each piece is hashed a chunk at a time, through one small buffer
+    // (see `HASH_READ_CHUNK` for why small).
+    let mut buf = vec![0u8; HASH_READ_CHUNK.min(piece_length as usize)];
+    // The currently open file: its index and its handle.
     let mut open: Option<(usize, File)> = None;
     for piece in range {
         let start = piece * u64::from(piece_length);
         let len = (total - start).min(u64::from(piece_length)) as usize;
+        let mut hasher = Sha1::new();
         let mut filled = 0usize;
         while filled < len {
             let pos = start + filled as u64;
@@ -405,7 +409,9 @@ fn hash_range(
                 });
             };
             let in_file = pos - f.offset;
-            let take = ((f.length - in_file) as usize).min(len - filled);
+            let take = ((f.length - in_file) as usize)
+                .min(len - filled)
+                .min(buf.len());
             let io_err = |source| CreateError::Io {
                 path: f.disk.clone(),
                 source,
@@ -413,16 +419,16 @@ fn hash_range(
             let file = match &mut open {
                 Some((i, file)) if *i == idx => file,
                 _ => {
-                    let mut file = File::open(&f.disk).map_err(io_err)?;
-                    file.seek(SeekFrom::Start(in_file)).map_err(io_err)?;
+                    let file = File::open(&f.disk).map_err(io_err)?;
                     &mut open.insert((idx, file)).1
                 }
             };
-            file.read_exact(&mut buf[filled..filled + take])
+            file.read_exact_at(&mut buf[..take], in_file)
                 .map_err(io_err)?;
+            hasher.update(&buf[..take]);
             filled += take;
         }
-        out.extend_from_slice(&Sha1::digest(&buf[..len]));
+        out.extend_from_slice(&hasher.finalize());
         // The receiver only goes away if the caller is unwinding; nothing to do then.
         let _ = tx.send(len as u64);
     }
