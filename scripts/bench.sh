@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# Two benchmarks on loopback:
+# Benchmarks on loopback:
 #
-#   scripts/bench.sh [compare]   btc vs aria2c, same seeder, same run (below)
+#   scripts/bench.sh [compare]   btc vs aria2c and libtorrent, same seeder, same run
 #   scripts/bench.sh hostile     a seeding btc under 200 hostile connections
 #   scripts/bench.sh resume      restart time of a finished torrent
 #   scripts/bench.sh many        1,000 torrents in one process
+#   scripts/bench.sh hash        btc create and the start-up check vs mktorrent
+#
+# hash: one file of BENCH_HASH_MIB (default 2048) MiB, read once so it sits
+# in the page cache. Timed BENCH_HASH_RUNS times each (default 3; the
+# median is printed): `mktorrent -t $(nproc)` and `btc create` at the same
+# piece length, and the start-up check (`btc --check --no-seed --no-dht`,
+# no peers) over the complete file. The ceiling printed beside them is
+# SHA-1 on every core: `openssl speed sha1` (1 MiB blocks, one core) times
+# nproc. Targets (issue 10): btc create at least as fast as mktorrent; both
+# btc runs at >= 80% of the ceiling.
 #
 # many: BENCH_MANY_TORRENTS (default 1000) single-file torrents of 1-4 MiB
 # each are made with `btc create`. One btc seeds them all from one process
@@ -43,25 +53,32 @@
 # Exits 0 when the numbers were measured, whether or not the targets are
 # met (BENCH_STRICT=1: exit 2 when a target is missed).
 #
-# compare: btc vs aria2c on loopback, same seeder, same run.
+# compare: btc vs aria2c and libtorrent on loopback, same seeder, same run.
 #
-# Payloads: a 1 GiB single file and a many-file folder (2000 files in nested
-# folders, ~512 MiB). For each payload one seeding btc is started (announcing
-# to a local opentracker that whitelists the torrent); then btc
-# (`--no-seed -q`) and aria2c (`--seed-time=0`) each download it in full,
-# one after the other, under /usr/bin/time. Every download is checked with
-# cmp (not timed) and deleted before the next one.
+# Payloads: a single file (2 GiB when the work folder has room for it, else
+# 1 GiB) and a many-file folder (2000 files in nested folders, ~512 MiB).
+# For each payload one seeding btc is started (announcing to a local
+# opentracker that whitelists the torrent); then btc (`--no-seed -q`),
+# aria2c (`--seed-time=0`) and libtorrent (scripts/lt_leech.py with
+# libtorrent's high-performance settings, told the seeder's address) each
+# download it in full, one after the other, under /usr/bin/time. Every
+# download is checked with cmp (not timed) and deleted before the next one.
 #
-# Printed for each: wall seconds, MB/s (10^6 bytes), CPU seconds (user+sys),
-# peak RSS, and btc/aria2c ratios, as a table and as CSV (also saved to
-# $BENCH_CSV if set).
+# Printed for each: seconds, MB/s (10^6 bytes), CPU seconds (user+sys), CPU
+# seconds per GB, peak RSS, and btc's ratios to both, as a table and as CSV
+# (also saved to $BENCH_CSV if set). Seconds are wall time from start to
+# exit, except libtorrent's: from its connect to the seeder until it has
+# every piece (the Python start-up and the final flush are left out, which
+# favours libtorrent). Its CPU and RSS include the Python interpreter.
+# Targets on the single file (issue 10): rate >= 1.5x libtorrent's, CPU per
+# GB <= 0.7x aria2c's, peak RSS <= aria2c's.
 #
 # Note: the page cache cannot be dropped fairly here; the seeder reads from
 # a warm cache (both clients see the same), and the leechers write through
 # the page cache.
 #
 # Environment: BENCH_DIR (parent of the temp folder; default /work if it has
-# room, else /tmp), BENCH_SINGLE_MIB (1024), BENCH_MANY_FILES (2000),
+# room, else /tmp), BENCH_SINGLE_MIB (2048 if it fits, else 1024), BENCH_MANY_FILES (2000),
 # BENCH_MANY_MIB (512).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,9 +88,9 @@ source scripts/lib.sh
 
 MODE="${1:-compare}"
 case "$MODE" in
-  compare | hostile | resume | many) ;;
+  compare | hostile | resume | hash | many) ;;
   *)
-    echo "usage: $0 [compare|hostile|resume|many]" >&2
+    echo "usage: $0 [compare|hostile|resume|hash|many]" >&2
     exit 2
     ;;
 esac
@@ -277,6 +294,104 @@ resume_bench() {
     "$(awk -v s="$second" 'BEGIN { print (s < 0.3) ? "yes" : "NO" }')"
 }
 
+# --- hash mode ---------------------------------------------------------------------
+# hash_time CMD...: runs CMD (output discarded) under /usr/bin/time and
+# prints "wall user sys"; fails if CMD fails.
+hash_time() {
+  /usr/bin/time -f '%e %U %S' -o "$WORK/time.txt" "$@" >/dev/null 2>"$WORK/cmd.err" ||
+    { echo "error: $* failed:" >&2; cat "$WORK/cmd.err" >&2; exit 1; }
+  cat "$WORK/time.txt"
+}
+
+# hash_median NAME RUNS CMD...: RUNS timed runs of CMD; prints the median
+# run's "wall user sys" and logs every run.
+hash_median() {
+  local name=$1 runs=$2 i r all=()
+  shift 2
+  for i in $(seq 1 "$runs"); do
+    r=$(hash_time "$@")
+    echo "   $name run $i: $r (wall user sys)" >&2
+    all+=("$r")
+  done
+  printf '%s\n' "${all[@]}" | sort -n | awk -v n="$runs" 'NR == int((n + 1) / 2)'
+}
+
+hash_bench() {
+  local need=()
+  command -v mktorrent >/dev/null || need+=(mktorrent)
+  command -v openssl >/dev/null || need+=(openssl)
+  [ -x /usr/bin/time ] || need+=(time)
+  install_missing "${need[@]}"
+  local mib="${BENCH_HASH_MIB:-2048}" runs="${BENCH_HASH_RUNS:-3}" cores parent d avail
+  cores=$(nproc)
+  say "building btc (release)"
+  cargo build --release >&2
+  BTC="${CARGO_TARGET_DIR:-$PWD/target}/release/btc"
+  for d in ${BENCH_DIR:-} /work /tmp; do
+    [ -d "$d" ] && [ -w "$d" ] || continue
+    avail=$(df -Pk "$d" | awk 'NR == 2 { print $4 }')
+    if [ "$avail" -ge $(((mib + 256) * 1024)) ]; then parent=$d; break; fi
+  done
+  [ -n "${parent:-}" ] || { echo "error: no folder with $((mib + 256)) MiB free (set BENCH_DIR)" >&2; exit 1; }
+  WORK=$(mktemp -d "$parent/btc-bench-hash.XXXXXX")
+  trap 'code=$?; trap - EXIT INT TERM; rm -rf "$WORK"; exit "$code"' EXIT INT TERM
+  say "placing $mib MiB in $WORK/data (and reading it into the page cache)"
+  mkdir -p "$WORK/data" "$WORK/state"
+  head -c $((mib * 1024 * 1024)) /dev/urandom >"$WORK/data/hash.bin"
+  cat "$WORK/data/hash.bin" >/dev/null
+
+  say "SHA-1 on one core (openssl speed sha1, 1 MiB blocks)"
+  local core_rate
+  core_rate=$(openssl speed -seconds 3 -bytes 1048576 sha1 2>/dev/null |
+    awk '/^sha1 / { v = $NF; sub(/k$/, "", v); printf "%.0f", v * 1000 }')
+  [ -n "$core_rate" ] || { echo "error: could not read openssl's SHA-1 rate" >&2; exit 1; }
+
+  # Same piece length for both: btc's automatic choice.
+  "$BTC" create "$WORK/data/hash.bin" -o "$WORK/hash.torrent" -q
+  local plen log2=0
+  plen=$("$BTC" info "$WORK/hash.torrent" | awk '/^Pieces:/ { gsub(/[()]/, "", $6); print $6 }')
+  while [ $((1 << log2)) -lt "$plen" ]; do log2=$((log2 + 1)); done
+
+  say "mktorrent -t $cores -l $log2"
+  local mk create check
+  mk=$(hash_median mktorrent "$runs" bash -c \
+    "rm -f '$WORK/mk.torrent'; exec mktorrent -t $cores -l $log2 -o '$WORK/mk.torrent' '$WORK/data/hash.bin'")
+  say "btc create"
+  create=$(hash_median "btc create" "$runs" bash -c \
+    "rm -f '$WORK/c.torrent'; exec '$BTC' create '$WORK/data/hash.bin' -o '$WORK/c.torrent' -q")
+  local same=no
+  [ "$("$BTC" info "$WORK/c.torrent" | grep Info-hash)" = "$("$BTC" info "$WORK/mk.torrent" | grep Info-hash)" ] && same=yes
+  echo "   same info-hash as mktorrent's: $same" >&2
+  say "btc start-up check (--check --no-seed --no-dht, no peers)"
+  check=$(hash_median "btc check" "$runs" "$BTC" "$WORK/hash.torrent" -o "$WORK/data" \
+    --state-dir "$WORK/state" --check --no-seed --no-dht --port 0 -q)
+
+  local bytes=$((mib * 1024 * 1024))
+  printf '\nSHA-1 ceiling: %s cores x %.2f GB/s (openssl, one core) = %.2f GB/s; %s MiB in %.3f s\n' \
+    "$cores" "$(awk -v r="$core_rate" 'BEGIN { print r / 1e9 }')" \
+    "$(awk -v r="$core_rate" -v c="$cores" 'BEGIN { print r * c / 1e9 }')" "$mib" \
+    "$(awk -v r="$core_rate" -v c="$cores" -v b="$bytes" 'BEGIN { print b / (r * c) }')"
+  printf '\n%-22s %8s %8s %8s %8s %12s\n' "($mib MiB, median of $runs)" seconds user sys "GB/s" "of ceiling"
+  local row
+  for row in "mktorrent -t $cores|$mk" "btc create|$create" "btc start-up check|$check"; do
+    local name=${row%%|*} e u sy
+    read -r e u sy <<<"${row#*|}"
+    printf '%-22s %8s %8s %8s %8s %11s%%\n' "$name" "$e" "$u" "$sy" \
+      "$(awk -v b="$bytes" -v e="$e" 'BEGIN { printf "%.2f", b / 1e9 / (e > 0 ? e : 0.001) }')" \
+      "$(awk -v b="$bytes" -v e="$e" -v r="$core_rate" -v c="$cores" 'BEGIN { printf "%.0f", 100 * b / (e > 0 ? e : 0.001) / (r * c) }')"
+  done
+  local ce ke ee
+  read -r ce _ _ <<<"$create"
+  read -r ke _ _ <<<"$check"
+  read -r ee _ _ <<<"$mk"
+  printf '\nbtc create / mktorrent time: %s (target <= 1.00: %s)\n' \
+    "$(awk -v a="$ce" -v b="$ee" 'BEGIN { printf "%.2f", a / (b > 0 ? b : 0.001) }')" \
+    "$(awk -v a="$ce" -v b="$ee" 'BEGIN { print (a <= b) ? "yes" : "NO" }')"
+  printf 'btc create at >= 80%% of the ceiling: %s; start-up check: %s\n' \
+    "$(awk -v b="$bytes" -v e="$ce" -v r="$core_rate" -v c="$cores" 'BEGIN { print (b / e >= 0.8 * r * c) ? "yes" : "NO" }')" \
+    "$(awk -v b="$bytes" -v e="$ke" -v r="$core_rate" -v c="$cores" 'BEGIN { print (b / e >= 0.8 * r * c) ? "yes" : "NO" }')"
+}
+
 # --- many mode ---------------------------------------------------------------------
 # many_count_seeding LOG: how many "seeding NAME" lines LOG has.
 many_count_seeding() {
@@ -434,6 +549,10 @@ if [ "$MODE" = hostile ]; then
   hostile_bench
   exit 0
 fi
+if [ "$MODE" = hash ]; then
+  hash_bench
+  exit 0
+fi
 if [ "$MODE" = resume ]; then
   resume_bench
   exit 0
@@ -444,11 +563,23 @@ command -v opentracker >/dev/null || need+=(opentracker)
 command -v aria2c >/dev/null || need+=(aria2)
 [ -x /usr/bin/time ] || need+=(time)
 command -v cmp >/dev/null || need+=(diffutils)
+/usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
 install_missing "${need[@]}"
 
-SINGLE_MIB="${BENCH_SINGLE_MIB:-1024}"
 MANY_FILES="${BENCH_MANY_FILES:-2000}"
 MANY_MIB="${BENCH_MANY_MIB:-512}"
+# single_default: 2048 MiB if a candidate folder has room for the payloads
+# at that size plus one download at a time, else 1024.
+single_default() {
+  local d avail
+  for d in ${BENCH_DIR:-} /work /tmp; do
+    [ -d "$d" ] && [ -w "$d" ] || continue
+    avail=$(df -Pk "$d" | awk 'NR == 2 { print $4 }')
+    if [ "$avail" -ge $(((2048 + MANY_MIB) * 2 * 1024 + 1024 * 1024)) ]; then echo 2048; return; fi
+  done
+  echo 1024
+}
+SINGLE_MIB="${BENCH_SINGLE_MIB:-$(single_default)}"
 
 say "building btc (release)"
 cargo build --release >&2
@@ -526,6 +657,11 @@ measure() {
   }
   local e u s m
   read -r e u s m <"$WORK/time.txt"
+  # libtorrent (lt_leech.py) reports its own transfer time.
+  local own
+  own=$(awk '/^DONE/ { for (i = 1; i <= NF; i++) if ($i ~ /^seconds=/) { sub(/seconds=/, "", $i); print $i } }' \
+    "$WORK/logs/$payload-$client.out")
+  [ -z "$own" ] || e=$own
   # Correctness (not timed).
   local src
   if [ "$payload" = single ]; then src="$WORK/seed/single.bin"; else src="$WORK/seed/many"; fi
@@ -563,33 +699,54 @@ for payload in single many; do
     --listen-port="$ARIA_PORT" --summary-interval=0 --console-log-level=warn \
     --bt-save-metadata=false --auto-save-interval=0 -d "$WORK/out-aria2c" "$WORK/$payload.torrent"
 
+  LT_PORT=$(free_port)
+  measure "$payload" libtorrent "$WORK/out-libtorrent" \
+    /usr/bin/python3 -u scripts/lt_leech.py --torrent "$WORK/$payload.torrent" \
+    --save "$WORK/out-libtorrent" --listen "127.0.0.1:$LT_PORT" --peer "127.0.0.1:$SEED_PORT" \
+    --timeout 600 --high-performance
+
   kill -TERM "$SEEDER" 2>/dev/null || true
   wait "$SEEDER" 2>/dev/null || true
 done
 
 # --- report ------------------------------------------------------------------------
-CSV="payload,client,seconds,MB_per_s,cpu_seconds,peak_rss_MiB"
-printf '\n%-8s %-8s %9s %9s %9s %12s\n' payload client seconds "MB/s" "CPU s" "peak RSS MiB"
-declare -A T C R
+# ratio A B: A / B with two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / (b > 0 ? b : 0.001) }'; }
+
+CSV="payload,client,seconds,MB_per_s,cpu_seconds,cpu_s_per_GB,peak_rss_MiB"
+printf '\n%-8s %-10s %9s %9s %9s %9s %12s\n' payload client seconds "MB/s" "CPU s" "CPU s/GB" "peak RSS MiB"
+declare -A T C R G
 for r in "${RESULTS[@]}"; do
   read -r p c e b cpu m <<<"$r"
   mbps=$(awk -v b="$b" -v e="$e" 'BEGIN { printf "%.1f", b / 1e6 / (e > 0 ? e : 0.001) }')
+  pergb=$(awk -v b="$b" -v c="$cpu" 'BEGIN { printf "%.2f", c / (b / 1e9) }')
   rss=$(awk -v m="$m" 'BEGIN { printf "%.1f", m / 1024 }')
-  printf '%-8s %-8s %9s %9s %9s %12s\n' "$p" "$c" "$e" "$mbps" "$cpu" "$rss"
+  printf '%-8s %-10s %9s %9s %9s %9s %12s\n' "$p" "$c" "$e" "$mbps" "$cpu" "$pergb" "$rss"
   CSV="$CSV
-$p,$c,$e,$mbps,$cpu,$rss"
+$p,$c,$e,$mbps,$cpu,$pergb,$rss"
   T[$p.$c]=$e
   C[$p.$c]=$cpu
   R[$p.$c]=$m
+  G[$p.$c]=$pergb
 done
-printf '\nratios btc/aria2c (lower is better for btc):\n'
-printf '%-8s %10s %10s %10s\n' payload time CPU "peak RSS"
+printf '\nratios (same bytes, so CPU ratio = CPU per GB ratio):\n'
+printf '%-8s %14s %14s %14s %14s %14s\n' payload "rate btc/lt" "rate btc/aria" "CPU btc/aria" "CPU btc/lt" "RSS btc/aria"
 for p in single many; do
-  printf '%-8s %10s %10s %10s\n' "$p" \
-    "$(awk -v a="${T[$p.btc]}" -v b="${T[$p.aria2c]}" 'BEGIN { printf "%.2f", a / (b > 0 ? b : 0.001) }')" \
-    "$(awk -v a="${C[$p.btc]}" -v b="${C[$p.aria2c]}" 'BEGIN { printf "%.2f", a / (b > 0 ? b : 0.001) }')" \
-    "$(awk -v a="${R[$p.btc]}" -v b="${R[$p.aria2c]}" 'BEGIN { printf "%.2f", a / (b > 0 ? b : 0.001) }')"
+  printf '%-8s %14s %14s %14s %14s %14s\n' "$p" \
+    "$(ratio "${T[$p.libtorrent]}" "${T[$p.btc]}")" \
+    "$(ratio "${T[$p.aria2c]}" "${T[$p.btc]}")" \
+    "$(ratio "${C[$p.btc]}" "${C[$p.aria2c]}")" \
+    "$(ratio "${C[$p.btc]}" "${C[$p.libtorrent]}")" \
+    "$(ratio "${R[$p.btc]}" "${R[$p.aria2c]}")"
 done
+yes_no() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { ok = (op == ">=") ? (v >= t) : (v <= t); print ok ? "yes" : "NO" }'; }
+rl=$(ratio "${T[single.libtorrent]}" "${T[single.btc]}")
+ca=$(ratio "${C[single.btc]}" "${C[single.aria2c]}")
+ra=$(ratio "${R[single.btc]}" "${R[single.aria2c]}")
+printf '\ntargets on the single file (%s MiB):\n' "$SINGLE_MIB"
+printf '  rate btc/libtorrent %s (>= 1.50: %s)\n' "$rl" "$(yes_no "$rl" 1.5 ">=")"
+printf '  CPU per GB btc/aria2c %s (<= 0.70: %s)\n' "$ca" "$(yes_no "$ca" 0.7 "<=")"
+printf '  peak RSS btc/aria2c %s (<= 1.00: %s)\n' "$ra" "$(yes_no "$ra" 1.0 "<=")"
 printf '\nCSV:\n%s\n' "$CSV"
 if [ -n "${BENCH_CSV:-}" ]; then printf '%s\n' "$CSV" >"$BENCH_CSV"; fi
 echo "(page cache not dropped: the seeder reads warm data; see the header of this script)"

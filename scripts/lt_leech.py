@@ -1,14 +1,17 @@
 #!/usr/bin/python3
-"""An honest libtorrent (python3-libtorrent 2.0) leecher for `scripts/bench.sh
-hostile`: downloads a .torrent from one peer and reports how long it took.
+"""An honest libtorrent (python3-libtorrent 2.0) leecher for `scripts/bench.sh`
+(hostile and compare modes): downloads a .torrent from one peer and reports
+how long it took.
 
   lt_leech.py --torrent T --save DIR --listen IP:PORT --peer IP:PORT
-              [--timeout SECS]
+              [--timeout SECS] [--high-performance]
 
 Prints "DONE seconds=S bytes=B" once every piece is verified and exits 0;
 prints "TIMEOUT ..." and exits 1 after SECS. Polls every 50 ms. Loopback
 only: DHT, LSD, UPnP, NAT-PMP and uTP are off (the session settings are
-those of tests/integration/py/lt.py).
+those of tests/integration/py/lt.py). --high-performance starts from
+libtorrent's own high_performance_seed() settings pack (deeper request
+queues, bigger disk queues and send buffers) and applies those on top.
 """
 import argparse
 import sys
@@ -17,9 +20,10 @@ import time
 import libtorrent as lt
 
 
-def session(listen):
+def session(listen, fast):
     ip = listen.rsplit(":", 1)[0]
-    return lt.session({
+    settings = lt.high_performance_seed() if fast else {}
+    settings.update({
         "listen_interfaces": listen,
         "outgoing_interfaces": ip,
         "enable_dht": False,
@@ -34,6 +38,7 @@ def session(listen):
         "alert_mask": lt.alert.category_t.error_notification,
         "user_agent": "btc-bench-libtorrent",
     })
+    return lt.session(settings)
 
 
 def main():
@@ -43,8 +48,9 @@ def main():
     p.add_argument("--listen", required=True)
     p.add_argument("--peer", required=True)
     p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--high-performance", action="store_true")
     a = p.parse_args()
-    s = session(a.listen)
+    s = session(a.listen, a.high_performance)
     atp = lt.add_torrent_params()
     atp.ti = lt.torrent_info(a.torrent)
     atp.save_path = a.save

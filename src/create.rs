@@ -7,14 +7,17 @@
 //! always give the same bytes and the same info-hash.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use serde::Serialize;
 use sha1::{Digest, Sha1};
 
 use crate::metainfo::{MAX_FILES, MAX_PIECE_LENGTH, MAX_TOTAL_LENGTH};
+use crate::storage::disk::HASH_READ_CHUNK;
 
 /// Smallest piece length we pick or accept: the block size, below which
 /// pieces only add hash overhead.
@@ -324,10 +327,14 @@ fn walk(dir: &Path, rel: &mut Vec<String>, out: &mut Vec<SourceFile>) -> Result<
     Ok(())
 }
 
-/// Hashes every piece, splitting the pieces into one contiguous range per
-/// worker so each reads its files sequentially. Workers report bytes read
-/// over a channel; the calling thread turns that into `progress` calls, so
-/// `progress` need not be thread-safe.
+/// Hashes every piece on one worker per core. Workers take the next
+/// [`HASH_BATCH_BYTES`] worth of pieces from a shared counter, so a worker
+/// slowed down (a busy core, a slow read) does not leave the others idle at
+/// the end, while each still reads runs of consecutive pieces (which the
+/// kernel's readahead on its own file handle follows better than every
+/// other piece). Workers report bytes read over a channel;
+/// the calling thread turns that into `progress` calls, so `progress` need
+/// not be thread-safe.
 fn hash_pieces(
     files: &[SourceFile],
     total: u64,
@@ -339,15 +346,39 @@ fn hash_pieces(
         .map(|n| n.get() as u64)
         .unwrap_or(1)
         .clamp(1, count);
-    let per = count.div_ceil(workers);
+    let batch = (HASH_BATCH_BYTES / u64::from(piece_length)).max(1);
+    let next = AtomicU64::new(0);
     let (tx, rx) = mpsc::channel::<u64>();
-    let results: Vec<Result<Vec<u8>, CreateError>> = std::thread::scope(|s| {
+    let results: Vec<Result<Vec<PieceHash>, CreateError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
-            .map(|w| {
+            .map(|_| {
                 let tx = tx.clone();
-                let start = w * per;
-                let end = ((w + 1) * per).min(count);
-                s.spawn(move || hash_range(files, total, piece_length, start..end, &tx))
+                let next = &next;
+                s.spawn(move || {
+                    let mut reader = PieceReader::new(piece_length);
+                    let mut done = Vec::new();
+                    loop {
+                        let first = next.fetch_add(batch, Ordering::Relaxed);
+                        if first >= count {
+                            return Ok(done);
+                        }
+                        for piece in first..(first + batch).min(count) {
+                            let start = piece * u64::from(piece_length);
+                            let len = (total - start).min(u64::from(piece_length));
+                            match reader.hash(files, start, len) {
+                                Ok(h) => done.push((piece, h)),
+                                Err(e) => {
+                                    // Stop the others early too.
+                                    next.store(count, Ordering::Relaxed);
+                                    return Err(e);
+                                }
+                            }
+                            // The receiver only goes away if the caller is
+                            // unwinding; nothing to do then.
+                            let _ = tx.send(len);
+                        }
+                    }
+                })
             })
             .collect();
         drop(tx);
@@ -370,32 +401,51 @@ fn hash_pieces(
             })
             .collect()
     });
-    let mut pieces = Vec::with_capacity(count as usize * 20);
+    let mut pieces = vec![0u8; count as usize * 20];
     for r in results {
-        pieces.extend(r?);
+        for (piece, h) in r? {
+            let at = piece as usize * 20;
+            pieces[at..at + 20].copy_from_slice(&h);
+        }
     }
     Ok(pieces)
 }
 
-/// Hashes pieces `range`, reading across file boundaries as needed.
-fn hash_range(
-    files: &[SourceFile],
-    total: u64,
-    piece_length: u32,
-    range: std::ops::Range<u64>,
-    tx: &mpsc::Sender<u64>,
-) -> Result<Vec<u8>, CreateError> {
-    let mut out = Vec::with_capacity((range.end.saturating_sub(range.start) as usize) * 20);
-    let mut buf = vec![0u8; piece_length as usize];
-    // The currently open file: its index and a handle positioned where the
-    // next read in it starts.
-    let mut open: Option<(usize, File)> = None;
-    for piece in range {
-        let start = piece * u64::from(piece_length);
-        let len = (total - start).min(u64::from(piece_length)) as usize;
-        let mut filled = 0usize;
+/// Bytes of consecutive pieces a hashing worker takes at a time (at least
+/// one piece).
+const HASH_BATCH_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A piece's index and its SHA-1.
+type PieceHash = (u64, [u8; 20]);
+
+/// One worker's reading state: the file open last and a small buffer.
+/// Each piece is hashed a chunk at a time, through the buffer (see
+/// `HASH_READ_CHUNK` for why small).
+struct PieceReader {
+    open: Option<(usize, File)>,
+    buf: Vec<u8>,
+}
+
+impl PieceReader {
+    fn new(piece_length: u32) -> Self {
+        PieceReader {
+            open: None,
+            buf: vec![0u8; HASH_READ_CHUNK.min(piece_length as usize)],
+        }
+    }
+
+    /// SHA-1 of the `len` payload bytes at `start`, reading across file
+    /// boundaries as needed.
+    fn hash(
+        &mut self,
+        files: &[SourceFile],
+        start: u64,
+        len: u64,
+    ) -> Result<[u8; 20], CreateError> {
+        let mut hasher = Sha1::new();
+        let mut filled = 0u64;
         while filled < len {
-            let pos = start + filled as u64;
+            let pos = start + filled;
             // The file holding byte `pos` (empty files hold none and are skipped).
             let idx = files.partition_point(|f| f.offset + f.length <= pos);
             let Some(f) = files.get(idx) else {
@@ -405,28 +455,27 @@ fn hash_range(
                 });
             };
             let in_file = pos - f.offset;
-            let take = ((f.length - in_file) as usize).min(len - filled);
+            let take = (f.length - in_file)
+                .min(len - filled)
+                .min(self.buf.len() as u64) as usize;
             let io_err = |source| CreateError::Io {
                 path: f.disk.clone(),
                 source,
             };
-            let file = match &mut open {
+            let file = match &mut self.open {
                 Some((i, file)) if *i == idx => file,
                 _ => {
-                    let mut file = File::open(&f.disk).map_err(io_err)?;
-                    file.seek(SeekFrom::Start(in_file)).map_err(io_err)?;
-                    &mut open.insert((idx, file)).1
+                    let file = File::open(&f.disk).map_err(io_err)?;
+                    &mut self.open.insert((idx, file)).1
                 }
             };
-            file.read_exact(&mut buf[filled..filled + take])
+            file.read_exact_at(&mut self.buf[..take], in_file)
                 .map_err(io_err)?;
-            filled += take;
+            hasher.update(&self.buf[..take]);
+            filled += take as u64;
         }
-        out.extend_from_slice(&Sha1::digest(&buf[..len]));
-        // The receiver only goes away if the caller is unwinding; nothing to do then.
-        let _ = tx.send(len as u64);
+        Ok(hasher.finalize().into())
     }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -23,6 +23,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+/// Bytes read per `pread` when hashing data already on disk (the start-up
+/// check here, `btc create` too). Measured on a 2 GiB file in the page
+/// cache (2 cores, SHA-NI): reads of 16-64 KiB cost ~0.25 s of system time
+/// in all, reads of 128 KiB or more ~0.9 s, because the copy out of the
+/// page cache then no longer lands in a buffer the core's L2 still holds
+/// when SHA-1 reads it back. Each piece is hashed chunk by chunk.
+pub const HASH_READ_CHUNK: usize = 64 * 1024;
+
 /// Files flushed at once by [`Storage::sync`].
 const SYNC_THREADS: usize = 8;
 
@@ -608,6 +616,25 @@ impl Storage {
         Ok(())
     }
 
+    /// SHA-1 of the `len` content bytes at `offset`, read through `buf`
+    /// a chunk at a time (see [`HASH_READ_CHUNK`]).
+    fn hash_range(
+        &self,
+        offset: u64,
+        len: usize,
+        buf: &mut [u8],
+    ) -> Result<[u8; 20], StorageError> {
+        let mut hasher = Sha1::new();
+        let mut done = 0;
+        while done < len {
+            let n = buf.len().min(len - done);
+            self.read(offset + done as u64, &mut buf[..n])?;
+            hasher.update(&buf[..n]);
+            done += n;
+        }
+        Ok(hasher.finalize().into())
+    }
+
     /// Whether every file touched by `[offset, offset+len)` exists at full length;
     /// lets the start-up check skip reading pieces that cannot be there.
     fn range_present(&self, offset: u64, len: usize, sizes: &[Option<u64>]) -> bool {
@@ -731,7 +758,7 @@ impl Storage {
                 .map(|_| {
                     scope.spawn(|| {
                         let mut good = Vec::new();
-                        let mut buf = vec![0u8; geometry.piece_length as usize];
+                        let mut buf = vec![0u8; HASH_READ_CHUNK];
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             if i >= n {
@@ -743,8 +770,9 @@ impl Storage {
                             let len = geometry.piece_len(i) as usize;
                             let off = geometry.piece_offset(i);
                             if self.range_present(off, len, &sizes)
-                                && self.read(off, &mut buf[..len]).is_ok()
-                                && piece_matches(&buf[..len], &hashes[i as usize])
+                                && self
+                                    .hash_range(off, len, &mut buf)
+                                    .is_ok_and(|h| h == hashes[i as usize])
                             {
                                 good.push(i);
                             }
