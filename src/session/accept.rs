@@ -263,7 +263,10 @@ async fn incoming_handshake(
         tracing::debug!("incoming {addr}: its handshake names another torrent than its MSE setup");
         return None;
     }
-    let Some(shared) = session.torrent(&theirs.info_hash) else {
+    let Some(shared) = session
+        .torrent_when_ready(&theirs.info_hash, deadline)
+        .await
+    else {
         tracing::debug!(
             "incoming {addr} wants {}, which we do not run",
             theirs.info_hash

@@ -89,6 +89,8 @@ pub struct Session {
     /// The HTTP client every tracker of every torrent shares (made on
     /// first use: a process with only UDP trackers never builds one).
     http: std::sync::OnceLock<Option<reqwest::Client>>,
+    /// Woken when a torrent registers (incoming peers may wait for it).
+    registered: tokio::sync::Notify,
     /// Fires when the whole process stops.
     pub shutdown: CancellationToken,
     /// The accept loop and the handshakes it runs.
@@ -121,6 +123,7 @@ impl Session {
             },
             torrents: Mutex::new(Routes::default()),
             http: std::sync::OnceLock::new(),
+            registered: tokio::sync::Notify::new(),
             shutdown,
             tasks: TaskTracker::new(),
         });
@@ -141,12 +144,25 @@ impl Session {
     pub fn register(self: &Arc<Self>, shared: Arc<Shared>) -> Registered {
         let info_hash = shared.info_hash;
         let _ = shared.budget.set(self.budget.clone());
+        self.lock().by_hash.insert(info_hash, shared);
+        self.registered.notify_waiters();
+        Registered {
+            session: self.clone(),
+            info_hash,
+        }
+    }
+
+    /// Says a torrent has been added: an incoming connection for it that
+    /// arrives while it still checks its data waits for it (see
+    /// [`Session::torrent_when_ready`]) instead of being dropped. Until the
+    /// guard drops.
+    pub fn expect(self: &Arc<Self>, info_hash: InfoHash) -> Expected {
         let mut routes = self.lock();
+        routes.expected.insert(info_hash);
         routes
             .by_req2
             .insert(crate::mse::req2_hash(&info_hash), info_hash);
-        routes.by_hash.insert(info_hash, shared);
-        Registered {
+        Expected {
             session: self.clone(),
             info_hash,
         }
@@ -155,6 +171,31 @@ impl Session {
     /// The running torrent with this info-hash, if any.
     pub fn torrent(&self, info_hash: &InfoHash) -> Option<Arc<Shared>> {
         self.lock().by_hash.get(info_hash).cloned()
+    }
+
+    /// The torrent with this info-hash once it takes peers: at once if it
+    /// does, after waiting (until `deadline`) if it was added and is still
+    /// getting ready, `None` if we do not run it or it is not ready in time.
+    pub async fn torrent_when_ready(
+        &self,
+        info_hash: &InfoHash,
+        deadline: tokio::time::Instant,
+    ) -> Option<Arc<Shared>> {
+        loop {
+            let registered = self.registered.notified();
+            tokio::pin!(registered);
+            registered.as_mut().enable();
+            {
+                let routes = self.lock();
+                if let Some(s) = routes.by_hash.get(info_hash) {
+                    return Some(s.clone());
+                }
+                if !routes.expected.contains(info_hash) {
+                    return None;
+                }
+            }
+            tokio::time::timeout_at(deadline, registered).await.ok()?;
+        }
     }
 
     /// The running torrent whose `HASH('req2', info-hash)` this is: how an
@@ -185,8 +226,31 @@ impl Session {
 struct Routes {
     /// By info-hash (the plaintext BitTorrent handshake names it).
     by_hash: HashMap<InfoHash, Arc<Shared>>,
-    /// By `HASH('req2', info-hash)` (an MSE handshake names that).
+    /// By `HASH('req2', info-hash)` (an MSE handshake names that), for
+    /// every torrent added.
     by_req2: HashMap<[u8; 20], InfoHash>,
+    /// Every torrent added and not stopped, registered or not yet.
+    expected: std::collections::HashSet<InfoHash>,
+}
+
+/// A torrent the session runs, registered or not yet; see
+/// [`Session::expect`].
+pub struct Expected {
+    session: Arc<Session>,
+    info_hash: InfoHash,
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        let mut routes = self.session.lock();
+        routes.expected.remove(&self.info_hash);
+        routes
+            .by_req2
+            .remove(&crate::mse::req2_hash(&self.info_hash));
+        drop(routes);
+        // Anyone waiting for it gives up now.
+        self.session.registered.notify_waiters();
+    }
 }
 
 /// A torrent's place in the routing table; removed on drop.
@@ -197,11 +261,7 @@ pub struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let mut routes = self.session.lock();
-        routes.by_hash.remove(&self.info_hash);
-        routes
-            .by_req2
-            .remove(&crate::mse::req2_hash(&self.info_hash));
+        self.session.lock().by_hash.remove(&self.info_hash);
     }
 }
 
@@ -294,6 +354,70 @@ fn dual_stack_listener(port: u16) -> std::io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn session() -> Arc<Session> {
+        let cfg = SessionConfig {
+            port: 0,
+            port_fallback: false,
+            bind: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            dht: None,
+            rate_limits: RateLimits::default(),
+            max_peers: 10,
+            max_active: 0,
+            encryption: crate::mse::Encryption::default(),
+        };
+        Session::start(cfg, CancellationToken::new()).await.unwrap()
+    }
+
+    fn shared(ih: InfoHash) -> Arc<Shared> {
+        let limits = shared::Limits {
+            max_peers: 4,
+            max_per_ip: 1,
+        };
+        Shared::new(
+            ih,
+            PeerId([1; 20]),
+            1,
+            None,
+            limits,
+            CancellationToken::new(),
+        )
+        .0
+    }
+
+    /// A peer that asks for a torrent still checking its data waits for it;
+    /// one that asks for a torrent we do not run, or one that stops, does
+    /// not wait.
+    #[tokio::test]
+    async fn incoming_peers_wait_for_a_torrent_getting_ready() {
+        let s = session().await;
+        let ih = InfoHash([5; 20]);
+        let soon = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        assert!(s.torrent_when_ready(&ih, soon).await.is_none(), "not ours");
+        let expected = s.expect(ih);
+        assert_eq!(s.torrent_by_req2(&crate::mse::req2_hash(&ih)), Some(ih));
+        let waiter = {
+            let s = s.clone();
+            tokio::spawn(async move { s.torrent_when_ready(&ih, soon).await.is_some() })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let registered = s.register(shared(ih));
+        assert!(waiter.await.unwrap(), "the waiting peer got the torrent");
+        drop(registered);
+        let waiter = {
+            let s = s.clone();
+            tokio::spawn(async move { s.torrent_when_ready(&ih, soon).await.is_some() })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(expected);
+        let t0 = tokio::time::Instant::now();
+        assert!(
+            !waiter.await.unwrap(),
+            "a stopped torrent is not waited for"
+        );
+        assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(s.torrent_by_req2(&crate::mse::req2_hash(&ih)), None);
+    }
 
     #[test]
     fn only_global_addresses_go_to_trackers() {

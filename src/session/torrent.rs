@@ -150,6 +150,8 @@ pub async fn run(
             m.peers.clone(),
         ),
     };
+    // Incoming peers that ask for it before it is ready wait, not fail.
+    let _expected = session.expect(info_hash);
     let listen_port = session.listen_port;
     let peer_id = session.peer_id;
     let torrent_token = shutdown.child_token();
