@@ -9,7 +9,7 @@ pure=(
   src/geometry.rs src/picker.rs src/choker.rs
   src/peer/message.rs src/peer/codec.rs src/peer/handshake.rs
   src/peer/extension.rs src/peer/metadata.rs src/peer/state.rs src/peer/swarm.rs
-  src/tracker/announce.rs src/storage/layout.rs src/webseed/plan.rs src/mse.rs
+  src/tracker/announce.rs src/storage/layout.rs src/webseed/plan.rs src/mse.rs src/lsd.rs
 )
 # tokio_util's codec traits are sync and allowed; anything else from tokio is not.
 pattern='tokio::|async fn|\.await|reqwest|mainline|Instant::now\(\)|SystemTime::now\(\)|std::net::(TcpStream|UdpSocket|TcpListener)|std::fs::'

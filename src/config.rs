@@ -36,6 +36,8 @@ pub struct Config {
     pub dht_bootstrap: Vec<String>,
     /// Disable the DHT.
     pub no_dht: bool,
+    /// Disable Local Service Discovery.
+    pub no_lsd: bool,
     /// State folder override.
     pub state_dir: Option<PathBuf>,
     /// Connection limit of the whole process.
@@ -154,6 +156,7 @@ mod tests {
             seed_time: None,
             dht_bootstrap: vec![],
             no_dht: false,
+            no_lsd: false,
             state_dir: None,
             max_peers: 0,
             max_peers_per_torrent: 0,

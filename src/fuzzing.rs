@@ -55,7 +55,27 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("state_files", state_files),
     ("webseed_plan", webseed_plan),
     ("mse", mse),
+    ("lsd", lsd),
 ];
+
+/// (l) LSD announces (BEP 14): whatever parses is bounded and re-encodes
+/// to an announce that parses the same.
+pub fn lsd(data: &[u8]) {
+    if let Ok(a) = crate::lsd::parse_announce(data) {
+        assert!(!a.info_hashes.is_empty() && a.info_hashes.len() <= crate::lsd::MAX_HASHES);
+        assert!(a.port != 0);
+        let packets = crate::lsd::announce_packets(a.port, &a.info_hashes, "c");
+        let mut again = Vec::new();
+        for p in &packets {
+            again.extend(
+                crate::lsd::parse_announce(p)
+                    .expect("our own announce parses")
+                    .info_hashes,
+            );
+        }
+        assert_eq!(again, a.info_hashes);
+    }
+}
 
 fn sha1(bytes: &[u8]) -> [u8; 20] {
     let mut out = [0u8; 20];

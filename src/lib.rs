@@ -53,6 +53,7 @@ pub mod events;
 pub mod fuzzing;
 pub mod geometry;
 pub mod id;
+pub mod lsd;
 pub mod magnet;
 pub mod metainfo;
 pub mod mse;

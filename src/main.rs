@@ -75,6 +75,9 @@ struct DownloadFlags {
     /// Do not use the DHT.
     #[arg(long)]
     no_dht: bool,
+    /// Do not look for peers on the local network (LSD, BEP 14 multicast).
+    #[arg(long)]
+    no_lsd: bool,
     /// Where DHT nodes, fetched metadata and resume data are kept (default: $XDG_STATE_HOME/btc).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -151,6 +154,7 @@ impl DownloadFlags {
             seed_time: self.seed_time.map(Duration::from_secs),
             dht_bootstrap: self.dht_bootstrap,
             no_dht: self.no_dht,
+            no_lsd: self.no_lsd,
             state_dir: self.state_dir,
             max_peers: self.max_peers,
             max_peers_per_torrent: self.max_peers_per_torrent,

@@ -154,6 +154,7 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
             max_peers: args.max_peers,
             max_active: args.max_active,
             encryption: args.encryption,
+            lsd: !args.no_lsd && !all_private,
         },
         shutdown.clone(),
     )

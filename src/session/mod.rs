@@ -11,6 +11,7 @@
 pub mod accept;
 pub mod files;
 pub mod host;
+pub mod lsd;
 pub mod queue;
 pub mod resume;
 pub mod shared;
@@ -57,6 +58,8 @@ pub struct SessionConfig {
     pub max_active: usize,
     /// `--encryption`, for every connection in and out.
     pub encryption: crate::mse::Encryption,
+    /// Local Service Discovery (BEP 14) on the multicast group.
+    pub lsd: bool,
 }
 
 /// The process-level half of the client; see the module doc.
@@ -132,6 +135,9 @@ impl Session {
             "accept",
             accept::accept_loop(listener, Arc::downgrade(&session)),
         );
+        if cfg.lsd {
+            lsd::spawn(&session);
+        }
         Ok(session)
     }
 
@@ -213,6 +219,16 @@ impl Session {
                     .ok()
             })
             .clone()
+    }
+
+    /// Registered torrents that are not private (LSD announces those).
+    pub fn public_torrents(&self) -> Vec<InfoHash> {
+        self.lock()
+            .by_hash
+            .iter()
+            .filter(|(_, s)| !s.data().is_some_and(|d| d.meta.info.private))
+            .map(|(ih, _)| *ih)
+            .collect()
     }
 
     /// Torrents registered now.
@@ -365,6 +381,7 @@ mod tests {
             max_peers: 10,
             max_active: 0,
             encryption: crate::mse::Encryption::default(),
+            lsd: false,
         };
         Session::start(cfg, CancellationToken::new()).await.unwrap()
     }

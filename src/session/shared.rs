@@ -220,6 +220,9 @@ pub struct Shared {
     /// The process-wide connection budget (set by the session; unset in
     /// unit tests, which then have only `limits`).
     pub budget: OnceLock<Arc<ConnBudget>>,
+    /// Where peers found outside the torrent's own discovery (LSD) go:
+    /// its candidate address book (set when discovery starts).
+    pub discovered: OnceLock<mpsc::Sender<Vec<SocketAddr>>>,
     /// `--encryption` (set by the session; `prefer` in unit tests).
     pub encryption: OnceLock<crate::mse::Encryption>,
     /// Woken when a peer joins, so an idle seeding torrent's loop, which
@@ -262,6 +265,7 @@ impl Shared {
             limits,
             budget: OnceLock::new(),
             encryption: OnceLock::new(),
+            discovered: OnceLock::new(),
             peer_joined: Notify::new(),
             this: this.clone(),
         });

@@ -248,6 +248,7 @@ pub async fn run(
 
     // Discovery: trackers, DHT, explicit peers.
     let (peer_tx, mut peer_rx) = mpsc::channel::<Vec<SocketAddr>>(256);
+    let _ = shared.discovered.set(peer_tx.clone());
     let (totals_tx, totals_rx) = watch::channel(totals(&shared));
     let tracker_stats = Arc::new(TrackerStats::default());
     let has_http = tiers.iter().flatten().any(|u| u.starts_with("http"));

@@ -5,6 +5,7 @@ mod control;
 mod fake_peer;
 mod hostile;
 mod interop;
+mod lsd;
 mod many;
 mod resume;
 mod storage;

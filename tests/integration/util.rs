@@ -990,6 +990,13 @@ impl Netns {
         );
     }
 
+    /// Lets multicast flow on the namespace's loopback (for LSD): the
+    /// interface takes multicast and 224.0.0.0/4 is routed to it.
+    pub fn enable_multicast(&self) {
+        self.ip(&["-n", &self.name, "link", "set", "lo", "multicast", "on"]);
+        self.ip(&["-n", &self.name, "route", "add", "224.0.0.0/4", "dev", "lo"]);
+    }
+
     /// `program` to be run inside the namespace. `ip netns exec` execs it,
     /// so the PID is the program's own.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
