@@ -6,6 +6,7 @@ mod fake_peer;
 mod hostile;
 mod interop;
 mod many;
+mod pex;
 mod resume;
 mod storage;
 mod swarm;
