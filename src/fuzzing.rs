@@ -39,6 +39,9 @@ use crate::tracker::announce::{
 };
 use crate::webseed::plan;
 
+mod peer_state;
+pub use peer_state::peer_state;
+
 /// A fuzz target's body.
 pub type Entry = fn(&[u8]);
 
@@ -56,6 +59,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("state_files", state_files),
     ("webseed_plan", webseed_plan),
     ("pex", pex),
+    ("peer_state", peer_state),
 ];
 
 fn sha1(bytes: &[u8]) -> [u8; 20] {
