@@ -186,7 +186,10 @@ pub fn peer_state(data: &[u8]) {
         st.fill_requests(now, &swarm, &mut out);
         if let Some(batch) = st.take_upload_batch(&out) {
             for r in &batch {
-                assert!(r.piece < PIECES && r.piece.is_multiple_of(2), "serving {r:?}");
+                assert!(
+                    r.piece < PIECES && r.piece.is_multiple_of(2),
+                    "serving {r:?}"
+                );
             }
             let read = batch
                 .into_iter()

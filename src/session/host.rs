@@ -553,6 +553,61 @@ mod tests {
         }
     }
 
+    /// PEX from the host's side: what a peer is told (listen addresses,
+    /// flags, never itself) and the fellow seeds remembered after parting.
+    #[test]
+    fn pex_peers_are_listen_addresses_with_flags_and_parted_seeds() {
+        let limits = Limits {
+            max_peers: 8,
+            max_per_ip: 1,
+        };
+        let token = CancellationToken::new();
+        let shared = Shared::new(InfoHash([1; 20]), PeerId([2; 20]), 1, None, limits, token).0;
+        let geometry = Geometry::new(4 * 16384, 16384);
+        shared.lock().picker = Some(crate::picker::Picker::new(geometry, Bitfield::full(4), 1));
+        let now = Instant::now();
+        {
+            let mut st = shared.lock();
+            // 1: we dialled it, a seed. 2: it dialled us, said `p`.
+            // 3: it dialled us and never said where it listens. 4: the asker.
+            let mut e = entry("10.0.0.1:6881", 1, now);
+            (e.outgoing, e.seed) = (true, true);
+            st.peers.insert(1, e);
+            let mut e = entry("10.0.0.2:50000", 2, now);
+            e.listen_port = Some(7000);
+            st.peers.insert(2, e);
+            st.peers.insert(3, entry("10.0.0.3:50001", 3, now));
+            let mut e = entry("10.0.0.4:50002", 4, now);
+            e.listen_port = Some(7001);
+            st.peers.insert(4, e);
+        }
+        let mut got = shared.pex_peers(4);
+        got.sort();
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (a("10.0.0.1:6881"), FLAG_SEED | FLAG_REACHABLE),
+                (a("10.0.0.2:7000"), 0)
+            ]
+        );
+        // The seed leaves while we seed too: still offered, to others.
+        shared.unregister(1);
+        // A leecher leaving is simply gone.
+        shared.unregister(2);
+        assert_eq!(
+            shared.pex_peers(4),
+            vec![(a("10.0.0.1:6881"), FLAG_SEED | FLAG_REACHABLE)]
+        );
+        // Until the memory runs out (an Instant that far back exists
+        // unless the machine booted minutes ago).
+        if let Some(then) = now.checked_sub(PEX_REMEMBER_SEEDS) {
+            shared.lock().pex_seeds[0].2 = then;
+            assert!(shared.pex_peers(4).is_empty());
+            assert!(shared.lock().pex_seeds.is_empty());
+        }
+    }
+
     #[test]
     fn one_connection_per_ip_by_default() {
         let now = Instant::now();
