@@ -34,7 +34,7 @@
 use super::extension::{ExtendedHandshake, HANDSHAKE_ID, LOCAL_UT_METADATA};
 use super::message::{BlockRef, MAX_REQUEST_LEN, Message};
 use super::metadata::{MetadataError, MetadataMessage};
-use super::pex::{LOCAL_UT_PEX, MAX_PEX_PEERS, PexMessage};
+use super::pex::LOCAL_UT_PEX;
 use super::swarm::Swarm;
 use crate::bitfield::Bitfield;
 use crate::picker::PeerKey;
@@ -487,93 +487,6 @@ impl PeerState {
         Ok(())
     }
 
-    /// Our BEP 10 handshake. `ut_pex` is offered only when the torrent
-    /// allows PEX, which a magnet learns with its metadata (BEP 27: never
-    /// for private torrents); the handshake is then sent again.
-    fn push_ext_handshake(&mut self, swarm: &dyn Swarm, out: &mut Outbox) {
-        self.pex_offered = swarm.pex_allowed();
-        let hs = ExtendedHandshake {
-            ut_metadata: Some(LOCAL_UT_METADATA),
-            ut_pex: self.pex_offered.then_some(LOCAL_UT_PEX),
-            metadata_size: swarm.torrent().map(|i| i.metadata_size),
-            client: Some(concat!("btc ", env!("CARGO_PKG_VERSION")).to_string()),
-            listen_port: Some(self.local.listen_port),
-            reqq: Some(MAX_UPLOAD_QUEUE as u32),
-            yourip: Some(self.local.their_ip),
-        };
-        out.push(&Message::Extended {
-            id: HANDSHAKE_ID,
-            payload: Bytes::from(hs.encode()),
-        });
-    }
-
-    /// A fast message on a connection that did not negotiate BEP 6.
-    fn require_fast(&self, what: &str) -> Result<(), PeerError> {
-        if self.fast {
-            Ok(())
-        } else {
-            Err(PeerError::Protocol(format!(
-                "{what} without the fast extension"
-            )))
-        }
-    }
-
-    fn on_have_all_or_none(
-        &mut self,
-        all: bool,
-        swarm: &dyn Swarm,
-        out: &mut Outbox,
-    ) -> Result<(), PeerError> {
-        let name = if all { "have all" } else { "have none" };
-        self.require_fast(name)?;
-        if self.piece_set_seen {
-            return Err(PeerError::Protocol(format!(
-                "{name} after the peer's pieces were announced"
-            )));
-        }
-        self.piece_set_seen = true;
-        if !all {
-            return Ok(());
-        }
-        let Some(known) = self.bitfield.as_ref() else {
-            self.has_all_early = true;
-            return Ok(());
-        };
-        // Nothing was announced before, so the known set is empty and the
-        // whole set is new: one availability pass, not a HAVE per piece.
-        let full = Bitfield::full(known.len());
-        swarm.peer_bitfield(self.key, &full);
-        let want = swarm.is_interesting(&full);
-        self.bitfield = Some(full);
-        if swarm.is_complete() {
-            return Err(PeerError::BothSeeds);
-        }
-        self.pick_idle_until = None;
-        self.set_interest(want, out);
-        Ok(())
-    }
-
-    /// The peer will not serve one of our requests (BEP 6).
-    fn on_reject(&mut self, r: BlockRef, now: Instant, swarm: &dyn Swarm) -> Result<(), PeerError> {
-        self.require_fast("reject request")?;
-        if let Some(i) = self.in_flight.iter().position(|x| *x == r) {
-            self.in_flight.swap_remove(i);
-            swarm.release(self.key, &[r]);
-            // Do not ask again at once: the picker could hand the same
-            // block straight back to this peer.
-            self.pick_idle_until = Some(now + PICK_IDLE);
-        } else if let Some(i) = self.recently_released.iter().position(|x| *x == r) {
-            // The answer to a cancel or to requests a choke released.
-            self.recently_released.remove(i);
-        } else {
-            return Err(PeerError::Protocol(format!(
-                "reject for {}:{}+{}, which we never requested",
-                r.piece, r.offset, r.len
-            )));
-        }
-        Ok(())
-    }
-
     fn on_bitfield(
         &mut self,
         b: Bytes,
@@ -826,77 +739,6 @@ impl PeerState {
         Ok(())
     }
 
-    /// A PEX message: its added peers go to the torrent's address book.
-    /// Never fatal: a garbled or early one is dropped, and one we did not
-    /// ask for (private torrent, or before we offered) is ignored.
-    fn on_pex(&mut self, payload: &[u8], now: Instant, swarm: &dyn Swarm) {
-        if !self.pex_offered || !swarm.pex_allowed() {
-            return;
-        }
-        if self
-            .last_pex_in
-            .is_some_and(|t| now.saturating_duration_since(t) < PEX_MIN_GAP)
-        {
-            return;
-        }
-        self.last_pex_in = Some(now);
-        if let Ok(m) = PexMessage::decode(payload)
-            && !m.added.is_empty()
-        {
-            swarm.pex_learned(self.key, &m.added);
-        }
-    }
-
-    /// Sends the peer the connected peers it has not heard of from us and
-    /// those that left since our last message, when one is due.
-    fn send_pex(&mut self, now: Instant, swarm: &dyn Swarm, out: &mut Outbox) {
-        let (Some(id), Some(due)) = (self.their_ut_pex, self.next_pex) else {
-            return;
-        };
-        if now < due || !self.pex_offered || !swarm.pex_allowed() {
-            return;
-        }
-        self.next_pex = Some(now + PEX_INTERVAL);
-        let current = swarm.pex_peers(self.key);
-        let now_set: HashSet<SocketAddr> = current.iter().map(|(a, _)| *a).collect();
-        let mut m = PexMessage::default();
-        let (mut v4, mut v6) = (0, 0);
-        let mut room = |a: &SocketAddr| {
-            let n = if a.is_ipv4() { &mut v4 } else { &mut v6 };
-            *n += 1;
-            *n <= MAX_PEX_PEERS
-        };
-        for (a, f) in &current {
-            if !self.pex_sent.contains(a) && self.pex_sent.len() < MAX_PEX_SENT && room(a) {
-                self.pex_sent.insert(*a);
-                m.added.push((*a, *f));
-            }
-        }
-        let (mut v4, mut v6) = (0, 0);
-        let mut room = |a: &SocketAddr| {
-            let n = if a.is_ipv4() { &mut v4 } else { &mut v6 };
-            *n += 1;
-            *n <= MAX_PEX_PEERS
-        };
-        m.dropped = self
-            .pex_sent
-            .iter()
-            .filter(|a| !now_set.contains(*a))
-            .copied()
-            .filter(|a| room(a))
-            .collect();
-        for a in &m.dropped {
-            self.pex_sent.remove(a);
-        }
-        if m.added.is_empty() && m.dropped.is_empty() {
-            return;
-        }
-        out.push(&Message::Extended {
-            id,
-            payload: Bytes::from(m.encode()),
-        });
-    }
-
     /// A command from the session.
     pub fn on_command(&mut self, cmd: PeerCommand, swarm: &dyn Swarm, out: &mut Outbox) {
         match cmd {
@@ -1136,5 +978,7 @@ impl PeerState {
     }
 }
 
+mod fast;
+mod pex;
 #[cfg(test)]
 mod tests;

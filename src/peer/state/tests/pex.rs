@@ -3,7 +3,7 @@
 //! at most every [`PEX_MIN_GAP`].
 
 use super::*;
-use crate::peer::pex::{FLAG_REACHABLE, FLAG_SEED, LOCAL_UT_PEX, PexMessage};
+use crate::peer::pex::{FLAG_REACHABLE, FLAG_SEED, LOCAL_UT_PEX, MAX_PEX_PEERS, PexMessage};
 
 fn a(s: &str) -> SocketAddr {
     s.parse().unwrap()
