@@ -16,6 +16,8 @@ mod pex;
 struct FakeSwarm {
     info: Option<TorrentInfo>,
     inner: Mutex<Fake>,
+    /// The metadata of a magnet, once it "arrives".
+    late_info: Mutex<Option<TorrentInfo>>,
 }
 
 #[derive(Default)]
@@ -53,6 +55,7 @@ impl FakeSwarm {
                 metadata_size: 1000,
             }),
             inner: Mutex::new(f),
+            late_info: Mutex::new(None),
         }
     }
 
@@ -60,6 +63,7 @@ impl FakeSwarm {
         FakeSwarm {
             info: None,
             inner: Mutex::new(Fake::default()),
+            late_info: Mutex::new(None),
         }
     }
 
@@ -70,7 +74,7 @@ impl FakeSwarm {
 
 impl Swarm for FakeSwarm {
     fn torrent(&self) -> Option<TorrentInfo> {
-        self.info
+        self.info.or(*self.late_info.lock().unwrap())
     }
     fn our_bitfield(&self) -> (Option<Bytes>, usize) {
         let f = self.f();
@@ -168,7 +172,7 @@ impl Swarm for FakeSwarm {
         self.f().listen_port = Some(port);
     }
     fn pex_allowed(&self) -> bool {
-        self.info.is_some() && !self.f().private
+        self.torrent().is_some() && !self.f().private
     }
     fn pex_peers(&self, _key: PeerKey) -> Vec<(SocketAddr, u8)> {
         self.f().pex_peers.clone()

@@ -179,3 +179,39 @@ fn pex_from_the_peer_reaches_the_address_book_rate_limited() {
     st.on_message(junk, t0 + 3 * PEX_MIN_GAP, &swarm, &mut out)
         .unwrap();
 }
+
+#[test]
+fn a_magnet_offers_pex_once_its_metadata_says_public() {
+    let magnet = FakeSwarm::magnet();
+    let now = Instant::now();
+    let mut st = PeerState::new(1, local(), true, now).with_fast(true);
+    let mut out = Outbox::default();
+    st.start(&magnet, &mut out);
+    let msgs = out.drain_messages();
+    assert!(msgs.contains(&Message::HaveNone), "{msgs:?}");
+    // The peer is a seed; it says so before we know the piece count.
+    st.on_message(Message::HaveAll, now, &magnet, &mut out)
+        .unwrap();
+    let geometry = crate::geometry::Geometry::new(6 * 4 * BLOCK_LEN as u64, 4 * BLOCK_LEN);
+    *magnet.late_info.lock().unwrap() = Some(TorrentInfo {
+        geometry,
+        metadata_size: 1000,
+    });
+    magnet.f().have = vec![false; 6];
+    st.on_pieces_changed(&magnet, &mut out).unwrap();
+    assert!(
+        st.bitfield().unwrap().is_full(),
+        "the early HAVE ALL is adopted"
+    );
+    let msgs = out.drain_messages();
+    let hs = msgs
+        .iter()
+        .find_map(|m| match m {
+            Message::Extended { id: 0, payload } => ExtendedHandshake::decode(payload).ok(),
+            _ => None,
+        })
+        .expect("a second extended handshake");
+    assert_eq!(hs.ut_pex, Some(LOCAL_UT_PEX));
+    assert_eq!(hs.metadata_size, Some(1000));
+    assert!(msgs.contains(&Message::Interested));
+}
