@@ -31,12 +31,16 @@ use crate::peer::metadata::{
     METADATA_PIECE_LEN, MetadataAssembler, MetadataError, MetadataMessage, PeerKey,
     REREQUEST_AFTER, serve_piece,
 };
+use crate::peer::pex::{MAX_PEX_PEERS, PexMessage};
 use crate::resume;
 use crate::storage::layout::Layout;
 use crate::tracker::announce::{
     MAX_PEERS, parse_http_response, parse_udp_announce, parse_udp_connect, udp_transaction_matches,
 };
 use crate::webseed::plan;
+
+mod peer_state;
+pub use peer_state::peer_state;
 
 /// A fuzz target's body.
 pub type Entry = fn(&[u8]);
@@ -56,6 +60,8 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("webseed_plan", webseed_plan),
     ("mse", mse),
     ("lsd", lsd),
+    ("pex", pex),
+    ("peer_state", peer_state),
 ];
 
 /// (l) LSD announces (BEP 14): whatever parses is bounded and re-encodes
@@ -226,6 +232,24 @@ pub fn handshake(data: &[u8]) {
         let _ = (h.supports_dht(), h.supports_extensions());
         let ours = Handshake::ours(h.info_hash, PeerId(h.peer_id.0), true);
         assert_eq!(Handshake::decode(&ours.encode()), Ok(ours));
+    }
+}
+
+/// BEP 11 PEX messages: at most [`MAX_PEX_PEERS`] added and dropped peers
+/// per family come out of any payload, and what comes out re-encodes to
+/// itself.
+pub fn pex(data: &[u8]) {
+    if let Ok(m) = PexMessage::decode(data) {
+        assert!(m.added.len() <= 2 * MAX_PEX_PEERS);
+        assert!(m.dropped.len() <= 2 * MAX_PEX_PEERS);
+        for list in [
+            m.added.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+            m.dropped.clone(),
+        ] {
+            assert!(list.iter().filter(|a| a.is_ipv4()).count() <= MAX_PEX_PEERS);
+            assert!(list.iter().filter(|a| a.is_ipv6()).count() <= MAX_PEX_PEERS);
+        }
+        assert_eq!(PexMessage::decode(&m.encode()), Ok(m));
     }
 }
 

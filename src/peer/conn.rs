@@ -320,7 +320,9 @@ where
     };
     let now = Instant::now().into_std();
     let mut conn = Conn {
-        state: PeerState::new(key, local, theirs.supports_extensions(), now),
+        // We always set the fast bit, so it is on when the peer sets it.
+        state: PeerState::new(key, local, theirs.supports_extensions(), now)
+            .with_fast(theirs.supports_fast()),
         host,
         out: Outbox::default(),
     };

@@ -26,10 +26,12 @@ pub enum HandshakeError {
 }
 
 impl Handshake {
-    /// Our handshake: extension protocol (BEP 10) and DHT (BEP 5) bits set.
+    /// Our handshake: extension protocol (BEP 10), fast extension (BEP 6)
+    /// and DHT (BEP 5) bits set.
     pub fn ours(info_hash: InfoHash, peer_id: PeerId, dht: bool) -> Self {
         let mut reserved = [0u8; 8];
         reserved[5] |= 0x10;
+        reserved[7] |= 0x04;
         if dht {
             reserved[7] |= 0x01;
         }
@@ -43,6 +45,12 @@ impl Handshake {
     /// Whether the sender speaks the extension protocol (BEP 10).
     pub fn supports_extensions(&self) -> bool {
         self.reserved[5] & 0x10 != 0
+    }
+
+    /// Whether the sender speaks the fast extension (BEP 6). It is on for a
+    /// connection only when both handshakes set it.
+    pub fn supports_fast(&self) -> bool {
+        self.reserved[7] & 0x04 != 0
     }
 
     /// Whether the sender runs a DHT node (BEP 5).
@@ -89,10 +97,13 @@ mod tests {
         let h = Handshake::ours(InfoHash([1; 20]), PeerId([2; 20]), true);
         let b = h.encode();
         assert_eq!(&b[..20], b"\x13BitTorrent protocol");
-        assert_eq!(&b[20..28], &[0, 0, 0, 0, 0, 0x10, 0, 1]);
+        assert_eq!(&b[20..28], &[0, 0, 0, 0, 0, 0x10, 0, 0x05]);
         let back = Handshake::decode(&b).unwrap();
         assert_eq!(back, h);
-        assert!(back.supports_extensions() && back.supports_dht());
+        assert!(back.supports_extensions() && back.supports_dht() && back.supports_fast());
+        let mut plain = back;
+        plain.reserved = [0; 8];
+        assert!(!plain.supports_fast());
     }
 
     #[test]

@@ -1,5 +1,10 @@
-//! BEP 3 peer-wire messages (plus BEP 5 PORT and BEP 10 EXTENDED), and their
-//! strict, total decoder. No sockets: the codec feeds whole frames in here.
+//! BEP 3 peer-wire messages (plus BEP 5 PORT, the BEP 6 fast extension and
+//! BEP 10 EXTENDED), and their strict, total decoder. No sockets: the codec
+//! feeds whole frames in here.
+//!
+//! Whether the fast messages were negotiated is not the decoder's business:
+//! it decodes them always, and [`PeerState`](super::state::PeerState)
+//! decides what an un-negotiated one means.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -54,6 +59,16 @@ pub enum Message {
     Cancel(BlockRef),
     /// id 9 (BEP 5): the peer's DHT port.
     Port(u16),
+    /// id 0x0D (BEP 6): a piece the sender suggests we download.
+    SuggestPiece(u32),
+    /// id 0x0E (BEP 6): the sender has every piece (instead of a BITFIELD).
+    HaveAll,
+    /// id 0x0F (BEP 6): the sender has no piece (instead of a BITFIELD).
+    HaveNone,
+    /// id 0x10 (BEP 6): the sender will not serve this request.
+    RejectRequest(BlockRef),
+    /// id 0x11 (BEP 6): a piece the sender serves even while choking us.
+    AllowedFast(u32),
     /// id 20 (BEP 10): extension message `id` with its payload.
     Extended {
         /// 0 for the extended handshake, else an id from our `m` dictionary.
@@ -61,7 +76,7 @@ pub enum Message {
         /// Bencoded (and, for ut_metadata data, trailing raw) payload.
         payload: Bytes,
     },
-    /// Any other id (e.g. BEP 6 fast messages we did not negotiate): ignored, not fatal.
+    /// Any other id: ignored, not fatal.
     Unknown {
         /// The message id.
         id: u8,
@@ -157,6 +172,17 @@ impl Message {
                 exact("port", p, 2)?;
                 Message::Port(u16::from_be_bytes([p[0], p[1]]))
             }
+            0x0D => {
+                exact("suggest piece", p, 4)?;
+                Message::SuggestPiece(be32(p))
+            }
+            0x0E => exact("have all", p, 0).map(|_| Message::HaveAll)?,
+            0x0F => exact("have none", p, 0).map(|_| Message::HaveNone)?,
+            0x10 => Message::RejectRequest(block_ref("reject request", p)?),
+            0x11 => {
+                exact("allowed fast", p, 4)?;
+                Message::AllowedFast(be32(p))
+            }
             20 => {
                 if p.is_empty() {
                     return Err(MessageError::TooShort {
@@ -191,6 +217,11 @@ impl Message {
             } => format!("piece {piece}:{offset}+{}", data.len()),
             Message::Cancel(r) => format!("cancel {}:{}+{}", r.piece, r.offset, r.len),
             Message::Port(p) => format!("port {p}"),
+            Message::SuggestPiece(i) => format!("suggest piece {i}"),
+            Message::HaveAll => "have all".into(),
+            Message::HaveNone => "have none".into(),
+            Message::RejectRequest(r) => format!("reject {}:{}+{}", r.piece, r.offset, r.len),
+            Message::AllowedFast(i) => format!("allowed fast {i}"),
             Message::Extended { id, payload } => format!("extended {id} ({} bytes)", payload.len()),
             Message::Unknown { id } => format!("unknown id {id}"),
         }
@@ -200,10 +231,15 @@ impl Message {
     pub fn encoded_len(&self) -> usize {
         4 + match self {
             Message::KeepAlive => 0,
-            Message::Choke | Message::Unchoke | Message::Interested | Message::NotInterested => 1,
-            Message::Have(_) => 5,
+            Message::Choke
+            | Message::Unchoke
+            | Message::Interested
+            | Message::NotInterested
+            | Message::HaveAll
+            | Message::HaveNone => 1,
+            Message::Have(_) | Message::SuggestPiece(_) | Message::AllowedFast(_) => 5,
             Message::Bitfield(b) => 1 + b.len(),
-            Message::Request(_) | Message::Cancel(_) => 13,
+            Message::Request(_) | Message::Cancel(_) | Message::RejectRequest(_) => 13,
             Message::Piece { data, .. } => 9 + data.len(),
             Message::Port(_) => 3,
             Message::Extended { payload, .. } => 2 + payload.len(),
@@ -225,15 +261,25 @@ impl Message {
                 dst.put_u8(4);
                 dst.put_u32(*i);
             }
+            Message::SuggestPiece(i) => {
+                dst.put_u8(0x0D);
+                dst.put_u32(*i);
+            }
+            Message::HaveAll => dst.put_u8(0x0E),
+            Message::HaveNone => dst.put_u8(0x0F),
+            Message::AllowedFast(i) => {
+                dst.put_u8(0x11);
+                dst.put_u32(*i);
+            }
             Message::Bitfield(b) => {
                 dst.put_u8(5);
                 dst.put_slice(b);
             }
-            Message::Request(r) | Message::Cancel(r) => {
-                dst.put_u8(if matches!(self, Message::Request(_)) {
-                    6
-                } else {
-                    8
+            Message::Request(r) | Message::Cancel(r) | Message::RejectRequest(r) => {
+                dst.put_u8(match self {
+                    Message::Request(_) => 6,
+                    Message::Cancel(_) => 8,
+                    _ => 0x10,
                 });
                 dst.put_u32(r.piece);
                 dst.put_u32(r.offset);
@@ -300,11 +346,16 @@ mod tests {
                 data: Bytes::from_static(b"hello"),
             },
             Message::Port(6881),
+            Message::SuggestPiece(12),
+            Message::HaveAll,
+            Message::HaveNone,
+            Message::RejectRequest(r),
+            Message::AllowedFast(0xffff_ffff),
             Message::Extended {
                 id: 0,
                 payload: Bytes::from_static(b"de"),
             },
-            Message::Unknown { id: 14 },
+            Message::Unknown { id: 0x30 },
         ] {
             round_trip(m);
         }
@@ -351,8 +402,63 @@ mod tests {
     #[test]
     fn unknown_ids_are_not_fatal() {
         assert_eq!(
-            Message::decode(Bytes::from_static(&[0x0e])).unwrap(),
-            Message::Unknown { id: 14 }
+            Message::decode(Bytes::from_static(&[0x30, 1, 2])).unwrap(),
+            Message::Unknown { id: 0x30 }
+        );
+    }
+
+    #[test]
+    fn fast_extension_golden_bytes() {
+        let enc = |m: Message| {
+            let mut buf = BytesMut::new();
+            m.encode(&mut buf);
+            buf.to_vec()
+        };
+        assert_eq!(enc(Message::HaveAll), [0, 0, 0, 1, 0x0E]);
+        assert_eq!(enc(Message::HaveNone), [0, 0, 0, 1, 0x0F]);
+        assert_eq!(
+            enc(Message::SuggestPiece(7)),
+            [0, 0, 0, 5, 0x0D, 0, 0, 0, 7]
+        );
+        assert_eq!(
+            enc(Message::AllowedFast(0x0102_0304)),
+            [0, 0, 0, 5, 0x11, 1, 2, 3, 4]
+        );
+        let r = BlockRef {
+            piece: 1,
+            offset: 0x4000,
+            len: 0x4000,
+        };
+        assert_eq!(
+            enc(Message::RejectRequest(r)),
+            [0, 0, 0, 13, 0x10, 0, 0, 0, 1, 0, 0, 0x40, 0, 0, 0, 0x40, 0]
+        );
+    }
+
+    #[test]
+    fn fast_extension_strict_lengths() {
+        let bad = |b: &'static [u8], name, expected, got| {
+            assert_eq!(
+                Message::decode(Bytes::from_static(b)).unwrap_err(),
+                MessageError::BadLength {
+                    name,
+                    expected,
+                    got
+                },
+                "{b:?}"
+            );
+        };
+        bad(&[0x0E, 0], "have all", 0, 1);
+        bad(&[0x0F, 0, 0], "have none", 0, 2);
+        bad(&[0x0D, 0, 0, 7], "suggest piece", 4, 3);
+        bad(&[0x0D, 0, 0, 0, 7, 0], "suggest piece", 4, 5);
+        bad(&[0x11, 1], "allowed fast", 4, 1);
+        bad(&[0x10, 0, 0, 0, 1, 0, 0, 0, 0], "reject request", 12, 8);
+        bad(
+            &[0x10, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x40, 0, 9],
+            "reject request",
+            12,
+            13,
         );
     }
 }

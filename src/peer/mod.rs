@@ -8,5 +8,6 @@ pub mod extension;
 pub mod handshake;
 pub mod message;
 pub mod metadata;
+pub mod pex;
 pub mod state;
 pub mod swarm;

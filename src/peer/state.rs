@@ -16,19 +16,31 @@
 //! - blocks we never asked for ([`MAX_UNREQUESTED`]), then it is dropped;
 //! - time: idle, snubbed and stalled-writer timeouts.
 //!
-//! CPU per message is O(1) except a BITFIELD, which is linear in its own
-//! size (BEP 3 allows one; aria2c sends one again with every few pieces it
-//! gets, so repeats are merged, and only their new bits reach the swarm).
+//! CPU per message is O(1) except a BITFIELD or HAVE ALL, which is linear
+//! in its own size (BEP 3 allows one; aria2c sends one again with every few
+//! pieces it gets, so repeats are merged, and only their new bits reach the
+//! swarm).
+//!
+//! The fast extension (BEP 6) is on when both handshakes set its bit. Then
+//! our piece set goes out as HAVE ALL / HAVE NONE when it can, a request we
+//! will not serve (choked, queue full, piece missing, cancelled) is answered
+//! with REJECT instead of dropped silently, a REJECT from the peer hands the
+//! block back to the picker, and the peer's ALLOWED FAST pieces may be
+//! requested while it chokes us. Fast messages on a connection that did not
+//! negotiate the extension, a HAVE ALL / HAVE NONE after the peer's pieces
+//! were announced, and a REJECT for a block we never asked for are protocol
+//! violations (BEP 6 says to close).
 
 use super::extension::{ExtendedHandshake, HANDSHAKE_ID, LOCAL_UT_METADATA};
 use super::message::{BlockRef, MAX_REQUEST_LEN, Message};
 use super::metadata::{MetadataError, MetadataMessage};
+use super::pex::LOCAL_UT_PEX;
 use super::swarm::Swarm;
 use crate::bitfield::Bitfield;
 use crate::picker::PeerKey;
 use bytes::{Bytes, BytesMut};
-use std::collections::VecDeque;
-use std::net::IpAddr;
+use std::collections::{HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// A peer silent for this long (not even a keep-alive) is dropped.
@@ -71,6 +83,20 @@ const RECENTLY_RELEASED: usize = 2 * MAX_DEPTH;
 const PICK_IDLE: Duration = Duration::from_millis(500);
 /// ut_metadata requests in flight to one peer.
 const METADATA_IN_FLIGHT: usize = 2;
+/// ALLOWED FAST pieces remembered per peer; more are ignored (libtorrent
+/// sends 10, BEP 6 suggests a handful).
+pub const MAX_ALLOWED_FAST: usize = 32;
+/// SUGGEST PIECE hints remembered per peer, newest kept.
+pub const MAX_SUGGESTED: usize = 8;
+/// We send a peer at most one PEX message this often (BEP 11).
+pub const PEX_INTERVAL: Duration = Duration::from_secs(60);
+/// PEX messages from a peer closer together than this are ignored: an
+/// honest one sends one a minute, and each costs us a decode and a trip
+/// to the address book.
+pub const PEX_MIN_GAP: Duration = Duration::from_secs(20);
+/// Addresses we remember having told one peer about; the connected peers
+/// of a torrent stay far below it.
+const MAX_PEX_SENT: usize = 4096;
 
 /// Why the protocol ends a connection.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +211,28 @@ pub struct PeerState {
     key: PeerKey,
     local: LocalInfo,
     supports_extensions: bool,
+    /// Both sides set the BEP 6 bit.
+    fast: bool,
+    /// The peer announced its pieces (BITFIELD, HAVE, HAVE ALL or HAVE
+    /// NONE): a HAVE ALL / HAVE NONE after this is a violation.
+    piece_set_seen: bool,
+    /// HAVE ALL arrived before we knew the piece count.
+    has_all_early: bool,
+    /// Pieces the peer lets us request while it chokes us (BEP 6), at most
+    /// [`MAX_ALLOWED_FAST`]; range-checked when used.
+    allowed_fast: Vec<u32>,
+    /// The peer's latest SUGGEST PIECE hints, at most [`MAX_SUGGESTED`].
+    suggested: VecDeque<u32>,
+    /// The peer's id for `ut_pex`, if it speaks it.
+    their_ut_pex: Option<u8>,
+    /// Our extended handshake offered `ut_pex` (the torrent allows PEX).
+    pex_offered: bool,
+    /// The addresses the peer last heard from us as connected.
+    pex_sent: HashSet<SocketAddr>,
+    /// When our next PEX message to the peer is due.
+    next_pex: Option<Instant>,
+    /// When we last took a PEX message from the peer.
+    last_pex_in: Option<Instant>,
     peer_choking: bool,
     peer_interested: bool,
     am_choking: bool,
@@ -225,6 +273,16 @@ impl PeerState {
             key,
             local,
             supports_extensions,
+            fast: false,
+            piece_set_seen: false,
+            has_all_early: false,
+            allowed_fast: Vec::new(),
+            suggested: VecDeque::new(),
+            their_ut_pex: None,
+            pex_offered: false,
+            pex_sent: HashSet::new(),
+            next_pex: None,
+            last_pex_in: None,
             peer_choking: true,
             peer_interested: false,
             am_choking: true,
@@ -250,6 +308,27 @@ impl PeerState {
             serving: false,
             pick_idle_until: None,
         }
+    }
+
+    /// Turns the fast extension (BEP 6) on: both handshakes set its bit.
+    pub fn with_fast(mut self, on: bool) -> Self {
+        self.fast = on;
+        self
+    }
+
+    /// Whether the fast extension is on for this connection.
+    pub fn is_fast(&self) -> bool {
+        self.fast
+    }
+
+    /// The peer's ALLOWED FAST pieces.
+    pub fn allowed_fast(&self) -> &[u32] {
+        &self.allowed_fast
+    }
+
+    /// The peer's latest SUGGEST PIECE hints, oldest first.
+    pub fn suggested(&self) -> impl Iterator<Item = u32> + '_ {
+        self.suggested.iter().copied()
     }
 
     /// The peer's key in the swarm.
@@ -287,30 +366,39 @@ impl PeerState {
         }
     }
 
-    /// First messages after the handshake: extension handshake, bitfield, DHT port.
+    /// First messages after the handshake: extension handshake (BEP 10 wants
+    /// it at once; a peer that parts with us as a fellow seed on our piece
+    /// set has still learnt our listen port for PEX), our piece set, DHT
+    /// port.
     pub fn start(&mut self, swarm: &dyn Swarm, out: &mut Outbox) {
         let info = swarm.torrent();
         if self.supports_extensions {
-            let hs = ExtendedHandshake {
-                ut_metadata: Some(LOCAL_UT_METADATA),
-                ut_pex: None,
-                metadata_size: info.map(|i| i.metadata_size),
-                client: Some(concat!("btc ", env!("CARGO_PKG_VERSION")).to_string()),
-                listen_port: Some(self.local.listen_port),
-                reqq: Some(MAX_UPLOAD_QUEUE as u32),
-                yourip: Some(self.local.their_ip),
-            };
-            out.push(&Message::Extended {
-                id: HANDSHAKE_ID,
-                payload: Bytes::from(hs.encode()),
-            });
+            self.push_ext_handshake(swarm, out);
+        }
+        match info {
+            Some(info) => {
+                let (bf, cursor) = swarm.our_bitfield();
+                self.haves_cursor = cursor;
+                let n = info.geometry.piece_count as usize;
+                match bf {
+                    // `is_complete` is about the wanted pieces; HAVE ALL
+                    // must mean every piece.
+                    Some(bf)
+                        if self.fast
+                            && Bitfield::from_wire(&bf, n).is_some_and(|b| b.is_full()) =>
+                    {
+                        out.push(&Message::HaveAll)
+                    }
+                    Some(bf) => out.push(&Message::Bitfield(bf)),
+                    None if self.fast => out.push(&Message::HaveNone),
+                    None => {}
+                }
+            }
+            // A magnet before its metadata: nothing verified yet.
+            None if self.fast => out.push(&Message::HaveNone),
+            None => {}
         }
         if info.is_some() {
-            let (bf, cursor) = swarm.our_bitfield();
-            self.haves_cursor = cursor;
-            if let Some(bf) = bf {
-                out.push(&Message::Bitfield(bf));
-            }
             // Nothing has been received yet, so this cannot fail.
             let _ = self.adopt_metadata(swarm, out);
         }
@@ -349,9 +437,37 @@ impl PeerState {
                     swarm.set_interested(self.key, interested);
                 }
             }
-            Message::Have(i) => self.on_have(i, swarm, out)?,
-            Message::Bitfield(b) => self.on_bitfield(b, swarm, out)?,
-            Message::Request(r) => self.on_request(r, swarm)?,
+            Message::Have(i) => {
+                self.piece_set_seen = true;
+                self.on_have(i, swarm, out)?
+            }
+            Message::Bitfield(b) => {
+                self.piece_set_seen = true;
+                self.on_bitfield(b, swarm, out)?
+            }
+            Message::HaveAll | Message::HaveNone => {
+                self.on_have_all_or_none(matches!(m, Message::HaveAll), swarm, out)?
+            }
+            Message::RejectRequest(r) => self.on_reject(r, now, swarm)?,
+            Message::AllowedFast(i) => {
+                self.require_fast("allowed fast")?;
+                let in_range = swarm.torrent().is_none_or(|t| i < t.geometry.piece_count);
+                if in_range
+                    && self.allowed_fast.len() < MAX_ALLOWED_FAST
+                    && !self.allowed_fast.contains(&i)
+                {
+                    self.allowed_fast.push(i);
+                    self.pick_idle_until = None;
+                }
+            }
+            Message::SuggestPiece(i) => {
+                self.require_fast("suggest piece")?;
+                if self.suggested.len() >= MAX_SUGGESTED {
+                    self.suggested.pop_front();
+                }
+                self.suggested.push_back(i);
+            }
+            Message::Request(r) => self.on_request(r, swarm, out)?,
             Message::Piece {
                 piece,
                 offset,
@@ -360,6 +476,10 @@ impl PeerState {
             Message::Cancel(r) => {
                 if let Some(i) = self.upload_queue.iter().position(|x| *x == r) {
                     self.upload_queue.remove(i);
+                    // BEP 6: a cancelled request gets its block or a reject.
+                    if self.fast {
+                        out.push(&Message::RejectRequest(r));
+                    }
                 }
             }
             Message::Extended { id, payload } => self.on_extended(id, payload, now, swarm, out)?,
@@ -396,6 +516,8 @@ impl PeerState {
         };
         let n = info.geometry.piece_count as usize;
         let mut bf = match self.raw_bitfield.take() {
+            // A bitfield after HAVE ALL adds nothing (pieces are never lost).
+            _ if self.has_all_early => Bitfield::full(n),
             Some(raw) => Bitfield::from_wire(&raw, n).ok_or_else(|| {
                 PeerError::Protocol(format!("bitfield of {} bytes for {n} pieces", raw.len()))
             })?,
@@ -462,7 +584,12 @@ impl PeerState {
         }
     }
 
-    fn on_request(&mut self, r: BlockRef, swarm: &dyn Swarm) -> Result<(), PeerError> {
+    fn on_request(
+        &mut self,
+        r: BlockRef,
+        swarm: &dyn Swarm,
+        out: &mut Outbox,
+    ) -> Result<(), PeerError> {
         let Some(info) = swarm.torrent() else {
             return Ok(());
         };
@@ -475,12 +602,18 @@ impl PeerState {
                 r.piece, r.offset, r.len
             )));
         }
-        if self.am_choking || self.upload_queue.len() >= MAX_UPLOAD_QUEUE {
+        // We generate no ALLOWED FAST set, so a choked peer is served nothing.
+        if self.am_choking || self.upload_queue.len() >= MAX_UPLOAD_QUEUE || !swarm.we_have(r.piece)
+        {
+            // Without the fast extension the peer learns from the choke (or
+            // our bitfield); with it, every request gets an answer. The
+            // outbox cap (`read_pause`) bounds what a flood of them costs.
+            if self.fast {
+                out.push(&Message::RejectRequest(r));
+            }
             return Ok(());
         }
-        if swarm.we_have(r.piece) {
-            self.upload_queue.push_back(r);
-        }
+        self.upload_queue.push_back(r);
         Ok(())
     }
 
@@ -546,11 +679,23 @@ impl PeerState {
                 self.reqq = (q as usize).clamp(1, MAX_DEPTH);
             }
             self.their_ut_metadata = hs.ut_metadata;
+            self.their_ut_pex = hs.ut_pex;
+            if hs.ut_pex.is_some() && self.next_pex.is_none() {
+                // The first one at the next tick, then once a minute.
+                self.next_pex = Some(now);
+            }
+            if let Some(port) = hs.listen_port {
+                swarm.peer_listen_port(self.key, port);
+            }
             if let (Some(size), Some(_)) = (hs.metadata_size, hs.ut_metadata)
                 && swarm.torrent().is_none()
             {
                 swarm.metadata_size(self.key, size);
             }
+            return Ok(());
+        }
+        if id == LOCAL_UT_PEX {
+            self.on_pex(&payload, now, swarm);
             return Ok(());
         }
         if id != LOCAL_UT_METADATA {
@@ -614,14 +759,20 @@ impl PeerState {
             return;
         }
         self.am_choking = choke;
-        if choke {
-            self.upload_queue.clear();
-        }
         out.push(if choke {
             &Message::Choke
         } else {
             &Message::Unchoke
         });
+        if choke {
+            // BEP 6: with the fast extension a choke no longer discards the
+            // peer's requests implicitly; each gets its reject.
+            for r in self.upload_queue.drain(..) {
+                if self.fast {
+                    out.push(&Message::RejectRequest(r));
+                }
+            }
+        }
     }
 
     /// Keeps the request pipeline full: ut_metadata pieces before the
@@ -631,15 +782,30 @@ impl PeerState {
             self.fill_metadata_requests(now, swarm, out);
             return;
         }
-        if self.peer_choking || !self.am_interested {
+        // Choked, we may still ask for the peer's ALLOWED FAST pieces.
+        let allowed_only = self.peer_choking;
+        if (allowed_only && (!self.fast || self.allowed_fast.is_empty())) || !self.am_interested {
             return;
         }
-        let Some(bf) = &self.bitfield else {
+        let Some(full_bf) = &self.bitfield else {
             return;
         };
         if self.pick_idle_until.is_some_and(|t| now < t) {
             return;
         }
+        let masked;
+        let bf = if allowed_only {
+            let mut m = Bitfield::new(full_bf.len());
+            for &i in &self.allowed_fast {
+                if (i as usize) < full_bf.len() && full_bf.get(i as usize) {
+                    m.set(i as usize);
+                }
+            }
+            masked = m;
+            &masked
+        } else {
+            full_bf
+        };
         let target = if self.snubbed {
             1
         } else {
@@ -657,8 +823,8 @@ impl PeerState {
         let picked = swarm.pick(self.key, bf, deficit, &self.in_flight, now);
         if picked.is_empty() {
             self.pick_idle_until = Some(now + PICK_IDLE);
-            if self.in_flight.is_empty() {
-                let want = swarm.is_interesting(bf);
+            if self.in_flight.is_empty() && !allowed_only {
+                let want = swarm.is_interesting(full_bf);
                 self.set_interest(want, out);
             }
         }
@@ -709,10 +875,13 @@ impl PeerState {
     ) {
         self.serving = false;
         for (r, data) in blocks {
-            let Some(data) = data else { continue };
-            if self.am_choking {
-                break;
-            }
+            let Some(data) = data.filter(|_| !self.am_choking) else {
+                // Choked meanwhile, or the read failed: BEP 6 wants an answer.
+                if self.fast {
+                    out.push(&Message::RejectRequest(r));
+                }
+                continue;
+            };
             let n = data.len() as u64;
             out.push(&Message::Piece {
                 piece: r.piece,
@@ -739,6 +908,10 @@ impl PeerState {
         if self.bitfield.is_none() && swarm.torrent().is_some() {
             // Pieces verified before this point are in the log too.
             self.adopt_metadata(swarm, out)?;
+            if self.supports_extensions && !self.pex_offered && swarm.pex_allowed() {
+                // The metadata says the torrent is public: offer PEX now.
+                self.push_ext_handshake(swarm, out);
+            }
         }
         // Verified or failed pieces change what there is to pick.
         self.pick_idle_until = None;
@@ -787,6 +960,7 @@ impl PeerState {
             }
             self.forget(&dropped, swarm);
         }
+        self.send_pex(now, swarm, out);
         if self.metadata_in_flight > 0 && swarm.torrent().is_none() {
             // Requests the peer never answered expire in the assembler.
             self.metadata_in_flight = swarm.metadata_outstanding(self.key);
@@ -804,5 +978,7 @@ impl PeerState {
     }
 }
 
+mod fast;
+mod pex;
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
 use crate::picker::PeerKey;
 use bytes::Bytes;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 /// The torrent's shape, once its metadata is known.
@@ -110,4 +111,20 @@ pub trait Swarm: Send + Sync {
 
     /// The connection is over: forget its pieces and requests.
     fn peer_gone(&self, key: PeerKey, bf: Option<&Bitfield>);
+
+    /// The peer says it listens on `port` (BEP 10 `p`): where others can
+    /// reach it, for PEX.
+    fn peer_listen_port(&self, key: PeerKey, port: u16);
+
+    /// Whether peer exchange is allowed: the metadata is known and the
+    /// torrent is not private (BEP 27).
+    fn pex_allowed(&self) -> bool;
+
+    /// The peers to tell `key` about now: listen addresses with their BEP
+    /// 11 flags, never `key`'s own.
+    fn pex_peers(&self, key: PeerKey) -> Vec<(SocketAddr, u8)>;
+
+    /// Peers `key` told us about (at most a message's worth), for the
+    /// address book. Must not block.
+    fn pex_learned(&self, key: PeerKey, added: &[(SocketAddr, u8)]);
 }

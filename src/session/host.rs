@@ -6,7 +6,10 @@
 //! its rules (bans, one connection per IP, peer-id clashes, eviction of
 //! useless peers when full) are unit-tested without sockets.
 
-use super::shared::{BAN_STRIKES, EVICT_AFTER, Limits, PeerEntry, Shared, keep_new_connection};
+use super::shared::{
+    BAN_STRIKES, EVICT_AFTER, Limits, MAX_PEX_SEEDS, PEX_REMEMBER_SEEDS, PeerEntry, Shared,
+    keep_new_connection,
+};
 use super::verify::deliver_block;
 use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
@@ -15,13 +18,14 @@ use crate::metainfo::Info;
 use crate::peer::conn::{PeerHost, Refused, Registration};
 use crate::peer::message::BlockRef;
 use crate::peer::metadata::{MetadataError, MetadataMessage, serve_piece};
+use crate::peer::pex::{FLAG_REACHABLE, FLAG_SEED};
 use crate::peer::state::PeerCommand;
 use crate::peer::swarm::{Swarm, TorrentInfo};
 use crate::picker::PeerKey;
 use crate::webseed::WebSeedHost;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -305,6 +309,69 @@ impl Swarm for Shared {
             a.on_peer_gone(key);
         }
     }
+
+    fn peer_listen_port(&self, key: PeerKey, port: u16) {
+        if let Some(e) = self.lock().peers.get_mut(&key) {
+            e.listen_port = Some(port);
+        }
+    }
+
+    fn pex_allowed(&self) -> bool {
+        self.data().is_some_and(|d| !d.meta.info.private)
+    }
+
+    fn pex_peers(&self, key: PeerKey) -> Vec<(SocketAddr, u8)> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        while st
+            .pex_seeds
+            .front()
+            .is_some_and(|s| now.saturating_duration_since(s.2) >= PEX_REMEMBER_SEEDS)
+        {
+            st.pex_seeds.pop_front();
+        }
+        let theirs = st.peers.get(&key).and_then(PeerEntry::listen_addr);
+        let mut out: Vec<(SocketAddr, u8)> = st
+            .peers
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .filter_map(|(_, e)| {
+                let flags = if e.seed { FLAG_SEED } else { 0 }
+                    | if e.outgoing { FLAG_REACHABLE } else { 0 };
+                e.listen_addr().map(|a| (a, flags))
+            })
+            .filter(|(a, _)| Some(*a) != theirs)
+            .collect();
+        for (a, f, _) in &st.pex_seeds {
+            if Some(*a) != theirs && !out.iter().any(|(x, _)| x == a) {
+                out.push((*a, *f));
+            }
+        }
+        out
+    }
+
+    fn pex_learned(&self, _key: PeerKey, added: &[(SocketAddr, u8)]) {
+        if !self.pex_allowed() {
+            return;
+        }
+        let Some(tx) = self.pex_tx.get() else {
+            return;
+        };
+        // A seed is no use to us once we have everything.
+        let complete = self.is_complete();
+        let addrs: Vec<SocketAddr> = added
+            .iter()
+            .filter(|(a, f)| {
+                let useless_seed = complete && f & FLAG_SEED != 0;
+                let unusable = a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast();
+                !useless_seed && !unusable
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        if !addrs.is_empty() {
+            let _ = tx.try_send(addrs);
+        }
+    }
 }
 
 impl PeerHost for Shared {
@@ -356,6 +423,7 @@ impl PeerHost for Shared {
                 tx: reg.tx,
                 connected_at: now,
                 last_useful: now,
+                listen_port: None,
             },
         );
         if let Some(b) = budget {
@@ -367,7 +435,24 @@ impl PeerHost for Shared {
     }
 
     fn unregister(&self, key: PeerKey) {
-        if self.lock().peers.remove(&key).is_some()
+        let mut st = self.lock();
+        let gone = st.peers.remove(&key);
+        if let Some(e) = &gone
+            && e.seed
+            && st.picker.as_ref().is_some_and(|p| p.have().is_full())
+            && let Some(addr) = e.listen_addr()
+        {
+            // Two seeds part at once, but the one that left still serves
+            // every leecher we meet: keep telling them about it for a while.
+            st.pex_seeds.retain(|s| s.0 != addr);
+            if st.pex_seeds.len() >= MAX_PEX_SEEDS {
+                st.pex_seeds.pop_front();
+            }
+            let flags = FLAG_SEED | if e.outgoing { FLAG_REACHABLE } else { 0 };
+            st.pex_seeds.push_back((addr, flags, Instant::now()));
+        }
+        drop(st);
+        if gone.is_some()
             && let Some(b) = self.budget.get()
         {
             b.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -459,6 +544,7 @@ mod tests {
             tx: mpsc::channel(1).0,
             connected_at: at,
             last_useful: at,
+            listen_port: None,
         }
     }
 
@@ -468,6 +554,61 @@ mod tests {
             peer_id: PeerId([id; 20]),
             outgoing: false,
             tx: mpsc::channel(1).0,
+        }
+    }
+
+    /// PEX from the host's side: what a peer is told (listen addresses,
+    /// flags, never itself) and the fellow seeds remembered after parting.
+    #[test]
+    fn pex_peers_are_listen_addresses_with_flags_and_parted_seeds() {
+        let limits = Limits {
+            max_peers: 8,
+            max_per_ip: 1,
+        };
+        let token = CancellationToken::new();
+        let shared = Shared::new(InfoHash([1; 20]), PeerId([2; 20]), 1, None, limits, token).0;
+        let geometry = Geometry::new(4 * 16384, 16384);
+        shared.lock().picker = Some(crate::picker::Picker::new(geometry, Bitfield::full(4), 1));
+        let now = Instant::now();
+        {
+            let mut st = shared.lock();
+            // 1: we dialled it, a seed. 2: it dialled us, said `p`.
+            // 3: it dialled us and never said where it listens. 4: the asker.
+            let mut e = entry("10.0.0.1:6881", 1, now);
+            (e.outgoing, e.seed) = (true, true);
+            st.peers.insert(1, e);
+            let mut e = entry("10.0.0.2:50000", 2, now);
+            e.listen_port = Some(7000);
+            st.peers.insert(2, e);
+            st.peers.insert(3, entry("10.0.0.3:50001", 3, now));
+            let mut e = entry("10.0.0.4:50002", 4, now);
+            e.listen_port = Some(7001);
+            st.peers.insert(4, e);
+        }
+        let mut got = shared.pex_peers(4);
+        got.sort();
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            got,
+            vec![
+                (a("10.0.0.1:6881"), FLAG_SEED | FLAG_REACHABLE),
+                (a("10.0.0.2:7000"), 0)
+            ]
+        );
+        // The seed leaves while we seed too: still offered, to others.
+        shared.unregister(1);
+        // A leecher leaving is simply gone.
+        shared.unregister(2);
+        assert_eq!(
+            shared.pex_peers(4),
+            vec![(a("10.0.0.1:6881"), FLAG_SEED | FLAG_REACHABLE)]
+        );
+        // Until the memory runs out (an Instant that far back exists
+        // unless the machine booted minutes ago).
+        if let Some(then) = now.checked_sub(PEX_REMEMBER_SEEDS) {
+            shared.lock().pex_seeds[0].2 = then;
+            assert!(shared.pex_peers(4).is_empty());
+            assert!(shared.lock().pex_seeds.is_empty());
         }
     }
 

@@ -76,7 +76,30 @@ pub struct PeerEntry {
     /// When payload last moved either way, or it was last interested: a
     /// peer idle in both senses for long can be evicted for a newcomer.
     pub last_useful: Instant,
+    /// The port it says it listens on (BEP 10 `p`).
+    pub listen_port: Option<u16>,
 }
+
+impl PeerEntry {
+    /// Where others can reach it: the address we dialled, or its IP with
+    /// the port it announced (an incoming connection's port is ephemeral).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        if self.outgoing {
+            Some(self.addr)
+        } else {
+            self.listen_port.map(|p| SocketAddr::new(self.addr.ip(), p))
+        }
+    }
+}
+
+/// How long a seed we parted with because we seed too stays in our PEX
+/// messages: it is alive and useful to every leecher, just not to us.
+pub const PEX_REMEMBER_SEEDS: Duration = Duration::from_secs(600);
+/// Such seeds remembered at most.
+pub const MAX_PEX_SEEDS: usize = 50;
+/// Batches of PEX-learnt addresses waiting for the torrent's loop; more
+/// are dropped rather than block a peer task.
+pub const PEX_QUEUE: usize = 64;
 
 /// How long a disk error pauses downloading before writes are tried again.
 pub const DISK_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -108,6 +131,9 @@ pub struct State {
     /// Peers and web seeds that sent at least one wanted block (for the
     /// summary's "from N peers"; stops growing at [`MAX_SOURCES`]).
     pub sources: HashSet<PeerKey>,
+    /// Seeds that left because we seed too: listen address, BEP 11 flags,
+    /// when they left. Still offered in PEX for [`PEX_REMEMBER_SEEDS`].
+    pub pex_seeds: std::collections::VecDeque<(SocketAddr, u8, Instant)>,
 }
 
 /// One block of a piece that failed its hash check.
@@ -230,6 +256,9 @@ pub struct Shared {
     pub peer_joined: Notify,
     /// This very `Shared`, for trait methods that must spawn work holding it.
     pub this: std::sync::Weak<Shared>,
+    /// Addresses learnt through PEX, to the torrent's address book (set
+    /// by the torrent's loop; unset in unit tests, which then drop them).
+    pub pex_tx: OnceLock<mpsc::Sender<Vec<SocketAddr>>>,
 }
 
 impl Shared {
@@ -268,6 +297,7 @@ impl Shared {
             discovered: OnceLock::new(),
             peer_joined: Notify::new(),
             this: this.clone(),
+            pex_tx: OnceLock::new(),
         });
         (shared, metadata_rx)
     }
@@ -480,6 +510,7 @@ mod tests {
                 tx,
                 connected_at: now,
                 last_useful: now,
+                listen_port: None,
             },
         );
         rx

@@ -99,8 +99,38 @@ pub struct Report {
     pub stream: Option<std::result::Result<stream::StreamEnd, String>>,
 }
 
+/// Where a candidate address came from, for the logs ("dialing A (from PEX)").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum PeerSource {
+    /// `--peer` or the magnet's `x.pe`.
+    #[default]
+    Manual,
+    /// A tracker's announce response.
+    Tracker,
+    /// A DHT lookup.
+    Dht,
+    /// Another peer's PEX message.
+    Pex,
+    /// A Local Service Discovery announce.
+    Lsd,
+}
+
+impl std::fmt::Display for PeerSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PeerSource::Manual => "--peer",
+            PeerSource::Tracker => "tracker",
+            PeerSource::Dht => "DHT",
+            PeerSource::Pex => "PEX",
+            PeerSource::Lsd => "LSD",
+        })
+    }
+}
+
 #[derive(Default)]
 struct Known {
+    /// Who told us first.
+    source: PeerSource,
     /// A dial or connection to this address is under way.
     dialing: bool,
     /// It had every piece last time: not worth dialing while we seed.
@@ -248,7 +278,6 @@ pub async fn run(
 
     // Discovery: trackers, DHT, explicit peers.
     let (peer_tx, mut peer_rx) = mpsc::channel::<Vec<SocketAddr>>(256);
-    let _ = shared.discovered.set(peer_tx.clone());
     let (totals_tx, totals_rx) = watch::channel(totals(&shared));
     let tracker_stats = Arc::new(TrackerStats::default());
     let has_http = tiers.iter().flatten().any(|u| u.starts_with("http"));
@@ -274,6 +303,11 @@ pub async fn run(
         tracker_stats.clone(),
         torrent_token.clone(),
     );
+    let (dht_tx, mut dht_rx) = mpsc::channel::<Vec<SocketAddr>>(256);
+    let (pex_tx, mut pex_rx) = mpsc::channel::<Vec<SocketAddr>>(super::shared::PEX_QUEUE);
+    let _ = shared.pex_tx.set(pex_tx);
+    let (lsd_tx, mut lsd_rx) = mpsc::channel::<Vec<SocketAddr>>(64);
+    let _ = shared.discovered.set(lsd_tx);
     let dht_found = Arc::new(AtomicUsize::new(0));
     let connected_count = Arc::new(AtomicUsize::new(0));
     let dht_task = dht.as_ref().map(|d| {
@@ -286,20 +320,27 @@ pub async fn run(
             listen_port,
             true,
             want_more,
-            peer_tx.clone(),
+            dht_tx,
             dht_found.clone(),
             torrent_token.clone(),
         )
     });
+    drop(peer_tx);
     let mut initial: Vec<SocketAddr> = opts.peers.clone();
     initial.extend(magnet_peers);
-    if !initial.is_empty() {
-        let _ = peer_tx.try_send(initial);
-    }
 
     let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(256);
 
     let mut known: HashMap<SocketAddr, Known> = HashMap::new();
+    // Dialled at the first tick, which comes at once.
+    learn(
+        &mut known,
+        initial,
+        PeerSource::Manual,
+        listen_port,
+        session.bind,
+    );
+    status.peers_known = known.len();
     let mut choker = Choker::new(UPLOAD_SLOTS, rand::random());
     let mut last_choke = Instant::now() - CHOKE_INTERVAL;
     let mut rechoke_pending = false;
@@ -347,17 +388,17 @@ pub async fn run(
                 idle = false;
                 tick.reset_immediately();
             }
-            Some(addrs) = peer_rx.recv() => {
-                idle = false;
-                for a in addrs {
-                    if known.len() >= MAX_KNOWN_PEERS {
-                        break;
-                    }
-                    if a.port() == 0 || (a.port() == listen_port && is_local(a.ip(), session.bind)) {
-                        continue;
-                    }
-                    known.entry(a).or_default();
+            Some((addrs, source)) = async {
+                tokio::select! {
+                    Some(a) = peer_rx.recv() => Some((a, PeerSource::Tracker)),
+                    Some(a) = dht_rx.recv() => Some((a, PeerSource::Dht)),
+                    Some(a) = pex_rx.recv() => Some((a, PeerSource::Pex)),
+                    Some(a) = lsd_rx.recv() => Some((a, PeerSource::Lsd)),
+                    else => None,
                 }
+            } => {
+                idle = false;
+                learn(&mut known, addrs, source, listen_port, session.bind);
                 status.peers_known = known.len();
                 dial_some(&mut known, &shared, &session, &opts, &dialing, &ev_tx);
             }
@@ -624,6 +665,29 @@ fn start_web_seeds(shared: &Arc<Shared>, urls: &[String], client: Option<&reqwes
     }
 }
 
+/// Adds candidate addresses to the address book (up to
+/// [`MAX_KNOWN_PEERS`]), remembering who named each first; never our own.
+fn learn(
+    known: &mut HashMap<SocketAddr, Known>,
+    addrs: Vec<SocketAddr>,
+    source: PeerSource,
+    listen_port: u16,
+    bind: Option<IpAddr>,
+) {
+    for a in addrs {
+        if known.len() >= MAX_KNOWN_PEERS {
+            break;
+        }
+        if a.port() == 0 || (a.port() == listen_port && is_local(a.ip(), bind)) {
+            continue;
+        }
+        known.entry(a).or_insert_with(|| Known {
+            source,
+            ..Known::default()
+        });
+    }
+}
+
 fn is_local(ip: IpAddr, bind: Option<IpAddr>) -> bool {
     match bind {
         Some(b) => ip == b,
@@ -858,6 +922,7 @@ fn dial_some(
             continue;
         }
         *per_ip.entry(addr.ip()).or_insert(0) += 1;
+        tracing::info!("dialing {addr} (from {})", k.source);
         k.dialing = true;
         budget -= 1;
         dialing.fetch_add(1, Ordering::Relaxed);

@@ -7,6 +7,7 @@ mod hostile;
 mod interop;
 mod lsd;
 mod many;
+mod pex;
 mod resume;
 mod storage;
 mod swarm;

@@ -6,12 +6,18 @@ use crate::geometry::Geometry;
 use crate::peer::extension::ExtendedHandshake;
 use crate::peer::message::BLOCK_LEN;
 use crate::peer::swarm::TorrentInfo;
+use std::net::SocketAddr;
 use std::sync::Mutex;
+
+mod fast;
+mod pex;
 
 /// A torrent of `pieces` pieces of 4 blocks, of which we have `have`.
 struct FakeSwarm {
     info: Option<TorrentInfo>,
     inner: Mutex<Fake>,
+    /// The metadata of a magnet, once it "arrives".
+    late_info: Mutex<Option<TorrentInfo>>,
 }
 
 #[derive(Default)]
@@ -25,6 +31,12 @@ struct Fake {
     metadata_sizes: Vec<u32>,
     junk: usize,
     gone: bool,
+    /// The pieces the last pick was allowed to choose from.
+    pick_from: Vec<usize>,
+    listen_port: Option<u16>,
+    private: bool,
+    pex_peers: Vec<(SocketAddr, u8)>,
+    pex_learned: Vec<(SocketAddr, u8)>,
 }
 
 impl FakeSwarm {
@@ -43,6 +55,7 @@ impl FakeSwarm {
                 metadata_size: 1000,
             }),
             inner: Mutex::new(f),
+            late_info: Mutex::new(None),
         }
     }
 
@@ -50,6 +63,7 @@ impl FakeSwarm {
         FakeSwarm {
             info: None,
             inner: Mutex::new(Fake::default()),
+            late_info: Mutex::new(None),
         }
     }
 
@@ -60,10 +74,18 @@ impl FakeSwarm {
 
 impl Swarm for FakeSwarm {
     fn torrent(&self) -> Option<TorrentInfo> {
-        self.info
+        self.info.or(*self.late_info.lock().unwrap())
     }
     fn our_bitfield(&self) -> (Option<Bytes>, usize) {
-        (None, 0)
+        let f = self.f();
+        let mut bf = Bitfield::new(f.have.len());
+        for (i, h) in f.have.iter().enumerate() {
+            if *h {
+                bf.set(i);
+            }
+        }
+        let bytes = (bf.count() > 0).then(|| Bytes::copy_from_slice(bf.as_bytes()));
+        (bytes, 0)
     }
     fn new_haves(&self, _cursor: &mut usize, _out: &mut Vec<u32>) {}
     fn we_have(&self, piece: u32) -> bool {
@@ -84,13 +106,14 @@ impl Swarm for FakeSwarm {
     fn pick(
         &self,
         _key: PeerKey,
-        _bf: &Bitfield,
+        bf: &Bitfield,
         want: usize,
         _in_flight: &[BlockRef],
         _now: Instant,
     ) -> Vec<BlockRef> {
         let g = self.info.unwrap().geometry;
         let mut f = self.f();
+        f.pick_from = bf.iter_ones().collect();
         let mut out = Vec::new();
         while out.len() < want && f.next_block < g.piece_count * 4 {
             let b = f.next_block;
@@ -144,6 +167,18 @@ impl Swarm for FakeSwarm {
     }
     fn peer_gone(&self, _key: PeerKey, _bf: Option<&Bitfield>) {
         self.f().gone = true;
+    }
+    fn peer_listen_port(&self, _key: PeerKey, port: u16) {
+        self.f().listen_port = Some(port);
+    }
+    fn pex_allowed(&self) -> bool {
+        self.torrent().is_some() && !self.f().private
+    }
+    fn pex_peers(&self, _key: PeerKey) -> Vec<(SocketAddr, u8)> {
+        self.f().pex_peers.clone()
+    }
+    fn pex_learned(&self, _key: PeerKey, added: &[(SocketAddr, u8)]) {
+        self.f().pex_learned.extend_from_slice(added);
     }
 }
 
