@@ -62,7 +62,12 @@ pub fn admit(
     if let Some((k, old)) = peers.iter().find(|(_, p)| p.peer_id == reg.peer_id) {
         // Only the same address may reopen a connection under a peer id;
         // anyone else claiming it is lying and must not evict the real one.
-        if old.addr.ip() != ip {
+        // Except the peer we dialled ourselves while it was dialling us: a
+        // client on this host (or behind this NAT) is reached at one of its
+        // addresses and connects from another, and both sides must apply
+        // the same tie-break below or both connections are lost.
+        let simultaneous_open = reg.outgoing && !old.outgoing;
+        if old.addr.ip() != ip && !simultaneous_open {
             return Err(Refused::PeerIdTaken);
         }
         if !keep_new_connection(our_id, &reg.peer_id, reg.outgoing, old.outgoing) {
@@ -660,6 +665,31 @@ mod tests {
             now,
         );
         assert_eq!(r, Err(Refused::SelfConnection));
+    }
+
+    /// We dial a peer at one of its addresses while it is connected to us
+    /// from another (same host, LSD or a tracker naming its other address):
+    /// the usual tie-break decides, as on its side, instead of refusing
+    /// ours while it drops its own (which lost both connections).
+    #[test]
+    fn regression_simultaneous_open_across_addresses_keeps_one_connection() {
+        let now = Instant::now();
+        let peers = HashMap::from([(1, entry("127.0.0.1:5000", 7, now))]);
+        let mut r = reg("192.0.2.2:6881", 7);
+        r.outgoing = true;
+        // Ours is lower: keep the connection we opened.
+        let low = PeerId([0; 20]);
+        let got = admit(&peers, &HashSet::new(), LIMITS, &low, &r, now);
+        assert_eq!(got, Ok(Admission::Replace(1)));
+        assert!(keep_new_connection(&low, &PeerId([7; 20]), true, false));
+        // Ours is higher: keep theirs.
+        let high = PeerId([9; 20]);
+        let got = admit(&peers, &HashSet::new(), LIMITS, &high, &r, now);
+        assert_eq!(got, Err(Refused::Duplicate));
+        // An incoming stranger claiming the id is still refused.
+        let stranger = reg("192.0.2.2:6881", 7);
+        let got = admit(&peers, &HashSet::new(), LIMITS, &low, &stranger, now);
+        assert_eq!(got, Err(Refused::PeerIdTaken));
     }
 
     #[test]
