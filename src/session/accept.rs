@@ -202,6 +202,11 @@ pub async fn accept_loop(listener: TcpListener, session: Weak<Session>) {
                 return;
             };
             drop(session);
+            tracing::info!(
+                "incoming {addr}: TCP, {}, for {}",
+                super::torrent::encryption_label(stream.is_encrypted()),
+                shared.info_hash
+            );
             // From here the connection belongs to its torrent: it ends with
             // it, and the torrent's shutdown waits for it.
             let tasks = shared.tasks.clone();

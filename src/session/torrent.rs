@@ -814,6 +814,15 @@ async fn install(
     Ok(())
 }
 
+/// How a connection's payload travels, for the logs.
+pub fn encryption_label(encrypted: bool) -> &'static str {
+    if encrypted {
+        "RC4-encrypted"
+    } else {
+        "plaintext"
+    }
+}
+
 /// Sleeps until `at`, or forever when there is nothing to wait for.
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
@@ -927,6 +936,7 @@ fn dial_some(
         budget -= 1;
         dialing.fetch_add(1, Ordering::Relaxed);
         process.dialing.fetch_add(1, Ordering::Relaxed);
+        let source = k.source;
         let (addr, shared, bind, ev_tx, dialing, process) = (
             *addr,
             shared.clone(),
@@ -942,17 +952,23 @@ fn dial_some(
             dialing.fetch_sub(1, Ordering::Relaxed);
             process.dialing.fetch_sub(1, Ordering::Relaxed);
             let how = match res {
-                Ok((stream, theirs)) => match conn::run(stream, theirs, addr, true, host).await {
-                    Ok(()) => Ended::Ok,
-                    Err(conn::ConnError::Peer(PeerError::BothSeeds)) => Ended::BothSeeds,
-                    Err(conn::ConnError::Refused(Refused::Duplicate | Refused::PerIpLimit)) => {
-                        Ended::Duplicate
+                Ok((stream, theirs)) => {
+                    tracing::info!(
+                        "connected to {addr}: TCP, {} (from {source})",
+                        encryption_label(stream.is_encrypted())
+                    );
+                    match conn::run(stream, theirs, addr, true, host).await {
+                        Ok(()) => Ended::Ok,
+                        Err(conn::ConnError::Peer(PeerError::BothSeeds)) => Ended::BothSeeds,
+                        Err(conn::ConnError::Refused(Refused::Duplicate | Refused::PerIpLimit)) => {
+                            Ended::Duplicate
+                        }
+                        Err(e) => {
+                            tracing::debug!("peer {addr}: {}", crate::error_chain(&e));
+                            Ended::Failed
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!("peer {addr}: {}", crate::error_chain(&e));
-                        Ended::Failed
-                    }
-                },
+                }
                 Err(e) => {
                     tracing::debug!("dialing {addr}: {}", crate::error_chain(&e));
                     Ended::Failed

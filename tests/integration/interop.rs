@@ -524,7 +524,7 @@ fn libtorrent_requiring_encryption_seeds_btc_downloads() {
     );
     lt.wait_output("SEEDING", secs(60));
     let out = ctx.join("out");
-    btc_leech(
+    let log = btc_leech(
         &ctx,
         &[
             "-o",
@@ -540,6 +540,12 @@ fn libtorrent_requiring_encryption_seeds_btc_downloads() {
             "require",
         ],
         secs(120),
+    );
+    assert!(
+        log.contains(&format!(
+            "connected to {listen}: TCP, RC4-encrypted (from --peer)"
+        )),
+        "-v names how the peer is connected:\n{log}"
     );
     assert_same_tree(&root, &out.join("ltrc4"));
     lt.assert_running();
@@ -608,6 +614,11 @@ fn libtorrent_requiring_encryption_fetches_from_btc() {
     lt.expect_success(secs(150));
     assert_same_file(&root, &out.join("torc4.bin"));
     seeder.assert_running();
+    let log = seeder.stderr();
+    assert!(
+        log.contains(": TCP, RC4-encrypted, for "),
+        "-v names how the peer came in:\n{log}"
+    );
     drop(seeder);
 
     // The same seeder, requiring encryption, against a plaintext-only peer.
