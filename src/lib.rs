@@ -23,6 +23,9 @@
 //! - [`create`]: building a `.torrent` from files.
 //! - [`resume`]: resume data, and which pieces it lets a start trust.
 //! - [`mse`]: the Message Stream Encryption handshake, sans-IO.
+//! - [`lsd`]: Local Service Discovery announces (BEP 14).
+//! - [`tracker::scrape`]: scrape requests and answers (HTTP and UDP).
+//! - [`peer::pex`]: peer exchange messages (BEP 11).
 //! - [`peer::state`], [`peer::swarm`]: one connection's protocol, sans-IO,
 //!   and the trait through which it reaches its torrent.
 //!
@@ -34,7 +37,10 @@
 //! - [`dht`]: the only user of `mainline`.
 //! - [`storage::disk`]: blocking file I/O and verification.
 //! - [`webseed`]: one task per web seed (BEP 19), fetching by HTTP range.
-//! - [`session`]: the torrent actor that joins everything together.
+//! - [`session`]: the process-level `Session` (one listener routing
+//!   incoming peers by info-hash, one peer id, DHT node and connection
+//!   budget, the download queue, LSD) and one actor per torrent
+//!   ([`session::torrent`]) that joins everything together.
 //! - [`ui`]: progress bars, fed from session statistics.
 //! - [`cmd`]: one function per subcommand, called by `main.rs`.
 
