@@ -95,6 +95,19 @@ case "$MODE" in
     ;;
 esac
 
+# work_dir NAME KIB: a new temp folder btc-bench-NAME.* in the first of
+# $BENCH_DIR, /work, /tmp with KIB KiB free; fails saying so otherwise.
+work_dir() {
+  local d avail
+  for d in ${BENCH_DIR:-} /work /tmp; do
+    [ -d "$d" ] && [ -w "$d" ] || continue
+    avail=$(df -Pk "$d" | awk 'NR == 2 { print $4 }')
+    if [ "$avail" -ge "$2" ]; then mktemp -d "$d/btc-bench-$1.XXXXXX"; return; fi
+  done
+  echo "error: no folder with $(($2 / 1024)) MiB free (set BENCH_DIR)" >&2
+  return 1
+}
+
 # --- hostile mode ------------------------------------------------------------------
 # Seeder CPU time in clock ticks (utime + stime of /proc/PID/stat).
 cpu_ticks() {
@@ -210,14 +223,7 @@ hostile_bench() {
   cargo build --release >&2
   BTC="${CARGO_TARGET_DIR:-$PWD/target}/release/btc"
 
-  local parent d avail
-  for d in ${BENCH_DIR:-} /work /tmp; do
-    [ -d "$d" ] && [ -w "$d" ] || continue
-    avail=$(df -Pk "$d" | awk 'NR == 2 { print $4 }')
-    if [ "$avail" -ge $((mib * 3 * 1024)) ]; then parent=$d; break; fi
-  done
-  [ -n "${parent:-}" ] || { echo "error: no folder with $((mib * 3)) MiB free (set BENCH_DIR)" >&2; exit 1; }
-  WORK=$(mktemp -d "$parent/btc-bench-hostile.XXXXXX")
+  WORK=$(work_dir hostile $((mib * 3 * 1024))) || exit 1
   trap 'code=$?; trap - EXIT INT TERM; stop_all; rm -rf "$WORK"; exit "$code"' EXIT INT TERM
   say "work folder: $WORK"
   mkdir -p "$WORK/seed" "$WORK/logs"
@@ -266,17 +272,11 @@ resume_run() {
 }
 
 resume_bench() {
-  local mib="${BENCH_RESUME_MIB:-2048}" parent d avail
+  local mib="${BENCH_RESUME_MIB:-2048}"
   say "building btc (release)"
   cargo build --release >&2
   BTC="${CARGO_TARGET_DIR:-$PWD/target}/release/btc"
-  for d in ${BENCH_DIR:-} /work /tmp; do
-    [ -d "$d" ] && [ -w "$d" ] || continue
-    avail=$(df -Pk "$d" | awk 'NR == 2 { print $4 }')
-    if [ "$avail" -ge $(((mib + 256) * 1024)) ]; then parent=$d; break; fi
-  done
-  [ -n "${parent:-}" ] || { echo "error: no folder with $((mib + 256)) MiB free (set BENCH_DIR)" >&2; exit 1; }
-  WORK=$(mktemp -d "$parent/btc-bench-resume.XXXXXX")
+  WORK=$(work_dir resume $(((mib + 256) * 1024))) || exit 1
   trap 'code=$?; trap - EXIT INT TERM; rm -rf "$WORK"; exit "$code"' EXIT INT TERM
   say "placing $mib MiB in $WORK/data"
   mkdir -p "$WORK/data" "$WORK/state"
@@ -322,18 +322,12 @@ hash_bench() {
   command -v openssl >/dev/null || need+=(openssl)
   [ -x /usr/bin/time ] || need+=(time)
   install_missing "${need[@]}"
-  local mib="${BENCH_HASH_MIB:-2048}" runs="${BENCH_HASH_RUNS:-3}" cores parent d avail
+  local mib="${BENCH_HASH_MIB:-2048}" runs="${BENCH_HASH_RUNS:-3}" cores
   cores=$(nproc)
   say "building btc (release)"
   cargo build --release >&2
   BTC="${CARGO_TARGET_DIR:-$PWD/target}/release/btc"
-  for d in ${BENCH_DIR:-} /work /tmp; do
-    [ -d "$d" ] && [ -w "$d" ] || continue
-    avail=$(df -Pk "$d" | awk 'NR == 2 { print $4 }')
-    if [ "$avail" -ge $(((mib + 256) * 1024)) ]; then parent=$d; break; fi
-  done
-  [ -n "${parent:-}" ] || { echo "error: no folder with $((mib + 256)) MiB free (set BENCH_DIR)" >&2; exit 1; }
-  WORK=$(mktemp -d "$parent/btc-bench-hash.XXXXXX")
+  WORK=$(work_dir hash $(((mib + 256) * 1024))) || exit 1
   trap 'code=$?; trap - EXIT INT TERM; rm -rf "$WORK"; exit "$code"' EXIT INT TERM
   say "placing $mib MiB in $WORK/data (and reading it into the page cache)"
   mkdir -p "$WORK/data" "$WORK/state"
@@ -426,7 +420,7 @@ many_start() {
 
 many_bench() {
   local n="${BENCH_MANY_TORRENTS:-1000}" active="${BENCH_MANY_ACTIVE:-100}"
-  local idle="${BENCH_IDLE_SECS:-60}" parent d avail i size
+  local idle="${BENCH_IDLE_SECS:-60}" i size
   local need=()
   command -v cmp >/dev/null || need+=(diffutils)
   command -v shuf >/dev/null || need+=(coreutils)
@@ -437,13 +431,7 @@ many_bench() {
   say "building btc (release)"
   cargo build --release >&2
   BTC="${CARGO_TARGET_DIR:-$PWD/target}/release/btc"
-  for d in ${BENCH_DIR:-} /work /tmp; do
-    [ -d "$d" ] && [ -w "$d" ] || continue
-    avail=$(df -Pk "$d" | awk 'NR == 2 { print $4 }')
-    if [ "$avail" -ge $((n * 3 * 1024 * 2 + 1024 * 1024)) ]; then parent=$d; break; fi
-  done
-  [ -n "${parent:-}" ] || { echo "error: no folder with room for $n torrents (set BENCH_DIR)" >&2; exit 1; }
-  WORK=$(mktemp -d "$parent/btc-bench-many.XXXXXX")
+  WORK=$(work_dir many $((n * 3 * 1024 * 2 + 1024 * 1024))) || exit 1
   trap 'code=$?; trap - EXIT INT TERM; stop_all; rm -rf "$WORK"; exit "$code"' EXIT INT TERM
   mkdir -p "$WORK/seed" "$WORK/torrents" "$WORK/logs" "$WORK/state"
   say "making $n payloads of 1-4 MiB and their torrents in $WORK"
@@ -533,8 +521,7 @@ many_bench() {
   printf 'idle CPU over %s s of seeding:      %s%% of a core (target < 2%%: %s)
 ' "$idle" "$idle_pct" \
     "$(awk -v p="$idle_pct" 'BEGIN { print (p < 2) ? "yes" : "NO" }')"
-  printf 'libtorrent fetched 20 at random:   %s s (%s)
-' "$lt_secs" "$lt_line"
+  printf 'libtorrent fetched %s at random:   %s s (%s)\n' "$(wc -l <"$WORK/pick.list")" "$lt_secs" "$lt_line"
   printf '%s at once from libtorrent:        %s s, CPU %.2f s, peak RSS %.1f MB, all %s verified with cmp
 ' \
     "$active" "$dsecs" "$(awk -v u="$duser" -v s="$dsys" 'BEGIN { print u + s }')" \
@@ -587,19 +574,7 @@ BTC="${CARGO_TARGET_DIR:-$PWD/target}/release/btc"
 
 # Room for the payloads plus one download at a time (and some slack).
 NEED_KIB=$(((SINGLE_MIB + MANY_MIB) * 2 * 1024 + 512 * 1024))
-pick_parent() {
-  local d
-  for d in ${BENCH_DIR:-} /work /tmp; do
-    [ -d "$d" ] && [ -w "$d" ] || continue
-    local avail
-    avail=$(df -Pk "$d" | awk 'NR == 2 { print $4 }')
-    if [ "$avail" -ge "$NEED_KIB" ]; then echo "$d"; return; fi
-  done
-  echo "error: no folder with $((NEED_KIB / 1024)) MiB free (set BENCH_DIR)" >&2
-  exit 1
-}
-PARENT=$(pick_parent)
-WORK=$(mktemp -d "$PARENT/btc-bench.XXXXXX")
+WORK=$(work_dir compare "$NEED_KIB") || exit 1
 cleanup() {
   local code=$?
   trap - EXIT INT TERM
