@@ -38,6 +38,10 @@ pub struct Config {
     pub no_dht: bool,
     /// Disable Local Service Discovery.
     pub no_lsd: bool,
+    /// TCP only: no uTP socket, no uTP dials.
+    pub no_utp: bool,
+    /// uTP only: TCP peers are neither dialled nor accepted.
+    pub no_tcp: bool,
     /// State folder override.
     pub state_dir: Option<PathBuf>,
     /// Connection limit of the whole process.
@@ -157,6 +161,8 @@ mod tests {
             dht_bootstrap: vec![],
             no_dht: false,
             no_lsd: false,
+            no_utp: false,
+            no_tcp: false,
             state_dir: None,
             max_peers: 0,
             max_peers_per_torrent: 0,

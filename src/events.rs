@@ -79,6 +79,22 @@ pub fn session_line(info_hash: InfoHash, e: &SessionEvent) -> String {
             info_hash,
             json!({"message": message, "fatal": false}),
         ),
+        SessionEvent::PeerConnected {
+            addr,
+            link,
+            outgoing,
+        } => line(
+            "peer_connected",
+            info_hash,
+            json!({"addr": addr.to_string(), "transport": link.transport.to_string(),
+                   "encrypted": link.encrypted, "source": link.source,
+                   "outgoing": outgoing}),
+        ),
+        SessionEvent::PeerDisconnected { addr } => line(
+            "peer_disconnected",
+            info_hash,
+            json!({"addr": addr.to_string()}),
+        ),
     }
 }
 
@@ -163,7 +179,13 @@ pub async fn render(
             }
             _ = tick.tick() => {
                 let s = status.borrow().clone();
-                let counts = (s.peers_connected, s.seeds_connected, s.peers_known);
+                let counts = (
+                    s.peers_connected,
+                    s.seeds_connected,
+                    s.peers_utp,
+                    s.peers_encrypted,
+                    s.peers_known,
+                );
                 if peers != Some(counts) {
                     peers = Some(counts);
                     emit(&peers_line(&s));
@@ -192,6 +214,7 @@ pub fn peers_line(s: &Status) -> String {
         "peer",
         s.info_hash,
         json!({"connected": s.peers_connected, "seeds": s.seeds_connected,
+               "utp": s.peers_utp, "encrypted": s.peers_encrypted,
                "known": s.peers_known}),
     )
 }
@@ -246,5 +269,48 @@ mod tests {
         assert_eq!(p["event"], "progress");
         assert_eq!(p["phase"], "downloading");
         assert_eq!(p["eta"], 5.0);
+    }
+
+    #[test]
+    fn peer_events_say_how_and_whence() {
+        use crate::peer::transport::{Link, Transport};
+        let ih = InfoHash([1; 20]);
+        let addr: std::net::SocketAddr = "10.0.0.1:6881".parse().unwrap();
+        let c: Value = serde_json::from_str(&session_line(
+            ih,
+            &SessionEvent::PeerConnected {
+                addr,
+                link: Link {
+                    transport: Transport::Utp,
+                    encrypted: true,
+                    source: "PEX",
+                },
+                outgoing: true,
+            },
+        ))
+        .unwrap();
+        assert_eq!(c["event"], "peer_connected");
+        assert_eq!(c["addr"], "10.0.0.1:6881");
+        assert_eq!(c["transport"], "uTP");
+        assert_eq!(c["encrypted"], true);
+        assert_eq!(c["source"], "PEX");
+        assert_eq!(c["outgoing"], true);
+        let d: Value =
+            serde_json::from_str(&session_line(ih, &SessionEvent::PeerDisconnected { addr }))
+                .unwrap();
+        assert_eq!(d["event"], "peer_disconnected");
+        assert_eq!(d["addr"], "10.0.0.1:6881");
+        let p: Value = serde_json::from_str(&peers_line(&Status {
+            peers_connected: 3,
+            peers_utp: 1,
+            peers_encrypted: 2,
+            ..Status::default()
+        }))
+        .unwrap();
+        assert_eq!(
+            (p["connected"].as_u64(), p["utp"].as_u64()),
+            (Some(3), Some(1))
+        );
+        assert_eq!(p["encrypted"], 2);
     }
 }

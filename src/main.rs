@@ -48,7 +48,7 @@ struct DownloadFlags {
     /// Download folder; the torrent's file or folder is created inside it.
     #[arg(short, long, default_value = ".")]
     output: PathBuf,
-    /// TCP port for peers, also the DHT's UDP port (default 6881; 0 = any free port).
+    /// Port for peers, TCP and uTP (default 6881; 0 = any free port); the DHT takes the next UDP port (this one with --no-utp).
     #[arg(short, long)]
     port: Option<u16>,
     /// Local IP to listen on and connect from (default: IPv6 and IPv4 on all interfaces).
@@ -78,6 +78,12 @@ struct DownloadFlags {
     /// Do not look for peers on the local network (LSD, BEP 14 multicast).
     #[arg(long)]
     no_lsd: bool,
+    /// Do not use uTP (BEP 29): TCP only, in and out.
+    #[arg(long)]
+    no_utp: bool,
+    /// Do not use TCP for peers: uTP only, in and out (to test a uTP path).
+    #[arg(long, conflicts_with = "no_utp")]
+    no_tcp: bool,
     /// Where DHT nodes, fetched metadata and resume data are kept (default: $XDG_STATE_HOME/btc).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -155,6 +161,8 @@ impl DownloadFlags {
             dht_bootstrap: self.dht_bootstrap,
             no_dht: self.no_dht,
             no_lsd: self.no_lsd,
+            no_utp: self.no_utp,
+            no_tcp: self.no_tcp,
             state_dir: self.state_dir,
             max_peers: self.max_peers,
             max_peers_per_torrent: self.max_peers_per_torrent,

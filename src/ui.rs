@@ -235,6 +235,15 @@ fn progress_line(s: &Status) -> String {
 
 fn transfer_message(s: &Status) -> String {
     let mut peers = format!("peers {}/{}", s.peers_connected, s.peers_known);
+    // How they are connected, when not all plain TCP.
+    let how: Vec<String> = [(s.peers_utp, "uTP"), (s.peers_encrypted, "RC4")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    if !how.is_empty() {
+        peers.push_str(&format!(" ({})", how.join(", ")));
+    }
     if s.web_seeds > 0 && s.phase != Phase::Seeding {
         peers.push_str(&format!(" + {} web", s.web_seeds));
     }

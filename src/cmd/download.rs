@@ -139,10 +139,18 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
             .map(|a| a.port())
             .context("finding a free port")?;
     }
+    // uTP takes the UDP port of our TCP port's number (peers dial uTP
+    // where they dial TCP); the DHT then takes the next one. Other nodes
+    // learn it from our PORT messages and queries, not from the trackers.
+    let dht_port = if args.no_utp {
+        port
+    } else {
+        port.checked_add(1).unwrap_or(0)
+    };
     let dht = if args.no_dht || all_private {
         None
     } else {
-        start_dht(&args, port, state_dir.clone())
+        start_dht(&args, dht_port, state_dir.clone())
     };
     let session = Session::start(
         SessionConfig {
@@ -155,6 +163,8 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
             max_active: args.max_active,
             encryption: args.encryption,
             lsd: !args.no_lsd && !all_private,
+            utp: !args.no_utp,
+            tcp: !args.no_tcp,
         },
         shutdown.clone(),
     )

@@ -18,6 +18,8 @@ use super::handshake::{HANDSHAKE_LEN, Handshake, HandshakeError};
 use super::message::BlockRef;
 use super::state::{LocalInfo, Outbox, PeerCommand, PeerError, PeerState};
 use super::swarm::Swarm;
+pub use super::transport::Link;
+use super::transport::{PeerStream, Transport, UtpSocketUdp};
 use crate::id::{InfoHash, PeerId};
 use crate::mse::{self, Encryption, MseStream, SetupError};
 use crate::picker::PeerKey;
@@ -38,6 +40,9 @@ use tracing::Instrument;
 
 /// Time allowed to open a TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to open a uTP connection: shorter, because a peer without
+/// uTP never answers at all (no refusal comes back) and TCP is tried next.
+pub const UTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 /// Time allowed for the peer's handshake to arrive.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Initial read buffer; it grows to the largest frame actually received.
@@ -106,6 +111,8 @@ pub struct Registration {
     pub peer_id: PeerId,
     /// Whether we dialled it.
     pub outgoing: bool,
+    /// TCP or uTP, encrypted or not.
+    pub link: Link,
     /// Command channel to the connection's task.
     pub tx: mpsc::Sender<PeerCommand>,
 }
@@ -145,29 +152,87 @@ pub fn next_key() -> PeerKey {
     NEXT_KEY.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Dials `addr` (from `bind` when set) and exchanges handshakes under the
-/// host's `--encryption` policy: `prefer` tries MSE (offering RC4 and
-/// plaintext, our handshake riding as its initial payload) and redials in
-/// plaintext once if the peer does not answer it; `require` dials MSE
-/// with RC4 only; `disable` dials plaintext only.
-pub async fn connect(
-    addr: SocketAddr,
-    bind: Option<IpAddr>,
-    host: &dyn PeerHost,
-) -> Result<(MseStream<TcpStream>, Handshake), ConnError> {
-    connect_with(addr, bind, host, host.encryption()).await
+/// How to reach peers: the local address to dial from, and the uTP
+/// socket when uTP is on.
+#[derive(Clone)]
+pub struct Dialer {
+    /// Local IP to dial TCP from (when of the peer's family).
+    pub bind: Option<IpAddr>,
+    /// The session's uTP socket; `None` with `--no-utp`.
+    pub utp: Option<Arc<UtpSocketUdp>>,
+    /// Whether TCP may be dialled (`--no-tcp` turns it off).
+    pub tcp: bool,
 }
 
-/// [`connect`] under `policy`.
-async fn connect_with(
+impl Dialer {
+    /// The transports to try, in order: TCP first (faster, and every
+    /// client has it), uTP first when the peer was last reached over uTP
+    /// or says it supports it and nothing says TCP works.
+    fn order(&self, utp_first: bool) -> Vec<Transport> {
+        let mut order = match (&self.utp, utp_first) {
+            (None, _) => vec![Transport::Tcp],
+            (Some(_), false) => vec![Transport::Tcp, Transport::Utp],
+            (Some(_), true) => vec![Transport::Utp, Transport::Tcp],
+        };
+        order.retain(|t| self.tcp || *t != Transport::Tcp);
+        order
+    }
+}
+
+/// Dials `addr` and exchanges handshakes under the host's `--encryption`
+/// policy, over each transport in turn until one works (see
+/// [`Dialer::order`]): a peer with TCP turned off (it closes TCP
+/// connections unread) or a closed TCP port is reached over uTP. On each
+/// transport, `prefer` tries MSE (offering RC4 and plaintext, our
+/// handshake riding as its initial payload) and redials in plaintext once
+/// if the peer does not answer it; `require` dials MSE with RC4 only;
+/// `disable` dials plaintext only.
+pub async fn connect(
     addr: SocketAddr,
-    bind: Option<IpAddr>,
+    dialer: &Dialer,
+    utp_first: bool,
+    host: &dyn PeerHost,
+) -> Result<(MseStream<PeerStream>, Handshake), ConnError> {
+    let mut last = None;
+    for t in dialer.order(utp_first) {
+        if let Some(e) = &last {
+            tracing::debug!("peer {addr}: {}; trying {t}", crate::error_chain(e));
+        }
+        match connect_over(t, addr, dialer, host, host.encryption()).await {
+            Ok(c) => return Ok(c),
+            Err(e) if e.worth_another_transport(t) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or(ConnError::Timeout("connecting")))
+}
+
+impl ConnError {
+    /// Whether a failure over `t` says nothing of the other transport: the
+    /// connection broke or was refused before the peer's handshake. A TCP
+    /// connect that timed out is not retried over uTP (the host is most
+    /// likely gone, and the dial slot would be held twice as long); a uTP
+    /// one is retried over TCP (many peers have no uTP).
+    fn worth_another_transport(&self, t: Transport) -> bool {
+        match self {
+            ConnError::Timeout("connecting") => t == Transport::Utp,
+            ConnError::Timeout(_) | ConnError::Io(_) | ConnError::Encryption(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// [`connect`] over one transport under `policy`.
+async fn connect_over(
+    t: Transport,
+    addr: SocketAddr,
+    dialer: &Dialer,
     host: &dyn PeerHost,
     policy: Encryption,
-) -> Result<(MseStream<TcpStream>, Handshake), ConnError> {
+) -> Result<(MseStream<PeerStream>, Handshake), ConnError> {
     let ours = Handshake::ours(host.info_hash(), host.peer_id(), host.ports().1.is_some());
     if policy != Encryption::Disable {
-        let stream = dial(addr, bind).await?;
+        let stream = dial(t, addr, dialer).await?;
         let ia = ours.encode().to_vec();
         match mse::initiate(stream, host.info_hash(), policy, ia, HANDSHAKE_TIMEOUT).await {
             Ok(mut stream) => {
@@ -179,18 +244,18 @@ async fn connect_with(
                 // Said at info level: with `require` this is the one reason
                 // a reachable peer is never used, and the user asked for it.
                 tracing::info!(
-                    "peer {addr}: refused: no RC4 encryption handshake ({}), and --encryption require",
+                    "peer {addr}: refused over {t}: no RC4 encryption handshake ({}), and --encryption require",
                     crate::error_chain(&e)
                 );
                 return Err(e.into());
             }
             Err(e) => tracing::debug!(
-                "peer {addr}: no encryption handshake ({}); retrying in plaintext",
+                "peer {addr}: no encryption handshake over {t} ({}); retrying in plaintext",
                 crate::error_chain(&e)
             ),
         }
     }
-    let mut stream = dial(addr, bind).await?;
+    let mut stream = dial(t, addr, dialer).await?;
     timeout(HANDSHAKE_TIMEOUT, stream.write_all(&ours.encode()))
         .await
         .map_err(|_| ConnError::Timeout("sending handshake"))??;
@@ -199,9 +264,23 @@ async fn connect_with(
     Ok((MseStream::replay(stream, Vec::new()), theirs))
 }
 
+/// Opens a connection to `addr` over `t`.
+async fn dial(t: Transport, addr: SocketAddr, dialer: &Dialer) -> Result<PeerStream, ConnError> {
+    match (t, &dialer.utp) {
+        (Transport::Utp, Some(utp)) => {
+            let stream = timeout(UTP_CONNECT_TIMEOUT, utp.connect(addr))
+                .await
+                .map_err(|_| ConnError::Timeout("connecting"))?
+                .map_err(std::io::Error::other)?;
+            Ok(PeerStream::Utp(stream))
+        }
+        _ => Ok(PeerStream::Tcp(dial_tcp(addr, dialer.bind).await?)),
+    }
+}
+
 /// Opens a TCP connection to `addr`, from `bind` when it is set and of the
 /// same family.
-async fn dial(addr: SocketAddr, bind: Option<IpAddr>) -> Result<TcpStream, ConnError> {
+async fn dial_tcp(addr: SocketAddr, bind: Option<IpAddr>) -> Result<TcpStream, ConnError> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -242,18 +321,8 @@ pub async fn read_handshake<S: AsyncRead + Unpin>(
     Ok(Handshake::decode(&buf)?)
 }
 
-/// Answers an incoming handshake that asked for our torrent.
-pub async fn answer_handshake(
-    stream: &mut TcpStream,
-    host: &dyn PeerHost,
-    theirs: &Handshake,
-) -> Result<(), ConnError> {
-    stream.set_nodelay(true)?;
-    send_answer(stream, host, theirs).await
-}
-
-/// [`answer_handshake`] on any stream (an [`MseStream`] from
-/// [`mse::accept_any`]; set TCP_NODELAY on the socket before wrapping).
+/// Answers an incoming handshake that asked for our torrent, on any
+/// stream (an [`MseStream`] from [`mse::accept_any`]).
 pub async fn send_answer<S: AsyncWrite + Unpin>(
     stream: &mut S,
     host: &dyn PeerHost,
@@ -289,13 +358,14 @@ impl Drop for Conn {
 }
 
 /// Runs a connected, handshaken peer until it disconnects, misbehaves or
-/// the torrent shuts down. Any byte stream will do (TCP today; uTP or an
-/// encrypted stream wrap the same protocol).
+/// the torrent shuts down. Any byte stream will do (TCP or uTP, RC4 or
+/// not: `link` says which, for the torrent's records).
 pub async fn run<S>(
     stream: S,
     theirs: Handshake,
     addr: SocketAddr,
     outgoing: bool,
+    link: Link,
     host: Arc<dyn PeerHost>,
 ) -> Result<(), ConnError>
 where
@@ -309,6 +379,7 @@ where
             addr,
             peer_id: theirs.peer_id,
             outgoing,
+            link,
             tx,
         },
     )?;
@@ -450,7 +521,7 @@ mod tests {
         let hs = Handshake::ours(InfoHash([1; 20]), PeerId([3; 20]), false);
         let addr: SocketAddr = "10.0.0.1:6881".parse().unwrap();
         let t0 = Instant::now();
-        let task = tokio::spawn(run(ours, hs, addr, false, host));
+        let task = tokio::spawn(run(ours, hs, addr, false, Link::default(), host));
         // Read what btc sends, as a peer that never answers.
         let mut buf = bytes::BytesMut::new();
         let mut keepalives = Vec::new();
@@ -496,44 +567,111 @@ mod tests {
         .0
     }
 
-    /// A peer on loopback that answers `conns` connections: MSE (when
-    /// `mse`) or plaintext ones, as a plaintext-only client does: it
-    /// reads 68 bytes and hangs up unless they are a BitTorrent handshake.
+    /// Serves one connection the way a peer does: MSE (when `mse`) or
+    /// plaintext, as a plaintext-only client does: it reads 68 bytes and
+    /// hangs up unless they are a BitTorrent handshake; then echoes 4 bytes.
+    async fn serve_one<S>(sock: S, mse: Option<Encryption>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let ih = InfoHash([1; 20]);
+        let served = [ih];
+        let lookup = mse::lookup_in(&served);
+        let mut s = match mse {
+            Some(policy) => match mse::accept_any(sock, &lookup, policy, HANDSHAKE_TIMEOUT).await {
+                Ok(a) => a.stream,
+                Err(_) => return,
+            },
+            None => MseStream::replay(sock, Vec::new()),
+        };
+        let Ok(theirs) = read_handshake(&mut s, HANDSHAKE_TIMEOUT).await else {
+            return;
+        };
+        assert_eq!(theirs.info_hash, ih);
+        let ours = Handshake::ours(ih, PeerId([9; 20]), false);
+        s.write_all(&ours.encode()).await.unwrap();
+        let mut ping = [0u8; 4];
+        s.read_exact(&mut ping).await.unwrap();
+        s.write_all(&ping).await.unwrap();
+        s.flush().await.unwrap();
+    }
+
+    /// A peer on loopback that answers `conns` TCP connections.
     async fn fake_peer(mse: Option<Encryption>, conns: usize) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             for _ in 0..conns {
                 let (sock, _) = listener.accept().await.unwrap();
-                let ih = InfoHash([1; 20]);
-                let served = [ih];
-                let lookup = mse::lookup_in(&served);
-                let mut s = match mse {
-                    Some(policy) => {
-                        match mse::accept_any(sock, &lookup, policy, HANDSHAKE_TIMEOUT).await {
-                            Ok(a) => a.stream,
-                            Err(_) => continue,
-                        }
-                    }
-                    None => MseStream::replay(sock, Vec::new()),
-                };
-                let Ok(theirs) = read_handshake(&mut s, HANDSHAKE_TIMEOUT).await else {
-                    continue;
-                };
-                assert_eq!(theirs.info_hash, ih);
-                let ours = Handshake::ours(ih, PeerId([9; 20]), false);
-                s.write_all(&ours.encode()).await.unwrap();
-                let mut ping = [0u8; 4];
-                s.read_exact(&mut ping).await.unwrap();
-                s.write_all(&ping).await.unwrap();
+                serve_one(sock, mse).await;
             }
         });
         addr
     }
 
+    fn tcp_only() -> Dialer {
+        Dialer {
+            bind: None,
+            utp: None,
+            tcp: true,
+        }
+    }
+
+    /// A peer with TCP turned off (it closes TCP connections unread, as
+    /// libtorrent does) is reached over uTP on the same port number; with
+    /// uTP first, TCP is not touched.
+    #[tokio::test]
+    async fn a_peer_without_tcp_is_reached_over_utp() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tcp_seen = Arc::new(AtomicU64::new(0));
+        let seen = tcp_seen.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                seen.fetch_add(1, Ordering::Relaxed);
+                drop(sock);
+            }
+        });
+        let theirs_utp = UtpSocketUdp::new_udp(addr).await.unwrap();
+        tokio::spawn(async move {
+            while let Ok(s) = theirs_utp.accept().await {
+                serve_one(s, Some(Encryption::Prefer)).await;
+            }
+        });
+        let ours_utp = UtpSocketUdp::new_udp("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dialer = Dialer {
+            bind: None,
+            utp: Some(ours_utp),
+            tcp: true,
+        };
+        let host = test_host();
+        for utp_first in [false, true] {
+            let before = tcp_seen.load(Ordering::Relaxed);
+            let (mut s, theirs) = connect(addr, &dialer, utp_first, &*host).await.unwrap();
+            assert_eq!(theirs.peer_id, PeerId([9; 20]));
+            assert_eq!(s.link().transport, Transport::Utp);
+            s.write_all(b"ping").await.unwrap();
+            let mut back = [0u8; 4];
+            s.read_exact(&mut back).await.unwrap();
+            assert_eq!(&back, b"ping");
+            let tcp_tries = tcp_seen.load(Ordering::Relaxed) - before;
+            if utp_first {
+                assert_eq!(tcp_tries, 0, "uTP first does not dial TCP");
+            } else {
+                // MSE, then the plaintext retry, both closed unread.
+                assert_eq!(tcp_tries, 2);
+            }
+        }
+        // Without uTP the same peer cannot be reached.
+        assert!(connect(addr, &tcp_only(), false, &*host).await.is_err());
+    }
+
     async fn dial(addr: SocketAddr, policy: Encryption) -> Result<bool, ConnError> {
         let host = test_host();
-        let (mut s, theirs) = connect_with(addr, None, &*host, policy).await?;
+        let (mut s, theirs) =
+            connect_over(Transport::Tcp, addr, &tcp_only(), &*host, policy).await?;
         assert_eq!(theirs.peer_id, PeerId([9; 20]));
         s.write_all(b"ping").await.unwrap();
         let mut back = [0u8; 4];

@@ -11,3 +11,4 @@ pub mod metadata;
 pub mod pex;
 pub mod state;
 pub mod swarm;
+pub mod transport;

@@ -1,6 +1,7 @@
 //! Incoming connections: a budget, not a free-for-all.
 //!
-//! One listener serves every torrent of the session. Before a single byte
+//! One listener (and one uTP socket on the same port number) serves every
+//! torrent of the session. Before a single byte
 //! is read, a connection must pass cheap gates, the ones that single out
 //! one address first so that one noisy address cannot use up what
 //! everyone shares: its IP's own accept rate
@@ -18,6 +19,7 @@ use super::Session;
 use super::host::as_host;
 use super::shared::Shared;
 use crate::peer::conn;
+use crate::peer::transport::{PeerStream, UtpSocketUdp};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
@@ -147,18 +149,42 @@ impl Pending {
     }
 }
 
-/// Accepts peers for every torrent of the session until the session is
-/// gone. Each handshake is read once, on the session's task tracker; a
-/// peer that names a torrent we run is handed to that torrent (and its
-/// task tracker), any other is dropped.
-pub async fn accept_loop(listener: TcpListener, session: Weak<Session>) {
-    let pending = Arc::new(Mutex::new(Pending::default()));
-    let mut bucket = TokenBucket::new(ACCEPT_RATE, ACCEPT_BURST, Instant::now());
-    let mut per_ip = PerIpBuckets::default();
+/// The gates every incoming connection passes, TCP and uTP alike: one
+/// budget for both, so a flood over one transport cannot get around it.
+#[derive(Default)]
+pub struct Gate {
+    pending: Arc<Mutex<Pending>>,
+    rates: Mutex<Option<(TokenBucket, PerIpBuckets)>>,
+}
+
+impl Gate {
+    /// Takes a token from `ip`'s bucket and then from everyone's.
+    fn rate_ok(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut g = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        let (bucket, per_ip) = g.get_or_insert_with(|| {
+            (
+                TokenBucket::new(ACCEPT_RATE, ACCEPT_BURST, now),
+                PerIpBuckets::default(),
+            )
+        });
+        if !per_ip.try_take(ip, now) {
+            tracing::trace!("incoming from {ip}: over its address's accept rate");
+            return false;
+        }
+        if !bucket.try_take(now) {
+            tracing::trace!("incoming from {ip}: over the accept rate");
+            return false;
+        }
+        true
+    }
+}
+
+/// Accepts TCP peers for every torrent of the session until the session
+/// is gone.
+pub async fn accept_loop(listener: TcpListener, session: Weak<Session>, gate: Arc<Gate>) {
     loop {
         let (stream, addr) = match listener.accept().await {
-            // IPv4 peers reach the dual-stack socket as ::ffff:a.b.c.d.
-            Ok((stream, a)) => (stream, SocketAddr::new(a.ip().to_canonical(), a.port())),
+            Ok((stream, a)) => (stream, a),
             Err(e) => {
                 // Out of descriptors, usually: wait for some to close.
                 tracing::debug!("accept: {e}");
@@ -166,74 +192,115 @@ pub async fn accept_loop(listener: TcpListener, session: Weak<Session>) {
                 continue;
             }
         };
-        let Some(session) = session.upgrade() else {
+        let Some(tcp) = session.upgrade().map(|s| s.tcp) else {
             return;
         };
-        if session.shutdown.is_cancelled() {
+        if !tcp {
+            // --no-tcp: closed unread, as libtorrent does with TCP off.
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        if !admit(&gate, &session, PeerStream::Tcp(stream), addr) {
             return;
         }
-        let ip = addr.ip();
-        let now = Instant::now();
-        if !per_ip.try_take(ip, now) {
-            tracing::trace!("incoming {addr}: over its address's accept rate");
-            continue;
-        }
-        if !bucket.try_take(now) {
-            tracing::trace!("incoming {addr}: over the accept rate");
-            continue;
-        }
-        let Some((id, token)) = pending.lock().unwrap_or_else(|e| e.into_inner()).start(ip) else {
-            tracing::trace!("incoming {addr}: too many handshakes from it");
-            continue;
-        };
-        let pending = pending.clone();
-        let tasks = session.tasks.clone();
-        crate::spawn::named(&tasks, "incoming peer", async move {
-            let routed = tokio::select! {
-                _ = token.cancelled() => None,
-                _ = session.shutdown.cancelled() => None,
-                r = incoming_handshake(stream, addr, &session) => r,
-            };
-            pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .finish(id, ip);
-            let Some((stream, theirs, shared)) = routed else {
-                return;
-            };
-            drop(session);
-            tracing::info!(
-                "incoming {addr}: TCP, {}, for {}",
-                super::torrent::encryption_label(stream.is_encrypted()),
-                shared.info_hash
-            );
-            // From here the connection belongs to its torrent: it ends with
-            // it, and the torrent's shutdown waits for it.
-            let tasks = shared.tasks.clone();
-            crate::spawn::named(&tasks, "incoming peer", async move {
-                if let Err(e) = conn::run(stream, theirs, addr, false, as_host(&shared)).await {
-                    tracing::debug!("peer {addr}: {}", crate::error_chain(&e));
-                }
-            });
-        });
     }
 }
 
+/// Accepts uTP peers (on the UDP port of the same number) until the
+/// session is gone.
+pub async fn accept_utp_loop(utp: Arc<UtpSocketUdp>, session: Weak<Session>, gate: Arc<Gate>) {
+    loop {
+        let stream = match utp.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("uTP accept: {e}");
+                if session.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let addr = stream.remote_addr();
+        if !admit(&gate, &session, PeerStream::Utp(stream), addr) {
+            return;
+        }
+    }
+}
+
+/// Runs one accepted connection through the gates, then its handshake on
+/// the session's task tracker; a peer that names a torrent we run is
+/// handed to that torrent (and its task tracker), any other is dropped.
+/// Returns false once the session is gone.
+fn admit(gate: &Arc<Gate>, session: &Weak<Session>, stream: PeerStream, addr: SocketAddr) -> bool {
+    // IPv4 peers reach a dual-stack socket as ::ffff:a.b.c.d.
+    let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
+    let Some(session) = session.upgrade() else {
+        return false;
+    };
+    if session.shutdown.is_cancelled() {
+        return false;
+    }
+    let ip = addr.ip();
+    if !gate.rate_ok(ip, Instant::now()) {
+        return true;
+    }
+    let Some((id, token)) = gate
+        .pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .start(ip)
+    else {
+        tracing::trace!("incoming {addr}: too many handshakes from it");
+        return true;
+    };
+    let pending = gate.pending.clone();
+    let tasks = session.tasks.clone();
+    crate::spawn::named(&tasks, "incoming peer", async move {
+        let routed = tokio::select! {
+            _ = token.cancelled() => None,
+            _ = session.shutdown.cancelled() => None,
+            r = incoming_handshake(stream, addr, &session) => r,
+        };
+        pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish(id, ip);
+        let Some((stream, theirs, shared)) = routed else {
+            return;
+        };
+        drop(session);
+        let link = conn::Link {
+            source: "incoming",
+            ..stream.link()
+        };
+        tracing::info!("incoming {addr}: {link}, for {}", shared.info_hash);
+        // From here the connection belongs to its torrent: it ends with
+        // it, and the torrent's shutdown waits for it.
+        let tasks = shared.tasks.clone();
+        crate::spawn::named(&tasks, "incoming peer", async move {
+            if let Err(e) = conn::run(stream, theirs, addr, false, link, as_host(&shared)).await {
+                tracing::debug!("peer {addr}: {}", crate::error_chain(&e));
+            }
+        });
+    });
+    true
+}
+
 /// An incoming connection once set up: plaintext, or MSE (RC4 or
-/// plaintext payload after an obfuscated handshake).
-pub type Incoming = crate::mse::MseStream<tokio::net::TcpStream>;
+/// plaintext payload after an obfuscated handshake), over TCP or uTP.
+pub type Incoming = crate::mse::MseStream<PeerStream>;
 
 /// Sets up encryption as `--encryption` allows (MSE or a plaintext
 /// handshake, told apart by the first bytes), reads the handshake, finds
 /// the torrent it names and answers for it; all within
 /// [`HANDSHAKE_TIMEOUT`].
 async fn incoming_handshake(
-    stream: tokio::net::TcpStream,
+    stream: PeerStream,
     addr: SocketAddr,
     session: &Session,
 ) -> Option<(Incoming, crate::peer::handshake::Handshake, Arc<Shared>)> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let _ = stream.set_nodelay(true);
     let lookup = |h: &[u8; 20]| session.torrent_by_req2(h);
     let accepted = match crate::mse::accept_any(
         stream,

@@ -18,7 +18,7 @@ use crate::metainfo::Info;
 use crate::peer::conn::{PeerHost, Refused, Registration};
 use crate::peer::message::BlockRef;
 use crate::peer::metadata::{MetadataError, MetadataMessage, serve_piece};
-use crate::peer::pex::{FLAG_REACHABLE, FLAG_SEED};
+use crate::peer::pex::FLAG_SEED;
 use crate::peer::state::PeerCommand;
 use crate::peer::swarm::{Swarm, TorrentInfo};
 use crate::picker::PeerKey;
@@ -340,11 +340,7 @@ impl Swarm for Shared {
             .peers
             .iter()
             .filter(|(k, _)| **k != key)
-            .filter_map(|(_, e)| {
-                let flags = if e.seed { FLAG_SEED } else { 0 }
-                    | if e.outgoing { FLAG_REACHABLE } else { 0 };
-                e.listen_addr().map(|a| (a, flags))
-            })
+            .filter_map(|(_, e)| e.listen_addr().map(|a| (a, e.pex_flags())))
             .filter(|(a, _)| Some(*a) != theirs)
             .collect();
         for (a, f, _) in &st.pex_seeds {
@@ -425,6 +421,7 @@ impl PeerHost for Shared {
                 up_rate: 0,
                 seed: false,
                 outgoing: reg.outgoing,
+                link: reg.link,
                 tx: reg.tx,
                 connected_at: now,
                 last_useful: now,
@@ -435,6 +432,11 @@ impl PeerHost for Shared {
             b.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         drop(st);
+        self.emit(super::status::SessionEvent::PeerConnected {
+            addr: reg.addr,
+            link: reg.link,
+            outgoing: reg.outgoing,
+        });
         self.peer_joined.notify_one();
         Ok(())
     }
@@ -453,10 +455,13 @@ impl PeerHost for Shared {
             if st.pex_seeds.len() >= MAX_PEX_SEEDS {
                 st.pex_seeds.pop_front();
             }
-            let flags = FLAG_SEED | if e.outgoing { FLAG_REACHABLE } else { 0 };
-            st.pex_seeds.push_back((addr, flags, Instant::now()));
+            st.pex_seeds
+                .push_back((addr, e.pex_flags(), Instant::now()));
         }
         drop(st);
+        if let Some(e) = &gone {
+            self.emit(super::status::SessionEvent::PeerDisconnected { addr: e.addr });
+        }
         if gone.is_some()
             && let Some(b) = self.budget.get()
         {
@@ -527,6 +532,7 @@ pub fn as_host(shared: &Arc<Shared>) -> Arc<dyn PeerHost> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peer::pex::{FLAG_ENCRYPTION, FLAG_REACHABLE, FLAG_UTP};
     use std::net::SocketAddr;
     use std::time::Duration;
     use tokio::sync::mpsc;
@@ -546,6 +552,7 @@ mod tests {
             up_rate: 0,
             seed: false,
             outgoing: false,
+            link: Default::default(),
             tx: mpsc::channel(1).0,
             connected_at: at,
             last_useful: at,
@@ -558,6 +565,7 @@ mod tests {
             addr: addr.parse::<SocketAddr>().unwrap(),
             peer_id: PeerId([id; 20]),
             outgoing: false,
+            link: Default::default(),
             tx: mpsc::channel(1).0,
         }
     }
@@ -584,6 +592,9 @@ mod tests {
             st.peers.insert(1, e);
             let mut e = entry("10.0.0.2:50000", 2, now);
             e.listen_port = Some(7000);
+            // Over uTP, encrypted.
+            e.link.transport = crate::peer::transport::Transport::Utp;
+            e.link.encrypted = true;
             st.peers.insert(2, e);
             st.peers.insert(3, entry("10.0.0.3:50001", 3, now));
             let mut e = entry("10.0.0.4:50002", 4, now);
@@ -597,7 +608,7 @@ mod tests {
             got,
             vec![
                 (a("10.0.0.1:6881"), FLAG_SEED | FLAG_REACHABLE),
-                (a("10.0.0.2:7000"), 0)
+                (a("10.0.0.2:7000"), FLAG_UTP | FLAG_ENCRYPTION)
             ]
         );
         // The seed leaves while we seed too: still offered, to others.

@@ -24,6 +24,8 @@ pub use torrent::{Options, Report, Source, load_cached_info};
 
 use crate::dht::DhtHandle;
 use crate::id::{InfoHash, PeerId};
+use crate::peer::conn::Dialer;
+use crate::peer::transport::UtpSocketUdp;
 use crate::ratelimit::{RateLimiter, RateLimits};
 use anyhow::{Context, Result};
 use shared::{ConnBudget, Shared};
@@ -60,6 +62,11 @@ pub struct SessionConfig {
     pub encryption: crate::mse::Encryption,
     /// Local Service Discovery (BEP 14) on the multicast group.
     pub lsd: bool,
+    /// uTP (BEP 29) beside TCP, on the UDP port of the listener's number.
+    pub utp: bool,
+    /// TCP for peers (off only to test uTP alone: the listener then closes
+    /// what it accepts, the way libtorrent does with incoming TCP off).
+    pub tcp: bool,
 }
 
 /// The process-level half of the client; see the module doc.
@@ -76,6 +83,11 @@ pub struct Session {
     pub rate_limits: RateLimits,
     /// `--encryption`, for every connection in and out.
     pub encryption: crate::mse::Encryption,
+    /// The uTP socket, in and out; `None` with `--no-utp` or when its UDP
+    /// port could not be had.
+    pub utp: Option<Arc<UtpSocketUdp>>,
+    /// Whether peers are dialled and accepted over TCP.
+    pub tcp: bool,
     /// Connections open and being dialled, all torrents together.
     pub budget: Arc<ConnBudget>,
     /// Downloads allowed at once; the others wait their turn.
@@ -108,6 +120,11 @@ impl Session {
         let listen_port = listener.local_addr()?.port();
         tracing::info!("listening on {}", listener.local_addr()?);
         let checks = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let utp = if cfg.utp {
+            open_utp(cfg.bind, listen_port, cfg.max_peers, &shutdown).await
+        } else {
+            None
+        };
         let session = Arc::new(Session {
             peer_id: PeerId::generate(),
             listen_port,
@@ -115,6 +132,8 @@ impl Session {
             dht: cfg.dht,
             rate_limits: cfg.rate_limits,
             encryption: cfg.encryption,
+            utp: utp.clone(),
+            tcp: cfg.tcp,
             budget: Arc::new(ConnBudget::new(cfg.max_peers.max(1))),
             queue: queue::ActiveQueue::new(cfg.max_active),
             checks: Semaphore::new(checks),
@@ -130,11 +149,22 @@ impl Session {
             shutdown,
             tasks: TaskTracker::new(),
         });
+        let gate = Arc::new(accept::Gate::default());
         crate::spawn::named(
             &session.tasks,
             "accept",
-            accept::accept_loop(listener, Arc::downgrade(&session)),
+            accept::accept_loop(listener, Arc::downgrade(&session), gate.clone()),
         );
+        if let Some(utp) = utp {
+            let stop = session.shutdown.clone();
+            let weak = Arc::downgrade(&session);
+            crate::spawn::named(&session.tasks, "accept uTP", async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = accept::accept_utp_loop(utp, weak, gate) => {}
+                }
+            });
+        }
         if cfg.lsd {
             lsd::spawn(&session);
         }
@@ -171,6 +201,15 @@ impl Session {
         Expected {
             session: self.clone(),
             info_hash,
+        }
+    }
+
+    /// How torrents dial peers: from `--bind`, over TCP and uTP.
+    pub fn dialer(&self) -> Dialer {
+        Dialer {
+            bind: self.bind,
+            utp: self.utp.clone(),
+            tcp: self.tcp,
         }
     }
 
@@ -323,6 +362,53 @@ pub fn is_global(ip: IpAddr) -> bool {
     }
 }
 
+/// Most uTP connections at once, in and out: each holds up to 2 MiB of
+/// buffers at full speed, so this is the memory the uTP stack may take.
+const MAX_UTP_STREAMS: usize = 256;
+
+/// Opens the uTP socket on the UDP port of the TCP listener's number (so
+/// a peer that knows our port reaches us either way), on `bind`'s address
+/// or on every interface of both families. A port someone else holds
+/// costs uTP, not the session: a warning, and TCP alone.
+async fn open_utp(
+    bind: Option<IpAddr>,
+    port: u16,
+    max_peers: usize,
+    shutdown: &CancellationToken,
+) -> Option<Arc<UtpSocketUdp>> {
+    use librqbit_utp::{SocketOpts, UtpSocketUdpOpts};
+    use std::num::NonZeroUsize;
+    let opts = || SocketOpts {
+        // Peer messages are written whole and at once: no need to wait for
+        // more (the TCP side sets TCP_NODELAY for the same reason).
+        disable_nagle: true,
+        max_live_vsocks: NonZeroUsize::new(max_peers.clamp(16, MAX_UTP_STREAMS)),
+        cancellation_token: shutdown.child_token(),
+        ..Default::default()
+    };
+    let addrs = match bind {
+        Some(ip) => vec![SocketAddr::new(ip, port)],
+        None => vec![
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        ],
+    };
+    let mut last = None;
+    for addr in addrs {
+        match UtpSocketUdp::new_udp_with_opts(addr, opts(), UtpSocketUdpOpts::default()).await {
+            Ok(s) => {
+                tracing::info!("uTP on {}", s.bind_addr());
+                return Some(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    if let Some(e) = last {
+        tracing::warn!("uTP is off: could not open UDP port {port}: {e}");
+    }
+    None
+}
+
 /// Opens the peer listener: on `bind`'s address, else on one socket for
 /// both IPv6 and IPv4 (`[::]` with mapped v4 addresses), else on 0.0.0.0
 /// where the system has no IPv6.
@@ -382,6 +468,8 @@ mod tests {
             max_active: 0,
             encryption: crate::mse::Encryption::default(),
             lsd: false,
+            utp: false,
+            tcp: true,
         };
         Session::start(cfg, CancellationToken::new()).await.unwrap()
     }

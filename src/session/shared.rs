@@ -69,6 +69,8 @@ pub struct PeerEntry {
     pub seed: bool,
     /// Whether we dialled it.
     pub outgoing: bool,
+    /// TCP or uTP, encrypted or not.
+    pub link: crate::peer::transport::Link,
     /// Command channel to its task.
     pub tx: mpsc::Sender<PeerCommand>,
     /// When it connected.
@@ -89,6 +91,27 @@ impl PeerEntry {
         } else {
             self.listen_port.map(|p| SocketAddr::new(self.addr.ip(), p))
         }
+    }
+
+    /// Its BEP 11 flags in our PEX messages: a seed, reachable (we
+    /// dialled it), speaking uTP, taking encryption (it did with us).
+    pub fn pex_flags(&self) -> u8 {
+        use crate::peer::pex::{FLAG_ENCRYPTION, FLAG_REACHABLE, FLAG_SEED, FLAG_UTP};
+        use crate::peer::transport::Transport;
+        let mut f = 0;
+        if self.seed {
+            f |= FLAG_SEED;
+        }
+        if self.outgoing {
+            f |= FLAG_REACHABLE;
+        }
+        if self.link.transport == Transport::Utp {
+            f |= FLAG_UTP;
+        }
+        if self.link.encrypted {
+            f |= FLAG_ENCRYPTION;
+        }
+        f
     }
 }
 
@@ -507,6 +530,7 @@ mod tests {
                 up_rate: 0,
                 seed: true,
                 outgoing: true,
+                link: Default::default(),
                 tx,
                 connected_at: now,
                 last_useful: now,

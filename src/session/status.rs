@@ -55,6 +55,10 @@ pub struct Status {
     pub peers_connected: usize,
     /// Of which seeds.
     pub seeds_connected: usize,
+    /// Of which over uTP.
+    pub peers_utp: usize,
+    /// Of which RC4-encrypted.
+    pub peers_encrypted: usize,
     /// Candidate addresses known.
     pub peers_known: usize,
     /// Web seeds being fetched from.
@@ -125,6 +129,20 @@ pub enum SessionEvent {
     DiskError {
         /// What failed, on one line.
         message: String,
+    },
+    /// A peer connection was admitted.
+    PeerConnected {
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// How it runs, and where its address came from.
+        link: crate::peer::transport::Link,
+        /// Whether we dialled it.
+        outgoing: bool,
+    },
+    /// A peer connection ended.
+    PeerDisconnected {
+        /// Its address.
+        addr: std::net::SocketAddr,
     },
 }
 

@@ -21,6 +21,7 @@ use crate::metainfo::Metainfo;
 use crate::peer::conn::{self, Refused};
 use crate::peer::metadata::MetadataAssembler;
 use crate::peer::state::PeerError;
+use crate::peer::transport::Transport;
 use crate::storage::disk::Storage;
 use crate::tracker::{AnnounceConfig, TrackerStats, TransferTotals};
 use anyhow::{Context, Result};
@@ -115,15 +116,22 @@ enum PeerSource {
     Lsd,
 }
 
-impl std::fmt::Display for PeerSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl PeerSource {
+    /// The name logs and `--json` events use.
+    pub fn label(self) -> &'static str {
+        match self {
             PeerSource::Manual => "--peer",
             PeerSource::Tracker => "tracker",
             PeerSource::Dht => "DHT",
             PeerSource::Pex => "PEX",
             PeerSource::Lsd => "LSD",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for PeerSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
     }
 }
 
@@ -137,6 +145,8 @@ struct Known {
     seed: bool,
     failures: u32,
     next_try: Option<Instant>,
+    /// Last reached over uTP: dial that first next time.
+    utp_first: bool,
 }
 
 /// How a connection we dialled ended.
@@ -154,7 +164,8 @@ enum Ended {
 }
 
 enum ConnEvent {
-    Ended(SocketAddr, Ended),
+    /// A dial ended; with the transport it connected over, if it did.
+    Ended(SocketAddr, Ended, Option<Transport>),
 }
 
 /// Runs one torrent until it is done (per the seed policy) or `shutdown` fires.
@@ -402,10 +413,13 @@ pub async fn run(
                 status.peers_known = known.len();
                 dial_some(&mut known, &shared, &session, &opts, &dialing, &ev_tx);
             }
-            Some(ConnEvent::Ended(addr, how)) = ev_rx.recv() => {
+            Some(ConnEvent::Ended(addr, how, transport)) = ev_rx.recv() => {
                 idle = false;
                 if let Some(k) = known.get_mut(&addr) {
                     k.dialing = false;
+                    if let Some(t) = transport {
+                        k.utp_first = t == Transport::Utp;
+                    }
                     k.seed = how == Ended::BothSeeds;
                     k.failures = if how == Ended::Failed { k.failures + 1 } else { 0 };
                     // Back off: 15 s, 30 s, 1 min … up to 10 min; an address
@@ -484,6 +498,12 @@ pub async fn run(
                     let st = shared.lock();
                     status.peers_connected = st.peers.len();
                     status.seeds_connected = st.peers.values().filter(|p| p.seed).count();
+                    status.peers_utp = st
+                        .peers
+                        .values()
+                        .filter(|p| p.link.transport == Transport::Utp)
+                        .count();
+                    status.peers_encrypted = st.peers.values().filter(|p| p.link.encrypted).count();
                     status.web_seeds = st.web_seed_strikes.len();
                     status.peers_used = st.sources.len();
                     if let Some(a) = &st.assembler {
@@ -814,15 +834,6 @@ async fn install(
     Ok(())
 }
 
-/// How a connection's payload travels, for the logs.
-pub fn encryption_label(encrypted: bool) -> &'static str {
-    if encrypted {
-        "RC4-encrypted"
-    } else {
-        "plaintext"
-    }
-}
-
 /// Sleeps until `at`, or forever when there is nothing to wait for.
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
@@ -936,11 +947,11 @@ fn dial_some(
         budget -= 1;
         dialing.fetch_add(1, Ordering::Relaxed);
         process.dialing.fetch_add(1, Ordering::Relaxed);
-        let source = k.source;
-        let (addr, shared, bind, ev_tx, dialing, process) = (
+        let (source, utp_first) = (k.source, k.utp_first);
+        let (addr, shared, dialer, ev_tx, dialing, process) = (
             *addr,
             shared.clone(),
-            session.bind,
+            session.dialer(),
             ev_tx.clone(),
             dialing.clone(),
             process.clone(),
@@ -948,16 +959,19 @@ fn dial_some(
         let tasks = shared.tasks.clone();
         crate::spawn::named(&tasks, "dial", async move {
             let host = host::as_host(&shared);
-            let res = conn::connect(addr, bind, &*host).await;
+            let res = conn::connect(addr, &dialer, utp_first, &*host).await;
             dialing.fetch_sub(1, Ordering::Relaxed);
             process.dialing.fetch_sub(1, Ordering::Relaxed);
+            let mut transport = None;
             let how = match res {
                 Ok((stream, theirs)) => {
-                    tracing::info!(
-                        "connected to {addr}: TCP, {} (from {source})",
-                        encryption_label(stream.is_encrypted())
-                    );
-                    match conn::run(stream, theirs, addr, true, host).await {
+                    let link = conn::Link {
+                        source: source.label(),
+                        ..stream.link()
+                    };
+                    transport = Some(link.transport);
+                    tracing::info!("connected to {addr}: {link} (from {source})");
+                    match conn::run(stream, theirs, addr, true, link, host).await {
                         Ok(()) => Ended::Ok,
                         Err(conn::ConnError::Peer(PeerError::BothSeeds)) => Ended::BothSeeds,
                         Err(conn::ConnError::Refused(Refused::Duplicate | Refused::PerIpLimit)) => {
@@ -974,7 +988,7 @@ fn dial_some(
                     Ended::Failed
                 }
             };
-            let _ = ev_tx.send(ConnEvent::Ended(addr, how)).await;
+            let _ = ev_tx.send(ConnEvent::Ended(addr, how, transport)).await;
         });
     }
 }

@@ -695,7 +695,7 @@ fn btc_requiring_encryption_refuses_a_plaintext_peer() {
     let log = btc.wait_output("--encryption require", secs(60));
     assert!(
         log.contains(&format!(
-            "peer {listen}: refused: no RC4 encryption handshake"
+            "peer {listen}: refused over TCP: no RC4 encryption handshake"
         )),
         "{log}"
     );
@@ -757,4 +757,112 @@ fn transmission_requiring_encryption_seeds_btc_downloads() {
     assert_same_tree(&root, &out.join("trrc4"));
     let mut tr = tr;
     tr.proc.assert_running();
+}
+
+/// uTP (BEP 29) with a libtorrent seeder whose TCP is off both ways (it
+/// closes incoming TCP connections unread): btc, dialling TCP first, falls
+/// back to uTP on the same port number and downloads everything.
+#[test]
+fn libtorrent_over_utp_only_seeds_btc_downloads() {
+    require_tool(PYTHON);
+    let ctx = Ctx::new("interop-utp-seed", secs(240));
+    let payload = Payload::nested("ltutp", 2);
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 1021);
+    let t = ctx.join("ltutp.torrent");
+    btc_create(&ctx, &root, &t, &["--piece-length", "65536"]);
+    let listen = format!("127.0.0.2:{}", free_port());
+    let mut lt = ctx.spawn(
+        "libtorrent-seeder",
+        lt_cmd(&[
+            "seed",
+            "--torrent",
+            s(&t),
+            "--save",
+            s(&seed_dir),
+            "--listen",
+            &listen,
+            "--transport",
+            "utp",
+        ]),
+    );
+    lt.wait_output("SEEDING", secs(60));
+    let out = ctx.join("out");
+    let log = btc_leech(
+        &ctx,
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--peer",
+            &listen,
+            "--no-seed",
+            "--no-dht",
+            "--port",
+            "0",
+        ],
+        secs(120),
+    );
+    assert!(
+        log.contains(&format!("connected to {listen}: uTP, ")),
+        "-v says the peer was reached over uTP:\n{log}"
+    );
+    assert_same_tree(&root, &out.join("ltutp"));
+    lt.assert_running();
+}
+
+/// The other way: a libtorrent leecher with TCP off fetches metadata and
+/// data by magnet from a btc seeder, over uTP into btc's port.
+#[test]
+fn libtorrent_over_utp_only_fetches_from_btc() {
+    require_tool(PYTHON);
+    let ctx = Ctx::new("interop-utp-fetch", secs(240));
+    let seed_dir = ctx.mkdir("seed");
+    let root = Payload::single("toutp.bin", 6 * MIB + 99).write(&seed_dir, 1022);
+    let t = ctx.join("toutp.torrent");
+    btc_create(&ctx, &root, &t, &[]);
+    let p = free_port();
+    let mut seeder = ctx.spawn(
+        "btc-seeder",
+        ctx.btc(&[
+            "-o",
+            s(&seed_dir),
+            s(&t),
+            "--port",
+            &p.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--no-dht",
+            "-v",
+        ]),
+    );
+    seeder.wait_output("seeding toutp.bin", secs(60));
+    let magnet = format!("magnet:?xt=urn:btih:{}", btc_info_hash(&ctx, s(&t)));
+    let out = ctx.mkdir("out");
+    let mut lt = ctx.spawn(
+        "libtorrent-utp",
+        lt_cmd(&[
+            "fetch",
+            "--magnet",
+            &magnet,
+            "--save",
+            s(&out),
+            "--listen",
+            &format!("127.0.0.2:{}", free_port()),
+            "--peer",
+            &format!("127.0.0.1:{p}"),
+            "--timeout",
+            "120",
+            "--transport",
+            "utp",
+        ]),
+    );
+    lt.expect_success(secs(150));
+    assert_same_file(&root, &out.join("toutp.bin"));
+    seeder.assert_running();
+    let log = seeder.stderr();
+    assert!(
+        log.contains(": uTP, plaintext, for "),
+        "-v says the peer came in over uTP:\n{log}"
+    );
 }

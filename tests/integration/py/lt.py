@@ -3,12 +3,13 @@
 
   lt.py seed  --torrent T [--torrent T2 ...] --save DIR --listen IP:PORT
             [--tracker URL] [--upload-limit BYTES_PER_SEC]
+            [--encryption default|require|plaintext] [--transport tcp|utp|both]
       checks the data in DIR, prints "SEEDING" once every torrent is a
       seed, then seeds
       until killed (stats every second); with --upload-limit, uploads at
       most that fast, loopback included (a slow seeder).
   lt.py fetch --magnet URI --save DIR --listen IP:PORT --peer IP:PORT
-            [--timeout SECS]
+            [--timeout SECS] [--encryption ...] [--transport ...]
       fetches metadata and data from the magnet (and the given peer),
       prints "METADATA" when the info dict arrives and "DONE" once complete,
       then exits 0; exits 1 on timeout.
@@ -43,7 +44,20 @@ ENCRYPTION = {
 }
 
 
-def session(listen, encryption="default"):
+# Transports: "tcp" (the default: uTP off, so no dial waits for a uTP
+# timeout), "utp" (TCP off both ways: incoming TCP is closed unread),
+# "both".
+TRANSPORT = {
+    "tcp": {"enable_outgoing_utp": False, "enable_incoming_utp": False,
+            "enable_outgoing_tcp": True, "enable_incoming_tcp": True},
+    "utp": {"enable_outgoing_utp": True, "enable_incoming_utp": True,
+            "enable_outgoing_tcp": False, "enable_incoming_tcp": False},
+    "both": {"enable_outgoing_utp": True, "enable_incoming_utp": True,
+             "enable_outgoing_tcp": True, "enable_incoming_tcp": True},
+}
+
+
+def session(listen, encryption="default", transport="tcp"):
     ip = listen.rsplit(":", 1)[0]
     s = lt.session({
         "listen_interfaces": listen,
@@ -53,9 +67,6 @@ def session(listen, encryption="default"):
         "enable_upnp": False,
         "enable_natpmp": False,
         "allow_multiple_connections_per_ip": True,
-        # btc speaks TCP only; uTP attempts would time out first (3 s).
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
         "announce_to_all_trackers": True,
         "announce_to_all_tiers": True,
         # btc speaks plaintext BitTorrent.
@@ -69,6 +80,7 @@ def session(listen, encryption="default"):
         "user_agent": "btc-test-libtorrent",
     })
     s.apply_settings(ENCRYPTION[encryption])
+    s.apply_settings(TRANSPORT[transport])
     return s
 
 
@@ -88,7 +100,7 @@ def status_line(h):
 
 
 def seed(args):
-    s = session(args.listen, args.encryption)
+    s = session(args.listen, args.encryption, args.transport)
     if args.upload_limit:
         s.apply_settings({
             "upload_rate_limit": args.upload_limit,
@@ -120,7 +132,7 @@ def seed(args):
 
 
 def fetch(args):
-    s = session(args.listen, args.encryption)
+    s = session(args.listen, args.encryption, args.transport)
     atp = lt.parse_magnet_uri(args.magnet)
     atp.save_path = args.save
     h = s.add_torrent(atp)
@@ -175,6 +187,7 @@ def main():
     a.add_argument("--tracker", action="append")
     a.add_argument("--upload-limit", type=int, default=0)
     a.add_argument("--encryption", choices=sorted(ENCRYPTION), default="default")
+    a.add_argument("--transport", choices=sorted(TRANSPORT), default="tcp")
     b = sub.add_parser("fetch")
     b.add_argument("--magnet", required=True)
     b.add_argument("--save", required=True)
@@ -182,6 +195,7 @@ def main():
     b.add_argument("--peer", required=True)
     b.add_argument("--timeout", type=float, default=120)
     b.add_argument("--encryption", choices=sorted(ENCRYPTION), default="default")
+    b.add_argument("--transport", choices=sorted(TRANSPORT), default="tcp")
     c = sub.add_parser("create")
     c.add_argument("--path", required=True)
     c.add_argument("--out", required=True)
