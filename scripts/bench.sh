@@ -6,6 +6,17 @@
 #   scripts/bench.sh resume      restart time of a finished torrent
 #   scripts/bench.sh many        1,000 torrents in one process
 #   scripts/bench.sh hash        btc create and the start-up check vs mktorrent
+#   scripts/bench.sh transports  btc to btc over plain TCP, RC4 (MSE) and uTP
+#
+# transports: one file of BENCH_TRANSPORT_MIB (default 1024) MiB. For each
+# way, a btc seeder on 127.0.0.1 and a btc leecher (`--no-seed -q`, told
+# the seeder with --peer, no tracker or DHT) on the same data, one after
+# the other: plain TCP (`--encryption disable --no-utp` both sides), RC4
+# over TCP (the leecher `--encryption require`), plain uTP (`--no-tcp
+# --encryption disable` both sides). Each download is checked with cmp.
+# Printed: seconds, MB/s, the leecher's CPU seconds and peak RSS, the
+# seeder's CPU seconds, and each rate as a ratio of plain TCP's. Targets
+# (issue 11): RC4 costs at most ~10% of plain TCP's rate; uTP >= 200 MB/s.
 #
 # hash: one file of BENCH_HASH_MIB (default 2048) MiB, read once so it sits
 # in the page cache. Timed BENCH_HASH_RUNS times each (default 3; the
@@ -84,13 +95,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '\n==> %s\n' "$*" >&2; }
+# ratio A B: A / B with two decimals.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / (b > 0 ? b : 0.001) }'; }
 source scripts/lib.sh
 
 MODE="${1:-compare}"
 case "$MODE" in
-  compare | hostile | resume | hash | many) ;;
+  compare | hostile | resume | hash | many | transports) ;;
   *)
-    echo "usage: $0 [compare|hostile|resume|hash|many]" >&2
+    echo "usage: $0 [compare|hostile|resume|hash|many|transports]" >&2
     exit 2
     ;;
 esac
@@ -528,8 +541,70 @@ many_bench() {
     "$(awk -v k="$drss" 'BEGIN { print k * 1024 / 1e6 }')" "$active"
 }
 
+# --- transports mode -----------------------------------------------------------------
+# transport_run NAME "SEEDER FLAGS" "LEECHER FLAGS": one seeder, one
+# download; appends "name secs leecher_cpu leecher_rss_kib seeder_cpu".
+transport_run() {
+  local name=$1 sflags=$2 lflags=$3 sport lport seeder e u s m st0 st1
+  sport=$(free_port)
+  lport=$(free_port)
+  # shellcheck disable=SC2086
+  "$BTC" -o "$WORK/seed" "$WORK/t.torrent" --port "$sport" --bind 127.0.0.1 --no-dht --no-lsd \
+    --state-dir "$WORK/state-seed" $sflags -v >"$WORK/logs/seed-$name.out" 2>"$WORK/logs/seed-$name.err" &
+  seeder=$!
+  PIDS+=("$seeder")
+  wait_log "$WORK/logs/seed-$name.err" "seeding" "$seeder" 600
+  st0=$(cpu_ticks "$seeder")
+  rm -rf "$WORK/out"
+  say "$name: downloading"
+  # shellcheck disable=SC2086
+  /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.txt" \
+    "$BTC" -o "$WORK/out" "$WORK/t.torrent" --port "$lport" --bind 127.0.0.1 --no-dht --no-lsd \
+    --state-dir "$WORK/state-leech" --peer "127.0.0.1:$sport" --no-seed -q $lflags ||
+    { echo "error: the $name download failed" >&2; exit 1; }
+  st1=$(cpu_ticks "$seeder")
+  kill -TERM "$seeder" 2>/dev/null || true
+  wait "$seeder" 2>/dev/null || true
+  cmp "$WORK/seed/t.bin" "$WORK/out/t.bin" || { echo "error: $name: data differs" >&2; exit 1; }
+  rm -rf "$WORK/out" "$WORK/state-leech"
+  read -r e u s m <"$WORK/time.txt"
+  TRESULTS+=("$name $e $(awk -v u="$u" -v s="$s" 'BEGIN { print u + s }') $m \
+$(awk -v a="$st0" -v b="$st1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')")
+}
+
+transports_bench() {
+  local mib="${BENCH_TRANSPORT_MIB:-1024}"
+  say "building btc (release)"
+  cargo build --release >&2
+  BTC="${CARGO_TARGET_DIR:-$PWD/target}/release/btc"
+  WORK=$(work_dir transports $(((mib * 2 + 256) * 1024))) || exit 1
+  trap 'code=$?; trap - EXIT INT TERM; stop_all; rm -rf "$WORK"; exit "$code"' EXIT INT TERM
+  mkdir -p "$WORK/seed" "$WORK/logs"
+  say "making one file of $mib MiB"
+  head -c $((mib * 1024 * 1024)) /dev/urandom >"$WORK/seed/t.bin"
+  "$BTC" create "$WORK/seed/t.bin" -o "$WORK/t.torrent" -q
+  TRESULTS=()
+  transport_run tcp-plain "--encryption disable --no-utp" "--encryption disable --no-utp"
+  transport_run tcp-rc4 "--no-utp" "--encryption require --no-utp"
+  transport_run utp-plain "--encryption disable --no-tcp" "--encryption disable --no-tcp"
+  local bytes=$((mib * 1024 * 1024)) base="" name e cpu m scpu mbps
+  printf '\n%-10s %9s %9s %14s %14s %14s %12s\n' way seconds "MB/s" "leecher CPU s" "leecher RSS MiB" "seeder CPU s" "rate vs TCP"
+  for r in "${TRESULTS[@]}"; do
+    read -r name e cpu m scpu <<<"$r"
+    mbps=$(awk -v b="$bytes" -v e="$e" 'BEGIN { printf "%.1f", b / 1e6 / (e > 0 ? e : 0.001) }')
+    [ -n "$base" ] || base=$mbps
+    printf '%-10s %9s %9s %14s %14.1f %14s %12s\n' "$name" "$e" "$mbps" "$cpu" \
+      "$(awk -v m="$m" 'BEGIN { print m / 1024 }')" "$scpu" "$(ratio "$mbps" "$base")"
+  done
+  echo "(targets, issue 11: tcp-rc4 >= 0.90 of tcp-plain; utp-plain >= 200 MB/s)"
+}
+
 if [ "$MODE" = many ]; then
   many_bench
+  exit 0
+fi
+if [ "$MODE" = transports ]; then
+  transports_bench
   exit 0
 fi
 if [ "$MODE" = hostile ]; then
@@ -685,8 +760,6 @@ for payload in single many; do
 done
 
 # --- report ------------------------------------------------------------------------
-# ratio A B: A / B with two decimals.
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / (b > 0 ? b : 0.001) }'; }
 
 CSV="payload,client,seconds,MB_per_s,cpu_seconds,cpu_s_per_GB,peak_rss_MiB"
 printf '\n%-8s %-10s %9s %9s %9s %9s %12s\n' payload client seconds "MB/s" "CPU s" "CPU s/GB" "peak RSS MiB"
