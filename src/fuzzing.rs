@@ -64,22 +64,25 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("peer_state", peer_state),
 ];
 
-/// (l) LSD announces (BEP 14): whatever parses is bounded and re-encodes
-/// to an announce that parses the same.
+/// (l) LSD announces (BEP 14): whatever parses is bounded and re-encodes,
+/// for either group, to announces that fit a datagram and parse the same.
 pub fn lsd(data: &[u8]) {
     if let Ok(a) = crate::lsd::parse_announce(data) {
         assert!(!a.info_hashes.is_empty() && a.info_hashes.len() <= crate::lsd::MAX_HASHES);
         assert!(a.port != 0);
-        let packets = crate::lsd::announce_packets(a.port, &a.info_hashes, "c");
-        let mut again = Vec::new();
-        for p in &packets {
-            again.extend(
-                crate::lsd::parse_announce(p)
-                    .expect("our own announce parses")
-                    .info_hashes,
-            );
+        for group in [crate::lsd::GROUP_V4.into(), crate::lsd::GROUP_V6.into()] {
+            let packets = crate::lsd::announce_packets(group, a.port, &a.info_hashes, "c");
+            let mut again = Vec::new();
+            for p in &packets {
+                assert!(p.len() <= crate::lsd::MAX_DATAGRAM);
+                again.extend(
+                    crate::lsd::parse_announce(p)
+                        .expect("our own announce parses")
+                        .info_hashes,
+                );
+            }
+            assert_eq!(again, a.info_hashes);
         }
-        assert_eq!(again, a.info_hashes);
     }
 }
 

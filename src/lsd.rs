@@ -1,7 +1,8 @@
 //! Local Service Discovery (BEP 14): peers on the same network find each
 //! other by multicast, with no tracker or DHT.
 //!
-//! An announce is an HTTP-like datagram sent to 239.192.152.143:6771:
+//! An announce is an HTTP-like datagram sent to 239.192.152.143:6771 (IPv4)
+//! or [ff15::efc0:988f]:6771 (IPv6), its `Host` naming the group:
 //!
 //! ```text
 //! BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\nPort: 6881\r\n
@@ -14,10 +15,18 @@
 //! from one announce, unknown headers skipped.
 
 use crate::id::InfoHash;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// The IPv4 multicast group and port of BEP 14.
 pub const GROUP_V4: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 192, 152, 143), 6771);
+/// The IPv6 multicast group and port of BEP 14 (site-local scope; the
+/// service sends with a hop limit of 1, so announces stay on the link).
+pub const GROUP_V6: SocketAddrV6 = SocketAddrV6::new(
+    Ipv6Addr::new(0xff15, 0, 0, 0, 0, 0, 0xefc0, 0x988f),
+    6771,
+    0,
+    0,
+);
 /// Largest datagram read or sent.
 pub const MAX_DATAGRAM: usize = 1400;
 /// Info-hashes taken from one announce; more are ignored.
@@ -50,12 +59,19 @@ pub enum LsdError {
     NoInfoHash,
 }
 
-/// Announces for `info_hashes` on `port`, [`HASHES_PER_PACKET`] per datagram.
-pub fn announce_packets(port: u16, info_hashes: &[InfoHash], cookie: &str) -> Vec<Vec<u8>> {
+/// Announces for `info_hashes` on `port`, [`HASHES_PER_PACKET`] per
+/// datagram, to be sent to `group` ([`GROUP_V4`] or [`GROUP_V6`]): its
+/// `Host` header names that group, as BEP 14 asks.
+pub fn announce_packets(
+    group: SocketAddr,
+    port: u16,
+    info_hashes: &[InfoHash],
+    cookie: &str,
+) -> Vec<Vec<u8>> {
     info_hashes
         .chunks(HASHES_PER_PACKET)
         .map(|chunk| {
-            let mut s = format!("BT-SEARCH * HTTP/1.1\r\nHost: {GROUP_V4}\r\nPort: {port}\r\n");
+            let mut s = format!("BT-SEARCH * HTTP/1.1\r\nHost: {group}\r\nPort: {port}\r\n");
             for ih in chunk {
                 s.push_str(&format!("Infohash: {}\r\n", ih.to_hex()));
             }
@@ -65,7 +81,9 @@ pub fn announce_packets(port: u16, info_hashes: &[InfoHash], cookie: &str) -> Ve
         .collect()
 }
 
-/// Parses one datagram.
+/// Parses one datagram. `Host` is not checked: the socket it came in on
+/// already says which group it was sent to, and clients differ in what
+/// they write there, so either group's Host (or another) is accepted.
 pub fn parse_announce(data: &[u8]) -> Result<Announce, LsdError> {
     let data = &data[..data.len().min(MAX_DATAGRAM)];
     let text = std::str::from_utf8(data).map_err(|_| LsdError::NotAnnounce)?;
@@ -113,7 +131,7 @@ mod tests {
     #[test]
     fn announces_round_trip_and_split_into_packets() {
         let hashes: Vec<InfoHash> = (0..45u8).map(|i| InfoHash([i; 20])).collect();
-        let packets = announce_packets(6881, &hashes, "c00kie");
+        let packets = announce_packets(GROUP_V4.into(), 6881, &hashes, "c00kie");
         assert_eq!(packets.len(), 3);
         let mut seen = Vec::new();
         for p in &packets {
@@ -131,6 +149,52 @@ mod tests {
             )
         );
         assert!(text.ends_with("\r\n\r\n\r\n"));
+    }
+
+    #[test]
+    fn ipv6_announces_name_the_ipv6_group_and_round_trip() {
+        assert_eq!(GROUP_V6.to_string(), "[ff15::efc0:988f]:6771");
+        assert!(GROUP_V6.ip().is_multicast());
+        let hashes: Vec<InfoHash> = (0..25u8).map(|i| InfoHash([i; 20])).collect();
+        let packets = announce_packets(GROUP_V6.into(), 51413, &hashes, "c6");
+        assert_eq!(packets.len(), 2);
+        let mut seen = Vec::new();
+        for p in &packets {
+            assert!(p.len() <= MAX_DATAGRAM, "{}", p.len());
+            let text = std::str::from_utf8(p).unwrap();
+            assert!(
+                text.starts_with(
+                    "BT-SEARCH * HTTP/1.1\r\nHost: [ff15::efc0:988f]:6771\r\nPort: 51413\r\n"
+                ),
+                "{text:?}"
+            );
+            assert!(!text.contains("239.192.152.143"));
+            let a = parse_announce(p).unwrap();
+            assert_eq!((a.port, a.cookie.as_deref()), (51413, Some("c6")));
+            seen.extend(a.info_hashes);
+        }
+        assert_eq!(seen, hashes);
+    }
+
+    #[test]
+    fn either_groups_host_is_accepted() {
+        let ih = InfoHash([7; 20]);
+        for host in [
+            "239.192.152.143:6771",
+            "[ff15::efc0:988f]:6771",
+            "[ff15::efc0:988f]",
+        ] {
+            let d = format!(
+                "BT-SEARCH * HTTP/1.1\r\nHost: {host}\r\nPort: 6881\r\nInfohash: {}\r\n\r\n\r\n",
+                ih.to_hex()
+            );
+            let a = parse_announce(d.as_bytes()).unwrap();
+            assert_eq!((a.port, a.info_hashes), (6881, vec![ih]), "{host}");
+        }
+        // Both families' announces of the same torrents parse the same.
+        let v4 = announce_packets(GROUP_V4.into(), 1, &[ih], "c");
+        let v6 = announce_packets(GROUP_V6.into(), 1, &[ih], "c");
+        assert_eq!(parse_announce(&v4[0]), parse_announce(&v6[0]));
     }
 
     #[test]

@@ -1,17 +1,21 @@
 //! The Local Service Discovery service (BEP 14) of the session: one
-//! multicast socket for the process. It announces every public torrent
-//! taking peers when it starts to (then every [`REANNOUNCE`]; never more
-//! than once a minute), and hands the peers it hears about to their
-//! torrent. Its own announces are known by their cookie and ignored; one
-//! sender gets [`PER_SENDER_BURST`] datagrams, then one a second.
+//! multicast socket per IP family for the process, in the IPv4 group and in
+//! the IPv6 group (a network may carry only one of them; a family that
+//! cannot be set up is left out and the other goes on). It announces every
+//! public torrent taking peers on each group when it starts to (then every
+//! [`REANNOUNCE`]; never more than once a minute), and hands the peers it
+//! hears about to their torrent. Its own announces are known by their
+//! cookie and ignored; one sender gets [`PER_SENDER_BURST`] datagrams, then
+//! one a second, whichever group they come by.
 
 use super::Session;
 use super::accept::TokenBucket;
 use crate::id::InfoHash;
-use crate::lsd::{GROUP_V4, MAX_DATAGRAM, announce_packets, parse_announce};
+use crate::lsd::{GROUP_V4, GROUP_V6, MAX_DATAGRAM, announce_packets, parse_announce};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Weak;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
@@ -20,13 +24,20 @@ use tokio::time::Instant;
 const REANNOUNCE: Duration = Duration::from_secs(5 * 60);
 /// Datagrams taken at once from one sender.
 const PER_SENDER_BURST: f64 = 5.0;
-/// Senders whose rate is tracked; past this the map is cleared.
+/// Senders whose rate is tracked (both families together); past this the
+/// map is cleared.
 const MAX_SENDERS: usize = 1024;
 
-/// The socket: bound to the group's port on every interface (shared with
-/// other clients on the host), in the group, hearing its own datagrams
+/// One family's socket and the group it announces to.
+struct Group {
+    socket: UdpSocket,
+    to: SocketAddr,
+}
+
+/// The IPv4 socket: bound to the group's port on every interface (shared
+/// with other clients on the host), in the group, hearing its own datagrams
 /// (other processes on this host are peers too).
-fn open_socket() -> std::io::Result<UdpSocket> {
+fn open_v4() -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
@@ -38,31 +49,76 @@ fn open_socket() -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// The IPv6 socket, as the IPv4 one. IPv6-only, so that it neither
+/// takes the IPv4 socket's port nor hears IPv4 datagrams twice.
+fn open_v6() -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_only_v6(true)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, GROUP_V6.port())).into())?;
+    s.join_multicast_v6(GROUP_V6.ip(), 0)?;
+    s.set_multicast_loop_v6(true)?;
+    // The link only, as IPv4's default TTL of 1 keeps the IPv4 announces.
+    s.set_multicast_hops_v6(1)?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s.into())
+}
+
 /// Starts the service; it ends with the session. A host where multicast
-/// cannot be set up only loses LSD (one warning).
+/// cannot be set up for one family loses LSD on that family only (one
+/// warning naming it); LSD is off only when no family works. With
+/// `--bind`, only the bound address's family is used: peers could not
+/// reach us, nor we them, on the other.
 pub fn spawn(session: &std::sync::Arc<Session>) {
-    let socket = match open_socket() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("local peer discovery (LSD) disabled: {e}");
-            return;
-        }
+    let (want_v4, want_v6) = match session.bind {
+        Some(IpAddr::V4(_)) => (true, false),
+        Some(IpAddr::V6(_)) => (false, true),
+        None => (true, true),
     };
+    let mut groups = Vec::new();
+    let mut failed = Vec::new();
+    for (wanted, family, open, to) in [
+        (
+            want_v4,
+            "IPv4",
+            open_v4 as fn() -> _,
+            SocketAddr::V4(GROUP_V4),
+        ),
+        (want_v6, "IPv6", open_v6, SocketAddr::V6(GROUP_V6)),
+    ] {
+        if wanted {
+            match open() {
+                Ok(socket) => groups.push(Group { socket, to }),
+                Err(e) => failed.push((family, e)),
+            }
+        }
+    }
+    if groups.is_empty() {
+        let why: Vec<String> = failed.iter().map(|(f, e)| format!("{f}: {e}")).collect();
+        tracing::warn!("local peer discovery (LSD) disabled: {}", why.join("; "));
+        return;
+    }
+    for (family, e) in failed {
+        tracing::warn!("local peer discovery (LSD) on {family} disabled: {e}");
+    }
     let weak = std::sync::Arc::downgrade(session);
     let (tasks, shutdown) = (session.tasks.clone(), session.shutdown.clone());
     crate::spawn::named(&tasks, "lsd", async move {
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = run(socket, weak) => {}
+            _ = run(groups, weak) => {}
         }
     });
 }
 
-async fn run(socket: UdpSocket, session: Weak<Session>) {
+async fn run(groups: Vec<Group>, session: Weak<Session>) {
     let cookie = format!("btc{:08x}", rand::random::<u32>());
     let mut announced: HashMap<InfoHash, Instant> = HashMap::new();
     let mut senders: HashMap<IpAddr, TokenBucket> = HashMap::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut turn = 0usize;
     loop {
         // Announce what is due (new torrents, or REANNOUNCE old).
         let Some(s) = session.upgrade() else { return };
@@ -77,9 +133,11 @@ async fn run(socket: UdpSocket, session: Weak<Session>) {
             .filter(|ih| announced.get(ih).is_none_or(|t| now >= *t + REANNOUNCE))
             .copied()
             .collect();
-        for packet in announce_packets(s.listen_port, &due, &cookie) {
-            if let Err(e) = socket.send_to(&packet, SocketAddr::V4(GROUP_V4)).await {
-                tracing::debug!("LSD announce: {e}");
+        for g in &groups {
+            for packet in announce_packets(g.to, s.listen_port, &due, &cookie) {
+                if let Err(e) = g.socket.send_to(&packet, g.to).await {
+                    tracing::debug!("LSD announce to {}: {e}", g.to);
+                }
             }
         }
         for ih in due {
@@ -90,13 +148,14 @@ async fn run(socket: UdpSocket, session: Weak<Session>) {
             .map(|t| *t + REANNOUNCE)
             .min()
             .unwrap_or(now + REANNOUNCE);
+        turn = turn.wrapping_add(1);
         tokio::select! {
             _ = &mut registered => {
                 // Let a burst of registrations settle into one announce.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             _ = tokio::time::sleep_until(next) => {}
-            r = socket.recv_from(&mut buf) => {
+            r = recv_any(&groups, turn, &mut buf) => {
                 let Ok((n, from)) = r else { continue };
                 if senders.len() >= MAX_SENDERS {
                     senders.clear();
@@ -107,15 +166,51 @@ async fn run(socket: UdpSocket, session: Weak<Session>) {
                     .or_insert_with(|| TokenBucket::new(1.0, PER_SENDER_BURST, now))
                     .try_take(now);
                 if ok {
-                    heard(&s, &buf[..n], from.ip(), &cookie);
+                    heard(&s, &buf[..n.min(buf.len())], from, &cookie);
                 }
             }
         }
     }
 }
 
+/// The next datagram on any socket, into the one buffer. The socket asked
+/// first changes with `turn`, so a flood on one group cannot starve the
+/// other.
+async fn recv_any(
+    groups: &[Group],
+    turn: usize,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        for i in 0..groups.len() {
+            let g = &groups[(turn + i) % groups.len()];
+            let mut rb = tokio::io::ReadBuf::new(buf);
+            if let Poll::Ready(r) = g.socket.poll_recv_from(cx, &mut rb) {
+                return Poll::Ready(r.map(|from| (rb.filled().len(), from)));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Where the sender of `from` takes peers: its address (with the scope id
+/// of a link-local IPv6 one, without which it cannot be dialled) and the
+/// announced port.
+fn peer_addr(from: SocketAddr, port: u16) -> SocketAddr {
+    match from {
+        // A datagram from 0.0.0.0 or :: can only come from this host
+        // (multicast sent on an interface without an address, as on a bare
+        // loopback).
+        SocketAddr::V4(a) if a.ip().is_unspecified() => (Ipv4Addr::LOCALHOST, port).into(),
+        SocketAddr::V4(a) => (*a.ip(), port).into(),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => (Ipv6Addr::LOCALHOST, port).into(),
+        SocketAddr::V6(a) => SocketAddrV6::new(*a.ip(), port, 0, a.scope_id()).into(),
+    }
+}
+
 /// One datagram: its peer goes to every torrent it names that we run.
-fn heard(session: &Session, data: &[u8], from: IpAddr, cookie: &str) {
+fn heard(session: &Session, data: &[u8], from: SocketAddr, cookie: &str) {
     let a = match parse_announce(data) {
         Ok(a) => a,
         Err(e) => {
@@ -126,14 +221,7 @@ fn heard(session: &Session, data: &[u8], from: IpAddr, cookie: &str) {
     if a.cookie.as_deref() == Some(cookie) {
         return;
     }
-    // A datagram from 0.0.0.0 can only come from this host (multicast sent
-    // on an interface without an address, as on a bare loopback).
-    let from = if from.is_unspecified() {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
-    } else {
-        from
-    };
-    let peer = SocketAddr::new(from, a.port);
+    let peer = peer_addr(from, a.port);
     for ih in a.info_hashes {
         if let Some(shared) = session.torrent(&ih)
             && !shared.data().is_some_and(|d| d.meta.info.private)
@@ -142,5 +230,38 @@ fn heard(session: &Session, data: &[u8], from: IpAddr, cookie: &str) {
             tracing::info!("LSD: peer {peer} for {ih}");
             let _ = sink.try_send(vec![peer]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_address_keeps_the_sender_and_takes_the_announced_port() {
+        let v4: SocketAddr = "192.168.1.7:6771".parse().unwrap();
+        assert_eq!(peer_addr(v4, 51413), "192.168.1.7:51413".parse().unwrap());
+        let v6: SocketAddr = "[2001:db8::7]:6771".parse().unwrap();
+        assert_eq!(peer_addr(v6, 51413), "[2001:db8::7]:51413".parse().unwrap());
+        // A link-local sender is only reachable through its interface.
+        let ll = SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 6771, 9, 3));
+        match peer_addr(ll, 7000) {
+            SocketAddr::V6(p) => {
+                assert_eq!(
+                    (*p.ip(), p.port(), p.scope_id(), p.flowinfo()),
+                    ("fe80::1".parse::<Ipv6Addr>().unwrap(), 7000, 3, 0)
+                );
+            }
+            other => panic!("{other}"),
+        }
+        // Unspecified senders are this host.
+        assert_eq!(
+            peer_addr("0.0.0.0:6771".parse().unwrap(), 1),
+            "127.0.0.1:1".parse().unwrap()
+        );
+        assert_eq!(
+            peer_addr("[::]:6771".parse().unwrap(), 1),
+            "[::1]:1".parse().unwrap()
+        );
     }
 }

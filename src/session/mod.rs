@@ -60,7 +60,7 @@ pub struct SessionConfig {
     pub max_active: usize,
     /// `--encryption`, for every connection in and out.
     pub encryption: crate::mse::Encryption,
-    /// Local Service Discovery (BEP 14) on the multicast group.
+    /// Local Service Discovery (BEP 14) on the IPv4 and IPv6 multicast groups.
     pub lsd: bool,
     /// uTP (BEP 29) beside TCP, on the UDP port of the listener's number.
     pub utp: bool,

@@ -72,3 +72,77 @@ fn two_btc_find_each_other_by_lsd() {
     let data = std::fs::read(quiet_out.join("lsd.bin")).unwrap_or_default();
     assert!(data.iter().all(|&b| b == 0), "no payload without discovery");
 }
+
+/// The same over the IPv6 group only: the namespace routes IPv6 multicast
+/// but not IPv4 (no 224.0.0.0/4 route, so joining the IPv4 group fails),
+/// which both processes must survive on IPv6 alone, finding each other at
+/// ::1.
+#[test]
+fn two_btc_find_each_other_by_lsd_over_ipv6_only() {
+    let ctx = Ctx::offline("lsd6-find", secs(120));
+    ctx.netns
+        .as_ref()
+        .expect("a namespace")
+        .enable_multicast_v6();
+    let seed_dir = ctx.mkdir("seed");
+    let root = Payload::single("lsd6.bin", 3 * MIB + 77).write(&seed_dir, 6161);
+    let t = ctx.join("lsd6.torrent");
+    btc_create(&ctx, &root, &t, &[]);
+    let (p1, p2) = (free_port(), free_port());
+    let mut seeder = ctx.spawn(
+        "btc-seeder",
+        ctx.btc(&[
+            "-o",
+            s(&seed_dir),
+            s(&t),
+            "--port",
+            &p1.to_string(),
+            "--no-dht",
+            "-v",
+        ]),
+    );
+    seeder.wait_output("seeding ", secs(60));
+    let out = ctx.mkdir("out");
+    let (_, stderr, took) = leech(
+        &ctx,
+        "btc-leecher",
+        &[
+            "-o",
+            s(&out),
+            s(&t),
+            "--port",
+            &p2.to_string(),
+            "--no-dht",
+            "--no-seed",
+            "-v",
+        ],
+        secs(60),
+    );
+    assert_same_file(&root, &out.join("lsd6.bin"));
+    assert!(stderr.contains("complete: lsd6.bin"), "{stderr}");
+    let seeder_log = seeder.stderr();
+    for (who, log) in [("leecher", &stderr), ("seeder", &seeder_log)] {
+        assert!(
+            log.contains("local peer discovery (LSD) on IPv4 disabled"),
+            "the {who} said IPv4 LSD could not start:\n{log}"
+        );
+        assert!(
+            !log.contains("LSD: peer 127.0.0.1"),
+            "nothing came over IPv4 to the {who}:\n{log}"
+        );
+    }
+    // Whichever heard the other first (the leecher may start after the
+    // seeder's announce) dialled it at ::1, the address LSD gave.
+    let found = |log: &str, port: u16| {
+        log.contains(&format!("LSD: peer [::1]:{port}"))
+            && log.lines().any(|l| {
+                l.contains(&format!("connected to [::1]:{port}: TCP")) && l.contains("(from LSD)")
+            })
+    };
+    assert!(
+        found(&stderr, p1) || found(&seeder_log, p2),
+        "one found the other by LSD over IPv6:\nleecher:\n{stderr}\nseeder:\n{seeder_log}"
+    );
+    eprintln!("[lsd6-find] found over IPv6 and downloaded in {took:?}");
+    seeder.assert_running();
+}

@@ -997,6 +997,21 @@ impl Netns {
         self.ip(&["-n", &self.name, "route", "add", "224.0.0.0/4", "dev", "lo"]);
     }
 
+    /// Lets IPv6 multicast flow on the namespace's loopback (for LSD on
+    /// ff15::efc0:988f). The kernel turns any IPv6 route through `lo` into
+    /// a reject route unless it is `local` (so `ff00::/8 dev lo`, even as
+    /// `multicast`, drops every datagram: `Ip6OutNoRoutes`); a `local`
+    /// route makes a datagram to a group go out on `lo` and come back in,
+    /// where UDP hands it to every socket that joined the group, from ::1.
+    /// Without it a join names no interface and fails (ENODEV). Unlike
+    /// IPv4, `lo` needs no `multicast on` flag for this.
+    pub fn enable_multicast_v6(&self) {
+        self.ip(&[
+            "-n", &self.name, "-6", "route", "add", "local", "ff00::/8", "dev", "lo", "table",
+            "local",
+        ]);
+    }
+
     /// `program` to be run inside the namespace. `ip netns exec` execs it,
     /// so the PID is the program's own.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
