@@ -62,7 +62,39 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("lsd", lsd),
     ("pex", pex),
     ("peer_state", peer_state),
+    ("utp_packet", utp_packet),
 ];
+
+/// (u) uTP packet headers (BEP 29), parsed by the `librqbit-utp` crate
+/// before anything else sees a datagram: any bytes parse or are refused
+/// without a panic, the header length stays inside the datagram, and what
+/// parses re-encodes to a header that parses to the same fields.
+///
+/// Found by this target: the crate chains two extensions wrongly when it
+/// encodes a header with both (the second id lands in the first's length
+/// byte). It never sends the close-reason extension, so only one ever goes
+/// out; the round trip is checked for headers with at most one.
+pub fn utp_packet(data: &[u8]) {
+    use librqbit_utp::raw::UtpHeader;
+    let Some((h, len)) = UtpHeader::deserialize(data) else {
+        return;
+    };
+    assert!(len <= data.len(), "header of {len} bytes in {}", data.len());
+    let both = h.extensions.selective_ack.is_some() && h.extensions.close_reason.is_some();
+    let mut buf = [0u8; 2048];
+    if !both && let Ok(n) = h.serialize(&mut buf) {
+        let (again, len2) = UtpHeader::deserialize(&buf[..n]).expect("our own header parses");
+        assert_eq!(len2, n);
+        assert_eq!(
+            (again.get_type(), again.connection_id, again.seq_nr, again.ack_nr),
+            (h.get_type(), h.connection_id, h.seq_nr, h.ack_nr)
+        );
+        assert_eq!(
+            (again.wnd_size, again.timestamp_microseconds),
+            (h.wnd_size, h.timestamp_microseconds)
+        );
+    }
+}
 
 /// (l) LSD announces (BEP 14): whatever parses is bounded and re-encodes,
 /// for either group, to announces that fit a datagram and parse the same.

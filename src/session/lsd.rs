@@ -100,8 +100,10 @@ pub fn spawn(session: &std::sync::Arc<Session>) {
         tracing::warn!("local peer discovery (LSD) disabled: {}", why.join("; "));
         return;
     }
+    // Said at info level: a host without IPv6 multicast (common) loses
+    // nothing it had, and a warning at every start would be noise.
     for (family, e) in failed {
-        tracing::warn!("local peer discovery (LSD) on {family} disabled: {e}");
+        tracing::info!("local peer discovery (LSD) on {family} disabled: {e}");
     }
     let weak = std::sync::Arc::downgrade(session);
     let (tasks, shutdown) = (session.tasks.clone(), session.shutdown.clone());

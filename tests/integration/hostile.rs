@@ -1411,3 +1411,114 @@ fn hostile_oversized_frames_are_refused() {
         peak / 1024
     );
 }
+
+/// A uTP header (BEP 29): `kind` (0 DATA, 1 FIN, 2 STATE, 3 RESET, 4 SYN),
+/// version 1, no extension.
+fn utp_header(kind: u8, conn_id: u16, seq: u16, ack: u16) -> Vec<u8> {
+    let mut h = vec![(kind << 4) | 1, 0];
+    h.extend_from_slice(&conn_id.to_be_bytes());
+    h.extend_from_slice(&1_000u32.to_be_bytes());
+    h.extend_from_slice(&0u32.to_be_bytes());
+    h.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    h.extend_from_slice(&seq.to_be_bytes());
+    h.extend_from_slice(&ack.to_be_bytes());
+    h
+}
+
+/// Datagrams at btc's uTP port from 127.0.0.2: garbage, SYNs with fresh
+/// connection ids (each would be a connection), DATA, STATE and RESET for
+/// connections that do not exist, headers with broken extension chains.
+/// An honest leecher that speaks only uTP (`--no-tcp`) from 127.0.0.3
+/// still downloads everything; the seeder neither panics nor grows past
+/// the memory bound.
+#[test]
+fn hostile_utp_datagram_flood_is_bounded() {
+    let ctx = Ctx::new("hostile-utp", secs(150));
+    let t = Torrent::make(
+        &ctx,
+        &Payload::single("utpflood.bin", 6 * MIB + 5),
+        8005,
+        64 * KIB,
+    );
+    let sp = free_port();
+    let seeder = honest_seeder(&ctx, &t, sp, &[]);
+    let target = addr(lo(1), sp);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let flood = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        thread::spawn(move || {
+            let sock = std::net::UdpSocket::bind(addr(lo(2), 0)).expect("bind 127.0.0.2");
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            let mut next = || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < secs(60) {
+                let r = next();
+                let id = r as u16;
+                let datagram = match r % 6 {
+                    0 => (0..(r >> 8) % 1500).map(|_| next() as u8).collect(),
+                    1 => utp_header(4, id, 1, 0),
+                    2 => [utp_header(0, id, (r >> 16) as u16, 0), vec![0x13; 600]].concat(),
+                    3 => utp_header(2, id, 1, (r >> 16) as u16),
+                    4 => utp_header(3, id, 1, 0),
+                    // An extension chain that claims more than is there.
+                    _ => {
+                        let mut h = utp_header(2, id, 1, 0);
+                        h[1] = 1;
+                        h.extend_from_slice(&[1, 200, 0xff]);
+                        h
+                    }
+                };
+                if sock.send_to(&datagram, target).is_ok() {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                if sent.load(Ordering::Relaxed) % 64 == 0 {
+                    // ~20k datagrams a second: a flood, not a CPU burner.
+                    thread::sleep(ms(3));
+                }
+            }
+        })
+    };
+    thread::sleep(secs(2));
+    let out = ctx.join("out-utp");
+    let target_s = target.to_string();
+    let (_, stderr, took) = leech(
+        &ctx,
+        "leecher-utp",
+        &[
+            "-o",
+            s(&out),
+            s(&t.file),
+            "--peer",
+            &target_s,
+            "--no-seed",
+            "--no-dht",
+            "--no-tcp",
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.3",
+            "-v",
+        ],
+        secs(60),
+    );
+    stop.store(true, Ordering::SeqCst);
+    flood.join().expect("flood thread");
+    assert_no_panic("leecher-utp", &stderr);
+    assert_same_tree(&t.root, &out.join(&t.meta.info.name));
+    assert!(
+        stderr.contains(&format!("connected to {target}: uTP, ")),
+        "the leecher used uTP:\n{stderr}"
+    );
+    let n = sent.load(Ordering::SeqCst);
+    let hwm = vm_hwm_kib(seeder.pid());
+    eprintln!("[hostile-utp] {n} hostile datagrams; honest uTP download took {took:?}; seeder peak RSS {hwm} KiB");
+    assert!(n >= 10_000, "only {n} datagrams were sent");
+    assert!(hwm < RSS_BOUND_KIB, "seeder peak RSS {hwm} KiB");
+    seeder_alive(&seeder);
+}
