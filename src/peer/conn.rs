@@ -19,7 +19,7 @@ use super::message::BlockRef;
 use super::state::{LocalInfo, Outbox, PeerCommand, PeerError, PeerState};
 use super::swarm::Swarm;
 pub use super::transport::Link;
-use super::transport::{PeerStream, Transport, UtpSocketUdp};
+use super::transport::{PeerStream, Transport, UtpDialer};
 use crate::id::{InfoHash, PeerId};
 use crate::mse::{self, Encryption, MseStream, SetupError};
 use crate::picker::PeerKey;
@@ -159,7 +159,7 @@ pub struct Dialer {
     /// Local IP to dial TCP from (when of the peer's family).
     pub bind: Option<IpAddr>,
     /// The session's uTP socket; `None` with `--no-utp`.
-    pub utp: Option<Arc<UtpSocketUdp>>,
+    pub utp: Option<Arc<dyn UtpDialer>>,
     /// Whether TCP may be dialled (`--no-tcp` turns it off).
     pub tcp: bool,
 }
@@ -270,8 +270,7 @@ async fn dial(t: Transport, addr: SocketAddr, dialer: &Dialer) -> Result<PeerStr
         (Transport::Utp, Some(utp)) => {
             let stream = timeout(UTP_CONNECT_TIMEOUT, utp.connect(addr))
                 .await
-                .map_err(|_| ConnError::Timeout("connecting"))?
-                .map_err(std::io::Error::other)?;
+                .map_err(|_| ConnError::Timeout("connecting"))??;
             Ok(PeerStream::Utp(stream))
         }
         _ => Ok(PeerStream::Tcp(dial_tcp(addr, dialer.bind).await?)),
@@ -632,18 +631,21 @@ mod tests {
                 drop(sock);
             }
         });
-        let theirs_utp = UtpSocketUdp::new_udp(addr).await.unwrap();
+        let theirs_utp = super::super::transport::UtpSocketUdp::new_udp(addr)
+            .await
+            .unwrap();
         tokio::spawn(async move {
             while let Ok(s) = theirs_utp.accept().await {
                 serve_one(s, Some(Encryption::Prefer)).await;
             }
         });
-        let ours_utp = UtpSocketUdp::new_udp("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let ours_utp =
+            super::super::transport::UtpSocketUdp::new_udp("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
         let dialer = Dialer {
             bind: None,
-            utp: Some(ours_utp),
+            utp: Some(Arc::new(ours_utp)),
             tcp: true,
         };
         let host = test_host();

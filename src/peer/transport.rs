@@ -19,6 +19,30 @@ use tokio::net::TcpStream;
 
 pub use librqbit_utp::{UtpSocketUdp, UtpStream};
 
+/// A uTP socket to dial from: the session's (whose UDP socket is gated,
+/// a type this layer does not know) or a plain one in tests.
+pub trait UtpDialer: Send + Sync {
+    /// Opens a uTP connection to `addr`.
+    fn connect(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<UtpStream>> + Send + '_>>;
+}
+
+impl UtpDialer for std::sync::Arc<UtpSocketUdp> {
+    fn connect(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<UtpStream>> + Send + '_>>
+    {
+        Box::pin(async move {
+            UtpSocketUdp::connect(self, addr)
+                .await
+                .map_err(io::Error::other)
+        })
+    }
+}
+
 /// Which transport a connection uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Transport {

@@ -19,7 +19,7 @@ use super::Session;
 use super::host::as_host;
 use super::shared::Shared;
 use crate::peer::conn;
-use crate::peer::transport::{PeerStream, UtpSocketUdp};
+use crate::peer::transport::PeerStream;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
@@ -86,12 +86,12 @@ impl TokenBucket {
 
 /// One token bucket per recently seen IP, bounded.
 #[derive(Default)]
-struct PerIpBuckets {
+pub(super) struct PerIpBuckets {
     buckets: HashMap<IpAddr, TokenBucket>,
 }
 
 impl PerIpBuckets {
-    fn try_take(&mut self, ip: IpAddr, now: Instant) -> bool {
+    pub(super) fn try_take(&mut self, ip: IpAddr, now: Instant) -> bool {
         if !self.buckets.contains_key(&ip) && self.buckets.len() >= MAX_TRACKED_IPS {
             // Forget the IP seen least recently.
             if let Some(old) = self
@@ -208,7 +208,7 @@ pub async fn accept_loop(listener: TcpListener, session: Weak<Session>, gate: Ar
 
 /// Accepts uTP peers (on the UDP port of the same number) until the
 /// session is gone.
-pub async fn accept_utp_loop(utp: Arc<UtpSocketUdp>, session: Weak<Session>, gate: Arc<Gate>) {
+pub async fn accept_utp_loop(utp: Arc<super::utp::Utp>, session: Weak<Session>, gate: Arc<Gate>) {
     loop {
         let stream = match utp.accept().await {
             Ok(s) => s,

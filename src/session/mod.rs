@@ -18,6 +18,7 @@ pub mod shared;
 pub mod status;
 pub mod stream;
 pub mod torrent;
+pub mod utp;
 pub mod verify;
 
 pub use torrent::{Options, Report, Source, load_cached_info};
@@ -25,7 +26,6 @@ pub use torrent::{Options, Report, Source, load_cached_info};
 use crate::dht::DhtHandle;
 use crate::id::{InfoHash, PeerId};
 use crate::peer::conn::Dialer;
-use crate::peer::transport::UtpSocketUdp;
 use crate::ratelimit::{RateLimiter, RateLimits};
 use anyhow::{Context, Result};
 use shared::{ConnBudget, Shared};
@@ -85,7 +85,7 @@ pub struct Session {
     pub encryption: crate::mse::Encryption,
     /// The uTP socket, in and out; `None` with `--no-utp` or when its UDP
     /// port could not be had.
-    pub utp: Option<Arc<UtpSocketUdp>>,
+    pub utp: Option<Arc<utp::Utp>>,
     /// Whether peers are dialled and accepted over TCP.
     pub tcp: bool,
     /// Connections open and being dialled, all torrents together.
@@ -121,7 +121,7 @@ impl Session {
         tracing::info!("listening on {}", listener.local_addr()?);
         let checks = std::thread::available_parallelism().map_or(2, |n| n.get());
         let utp = if cfg.utp {
-            open_utp(cfg.bind, listen_port, cfg.max_peers, &shutdown).await
+            utp::open(cfg.bind, listen_port, cfg.max_peers, &shutdown).await
         } else {
             None
         };
@@ -208,7 +208,10 @@ impl Session {
     pub fn dialer(&self) -> Dialer {
         Dialer {
             bind: self.bind,
-            utp: self.utp.clone(),
+            utp: self
+                .utp
+                .clone()
+                .map(|u| Arc::new(u) as Arc<dyn crate::peer::transport::UtpDialer>),
             tcp: self.tcp,
         }
     }
@@ -360,53 +363,6 @@ pub fn is_global(ip: IpAddr) -> bool {
             (s[0] & 0xe000) == 0x2000 && !(s[0] == 0x2001 && s[1] == 0x0db8)
         }
     }
-}
-
-/// Most uTP connections at once, in and out: each holds up to 2 MiB of
-/// buffers at full speed, so this is the memory the uTP stack may take.
-const MAX_UTP_STREAMS: usize = 256;
-
-/// Opens the uTP socket on the UDP port of the TCP listener's number (so
-/// a peer that knows our port reaches us either way), on `bind`'s address
-/// or on every interface of both families. A port someone else holds
-/// costs uTP, not the session: a warning, and TCP alone.
-async fn open_utp(
-    bind: Option<IpAddr>,
-    port: u16,
-    max_peers: usize,
-    shutdown: &CancellationToken,
-) -> Option<Arc<UtpSocketUdp>> {
-    use librqbit_utp::{SocketOpts, UtpSocketUdpOpts};
-    use std::num::NonZeroUsize;
-    let opts = || SocketOpts {
-        // Peer messages are written whole and at once: no need to wait for
-        // more (the TCP side sets TCP_NODELAY for the same reason).
-        disable_nagle: true,
-        max_live_vsocks: NonZeroUsize::new(max_peers.clamp(16, MAX_UTP_STREAMS)),
-        cancellation_token: shutdown.child_token(),
-        ..Default::default()
-    };
-    let addrs = match bind {
-        Some(ip) => vec![SocketAddr::new(ip, port)],
-        None => vec![
-            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
-        ],
-    };
-    let mut last = None;
-    for addr in addrs {
-        match UtpSocketUdp::new_udp_with_opts(addr, opts(), UtpSocketUdpOpts::default()).await {
-            Ok(s) => {
-                tracing::info!("uTP on {}", s.bind_addr());
-                return Some(s);
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    if let Some(e) = last {
-        tracing::warn!("uTP is off: could not open UDP port {port}: {e}");
-    }
-    None
 }
 
 /// Opens the peer listener: on `bind`'s address, else on one socket for

@@ -1,0 +1,280 @@
+//! The session's uTP socket: `librqbit-utp` over a UDP socket whose SYNs
+//! pass a per-IP and a global rate before the crate sees them.
+//!
+//! Why a gate in front: the crate keeps at most 32 SYNs waiting for an
+//! `accept`, and a UDP SYN costs an attacker one datagram (no handshake to
+//! complete, unlike TCP). One address sending thousands of SYNs a second
+//! kept that queue full, and an honest peer's SYN was dropped with the
+//! rest; the accept loop's own gates come too late, after the crate has
+//! made the connection. So a SYN is judged on arrival, as an incoming TCP
+//! connection is ([`super::accept`]): its IP's bucket first, then
+//! everyone's. Other packets go straight through: the crate drops packets
+//! for connections it does not have.
+
+use super::accept::{ACCEPT_BURST, ACCEPT_RATE, PerIpBuckets, TokenBucket};
+use crate::peer::transport::UtpSocketUdp;
+use librqbit_dualstack_sockets::{BindOpts, PollSendToVectored, UdpSocket};
+use librqbit_utp::{SocketOpts, Transport, UtpSocket};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Most uTP connections at once, in and out: each holds up to 2 MiB of
+/// buffers at full speed, so this is the memory the uTP stack may take.
+const MAX_UTP_STREAMS: usize = 256;
+
+/// The environment type of the crate's default socket (it is not exported
+/// by name; this names it through [`UtpSocketUdp`]).
+pub trait EnvOf {
+    /// The environment type parameter.
+    type Env;
+}
+impl<T, E> EnvOf for UtpSocket<T, E> {
+    type Env = E;
+}
+type DefaultEnv = <UtpSocketUdp as EnvOf>::Env;
+
+/// The session's uTP socket.
+pub type Utp = UtpSocket<GatedUdp, DefaultEnv>;
+
+impl crate::peer::transport::UtpDialer for Arc<Utp> {
+    fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = std::io::Result<crate::peer::transport::UtpStream>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            Utp::connect(self, addr)
+                .await
+                .map_err(std::io::Error::other)
+        })
+    }
+}
+
+/// Whether a datagram is a uTP SYN (type 4, version 1, a whole header).
+pub fn is_syn(datagram: &[u8]) -> bool {
+    datagram.len() >= 20 && datagram[0] == 0x41
+}
+
+/// The SYN budget: per IP, then for all.
+struct SynGate {
+    per_ip: PerIpBuckets,
+    all: TokenBucket,
+}
+
+impl SynGate {
+    fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
+        self.per_ip.try_take(ip, now) && self.all.try_take(now)
+    }
+}
+
+/// A UDP socket that drops SYNs over their budget on receipt.
+pub struct GatedUdp {
+    inner: UdpSocket,
+    syns: Mutex<SynGate>,
+}
+
+impl GatedUdp {
+    fn admit_syn(&self, addr: SocketAddr) -> bool {
+        let ip = addr.ip().to_canonical();
+        let ok = self
+            .syns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(ip, Instant::now());
+        if !ok {
+            tracing::trace!("uTP SYN from {addr}: over the accept rate");
+        }
+        ok
+    }
+}
+
+impl PollSendToVectored for GatedUdp {
+    fn poll_send_to_vectored(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+        target: SocketAddr,
+    ) -> Poll<std::io::Result<usize>> {
+        self.inner.poll_send_to_vectored(cx, bufs, target)
+    }
+}
+
+impl Transport for GatedUdp {
+    fn recv_from<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = std::io::Result<(usize, SocketAddr)>> + Send + Sync + 'a {
+        async move {
+            loop {
+                let (n, addr) = self.inner.recv_from(buf).await?;
+                if is_syn(&buf[..n]) && !self.admit_syn(addr) {
+                    continue;
+                }
+                return Ok((n, addr));
+            }
+        }
+    }
+
+    fn send_to<'a>(
+        &'a self,
+        buf: &'a [u8],
+        target: SocketAddr,
+    ) -> impl Future<Output = std::io::Result<usize>> + Send + Sync + 'a {
+        self.inner.send_to(buf, target)
+    }
+
+    fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<std::io::Result<usize>> {
+        self.inner.poll_send_to(cx, buf, target)
+    }
+
+    fn bind_addr(&self) -> SocketAddr {
+        self.inner.bind_addr()
+    }
+}
+
+/// Binds the gated UDP socket: dual-stack when `addr` is `[::]`, with
+/// don't-fragment set (the crate probes the path MTU with it) and a receive
+/// buffer for a burst at full speed.
+fn bind_gated(addr: SocketAddr) -> std::io::Result<GatedUdp> {
+    use dontfrag::UdpSocketExt;
+    let opts = BindOpts {
+        request_dualstack: true,
+        reuseport: false,
+        device: None,
+    };
+    let inner = UdpSocket::bind_udp(addr, opts).map_err(std::io::Error::other)?;
+    let df = if addr.is_ipv4() {
+        inner.socket().set_dontfrag_v4(true)
+    } else {
+        inner.socket().set_dontfrag_v6(true)
+    };
+    if let Err(e) = df {
+        tracing::debug!("uTP: don't-fragment not set: {e}");
+    }
+    let now = Instant::now();
+    Ok(GatedUdp {
+        inner,
+        syns: Mutex::new(SynGate {
+            per_ip: PerIpBuckets::default(),
+            all: TokenBucket::new(ACCEPT_RATE, ACCEPT_BURST, now),
+        }),
+    })
+}
+
+/// Opens the uTP socket on the UDP port of the TCP listener's number (so
+/// a peer that knows our port reaches us either way), on `bind`'s address
+/// or on every interface of both families. A port someone else holds
+/// costs uTP, not the session: a warning, and TCP alone.
+pub async fn open(
+    bind: Option<IpAddr>,
+    port: u16,
+    max_peers: usize,
+    shutdown: &CancellationToken,
+) -> Option<Arc<Utp>> {
+    let opts = || SocketOpts {
+        // Peer messages are written whole and at once: no need to wait for
+        // more (the TCP side sets TCP_NODELAY for the same reason).
+        disable_nagle: true,
+        max_live_vsocks: NonZeroUsize::new(max_peers.clamp(16, MAX_UTP_STREAMS)),
+        cancellation_token: shutdown.child_token(),
+        ..Default::default()
+    };
+    let addrs = match bind {
+        Some(ip) => vec![SocketAddr::new(ip, port)],
+        None => vec![
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        ],
+    };
+    let mut last = None;
+    for addr in addrs {
+        let made = bind_gated(addr).and_then(|udp| {
+            Utp::new_with_opts(udp, DefaultEnv::default(), opts()).map_err(std::io::Error::other)
+        });
+        match made {
+            Ok(s) => {
+                tracing::info!("uTP on {}", s.bind_addr());
+                return Some(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    if let Some(e) = last {
+        tracing::warn!("uTP is off: could not open UDP port {port}: {e}");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::accept::{PER_IP_BURST, PER_IP_RATE};
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn only_whole_v1_syns_are_syns() {
+        let mut syn = vec![0x41, 0];
+        syn.resize(20, 0);
+        assert!(is_syn(&syn));
+        assert!(!is_syn(&syn[..19]), "truncated");
+        let mut state = syn.clone();
+        state[0] = 0x21;
+        assert!(!is_syn(&state));
+        let mut v2 = syn.clone();
+        v2[0] = 0x42;
+        assert!(!is_syn(&v2));
+    }
+
+    /// One address's SYN flood uses up its own budget, not another's.
+    #[test]
+    fn a_syn_flood_from_one_address_leaves_room_for_others() {
+        let now = Instant::now();
+        let mut g = SynGate {
+            per_ip: PerIpBuckets::default(),
+            all: TokenBucket::new(ACCEPT_RATE, ACCEPT_BURST, now),
+        };
+        let bad: IpAddr = "10.0.0.2".parse().unwrap();
+        let passed = (0..10_000).filter(|_| g.admit(bad, now)).count();
+        assert_eq!(passed, PER_IP_BURST as usize);
+        assert!(g.admit("10.0.0.3".parse().unwrap(), now), "an honest SYN");
+        let later = now + Duration::from_secs(1);
+        let passed = (0..10_000).filter(|_| g.admit(bad, later)).count();
+        assert_eq!(passed, PER_IP_RATE as usize);
+    }
+
+    /// The gated socket carries a real uTP connection.
+    #[tokio::test]
+    async fn a_gated_socket_connects_and_carries_bytes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let token = CancellationToken::new();
+        let lo = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let a = open(lo, 0, 8, &token).await.expect("socket a");
+        let b = open(lo, 0, 8, &token).await.expect("socket b");
+        let to = b.bind_addr();
+        let server = tokio::spawn(async move {
+            let mut s = b.accept().await.unwrap();
+            let mut got = [0u8; 5];
+            s.read_exact(&mut got).await.unwrap();
+            s.write_all(&got).await.unwrap();
+            s.flush().await.unwrap();
+        });
+        let mut c = a.connect(to).await.unwrap();
+        c.write_all(b"hello").await.unwrap();
+        let mut back = [0u8; 5];
+        c.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"hello");
+        server.await.unwrap();
+        token.cancel();
+    }
+}
