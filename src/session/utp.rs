@@ -106,18 +106,13 @@ impl PollSendToVectored for GatedUdp {
 }
 
 impl Transport for GatedUdp {
-    fn recv_from<'a>(
-        &'a self,
-        buf: &'a mut [u8],
-    ) -> impl Future<Output = std::io::Result<(usize, SocketAddr)>> + Send + Sync + 'a {
-        async move {
-            loop {
-                let (n, addr) = self.inner.recv_from(buf).await?;
-                if is_syn(&buf[..n]) && !self.admit_syn(addr) {
-                    continue;
-                }
-                return Ok((n, addr));
+    async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        loop {
+            let (n, addr) = self.inner.recv_from(buf).await?;
+            if is_syn(&buf[..n]) && !self.admit_syn(addr) {
+                continue;
             }
+            return Ok((n, addr));
         }
     }
 
