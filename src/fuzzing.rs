@@ -86,7 +86,12 @@ pub fn utp_packet(data: &[u8]) {
         let (again, len2) = UtpHeader::deserialize(&buf[..n]).expect("our own header parses");
         assert_eq!(len2, n);
         assert_eq!(
-            (again.get_type(), again.connection_id, again.seq_nr, again.ack_nr),
+            (
+                again.get_type(),
+                again.connection_id,
+                again.seq_nr,
+                again.ack_nr
+            ),
             (h.get_type(), h.connection_id, h.seq_nr, h.ack_nr)
         );
         assert_eq!(

@@ -1517,7 +1517,9 @@ fn hostile_utp_datagram_flood_is_bounded() {
     );
     let n = sent.load(Ordering::SeqCst);
     let hwm = vm_hwm_kib(seeder.pid());
-    eprintln!("[hostile-utp] {n} hostile datagrams; honest uTP download took {took:?}; seeder peak RSS {hwm} KiB");
+    eprintln!(
+        "[hostile-utp] {n} hostile datagrams; honest uTP download took {took:?}; seeder peak RSS {hwm} KiB"
+    );
     assert!(n >= 10_000, "only {n} datagrams were sent");
     assert!(hwm < RSS_BOUND_KIB, "seeder peak RSS {hwm} KiB");
     seeder_alive(&seeder);
