@@ -15,7 +15,8 @@ use crate::peer::message::{BLOCK_LEN, BlockRef};
 use crate::peer::metadata::{MetadataError, MetadataMessage};
 use crate::peer::pex::MAX_PEX_PEERS;
 use crate::peer::state::{
-    LocalInfo, MAX_ALLOWED_FAST, MAX_SUGGESTED, Outbox, PeerCommand, PeerState,
+    ALLOWED_FAST_SET_SIZE, LocalInfo, MAX_ALLOWED_FAST, MAX_SUGGESTED, Outbox, PeerCommand,
+    PeerState,
 };
 use crate::peer::swarm::{Swarm, TorrentInfo};
 use crate::picker::PeerKey;
@@ -161,6 +162,7 @@ pub fn peer_state(data: &[u8]) {
         listen_port: 6881,
         dht_port: Some(6881),
         their_ip: "10.0.0.1".parse().expect("literal"),
+        info_hash: crate::id::InfoHash([0xaa; 20]),
     };
     let mut now = Instant::now();
     let mut st = PeerState::new(1, local, true, now).with_fast(setup & 1 != 0);
@@ -190,6 +192,11 @@ pub fn peer_state(data: &[u8]) {
                     r.piece < PIECES && r.piece.is_multiple_of(2),
                     "serving {r:?}"
                 );
+                // Choked, only the allowed-fast pieces we sent are served.
+                assert!(
+                    !choked || st.allowed_fast_sent().contains(&r.piece),
+                    "serving {r:?} while choked"
+                );
             }
             let read = batch
                 .into_iter()
@@ -201,6 +208,7 @@ pub fn peer_state(data: &[u8]) {
             break;
         }
         assert!(st.allowed_fast().len() <= MAX_ALLOWED_FAST);
+        assert!(st.allowed_fast_sent().len() <= ALLOWED_FAST_SET_SIZE);
         assert!(st.suggested().count() <= MAX_SUGGESTED);
         assert!(st.in_flight().len() <= st.reqq());
         // The socket takes everything.

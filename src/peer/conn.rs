@@ -387,6 +387,7 @@ where
         listen_port,
         dht_port,
         their_ip: addr.ip(),
+        info_hash: host.info_hash(),
     };
     let now = Instant::now().into_std();
     let mut conn = Conn {

@@ -26,9 +26,13 @@
 //! will not serve (choked, queue full, piece missing, cancelled) is answered
 //! with REJECT instead of dropped silently, a REJECT from the peer hands the
 //! block back to the picker, and the peer's ALLOWED FAST pieces may be
-//! requested while it chokes us. Fast messages on a connection that did not
-//! negotiate the extension, a HAVE ALL / HAVE NONE after the peer's pieces
-//! were announced, and a REJECT for a block we never asked for are protocol
+//! requested while it chokes us. A choked peer with fewer pieces than
+//! [`ALLOWED_FAST_SET_SIZE`] is sent the pieces we have of its canonical
+//! allowed-fast set, once, and served those (twice over at most) while
+//! choked, so a newcomer has something to trade before an unchoke slot
+//! frees. Fast messages on a connection that did not negotiate the
+//! extension, a HAVE ALL / HAVE NONE after the peer's pieces were
+//! announced, and a REJECT for a block we never asked for are protocol
 //! violations (BEP 6 says to close).
 
 use super::extension::{ExtendedHandshake, HANDSHAKE_ID, LOCAL_UT_METADATA};
@@ -37,6 +41,7 @@ use super::metadata::{MetadataError, MetadataMessage};
 use super::pex::LOCAL_UT_PEX;
 use super::swarm::Swarm;
 use crate::bitfield::Bitfield;
+use crate::id::InfoHash;
 use crate::picker::PeerKey;
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashSet, VecDeque};
@@ -168,8 +173,12 @@ pub struct LocalInfo {
     pub listen_port: u16,
     /// Our DHT port, when we run a node.
     pub dht_port: Option<u16>,
-    /// The peer's address as we see it (BEP 10 `yourip`).
+    /// The peer's address as we see it (BEP 10 `yourip`); also seeds its
+    /// allowed-fast set (BEP 6).
     pub their_ip: IpAddr,
+    /// The torrent's info-hash, known from the handshake: the other seed
+    /// of the allowed-fast set.
+    pub info_hash: InfoHash,
 }
 
 /// Bytes-per-second meter over a sliding window of one-second buckets.
@@ -221,6 +230,14 @@ pub struct PeerState {
     /// Pieces the peer lets us request while it chokes us (BEP 6), at most
     /// [`MAX_ALLOWED_FAST`]; range-checked when used.
     allowed_fast: Vec<u32>,
+    /// Whether we decided on the allowed-fast set we give the peer (sent
+    /// or not): it is done once per connection.
+    fast_set_decided: bool,
+    /// The ALLOWED FAST pieces we sent, at most [`ALLOWED_FAST_SET_SIZE`],
+    /// all of them pieces we have: served while we choke the peer.
+    fast_set_sent: Vec<u32>,
+    /// Bytes of the set the peer may still request while choked.
+    fast_bytes_left: u64,
     /// The peer's latest SUGGEST PIECE hints, at most [`MAX_SUGGESTED`].
     suggested: VecDeque<u32>,
     /// The peer's id for `ut_pex`, if it speaks it.
@@ -277,6 +294,9 @@ impl PeerState {
             piece_set_seen: false,
             has_all_early: false,
             allowed_fast: Vec::new(),
+            fast_set_decided: false,
+            fast_set_sent: Vec::new(),
+            fast_bytes_left: 0,
             suggested: VecDeque::new(),
             their_ut_pex: None,
             pex_offered: false,
@@ -326,6 +346,11 @@ impl PeerState {
         &self.allowed_fast
     }
 
+    /// The ALLOWED FAST pieces we sent the peer.
+    pub fn allowed_fast_sent(&self) -> &[u32] {
+        &self.fast_set_sent
+    }
+
     /// The peer's latest SUGGEST PIECE hints, oldest first.
     pub fn suggested(&self) -> impl Iterator<Item = u32> + '_ {
         self.suggested.iter().copied()
@@ -359,7 +384,8 @@ impl PeerState {
     /// Stop reading the socket while the outbox holds more than this: the
     /// peer must read what it asked for before it may ask again.
     pub fn read_pause(&self) -> usize {
-        if self.am_choking {
+        // A peer with an allowed-fast set is served blocks while choked.
+        if self.am_choking && self.fast_set_sent.is_empty() {
             CHOKED_READ_PAUSE
         } else {
             UNCHOKED_READ_PAUSE
@@ -439,14 +465,17 @@ impl PeerState {
             }
             Message::Have(i) => {
                 self.piece_set_seen = true;
-                self.on_have(i, swarm, out)?
+                self.on_have(i, swarm, out)?;
+                self.offer_allowed_fast(swarm, out);
             }
             Message::Bitfield(b) => {
                 self.piece_set_seen = true;
-                self.on_bitfield(b, swarm, out)?
+                self.on_bitfield(b, swarm, out)?;
+                self.offer_allowed_fast(swarm, out);
             }
             Message::HaveAll | Message::HaveNone => {
-                self.on_have_all_or_none(matches!(m, Message::HaveAll), swarm, out)?
+                self.on_have_all_or_none(matches!(m, Message::HaveAll), swarm, out)?;
+                self.offer_allowed_fast(swarm, out);
             }
             Message::RejectRequest(r) => self.on_reject(r, now, swarm)?,
             Message::AllowedFast(i) => {
@@ -602,8 +631,11 @@ impl PeerState {
                 r.piece, r.offset, r.len
             )));
         }
-        // We generate no ALLOWED FAST set, so a choked peer is served nothing.
-        if self.am_choking || self.upload_queue.len() >= MAX_UPLOAD_QUEUE || !swarm.we_have(r.piece)
+        // A choked peer is served only the allowed-fast pieces we sent it,
+        // within the same queue budget as an unchoked one and its set's own.
+        if self.upload_queue.len() >= MAX_UPLOAD_QUEUE
+            || !swarm.we_have(r.piece)
+            || (self.am_choking && !self.charge_fast(&r))
         {
             // Without the fast extension the peer learns from the choke (or
             // our bitfield); with it, every request gets an answer. The
@@ -743,7 +775,11 @@ impl PeerState {
     pub fn on_command(&mut self, cmd: PeerCommand, swarm: &dyn Swarm, out: &mut Outbox) {
         match cmd {
             PeerCommand::Close => {}
-            PeerCommand::SetChoke(choke) => self.set_choke(choke, out),
+            PeerCommand::SetChoke(choke) => {
+                self.set_choke(choke, out);
+                // Unchoked when its piece set arrived: decide at the choke.
+                self.offer_allowed_fast(swarm, out);
+            }
             PeerCommand::Cancel(r) => {
                 if let Some(i) = self.in_flight.iter().position(|x| *x == r) {
                     self.in_flight.swap_remove(i);
@@ -766,9 +802,13 @@ impl PeerState {
         });
         if choke {
             // BEP 6: with the fast extension a choke no longer discards the
-            // peer's requests implicitly; each gets its reject.
-            for r in self.upload_queue.drain(..) {
-                if self.fast {
+            // peer's requests implicitly; each gets its reject, except those
+            // for allowed-fast pieces, which are still served.
+            let queued = std::mem::take(&mut self.upload_queue);
+            for r in queued {
+                if self.charge_fast(&r) {
+                    self.upload_queue.push_back(r);
+                } else if self.fast {
                     out.push(&Message::RejectRequest(r));
                 }
             }
@@ -851,13 +891,10 @@ impl PeerState {
     }
 
     /// Up to [`SERVE_BATCH`] queued requests to read from disk, when the
-    /// peer is unchoked and the outbox has room.
+    /// outbox has room. Only servable requests are queued (while choked:
+    /// allowed-fast pieces only; a choke rejects the rest).
     pub fn take_upload_batch(&mut self, out: &Outbox) -> Option<Vec<BlockRef>> {
-        if self.serving
-            || self.upload_queue.is_empty()
-            || self.am_choking
-            || out.len() >= SERVE_HIGH_WATER
-        {
+        if self.serving || self.upload_queue.is_empty() || out.len() >= SERVE_HIGH_WATER {
             return None;
         }
         let n = self.upload_queue.len().min(SERVE_BATCH);
@@ -875,7 +912,7 @@ impl PeerState {
     ) {
         self.serving = false;
         for (r, data) in blocks {
-            let Some(data) = data.filter(|_| !self.am_choking) else {
+            let Some(data) = data.filter(|_| self.may_serve(r.piece)) else {
                 // Choked meanwhile, or the read failed: BEP 6 wants an answer.
                 if self.fast {
                     out.push(&Message::RejectRequest(r));
@@ -908,6 +945,7 @@ impl PeerState {
         if self.bitfield.is_none() && swarm.torrent().is_some() {
             // Pieces verified before this point are in the log too.
             self.adopt_metadata(swarm, out)?;
+            self.offer_allowed_fast(swarm, out);
             if self.supports_extensions && !self.pex_offered && swarm.pex_allowed() {
                 // The metadata says the torrent is public: offer PEX now.
                 self.push_ext_handshake(swarm, out);
@@ -980,5 +1018,7 @@ impl PeerState {
 
 mod fast;
 mod pex;
+
+pub use fast::{ALLOWED_FAST_SET_SIZE, allowed_fast_set};
 #[cfg(test)]
 mod tests;

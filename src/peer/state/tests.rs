@@ -187,6 +187,7 @@ fn local() -> LocalInfo {
         listen_port: 6881,
         dht_port: None,
         their_ip: "10.0.0.1".parse().unwrap(),
+        info_hash: crate::id::InfoHash([0xaa; 20]),
     }
 }
 
