@@ -27,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 /// buffers at full speed, so this is the memory the uTP stack may take.
 const MAX_UTP_STREAMS: usize = 256;
 
+/// The UDP receive buffer asked for.
+const UDP_RECV_BUFFER: usize = 8 << 20;
+
 /// The environment type of the crate's default socket (it is not exported
 /// by name; this names it through [`UtpSocketUdp`]).
 pub trait EnvOf {
@@ -157,6 +160,12 @@ fn bind_gated(addr: SocketAddr) -> std::io::Result<GatedUdp> {
     if let Err(e) = df {
         tracing::debug!("uTP: don't-fragment not set: {e}");
     }
+    // Room for bursts while the dispatcher catches up: a default-sized
+    // buffer (~200 KiB) overflows at full speed, and every drop halves the
+    // sender's window (the kernel caps this at net.core.rmem_max).
+    if let Err(e) = socket2::SockRef::from(inner.socket()).set_recv_buffer_size(UDP_RECV_BUFFER) {
+        tracing::debug!("uTP: receive buffer not enlarged: {e}");
+    }
     let now = Instant::now();
     Ok(GatedUdp {
         inner,
@@ -246,6 +255,27 @@ mod tests {
         let later = now + Duration::from_secs(1);
         let passed = (0..10_000).filter(|_| g.admit(bad, later)).count();
         assert_eq!(passed, PER_IP_RATE as usize);
+    }
+
+    /// Regression (uTP ran at a third of its speed: the gated socket kept
+    /// the default ~200 KiB receive buffer, which overflowed at full speed
+    /// and every drop halved the sender's window): the buffer is enlarged
+    /// as far as the kernel allows.
+    #[tokio::test]
+    async fn utp_receive_buffer_is_enlarged() {
+        let g = bind_gated(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+        let got = socket2::SockRef::from(g.inner.socket())
+            .recv_buffer_size()
+            .unwrap();
+        let max = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        // Linux reports twice what was granted, and grants at most rmem_max.
+        assert!(
+            got >= UDP_RECV_BUFFER.min(max),
+            "{got} bytes (rmem_max {max})"
+        );
     }
 
     /// The gated socket carries a real uTP connection.
