@@ -496,21 +496,28 @@ fn transmission_seeds_btc_downloads() {
     tr.proc.assert_running();
 }
 
-/// A libtorrent seeder that only speaks RC4-encrypted MSE (policies
-/// forced, level rc4); btc under `--encryption require` downloads from it.
-#[test]
-fn libtorrent_requiring_encryption_seeds_btc_downloads() {
+/// A libtorrent seeder (`lt.py seed` with `lt_args`) of a nested payload
+/// named `name`, and a btc leecher (`--peer` it, plus `btc_args`) that
+/// downloads everything; asserts the bytes and that btc's `-v` log says
+/// it was "connected to <seeder>: <how>".
+fn libtorrent_seeds_btc_fetches(
+    ctx_name: &str,
+    name: &str,
+    seed: u64,
+    lt_args: &[&str],
+    btc_args: &[&str],
+    how: &str,
+) {
     require_tool(PYTHON);
-    let ctx = Ctx::new("interop-libtorrent-rc4", secs(240));
-    let payload = Payload::nested("ltrc4", 2);
+    let ctx = Ctx::new(ctx_name, secs(240));
+    let payload = Payload::nested(name, 2);
     let seed_dir = ctx.mkdir("seed");
-    let root = payload.write(&seed_dir, 1011);
-    let t = ctx.join("ltrc4.torrent");
+    let root = payload.write(&seed_dir, seed);
+    let t = ctx.join(format!("{name}.torrent"));
     btc_create(&ctx, &root, &t, &["--piece-length", "65536"]);
     let listen = format!("127.0.0.2:{}", free_port());
-    let mut lt = ctx.spawn(
-        "libtorrent-seeder",
-        lt_cmd(&[
+    let seed_args = [
+        &[
             "seed",
             "--torrent",
             s(&t),
@@ -518,14 +525,14 @@ fn libtorrent_requiring_encryption_seeds_btc_downloads() {
             s(&seed_dir),
             "--listen",
             &listen,
-            "--encryption",
-            "require",
-        ]),
-    );
+        ][..],
+        lt_args,
+    ]
+    .concat();
+    let mut lt = ctx.spawn("libtorrent-seeder", lt_cmd(&seed_args));
     lt.wait_output("SEEDING", secs(60));
     let out = ctx.join("out");
-    let log = btc_leech(
-        &ctx,
+    let leech_args = [
         &[
             "-o",
             s(&out),
@@ -536,19 +543,31 @@ fn libtorrent_requiring_encryption_seeds_btc_downloads() {
             "--no-dht",
             "--port",
             "0",
-            "--encryption",
-            "require",
-        ],
-        secs(120),
-    );
+        ][..],
+        btc_args,
+    ]
+    .concat();
+    let log = btc_leech(&ctx, &leech_args, secs(120));
     assert!(
-        log.contains(&format!(
-            "connected to {listen}: TCP, RC4-encrypted (from --peer)"
-        )),
+        log.contains(&format!("connected to {listen}: {how}")),
         "-v names how the peer is connected:\n{log}"
     );
-    assert_same_tree(&root, &out.join("ltrc4"));
+    assert_same_tree(&root, &out.join(name));
     lt.assert_running();
+}
+
+/// A libtorrent seeder that only speaks RC4-encrypted MSE (policies
+/// forced, level rc4); btc under `--encryption require` downloads from it.
+#[test]
+fn libtorrent_requiring_encryption_seeds_btc_downloads() {
+    libtorrent_seeds_btc_fetches(
+        "interop-libtorrent-rc4",
+        "ltrc4",
+        1011,
+        &["--encryption", "require"],
+        &["--encryption", "require"],
+        "TCP, RC4-encrypted (from --peer)",
+    );
 }
 
 /// Incoming MSE: a libtorrent leecher that requires RC4 fetches by magnet
@@ -764,51 +783,14 @@ fn transmission_requiring_encryption_seeds_btc_downloads() {
 /// back to uTP on the same port number and downloads everything.
 #[test]
 fn libtorrent_over_utp_only_seeds_btc_downloads() {
-    require_tool(PYTHON);
-    let ctx = Ctx::new("interop-utp-seed", secs(240));
-    let payload = Payload::nested("ltutp", 2);
-    let seed_dir = ctx.mkdir("seed");
-    let root = payload.write(&seed_dir, 1021);
-    let t = ctx.join("ltutp.torrent");
-    btc_create(&ctx, &root, &t, &["--piece-length", "65536"]);
-    let listen = format!("127.0.0.2:{}", free_port());
-    let mut lt = ctx.spawn(
-        "libtorrent-seeder",
-        lt_cmd(&[
-            "seed",
-            "--torrent",
-            s(&t),
-            "--save",
-            s(&seed_dir),
-            "--listen",
-            &listen,
-            "--transport",
-            "utp",
-        ]),
+    libtorrent_seeds_btc_fetches(
+        "interop-utp-seed",
+        "ltutp",
+        1021,
+        &["--transport", "utp"],
+        &[],
+        "uTP, plaintext (from --peer)",
     );
-    lt.wait_output("SEEDING", secs(60));
-    let out = ctx.join("out");
-    let log = btc_leech(
-        &ctx,
-        &[
-            "-o",
-            s(&out),
-            s(&t),
-            "--peer",
-            &listen,
-            "--no-seed",
-            "--no-dht",
-            "--port",
-            "0",
-        ],
-        secs(120),
-    );
-    assert!(
-        log.contains(&format!("connected to {listen}: uTP, ")),
-        "-v says the peer was reached over uTP:\n{log}"
-    );
-    assert_same_tree(&root, &out.join("ltutp"));
-    lt.assert_running();
 }
 
 /// The other way: a libtorrent leecher with TCP off fetches metadata and

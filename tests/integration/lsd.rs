@@ -5,14 +5,20 @@ use crate::util::*;
 
 const MIB: u64 = 1024 * 1024;
 
-#[test]
-fn two_btc_find_each_other_by_lsd() {
-    let ctx = Ctx::offline("lsd-find", secs(120));
-    ctx.netns.as_ref().expect("a namespace").enable_multicast();
+/// A btc seeding a `size`-byte file `name` on `p1` and a btc leecher on
+/// `p2` that knows no peer (no tracker, DHT or `--peer`): it completes only
+/// if LSD brings them together. Returns the seeder, the leecher's log, how
+/// long it took, and both ports.
+fn seed_and_leech_by_lsd(
+    ctx: &Ctx,
+    name: &str,
+    size: u64,
+    seed: u64,
+) -> (Proc, String, std::time::Duration, u16, u16) {
     let seed_dir = ctx.mkdir("seed");
-    let root = Payload::single("lsd.bin", 4 * MIB + 99).write(&seed_dir, 7171);
-    let t = ctx.join("lsd.torrent");
-    btc_create(&ctx, &root, &t, &[]);
+    let root = Payload::single(name, size).write(&seed_dir, seed);
+    let t = ctx.join(format!("{name}.torrent"));
+    btc_create(ctx, &root, &t, &[]);
     let (p1, p2) = (free_port(), free_port());
     let mut seeder = ctx.spawn(
         "btc-seeder",
@@ -29,7 +35,7 @@ fn two_btc_find_each_other_by_lsd() {
     seeder.wait_output("seeding ", secs(60));
     let out = ctx.mkdir("out");
     let (_, stderr, took) = leech(
-        &ctx,
+        ctx,
         "btc-leecher",
         &[
             "-o",
@@ -43,7 +49,16 @@ fn two_btc_find_each_other_by_lsd() {
         ],
         secs(60),
     );
-    assert_same_file(&root, &out.join("lsd.bin"));
+    assert_same_file(&root, &out.join(name));
+    (seeder, stderr, took, p1, p2)
+}
+
+#[test]
+fn two_btc_find_each_other_by_lsd() {
+    let ctx = Ctx::offline("lsd-find", secs(120));
+    ctx.netns.as_ref().expect("a namespace").enable_multicast();
+    let (mut seeder, stderr, took, p1, p2) =
+        seed_and_leech_by_lsd(&ctx, "lsd.bin", 4 * MIB + 99, 7171);
     // Either side may hear the other first: the leecher the seeder's
     // announce, or the seeder the leecher's (it then dials the leecher).
     let seeder_log = seeder.stderr();
@@ -56,6 +71,7 @@ fn two_btc_find_each_other_by_lsd() {
     seeder.assert_running();
 
     // --no-lsd: nobody is found, nothing arrives.
+    let t = ctx.join("lsd.bin.torrent");
     let quiet_out = ctx.mkdir("quiet-out");
     let mut alone = ctx.spawn(
         "btc-no-lsd",
@@ -88,41 +104,8 @@ fn two_btc_find_each_other_by_lsd_over_ipv6_only() {
         .as_ref()
         .expect("a namespace")
         .enable_multicast_v6();
-    let seed_dir = ctx.mkdir("seed");
-    let root = Payload::single("lsd6.bin", 3 * MIB + 77).write(&seed_dir, 6161);
-    let t = ctx.join("lsd6.torrent");
-    btc_create(&ctx, &root, &t, &[]);
-    let (p1, p2) = (free_port(), free_port());
-    let mut seeder = ctx.spawn(
-        "btc-seeder",
-        ctx.btc(&[
-            "-o",
-            s(&seed_dir),
-            s(&t),
-            "--port",
-            &p1.to_string(),
-            "--no-dht",
-            "-v",
-        ]),
-    );
-    seeder.wait_output("seeding ", secs(60));
-    let out = ctx.mkdir("out");
-    let (_, stderr, took) = leech(
-        &ctx,
-        "btc-leecher",
-        &[
-            "-o",
-            s(&out),
-            s(&t),
-            "--port",
-            &p2.to_string(),
-            "--no-dht",
-            "--no-seed",
-            "-v",
-        ],
-        secs(60),
-    );
-    assert_same_file(&root, &out.join("lsd6.bin"));
+    let (mut seeder, stderr, took, p1, p2) =
+        seed_and_leech_by_lsd(&ctx, "lsd6.bin", 3 * MIB + 77, 6161);
     assert!(stderr.contains("complete: lsd6.bin"), "{stderr}");
     let seeder_log = seeder.stderr();
     for (who, log) in [("leecher", &stderr), ("seeder", &seeder_log)] {
