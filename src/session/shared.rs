@@ -130,6 +130,17 @@ pub const DISK_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 /// Distinct sources remembered for the summary.
 pub const MAX_SOURCES: usize = 65_536;
 
+/// Who sent a block, for the summary: a peer by its peer id (one that
+/// reconnects, or connected both ways at once, is still one peer), a web
+/// seed by its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A peer.
+    Peer(PeerId),
+    /// A web seed (or any source that is not a peer connection).
+    Other(PeerKey),
+}
+
 /// Mutable state behind the lock.
 #[derive(Default)]
 pub struct State {
@@ -153,7 +164,7 @@ pub struct State {
     pub web_seed_strikes: HashMap<PeerKey, u32>,
     /// Peers and web seeds that sent at least one wanted block (for the
     /// summary's "from N peers"; stops growing at [`MAX_SOURCES`]).
-    pub sources: HashSet<PeerKey>,
+    pub sources: HashSet<Source>,
     /// Seeds that left because we seed too: listen address, BEP 11 flags,
     /// when they left. Still offered in PEX for [`PEX_REMEMBER_SEEDS`].
     pub pex_seeds: std::collections::VecDeque<(SocketAddr, u8, Instant)>,

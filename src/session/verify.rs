@@ -10,7 +10,7 @@
 //! block is compared with the good data: a peer whose block differs sent
 //! bad data and is banned at once; peers whose blocks matched are cleared.
 
-use super::shared::{MAX_SOURCES, MAX_SUSPECT_PIECES, PeerCommand, Shared, Suspect};
+use super::shared::{MAX_SOURCES, MAX_SUSPECT_PIECES, PeerCommand, Shared, Source, Suspect};
 use crate::peer::message::{BLOCK_LEN, BlockRef};
 use crate::picker::{BlockOutcome, PeerKey};
 use crate::storage::disk::piece_matches;
@@ -30,7 +30,11 @@ pub fn deliver_block(shared: &Arc<Shared>, key: PeerKey, piece: u32, offset: u32
     };
     let outcome = picker.on_block(key, piece, offset, data);
     if !matches!(outcome, BlockOutcome::Unwanted) && st.sources.len() < MAX_SOURCES {
-        st.sources.insert(key);
+        let source = st
+            .peers
+            .get(&key)
+            .map_or(Source::Other(key), |p| Source::Peer(p.peer_id));
+        st.sources.insert(source);
     }
     let (cancel, complete) = match outcome {
         BlockOutcome::Unwanted => return,
@@ -208,6 +212,57 @@ mod tests {
             block,
             hash: Sha1::digest(data).into(),
         }
+    }
+
+    /// Regression: "from 2 peers" in the summary of a download from one
+    /// seeder, which had connected to us both ways at once (LSD on both
+    /// sides) and sent blocks over each connection: sources are counted by
+    /// peer id, not by connection.
+    #[test]
+    fn regression_one_peer_connected_twice_counts_once_in_the_summary() {
+        use crate::bitfield::Bitfield;
+        use crate::geometry::Geometry;
+        use crate::id::{InfoHash, PeerId};
+        use crate::peer::message::BlockRef;
+        use crate::picker::Picker;
+        use crate::session::shared::{Limits, PeerEntry};
+        let limits = Limits {
+            max_peers: 4,
+            max_per_ip: 2,
+        };
+        let token = tokio_util::sync::CancellationToken::new();
+        let shared = Shared::new(InfoHash([1; 20]), PeerId([2; 20]), 1, None, limits, token).0;
+        let geometry = Geometry::new(4 * BLOCK_LEN as u64, 4 * BLOCK_LEN);
+        let now = std::time::Instant::now();
+        let entry = |key: u64| PeerEntry {
+            addr: std::net::SocketAddr::from(([10, 0, 0, 1], 6881 + key as u16)),
+            peer_id: PeerId([7; 20]),
+            interested: false,
+            choked: true,
+            down_rate: 0,
+            up_rate: 0,
+            seed: true,
+            outgoing: key == 1,
+            link: Default::default(),
+            tx: tokio::sync::mpsc::channel(1).0,
+            connected_at: now,
+            last_useful: now,
+            listen_port: None,
+        };
+        let blocks: Vec<BlockRef> = {
+            let mut st = shared.lock();
+            let mut picker = Picker::new(geometry, Bitfield::new(1), 1);
+            let got = picker.pick(1, &Bitfield::full(1), 4, &[], now);
+            st.picker = Some(picker);
+            st.peers.insert(1, entry(1));
+            st.peers.insert(2, entry(2));
+            got
+        };
+        assert!(blocks.len() >= 2, "{blocks:?}");
+        let data = vec![0u8; BLOCK_LEN as usize];
+        deliver_block(&shared, 1, blocks[0].piece, blocks[0].offset, &data);
+        deliver_block(&shared, 2, blocks[1].piece, blocks[1].offset, &data);
+        assert_eq!(shared.lock().sources.len(), 1);
     }
 
     #[test]

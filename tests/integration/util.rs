@@ -260,8 +260,17 @@ impl Ctx {
     /// RUST_LOG, so runs never touch the user's state.
     pub fn btc(&self, args: &[&str]) -> Command {
         let mut c = self.command(BTC);
-        c.args(args)
-            .env_remove("RUST_LOG")
+        c.args(args);
+        // Tests on the host's network share its multicast groups: with LSD
+        // on, btc processes of concurrent tests would find each other (and
+        // a test's seeder and leecher would also meet by LSD, connecting
+        // twice). LSD is on only inside a test's own namespace.
+        const SUBCOMMANDS: &[&str] = &["create", "info", "dht", "completions", "man"];
+        let subcommand = args.first().is_some_and(|a| SUBCOMMANDS.contains(a));
+        if self.netns.is_none() && !subcommand && !args.contains(&"--no-lsd") {
+            c.arg("--no-lsd");
+        }
+        c.env_remove("RUST_LOG")
             .env("XDG_STATE_HOME", self.join("xdg-state"))
             .env("HOME", self.path());
         c
