@@ -654,7 +654,7 @@ mod tests {
             let before = tcp_seen.load(Ordering::Relaxed);
             let (mut s, theirs) = connect(addr, &dialer, utp_first, &*host).await.unwrap();
             assert_eq!(theirs.peer_id, PeerId([9; 20]));
-            assert_eq!(s.link().transport, Transport::Utp);
+            assert_eq!(s.link("--peer").transport, Transport::Utp);
             s.write_all(b"ping").await.unwrap();
             let mut back = [0u8; 4];
             s.read_exact(&mut back).await.unwrap();

@@ -151,12 +151,13 @@ impl AsyncWrite for PeerStream {
 }
 
 impl crate::mse::MseStream<PeerStream> {
-    /// How this connection runs.
-    pub fn link(&self) -> Link {
+    /// How this connection runs; `source` says where its address came
+    /// from (or "incoming").
+    pub fn link(&self, source: &'static str) -> Link {
         Link {
             transport: self.get_ref().transport(),
             encrypted: self.is_encrypted(),
-            source: "",
+            source,
         }
     }
 }

@@ -86,12 +86,12 @@ impl TokenBucket {
 
 /// One token bucket per recently seen IP, bounded.
 #[derive(Default)]
-pub(super) struct PerIpBuckets {
+struct PerIpBuckets {
     buckets: HashMap<IpAddr, TokenBucket>,
 }
 
 impl PerIpBuckets {
-    pub(super) fn try_take(&mut self, ip: IpAddr, now: Instant) -> bool {
+    fn try_take(&mut self, ip: IpAddr, now: Instant) -> bool {
         if !self.buckets.contains_key(&ip) && self.buckets.len() >= MAX_TRACKED_IPS {
             // Forget the IP seen least recently.
             if let Some(old) = self
@@ -107,6 +107,37 @@ impl PerIpBuckets {
             .entry(ip)
             .or_insert_with(|| TokenBucket::new(PER_IP_RATE, PER_IP_BURST, now))
             .try_take(now)
+    }
+}
+
+/// The accept rates: an IP's own bucket first (so one noisy address cannot
+/// use up what everyone shares), then everyone's. Incoming TCP connections
+/// and uTP SYNs ([`super::utp`]) are each charged to one.
+pub(super) struct AcceptRate {
+    per_ip: PerIpBuckets,
+    all: TokenBucket,
+}
+
+impl AcceptRate {
+    /// Full buckets.
+    pub(super) fn new(now: Instant) -> Self {
+        AcceptRate {
+            per_ip: PerIpBuckets::default(),
+            all: TokenBucket::new(ACCEPT_RATE, ACCEPT_BURST, now),
+        }
+    }
+
+    /// Takes a token from `ip`'s bucket and then from everyone's.
+    pub(super) fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if !self.per_ip.try_take(ip, now) {
+            tracing::trace!("incoming from {ip}: over its address's accept rate");
+            return false;
+        }
+        if !self.all.try_take(now) {
+            tracing::trace!("incoming from {ip}: over the accept rate");
+            return false;
+        }
+        true
     }
 }
 
@@ -151,31 +182,27 @@ impl Pending {
 
 /// The gates every incoming connection passes, TCP and uTP alike: one
 /// budget for both, so a flood over one transport cannot get around it.
-#[derive(Default)]
 pub struct Gate {
     pending: Arc<Mutex<Pending>>,
-    rates: Mutex<Option<(TokenBucket, PerIpBuckets)>>,
+    rates: Mutex<AcceptRate>,
+}
+
+impl Default for Gate {
+    /// Open gates with full buckets.
+    fn default() -> Self {
+        Gate {
+            pending: Arc::default(),
+            rates: Mutex::new(AcceptRate::new(Instant::now())),
+        }
+    }
 }
 
 impl Gate {
-    /// Takes a token from `ip`'s bucket and then from everyone's.
     fn rate_ok(&self, ip: IpAddr, now: Instant) -> bool {
-        let mut g = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-        let (bucket, per_ip) = g.get_or_insert_with(|| {
-            (
-                TokenBucket::new(ACCEPT_RATE, ACCEPT_BURST, now),
-                PerIpBuckets::default(),
-            )
-        });
-        if !per_ip.try_take(ip, now) {
-            tracing::trace!("incoming from {ip}: over its address's accept rate");
-            return false;
-        }
-        if !bucket.try_take(now) {
-            tracing::trace!("incoming from {ip}: over the accept rate");
-            return false;
-        }
-        true
+        self.rates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(ip, now)
     }
 }
 
@@ -270,10 +297,7 @@ fn admit(gate: &Arc<Gate>, session: &Weak<Session>, stream: PeerStream, addr: So
             return;
         };
         drop(session);
-        let link = conn::Link {
-            source: "incoming",
-            ..stream.link()
-        };
+        let link = stream.link("incoming");
         tracing::info!("incoming {addr}: {link}, for {}", shared.info_hash);
         // From here the connection belongs to its torrent: it ends with
         // it, and the torrent's shutdown waits for it.

@@ -83,9 +83,9 @@ pub struct Session {
     pub rate_limits: RateLimits,
     /// `--encryption`, for every connection in and out.
     pub encryption: crate::mse::Encryption,
-    /// The uTP socket, in and out; `None` with `--no-utp` or when its UDP
-    /// port could not be had.
-    pub utp: Option<Arc<utp::Utp>>,
+    /// How torrents dial peers (`--bind`, the uTP socket unless
+    /// `--no-utp` or its UDP port could not be had, `--no-tcp`): made once.
+    dialer: Dialer,
     /// Whether peers are dialled and accepted over TCP.
     pub tcp: bool,
     /// Connections open and being dialled, all torrents together.
@@ -132,7 +132,13 @@ impl Session {
             dht: cfg.dht,
             rate_limits: cfg.rate_limits,
             encryption: cfg.encryption,
-            utp: utp.clone(),
+            dialer: Dialer {
+                bind: cfg.bind,
+                utp: utp
+                    .clone()
+                    .map(|u| Arc::new(u) as Arc<dyn crate::peer::transport::UtpDialer>),
+                tcp: cfg.tcp,
+            },
             tcp: cfg.tcp,
             budget: Arc::new(ConnBudget::new(cfg.max_peers.max(1))),
             queue: queue::ActiveQueue::new(cfg.max_active),
@@ -206,14 +212,7 @@ impl Session {
 
     /// How torrents dial peers: from `--bind`, over TCP and uTP.
     pub fn dialer(&self) -> Dialer {
-        Dialer {
-            bind: self.bind,
-            utp: self
-                .utp
-                .clone()
-                .map(|u| Arc::new(u) as Arc<dyn crate::peer::transport::UtpDialer>),
-            tcp: self.tcp,
-        }
+        self.dialer.clone()
     }
 
     /// The running torrent with this info-hash, if any.

@@ -965,10 +965,7 @@ fn dial_some(
             let mut transport = None;
             let how = match res {
                 Ok((stream, theirs)) => {
-                    let link = conn::Link {
-                        source: source.label(),
-                        ..stream.link()
-                    };
+                    let link = stream.link(source.label());
                     transport = Some(link.transport);
                     tracing::info!("connected to {addr}: {link} (from {source})");
                     match conn::run(stream, theirs, addr, true, link, host).await {

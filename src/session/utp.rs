@@ -11,7 +11,7 @@
 //! everyone's. Other packets go straight through: the crate drops packets
 //! for connections it does not have.
 
-use super::accept::{ACCEPT_BURST, ACCEPT_RATE, PerIpBuckets, TokenBucket};
+use super::accept::AcceptRate;
 use crate::peer::transport::UtpSocketUdp;
 use librqbit_dualstack_sockets::{BindOpts, PollSendToVectored, UdpSocket};
 use librqbit_utp::{SocketOpts, Transport, UtpSocket};
@@ -64,36 +64,21 @@ pub fn is_syn(datagram: &[u8]) -> bool {
     datagram.len() >= 20 && datagram[0] == 0x41
 }
 
-/// The SYN budget: per IP, then for all.
-struct SynGate {
-    per_ip: PerIpBuckets,
-    all: TokenBucket,
-}
-
-impl SynGate {
-    fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
-        self.per_ip.try_take(ip, now) && self.all.try_take(now)
-    }
-}
-
 /// A UDP socket that drops SYNs over their budget on receipt.
 pub struct GatedUdp {
     inner: UdpSocket,
-    syns: Mutex<SynGate>,
+    /// SYNs are charged to their own accept rate (the accepted stream is
+    /// charged again by the accept loop's gate).
+    syns: Mutex<AcceptRate>,
 }
 
 impl GatedUdp {
     fn admit_syn(&self, addr: SocketAddr) -> bool {
         let ip = addr.ip().to_canonical();
-        let ok = self
-            .syns
+        self.syns
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .admit(ip, Instant::now());
-        if !ok {
-            tracing::trace!("uTP SYN from {addr}: over the accept rate");
-        }
-        ok
+            .admit(ip, Instant::now())
     }
 }
 
@@ -166,13 +151,9 @@ fn bind_gated(addr: SocketAddr) -> std::io::Result<GatedUdp> {
     if let Err(e) = socket2::SockRef::from(inner.socket()).set_recv_buffer_size(UDP_RECV_BUFFER) {
         tracing::debug!("uTP: receive buffer not enlarged: {e}");
     }
-    let now = Instant::now();
     Ok(GatedUdp {
         inner,
-        syns: Mutex::new(SynGate {
-            per_ip: PerIpBuckets::default(),
-            all: TokenBucket::new(ACCEPT_RATE, ACCEPT_BURST, now),
-        }),
+        syns: Mutex::new(AcceptRate::new(Instant::now())),
     })
 }
 
@@ -244,10 +225,7 @@ mod tests {
     #[test]
     fn a_syn_flood_from_one_address_leaves_room_for_others() {
         let now = Instant::now();
-        let mut g = SynGate {
-            per_ip: PerIpBuckets::default(),
-            all: TokenBucket::new(ACCEPT_RATE, ACCEPT_BURST, now),
-        };
+        let mut g = AcceptRate::new(now);
         let bad: IpAddr = "10.0.0.2".parse().unwrap();
         let passed = (0..10_000).filter(|_| g.admit(bad, now)).count();
         assert_eq!(passed, PER_IP_BURST as usize);
