@@ -360,14 +360,14 @@ impl Swarm for Shared {
         };
         // A seed is no use to us once we have everything.
         let complete = self.is_complete();
-        let addrs: Vec<SocketAddr> = added
+        let addrs: Vec<(SocketAddr, u8)> = added
             .iter()
             .filter(|(a, f)| {
                 let useless_seed = complete && f & FLAG_SEED != 0;
                 let unusable = a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast();
                 !useless_seed && !unusable
             })
-            .map(|(a, _)| *a)
+            .copied()
             .collect();
         if !addrs.is_empty() {
             let _ = tx.try_send(addrs);

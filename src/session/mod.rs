@@ -11,6 +11,7 @@
 pub mod accept;
 pub mod files;
 pub mod host;
+pub mod known;
 pub mod lsd;
 pub mod queue;
 pub mod resume;

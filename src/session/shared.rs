@@ -292,7 +292,7 @@ pub struct Shared {
     pub this: std::sync::Weak<Shared>,
     /// Addresses learnt through PEX, to the torrent's address book (set
     /// by the torrent's loop; unset in unit tests, which then drop them).
-    pub pex_tx: OnceLock<mpsc::Sender<Vec<SocketAddr>>>,
+    pub pex_tx: OnceLock<mpsc::Sender<Vec<(SocketAddr, u8)>>>,
 }
 
 impl Shared {

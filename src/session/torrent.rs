@@ -9,6 +9,7 @@
 //! [`Session`]'s. The per-peer work happens in [`crate::peer::conn`]; this
 //! loop only makes decisions that need a view of every peer.
 
+use super::known::{Ended, Known, PeerSource, learn, next_wake, no_flags};
 use super::queue::ActiveSlot;
 use super::shared::{Limits, PeerCommand, Shared, TorrentData};
 use super::{Session, files, host, resume, status, stream};
@@ -44,11 +45,6 @@ const MIN_CHOKE_GAP: Duration = Duration::from_secs(1);
 const UPLOAD_SLOTS: usize = 4;
 /// Dial attempts running at once.
 const MAX_HALF_OPEN: usize = 16;
-/// Candidate addresses remembered; more are dropped.
-const MAX_KNOWN_PEERS: usize = 4000;
-/// Wait before redialling an address whose peer turned out to be
-/// connected already (through a connection it opened).
-const DUPLICATE_RETRY: Duration = Duration::from_secs(300);
 /// Time allowed for disk writes to drain and trackers to hear `stopped`.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -98,69 +94,6 @@ pub struct Report {
     pub complete: bool,
     /// How `--stream` ended, if it did.
     pub stream: Option<std::result::Result<stream::StreamEnd, String>>,
-}
-
-/// Where a candidate address came from, for the logs ("dialing A (from PEX)").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum PeerSource {
-    /// `--peer` or the magnet's `x.pe`.
-    #[default]
-    Manual,
-    /// A tracker's announce response.
-    Tracker,
-    /// A DHT lookup.
-    Dht,
-    /// Another peer's PEX message.
-    Pex,
-    /// A Local Service Discovery announce.
-    Lsd,
-}
-
-impl PeerSource {
-    /// The name logs and `--json` events use.
-    pub fn label(self) -> &'static str {
-        match self {
-            PeerSource::Manual => "--peer",
-            PeerSource::Tracker => "tracker",
-            PeerSource::Dht => "DHT",
-            PeerSource::Pex => "PEX",
-            PeerSource::Lsd => "LSD",
-        }
-    }
-}
-
-impl std::fmt::Display for PeerSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.label())
-    }
-}
-
-#[derive(Default)]
-struct Known {
-    /// Who told us first.
-    source: PeerSource,
-    /// A dial or connection to this address is under way.
-    dialing: bool,
-    /// It had every piece last time: not worth dialing while we seed.
-    seed: bool,
-    failures: u32,
-    next_try: Option<Instant>,
-    /// Last reached over uTP: dial that first next time.
-    utp_first: bool,
-}
-
-/// How a connection we dialled ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ended {
-    /// Closed after working.
-    Ok,
-    /// Failed: back off.
-    Failed,
-    /// Closed because we both have everything.
-    BothSeeds,
-    /// Closed because we are connected to the peer another way (it dialled
-    /// us from another port).
-    Duplicate,
 }
 
 enum ConnEvent {
@@ -315,7 +248,7 @@ pub async fn run(
         torrent_token.clone(),
     );
     let (dht_tx, mut dht_rx) = mpsc::channel::<Vec<SocketAddr>>(256);
-    let (pex_tx, mut pex_rx) = mpsc::channel::<Vec<SocketAddr>>(super::shared::PEX_QUEUE);
+    let (pex_tx, mut pex_rx) = mpsc::channel::<Vec<(SocketAddr, u8)>>(super::shared::PEX_QUEUE);
     let _ = shared.pex_tx.set(pex_tx);
     let (lsd_tx, mut lsd_rx) = mpsc::channel::<Vec<SocketAddr>>(64);
     let _ = shared.discovered.set(lsd_tx);
@@ -346,7 +279,7 @@ pub async fn run(
     // Dialled at the first tick, which comes at once.
     learn(
         &mut known,
-        initial,
+        no_flags(initial),
         PeerSource::Manual,
         listen_port,
         session.bind,
@@ -401,10 +334,10 @@ pub async fn run(
             }
             Some((addrs, source)) = async {
                 tokio::select! {
-                    Some(a) = peer_rx.recv() => Some((a, PeerSource::Tracker)),
-                    Some(a) = dht_rx.recv() => Some((a, PeerSource::Dht)),
+                    Some(a) = peer_rx.recv() => Some((no_flags(a), PeerSource::Tracker)),
+                    Some(a) = dht_rx.recv() => Some((no_flags(a), PeerSource::Dht)),
                     Some(a) = pex_rx.recv() => Some((a, PeerSource::Pex)),
-                    Some(a) = lsd_rx.recv() => Some((a, PeerSource::Lsd)),
+                    Some(a) = lsd_rx.recv() => Some((no_flags(a), PeerSource::Lsd)),
                     else => None,
                 }
             } => {
@@ -416,19 +349,7 @@ pub async fn run(
             Some(ConnEvent::Ended(addr, how, transport)) = ev_rx.recv() => {
                 idle = false;
                 if let Some(k) = known.get_mut(&addr) {
-                    k.dialing = false;
-                    if let Some(t) = transport {
-                        k.utp_first = t == Transport::Utp;
-                    }
-                    k.seed = how == Ended::BothSeeds;
-                    k.failures = if how == Ended::Failed { k.failures + 1 } else { 0 };
-                    // Back off: 15 s, 30 s, 1 min … up to 10 min; an address
-                    // we are connected to by its incoming connection waits long.
-                    let wait = match how {
-                        Ended::Duplicate => DUPLICATE_RETRY,
-                        _ => Duration::from_secs(15u64 << k.failures.min(6)).min(Duration::from_secs(600)),
-                    };
-                    k.next_try = Some(Instant::now() + wait);
+                    k.ended(how, transport, Instant::now());
                 }
                 dial_some(&mut known, &shared, &session, &opts, &dialing, &ev_tx);
             }
@@ -597,7 +518,7 @@ pub async fn run(
                         && dialing.load(Ordering::Relaxed) == 0
                     {
                         idle = true;
-                        idle_until = next_wake(&known, opts.seed_time.map(|t| since + t));
+                        idle_until = next_wake(&known, opts.seed_time.map(|t| since + t), Instant::now());
                     }
                 }
             }
@@ -682,36 +603,6 @@ fn start_web_seeds(shared: &Arc<Shared>, urls: &[String], client: Option<&reqwes
             &shared.tasks,
             shared.shutdown.clone(),
         );
-    }
-}
-
-/// Adds candidate addresses to the address book (up to
-/// [`MAX_KNOWN_PEERS`]), remembering who named each first; never our own.
-fn learn(
-    known: &mut HashMap<SocketAddr, Known>,
-    addrs: Vec<SocketAddr>,
-    source: PeerSource,
-    listen_port: u16,
-    bind: Option<IpAddr>,
-) {
-    for a in addrs {
-        if known.len() >= MAX_KNOWN_PEERS {
-            break;
-        }
-        if a.port() == 0 || (a.port() == listen_port && is_local(a.ip(), bind)) {
-            continue;
-        }
-        known.entry(a).or_insert_with(|| Known {
-            source,
-            ..Known::default()
-        });
-    }
-}
-
-fn is_local(ip: IpAddr, bind: Option<IpAddr>) -> bool {
-    match bind {
-        Some(b) => ip == b,
-        None => ip.is_loopback() || ip.is_unspecified(),
     }
 }
 
@@ -840,23 +731,6 @@ async fn sleep_until_some(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// When an idle seeding torrent must look again: the first redial of a
-/// peer that was not a seed, or the end of the seed time.
-fn next_wake(
-    known: &HashMap<SocketAddr, Known>,
-    seed_deadline: Option<Instant>,
-) -> Option<Instant> {
-    known
-        .values()
-        .filter(|k| !k.seed && !k.dialing)
-        .filter_map(|k| k.next_try)
-        // One already due was not dialled for want of room: an event
-        // (a connection ending) frees room, not a timer.
-        .filter(|&t| t > Instant::now())
-        .chain(seed_deadline)
-        .min()
 }
 
 /// Transfer totals for the trackers; `left` is 1 until the size is known so

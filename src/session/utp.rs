@@ -23,9 +23,29 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Most uTP connections at once, in and out: each holds up to 2 MiB of
-/// buffers at full speed, so this is the memory the uTP stack may take.
+/// Most uTP connections at once, in and out.
 const MAX_UTP_STREAMS: usize = 256;
+
+/// Bytes all uTP connections together may hold in their receive and send
+/// buffers. A peer can fill its connection's receive buffer (out-of-order
+/// data it never completes) and a slow reader can fill the send buffer, so
+/// the worst case is every connection full both ways; the per-connection
+/// sizes are chosen so that case fits here.
+const UTP_MEMORY_BUDGET: usize = 128 << 20;
+
+/// The crate's default for each buffer, and the most a connection gets:
+/// plenty for loopback and LAN speeds.
+const UTP_BUFFER_MAX: usize = 1 << 20;
+
+/// The least a connection's buffer gets, whatever the stream count: below
+/// this a single peer's rate suffers more than memory gains.
+const UTP_BUFFER_MIN: usize = 64 << 10;
+
+/// The receive and send buffer size of each of `streams` uTP connections
+/// so that all of them full at once stay within [`UTP_MEMORY_BUDGET`].
+fn buffer_per_stream(streams: usize) -> usize {
+    (UTP_MEMORY_BUDGET / (2 * streams.max(1))).clamp(UTP_BUFFER_MIN, UTP_BUFFER_MAX)
+}
 
 /// The UDP receive buffer asked for.
 const UDP_RECV_BUFFER: usize = 8 << 20;
@@ -167,11 +187,15 @@ pub async fn open(
     max_peers: usize,
     shutdown: &CancellationToken,
 ) -> Option<Arc<Utp>> {
+    let streams = max_peers.clamp(16, MAX_UTP_STREAMS);
+    let buffer = NonZeroUsize::new(buffer_per_stream(streams));
     let opts = || SocketOpts {
+        vsock_rx_bufsize_bytes: buffer,
+        vsock_tx_bufsize_bytes_max: buffer,
         // Peer messages are written whole and at once: no need to wait for
         // more (the TCP side sets TCP_NODELAY for the same reason).
         disable_nagle: true,
-        max_live_vsocks: NonZeroUsize::new(max_peers.clamp(16, MAX_UTP_STREAMS)),
+        max_live_vsocks: NonZeroUsize::new(streams),
         cancellation_token: shutdown.child_token(),
         ..Default::default()
     };
@@ -206,6 +230,19 @@ mod tests {
     use super::super::accept::{PER_IP_BURST, PER_IP_RATE};
     use super::*;
     use std::time::Duration;
+
+    /// Every connection full both ways stays within the budget, and a
+    /// process with few peers keeps the crate's full-speed buffers.
+    #[test]
+    fn utp_buffers_fit_the_memory_budget() {
+        for streams in [1, 16, 64, 200, MAX_UTP_STREAMS] {
+            let each = buffer_per_stream(streams);
+            assert!(2 * each * streams <= UTP_MEMORY_BUDGET, "{streams} streams");
+            assert!((UTP_BUFFER_MIN..=UTP_BUFFER_MAX).contains(&each));
+        }
+        assert_eq!(buffer_per_stream(16), UTP_BUFFER_MAX);
+        assert_eq!(buffer_per_stream(MAX_UTP_STREAMS), 256 << 10);
+    }
 
     #[test]
     fn only_whole_v1_syns_are_syns() {
