@@ -199,6 +199,19 @@ pub struct Established {
     pub initial_payload: Vec<u8>,
 }
 
+impl Established {
+    /// The outcome of either side: the keystreams (keyed during the
+    /// handshake to read its encrypted part) are kept only when RC4 was
+    /// selected for the payload.
+    fn new(info_hash: InfoHash, selected: u32, cipher: Option<Rc4Pair>, ia: Vec<u8>) -> Self {
+        Established {
+            info_hash,
+            cipher: cipher.filter(|_| selected == CRYPTO_RC4),
+            initial_payload: ia,
+        }
+    }
+}
+
 /// Our side's random choices, passed in so tests can fix them.
 #[derive(Clone)]
 pub struct Secrets {
@@ -431,15 +444,12 @@ impl Initiator {
         if !self.is_done() {
             return None;
         }
-        Some(Established {
-            info_hash: self.info_hash,
-            cipher: if self.selected == CRYPTO_RC4 {
-                self.cipher
-            } else {
-                None
-            },
-            initial_payload: Vec::new(),
-        })
+        Some(Established::new(
+            self.info_hash,
+            self.selected,
+            self.cipher,
+            Vec::new(),
+        ))
     }
 
     /// Feeds received bytes; returns how many were handshake. Bytes after
@@ -620,15 +630,12 @@ impl<'a> Receiver<'a> {
         if !self.is_done() {
             return None;
         }
-        Some(Established {
-            info_hash: self.info_hash?,
-            cipher: if self.selected == CRYPTO_RC4 {
-                self.cipher
-            } else {
-                None
-            },
-            initial_payload: self.ia,
-        })
+        Some(Established::new(
+            self.info_hash?,
+            self.selected,
+            self.cipher,
+            self.ia,
+        ))
     }
 
     /// Feeds received bytes; returns how many were handshake (the rest is
