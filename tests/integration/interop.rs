@@ -390,12 +390,8 @@ struct Transmission {
 }
 
 impl Transmission {
-    fn start(ctx: &Ctx, download_dir: &Path) -> Transmission {
-        Self::start_with_encryption(ctx, download_dir, 0)
-    }
-
     /// `encryption`: 0 prefer plaintext, 1 prefer encryption, 2 require it.
-    fn start_with_encryption(ctx: &Ctx, download_dir: &Path, encryption: u8) -> Transmission {
+    fn start(ctx: &Ctx, download_dir: &Path, encryption: u8) -> Transmission {
         require_tool("transmission-daemon");
         require_tool("transmission-remote");
         let conf = ctx.mkdir("transmission-config");
@@ -453,30 +449,32 @@ impl Transmission {
     }
 }
 
-#[test]
-fn transmission_seeds_btc_downloads() {
+/// A Transmission seeder (`encryption`: 0 prefer plaintext, 1 prefer
+/// encryption, 2 require it) of a nested payload `name` made by
+/// `transmission-create`, and a btc leecher told its address; checks every
+/// file and that Transmission is still running; returns btc's log.
+fn transmission_seeds_btc_fetches(test: &str, name: &str, seed: u64, encryption: u8) -> String {
     require_tool("transmission-create");
-    let ctx = Ctx::new("interop-transmission-seeds", secs(240));
-    let payload = Payload::nested("fromtr", 2);
+    let ctx = Ctx::new(test, secs(240));
+    let payload = Payload::nested(name, 2);
     let seed_dir = ctx.mkdir("seed");
-    let root = payload.write(&seed_dir, 1006);
-    let t = ctx.join("fromtr.torrent");
+    let root = payload.write(&seed_dir, seed);
+    let t = ctx.join(format!("{name}.torrent"));
     let mut c = Command::new("transmission-create");
     c.args(["-s", "32", "-o"]).arg(&t).arg(&root);
     ctx.run("transmission-create", c, secs(60))
         .assert_ok("transmission-create");
-    let tr = Transmission::start(&ctx, &seed_dir);
+    let mut tr = Transmission::start(&ctx, &seed_dir, encryption);
     tr.remote(&ctx, &["-a", s(&t), "-w", s(&seed_dir)]);
     tr.remote(&ctx, &["-t", "all", "-v"]);
-    let mut info = String::new();
     ctx.wait_for("transmission to verify and seed", secs(60), || {
-        info = tr.remote(&ctx, &["-t", "all", "-i"]).stdout;
+        let info = tr.remote(&ctx, &["-t", "all", "-i"]).stdout;
         info.contains("Percent Done: 100%")
             && (info.contains("State: Seeding") || info.contains("State: Idle"))
     });
     let out = ctx.join("out");
     let peer = format!("127.0.0.1:{}", tr.peer_port);
-    btc_leech(
+    let log = btc_leech(
         &ctx,
         &[
             "-o",
@@ -491,9 +489,14 @@ fn transmission_seeds_btc_downloads() {
         ],
         secs(120),
     );
-    assert_same_tree(&root, &out.join("fromtr"));
-    let mut tr = tr;
+    assert_same_tree(&root, &out.join(name));
     tr.proc.assert_running();
+    log
+}
+
+#[test]
+fn transmission_seeds_btc_downloads() {
+    transmission_seeds_btc_fetches("interop-transmission-seeds", "fromtr", 1006, 0);
 }
 
 /// A libtorrent seeder (`lt.py seed` with `lt_args`) of a nested payload
@@ -738,44 +741,11 @@ fn btc_requiring_encryption_refuses_a_plaintext_peer() {
 /// RC4.
 #[test]
 fn transmission_requiring_encryption_seeds_btc_downloads() {
-    require_tool("transmission-create");
-    let ctx = Ctx::new("interop-transmission-rc4", secs(240));
-    let payload = Payload::nested("trrc4", 2);
-    let seed_dir = ctx.mkdir("seed");
-    let root = payload.write(&seed_dir, 1013);
-    let t = ctx.join("trrc4.torrent");
-    let mut c = Command::new("transmission-create");
-    c.args(["-s", "32", "-o"]).arg(&t).arg(&root);
-    ctx.run("transmission-create", c, secs(60))
-        .assert_ok("transmission-create");
-    let tr = Transmission::start_with_encryption(&ctx, &seed_dir, 2);
-    tr.remote(&ctx, &["-a", s(&t), "-w", s(&seed_dir)]);
-    tr.remote(&ctx, &["-t", "all", "-v"]);
-    ctx.wait_for("transmission to verify and seed", secs(60), || {
-        let info = tr.remote(&ctx, &["-t", "all", "-i"]).stdout;
-        info.contains("Percent Done: 100%")
-            && (info.contains("State: Seeding") || info.contains("State: Idle"))
-    });
-    let out = ctx.join("out");
-    let peer = format!("127.0.0.1:{}", tr.peer_port);
-    btc_leech(
-        &ctx,
-        &[
-            "-o",
-            s(&out),
-            s(&t),
-            "--peer",
-            &peer,
-            "--no-seed",
-            "--no-dht",
-            "--port",
-            "0",
-        ],
-        secs(120),
+    let log = transmission_seeds_btc_fetches("interop-transmission-rc4", "trrc4", 1013, 2);
+    assert!(
+        log.contains("TCP, RC4-encrypted (from --peer)"),
+        "btc's log names no RC4 connection:\n{log}"
     );
-    assert_same_tree(&root, &out.join("trrc4"));
-    let mut tr = tr;
-    tr.proc.assert_running();
 }
 
 /// uTP (BEP 29) with a libtorrent seeder whose TCP is off both ways (it
