@@ -219,7 +219,7 @@ pub async fn accept_loop(listener: TcpListener, session: Weak<Session>, gate: Ar
                 continue;
             }
         };
-        let Some(tcp) = session.upgrade().map(|s| s.tcp) else {
+        let Some(tcp) = session.upgrade().map(|s| s.tcp()) else {
             return;
         };
         if !tcp {

@@ -87,8 +87,6 @@ pub struct Session {
     /// How torrents dial peers (`--bind`, the uTP socket unless
     /// `--no-utp` or its UDP port could not be had, `--no-tcp`): made once.
     dialer: Dialer,
-    /// Whether peers are dialled and accepted over TCP.
-    pub tcp: bool,
     /// Connections open and being dialled, all torrents together.
     pub budget: Arc<ConnBudget>,
     /// Downloads allowed at once; the others wait their turn.
@@ -140,7 +138,6 @@ impl Session {
                     .map(|u| Arc::new(u) as Arc<dyn crate::peer::transport::UtpDialer>),
                 tcp: cfg.tcp,
             },
-            tcp: cfg.tcp,
             budget: Arc::new(ConnBudget::new(cfg.max_peers.max(1))),
             queue: queue::ActiveQueue::new(cfg.max_active),
             checks: Semaphore::new(checks),
@@ -214,6 +211,12 @@ impl Session {
     /// How torrents dial peers: from `--bind`, over TCP and uTP.
     pub fn dialer(&self) -> Dialer {
         self.dialer.clone()
+    }
+
+    /// Whether peers are dialled and accepted over TCP (`--no-tcp` turns
+    /// both off; the dialer holds the one copy).
+    pub fn tcp(&self) -> bool {
+        self.dialer.tcp
     }
 
     /// The running torrent with this info-hash, if any.
