@@ -33,10 +33,12 @@ use crate::tracker::announce::{
 mod metadata;
 mod mse;
 mod peer_state;
+mod utp_conn;
 mod webseed_plan;
 pub use metadata::metadata;
 pub use mse::mse;
 pub use peer_state::peer_state;
+pub use utp_conn::utp_conn;
 pub use webseed_plan::webseed_plan;
 
 /// A fuzz target's body.
@@ -60,42 +62,29 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("pex", pex),
     ("peer_state", peer_state),
     ("utp_packet", utp_packet),
+    ("utp_conn", utp_conn),
 ];
 
-/// (u) uTP packet headers (BEP 29), parsed by the `librqbit-utp` crate
-/// before anything else sees a datagram: any bytes parse or are refused
-/// without a panic, the header length stays inside the datagram, and what
-/// parses re-encodes to a header that parses to the same fields.
+/// (u) uTP packet headers (BEP 29), the first thing to see any datagram
+/// on the uTP port: any bytes parse or are refused without a panic, the
+/// payload is a suffix of the datagram, and what parses re-encodes to a
+/// header that parses to the same fields.
 ///
-/// Found by this target: the crate chains two extensions wrongly when it
-/// encodes a header with both (the second id lands in the first's length
-/// byte). It never sends the close-reason extension, so only one ever goes
-/// out; the round trip is checked for headers with at most one.
+/// The corpus file `two_extensions_regression` is from the crate we used
+/// before, whose encoder chained two extensions wrongly; ours parses it.
 pub fn utp_packet(data: &[u8]) {
-    use librqbit_utp::raw::UtpHeader;
-    let Some((h, len)) = UtpHeader::deserialize(data) else {
+    use crate::utp::packet::{Header, parse};
+    let Ok((h, payload)) = parse(data) else {
         return;
     };
-    assert!(len <= data.len(), "header of {len} bytes in {}", data.len());
-    let both = h.extensions.selective_ack.is_some() && h.extensions.close_reason.is_some();
-    let mut buf = [0u8; 2048];
-    if !both && let Ok(n) = h.serialize(&mut buf) {
-        let (again, len2) = UtpHeader::deserialize(&buf[..n]).expect("our own header parses");
-        assert_eq!(len2, n);
-        assert_eq!(
-            (
-                again.get_type(),
-                again.connection_id,
-                again.seq_nr,
-                again.ack_nr
-            ),
-            (h.get_type(), h.connection_id, h.seq_nr, h.ack_nr)
-        );
-        assert_eq!(
-            (again.wnd_size, again.timestamp_microseconds),
-            (h.wnd_size, h.timestamp_microseconds)
-        );
-    }
+    assert!(payload.len() <= data.len().saturating_sub(crate::utp::packet::HEADER_LEN));
+    assert_eq!(payload, &data[data.len() - payload.len()..]);
+    let mut buf = [0u8; 128];
+    let n = h.encode(&mut buf);
+    assert_eq!(n, h.encoded_len());
+    let (again, rest): (Header, &[u8]) = parse(&buf[..n]).expect("our own header parses");
+    assert!(rest.is_empty());
+    assert_eq!(again, h);
 }
 
 /// (l) LSD announces (BEP 14): whatever parses is bounded and re-encodes,

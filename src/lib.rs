@@ -73,6 +73,7 @@ pub mod spawn;
 pub mod storage;
 pub mod tracker;
 pub mod ui;
+pub mod utp;
 pub mod webseed;
 
 /// An error and its chain of causes on one line. Some libraries (reqwest)

@@ -632,18 +632,14 @@ mod tests {
                 drop(sock);
             }
         });
-        let theirs_utp = super::super::transport::UtpSocketUdp::new_udp(addr)
-            .await
-            .unwrap();
+        let theirs_utp = crate::utp::Socket::bind(addr, Default::default()).unwrap();
         tokio::spawn(async move {
             while let Ok(s) = theirs_utp.accept().await {
                 serve_one(s, Some(Encryption::Prefer)).await;
             }
         });
         let ours_utp =
-            super::super::transport::UtpSocketUdp::new_udp("127.0.0.1:0".parse().unwrap())
-                .await
-                .unwrap();
+            crate::utp::Socket::bind("127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
         let dialer = Dialer {
             bind: None,
             utp: Some(Arc::new(ours_utp)),

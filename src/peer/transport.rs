@@ -2,13 +2,10 @@
 //!
 //! The protocol above ([`super::conn`], MSE) only needs a byte stream;
 //! this enum lets one connection task type serve both without boxing.
-//! uTP comes from `librqbit-utp`: a tokio uTP stack of the same family as
-//! our bencode crate, with its own end-to-end tests under packet loss,
-//! used by rqbit against real swarms. It drives one UDP socket (on the
-//! same port number as our TCP listener) and hands out streams that are
-//! plain `AsyncRead + AsyncWrite`. Its congestion control is CUBIC; it has
-//! no LEDBAT yet, so uTP here does not yield to other traffic the way
-//! libtorrent's does.
+//! uTP is ours ([`crate::utp`]): one UDP socket on the same port number
+//! as our TCP listener, handing out streams that are plain
+//! `AsyncRead + AsyncWrite`, with LEDBAT congestion control so bulk
+//! transfers yield to other traffic as libtorrent's do.
 
 use std::fmt;
 use std::io;
@@ -17,10 +14,9 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-pub use librqbit_utp::{UtpSocketUdp, UtpStream};
+pub use crate::utp::UtpStream;
 
-/// A uTP socket to dial from: the session's (whose UDP socket is gated,
-/// a type this layer does not know) or a plain one in tests.
+/// A uTP socket to dial from: the session's or a plain one in tests.
 pub trait UtpDialer: Send + Sync {
     /// Opens a uTP connection to `addr`.
     fn connect(
@@ -29,17 +25,13 @@ pub trait UtpDialer: Send + Sync {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<UtpStream>> + Send + '_>>;
 }
 
-impl UtpDialer for std::sync::Arc<UtpSocketUdp> {
+impl UtpDialer for std::sync::Arc<crate::utp::Socket> {
     fn connect(
         &self,
         addr: std::net::SocketAddr,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<UtpStream>> + Send + '_>>
     {
-        Box::pin(async move {
-            UtpSocketUdp::connect(self, addr)
-                .await
-                .map_err(io::Error::other)
-        })
+        Box::pin(crate::utp::Socket::connect(self, addr))
     }
 }
 

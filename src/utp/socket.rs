@@ -1,0 +1,581 @@
+//! The uTP socket: one UDP socket, a receive loop that demultiplexes
+//! datagrams to connections by (address, connection id), a timer task per
+//! connection, and the streams the application reads and writes.
+//!
+//! Each connection's state machine ([`Conn`]) sits behind its own mutex;
+//! whoever changes it (the receive loop on a packet, the application on a
+//! read or write, the timer task on a timeout) sends what it now allows
+//! before letting go, so no extra hop delays a packet. The receive loop
+//! reads datagrams in batches and sends each connection's ACK once per
+//! batch, which is the delayed ACK.
+//!
+//! Budgets: at most `max_conns` connections, at most [`ACCEPT_QUEUE`]
+//! accepted and not yet taken, SYNs judged by `admit_syn` before any state
+//! is made, and each connection's buffers as [`Opts`] says.
+
+use super::conn::{self, Config, Conn, Failure, MAX_HEADER, Read, Write};
+use super::packet::{self, Type};
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Payload bytes per packet: a 1,400-byte datagram (20-byte header), which
+/// fits a 1,500-byte Ethernet MTU behind PPPoE or a tunnel, over IPv4 or
+/// IPv6, without fragmenting.
+pub const MSS: usize = 1380;
+
+/// The largest datagram we send.
+const MAX_DATAGRAM: usize = MSS + MAX_HEADER;
+
+/// Accepted connections waiting for `accept`.
+pub const ACCEPT_QUEUE: usize = 32;
+
+/// Datagrams read per wake-up before the ACKs go out.
+const RECV_BATCH: usize = 64;
+
+/// How long a dropped stream may take to deliver what was written and its
+/// FIN before it is forgotten.
+const LINGER: Duration = Duration::from_secs(30);
+
+/// The UDP buffers asked for: room for bursts at full speed while the
+/// receive loop catches up (the kernel caps them at rmem_max/wmem_max).
+pub const UDP_BUFFER: usize = 8 << 20;
+
+/// Decides whether a SYN from this address may make a connection.
+pub type AdmitSyn = Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>;
+
+/// How a socket is sized.
+#[derive(Clone)]
+pub struct Opts {
+    /// Each connection's receive buffer (its advertised window).
+    pub recv_buffer: usize,
+    /// Each connection's send buffer.
+    pub send_buffer: usize,
+    /// The most connections at once, in and out.
+    pub max_conns: usize,
+    /// Judges every new SYN before any state is made for it.
+    pub admit_syn: Option<AdmitSyn>,
+    /// Stops the receive loop and every connection.
+    pub shutdown: CancellationToken,
+}
+
+impl Default for Opts {
+    fn default() -> Opts {
+        Opts {
+            recv_buffer: 1 << 20,
+            send_buffer: 1 << 20,
+            max_conns: 256,
+            admit_syn: None,
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
+/// A uTP socket.
+pub struct Socket {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    udp: UdpSocket,
+    local: SocketAddr,
+    epoch: std::time::Instant,
+    opts: Opts,
+    conns: Mutex<HashMap<(SocketAddr, u16), Arc<Cell>>>,
+    accept_tx: mpsc::Sender<UtpStream>,
+    accept_rx: tokio::sync::Mutex<mpsc::Receiver<UtpStream>>,
+}
+
+/// One connection's shared state.
+struct Cell {
+    key: (SocketAddr, u16),
+    peer: SocketAddr,
+    state: Mutex<CellState>,
+    /// Wakes the timer task: an earlier deadline, or the stream dropped.
+    timer: Notify,
+}
+
+struct CellState {
+    conn: Conn,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+    dropped_at: Option<std::time::Instant>,
+    /// The deadline the timer task sleeps until.
+    armed: Option<std::time::Instant>,
+}
+
+/// The clock: tokio's, so tests with a paused clock drive the timers.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn io_error(f: Failure) -> io::Error {
+    match f {
+        Failure::Refused => {
+            io::Error::new(io::ErrorKind::ConnectionRefused, "uTP connection refused")
+        }
+        Failure::Reset => io::Error::new(io::ErrorKind::ConnectionReset, "uTP connection reset"),
+        Failure::TimedOut => io::Error::new(io::ErrorKind::TimedOut, "uTP peer stopped answering"),
+    }
+}
+
+impl Socket {
+    /// Binds `addr` (dual-stack when it is `[::]`) and starts the receive
+    /// loop. Must run inside a tokio runtime.
+    pub fn bind(addr: SocketAddr, opts: Opts) -> io::Result<Arc<Socket>> {
+        use socket2::{Domain, Protocol, Type as SockType};
+        let domain = if addr.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let s = socket2::Socket::new(domain, SockType::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() && addr.ip().is_unspecified() {
+            s.set_only_v6(false)?;
+        }
+        if let Err(e) = s.set_recv_buffer_size(UDP_BUFFER) {
+            tracing::debug!("uTP: receive buffer not enlarged: {e}");
+        }
+        if let Err(e) = s.set_send_buffer_size(UDP_BUFFER) {
+            tracing::debug!("uTP: send buffer not enlarged: {e}");
+        }
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        let udp = UdpSocket::from_std(s.into())?;
+        let local = udp.local_addr()?;
+        let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_QUEUE);
+        let shared = Arc::new(Shared {
+            udp,
+            local,
+            epoch: now(),
+            opts,
+            conns: Mutex::new(HashMap::new()),
+            accept_tx,
+            accept_rx: tokio::sync::Mutex::new(accept_rx),
+        });
+        tokio::spawn(receive_loop(shared.clone()));
+        Ok(Arc::new(Socket { shared }))
+    }
+
+    /// The address bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// The kernel's receive buffer size for the UDP socket.
+    pub fn recv_buffer_size(&self) -> io::Result<usize> {
+        socket2::SockRef::from(&self.shared.udp).recv_buffer_size()
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        lock(&self.shared.conns).len()
+    }
+
+    /// Opens a connection to `addr` and waits for the handshake.
+    pub async fn connect(&self, addr: SocketAddr) -> io::Result<UtpStream> {
+        let shared = &self.shared;
+        let peer = shared.sendable(addr);
+        let cell = {
+            let mut conns = lock(&shared.conns);
+            if conns.len() >= shared.opts.max_conns {
+                return Err(io::Error::other("too many uTP connections"));
+            }
+            let recv_id = loop {
+                let id = rand::random::<u16>();
+                if !conns.contains_key(&(peer, id)) {
+                    break id;
+                }
+            };
+            let conn = Conn::connect(
+                shared.config(),
+                shared.epoch,
+                now(),
+                recv_id,
+                rand::random(),
+            );
+            let cell = Cell::new((peer, recv_id), peer, conn);
+            conns.insert(cell.key, cell.clone());
+            cell
+        };
+        tokio::spawn(timer_loop(shared.clone(), cell.clone()));
+        let stream = UtpStream {
+            cell: cell.clone(),
+            shared: shared.clone(),
+        };
+        shared.flush(&cell, &mut lock(&cell.state));
+        std::future::poll_fn(|cx| {
+            let mut st = lock(&cell.state);
+            if st.conn.is_connected() {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(f) = st.conn.failure() {
+                return Poll::Ready(Err(io_error(f)));
+            }
+            if shared.opts.shutdown.is_cancelled() {
+                return Poll::Ready(Err(io::Error::other("shutting down")));
+            }
+            st.writer = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await?;
+        Ok(stream)
+    }
+
+    /// Waits for the next incoming connection.
+    pub async fn accept(&self) -> io::Result<UtpStream> {
+        let mut rx = self.shared.accept_rx.lock().await;
+        tokio::select! {
+            s = rx.recv() => s.ok_or_else(|| io::Error::other("uTP socket closed")),
+            _ = self.shared.opts.shutdown.cancelled() => Err(io::Error::other("shutting down")),
+        }
+    }
+}
+
+impl Cell {
+    fn new(key: (SocketAddr, u16), peer: SocketAddr, conn: Conn) -> Arc<Cell> {
+        Arc::new(Cell {
+            key,
+            peer,
+            state: Mutex::new(CellState {
+                conn,
+                reader: None,
+                writer: None,
+                dropped_at: None,
+                armed: None,
+            }),
+            timer: Notify::new(),
+        })
+    }
+}
+
+impl CellState {
+    /// Wakes whoever waits on what the connection now allows.
+    fn wake(&mut self) {
+        if self.conn.is_readable()
+            && let Some(w) = self.reader.take()
+        {
+            w.wake();
+        }
+        // Space to write, or (for a connect waiting here, whose buffer is
+        // empty) a change of phase.
+        if (self.conn.send_space() > 0 || self.conn.is_closed())
+            && let Some(w) = self.writer.take()
+        {
+            w.wake();
+        }
+    }
+}
+
+impl Shared {
+    fn config(&self) -> Config {
+        Config {
+            recv_buffer: self.opts.recv_buffer,
+            send_buffer: self.opts.send_buffer,
+            mss: MSS,
+        }
+    }
+
+    /// The form of `addr` this socket can send to (IPv4 as ::ffff:a.b.c.d
+    /// on a dual-stack socket).
+    fn sendable(&self, addr: SocketAddr) -> SocketAddr {
+        match (self.local, addr.ip()) {
+            (SocketAddr::V6(_), IpAddr::V4(v4)) => {
+                SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), addr.port())
+            }
+            _ => addr,
+        }
+    }
+
+    /// Sends everything the connection allows now, and re-arms its timer
+    /// if its next deadline moved earlier.
+    fn flush(&self, cell: &Cell, st: &mut CellState) {
+        let now = now();
+        let mut buf = [0u8; MAX_DATAGRAM];
+        while let Some(n) = st.conn.poll_transmit(now, &mut buf) {
+            // A datagram the kernel will not take is lost like any other:
+            // the connection's loss recovery sends it again.
+            if let Err(e) = self.udp.try_send_to(&buf[..n], cell.peer) {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    tracing::debug!("uTP send to {}: {e}", cell.peer);
+                }
+                break;
+            }
+        }
+        let next = st.conn.poll_timeout();
+        if next != st.armed && (st.armed.is_none() || next.is_some_and(|n| Some(n) < st.armed)) {
+            cell.timer.notify_one();
+        }
+    }
+
+    /// Takes one datagram; a connection that changed is added to `dirty`.
+    fn on_datagram(self: &Arc<Self>, d: &[u8], from: SocketAddr, dirty: &mut Vec<Arc<Cell>>) {
+        let Ok((h, payload)) = packet::parse(d) else {
+            return;
+        };
+        let key = if h.ty == Type::Syn {
+            (from, h.conn_id.wrapping_add(1))
+        } else {
+            (from, h.conn_id)
+        };
+        let found = lock(&self.conns).get(&key).cloned();
+        let cell = match found {
+            Some(c) => c,
+            None if h.ty == Type::Syn => match self.on_new_syn(&h, from) {
+                Some(c) => c,
+                None => return,
+            },
+            None => return,
+        };
+        {
+            let mut st = lock(&cell.state);
+            st.conn.on_packet(&h, payload, now());
+            st.wake();
+        }
+        if !dirty.iter().any(|c| Arc::ptr_eq(c, &cell)) {
+            dirty.push(cell);
+        }
+    }
+
+    /// A SYN for a connection we do not have: admitted, within the caps
+    /// and with room in the accept queue, it becomes a connection.
+    fn on_new_syn(self: &Arc<Self>, syn: &packet::Header, from: SocketAddr) -> Option<Arc<Cell>> {
+        if let Some(admit) = &self.opts.admit_syn
+            && !admit(from)
+        {
+            return None;
+        }
+        let permit = self.accept_tx.clone().try_reserve_owned().ok()?;
+        let cell = {
+            let mut conns = lock(&self.conns);
+            if conns.len() >= self.opts.max_conns {
+                return None;
+            }
+            let conn = Conn::accept(self.config(), self.epoch, now(), syn, rand::random());
+            let cell = Cell::new((from, conn.recv_id()), from, conn);
+            conns.insert(cell.key, cell.clone());
+            cell
+        };
+        tokio::spawn(timer_loop(self.clone(), cell.clone()));
+        permit.send(UtpStream {
+            cell: cell.clone(),
+            shared: self.clone(),
+        });
+        Some(cell)
+    }
+
+    fn forget(&self, cell: &Cell) {
+        let mut conns = lock(&self.conns);
+        if conns
+            .get(&cell.key)
+            .is_some_and(|c| std::ptr::eq(&**c, cell))
+        {
+            conns.remove(&cell.key);
+        }
+    }
+}
+
+/// Reads datagrams until shutdown.
+async fn receive_loop(shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut dirty = Vec::new();
+    loop {
+        let first = tokio::select! {
+            r = shared.udp.recv_from(&mut buf) => r,
+            _ = shared.opts.shutdown.cancelled() => break,
+        };
+        match first {
+            Ok((n, from)) => shared.on_datagram(&buf[..n], from, &mut dirty),
+            // ICMP errors for earlier sends surface here; they are not ours
+            // to act on.
+            Err(e) => tracing::trace!("uTP receive: {e}"),
+        }
+        for _ in 1..RECV_BATCH {
+            match shared.udp.try_recv_from(&mut buf) {
+                Ok((n, from)) => shared.on_datagram(&buf[..n], from, &mut dirty),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => continue,
+            }
+        }
+        for cell in dirty.drain(..) {
+            let mut st = lock(&cell.state);
+            shared.flush(&cell, &mut st);
+        }
+    }
+    // Streams waiting on a socket that is gone learn it now.
+    let cells: Vec<_> = lock(&shared.conns).values().cloned().collect();
+    for cell in cells {
+        cell.timer.notify_one();
+    }
+}
+
+/// Runs one connection's timers until it is over and its stream dropped.
+async fn timer_loop(shared: Arc<Shared>, cell: Arc<Cell>) {
+    loop {
+        let deadline = {
+            let mut st = lock(&cell.state);
+            let now = now();
+            if st.conn.poll_timeout().is_some_and(|t| t <= now) {
+                st.conn.on_timeout(now);
+                st.wake();
+            }
+            shared.flush(&cell, &mut st);
+            let done = match st.dropped_at {
+                Some(at) => {
+                    st.conn.is_closed()
+                        || st.conn.is_finished_sending()
+                        || now.saturating_duration_since(at) >= LINGER
+                }
+                None => false,
+            };
+            if done || shared.opts.shutdown.is_cancelled() {
+                drop(st);
+                shared.forget(&cell);
+                let mut st = lock(&cell.state);
+                if let Some(w) = st.reader.take() {
+                    w.wake();
+                }
+                if let Some(w) = st.writer.take() {
+                    w.wake();
+                }
+                return;
+            }
+            let mut d = st.conn.poll_timeout();
+            if let Some(at) = st.dropped_at {
+                let linger = at + LINGER;
+                d = Some(d.map_or(linger, |d| d.min(linger)));
+            }
+            st.armed = d;
+            d
+        };
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = cell.timer.notified() => {}
+            _ = sleep => {}
+            _ = shared.opts.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// One uTP connection as a byte stream.
+pub struct UtpStream {
+    cell: Arc<Cell>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for UtpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UtpStream({})", self.cell.peer)
+    }
+}
+
+impl UtpStream {
+    /// The peer's address (IPv4 peers as IPv4, not mapped).
+    pub fn remote_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.cell.peer.ip().to_canonical(), self.cell.peer.port())
+    }
+
+    /// The connection's congestion window now, in bytes.
+    pub fn congestion_window(&self) -> usize {
+        lock(&self.cell.state).conn.congestion_window()
+    }
+
+    fn gone(&self) -> bool {
+        self.shared.opts.shutdown.is_cancelled()
+    }
+}
+
+impl AsyncRead for UtpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut st = lock(&self.cell.state);
+        match st.conn.read(buf.initialize_unfilled()) {
+            Read::Data(n) => {
+                buf.advance(n);
+                // Reading may have reopened a closed window: say so now.
+                self.shared.flush(&self.cell, &mut st);
+                Poll::Ready(Ok(()))
+            }
+            Read::Eof => Poll::Ready(Ok(())),
+            Read::Failed(f) => Poll::Ready(Err(io_error(f))),
+            Read::WouldBlock if self.gone() => Poll::Ready(Err(io::Error::other("shutting down"))),
+            Read::WouldBlock => {
+                st.reader = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for UtpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut st = lock(&self.cell.state);
+        match st.conn.write(data) {
+            Write::Took(0) if !data.is_empty() => {
+                if self.gone() {
+                    return Poll::Ready(Err(io::Error::other("shutting down")));
+                }
+                st.writer = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Write::Took(n) => {
+                self.shared.flush(&self.cell, &mut st);
+                Poll::Ready(Ok(n))
+            }
+            Write::Shut => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            Write::Failed(f) => Poll::Ready(Err(io_error(f))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = lock(&self.cell.state);
+        st.conn.shutdown();
+        self.shared.flush(&self.cell, &mut st);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for UtpStream {
+    fn drop(&mut self) {
+        let mut st = lock(&self.cell.state);
+        st.dropped_at = Some(now());
+        st.conn.shutdown();
+        self.shared.flush(&self.cell, &mut st);
+        drop(st);
+        self.cell.timer.notify_one();
+    }
+}
+
+/// Re-exported for the fuzz target and tests: the state machine's limits.
+pub use conn::MAX_REORDER;
+
+#[cfg(test)]
+mod tests;
