@@ -9,6 +9,13 @@
 //! reads datagrams in batches and sends each connection's ACK once per
 //! batch, which is the delayed ACK.
 //!
+//! System calls per byte are what limits uTP's speed, so both directions
+//! batch them where the kernel can (Linux): a connection's run of
+//! equal-sized datagrams goes out in one `sendmsg` that the kernel cuts up
+//! (UDP GSO), and receives take many datagrams per call (`recvmmsg`, and
+//! UDP GRO, which hands over a run of one sender's datagrams as one
+//! buffer). quinn-udp does the system calls; btc decides what to batch.
+//!
 //! Budgets: at most `max_conns` connections, at most [`ACCEPT_QUEUE`]
 //! accepted and not yet taken, SYNs judged by `admit_syn` before any state
 //! is made, and each connection's buffers as [`Opts`] says.
@@ -27,10 +34,17 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-/// Payload bytes per packet: a 1,400-byte datagram (20-byte header), which
-/// fits a 1,500-byte Ethernet MTU behind PPPoE or a tunnel, over IPv4 or
-/// IPv6, without fragmenting.
+/// Payload bytes per packet to an IPv4 peer: a 1,400-byte datagram
+/// (20-byte header), which fits a 1,500-byte Ethernet MTU behind PPPoE or
+/// most tunnels without fragmenting (on a narrower path the kernel learns
+/// the path MTU and fragments).
 pub const MSS: usize = 1380;
+
+/// Payload bytes per packet to an IPv6 peer: with the largest uTP header
+/// and 48 bytes of IPv6 and UDP headers, a packet fits the 1,280 bytes
+/// every IPv6 path carries (IPv6 routers never fragment, and without path
+/// MTU probing we cannot know more).
+pub const MSS_V6: usize = 1280 - 48 - MAX_HEADER;
 
 /// The largest datagram we send.
 const MAX_DATAGRAM: usize = MSS + MAX_HEADER;
@@ -39,7 +53,14 @@ const MAX_DATAGRAM: usize = MSS + MAX_HEADER;
 pub const ACCEPT_QUEUE: usize = 32;
 
 /// Datagrams read per wake-up before the ACKs go out.
-const RECV_BATCH: usize = 64;
+const RECV_BATCH: usize = 256;
+
+/// Receive buffers per `recvmmsg` call; each holds up to 64 KiB (one GRO
+/// run of datagrams).
+const RECV_SLOTS: usize = 8;
+
+/// The most bytes one GSO send carries (a UDP datagram's limit is 65,507).
+const GSO_BYTES: usize = 64_000;
 
 /// How long a dropped stream may take to deliver what was written and its
 /// FIN before it is forgotten.
@@ -86,6 +107,8 @@ pub struct Socket {
 
 struct Shared {
     udp: UdpSocket,
+    /// Batched sends and receives on `udp`.
+    batch: quinn_udp::UdpSocketState,
     local: SocketAddr,
     epoch: std::time::Instant,
     opts: Opts,
@@ -153,11 +176,14 @@ impl Socket {
         }
         s.set_nonblocking(true)?;
         s.bind(&addr.into())?;
+        let batch = quinn_udp::UdpSocketState::new((&s).into())?;
+        keep_path_mtu_discovery(&s, addr);
         let udp = UdpSocket::from_std(s.into())?;
         let local = udp.local_addr()?;
         let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_QUEUE);
         let shared = Arc::new(Shared {
             udp,
+            batch,
             local,
             epoch: now(),
             opts,
@@ -200,7 +226,7 @@ impl Socket {
                 }
             };
             let conn = Conn::connect(
-                shared.config(),
+                shared.config(peer),
                 shared.epoch,
                 now(),
                 recv_id,
@@ -244,6 +270,28 @@ impl Socket {
     }
 }
 
+/// quinn-udp forbids fragmentation, as QUIC wants; uTP here sends
+/// fixed-size datagrams without probing the path, so it keeps the kernel's
+/// default: set DF, learn the path MTU from ICMP, and fragment locally
+/// below it rather than lose every full-size packet on a narrow path.
+fn keep_path_mtu_discovery(s: &socket2::Socket, addr: SocketAddr) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::net::sockopt::{self, Ipv4PathMtuDiscovery, Ipv6PathMtuDiscovery};
+        // IPv4 peers on a dual-stack socket follow the IPv4 option too.
+        if let Err(e) = sockopt::set_ip_mtu_discover(s, Ipv4PathMtuDiscovery::WANT) {
+            tracing::debug!("uTP: IPv4 path MTU discovery not restored: {e}");
+        }
+        if addr.is_ipv6()
+            && let Err(e) = sockopt::set_ipv6_mtu_discover(s, Ipv6PathMtuDiscovery::WANT)
+        {
+            tracing::debug!("uTP: IPv6 path MTU discovery not restored: {e}");
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (s, addr);
+}
+
 impl Cell {
     fn new(key: (SocketAddr, u16), peer: SocketAddr, conn: Conn) -> Arc<Cell> {
         Arc::new(Cell {
@@ -280,11 +328,12 @@ impl CellState {
 }
 
 impl Shared {
-    fn config(&self) -> Config {
+    fn config(&self, peer: SocketAddr) -> Config {
+        let native_v6 = matches!(peer.ip(), IpAddr::V6(ip) if ip.to_ipv4_mapped().is_none());
         Config {
             recv_buffer: self.opts.recv_buffer,
             send_buffer: self.opts.send_buffer,
-            mss: MSS,
+            mss: if native_v6 { MSS_V6 } else { MSS },
         }
     }
 
@@ -301,22 +350,84 @@ impl Shared {
 
     /// Sends everything the connection allows now, and re-arms its timer
     /// if its next deadline moved earlier.
+    ///
+    /// Datagrams are gathered into runs of one size (the last of a run may
+    /// be shorter), each sent with one system call.
     fn flush(&self, cell: &Cell, st: &mut CellState) {
         let now = now();
-        let mut buf = [0u8; MAX_DATAGRAM];
-        while let Some(n) = st.conn.poll_transmit(now, &mut buf) {
-            // A datagram the kernel will not take is lost like any other:
-            // the connection's loss recovery sends it again.
-            if let Err(e) = self.udp.try_send_to(&buf[..n], cell.peer) {
-                if e.kind() != io::ErrorKind::WouldBlock {
-                    tracing::debug!("uTP send to {}: {e}", cell.peer);
-                }
-                break;
+        let max_run = self.batch.max_gso_segments().max(1);
+        SEND_BUF.with_borrow_mut(|buf| {
+            if buf.is_empty() {
+                buf.resize(GSO_BYTES.max(MAX_DATAGRAM), 0);
             }
-        }
+            let (mut len, mut run, mut size) = (0, 0, 0);
+            while let Some(n) = st
+                .conn
+                .poll_transmit(now, &mut buf[len..len + MAX_DATAGRAM])
+            {
+                if run > 0 && n > size {
+                    // Longer than the run's datagrams: the run ends before it.
+                    if !self.send_run(&buf[..len], size, cell.peer) {
+                        return;
+                    }
+                    buf.copy_within(len..len + n, 0);
+                    (len, run) = (0, 0);
+                }
+                if run == 0 {
+                    size = n;
+                }
+                len += n;
+                run += 1;
+                // A shorter datagram ends the run; so does a full buffer.
+                if n < size || run == max_run || len + MAX_DATAGRAM > buf.len() {
+                    let sent = self.send_run(&buf[..len], size, cell.peer);
+                    (len, run) = (0, 0);
+                    if !sent {
+                        return;
+                    }
+                }
+            }
+            if run > 0 {
+                self.send_run(&buf[..len], size, cell.peer);
+            }
+        });
         let next = st.conn.poll_timeout();
         if next != st.armed && (st.armed.is_none() || next.is_some_and(|n| Some(n) < st.armed)) {
             cell.timer.notify_one();
+        }
+    }
+
+    /// Sends `data`, datagrams of `size` bytes each (the last may be
+    /// shorter), in one system call. False when the kernel's buffer is
+    /// full: the caller stops sending until the next wake-up.
+    ///
+    /// A datagram the kernel will not take is lost like any other: the
+    /// connection's loss recovery sends it again.
+    fn send_run(&self, data: &[u8], size: usize, to: SocketAddr) -> bool {
+        let t = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents: data,
+            segment_size: (data.len() > size).then_some(size),
+            src_ip: None,
+        };
+        let sent = self.udp.try_io(tokio::io::Interest::WRITABLE, || {
+            self.batch.try_send((&self.udp).into(), &t)
+        });
+        match sent {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if t.segment_size.is_some() => {
+                // The route may not take GSO (no offload, or a path MTU
+                // below our datagrams; quinn-udp then stops offering it):
+                // one by one, the kernel fragments where it must.
+                tracing::debug!("uTP batched send to {to}: {e}; sending one by one");
+                data.chunks(size).all(|d| self.send_run(d, size, to))
+            }
+            Err(e) => {
+                tracing::debug!("uTP send to {to}: {e}");
+                true
+            }
         }
     }
 
@@ -363,7 +474,7 @@ impl Shared {
             if conns.len() >= self.opts.max_conns {
                 return None;
             }
-            let conn = Conn::accept(self.config(), self.epoch, now(), syn, rand::random());
+            let conn = Conn::accept(self.config(from), self.epoch, now(), syn, rand::random());
             let cell = Cell::new((from, conn.recv_id()), from, conn);
             conns.insert(cell.key, cell.clone());
             cell
@@ -387,26 +498,53 @@ impl Shared {
     }
 }
 
+thread_local! {
+    /// Where `flush` gathers a run of datagrams (one per sending thread).
+    static SEND_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Reads datagrams until shutdown.
 async fn receive_loop(shared: Arc<Shared>) {
-    let mut buf = vec![0u8; 64 * 1024];
+    let slots = RECV_SLOTS.min(quinn_udp::BATCH_SIZE);
+    let mut bufs: Vec<Vec<u8>> = (0..slots).map(|_| vec![0u8; 64 * 1024]).collect();
+    let mut slices: Vec<io::IoSliceMut<'_>> =
+        bufs.iter_mut().map(|b| io::IoSliceMut::new(b)).collect();
+    let mut meta = vec![quinn_udp::RecvMeta::default(); slots];
     let mut dirty = Vec::new();
     loop {
-        let first = tokio::select! {
-            r = shared.udp.recv_from(&mut buf) => r,
+        tokio::select! {
+            r = shared.udp.readable() => if let Err(e) = r {
+                tracing::debug!("uTP socket: {e}");
+                break;
+            },
             _ = shared.opts.shutdown.cancelled() => break,
-        };
-        match first {
-            Ok((n, from)) => shared.on_datagram(&buf[..n], from, &mut dirty),
-            // ICMP errors for earlier sends surface here; they are not ours
-            // to act on.
-            Err(e) => tracing::trace!("uTP receive: {e}"),
         }
-        for _ in 1..RECV_BATCH {
-            match shared.udp.try_recv_from(&mut buf) {
-                Ok((n, from)) => shared.on_datagram(&buf[..n], from, &mut dirty),
+        let mut taken = 0;
+        while taken < RECV_BATCH {
+            let got = shared.udp.try_io(tokio::io::Interest::READABLE, || {
+                shared
+                    .batch
+                    .recv((&shared.udp).into(), &mut slices, &mut meta)
+            });
+            let n = match got {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => continue,
+                // ICMP errors for earlier sends surface here; they are not
+                // ours to act on.
+                Err(e) => {
+                    tracing::trace!("uTP receive: {e}");
+                    taken += 1;
+                    continue;
+                }
+            };
+            for (m, slice) in meta.iter().zip(&slices).take(n) {
+                let data = &slice[..m.len.min(slice.len())];
+                // One buffer may hold a GRO run: datagrams `stride` apart.
+                // An empty datagram has a stride of 0, and is nothing.
+                for d in data.chunks(m.stride.max(1)) {
+                    shared.on_datagram(d, m.addr, &mut dirty);
+                    taken += 1;
+                }
             }
         }
         for cell in dirty.drain(..) {

@@ -126,3 +126,126 @@ async fn shutdown_ends_waiting_reads() {
         .unwrap();
     assert!(r.is_err());
 }
+
+/// Regression (empty datagram): a 0-byte datagram has a GRO stride of 0,
+/// and cutting a buffer into 0-byte pieces panicked the receive loop, so
+/// one empty datagram from anyone stopped every uTP connection. Empty and
+/// junk datagrams are now nothing, and the socket goes on.
+#[tokio::test]
+async fn regression_empty_datagram_does_not_stop_the_receive_loop() {
+    let a = Socket::bind(lo(), Opts::default()).unwrap();
+    let b = Socket::bind(lo(), Opts::default()).unwrap();
+    let junk = UdpSocket::bind(lo()).await.unwrap();
+    for d in [&[][..], &[0x41; 3][..], &[0x01; 20][..], &[][..]] {
+        junk.send_to(d, b.local_addr()).await.unwrap();
+    }
+    let to = b.local_addr();
+    let server = tokio::spawn(async move {
+        let mut s = b.accept().await.unwrap();
+        let mut got = [0u8; 5];
+        s.read_exact(&mut got).await.unwrap();
+        got
+    });
+    let mut s = tokio::time::timeout(Duration::from_secs(10), a.connect(to))
+        .await
+        .expect("connected in time")
+        .unwrap();
+    s.write_all(b"hello").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("read in time")
+        .unwrap();
+    assert_eq!(&got, b"hello");
+}
+
+/// What one `sendmsg` sends as a GSO run reaches a peer that knows
+/// nothing of GSO (a plain UDP socket speaking uTP by hand) as separate
+/// datagrams of at most 1,400 bytes, each a whole packet, which together
+/// carry exactly what was written.
+#[tokio::test]
+async fn batched_sends_arrive_as_whole_datagrams_at_a_plain_peer() {
+    let a = Socket::bind(lo(), Opts::default()).unwrap();
+    let peer = UdpSocket::bind(lo()).await.unwrap();
+    let to = peer.local_addr().unwrap();
+    let data = pattern(400_000, 7);
+    let data2 = data.clone();
+    let client = tokio::spawn(async move {
+        let mut s = a.connect(to).await.unwrap();
+        s.write_all(&data2).await.unwrap();
+        (s, a)
+    });
+    let mut buf = vec![0u8; 65536];
+    let mut out = [0u8; 64];
+    // The SYN: answer with a STATE that acknowledges it.
+    let (n, from) = peer.recv_from(&mut buf).await.unwrap();
+    let (syn, _) = packet::parse(&buf[..n]).unwrap();
+    assert_eq!(syn.ty, Type::Syn);
+    let mut ack = packet::Header::new(Type::State);
+    ack.conn_id = syn.conn_id;
+    ack.wnd = 4 << 20;
+    ack.seq = 1000;
+    ack.ack = syn.seq;
+    let len = ack.encode(&mut out);
+    peer.send_to(&out[..len], from).await.unwrap();
+    // Data: keep every payload by sequence number, acknowledge in order.
+    let mut got: std::collections::BTreeMap<u16, Vec<u8>> = Default::default();
+    let (mut largest, mut total) = (0, 0);
+    let first = syn.seq.wrapping_add(1);
+    let mut next = first;
+    while total < data.len() {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(10), peer.recv_from(&mut buf))
+            .await
+            .expect("data in time")
+            .unwrap();
+        largest = largest.max(n);
+        let (h, payload) = packet::parse(&buf[..n]).unwrap();
+        if h.ty != Type::Data {
+            continue;
+        }
+        if h.seq.wrapping_sub(first) < 0x8000 && !got.contains_key(&h.seq) {
+            total += payload.len();
+            got.insert(h.seq, payload.to_vec());
+        }
+        while got.contains_key(&next) {
+            next = next.wrapping_add(1);
+        }
+        ack.ack = next.wrapping_sub(1);
+        let len = ack.encode(&mut out);
+        peer.send_to(&out[..len], from).await.unwrap();
+    }
+    assert!(
+        largest <= MSS + packet::HEADER_LEN,
+        "a datagram of {largest} bytes"
+    );
+    assert_eq!(
+        largest,
+        MSS + packet::HEADER_LEN,
+        "full-size packets are sent"
+    );
+    let mut joined = Vec::new();
+    let mut seq = first;
+    while let Some(p) = got.get(&seq) {
+        joined.extend_from_slice(p);
+        seq = seq.wrapping_add(1);
+    }
+    assert!(
+        joined == data,
+        "{} of {} bytes in order",
+        joined.len(),
+        data.len()
+    );
+    drop(client.await.unwrap());
+}
+
+/// IPv6 peers get packets that fit the 1,280-byte minimum IPv6 MTU; IPv4
+/// peers (also as mapped addresses on a dual-stack socket) full ones.
+#[tokio::test]
+async fn ipv6_peers_get_packets_that_fit_the_minimum_mtu() {
+    let s = Socket::bind(lo(), Opts::default()).unwrap();
+    let v6: SocketAddr = "[2001:db8::1]:6881".parse().unwrap();
+    let mapped: SocketAddr = "[::ffff:192.0.2.1]:6881".parse().unwrap();
+    let v4: SocketAddr = "192.0.2.1:6881".parse().unwrap();
+    assert_eq!(s.shared.config(v6).mss, MSS_V6);
+    assert_eq!(s.shared.config(mapped).mss, MSS);
+    assert_eq!(s.shared.config(v4).mss, MSS);
+}
