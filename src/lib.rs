@@ -28,10 +28,13 @@
 //! - [`peer::pex`]: peer exchange messages (BEP 11).
 //! - [`peer::state`], [`peer::swarm`]: one connection's protocol, sans-IO,
 //!   and the trait through which it reaches its torrent.
+//! - [`utp::packet`], [`utp::ledbat`], [`utp::conn`]: uTP (BEP 29) packets,
+//!   LEDBAT congestion control, and one connection's state machine.
 //!
 //! I/O shell:
 //! - [`peer::conn`]: one task per peer connection (the socket driver).
 //! - [`mse::io`], [`mse::stream`]: the MSE driver and the RC4 stream.
+//! - [`utp::socket`]: the uTP socket (batched UDP, timers, streams).
 //! - [`spawn`]: named, tracked task spawning.
 //! - [`tracker`]: HTTP and UDP announce loops.
 //! - [`dht`]: the only user of `mainline`.
