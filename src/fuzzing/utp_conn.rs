@@ -18,8 +18,9 @@ const CFG: Config = Config {
 const SYN_SEQ: u16 = 1000;
 
 /// (t) Ops, each led by one byte: a packet (its length, then its bytes),
-/// an application write or read (of the next byte × 64 bytes), or a clock
-/// step (the next byte × 10 ms) that runs the timers.
+/// an application write or read (of the next byte × 64 bytes), a clock
+/// step (the next byte × 10 ms) that runs the timers, or new buffer sizes
+/// (the next byte × 128 bytes each, as the socket's budget would set).
 pub fn utp_conn(data: &[u8]) {
     let epoch = Instant::now();
     let mut now = epoch + Duration::from_secs(1);
@@ -41,7 +42,7 @@ pub fn utp_conn(data: &[u8]) {
     while let Some((&op, tail)) = rest.split_first() {
         let arg = tail.first().copied().unwrap_or(0) as usize;
         rest = tail.get(1..).unwrap_or(&[]);
-        match op % 4 {
+        match op % 5 {
             0 => {
                 let take = arg.min(rest.len());
                 let (datagram, after) = rest.split_at(take);
@@ -55,6 +56,9 @@ pub fn utp_conn(data: &[u8]) {
             }
             2 => {
                 let _ = conn.read(&mut app[..arg * 64]);
+            }
+            3 => {
+                conn.set_buffers(arg * 128, arg * 128);
             }
             _ => {
                 now += Duration::from_millis(arg as u64 * 10);

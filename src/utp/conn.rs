@@ -12,6 +12,11 @@
 //!   stored, so a peer cannot make us hold more than `recv_buffer` bytes
 //!   or [`MAX_REORDER`] packets.
 //!
+//! The socket may resize both buffers as connections come and go
+//! ([`Conn::set_buffers`]). A buffer never shrinks below what it holds:
+//! it shrinks as the application reads or the peer acknowledges, and the
+//! window we advertise closes meanwhile.
+//!
 //! Loss is found by selective ACKs (a packet with three later-sent packets
 //! acknowledged around it is resent) and by the retransmission timer,
 //! which backs off and gives up after [`MAX_RETRIES`] silent rounds.
@@ -183,6 +188,10 @@ pub struct Conn {
     inbox: VecDeque<u8>,
     reorder: HashMap<u16, Vec<u8>>,
     reorder_bytes: usize,
+    /// The sizes the socket wants the buffers to have; `cfg` holds the
+    /// sizes in force, which reach these as data drains.
+    recv_target: usize,
+    send_target: usize,
     peer_fin: Option<u16>,
     eof: bool,
     /// Our receive clock minus the peer's send clock, last packet.
@@ -234,6 +243,8 @@ impl Conn {
             inbox: VecDeque::new(),
             reorder: HashMap::new(),
             reorder_bytes: 0,
+            recv_target: cfg.recv_buffer,
+            send_target: cfg.send_buffer,
             peer_fin: None,
             eof: false,
             reply_micro: 0,
@@ -274,6 +285,41 @@ impl Conn {
         c.reply_micro = c.micros(now).wrapping_sub(syn.ts);
         c.need_ack = true;
         c
+    }
+
+    /// Asks for new buffer sizes: a larger one takes effect at once (and
+    /// a window that opens is announced), a smaller one as the buffer
+    /// drains below it.
+    pub fn set_buffers(&mut self, recv: usize, send: usize) {
+        let before = self.window();
+        self.recv_target = recv;
+        self.send_target = send;
+        self.fit_buffers();
+        self.announce_window(before);
+    }
+
+    /// Bytes received and not yet read (in order or not).
+    pub fn received_unread(&self) -> usize {
+        self.inbox.len() + self.reorder_bytes
+    }
+
+    /// The receive and send buffer sizes in force.
+    pub fn buffers(&self) -> (usize, usize) {
+        (self.cfg.recv_buffer, self.cfg.send_buffer)
+    }
+
+    /// Brings the buffers toward their targets, never below what they hold.
+    fn fit_buffers(&mut self) {
+        self.cfg.recv_buffer = self.recv_target.max(self.inbox.len() + self.reorder_bytes);
+        self.cfg.send_buffer = self.send_target.max(self.out.len());
+    }
+
+    /// Tells a peer held back by our window that it opened again.
+    fn announce_window(&mut self, before: usize) {
+        let half = self.cfg.recv_buffer / 2;
+        if before < half.max(self.cfg.mss) && self.window() >= half {
+            self.need_ack = true;
+        }
     }
 
     /// The connection id the peer sends to (the demultiplexing key).
@@ -354,11 +400,8 @@ impl Conn {
         buf[..from_a].copy_from_slice(&a[..from_a]);
         buf[from_a..n].copy_from_slice(&b[..n - from_a]);
         self.inbox.drain(..n);
-        // Tell a peer held back by our window that it opened again.
-        let half = self.cfg.recv_buffer / 2;
-        if before < half.max(self.cfg.mss) && self.window() >= half {
-            self.need_ack = true;
-        }
+        self.fit_buffers();
+        self.announce_window(before);
         Read::Data(n)
     }
 
@@ -499,6 +542,7 @@ impl Conn {
                         let drop = ((end - self.out_base) as usize).min(self.out.len());
                         self.out.drain(..drop);
                         self.out_base = end;
+                        self.cfg.send_buffer = self.send_target.max(self.out.len());
                     }
                 }
                 Kind::Fin => self.fin_acked = true,

@@ -18,7 +18,10 @@
 //!
 //! Budgets: at most `max_conns` connections, at most [`ACCEPT_QUEUE`]
 //! accepted and not yet taken, SYNs judged by `admit_syn` before any state
-//! is made, and each connection's buffers as [`Opts`] says.
+//! is made, and each connection's buffers as [`Opts`] says: with a
+//! `memory_budget`, the budget is shared out among the connections open
+//! now, so one peer alone gets a window for its full speed and many still
+//! fit.
 
 use super::conn::{self, Config, Conn, Failure, MAX_HEADER, Read, Write};
 use super::packet::{self, Type};
@@ -62,6 +65,10 @@ const RECV_SLOTS: usize = 8;
 /// The most bytes one GSO send carries (a UDP datagram's limit is 65,507).
 const GSO_BYTES: usize = 64_000;
 
+/// The least buffer a connection gets, however many share the budget:
+/// below this a peer's rate suffers more than memory gains.
+pub const MIN_BUFFER: usize = 64 << 10;
+
 /// How long a dropped stream may take to deliver what was written and its
 /// FIN before it is forgotten.
 const LINGER: Duration = Duration::from_secs(30);
@@ -76,10 +83,18 @@ pub type AdmitSyn = Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>;
 /// How a socket is sized.
 #[derive(Clone)]
 pub struct Opts {
-    /// Each connection's receive buffer (its advertised window).
+    /// Each connection's receive buffer (its advertised window); the most
+    /// it gets under `memory_budget`.
     pub recv_buffer: usize,
-    /// Each connection's send buffer.
+    /// Each connection's send buffer; the most it gets under
+    /// `memory_budget`.
     pub send_buffer: usize,
+    /// Bytes all connections' buffers together may hold, shared equally
+    /// among the connections open (each buffer at least [`MIN_BUFFER`]).
+    /// A buffer shrinks only as it drains, so when the share falls the
+    /// total can pass the budget by what connections then held: at most
+    /// the budget again.
+    pub memory_budget: Option<usize>,
     /// The most connections at once, in and out.
     pub max_conns: usize,
     /// Judges every new SYN before any state is made for it.
@@ -93,6 +108,7 @@ impl Default for Opts {
         Opts {
             recv_buffer: 1 << 20,
             send_buffer: 1 << 20,
+            memory_budget: None,
             max_conns: 256,
             admit_syn: None,
             shutdown: CancellationToken::new(),
@@ -226,7 +242,7 @@ impl Socket {
                 }
             };
             let conn = Conn::connect(
-                shared.config(peer),
+                shared.config(peer, conns.len() + 1),
                 shared.epoch,
                 now(),
                 recv_id,
@@ -236,6 +252,7 @@ impl Socket {
             conns.insert(cell.key, cell.clone());
             cell
         };
+        shared.rebalance();
         tokio::spawn(timer_loop(shared.clone(), cell.clone()));
         let stream = UtpStream {
             cell: cell.clone(),
@@ -328,12 +345,44 @@ impl CellState {
 }
 
 impl Shared {
-    fn config(&self, peer: SocketAddr) -> Config {
+    /// A new connection's configuration, when it makes `conns` in all.
+    fn config(&self, peer: SocketAddr, conns: usize) -> Config {
         let native_v6 = matches!(peer.ip(), IpAddr::V6(ip) if ip.to_ipv4_mapped().is_none());
+        let (recv_buffer, send_buffer) = self.buffers_for(conns);
         Config {
-            recv_buffer: self.opts.recv_buffer,
-            send_buffer: self.opts.send_buffer,
+            recv_buffer,
+            send_buffer,
             mss: if native_v6 { MSS_V6 } else { MSS },
+        }
+    }
+
+    /// Each connection's (receive, send) buffer when `conns` share the
+    /// memory budget.
+    fn buffers_for(&self, conns: usize) -> (usize, usize) {
+        let o = &self.opts;
+        match o.memory_budget {
+            None => (o.recv_buffer, o.send_buffer),
+            Some(budget) => {
+                let share = (budget / (2 * conns.max(1))).max(MIN_BUFFER);
+                (o.recv_buffer.min(share), o.send_buffer.min(share))
+            }
+        }
+    }
+
+    /// Shares the budget out again after a connection came or went.
+    fn rebalance(&self) {
+        if self.opts.memory_budget.is_none() {
+            return;
+        }
+        let cells: Vec<Arc<Cell>> = lock(&self.conns).values().cloned().collect();
+        let (recv, send) = self.buffers_for(cells.len());
+        for cell in cells {
+            let mut st = lock(&cell.state);
+            if st.conn.buffers() != (recv, send) {
+                st.conn.set_buffers(recv, send);
+                st.wake();
+                self.flush(&cell, &mut st);
+            }
         }
     }
 
@@ -474,11 +523,18 @@ impl Shared {
             if conns.len() >= self.opts.max_conns {
                 return None;
             }
-            let conn = Conn::accept(self.config(from), self.epoch, now(), syn, rand::random());
+            let conn = Conn::accept(
+                self.config(from, conns.len() + 1),
+                self.epoch,
+                now(),
+                syn,
+                rand::random(),
+            );
             let cell = Cell::new((from, conn.recv_id()), from, conn);
             conns.insert(cell.key, cell.clone());
             cell
         };
+        self.rebalance();
         tokio::spawn(timer_loop(self.clone(), cell.clone()));
         permit.send(UtpStream {
             cell: cell.clone(),
@@ -488,12 +544,15 @@ impl Shared {
     }
 
     fn forget(&self, cell: &Cell) {
-        let mut conns = lock(&self.conns);
-        if conns
-            .get(&cell.key)
-            .is_some_and(|c| std::ptr::eq(&**c, cell))
-        {
-            conns.remove(&cell.key);
+        let removed = {
+            let mut conns = lock(&self.conns);
+            let ours = conns
+                .get(&cell.key)
+                .is_some_and(|c| std::ptr::eq(&**c, cell));
+            ours && conns.remove(&cell.key).is_some()
+        };
+        if removed {
+            self.rebalance();
         }
     }
 }
@@ -628,6 +687,11 @@ impl UtpStream {
     /// The peer's address (IPv4 peers as IPv4, not mapped).
     pub fn remote_addr(&self) -> SocketAddr {
         SocketAddr::new(self.cell.peer.ip().to_canonical(), self.cell.peer.port())
+    }
+
+    /// The connection's receive and send buffer sizes now.
+    pub fn buffers(&self) -> (usize, usize) {
+        lock(&self.cell.state).conn.buffers()
     }
 
     /// The connection's congestion window now, in bytes.

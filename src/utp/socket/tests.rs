@@ -245,7 +245,66 @@ async fn ipv6_peers_get_packets_that_fit_the_minimum_mtu() {
     let v6: SocketAddr = "[2001:db8::1]:6881".parse().unwrap();
     let mapped: SocketAddr = "[::ffff:192.0.2.1]:6881".parse().unwrap();
     let v4: SocketAddr = "192.0.2.1:6881".parse().unwrap();
-    assert_eq!(s.shared.config(v6).mss, MSS_V6);
-    assert_eq!(s.shared.config(mapped).mss, MSS);
-    assert_eq!(s.shared.config(v4).mss, MSS);
+    assert_eq!(s.shared.config(v6, 1).mss, MSS_V6);
+    assert_eq!(s.shared.config(mapped, 1).mss, MSS);
+    assert_eq!(s.shared.config(v4, 1).mss, MSS);
+}
+
+/// With a memory budget, the connections open share it: one alone gets
+/// the most, eight get an eighth each; a buffer holding more than its new
+/// share shrinks only as it is read; when connections go, the share
+/// grows back.
+#[tokio::test]
+async fn the_memory_budget_is_shared_among_open_connections() {
+    const MIB: usize = 1 << 20;
+    let a = Socket::bind(lo(), Opts::default()).unwrap();
+    let b = Socket::bind(
+        lo(),
+        Opts {
+            recv_buffer: MIB,
+            send_buffer: MIB,
+            memory_budget: Some(4 * MIB),
+            ..Opts::default()
+        },
+    )
+    .unwrap();
+    let to = b.local_addr();
+    let mut s1 = a.connect(to).await.unwrap();
+    let mut t1 = b.accept().await.unwrap();
+    assert_eq!(t1.buffers(), (MIB, MIB), "alone: the most");
+    // 900 kB arrive and wait unread in t1's receive buffer.
+    let held = 900_000;
+    s1.write_all(&pattern(held, 3)).await.unwrap();
+    for _ in 0..1000 {
+        if lock(&t1.cell.state).conn.received_unread() == held {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lock(&t1.cell.state).conn.received_unread(), held);
+    let mut more = Vec::new();
+    for _ in 0..7 {
+        let s = a.connect(to).await.unwrap();
+        more.push((s, b.accept().await.unwrap()));
+    }
+    let share = 4 * MIB / 16;
+    for (_, t) in &more {
+        assert_eq!(t.buffers(), (share, share), "eight share the budget");
+    }
+    let (recv, send) = t1.buffers();
+    assert!(recv >= held, "never below what it holds: {recv}");
+    assert_eq!(send, share);
+    let mut got = vec![0u8; held];
+    t1.read_exact(&mut got).await.unwrap();
+    assert!(got == pattern(held, 3));
+    assert_eq!(t1.buffers(), (share, share), "read: down to its share");
+    drop(more);
+    for _ in 0..500 {
+        if t1.buffers() == (MIB, MIB) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(t1.buffers(), (MIB, MIB), "alone again: the most");
+    assert_eq!(b.connections(), 1);
 }
