@@ -252,12 +252,7 @@ impl Socket {
             conns.insert(cell.key, cell.clone());
             cell
         };
-        shared.rebalance();
-        tokio::spawn(timer_loop(shared.clone(), cell.clone()));
-        let stream = UtpStream {
-            cell: cell.clone(),
-            shared: shared.clone(),
-        };
+        let stream = shared.adopt(&cell);
         shared.flush(&cell, &mut lock(&cell.state));
         std::future::poll_fn(|cx| {
             let mut st = lock(&cell.state);
@@ -534,13 +529,19 @@ impl Shared {
             conns.insert(cell.key, cell.clone());
             cell
         };
+        permit.send(self.adopt(&cell));
+        Some(cell)
+    }
+
+    /// Starts a connection just added to `conns`: the budget is shared
+    /// out again, its timer runs, and its stream is made.
+    fn adopt(self: &Arc<Self>, cell: &Arc<Cell>) -> UtpStream {
         self.rebalance();
         tokio::spawn(timer_loop(self.clone(), cell.clone()));
-        permit.send(UtpStream {
+        UtpStream {
             cell: cell.clone(),
             shared: self.clone(),
-        });
-        Some(cell)
+        }
     }
 
     fn forget(&self, cell: &Cell) {
