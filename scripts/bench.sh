@@ -72,12 +72,16 @@
 # opentracker that whitelists the torrent); then btc (`--no-seed -q`),
 # aria2c (`--seed-time=0`) and libtorrent (scripts/lt_leech.py with
 # libtorrent's high-performance settings, told the seeder's address) each
-# download it in full, one after the other, under /usr/bin/time. Every
-# download is checked with cmp (not timed) and deleted before the next one.
+# download it in full, one after the other, under /usr/bin/time, in
+# $BENCH_ROUNDS rounds (default 3), each round starting with the next client
+# so none always goes first. Before each download `sync` (untimed) sends the
+# previous one's dirty pages to the disk, so no client pays for another's
+# writeback. Every download is checked with cmp (not timed) and deleted
+# before the next one.
 #
 # Printed for each: seconds, MB/s (10^6 bytes), CPU seconds (user+sys), CPU
-# seconds per GB, peak RSS, and btc's ratios to both, as a table and as CSV
-# (also saved to $BENCH_CSV if set). Seconds are wall time from start to
+# seconds per GB, peak RSS (medians over the rounds), and btc's ratios to
+# both, as a table, and every run as CSV (also saved to $BENCH_CSV if set). Seconds are wall time from start to
 # exit, except libtorrent's: from its connect to the seeder until it has
 # every piece (the Python start-up and the final flush are left out, which
 # favours libtorrent). Its CPU and RSS include the Python interpreter.
@@ -90,7 +94,7 @@
 #
 # Environment: BENCH_DIR (parent of the temp folder; default /work if it has
 # room, else /tmp), BENCH_SINGLE_MIB (2048 if it fits, else 1024), BENCH_MANY_FILES (2000),
-# BENCH_MANY_MIB (512).
+# BENCH_MANY_MIB (512), BENCH_ROUNDS (3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -642,6 +646,7 @@ single_default() {
   echo 1024
 }
 SINGLE_MIB="${BENCH_SINGLE_MIB:-$(single_default)}"
+ROUNDS="${BENCH_ROUNDS:-3}"
 
 say "building btc (release)"
 cargo build --release >&2
@@ -698,6 +703,9 @@ measure() {
   shift 3
   rm -rf "$out"
   mkdir -p "$out"
+  # Untimed: the previous download's (or the payloads') dirty pages go to
+  # the disk now, not during this client's run.
+  sync
   say "$payload: $client downloading"
   /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.txt" "$@" \
     >"$WORK/logs/$payload-$client.out" 2>"$WORK/logs/$payload-$client.err" || {
@@ -728,6 +736,33 @@ measure() {
   rm -rf "$out"
 }
 
+# run_client PAYLOAD CLIENT: one measured download by CLIENT from the seeder.
+run_client() {
+  local payload=$1 client=$2 port
+  port=$(free_port)
+  case "$client" in
+    btc)
+      measure "$payload" btc "$WORK/out-btc" \
+        "$BTC" -o "$WORK/out-btc" "$WORK/$payload.torrent" --no-seed -q --no-dht \
+        --port "$port" --bind 127.0.0.1
+      ;;
+    aria2c)
+      measure "$payload" aria2c "$WORK/out-aria2c" \
+        aria2c --seed-time=0 --enable-dht=false --enable-dht6=false --bt-enable-lpd=false \
+        --enable-peer-exchange=false --disable-ipv6=true --file-allocation=none \
+        --listen-port="$port" --summary-interval=0 --console-log-level=warn \
+        --bt-save-metadata=false --auto-save-interval=0 -d "$WORK/out-aria2c" "$WORK/$payload.torrent"
+      ;;
+    libtorrent)
+      measure "$payload" libtorrent "$WORK/out-libtorrent" \
+        /usr/bin/python3 -u scripts/lt_leech.py --torrent "$WORK/$payload.torrent" \
+        --save "$WORK/out-libtorrent" --listen "127.0.0.1:$port" --peer "127.0.0.1:$SEED_PORT" \
+        --timeout 600 --high-performance
+      ;;
+  esac
+}
+
+CLIENTS=(btc aria2c libtorrent)
 for payload in single many; do
   SEED_PORT=$(free_port)
   say "$payload: starting the btc seeder on 127.0.0.1:$SEED_PORT"
@@ -737,23 +772,13 @@ for payload in single many; do
   PIDS+=("$SEEDER")
   wait_log "$WORK/logs/seeder-$payload.err" "seeding" "$SEEDER" 600
 
-  BTC_PORT=$(free_port)
-  measure "$payload" btc "$WORK/out-btc" \
-    "$BTC" -o "$WORK/out-btc" "$WORK/$payload.torrent" --no-seed -q --no-dht \
-    --port "$BTC_PORT" --bind 127.0.0.1
-
-  ARIA_PORT=$(free_port)
-  measure "$payload" aria2c "$WORK/out-aria2c" \
-    aria2c --seed-time=0 --enable-dht=false --enable-dht6=false --bt-enable-lpd=false \
-    --enable-peer-exchange=false --disable-ipv6=true --file-allocation=none \
-    --listen-port="$ARIA_PORT" --summary-interval=0 --console-log-level=warn \
-    --bt-save-metadata=false --auto-save-interval=0 -d "$WORK/out-aria2c" "$WORK/$payload.torrent"
-
-  LT_PORT=$(free_port)
-  measure "$payload" libtorrent "$WORK/out-libtorrent" \
-    /usr/bin/python3 -u scripts/lt_leech.py --torrent "$WORK/$payload.torrent" \
-    --save "$WORK/out-libtorrent" --listen "127.0.0.1:$LT_PORT" --peer "127.0.0.1:$SEED_PORT" \
-    --timeout 600 --high-performance
+  # Each round starts with the next client, so no client always goes first
+  # (or always right after another's writes).
+  for round in $(seq 0 $((ROUNDS - 1))); do
+    for k in 0 1 2; do
+      run_client "$payload" "${CLIENTS[$(((round + k) % 3))]}"
+    done
+  done
 
   kill -TERM "$SEEDER" 2>/dev/null || true
   wait "$SEEDER" 2>/dev/null || true
@@ -761,21 +786,45 @@ done
 
 # --- report ------------------------------------------------------------------------
 
-CSV="payload,client,seconds,MB_per_s,cpu_seconds,cpu_s_per_GB,peak_rss_MiB"
-printf '\n%-8s %-10s %9s %9s %9s %9s %12s\n' payload client seconds "MB/s" "CPU s" "CPU s/GB" "peak RSS MiB"
-declare -A T C R G
+# median V...: the median of the numbers given (the mean of the middle two
+# when their count is even).
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+CSV="payload,client,round,seconds,MB_per_s,cpu_seconds,cpu_s_per_GB,peak_rss_MiB"
+declare -A RUN_E RUN_C RUN_M BYTES ROUND
 for r in "${RESULTS[@]}"; do
   read -r p c e b cpu m <<<"$r"
-  mbps=$(awk -v b="$b" -v e="$e" 'BEGIN { printf "%.1f", b / 1e6 / (e > 0 ? e : 0.001) }')
-  pergb=$(awk -v b="$b" -v c="$cpu" 'BEGIN { printf "%.2f", c / (b / 1e9) }')
-  rss=$(awk -v m="$m" 'BEGIN { printf "%.1f", m / 1024 }')
-  printf '%-8s %-10s %9s %9s %9s %9s %12s\n' "$p" "$c" "$e" "$mbps" "$cpu" "$pergb" "$rss"
+  ROUND[$p.$c]=$((${ROUND[$p.$c]:-0} + 1))
+  RUN_E[$p.$c]="${RUN_E[$p.$c]:-} $e"
+  RUN_C[$p.$c]="${RUN_C[$p.$c]:-} $cpu"
+  RUN_M[$p.$c]="${RUN_M[$p.$c]:-} $m"
+  BYTES[$p]=$b
   CSV="$CSV
-$p,$c,$e,$mbps,$cpu,$pergb,$rss"
-  T[$p.$c]=$e
-  C[$p.$c]=$cpu
-  R[$p.$c]=$m
-  G[$p.$c]=$pergb
+$p,$c,${ROUND[$p.$c]},$e,$(awk -v b="$b" -v e="$e" 'BEGIN { printf "%.1f", b / 1e6 / (e > 0 ? e : 0.001) }'),$cpu,$(awk -v b="$b" -v c="$cpu" 'BEGIN { printf "%.2f", c / (b / 1e9) }'),$(awk -v m="$m" 'BEGIN { printf "%.1f", m / 1024 }')"
+done
+printf '\nmedians of %s rounds (each round in a different order):\n' "$ROUNDS"
+printf '%-8s %-10s %9s %9s %9s %9s %12s\n' payload client seconds "MB/s" "CPU s" "CPU s/GB" "peak RSS MiB"
+declare -A T C R
+for p in single many; do
+  for c in "${CLIENTS[@]}"; do
+    # shellcheck disable=SC2086 # word splitting intended
+    e=$(median ${RUN_E[$p.$c]})
+    # shellcheck disable=SC2086
+    cpu=$(median ${RUN_C[$p.$c]})
+    # shellcheck disable=SC2086
+    m=$(median ${RUN_M[$p.$c]})
+    b=${BYTES[$p]}
+    mbps=$(awk -v b="$b" -v e="$e" 'BEGIN { printf "%.1f", b / 1e6 / (e > 0 ? e : 0.001) }')
+    pergb=$(awk -v b="$b" -v c="$cpu" 'BEGIN { printf "%.2f", c / (b / 1e9) }')
+    rss=$(awk -v m="$m" 'BEGIN { printf "%.1f", m / 1024 }')
+    printf '%-8s %-10s %9s %9s %9s %9s %12s\n' "$p" "$c" "$e" "$mbps" "$cpu" "$pergb" "$rss"
+    T[$p.$c]=$e
+    C[$p.$c]=$cpu
+    R[$p.$c]=$m
+  done
 done
 printf '\nratios (same bytes, so CPU ratio = CPU per GB ratio):\n'
 printf '%-8s %14s %14s %14s %14s %14s\n' payload "rate btc/lt" "rate btc/aria" "CPU btc/aria" "CPU btc/lt" "RSS btc/aria"
@@ -795,6 +844,6 @@ printf '\ntargets on the single file (%s MiB):\n' "$SINGLE_MIB"
 printf '  rate btc/libtorrent %s (>= 1.50: %s)\n' "$rl" "$(yes_no "$rl" 1.5 ">=")"
 printf '  CPU per GB btc/aria2c %s (<= 0.70: %s)\n' "$ca" "$(yes_no "$ca" 0.7 "<=")"
 printf '  peak RSS btc/aria2c %s (<= 1.00: %s)\n' "$ra" "$(yes_no "$ra" 1.0 "<=")"
-printf '\nCSV:\n%s\n' "$CSV"
+printf '\nCSV (every run):\n%s\n' "$CSV"
 if [ -n "${BENCH_CSV:-}" ]; then printf '%s\n' "$CSV" >"$BENCH_CSV"; fi
 echo "(page cache not dropped: the seeder reads warm data; see the header of this script)"

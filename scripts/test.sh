@@ -23,6 +23,7 @@ check /usr/bin/time time
 check ip iproute2
 check nginx nginx-light
 check mount mount
+check fincore util-linux-extra
 check umount mount
 /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
 if [ ${#need[@]} -gt 0 ]; then

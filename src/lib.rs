@@ -19,6 +19,8 @@
 //! - [`choker`]: who we upload to.
 //! - [`tracker::announce`]: tracker request and response encoding.
 //! - [`storage::layout`]: piece offsets to file spans.
+//! - [`storage::writeback`]: which written ranges to let go from the page
+//!   cache.
 //! - [`webseed::plan`]: web seed URLs and byte ranges for picked blocks.
 //! - [`create`]: building a `.torrent` from files.
 //! - [`resume`]: resume data, and which pieces it lets a start trust.
@@ -38,7 +40,8 @@
 //! - [`spawn`]: named, tracked task spawning.
 //! - [`tracker`]: HTTP and UDP announce loops.
 //! - [`dht`]: the only user of `mainline`.
-//! - [`storage::disk`]: blocking file I/O and verification.
+//! - [`storage::disk`]: blocking file I/O and verification, the handle
+//!   cache, and write-behind (start writeback, drop aged ranges).
 //! - [`webseed`]: one task per web seed (BEP 19), fetching by HTTP range.
 //! - [`session`]: the process-level `Session` (one listener routing
 //!   incoming peers by info-hash, one peer id, DHT node and connection

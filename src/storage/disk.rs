@@ -5,23 +5,28 @@
 //! Deliberately synchronous: callers run it on tokio's blocking pool. Positioned
 //! `pread`/`pwrite` on shared handles let several blocking threads work on
 //! one torrent without a lock around the I/O, and the page cache does the
-//! buffering a userspace cache would duplicate. Knows nothing of peers or
-//! sessions.
+//! buffering a userspace cache would duplicate; written data is handed to
+//! the disk at once and leaves the cache once 32 MiB newer data follows it
+//! ([`super::writeback`]). Knows nothing of peers or sessions.
 
 use super::beneath::{self, Access, Target};
 use super::layout::Layout;
+use super::writeback::{FileRange, WRITE_BEHIND_BUDGET, WriteBehind};
 use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
 use crate::metainfo::Info;
 use crate::resume::FileStamp;
 use sha1::{Digest, Sha1};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+mod handles;
+use handles::{Handles, open_files_ceiling};
 
 /// Bytes read per `pread` when hashing data already on disk (the start-up
 /// check here, `btc create` too). Measured on a 2 GiB file in the page
@@ -31,17 +36,17 @@ use std::time::Duration;
 /// when SHA-1 reads it back. Each piece is hashed chunk by chunk.
 pub const HASH_READ_CHUNK: usize = 64 * 1024;
 
+/// `POSIX_FADV_DONTNEED` on a range: starts the writeback of its dirty
+/// pages and drops its clean ones. Advice only, so a failure (a filesystem
+/// that does not take it) is ignored: the kernel then caches as usual.
+fn advise_dont_need(f: &File, offset: u64, len: u64) {
+    if let Some(len) = std::num::NonZeroU64::new(len) {
+        let _ = rustix::fs::fadvise(f, offset, Some(len), rustix::fs::Advice::DontNeed);
+    }
+}
+
 /// Files flushed at once by [`Storage::sync`].
 const SYNC_THREADS: usize = 8;
-
-/// Most file handles kept open at once; torrents with more files reopen
-/// them as needed (least recently used first out).
-const MAX_OPEN_FILES: usize = 128;
-
-/// The handle cache takes at most this share (1/N) of the process's soft
-/// descriptor limit (`ulimit -n`), leaving the rest to sockets: under
-/// `ulimit -n 256` it keeps 64 files open.
-const FD_LIMIT_SHARE: u64 = 4;
 
 /// When the process runs out of descriptors (`EMFILE`/`ENFILE`) and the
 /// cache has nothing left to close, an open is retried every
@@ -51,10 +56,6 @@ const FD_RETRY_TOTAL: Duration = Duration::from_secs(60);
 
 /// Pause between two tries of an open that ran out of descriptors.
 const FD_RETRY_PAUSE: Duration = Duration::from_millis(50);
-
-/// After the cache was shrunk for lack of descriptors, it may grow back by
-/// one handle every this many successful opens, up to its ceiling.
-const REGROW_AFTER: u32 = 64;
 
 /// A storage failure. These are fatal to the download: the disk is ours.
 #[derive(Debug, thiserror::Error)]
@@ -116,98 +117,6 @@ struct FileSlot {
     skip: bool,
 }
 
-struct OpenFile {
-    file: Arc<File>,
-    writable: bool,
-    /// Value of [`Handles::clock`] at the last use.
-    used: u64,
-}
-
-/// The open file handles: an LRU bounded by `cap`, which shrinks when the
-/// process runs out of descriptors.
-struct Handles {
-    open: HashMap<usize, OpenFile>,
-    /// Most handles kept now.
-    cap: usize,
-    /// What `cap` may grow back to.
-    ceiling: usize,
-    clock: u64,
-    opens_since_shrink: u32,
-    /// Files written (or resized) since the last [`Storage::sync`].
-    dirty: HashSet<usize>,
-}
-
-impl Handles {
-    fn new(ceiling: usize) -> Self {
-        Handles {
-            open: HashMap::new(),
-            cap: ceiling,
-            ceiling,
-            clock: 0,
-            opens_since_shrink: 0,
-            dirty: HashSet::new(),
-        }
-    }
-
-    fn get(&mut self, i: usize, write: bool) -> Option<Arc<File>> {
-        self.clock += 1;
-        let clock = self.clock;
-        let f = self.open.get_mut(&i)?;
-        if write && !f.writable {
-            return None;
-        }
-        f.used = clock;
-        Some(f.file.clone())
-    }
-
-    /// Closes the least recently used handle, if any.
-    fn evict_lru(&mut self) -> bool {
-        let Some(k) = self
-            .open
-            .iter()
-            .min_by_key(|(_, f)| f.used)
-            .map(|(k, _)| *k)
-        else {
-            return false;
-        };
-        self.open.remove(&k);
-        true
-    }
-
-    /// Closes least recently used handles until one more fits under `cap`.
-    fn make_room(&mut self) {
-        while self.open.len() >= self.cap && self.evict_lru() {}
-    }
-
-    fn insert(&mut self, i: usize, file: Arc<File>, writable: bool) {
-        self.clock += 1;
-        self.open.insert(
-            i,
-            OpenFile {
-                file,
-                writable,
-                used: self.clock,
-            },
-        );
-        self.opens_since_shrink = self.opens_since_shrink.saturating_add(1);
-        if self.cap < self.ceiling && self.opens_since_shrink >= REGROW_AFTER {
-            self.cap += 1;
-            self.opens_since_shrink = 0;
-        }
-    }
-
-    /// Out of descriptors: halves the cap (to what is open now, at least
-    /// one) and closes handles so that one more fits. Returns whether any
-    /// handle was closed (then a retry may succeed).
-    fn shrink(&mut self) -> bool {
-        let before = self.open.len();
-        self.cap = (before / 2).clamp(1, self.cap.max(1));
-        self.opens_since_shrink = 0;
-        self.make_room();
-        self.open.len() < before
-    }
-}
-
 /// The files of one torrent under one output folder.
 ///
 /// Every path below the output folder is opened without following
@@ -230,19 +139,10 @@ pub struct Storage {
     /// spin on the inode lock (measured: ~11% of a 1 GiB download's CPU);
     /// waiting here sleeps instead, and one writer keeps the disk as busy.
     write_lock: Mutex<()>,
+    /// Written ranges still cached (see [`super::writeback`]).
+    write_behind: Mutex<WriteBehind>,
     /// The out-of-descriptors warning was printed.
     warned_fds: AtomicBool,
-}
-
-/// How many handles the cache may keep, from the soft `RLIMIT_NOFILE`.
-fn open_files_ceiling() -> usize {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-    match limit {
-        Some(n) => usize::try_from(n / FD_LIMIT_SHARE)
-            .unwrap_or(MAX_OPEN_FILES)
-            .clamp(1, MAX_OPEN_FILES),
-        None => MAX_OPEN_FILES,
-    }
 }
 
 impl Storage {
@@ -284,6 +184,7 @@ impl Storage {
             piece_length: u64::from(info.piece_length).max(1),
             handles: Mutex::new(Handles::new(open_files_ceiling())),
             write_lock: Mutex::new(()),
+            write_behind: Mutex::new(WriteBehind::new(WRITE_BEHIND_BUDGET)),
             warned_fds: AtomicBool::new(false),
         })
     }
@@ -579,8 +480,36 @@ impl Storage {
             // taken the mark already, and resume data saved after this
             // write relies on the next `sync` flushing it.
             self.lock_handles().dirty.insert(s.file);
+            self.write_behind(&f, s.file, s.file_offset, s.len as u64);
         }
         Ok(())
+    }
+
+    /// Starts the writeback of a range just written to file `i` (through
+    /// `f`) and drops from the page cache the ranges that aged out of the
+    /// write-behind window, when their file is still open (a closed one is
+    /// left to the kernel). See [`super::writeback`].
+    fn write_behind(&self, f: &File, i: usize, offset: u64, len: u64) {
+        advise_dont_need(f, offset, len);
+        let aged = self
+            .write_behind
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .written(FileRange {
+                file: i,
+                offset,
+                len,
+            });
+        for r in aged {
+            let open = self
+                .lock_handles()
+                .open
+                .get(&r.file)
+                .map(|h| h.file.clone());
+            if let Some(h) = open {
+                advise_dont_need(&h, r.offset, r.len);
+            }
+        }
     }
 
     /// Fills `buf` from content offset `offset`; pad files read as zeros.

@@ -5,3 +5,4 @@
 mod beneath;
 pub mod disk;
 pub mod layout;
+pub mod writeback;

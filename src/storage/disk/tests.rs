@@ -512,3 +512,62 @@ fn unselected_files_live_only_in_the_parts_file() {
     assert_eq!(have.iter_ones().collect::<Vec<_>>(), vec![0, 1, 3, 4]);
     assert_eq!(again.stamps()[1], None);
 }
+
+/// Bytes of `path` in the page cache, as util-linux's `fincore` counts them.
+fn resident_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (util-linux) runs");
+    assert!(out.status.success(), "fincore failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Written data does not pile up in the page cache: once a range has aged
+/// out of the write-behind window it is dropped (when clean; the flush in
+/// the middle makes the first 40 MiB clean, so the drops are certain).
+/// Needs a real filesystem: tmpfs pages are the file and are never dropped,
+/// so the folder is made under `target/`, not in `/tmp`.
+#[test]
+fn written_pieces_age_out_of_the_page_cache() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&base).unwrap();
+    let dir = tempfile::tempdir_in(&base).unwrap();
+    let piece = 1usize << 20;
+    let pieces = 80;
+    let content: Vec<u8> = (0..piece * pieces)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+        .collect();
+    let info = info(
+        &[(&["big.bin"], content.len() as u64)],
+        piece as u32,
+        &content,
+    );
+    let g = Geometry::new(info.total_length, info.piece_length);
+    let st = Storage::new(dir.path(), &info).unwrap();
+    st.prepare(&Bitfield::new(g.piece_count as usize), false)
+        .unwrap();
+    let write = |i: usize| {
+        st.write((i * piece) as u64, &content[i * piece..(i + 1) * piece])
+            .unwrap()
+    };
+    (0..40).for_each(write);
+    st.sync().unwrap();
+    (40..80).for_each(write);
+    st.sync().unwrap();
+    let file = dir.path().join("big.bin");
+    let resident = resident_bytes(&file);
+    // Pieces 40..80 each pushed out one of the clean pieces 8..48 (those
+    // past piece 40 possibly still dirty when their turn came): at least
+    // pieces 8..40, 32 MiB, must have left. Without write-behind all
+    // 80 MiB stay.
+    let budget = WRITE_BEHIND_BUDGET;
+    assert!(
+        resident <= (pieces * piece) as u64 - budget,
+        "{resident} bytes still cached of {}",
+        pieces * piece
+    );
+    // And the data is all there.
+    assert!(std::fs::read(&file).unwrap() == content);
+}
