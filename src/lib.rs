@@ -26,7 +26,7 @@
 //! - [`resume`]: resume data, and which pieces it lets a start trust.
 //! - [`mse`]: the Message Stream Encryption handshake, sans-IO.
 //! - [`lsd`]: Local Service Discovery announces (BEP 14).
-//! - [`tracker::scrape`]: scrape requests and answers (HTTP and UDP).
+//! - [`tracker::scrape`](mod@tracker::scrape): scrape requests and answers (HTTP and UDP).
 //! - [`peer::pex`]: peer exchange messages (BEP 11).
 //! - [`peer::state`], [`peer::swarm`]: one connection's protocol, sans-IO,
 //!   and the trait through which it reaches its torrent.

@@ -2,7 +2,7 @@
 //! other by multicast, with no tracker or DHT.
 //!
 //! An announce is an HTTP-like datagram sent to 239.192.152.143:6771 (IPv4)
-//! or [ff15::efc0:988f]:6771 (IPv6), its `Host` naming the group:
+//! or `[ff15::efc0:988f]:6771` (IPv6), its `Host` naming the group:
 //!
 //! ```text
 //! BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\nPort: 6881\r\n

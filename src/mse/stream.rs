@@ -105,7 +105,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for MseStream<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for MseStream<S> {
-    /// Encrypts up to [`WRITE_CHUNK`] bytes of `data` once and writes them;
+    /// Encrypts up to `WRITE_CHUNK` bytes of `data` once and writes them;
     /// returns how many the socket took, like the socket itself would. The
     /// encrypted bytes it did not take are kept and sent first on the next
     /// call, which must offer the same bytes again, as every caller that

@@ -181,7 +181,7 @@ impl Dialer {
 
 /// Dials `addr` and exchanges handshakes under the host's `--encryption`
 /// policy, over each transport in turn until one works (see
-/// [`Dialer::order`]): a peer with TCP turned off (it closes TCP
+/// `Dialer::order`): a peer with TCP turned off (it closes TCP
 /// connections unread) or a closed TCP port is reached over uTP. On each
 /// transport, `prefer` tries MSE (offering RC4 and plaintext, our
 /// handshake riding as its initial payload) and redials in plaintext once

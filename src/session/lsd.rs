@@ -3,9 +3,9 @@
 //! the IPv6 group (a network may carry only one of them; a family that
 //! cannot be set up is left out and the other goes on). It announces every
 //! public torrent taking peers on each group when it starts to (then every
-//! [`REANNOUNCE`]; never more than once a minute), and hands the peers it
+//! `REANNOUNCE`; never more than once a minute), and hands the peers it
 //! hears about to their torrent. Its own announces are known by their
-//! cookie and ignored; one sender gets [`PER_SENDER_BURST`] datagrams, then
+//! cookie and ignored; one sender gets `PER_SENDER_BURST` datagrams, then
 //! one a second, whichever group they come by.
 
 use super::Session;

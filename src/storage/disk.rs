@@ -120,7 +120,7 @@ struct FileSlot {
 /// The files of one torrent under one output folder.
 ///
 /// Every path below the output folder is opened without following
-/// symlinks (see [`super::beneath`]). File handles are a budget: at most
+/// symlinks (see `super::beneath`). File handles are a budget: at most
 /// `min(128, ulimit -n / 4)` stay open, and running out of descriptors
 /// anyway shrinks that budget and retries instead of failing.
 pub struct Storage {
@@ -579,7 +579,7 @@ impl Storage {
     /// files than handles), by opening it again for the flush. Files are
     /// flushed one by one (`fdatasync`), never the whole filesystem: other
     /// programs' pending writes are not ours to wait for. Up to
-    /// [`SYNC_THREADS`] flushes run at once, so a torrent of thousands of
+    /// `SYNC_THREADS` flushes run at once, so a torrent of thousands of
     /// small files does not wait for each journal commit in turn (the
     /// filesystem batches concurrent ones). A file that fails to flush
     /// stays marked for the next call.

@@ -1,6 +1,6 @@
 //! Tracker announce encoding and decoding, for HTTP (BEP 3, 23, 7) and UDP
 //! (BEP 15). Pure and synchronous: the I/O shell in [`super::http`] and
-//! [`super::udp`] only moves these bytes, so every parser is unit-tested here
+//! `super::udp` only moves these bytes, so every parser is unit-tested here
 //! with hand-built byte vectors.
 //!
 //! Leniency choices, made once here so both transports agree:

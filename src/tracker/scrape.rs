@@ -1,6 +1,6 @@
 //! Tracker scrape (BEP 48 for HTTP, BEP 15 for UDP): how many seeders and
 //! leechers a tracker knows for a torrent. Pure encoding and decoding; the
-//! shells in [`super::http`] and [`super::udp`] move the bytes.
+//! shells in [`super::http`] and `super::udp` move the bytes.
 
 use super::announce::{TrackerError, percent_encode_into};
 use crate::bencode::{Limits, Value, decode_limited};

@@ -110,7 +110,7 @@ pub enum WebSeedError {
         /// Bytes asked for.
         want: u64,
     },
-    /// No byte arrived for [`STALL_TIMEOUT`].
+    /// No byte arrived for `STALL_TIMEOUT`.
     #[error("{url}: no data for {after:?}")]
     Stalled {
         /// The file's URL.

@@ -16,7 +16,7 @@ use std::time::Instant;
 /// Pieces in the ALLOWED FAST set we generate for a peer. BEP 6 suggests
 /// 10; libtorrent's default `allowed_fast_set_size` is 5. Ten lets a new
 /// peer fetch a few pieces to trade while it waits for an unchoke slot; a
-/// connection costs at most [`FAST_PIECE_REPEATS`] times that much upload,
+/// connection costs at most `FAST_PIECE_REPEATS` times that much upload,
 /// and every connection from one /24 gets the same pieces.
 pub const ALLOWED_FAST_SET_SIZE: usize = 10;
 

@@ -70,7 +70,7 @@ impl PeerState {
         }
     }
 
-    /// Up to [`SERVE_BATCH`] queued requests to read from disk, when the
+    /// Up to `SERVE_BATCH` queued requests to read from disk, when the
     /// outbox has room. Only servable requests are queued (while choked:
     /// allowed-fast pieces only; a choke rejects the rest).
     pub fn take_upload_batch(&mut self, out: &Outbox) -> Option<Vec<BlockRef>> {
