@@ -7,6 +7,22 @@
 #   scripts/bench.sh many        1,000 torrents in one process
 #   scripts/bench.sh hash        btc create and the start-up check vs mktorrent
 #   scripts/bench.sh transports  btc to btc over plain TCP, RC4 (MSE) and uTP
+#   scripts/bench.sh wan         btc vs libtorrent through an emulated long fat link
+#
+# wan: one file, a seeder (libtorrent, then btc) on 127.0.0.1 and the link
+# emulator (examples/linkemu.rs: a userspace TCP relay that delays each
+# direction by half the round trip and, when capped, sends no faster than
+# the rate through a 200 ms bottleneck queue) in front of it. Through the
+# same relay, one after the other: btc (`--no-seed -q --no-utp`, told the
+# relay's address with --peer) and the libtorrent leecher
+# (scripts/lt_leech.py --high-performance). For each seeder, rate cap
+# (BENCH_WAN_RATES, default "none 100mbit") and round trip (BENCH_WAN_RTTS,
+# default "20 50 100 300" ms): seconds, MB/s, the share of the capped link
+# filled, and btc's rate as a ratio of libtorrent's. Uncapped runs move
+# BENCH_WAN_MIB (default 512) MiB, capped ones BENCH_WAN_CAPPED_MIB
+# (default 128); caps are given in mbit. Each download is checked with cmp. Targets (issue 25):
+# capped at 100 Mbit/s, at 100 and 300 ms btc fills >= 90% of the link;
+# uncapped, btc at least matches libtorrent.
 #
 # transports: one file of BENCH_TRANSPORT_MIB (default 1024) MiB. For each
 # way, a btc seeder on 127.0.0.1 and a btc leecher (`--no-seed -q`, told
@@ -105,9 +121,9 @@ source scripts/lib.sh
 
 MODE="${1:-compare}"
 case "$MODE" in
-  compare | hostile | resume | hash | many | transports) ;;
+  compare | hostile | resume | hash | many | transports | wan) ;;
   *)
-    echo "usage: $0 [compare|hostile|resume|hash|many|transports]" >&2
+    echo "usage: $0 [compare|hostile|resume|hash|many|transports|wan]" >&2
     exit 2
     ;;
 esac
@@ -603,6 +619,109 @@ transports_bench() {
   echo "(targets, issue 11: tcp-rc4 >= 0.90 of tcp-plain; utp-plain >= 200 MB/s)"
 }
 
+# --- wan mode ------------------------------------------------------------------------
+# wan_fetch CLIENT RELAY TORRENT DATA: one download through RELAY; prints
+# its seconds (wall time for btc; from connect to complete for libtorrent).
+wan_fetch() {
+  local client=$1 relay=$2 torrent=$3 data=$4 lport s e
+  rm -rf "$WORK/out" "$WORK/state-leech"
+  mkdir -p "$WORK/out"
+  lport=$(free_port)
+  if [ "$client" = btc ]; then
+    s=$(date +%s.%N)
+    "$BTC" -o "$WORK/out" "$torrent" --peer "$relay" --no-seed -q --no-utp --no-dht --no-lsd \
+      --port "$lport" --bind 127.0.0.2 --state-dir "$WORK/state-leech" ||
+      { echo "error: the btc download through $relay failed" >&2; exit 1; }
+    e=$(date +%s.%N)
+    awk -v s="$s" -v e="$e" 'BEGIN { printf "%.3f", e - s }'
+  else
+    /usr/bin/python3 -u scripts/lt_leech.py --torrent "$torrent" --save "$WORK/out" \
+      --listen "127.0.0.3:$lport" --peer "$relay" --timeout 600 --high-performance \
+      >"$WORK/logs/lt.out" 2>&1 || { echo "error: the libtorrent download failed" >&2; cat "$WORK/logs/lt.out" >&2; exit 1; }
+    sed -n 's/^DONE seconds=\([0-9.]*\).*/\1/p' "$WORK/logs/lt.out"
+  fi
+  cmp "$data" "$WORK/out/$(basename "$data")" || { echo "error: $client: data differs" >&2; exit 1; }
+}
+
+wan_bench() {
+  local mib="${BENCH_WAN_MIB:-512}" capped_mib="${BENCH_WAN_CAPPED_MIB:-128}"
+  local rtts="${BENCH_WAN_RTTS:-20 50 100 300}" rates="${BENCH_WAN_RATES:-none 100mbit}"
+  local need=()
+  [ -x /usr/bin/time ] || need+=(time)
+  /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
+  install_missing "${need[@]}"
+  say "building btc and the link emulator (release)"
+  cargo build --release --bin btc --example linkemu >&2
+  BTC="${CARGO_TARGET_DIR:-$PWD/target}/release/btc"
+  local emu="${CARGO_TARGET_DIR:-$PWD/target}/release/examples/linkemu"
+  WORK=$(work_dir wan $(((mib + capped_mib) * 2 * 1024 + 256 * 1024))) || exit 1
+  trap 'code=$?; trap - EXIT INT TERM; stop_all; rm -rf "$WORK"; exit "$code"' EXIT INT TERM
+  mkdir -p "$WORK/seed" "$WORK/logs"
+  say "making files of $mib and $capped_mib MiB"
+  head -c $((mib * 1024 * 1024)) /dev/urandom >"$WORK/seed/big.bin"
+  head -c $((capped_mib * 1024 * 1024)) /dev/urandom >"$WORK/seed/small.bin"
+  "$BTC" create "$WORK/seed/big.bin" -o "$WORK/big.torrent" -q
+  "$BTC" create "$WORK/seed/small.bin" -o "$WORK/small.torrent" -q
+  local rows=() seeder sport spid rate rtt name torrent bytes relay epid secs client lt_mbps mbps fill
+  for seeder in libtorrent btc; do
+    sport=$(free_port)
+    say "$seeder seeder on 127.0.0.1:$sport"
+    if [ "$seeder" = btc ]; then
+      "$BTC" -o "$WORK/seed" "$WORK/big.torrent" "$WORK/small.torrent" --port "$sport" \
+        --bind 127.0.0.1 --no-dht --no-lsd --no-utp --state-dir "$WORK/state-seed" \
+        >"$WORK/logs/seed.out" 2>&1 &
+      spid=$!
+      PIDS+=("$spid")
+      wait_log "$WORK/logs/seed.out" "seeding small.bin" "$spid" 600
+    else
+      /usr/bin/python3 -u tests/integration/py/lt.py seed --torrent "$WORK/big.torrent" \
+        --torrent "$WORK/small.torrent" --save "$WORK/seed" --listen "127.0.0.1:$sport" \
+        >"$WORK/logs/seed.out" 2>&1 &
+      spid=$!
+      PIDS+=("$spid")
+      wait_log "$WORK/logs/seed.out" "SEEDING" "$spid" 600
+    fi
+    for rate in $rates; do
+      for rtt in $rtts; do
+        if [ "$rate" = none ]; then name=big bytes=$((mib * 1024 * 1024)); else name=small bytes=$((capped_mib * 1024 * 1024)); fi
+        torrent="$WORK/$name.torrent"
+        local args=(--tcp "127.0.0.1:0=127.0.0.1:$sport" --rtt-ms "$rtt")
+        [ "$rate" = none ] || args+=(--rate "$rate")
+        "$emu" "${args[@]}" >"$WORK/logs/emu.out" 2>&1 &
+        epid=$!
+        PIDS+=("$epid")
+        wait_log "$WORK/logs/emu.out" "tcp " "$epid" 10
+        relay=$(awk '/^tcp / { print $2 }' "$WORK/logs/emu.out")
+        for client in btc libtorrent; do
+          say "$seeder seeder, rate $rate, rtt $rtt ms: $client"
+          secs=$(wan_fetch "$client" "$relay" "$torrent" "$WORK/seed/$name.bin")
+          mbps=$(awk -v b="$bytes" -v e="$secs" 'BEGIN { printf "%.1f", b / 1e6 / (e > 0 ? e : 0.001) }')
+          fill=-
+          # A cap of N mbit carries N * 125000 bytes/s.
+          [ "$rate" = none ] || fill=$(awk -v m="$mbps" -v r="${rate%mbit}" 'BEGIN { printf "%.0f%%", m * 1e6 / (r * 125000) * 100 }')
+          [ "$client" = btc ] && rows+=("$seeder $rate $rtt $secs $mbps $fill")
+          [ "$client" = libtorrent ] && lt_mbps=$mbps && rows[-1]="${rows[-1]} $secs $mbps $fill $(ratio "$(echo "${rows[-1]}" | awk '{ print $5 }')" "$lt_mbps")"
+        done
+        kill -TERM "$epid" 2>/dev/null || true
+        wait "$epid" 2>/dev/null || true
+      done
+    done
+    kill -TERM "$spid" 2>/dev/null || true
+    wait "$spid" 2>/dev/null || true
+  done
+  printf '\n%-10s %-7s %5s | %8s %7s %5s | %8s %7s %5s | %s\n' seeder rate "rtt" "btc s" "MB/s" fill "lt s" "MB/s" fill "btc/lt"
+  local r
+  for r in "${rows[@]}"; do
+    # shellcheck disable=SC2086
+    printf '%-10s %-7s %5s | %8s %7s %5s | %8s %7s %5s | %s\n' $r
+  done
+  echo "(fill: share of a 100 Mbit/s link; targets, issue 25: >= 90% at 100 and 300 ms capped; btc/lt >= 1 uncapped)"
+}
+
+if [ "$MODE" = wan ]; then
+  wan_bench
+  exit 0
+fi
 if [ "$MODE" = many ]; then
   many_bench
   exit 0

@@ -48,11 +48,6 @@ const MIN_PENDING_PIECES: usize = 1;
 /// assembled while the one before is hashed and written.
 const START_PENDING_PIECES: usize = 2;
 
-/// A peer whose requests in flight (with those just picked) are fewer than
-/// this while the budget keeps new pieces from starting is starved by the
-/// budget: its pipe is about to run dry.
-const STARVED_DEPTH: usize = 32;
-
 /// The in-flight budget in pieces for pieces of `piece_length` bytes:
 /// `(start, cap)`. The cap is [`MAX_PENDING_BYTES`] worth (at least
 /// [`MIN_PENDING_PIECES`]); the start is [`START_PENDING_BYTES`] worth, at
@@ -64,13 +59,14 @@ fn pending_budget(piece_length: u32) -> (usize, usize) {
     (start, cap)
 }
 
-/// The budget, in pieces, after it kept a new piece from starting: one
-/// more (up to `cap`) when the peer had fewer than
-/// [`STARVED_DEPTH`] requests in flight and the disk kept up (at most one
-/// piece waiting for its hash and write); unchanged otherwise. So the
-/// budget follows what the network needs, not a slow disk.
-fn grown_budget(budget: usize, cap: usize, depth: usize, verifying: usize) -> usize {
-    if depth < STARVED_DEPTH && verifying <= 1 {
+/// The budget, in pieces, after it kept a new piece from starting while a
+/// peer asked for fewer requests than its pipeline wants (the peer's
+/// bandwidth-delay product, see `peer::state::pipeline`): one more (up to
+/// `cap`) when the disk kept up (at most one piece waiting for its hash
+/// and write); unchanged otherwise. So the budget follows what the
+/// network needs, not a slow disk.
+fn grown_budget(budget: usize, cap: usize, verifying: usize) -> usize {
+    if verifying <= 1 {
         (budget + 1).min(cap)
     } else {
         budget
@@ -338,12 +334,8 @@ impl Picker {
         // when it is what starves this peer).
         while out.len() < want {
             if self.pending.len() + self.verifying.count() >= self.max_pending {
-                let grown = grown_budget(
-                    self.max_pending,
-                    self.cap_pending,
-                    in_flight.len() + out.len(),
-                    self.verifying.count(),
-                );
+                let grown =
+                    grown_budget(self.max_pending, self.cap_pending, self.verifying.count());
                 if grown == self.max_pending {
                     break;
                 }
@@ -816,15 +808,8 @@ mod tests {
         let first = p.pick(1, &all, 512, &[], now);
         assert_eq!(first.len(), 512);
         assert_eq!(p.pending_pieces(), 2);
-        // A peer with a deep pipe is not starved: no new piece, no growth.
-        let deep = &first[..STARVED_DEPTH];
-        assert!(
-            p.pick(2, &all, 10, deep, now)
-                .iter()
-                .all(|r| first.contains(r))
-        );
-        assert_eq!(p.pending_budget(), 2);
-        // A peer with nothing in flight is: the budget grows by one piece.
+        // A peer that wants more than the started pieces hold is starved:
+        // the budget grows by one piece.
         let reqs = p.pick(3, &all, 10, &[], now);
         assert_eq!(p.pending_budget(), 3);
         assert_eq!(p.pending_pieces(), 3);
@@ -844,12 +829,11 @@ mod tests {
         assert_eq!(pending_budget(2 << 20), (2, 16));
         assert_eq!(pending_budget(16 << 20), (2, 2));
         assert_eq!(pending_budget(64 << 20), (1, 1));
-        // Grows only when the pipe is shallow and the disk keeps up.
-        assert_eq!(grown_budget(2, 16, 0, 0), 3);
-        assert_eq!(grown_budget(2, 16, STARVED_DEPTH - 1, 1), 3);
-        assert_eq!(grown_budget(2, 16, STARVED_DEPTH, 0), 2);
-        assert_eq!(grown_budget(2, 16, 0, 2), 2);
-        assert_eq!(grown_budget(16, 16, 0, 0), 16);
+        // Grows only while the disk keeps up, never past the cap.
+        assert_eq!(grown_budget(2, 16, 0), 3);
+        assert_eq!(grown_budget(2, 16, 1), 3);
+        assert_eq!(grown_budget(2, 16, 2), 2);
+        assert_eq!(grown_budget(16, 16, 0), 16);
     }
 
     #[test]

@@ -401,7 +401,17 @@ where
     let hex = conn.host.info_hash().to_hex();
     let span = tracing::debug_span!("peer", %addr, torrent = hex.get(..8).unwrap_or(&hex));
     let stream = Throttled::new(stream, conn.host.rate_limits());
-    conn.drive(stream, &mut cmd_rx).instrument(span).await
+    let res = conn.drive(stream, &mut cmd_rx).instrument(span).await;
+    if let Some(rtt) = conn.state.base_rtt() {
+        // How deep the request pipeline grew (see peer::state::pipeline):
+        // what a slow transfer from a far peer is first checked against.
+        tracing::debug!(
+            "peer {addr}: request pipeline {} deep at the end, base round trip {:.1} ms",
+            conn.state.pipeline_target(),
+            rtt.as_secs_f64() * 1e3
+        );
+    }
+    res
 }
 
 /// Blocks being read from disk for upload.

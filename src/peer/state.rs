@@ -44,6 +44,8 @@ use crate::bitfield::Bitfield;
 use crate::id::InfoHash;
 use crate::picker::PeerKey;
 use bytes::{Bytes, BytesMut};
+pub use pipeline::MIN_DEPTH;
+use pipeline::Pipeline;
 use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -57,14 +59,17 @@ pub const SNUB_TIMEOUT: Duration = Duration::from_secs(30);
 /// A peer that reads none of what we queued for this long is dropped: it
 /// holds memory and an upload slot and gives nothing back.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Requests we queue for one peer before ignoring more (our `reqq`).
-pub const MAX_UPLOAD_QUEUE: usize = 500;
+/// Requests we queue for one peer before ignoring more (our `reqq`): as
+/// deep as our own pipeline may be, so a btc leecher far away can fill
+/// its link from us too. A queued request is a few bytes; the data is
+/// read from disk only as the socket drains.
+pub const MAX_UPLOAD_QUEUE: usize = MAX_DEPTH;
 /// Requests kept in flight when a peer does not say how many it accepts.
 const DEFAULT_REQQ: usize = 250;
-/// Never keep more than this many requests in flight to one peer.
-const MAX_DEPTH: usize = 512;
-/// Requests kept in flight to a peer that is not snubbed, its `reqq` allowing.
-const MIN_DEPTH: usize = 32;
+/// Never keep more than this many requests in flight to one peer: 32 MiB,
+/// a 1 Gbit/s link 250 ms long (the picker's memory budget caps the whole
+/// torrent's in-flight pieces at the same figure).
+const MAX_DEPTH: usize = 2048;
 /// Blocks read from disk per trip to the blocking pool when serving.
 const SERVE_BATCH: usize = 16;
 /// Stop reading blocks from disk for a peer while this much waits to be sent.
@@ -259,7 +264,8 @@ pub struct PeerState {
     /// Their BITFIELD payload received before we knew the piece count.
     raw_bitfield: Option<Bytes>,
     early_haves: Vec<u32>,
-    in_flight: Vec<BlockRef>,
+    /// Our requests in flight and the depth to keep, from their delay.
+    in_flight: Pipeline,
     recently_released: VecDeque<BlockRef>,
     unrequested: u32,
     upload_queue: VecDeque<BlockRef>,
@@ -310,7 +316,7 @@ impl PeerState {
             bitfield: None,
             raw_bitfield: None,
             early_haves: Vec::new(),
-            in_flight: Vec::new(),
+            in_flight: Pipeline::default(),
             recently_released: VecDeque::new(),
             unrequested: 0,
             upload_queue: VecDeque::new(),
@@ -368,7 +374,21 @@ impl PeerState {
 
     /// Requests we have in flight to the peer.
     pub fn in_flight(&self) -> &[BlockRef] {
-        &self.in_flight
+        self.in_flight.as_slice()
+    }
+
+    /// The fastest round trip of a request to this peer lately.
+    pub fn base_rtt(&self) -> Option<Duration> {
+        self.in_flight.base_rtt()
+    }
+
+    /// The requests the pipeline aims to keep in flight to the peer now.
+    pub fn pipeline_target(&self) -> usize {
+        if self.snubbed {
+            1
+        } else {
+            self.in_flight.target(self.reqq)
+        }
     }
 
     /// How many requests we keep in flight to the peer at most.
@@ -448,7 +468,7 @@ impl PeerState {
                 if !self.peer_choking {
                     self.peer_choking = true;
                     // Without the fast extension a choke discards our requests.
-                    let dropped = std::mem::take(&mut self.in_flight);
+                    let dropped = self.in_flight.take();
                     self.forget(&dropped, swarm);
                 }
             }
@@ -700,8 +720,7 @@ impl PeerState {
                 self.offer_allowed_fast(swarm, out);
             }
             PeerCommand::Cancel(r) => {
-                if let Some(i) = self.in_flight.iter().position(|x| *x == r) {
-                    self.in_flight.swap_remove(i);
+                if self.in_flight.remove(&r) {
                     out.push(&Message::Cancel(r));
                     self.forget(&[r], swarm);
                 }
@@ -765,7 +784,7 @@ impl PeerState {
         {
             // Give its blocks to others; keep asking it for one at a time.
             self.snubbed = true;
-            let dropped = std::mem::take(&mut self.in_flight);
+            let dropped = self.in_flight.take();
             for r in &dropped {
                 out.push(&Message::Cancel(*r));
             }
@@ -792,6 +811,7 @@ impl PeerState {
 mod download;
 mod fast;
 mod pex;
+mod pipeline;
 mod upload;
 
 pub use fast::{ALLOWED_FAST_SET_SIZE, allowed_fast_set};

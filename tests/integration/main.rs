@@ -14,4 +14,5 @@ mod swarm;
 mod tracker;
 mod untrusted;
 mod util;
+mod wan;
 mod webseed;

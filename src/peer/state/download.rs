@@ -3,8 +3,7 @@
 //! blocks that answer it, requested or not.
 
 use super::{
-    MAX_UNREQUESTED, METADATA_IN_FLIGHT, MIN_DEPTH, Outbox, PICK_IDLE, PeerError, PeerState,
-    RECENTLY_RELEASED,
+    MAX_UNREQUESTED, METADATA_IN_FLIGHT, Outbox, PICK_IDLE, PeerError, PeerState, RECENTLY_RELEASED,
 };
 use crate::bitfield::Bitfield;
 use crate::peer::message::{BlockRef, Message};
@@ -39,18 +38,17 @@ impl PeerState {
     ) -> Result<(), PeerError> {
         let len = data.len() as u32;
         let same = |r: &BlockRef| r.piece == piece && r.offset == offset && r.len == len;
-        if let Some(i) = self.in_flight.iter().position(same) {
-            self.in_flight.swap_remove(i);
-        } else if let Some(i) = self.recently_released.iter().position(same) {
+        if !self.in_flight.arrived(same, now, self.reqq) {
+            let Some(i) = self.recently_released.iter().position(same) else {
+                self.unrequested += 1;
+                if self.unrequested > MAX_UNREQUESTED {
+                    return Err(PeerError::Unrequested(self.unrequested));
+                }
+                return Ok(());
+            };
             // Sent before our cancel or choke reached the peer: still useful
             // if nobody else delivered it meanwhile.
             self.recently_released.remove(i);
-        } else {
-            self.unrequested += 1;
-            if self.unrequested > MAX_UNREQUESTED {
-                return Err(PeerError::Unrequested(self.unrequested));
-            }
-            return Ok(());
         }
         self.down.add(len as u64);
         self.last_block = now;
@@ -90,21 +88,15 @@ impl PeerState {
         } else {
             full_bf
         };
-        let target = if self.snubbed {
-            1
-        } else {
-            // Enough requests to cover ~2 s at the current rate, so a fast
-            // peer never idles waiting for our next request; never more
-            // than the peer said it queues.
-            let by_rate = usize::try_from(self.down.rate() / 8192).unwrap_or(usize::MAX);
-            by_rate.max(MIN_DEPTH).min(self.reqq)
-        };
+        // The peer's bandwidth-delay product (see `pipeline`), never more
+        // than it said it queues.
+        let target = self.pipeline_target();
         let deficit = target.saturating_sub(self.in_flight.len());
         // Batch small top-ups to spare the lock, but never let the pipe run dry.
         if deficit == 0 || (deficit < (target / 4).clamp(1, 8) && !self.in_flight.is_empty()) {
             return;
         }
-        let picked = swarm.pick(self.key, bf, deficit, &self.in_flight, now);
+        let picked = swarm.pick(self.key, bf, deficit, self.in_flight.as_slice(), now);
         if picked.is_empty() {
             self.pick_idle_until = Some(now + PICK_IDLE);
             if self.in_flight.is_empty() && !allowed_only {
@@ -114,7 +106,7 @@ impl PeerState {
         }
         for r in picked {
             out.push(&Message::Request(r));
-            self.in_flight.push(r);
+            self.in_flight.push(r, now);
         }
     }
 

@@ -118,8 +118,7 @@ impl PeerState {
         swarm: &dyn Swarm,
     ) -> Result<(), PeerError> {
         self.require_fast("reject request")?;
-        if let Some(i) = self.in_flight.iter().position(|x| *x == r) {
-            self.in_flight.swap_remove(i);
+        if self.in_flight.remove(&r) {
             swarm.release(self.key, &[r]);
             // Do not ask again at once: the picker could hand the same
             // block straight back to this peer.
