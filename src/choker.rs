@@ -122,6 +122,32 @@ impl Choker {
         }
         unchoke
     }
+
+    /// Between rounds: interested peers to unchoke at once because regular
+    /// slots are free, newest first, as libtorrent does. Without this a
+    /// peer that turns interested just after a round (or reconnects, when
+    /// a duplicate connection replaces a working one) waits for the next
+    /// round while slots stand empty. It only ever fills empty slots, so a
+    /// peer gains nothing it would not get at the next round, which
+    /// re-decides everything. `unchoked` is who is unchoked now.
+    pub fn fill_free_slots(
+        &self,
+        peers: &[Candidate],
+        unchoked: &HashSet<PeerKey>,
+    ) -> Vec<PeerKey> {
+        let held = unchoked
+            .iter()
+            .filter(|k| Some(**k) != self.optimistic)
+            .count();
+        let mut waiting: Vec<PeerKey> = peers
+            .iter()
+            .filter(|p| p.interested && !unchoked.contains(&p.key))
+            .map(|p| p.key)
+            .collect();
+        waiting.sort_unstable_by(|a, b| b.cmp(a));
+        waiting.truncate(self.slots.saturating_sub(held));
+        waiting
+    }
 }
 
 #[cfg(test)]
@@ -153,6 +179,36 @@ mod tests {
         assert_eq!(u.len(), 3);
         let opt = *u.iter().find(|k| **k != 2 && **k != 3).unwrap();
         assert!(opt == 1 || opt == 5);
+    }
+
+    /// A peer interested after a round gets a free slot at once; a full
+    /// house (regular slots; the optimistic one does not count) admits
+    /// nobody until the next round.
+    #[test]
+    fn free_slots_are_filled_between_rounds() {
+        let mut ch = Choker::new(2, 1);
+        let t0 = Instant::now();
+        let u = ch.decide(&[c(1, true, 100), c(2, false, 0)], t0);
+        assert_eq!(u, HashSet::from([1]));
+        // 2 and 3 turn interested; one regular slot is free: the newest.
+        let now = [
+            c(1, true, 100),
+            c(2, true, 0),
+            c(3, true, 0),
+            c(4, false, 0),
+        ];
+        assert_eq!(ch.fill_free_slots(&now, &u), vec![3]);
+        // Both regular slots held: nobody, whoever else is interested.
+        let full = HashSet::from([1, 3]);
+        assert!(ch.fill_free_slots(&now, &full).is_empty());
+        // The optimistic holder does not take a regular slot.
+        let u = ch.decide(&[c(1, true, 100), c(2, true, 50), c(3, true, 0)], t0);
+        assert_eq!(u, HashSet::from([1, 2, 3]));
+        let mut later = vec![c(1, true, 100), c(3, true, 0), c(5, true, 0)];
+        later.push(c(2, false, 0));
+        let without_2: HashSet<PeerKey> = HashSet::from([1, 3]);
+        assert_eq!(ch.optimistic, Some(3));
+        assert_eq!(ch.fill_free_slots(&later, &without_2), vec![5]);
     }
 
     #[test]

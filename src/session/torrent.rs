@@ -11,7 +11,7 @@
 
 use super::known::{Ended, Known, PeerSource, learn, next_wake, no_flags};
 use super::queue::ActiveSlot;
-use super::shared::{Limits, PeerCommand, Shared, TorrentData};
+use super::shared::{Limits, PeerCommand, PeerEntry, Shared, TorrentData};
 use super::{Session, files, host, resume, status, stream};
 use crate::bitfield::Bitfield;
 use crate::choker::{Candidate, Choker};
@@ -23,11 +23,12 @@ use crate::peer::conn::{self, Refused};
 use crate::peer::metadata::MetadataAssembler;
 use crate::peer::state::PeerError;
 use crate::peer::transport::Transport;
+use crate::picker::PeerKey;
 use crate::storage::disk::Storage;
 use crate::tracker::{AnnounceConfig, TrackerStats, TransferTotals};
 use anyhow::{Context, Result};
 use status::{Phase, Status};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -390,6 +391,7 @@ pub async fn run(
                     rechoke(&shared, &mut choker);
                     last_choke = Instant::now();
                 } else {
+                    unchoke_free_slots(&shared, &choker);
                     rechoke_pending = true;
                 }
             }
@@ -752,11 +754,9 @@ fn on_complete(shared: &Shared) {
     }
 }
 
-fn rechoke(shared: &Shared, choker: &mut Choker) {
-    let seeding = shared.is_complete();
-    let mut st = shared.lock();
-    let candidates: Vec<Candidate> = st
-        .peers
+/// What the choker sees of every connected peer.
+fn choke_candidates(peers: &HashMap<PeerKey, PeerEntry>, seeding: bool) -> Vec<Candidate> {
+    peers
         .iter()
         .map(|(k, p)| Candidate {
             key: *k,
@@ -764,12 +764,38 @@ fn rechoke(shared: &Shared, choker: &mut Choker) {
             rate: if seeding { p.up_rate } else { p.down_rate },
             up_rate: p.up_rate,
         })
-        .collect();
+        .collect()
+}
+
+fn rechoke(shared: &Shared, choker: &mut Choker) {
+    let seeding = shared.is_complete();
+    let mut st = shared.lock();
+    let candidates = choke_candidates(&st.peers, seeding);
     let unchoke = choker.decide(&candidates, std::time::Instant::now());
     for (k, p) in st.peers.iter_mut() {
         let choke = !unchoke.contains(k);
         if choke != p.choked && p.tx.try_send(PeerCommand::SetChoke(choke)).is_ok() {
             p.choked = choke;
+        }
+    }
+}
+
+/// Between rounds: unchokes interested peers into free slots at once.
+fn unchoke_free_slots(shared: &Shared, choker: &Choker) {
+    let seeding = shared.is_complete();
+    let mut st = shared.lock();
+    let candidates = choke_candidates(&st.peers, seeding);
+    let unchoked: HashSet<PeerKey> = st
+        .peers
+        .iter()
+        .filter(|(_, p)| !p.choked)
+        .map(|(k, _)| *k)
+        .collect();
+    for k in choker.fill_free_slots(&candidates, &unchoked) {
+        if let Some(p) = st.peers.get_mut(&k)
+            && p.tx.try_send(PeerCommand::SetChoke(false)).is_ok()
+        {
+            p.choked = false;
         }
     }
 }
@@ -790,6 +816,14 @@ fn dial_some(
     for p in st.peers.values() {
         *per_ip.entry(p.addr.ip()).or_insert(0) += 1;
     }
+    // Where connected peers listen: a peer that dialled us is heard of
+    // again (LSD, PEX, a tracker) at its listen address, and dialling that
+    // would only open a duplicate of a working connection.
+    let connected: HashSet<SocketAddr> = st
+        .peers
+        .values()
+        .filter_map(PeerEntry::listen_addr)
+        .collect();
     // A seed dials too (behind NAT that is its only way to upload), but not
     // peers that were seeds themselves.
     let seeding = st.picker.as_ref().is_some_and(|p| p.is_complete());
@@ -808,6 +842,7 @@ fn dial_some(
             break;
         }
         if k.dialing
+            || connected.contains(addr)
             || (seeding && k.seed)
             || k.next_try.is_some_and(|t| t > now)
             || st.banned.contains(&addr.ip())
@@ -833,9 +868,15 @@ fn dial_some(
         let tasks = shared.tasks.clone();
         crate::spawn::named(&tasks, "dial", async move {
             let host = host::as_host(&shared);
-            let res = conn::connect(addr, &dialer, utp_first, &*host).await;
+            // A dial still trying (a uTP SYN to a dead port waits seconds)
+            // must not hold up the torrent's shutdown.
+            let res = tokio::select! {
+                r = conn::connect(addr, &dialer, utp_first, &*host) => Some(r),
+                _ = shared.shutdown.cancelled() => None,
+            };
             dialing.fetch_sub(1, Ordering::Relaxed);
             process.dialing.fetch_sub(1, Ordering::Relaxed);
+            let Some(res) = res else { return };
             let mut transport = None;
             let how = match res {
                 Ok((stream, theirs)) => {

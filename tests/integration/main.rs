@@ -1,6 +1,7 @@
 //! Integration tests against the real `btc` binary (see util.rs).
 
 mod cli;
+mod connections;
 mod control;
 mod fake_peer;
 mod hostile;
