@@ -55,8 +55,19 @@ pub fn parse_input(text: &str) -> Vec<String> {
 
 /// Prints one line above the bars (errors of one torrent among several).
 fn report_error(source: &str, e: &anyhow::Error) {
-    let line = format!("error: {source}: {}", format!("{e:#}").replace('\n', " "));
-    ui::print_line(&line);
+    ui::print_line(&error_line(source, e));
+}
+
+/// `error: SOURCE: why` on one line, naming the source once: an error
+/// that already holds it (a file's or URL's, as [`resolve`] words them:
+/// `reading F: …`, `F: not a valid torrent: …`) is not prefixed again.
+fn error_line(source: &str, e: &anyhow::Error) -> String {
+    let why = format!("{e:#}").replace('\n', " ");
+    if why.contains(source) {
+        format!("error: {why}")
+    } else {
+        format!("error: {source}: {why}")
+    }
 }
 
 /// Runs every source; returns what happened to each. With one source an
@@ -353,6 +364,27 @@ pub fn summary(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_line_names_its_source_once() {
+        let bad = anyhow::anyhow!("bencode: unexpected end")
+            .context("/tmp/x.torrent: not a valid torrent");
+        assert_eq!(
+            error_line("/tmp/x.torrent", &bad),
+            "error: /tmp/x.torrent: not a valid torrent: bencode: unexpected end"
+        );
+        let missing = anyhow::anyhow!("No such file or directory (os error 2)")
+            .context("reading /tmp/y.torrent");
+        assert_eq!(
+            error_line("/tmp/y.torrent", &missing),
+            "error: reading /tmp/y.torrent: No such file or directory (os error 2)"
+        );
+        let magnet = anyhow::anyhow!("no xt").context("invalid magnet link");
+        assert_eq!(
+            error_line("magnet:?dn=x", &magnet),
+            "error: magnet:?dn=x: invalid magnet link: no xt"
+        );
+    }
 
     #[test]
     fn input_files_skip_blank_lines_and_comments() {

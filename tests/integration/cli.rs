@@ -209,6 +209,55 @@ fn non_torrent_file_is_one_line_error() {
     }
 }
 
+/// Among several sources, each one that cannot be read gets one error
+/// line that names it exactly once (`error: F: F is not a valid torrent`
+/// named a bad file twice), and the run fails.
+#[test]
+fn bad_sources_among_several_are_named_once() {
+    let ctx = Ctx::new("cli-bad-sources", secs(60));
+    let garbage = ctx.join("garbage.torrent");
+    fs::write(&garbage, b"d4:infoi3ee").unwrap();
+    let missing = ctx.join("missing.torrent");
+    let url = format!("http://127.0.0.1:{}/closed.torrent", free_port());
+    let magnet = "magnet:?dn=no-hash";
+    let sources = [s(&garbage), s(&missing), &url, magnet];
+    let out_dir = ctx.join("out");
+    let mut args = vec!["-o", s(&out_dir), "--no-dht", "--no-lsd", "--port", "0"];
+    args.extend(sources);
+    let out = ctx.run_btc(&args, secs(45));
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    for source in sources {
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error: ") && l.contains(source))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "one error line for {source}:\n{}",
+            out.stderr
+        );
+        assert_eq!(
+            lines[0].matches(source).count(),
+            1,
+            "{source} is named once: {}",
+            lines[0]
+        );
+        assert_no_repeated_cause(lines[0], source);
+    }
+    let bad = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("garbage.torrent"))
+        .unwrap();
+    assert!(
+        bad.starts_with(&format!("error: {}: not a valid torrent: ", s(&garbage))),
+        "{bad}"
+    );
+    assert_eq!(count_entries(&out_dir), 0, "output dir has content");
+}
+
 #[test]
 fn hostile_torrents_are_rejected_and_create_nothing() {
     let ctx = Ctx::new("cli-hostile", secs(180));
