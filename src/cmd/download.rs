@@ -337,13 +337,19 @@ pub fn summaries(o: &Outcome) -> Vec<String> {
     )]
 }
 
-/// The one-line summary of one torrent.
+/// The one-line summary of one torrent: for a download completed in this
+/// run, what, how much, how fast, from how many peers (the only line that
+/// says so: there is no other at completion), and what went up.
 pub fn summary(r: &Report) -> String {
     let mut s = match r.download_time {
         Some(t) => {
             let secs = t.as_secs_f64().max(0.001);
+            let from = match r.peers_used {
+                1 => "1 peer".to_string(),
+                n => format!("{n} peers"),
+            };
             format!(
-                "downloaded {}: {} in {} ({}/s)",
+                "downloaded {}: {} in {}, {}/s average, from {from}",
                 r.name,
                 human_bytes(r.downloaded),
                 ui::human_duration(t),
@@ -364,6 +370,36 @@ pub fn summary(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_summary_line_says_all_of_a_download() {
+        let mut r = Report {
+            name: "ubuntu.iso".into(),
+            total: 20 << 20,
+            downloaded: 16 << 20,
+            uploaded: 1 << 20,
+            download_time: Some(std::time::Duration::from_secs(4)),
+            complete: true,
+            peers_used: 3,
+            stream: None,
+        };
+        assert_eq!(
+            summary(&r),
+            "downloaded ubuntu.iso: 16.00 MiB in 4.0s, 4.00 MiB/s average, from 3 peers, uploaded 1.00 MiB"
+        );
+        r.peers_used = 1;
+        assert!(summary(&r).contains(", from 1 peer, "), "{}", summary(&r));
+        r.download_time = None;
+        assert_eq!(
+            summary(&r),
+            "ubuntu.iso: complete (20.00 MiB), uploaded 1.00 MiB"
+        );
+        r.complete = false;
+        assert_eq!(
+            summary(&r),
+            "ubuntu.iso: stopped before completion (16.00 MiB downloaded), uploaded 1.00 MiB"
+        );
+    }
 
     #[test]
     fn an_error_line_names_its_source_once() {

@@ -92,6 +92,8 @@ pub struct Report {
     pub download_time: Option<Duration>,
     /// Whether all pieces are verified at exit.
     pub complete: bool,
+    /// Peers and web seeds that sent us data this run.
+    pub peers_used: usize,
     /// How `--stream` ended, if it did.
     pub stream: Option<std::result::Result<stream::StreamEnd, String>>,
 }
@@ -569,6 +571,7 @@ pub async fn run(
         uploaded: shared.counters.uploaded.load(Ordering::Relaxed),
         download_time,
         complete,
+        peers_used: status.peers_used,
         stream: stream_end,
     })
 }

@@ -129,9 +129,9 @@ fn two_btc_find_each_other_by_lsd_over_ipv6_only() {
         .as_ref()
         .expect("a namespace")
         .enable_multicast_v6();
-    let (mut seeder, _, stderr, took, p1, p2) =
+    let (mut seeder, stdout, stderr, took, p1, p2) =
         seed_and_leech_by_lsd(&ctx, "lsd6.bin", 3 * MIB + 77, 6161, &[], &[]);
-    assert!(stderr.contains("complete: lsd6.bin"), "{stderr}");
+    assert!(stdout.contains("downloaded lsd6.bin: "), "{stdout}");
     let seeder_log = seeder.stderr();
     for (who, log) in [("leecher", &stderr), ("seeder", &seeder_log)] {
         assert!(
