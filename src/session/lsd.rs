@@ -141,8 +141,9 @@ fn interface_in_if_inet6(text: &str, ip: Ipv6Addr) -> Option<u32> {
 /// warning naming it); LSD is off only when no family works. With
 /// `--bind`, only the bound address's family is used: peers could not
 /// reach us, nor we them, on the other; and announces are sent from the
-/// bound address, the one a peer hearing them dials.
-pub fn spawn(session: &std::sync::Arc<Session>) {
+/// bound address, the one a peer hearing them dials. Returns whether it
+/// runs.
+pub fn spawn(session: &std::sync::Arc<Session>) -> bool {
     let (want_v4, want_v6) = match session.bind {
         Some(IpAddr::V4(_)) => (true, false),
         Some(IpAddr::V6(_)) => (false, true),
@@ -169,7 +170,7 @@ pub fn spawn(session: &std::sync::Arc<Session>) {
     if groups.is_empty() {
         let why: Vec<String> = failed.iter().map(|(f, e)| format!("{f}: {e}")).collect();
         tracing::warn!("local peer discovery (LSD) disabled: {}", why.join("; "));
-        return;
+        return false;
     }
     // Said at info level: a host without IPv6 multicast (common) loses
     // nothing it had, and a warning at every start would be noise.
@@ -184,6 +185,7 @@ pub fn spawn(session: &std::sync::Arc<Session>) {
             _ = run(groups, weak) => {}
         }
     });
+    true
 }
 
 async fn run(groups: Vec<Group>, session: Weak<Session>) {

@@ -226,6 +226,7 @@ pub async fn run(
     let (peer_tx, mut peer_rx) = mpsc::channel::<Vec<SocketAddr>>(256);
     let (totals_tx, totals_rx) = watch::channel(totals(&shared));
     let tracker_stats = Arc::new(TrackerStats::default());
+    let has_trackers = !tiers.is_empty();
     let has_http = tiers.iter().flatten().any(|u| u.starts_with("http"));
     let announcer = crate::tracker::spawn_announcer(
         AnnounceConfig {
@@ -274,6 +275,22 @@ pub async fn run(
     drop(peer_tx);
     let mut initial: Vec<SocketAddr> = opts.peers.clone();
     initial.extend(magnet_peers);
+    if !complete_at_start
+        && !has_trackers
+        && dht.is_none()
+        && (private || !session.lsd_running())
+        && initial.is_empty()
+        && web_seeds.is_empty()
+    {
+        // Nothing would ever say so otherwise: `finding peers` forever.
+        let message = format!(
+            "{}: nothing can find peers for this torrent (no trackers, DHT and LSD off): \
+             waiting for incoming connections; use --peer to name one",
+            status.name
+        );
+        tracing::warn!("{message}");
+        shared.emit(super::status::SessionEvent::Warning { message });
+    }
 
     let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(256);
 
