@@ -74,7 +74,7 @@ pub fn session_line(info_hash: InfoHash, e: &SessionEvent) -> String {
             info_hash,
             json!({"elapsed": elapsed.as_secs_f64(), "downloaded": downloaded}),
         ),
-        SessionEvent::DiskError { message } => line(
+        SessionEvent::DiskError { message } | SessionEvent::Warning { message } => line(
             "error",
             info_hash,
             json!({"message": message, "fatal": false}),

@@ -401,21 +401,28 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let stream = cli.download.stream;
             let config = cli.download.into_config(cli.quiet).check()?;
             let outcome = cmd::download::run(config, shutdown.clone()).await?;
-            if let Some(report) = outcome.reports.first() {
-                if let (Some(n), Some(Err(e))) = (stream, &report.stream) {
-                    anyhow::bail!("--stream {n}: {e}");
-                }
-                if stream.is_some()
-                    && matches!(report.stream, Some(Ok(StreamEnd::Done | StreamEnd::Closed)))
-                {
-                    // The file is out (or the reader is gone): done.
-                    return Ok(ExitCode::SUCCESS);
+            if let Some(report) = outcome.reports.first()
+                && let (Some(n), Some(Err(e))) = (stream, &report.stream)
+            {
+                anyhow::bail!("--stream {n}: {e}");
+            }
+            if !cli.quiet && !json {
+                for line in cmd::download::summaries(&outcome) {
+                    // With --stream, stdout carries the file.
+                    if stream.is_some() {
+                        eprintln!("{line}");
+                    } else {
+                        println!("{line}");
+                    }
                 }
             }
-            if !cli.quiet && !json && stream.is_none() {
-                for line in cmd::download::summaries(&outcome) {
-                    println!("{line}");
-                }
+            if stream.is_some()
+                && outcome.reports.first().is_some_and(|r| {
+                    matches!(r.stream, Some(Ok(StreamEnd::Done | StreamEnd::Closed)))
+                })
+            {
+                // The file is out (or the reader is gone): done.
+                return Ok(ExitCode::SUCCESS);
             }
             if outcome.failed > 0 {
                 // Each failure was reported on its own line as it happened.

@@ -80,17 +80,6 @@ pub async fn render(mut rx: watch::Receiver<Status>, quiet: bool) {
     let mut last_progress = std::time::Instant::now();
     loop {
         let s = rx.borrow_and_update().clone();
-        if !printed.complete
-            && let Some(line) = completion_line(&s)
-        {
-            printed.complete = true;
-            if !quiet {
-                let _ = multi().println(&line);
-                if !bars {
-                    let _ = writeln!(std::io::stderr(), "{line}");
-                }
-            }
-        }
         if !bars && !quiet {
             plain_line(&s, &mut printed);
             if s.phase == Phase::Downloading && last_progress.elapsed() >= PLAIN_PROGRESS_EVERY {
@@ -197,25 +186,6 @@ fn short_name(name: &str, max: usize) -> String {
     s
 }
 
-/// The line shown once the download completes: what, how big, how fast,
-/// from how many peers.
-pub fn completion_line(s: &Status) -> Option<String> {
-    let t = s.download_time?;
-    let got = s.total.saturating_sub(s.resumed_bytes);
-    let secs = t.as_secs_f64().max(0.001);
-    let from = match s.peers_used {
-        1 => "1 peer".to_string(),
-        n => format!("{n} peers"),
-    };
-    Some(format!(
-        "complete: {} ({}) in {}, {}/s average, from {from}",
-        s.name,
-        human_bytes(got),
-        human_duration(t),
-        human_bytes((got as f64 / secs) as u64),
-    ))
-}
-
 /// The progress line printed every few seconds when stderr is not a
 /// terminal (logs of headless runs).
 fn progress_line(s: &Status) -> String {
@@ -303,7 +273,6 @@ struct Printed {
     metadata: bool,
     downloading: bool,
     seeding: bool,
-    complete: bool,
 }
 
 fn plain_line(s: &Status, printed: &mut Printed) {
@@ -358,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn completion_and_progress_lines_name_the_torrent() {
+    fn progress_lines_name_the_torrent() {
         let s = Status {
             name: "ubuntu.iso".into(),
             total: 20 << 20,
@@ -368,11 +337,6 @@ mod tests {
             peers_used: 3,
             ..Status::default()
         };
-        assert_eq!(
-            completion_line(&s).unwrap(),
-            "complete: ubuntu.iso (16.00 MiB) in 4.0s, 4.00 MiB/s average, from 3 peers"
-        );
-        assert_eq!(completion_line(&Status::default()), None);
         let half = Status {
             have: 10 << 20,
             download_time: None,

@@ -55,8 +55,19 @@ pub fn parse_input(text: &str) -> Vec<String> {
 
 /// Prints one line above the bars (errors of one torrent among several).
 fn report_error(source: &str, e: &anyhow::Error) {
-    let line = format!("error: {source}: {}", format!("{e:#}").replace('\n', " "));
-    ui::print_line(&line);
+    ui::print_line(&error_line(source, e));
+}
+
+/// `error: SOURCE: why` on one line, naming the source once: an error
+/// that already holds it (a file's or URL's, as [`resolve`] words them:
+/// `reading F: …`, `F: not a valid torrent: …`) is not prefixed again.
+fn error_line(source: &str, e: &anyhow::Error) -> String {
+    let why = format!("{e:#}").replace('\n', " ");
+    if why.contains(source) {
+        format!("error: {why}")
+    } else {
+        format!("error: {source}: {why}")
+    }
 }
 
 /// Runs every source; returns what happened to each. With one source an
@@ -326,13 +337,19 @@ pub fn summaries(o: &Outcome) -> Vec<String> {
     )]
 }
 
-/// The one-line summary of one torrent.
+/// The one-line summary of one torrent: for a download completed in this
+/// run, what, how much, how fast, from how many peers (the only line that
+/// says so: there is no other at completion), and what went up.
 pub fn summary(r: &Report) -> String {
     let mut s = match r.download_time {
         Some(t) => {
             let secs = t.as_secs_f64().max(0.001);
+            let from = match r.peers_used {
+                1 => "1 peer".to_string(),
+                n => format!("{n} peers"),
+            };
             format!(
-                "downloaded {}: {} in {} ({}/s)",
+                "downloaded {}: {} in {}, {}/s average, from {from}",
                 r.name,
                 human_bytes(r.downloaded),
                 ui::human_duration(t),
@@ -353,6 +370,57 @@ pub fn summary(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_summary_line_says_all_of_a_download() {
+        let mut r = Report {
+            name: "ubuntu.iso".into(),
+            total: 20 << 20,
+            downloaded: 16 << 20,
+            uploaded: 1 << 20,
+            download_time: Some(std::time::Duration::from_secs(4)),
+            complete: true,
+            peers_used: 3,
+            stream: None,
+        };
+        assert_eq!(
+            summary(&r),
+            "downloaded ubuntu.iso: 16.00 MiB in 4.0s, 4.00 MiB/s average, from 3 peers, uploaded 1.00 MiB"
+        );
+        r.peers_used = 1;
+        assert!(summary(&r).contains(", from 1 peer, "), "{}", summary(&r));
+        r.download_time = None;
+        assert_eq!(
+            summary(&r),
+            "ubuntu.iso: complete (20.00 MiB), uploaded 1.00 MiB"
+        );
+        r.complete = false;
+        assert_eq!(
+            summary(&r),
+            "ubuntu.iso: stopped before completion (16.00 MiB downloaded), uploaded 1.00 MiB"
+        );
+    }
+
+    #[test]
+    fn an_error_line_names_its_source_once() {
+        let bad = anyhow::anyhow!("bencode: unexpected end")
+            .context("/tmp/x.torrent: not a valid torrent");
+        assert_eq!(
+            error_line("/tmp/x.torrent", &bad),
+            "error: /tmp/x.torrent: not a valid torrent: bencode: unexpected end"
+        );
+        let missing = anyhow::anyhow!("No such file or directory (os error 2)")
+            .context("reading /tmp/y.torrent");
+        assert_eq!(
+            error_line("/tmp/y.torrent", &missing),
+            "error: reading /tmp/y.torrent: No such file or directory (os error 2)"
+        );
+        let magnet = anyhow::anyhow!("no xt").context("invalid magnet link");
+        assert_eq!(
+            error_line("magnet:?dn=x", &magnet),
+            "error: magnet:?dn=x: invalid magnet link: no xt"
+        );
+    }
 
     #[test]
     fn input_files_skip_blank_lines_and_comments() {

@@ -27,6 +27,9 @@ fn looks_like_hash(s: &str) -> bool {
 }
 
 /// Resolves SOURCE: magnet URI, info-hash, http(s) URL or a file path.
+/// An error about a file or URL names it once (`reading F: …`,
+/// `F: not a valid torrent: …`, `downloading URL: …`); one about a magnet
+/// link or info-hash does not repeat it.
 pub async fn resolve(source: &str) -> Result<Resolved> {
     if source.starts_with("magnet:") {
         let m = Magnet::parse(source).context("invalid magnet link")?;
@@ -37,7 +40,7 @@ pub async fn resolve(source: &str) -> Result<Resolved> {
             .await
             .with_context(|| format!("downloading {source}"))?;
         let m = Metainfo::from_bytes(&bytes)
-            .with_context(|| format!("{source} is not a valid torrent"))?;
+            .with_context(|| format!("{source}: not a valid torrent"))?;
         return Ok(Resolved::Torrent(Box::new(m)));
     }
     let path = Path::new(source);
@@ -47,7 +50,7 @@ pub async fn resolve(source: &str) -> Result<Resolved> {
     }
     let bytes = read_torrent_file(path)?;
     let m =
-        Metainfo::from_bytes(&bytes).with_context(|| format!("{source} is not a valid torrent"))?;
+        Metainfo::from_bytes(&bytes).with_context(|| format!("{source}: not a valid torrent"))?;
     Ok(Resolved::Torrent(Box::new(m)))
 }
 
@@ -76,12 +79,18 @@ async fn fetch(url: &str) -> Result<Vec<u8>> {
         .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!("btc/", env!("CARGO_PKG_VERSION")))
         .build()?;
-    let mut resp = client.get(url).send().await?.error_for_status()?;
+    // The caller names the URL: reqwest's errors would repeat it.
+    let mut resp = client
+        .get(url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(reqwest::Error::without_url)?;
     if resp.content_length().is_some_and(|n| n > MAX_TORRENT_FILE) {
         bail!("the file is larger than {MAX_TORRENT_FILE} bytes");
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
+    while let Some(chunk) = resp.chunk().await.map_err(reqwest::Error::without_url)? {
         if body.len() as u64 + chunk.len() as u64 > MAX_TORRENT_FILE {
             bail!("the file is larger than {MAX_TORRENT_FILE} bytes");
         }

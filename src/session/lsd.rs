@@ -28,50 +28,122 @@ const PER_SENDER_BURST: f64 = 5.0;
 /// map is cleared.
 const MAX_SENDERS: usize = 1024;
 
-/// One family's socket and the group it announces to.
+/// One family's sockets and the group it announces to.
 struct Group {
+    /// In the group: hears every announce (and, without `--bind`, sends).
     socket: UdpSocket,
+    /// With `--bind`: bound to that address and sending out its interface,
+    /// so that an announce comes from the address peers must dial (from
+    /// the group socket it would come from the interface's first address).
+    send: Option<UdpSocket>,
     to: SocketAddr,
 }
 
-/// The IPv4 socket: bound to the group's port on every interface (shared
-/// with other clients on the host), in the group, hearing its own datagrams
-/// (other processes on this host are peers too).
-fn open_v4() -> std::io::Result<UdpSocket> {
+impl Group {
+    fn sender(&self) -> &UdpSocket {
+        self.send.as_ref().unwrap_or(&self.socket)
+    }
+}
+
+/// The IPv4 sockets: one bound to the group's port on every interface
+/// (shared with other clients on the host), in the group (on the interface
+/// of `bind`, if given), hearing its own datagrams (other processes on this
+/// host are peers too); with `bind`, a second one that sends from it.
+fn open_v4(bind: Option<IpAddr>) -> std::io::Result<(UdpSocket, Option<UdpSocket>)> {
     use socket2::{Domain, Protocol, Socket, Type};
+    let bind = match bind {
+        Some(IpAddr::V4(ip)) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    };
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, GROUP_V4.port())).into())?;
-    s.join_multicast_v4(GROUP_V4.ip(), &Ipv4Addr::UNSPECIFIED)?;
+    s.join_multicast_v4(GROUP_V4.ip(), &bind.unwrap_or(Ipv4Addr::UNSPECIFIED))?;
     s.set_multicast_loop_v4(true)?;
     s.set_nonblocking(true)?;
-    UdpSocket::from_std(s.into())
+    let send = match bind {
+        Some(ip) => {
+            let t = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            t.bind(&SocketAddr::from((ip, 0)).into())?;
+            t.set_multicast_if_v4(&ip)?;
+            t.set_multicast_loop_v4(true)?;
+            t.set_nonblocking(true)?;
+            Some(UdpSocket::from_std(t.into())?)
+        }
+        None => None,
+    };
+    Ok((UdpSocket::from_std(s.into())?, send))
 }
 
-/// The IPv6 socket, as the IPv4 one. IPv6-only, so that it neither
-/// takes the IPv4 socket's port nor hears IPv4 datagrams twice.
-fn open_v6() -> std::io::Result<UdpSocket> {
+/// The IPv6 sockets, as the IPv4 ones. IPv6-only, so that they neither
+/// take the IPv4 socket's port nor hear IPv4 datagrams twice. With `bind`,
+/// the group is joined and sent to on the interface carrying that address
+/// (when it can be found; else the system's choice).
+fn open_v6(bind: Option<IpAddr>) -> std::io::Result<(UdpSocket, Option<UdpSocket>)> {
     use socket2::{Domain, Protocol, Socket, Type};
+    let bind = match bind {
+        Some(IpAddr::V6(ip)) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    };
+    let ifindex = bind.and_then(interface_of_v6).unwrap_or(0);
     let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_only_v6(true)?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, GROUP_V6.port())).into())?;
-    s.join_multicast_v6(GROUP_V6.ip(), 0)?;
+    s.join_multicast_v6(GROUP_V6.ip(), ifindex)?;
     s.set_multicast_loop_v6(true)?;
     // The link only, as IPv4's default TTL of 1 keeps the IPv4 announces.
     s.set_multicast_hops_v6(1)?;
     s.set_nonblocking(true)?;
-    UdpSocket::from_std(s.into())
+    let send = match bind {
+        Some(ip) => {
+            let t = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+            t.set_only_v6(true)?;
+            // A link-local address is only bound with its interface.
+            t.bind(&SocketAddr::V6(SocketAddrV6::new(ip, 0, 0, ifindex)).into())?;
+            if ifindex != 0 {
+                t.set_multicast_if_v6(ifindex)?;
+            }
+            t.set_multicast_loop_v6(true)?;
+            t.set_multicast_hops_v6(1)?;
+            t.set_nonblocking(true)?;
+            Some(UdpSocket::from_std(t.into())?)
+        }
+        None => None,
+    };
+    Ok((UdpSocket::from_std(s.into())?, send))
+}
+
+/// The index of the interface carrying the IPv6 address `ip`, from
+/// `/proc/net/if_inet6` (Linux: `<32 hex address> <hex index> ...`); `None`
+/// where that cannot be read or does not list it.
+fn interface_of_v6(ip: Ipv6Addr) -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    interface_in_if_inet6(&text, ip)
+}
+
+fn interface_in_if_inet6(text: &str, ip: Ipv6Addr) -> Option<u32> {
+    let want = format!("{:032x}", u128::from(ip));
+    text.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let addr = fields.next()?;
+        let index = fields.next()?;
+        (addr.eq_ignore_ascii_case(&want))
+            .then(|| u32::from_str_radix(index, 16).ok())
+            .flatten()
+    })
 }
 
 /// Starts the service; it ends with the session. A host where multicast
 /// cannot be set up for one family loses LSD on that family only (one
 /// warning naming it); LSD is off only when no family works. With
 /// `--bind`, only the bound address's family is used: peers could not
-/// reach us, nor we them, on the other.
-pub fn spawn(session: &std::sync::Arc<Session>) {
+/// reach us, nor we them, on the other; and announces are sent from the
+/// bound address, the one a peer hearing them dials. Returns whether it
+/// runs.
+pub fn spawn(session: &std::sync::Arc<Session>) -> bool {
     let (want_v4, want_v6) = match session.bind {
         Some(IpAddr::V4(_)) => (true, false),
         Some(IpAddr::V6(_)) => (false, true),
@@ -83,14 +155,14 @@ pub fn spawn(session: &std::sync::Arc<Session>) {
         (
             want_v4,
             "IPv4",
-            open_v4 as fn() -> _,
+            open_v4 as fn(_) -> _,
             SocketAddr::V4(GROUP_V4),
         ),
         (want_v6, "IPv6", open_v6, SocketAddr::V6(GROUP_V6)),
     ] {
         if wanted {
-            match open() {
-                Ok(socket) => groups.push(Group { socket, to }),
+            match open(session.bind) {
+                Ok((socket, send)) => groups.push(Group { socket, send, to }),
                 Err(e) => failed.push((family, e)),
             }
         }
@@ -98,7 +170,7 @@ pub fn spawn(session: &std::sync::Arc<Session>) {
     if groups.is_empty() {
         let why: Vec<String> = failed.iter().map(|(f, e)| format!("{f}: {e}")).collect();
         tracing::warn!("local peer discovery (LSD) disabled: {}", why.join("; "));
-        return;
+        return false;
     }
     // Said at info level: a host without IPv6 multicast (common) loses
     // nothing it had, and a warning at every start would be noise.
@@ -113,6 +185,7 @@ pub fn spawn(session: &std::sync::Arc<Session>) {
             _ = run(groups, weak) => {}
         }
     });
+    true
 }
 
 async fn run(groups: Vec<Group>, session: Weak<Session>) {
@@ -137,7 +210,7 @@ async fn run(groups: Vec<Group>, session: Weak<Session>) {
             .collect();
         for g in &groups {
             for packet in announce_packets(g.to, s.listen_port, &due, &cookie) {
-                if let Err(e) = g.socket.send_to(&packet, g.to).await {
+                if let Err(e) = g.sender().send_to(&packet, g.to).await {
                     tracing::debug!("LSD announce to {}: {e}", g.to);
                 }
             }
@@ -264,6 +337,22 @@ mod tests {
         assert_eq!(
             peer_addr("[::]:6771".parse().unwrap(), 1),
             "[::1]:1".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn the_interface_of_a_bound_ipv6_address_is_read_from_if_inet6() {
+        let text = "00000000000000000000000000000001 01 80 10 80       lo\n\
+                    fe800000000000000000000000000001 0a 40 20 80     eth0\n\
+                    20010db8000000000000000000000007 0b 40 00 00     wlan0\n";
+        let at = |ip: &str| interface_in_if_inet6(text, ip.parse().unwrap());
+        assert_eq!(at("::1"), Some(1));
+        assert_eq!(at("fe80::1"), Some(10));
+        assert_eq!(at("2001:db8::7"), Some(11));
+        assert_eq!(at("2001:db8::8"), None);
+        assert_eq!(
+            interface_in_if_inet6("garbage\n\n", "::1".parse().unwrap()),
+            None
         );
     }
 }

@@ -109,6 +109,9 @@ pub struct Session {
     pub shutdown: CancellationToken,
     /// The accept loop and the handshakes it runs.
     pub tasks: TaskTracker,
+    /// Whether Local Service Discovery runs (asked for, and its multicast
+    /// could be set up).
+    lsd: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -152,6 +155,7 @@ impl Session {
             registered: tokio::sync::Notify::new(),
             shutdown,
             tasks: TaskTracker::new(),
+            lsd: std::sync::atomic::AtomicBool::new(false),
         });
         let gate = Arc::new(accept::Gate::default());
         crate::spawn::named(
@@ -169,10 +173,17 @@ impl Session {
                 }
             });
         }
-        if cfg.lsd {
-            lsd::spawn(&session);
+        if cfg.lsd && lsd::spawn(&session) {
+            session
+                .lsd
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(session)
+    }
+
+    /// Whether Local Service Discovery finds peers for public torrents.
+    pub fn lsd_running(&self) -> bool {
+        self.lsd.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {

@@ -130,6 +130,12 @@ pub enum SessionEvent {
         /// What failed, on one line.
         message: String,
     },
+    /// Something the user should know, that the torrent goes on after
+    /// (nothing can find peers for it).
+    Warning {
+        /// What is wrong, on one line.
+        message: String,
+    },
     /// A peer connection was admitted.
     PeerConnected {
         /// Its address.

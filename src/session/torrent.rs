@@ -93,6 +93,8 @@ pub struct Report {
     pub download_time: Option<Duration>,
     /// Whether all pieces are verified at exit.
     pub complete: bool,
+    /// Peers and web seeds that sent us data this run.
+    pub peers_used: usize,
     /// How `--stream` ended, if it did.
     pub stream: Option<std::result::Result<stream::StreamEnd, String>>,
 }
@@ -225,6 +227,7 @@ pub async fn run(
     let (peer_tx, mut peer_rx) = mpsc::channel::<Vec<SocketAddr>>(256);
     let (totals_tx, totals_rx) = watch::channel(totals(&shared));
     let tracker_stats = Arc::new(TrackerStats::default());
+    let has_trackers = !tiers.is_empty();
     let has_http = tiers.iter().flatten().any(|u| u.starts_with("http"));
     let announcer = crate::tracker::spawn_announcer(
         AnnounceConfig {
@@ -273,6 +276,22 @@ pub async fn run(
     drop(peer_tx);
     let mut initial: Vec<SocketAddr> = opts.peers.clone();
     initial.extend(magnet_peers);
+    if !complete_at_start
+        && !has_trackers
+        && dht.is_none()
+        && (private || !session.lsd_running())
+        && initial.is_empty()
+        && web_seeds.is_empty()
+    {
+        // Nothing would ever say so otherwise: `finding peers` forever.
+        let message = format!(
+            "{}: nothing can find peers for this torrent (no trackers, DHT and LSD off): \
+             waiting for incoming connections; use --peer to name one",
+            status.name
+        );
+        tracing::warn!("{message}");
+        shared.emit(super::status::SessionEvent::Warning { message });
+    }
 
     let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(256);
 
@@ -571,6 +590,7 @@ pub async fn run(
         uploaded: shared.counters.uploaded.load(Ordering::Relaxed),
         download_time,
         complete,
+        peers_used: status.peers_used,
         stream: stream_end,
     })
 }

@@ -3,7 +3,7 @@
 //! them, and one total line under them that sums up the rest, so a
 //! thousand seeding torrents take two lines, not a thousand.
 
-use super::{Kind, Printed, bars_enabled, completion_line, draw, multi, plain_line, progress_line};
+use super::{Kind, Printed, bars_enabled, draw, multi, plain_line, progress_line};
 use crate::cmd::info::human_bytes;
 use crate::session::status::{Phase, Status};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -133,14 +133,6 @@ pub async fn render_all(mut rxs: Vec<watch::Receiver<Status>>, quiet: bool) {
         let mut hidden = 0;
         for (i, s) in &snapshot {
             let p = &mut printed[*i];
-            if !p.complete
-                && let Some(line) = completion_line(s)
-            {
-                p.complete = true;
-                if !quiet {
-                    print_line(&line);
-                }
-            }
             let row = is_busy(s.phase) && shown < MAX_ROWS;
             if is_busy(s.phase) {
                 if row {

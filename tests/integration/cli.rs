@@ -209,6 +209,128 @@ fn non_torrent_file_is_one_line_error() {
     }
 }
 
+/// Among several sources, each one that cannot be read gets one error
+/// line that names it exactly once (`error: F: F is not a valid torrent`
+/// named a bad file twice), and the run fails.
+#[test]
+fn bad_sources_among_several_are_named_once() {
+    let ctx = Ctx::new("cli-bad-sources", secs(60));
+    let garbage = ctx.join("garbage.torrent");
+    fs::write(&garbage, b"d4:infoi3ee").unwrap();
+    let missing = ctx.join("missing.torrent");
+    let url = format!("http://127.0.0.1:{}/closed.torrent", free_port());
+    let magnet = "magnet:?dn=no-hash";
+    let sources = [s(&garbage), s(&missing), &url, magnet];
+    let out_dir = ctx.join("out");
+    let mut args = vec!["-o", s(&out_dir), "--no-dht", "--no-lsd", "--port", "0"];
+    args.extend(sources);
+    let out = ctx.run_btc(&args, secs(45));
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    for source in sources {
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error: ") && l.contains(source))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "one error line for {source}:\n{}",
+            out.stderr
+        );
+        assert_eq!(
+            lines[0].matches(source).count(),
+            1,
+            "{source} is named once: {}",
+            lines[0]
+        );
+        assert_no_repeated_cause(lines[0], source);
+    }
+    let bad = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("garbage.torrent"))
+        .unwrap();
+    assert!(
+        bad.starts_with(&format!("error: {}: not a valid torrent: ", s(&garbage))),
+        "{bad}"
+    );
+    assert_eq!(count_entries(&out_dir), 0, "output dir has content");
+}
+
+/// A magnet with no tracker, run with the DHT and LSD off and no `--peer`:
+/// nothing can ever find a peer, which btc says once (it said `finding
+/// peers` and waited in silence), then goes on waiting for incoming
+/// connections. With `--json` the same is a non-fatal `error` event.
+#[test]
+fn a_magnet_nothing_can_find_peers_for_says_so() {
+    let ctx = Ctx::new("cli-no-discovery", secs(90));
+    let hex = "8a52f40a1c36d37fa4a3bc6a5ad4a4a6b2f95c11";
+    let magnet = format!("magnet:?xt=urn:btih:{hex}&dn=lonely");
+    let out = ctx.join("out");
+    let args = [
+        "-o",
+        s(&out),
+        &magnet,
+        "--no-dht",
+        "--no-lsd",
+        "--port",
+        "0",
+    ];
+    let want = "warning: lonely: nothing can find peers for this torrent \
+                (no trackers, DHT and LSD off): waiting for incoming connections; \
+                use --peer to name one";
+    let mut p = ctx.spawn("btc-alone", ctx.btc(&args));
+    p.wait_output(want, secs(30));
+    // It keeps running: an incoming peer may still come.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    p.assert_running();
+    assert_eq!(p.stderr().matches("nothing can find peers").count(), 1);
+    p.kill_hard();
+
+    let mut args = args.to_vec();
+    args.push("--json");
+    let mut p = ctx.spawn("btc-alone-json", ctx.btc(&args));
+    ctx.wait_for("the JSON warning", secs(30), || {
+        p.stdout().contains("nothing can find peers")
+    });
+    let stdout = p.stdout();
+    let event = stdout
+        .lines()
+        .find(|l| l.contains("nothing can find peers"))
+        .unwrap_or_else(|| panic!("no event in:\n{stdout}"));
+    let v: serde_json::Value = serde_json::from_str(event).unwrap();
+    assert_eq!(v["event"], "error", "{event}");
+    assert_eq!(v["fatal"], false, "{event}");
+    assert_eq!(v["info_hash"], hex, "{event}");
+    p.assert_running();
+    p.kill_hard();
+
+    // With a way to find peers (here a tracker, even one that never
+    // answers) nothing is said.
+    let tracked = format!("{magnet}&tr=udp%3A%2F%2F127.0.0.1%3A{}", free_port());
+    let mut p = ctx.spawn(
+        "btc-tracked",
+        ctx.btc(&[
+            "-o",
+            s(&out),
+            &tracked,
+            "--no-dht",
+            "--no-lsd",
+            "--port",
+            "0",
+        ]),
+    );
+    p.wait_output("finding peers", secs(30));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        !p.stderr().contains("nothing can find peers"),
+        "{}",
+        p.stderr()
+    );
+    p.kill_hard();
+}
+
 #[test]
 fn hostile_torrents_are_rejected_and_create_nothing() {
     let ctx = Ctx::new("cli-hostile", secs(180));

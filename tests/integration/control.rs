@@ -95,7 +95,7 @@ fn plain_output_names_the_torrent_and_sums_up() {
     let ctx = Ctx::new("control-plain-output", secs(120));
     let (_seed, t, root, peer) = seeder(&ctx, 12 * MIB, &["--upload-limit", "1M"]);
     let out = ctx.join("out");
-    let (_, stderr, _) = leech(
+    let (stdout, stderr, _) = leech(
         &ctx,
         "leecher",
         &leecher_args(&out, &t, &peer, &["--no-seed"]),
@@ -111,11 +111,26 @@ fn plain_output_names_the_torrent_and_sums_up() {
         progress.iter().all(|l| !l.contains("↓0 B/s")),
         "a progress line shows no rate while data flows:\n{stderr}"
     );
-    let done = stderr
+    // One line sums the download up (a second, `complete: …` on stderr,
+    // said the same).
+    let done: Vec<&str> = stdout
         .lines()
-        .find(|l| l.starts_with("complete: limited.bin (12.00 MiB) in "))
-        .unwrap_or_else(|| panic!("no completion line in:\n{stderr}"));
-    assert!(done.ends_with("from 1 peer"), "{done}");
+        .chain(stderr.lines())
+        .filter(|l| l.contains("limited.bin") && !l.contains('%'))
+        .filter(|l| l.starts_with("downloaded ") || l.starts_with("complete"))
+        .collect();
+    assert_eq!(done.len(), 1, "one summary line:\n{stdout}\n{stderr}");
+    assert!(
+        done[0].starts_with("downloaded limited.bin: 12.00 MiB in ")
+            && done[0].contains("/s average, from 1 peer, uploaded "),
+        "{}",
+        done[0]
+    );
+    let got = summary_downloaded_bytes(&stdout);
+    assert!(
+        got.is_some_and(|b| b.abs_diff(12 * MIB) < MIB / 100),
+        "{got:?}"
+    );
 }
 
 /// SIGTERM during a download: a clean stop within 2 s and status 143
