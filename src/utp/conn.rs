@@ -359,6 +359,24 @@ impl Conn {
         !self.inbox.is_empty() || self.eof || self.phase == Phase::Closed
     }
 
+    /// The congestion state in a few words, for `-vv` logs: what a slow
+    /// uTP transfer is first checked against.
+    pub fn summary(&self) -> String {
+        format!(
+            "window {} KiB{} (peer's {} KiB), queueing {} ms, srtt {} ms, {} packets sent",
+            self.cc.window() >> 10,
+            if self.cc.in_slow_start() {
+                " in slow start"
+            } else {
+                ""
+            },
+            self.peer_wnd >> 10,
+            self.cc.queueing_delay_us() / 1000,
+            self.srtt.map_or(0, |d| d.as_millis()),
+            self.tx_count,
+        )
+    }
+
     /// The current congestion window (for logs and tests).
     pub fn congestion_window(&self) -> usize {
         self.cc.window()

@@ -553,6 +553,10 @@ impl Shared {
             ours && conns.remove(&cell.key).is_some()
         };
         if removed {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let st = lock(&cell.state);
+                tracing::debug!("uTP {}: closed: {}", cell.key.0, st.conn.summary());
+            }
             self.rebalance();
         }
     }

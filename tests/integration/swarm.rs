@@ -680,6 +680,9 @@ fn dht_joins_once_the_bootstrap_name_resolves() {
             "--dht-bootstrap",
             &named,
             "--no-seed",
+            // The DHT must find the seeder: LSD now works inside the
+            // namespace too (announces leave from the --bind address).
+            "--no-lsd",
             "--state-dir",
             s(&ctx.mkdir("state2")),
             "-o",
