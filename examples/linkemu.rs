@@ -387,7 +387,7 @@ async fn udp_relay(
                     continue;
                 }
                 let local = SocketAddr::new(listen.local_addr().expect("bound").ip(), 0);
-                let Ok(s) = UdpSocket::bind(local).await else {
+                let Ok(s) = udp_bind(local) else {
                     continue;
                 };
                 if s.connect(target).await.is_err() {

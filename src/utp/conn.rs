@@ -169,6 +169,9 @@ pub struct Conn {
     /// Payload bytes in packets counted as in flight.
     flight: usize,
     lost_count: usize,
+    /// Window cuts for a loss, and retransmission timeouts (for logs).
+    window_cuts: u32,
+    timeouts: u32,
     cc: Ledbat,
     peer_wnd: usize,
     srtt: Option<Duration>,
@@ -228,6 +231,8 @@ impl Conn {
             sent: VecDeque::new(),
             flight: 0,
             lost_count: 0,
+            window_cuts: 0,
+            timeouts: 0,
             cc: Ledbat::new(mss),
             peer_wnd: mss,
             srtt: None,
@@ -363,7 +368,7 @@ impl Conn {
     /// uTP transfer is first checked against.
     pub fn summary(&self) -> String {
         format!(
-            "window {} KiB{} (peer's {} KiB), queueing {} ms, srtt {} ms, {} packets sent",
+            "window {} KiB{} (peer's {} KiB), queueing {} ms, srtt {} ms, {} packets sent, {} cut for loss, {} timeouts",
             self.cc.window() >> 10,
             if self.cc.in_slow_start() {
                 " in slow start"
@@ -374,6 +379,8 @@ impl Conn {
             self.cc.queueing_delay_us() / 1000,
             self.srtt.map_or(0, |d| d.as_millis()),
             self.tx_count,
+            self.window_cuts,
+            self.timeouts,
         )
     }
 
@@ -635,6 +642,7 @@ impl Conn {
             }
         }
         if any_lost && self.recovery_until.is_none() {
+            self.window_cuts += 1;
             self.cc.on_loss();
             self.recovery_until = Some(self.seq_nr.wrapping_sub(1));
         }
@@ -907,6 +915,7 @@ impl Conn {
                 return;
             }
             self.rto = (self.rto * 2).min(MAX_RTO);
+            self.timeouts += 1;
             self.cc.on_timeout();
             for s in self.sent.iter_mut().filter(|s| !s.sacked) {
                 if s.in_flight {
