@@ -125,9 +125,16 @@ impl Ledbat {
             }
         }
         if !self.slow_start {
-            let gain = self.mss.max(GAIN_BYTES) * off_target * (acked / self.cwnd).min(1.0);
-            if gain < 0.0 || limited {
-                self.cwnd += gain;
+            if self.queueing_us > TARGET_US {
+                // Over target, shrink multiplicatively (as LEDBAT++ does):
+                // over a round trip the window loses the share the delay
+                // is over target, at most half. RFC 6817's linear decrease
+                // (one packet per round trip) took minutes to give a large
+                // window back to a TCP flow that filled the queue.
+                let over = (self.queueing_us - TARGET_US) as f64 / TARGET_US as f64;
+                self.cwnd -= over.min(0.5) * acked.min(self.cwnd);
+            } else if limited {
+                self.cwnd += self.mss.max(GAIN_BYTES) * off_target * (acked / self.cwnd).min(1.0);
             }
         }
         self.cwnd = self.cwnd.clamp(self.mss, MAX_WINDOW);
@@ -198,6 +205,38 @@ mod tests {
         }
         assert!(c.window() < grown, "{} < {grown}", c.window());
         assert_eq!(c.queueing_delay_us(), 2 * TARGET_US);
+    }
+
+    /// A queue twice the target (a TCP flow filling the bottleneck) halves
+    /// the window every round trip: a 2 MB window is down to a few packets
+    /// within ten round trips, not the minutes a one-packet-per-round-trip
+    /// decrease took.
+    #[test]
+    fn regression_a_standing_queue_over_target_shrinks_the_window_fast() {
+        let now = Instant::now();
+        let mut c = Ledbat::new(MSS);
+        c.on_delay_sample(1_000, now);
+        while c.window() < 2_000 * MSS {
+            round(&mut c, 1_000, now);
+        }
+        c.on_loss(); // leave slow start, at 1 MB
+        let big = c.window();
+        for _ in 0..10 {
+            round(&mut c, 1_000 + 3 * TARGET_US, now);
+        }
+        assert!(c.window() <= big / 256 + MSS, "{} from {big}", c.window());
+        // Just over target, the cut is as small as the excess.
+        let mut d = Ledbat::new(MSS);
+        d.on_delay_sample(1_000, now);
+        d.on_loss();
+        let w = 100 * MSS;
+        d.cwnd = w as f64;
+        round(&mut d, 1_000 + TARGET_US + TARGET_US / 10, now);
+        assert!(
+            d.window() >= w * 85 / 100 && d.window() < w,
+            "{}",
+            d.window()
+        );
     }
 
     #[test]

@@ -151,3 +151,123 @@ fn regression_a_far_peer_gets_a_pipeline_deeper_than_any_fixed_one() {
     );
     seeder.assert_running();
 }
+
+/// Starts the emulator relaying TCP and UDP from one free port each to
+/// `target`, through one shared bottleneck; returns it and the TCP and
+/// UDP addresses to dial.
+fn start_shared_relay(ctx: &Ctx, target: &str, extra: &[&str]) -> (Proc, String, String) {
+    let mut c = Command::new(linkemu());
+    c.args(["--tcp", &format!("127.0.0.1:0={target}")])
+        .args(["--udp", &format!("127.0.0.1:0={target}")])
+        .args(extra);
+    let mut p = ctx.spawn("linkemu", c);
+    let out = p.wait_output("udp ", secs(10));
+    let find = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .expect("the relay's address")
+            .trim()
+            .to_string()
+    };
+    (p, find("tcp "), find("udp "))
+}
+
+/// uTP exists to yield: a uTP download sharing a 40 Mbit/s bottleneck
+/// (40 ms round trip, a 300 ms router queue) with a TCP download must
+/// leave the TCP flow most of the link. With RFC 6817's one packet per
+/// round trip decrease, the uTP window took minutes to shrink once a TCP
+/// flow filled the queue, and TCP got about half (55% of its rate alone,
+/// measured); LEDBAT++'s multiplicative decrease gives it back in a few
+/// round trips (85%). Rates are compared within the test, against the
+/// same TCP download alone through the same link.
+#[test]
+fn regression_utp_yields_the_bottleneck_to_tcp() {
+    let ctx = Ctx::new("wan-ledbat-yields", secs(180));
+    let seed_dir = ctx.mkdir("seed");
+    let (big, small) = (seed_dir.join("big.bin"), seed_dir.join("small.bin"));
+    write_random_file(&big, 96 * MIB, 26);
+    write_random_file(&small, 12 * MIB, 27);
+    let (tb, ts) = (ctx.join("big.torrent"), ctx.join("small.torrent"));
+    btc_create(&ctx, &big, &tb, &[]);
+    btc_create(&ctx, &small, &ts, &[]);
+    let port = free_port();
+    let _seeder = start_btc_seeder(
+        &ctx,
+        "seeder",
+        &seed_dir,
+        s(&tb),
+        port,
+        &[
+            s(&ts),
+            "--bind",
+            "127.0.0.1",
+            "--no-dht",
+            "--max-peers-per-ip",
+            "8",
+        ],
+    );
+    let (_relay, tcp, udp) = start_shared_relay(
+        &ctx,
+        &format!("127.0.0.1:{port}"),
+        &["--rtt-ms", "40", "--rate", "40mbit", "--queue-ms", "300"],
+    );
+    // The TCP download through the link, timed from start to exit.
+    let tcp_fetch = |name: &str| -> Duration {
+        let out = ctx.join(name);
+        let (_, _, took) = leech(
+            &ctx,
+            name,
+            &[
+                "-o",
+                s(&out),
+                s(&ts),
+                "--peer",
+                &tcp,
+                "--no-seed",
+                "--no-dht",
+                "--no-utp",
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.3",
+            ],
+            secs(60),
+        );
+        assert_same_file(&small, &out.join("small.bin"));
+        took
+    };
+    let alone = tcp_fetch("tcp-alone");
+    let out = ctx.join("utp");
+    let mut utp = ctx.spawn(
+        "utp-leecher",
+        ctx.btc(&[
+            "-o",
+            s(&out),
+            s(&tb),
+            "--peer",
+            &udp,
+            "--no-seed",
+            "--no-dht",
+            "--no-tcp",
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.2",
+        ]),
+    );
+    // Let uTP take the link, window and all.
+    std::thread::sleep(secs(5));
+    utp.assert_running();
+    let shared = tcp_fetch("tcp-beside-utp");
+    utp.assert_running();
+    let share = alone.as_secs_f64() / shared.as_secs_f64();
+    eprintln!(
+        "[ledbat] TCP alone {alone:?}, beside uTP {shared:?}: {:.0}% of its rate",
+        share * 100.0
+    );
+    assert!(
+        share >= 0.7,
+        "TCP beside uTP got {:.0}% of its rate alone ({alone:?} alone, {shared:?} beside uTP)",
+        share * 100.0
+    );
+}
