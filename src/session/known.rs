@@ -36,6 +36,32 @@ pub enum PeerSource {
 }
 
 impl PeerSource {
+    /// Dials this source may start per second, and the burst it may save
+    /// up; `None`: only the connection budgets limit it. The user's and a
+    /// tracker's word are worth a dial each; a PEX message, a DHT node or
+    /// an LSD sender may be lying (thousands of unreachable addresses), so
+    /// each of those gets a trickle of dials, and the honest sources keep
+    /// the half-open slots. libtorrent dials about 5 a second in all.
+    fn dial_rate(self) -> Option<(f64, f64)> {
+        match self {
+            PeerSource::Manual | PeerSource::Tracker => None,
+            PeerSource::Dht | PeerSource::Pex => Some((4.0, 8.0)),
+            PeerSource::Lsd => Some((2.0, 4.0)),
+        }
+    }
+
+    /// Which candidates are dialled first: what the user or a tracker
+    /// named, then the local network, then the DHT, then hearsay.
+    fn rank(self) -> u8 {
+        match self {
+            PeerSource::Manual => 0,
+            PeerSource::Tracker => 1,
+            PeerSource::Lsd => 2,
+            PeerSource::Dht => 3,
+            PeerSource::Pex => 4,
+        }
+    }
+
     /// The name logs and `--json` events use.
     pub fn label(self) -> &'static str {
         match self {
@@ -70,6 +96,9 @@ pub struct Known {
     pub next_try: Option<Instant>,
     /// Last reached over uTP, or said by PEX to speak it: dial that first.
     pub utp_first: bool,
+    /// A dial of ours reached a BitTorrent peer here once: dialled before
+    /// addresses never tried or that only failed.
+    pub reached: bool,
 }
 
 /// How a connection we dialled ended.
@@ -97,6 +126,7 @@ impl Known {
             self.utp_first = t == Transport::Utp;
         }
         self.seed = how == Ended::BothSeeds;
+        self.reached |= how != Ended::Failed;
         self.failures = if how == Ended::Failed {
             self.failures + 1
         } else {
@@ -129,10 +159,13 @@ pub fn learn(
     bind: Option<IpAddr>,
 ) {
     for (a, flags) in addrs {
-        if known.len() >= MAX_KNOWN_PEERS {
+        if known.len() >= MAX_KNOWN_PEERS && !known.contains_key(&a) && !evict_for(known, source) {
             break;
         }
         if a.port() == 0 || (a.port() == listen_port && is_local(a.ip(), bind)) {
+            continue;
+        }
+        if source == PeerSource::Lsd && !known.contains_key(&a) && !lsd_replaces(known, a) {
             continue;
         }
         known.entry(a).or_insert_with(|| Known {
@@ -142,6 +175,126 @@ pub fn learn(
             ..Known::default()
         });
     }
+}
+
+/// Makes room in a full book for an address from `source` by dropping one
+/// from a less trusted source (PEX before the DHT before LSD) that no dial
+/// of ours ever reached and that is not being dialled, so a DHT or PEX
+/// flood that filled the book first cannot keep out what a tracker or the
+/// user names. Returns whether there is room now.
+fn evict_for(known: &mut HashMap<SocketAddr, Known>, source: PeerSource) -> bool {
+    let victim = known
+        .iter()
+        .filter(|(_, k)| !k.reached && !k.dialing && k.source.rank() > source.rank())
+        .max_by_key(|(a, k)| (k.source.rank(), k.failures, **a))
+        .map(|(a, _)| *a);
+    match victim {
+        Some(a) => {
+            known.remove(&a);
+            true
+        }
+        None => false,
+    }
+}
+
+/// One LSD entry per sending host, as libtorrent keeps: a host announces
+/// the one port it listens on, so a new port from the same address
+/// replaces the entry it had (unless that one is being dialled or is
+/// connected: then the new port waits for the next announce). Without
+/// this, a flood of announces with a new port each made hundreds of
+/// entries, and dials, for one address. Returns whether `a` may go in.
+fn lsd_replaces(known: &mut HashMap<SocketAddr, Known>, a: SocketAddr) -> bool {
+    let old = known
+        .iter()
+        .find(|(k, v)| k.ip() == a.ip() && v.source == PeerSource::Lsd)
+        .map(|(k, v)| (*k, v.dialing));
+    match old {
+        None => true,
+        Some((_, true)) => false,
+        Some((k, false)) => {
+            known.remove(&k);
+            true
+        }
+    }
+}
+
+/// Per-source dial budgets (see [`PeerSource::dial_rate`]): token buckets
+/// refilled by the clock the torrent's loop passes in.
+#[derive(Debug, Default)]
+pub struct DialPacer {
+    /// Tokens per source, indexed by [`PeerSource::rank`].
+    tokens: [f64; 5],
+    last: Option<Instant>,
+}
+
+impl DialPacer {
+    fn refill(&mut self, now: Instant) {
+        let elapsed = match self.last {
+            Some(t) => now.saturating_duration_since(t).as_secs_f64(),
+            // A new torrent starts with every burst full.
+            None => f64::INFINITY,
+        };
+        self.last = Some(now);
+        for source in [PeerSource::Dht, PeerSource::Pex, PeerSource::Lsd] {
+            if let Some((rate, burst)) = source.dial_rate() {
+                let t = &mut self.tokens[source.rank() as usize];
+                *t = (*t + rate * elapsed).min(burst);
+            }
+        }
+    }
+
+    /// Whether `source` may start a dial now.
+    fn has(&self, source: PeerSource) -> bool {
+        source.dial_rate().is_none() || self.tokens[source.rank() as usize] >= 1.0
+    }
+
+    /// Spends one dial of `source`'s budget.
+    fn take(&mut self, source: PeerSource) {
+        if source.dial_rate().is_some() {
+            self.tokens[source.rank() as usize] -= 1.0;
+        }
+    }
+}
+
+/// The addresses to dial now, best first, at most `room`: among those
+/// `eligible` lets through (connection rules the caller knows; it is asked
+/// only about addresses whose source has budget left, and each it lets
+/// through is dialled), ones a dial
+/// of ours reached before, then by fewest failures, then by source (the
+/// user's and trackers' first, PEX last), each source within its dial
+/// budget. Returns them and whether due candidates were left for want of
+/// a source's budget (the caller looks again shortly, not only at the
+/// next event).
+pub fn dial_order(
+    known: &HashMap<SocketAddr, Known>,
+    pacer: &mut DialPacer,
+    now: Instant,
+    room: usize,
+    mut eligible: impl FnMut(&SocketAddr, &Known) -> bool,
+) -> (Vec<SocketAddr>, bool) {
+    let mut due: Vec<(&SocketAddr, &Known)> = known
+        .iter()
+        .filter(|(_, k)| !k.dialing && k.next_try.is_none_or(|t| t <= now))
+        .collect();
+    due.sort_unstable_by_key(|(a, k)| (!k.reached, k.failures, k.source.rank(), **a));
+    pacer.refill(now);
+    let mut out = Vec::new();
+    let mut held_back = false;
+    for (a, k) in due {
+        if out.len() >= room {
+            break;
+        }
+        if !pacer.has(k.source) {
+            held_back = true;
+            continue;
+        }
+        if !eligible(a, k) {
+            continue;
+        }
+        pacer.take(k.source);
+        out.push(*a);
+    }
+    (out, held_back)
 }
 
 /// Whether `ip` is this host as far as our own listen address goes.
@@ -322,5 +475,190 @@ mod tests {
         );
         assert_eq!(next_wake(&book, None, now), at(50));
         assert_eq!(next_wake(&book, at(20), now), at(20));
+    }
+
+    /// Candidates the user or a tracker named are dialled before hearsay,
+    /// and one a dial of ours reached before goes ahead of all of them.
+    #[test]
+    fn dial_order_puts_reached_then_trusted_sources_first() {
+        let now = Instant::now();
+        let mut book = HashMap::new();
+        learn(
+            &mut book,
+            no_flags(vec![addr("10.0.0.5:1")]),
+            PeerSource::Pex,
+            6881,
+            None,
+        );
+        learn(
+            &mut book,
+            no_flags(vec![addr("10.0.0.4:1")]),
+            PeerSource::Dht,
+            6881,
+            None,
+        );
+        learn(
+            &mut book,
+            no_flags(vec![addr("10.0.0.3:1")]),
+            PeerSource::Tracker,
+            6881,
+            None,
+        );
+        learn(
+            &mut book,
+            no_flags(vec![addr("10.0.0.2:1")]),
+            PeerSource::Manual,
+            6881,
+            None,
+        );
+        learn(
+            &mut book,
+            no_flags(vec![addr("10.0.0.9:1")]),
+            PeerSource::Pex,
+            6881,
+            None,
+        );
+        let back = book.get_mut(&addr("10.0.0.9:1")).unwrap();
+        back.ended(Ended::Ok, None, now - Duration::from_secs(60));
+        let failed = book.get_mut(&addr("10.0.0.2:1")).unwrap();
+        failed.ended(Ended::Failed, None, now - Duration::from_secs(60));
+        let (order, held) = dial_order(&book, &mut DialPacer::default(), now, 10, |_, _| true);
+        let want: Vec<SocketAddr> = [
+            "10.0.0.9:1",
+            "10.0.0.3:1",
+            "10.0.0.4:1",
+            "10.0.0.5:1",
+            "10.0.0.2:1",
+        ]
+        .iter()
+        .map(|a| addr(a))
+        .collect();
+        assert_eq!(order, want);
+        assert!(!held);
+        // `room` and `eligible` bound the list.
+        let (two, _) = dial_order(&book, &mut DialPacer::default(), now, 2, |a, _| {
+            *a != addr("10.0.0.3:1")
+        });
+        assert_eq!(two, vec![addr("10.0.0.9:1"), addr("10.0.0.4:1")]);
+    }
+
+    /// Regression: thousands of unreachable addresses from PEX (or a DHT
+    /// node) were dialled as fast as the half-open budget freed up (14 a
+    /// second), ahead of or beside the tracker's real seeder. Now each
+    /// such source gets a burst and then a trickle of dials, and a
+    /// tracker's address still goes at once.
+    #[test]
+    fn regression_a_flooding_source_gets_a_trickle_of_dials() {
+        let t0 = Instant::now();
+        let mut book = HashMap::new();
+        let flood: Vec<SocketAddr> = (0..1000u32)
+            .map(|i| SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 6881)))
+            .collect();
+        learn(&mut book, no_flags(flood), PeerSource::Pex, 6881, None);
+        let mut pacer = DialPacer::default();
+        let (first, held) = dial_order(&book, &mut pacer, t0, 100, |_, _| true);
+        assert_eq!(first.len(), 8, "the burst");
+        assert!(held, "the rest wait for the budget");
+        for a in &first {
+            book.get_mut(a).unwrap().dialing = true;
+        }
+        // The tracker's seeder arrives: dialled at once, PEX still paced.
+        learn(
+            &mut book,
+            no_flags(vec![addr("10.9.9.9:1")]),
+            PeerSource::Tracker,
+            6881,
+            None,
+        );
+        let (next, _) = dial_order(&book, &mut pacer, t0, 100, |_, _| true);
+        assert_eq!(next, vec![addr("10.9.9.9:1")]);
+        // Ten seconds on, PEX has had four more a second, not hundreds.
+        let mut dialled = first.len();
+        for s in 1..=10 {
+            let (more, _) = dial_order(
+                &book,
+                &mut pacer,
+                t0 + Duration::from_secs(s),
+                100,
+                |a, _| a.port() == 6881,
+            );
+            for a in &more {
+                book.get_mut(a).unwrap().dialing = true;
+            }
+            dialled += more.len();
+        }
+        assert_eq!(dialled, 8 + 40);
+    }
+
+    /// Regression: an LSD flood from one host, each announce with another
+    /// port, made an address-book entry (and a dial) per port: 500-960
+    /// dials in under a minute where libtorrent made 80. Now a host has
+    /// one LSD entry, its latest port, and the one being dialled is kept.
+    #[test]
+    fn regression_an_lsd_flood_from_one_host_is_one_entry() {
+        let mut book = HashMap::new();
+        for port in 1000..1500u16 {
+            let a = SocketAddr::from(([192, 168, 1, 7], port));
+            learn(&mut book, no_flags(vec![a]), PeerSource::Lsd, 6881, None);
+        }
+        assert_eq!(book.len(), 1);
+        assert!(book.contains_key(&addr("192.168.1.7:1499")));
+        book.get_mut(&addr("192.168.1.7:1499")).unwrap().dialing = true;
+        learn(
+            &mut book,
+            no_flags(vec![addr("192.168.1.7:2000")]),
+            PeerSource::Lsd,
+            6881,
+            None,
+        );
+        assert_eq!(
+            book.keys().collect::<Vec<_>>(),
+            vec![&addr("192.168.1.7:1499")]
+        );
+        // Another host, and the same host named by a tracker, are their own.
+        learn(
+            &mut book,
+            no_flags(vec![addr("192.168.1.8:1")]),
+            PeerSource::Lsd,
+            6881,
+            None,
+        );
+        learn(
+            &mut book,
+            no_flags(vec![addr("192.168.1.7:3000")]),
+            PeerSource::Tracker,
+            6881,
+            None,
+        );
+        assert_eq!(book.len(), 3);
+    }
+
+    /// Regression: DHT nodes answering with thousands of unreachable
+    /// peers filled the address book first come, first kept, and the
+    /// tracker's seeder that came later was dropped. Now a full book makes
+    /// room for a better source by dropping its least trusted untried entry.
+    #[test]
+    fn regression_a_full_book_makes_room_for_a_tracker_s_peer() {
+        let mut book = HashMap::new();
+        let flood: Vec<SocketAddr> = (0..MAX_KNOWN_PEERS as u32 + 500)
+            .map(|i| SocketAddr::from(([10, 2, (i >> 8) as u8, i as u8], 6881)))
+            .collect();
+        learn(&mut book, no_flags(flood), PeerSource::Dht, 6881, None);
+        assert_eq!(book.len(), MAX_KNOWN_PEERS);
+        let more_pex = vec![addr("10.3.0.1:1")];
+        learn(&mut book, no_flags(more_pex), PeerSource::Pex, 6881, None);
+        assert!(
+            !book.contains_key(&addr("10.3.0.1:1")),
+            "PEX ranks below the DHT"
+        );
+        learn(
+            &mut book,
+            no_flags(vec![addr("10.9.9.9:1")]),
+            PeerSource::Tracker,
+            6881,
+            None,
+        );
+        assert!(book.contains_key(&addr("10.9.9.9:1")));
+        assert_eq!(book.len(), MAX_KNOWN_PEERS);
     }
 }

@@ -9,7 +9,7 @@
 //! [`Session`]'s. The per-peer work happens in [`crate::peer::conn`]; this
 //! loop only makes decisions that need a view of every peer.
 
-use super::known::{Ended, Known, PeerSource, learn, next_wake, no_flags};
+use super::known::{DialPacer, Ended, Known, PeerSource, dial_order, learn, next_wake, no_flags};
 use super::queue::ActiveSlot;
 use super::shared::{Limits, PeerCommand, PeerEntry, Shared, TorrentData};
 use super::{Session, files, host, resume, status, stream};
@@ -316,6 +316,8 @@ pub async fn run(
     // times a second); only an event, a peer, a redial or the seed time
     // wakes it. Only a tick sets it; every event clears it.
     let mut idle = false;
+    // Per-source dial budgets (see `known::dial_order`).
+    let mut pacer = DialPacer::default();
     let mut idle_until: Option<Instant> = None;
     let mut completed_at: Option<Instant> = complete_at_start.then(Instant::now);
     let mut download_time = None;
@@ -364,14 +366,14 @@ pub async fn run(
                 idle = false;
                 learn(&mut known, addrs, source, listen_port, session.bind);
                 status.peers_known = known.len();
-                dial_some(&mut known, &shared, &session, &opts, &dialing, &ev_tx);
+                dial_some(&mut known, &mut pacer, &shared, &session, &opts, &dialing, &ev_tx);
             }
             Some(ConnEvent::Ended(addr, how, transport)) = ev_rx.recv() => {
                 idle = false;
                 if let Some(k) = known.get_mut(&addr) {
                     k.ended(how, transport, Instant::now());
                 }
-                dial_some(&mut known, &shared, &session, &opts, &dialing, &ev_tx);
+                dial_some(&mut known, &mut pacer, &shared, &session, &opts, &dialing, &ev_tx);
             }
             Some(info) = metadata_rx.recv(), if shared.data().is_none() => {
                 let trackers = Vec::new();
@@ -422,7 +424,9 @@ pub async fn run(
                     last_choke = now;
                     rechoke_pending = false;
                 }
-                dial_some(&mut known, &shared, &session, &opts, &dialing, &ev_tx);
+                // Candidates left for want of their source's dial budget keep
+                // the torrent ticking (not idle) until they are dialled.
+                let paced = dial_some(&mut known, &mut pacer, &shared, &session, &opts, &dialing, &ev_tx);
                 totals_tx.send_if_modified(|t| {
                     let n = totals(&shared);
                     let changed = *t != n;
@@ -534,6 +538,7 @@ pub async fn run(
                             break;
                         }
                     if stream_task.is_none()
+                        && !paced
                         && status.peers_connected == 0
                         && status.web_seeds == 0
                         && dialing.load(Ordering::Relaxed) == 0
@@ -820,16 +825,20 @@ fn unchoke_free_slots(shared: &Shared, choker: &Choker) {
     }
 }
 
+/// Dials the best candidates there is room for (see [`dial_order`]).
+/// Returns whether due candidates were left for want of their source's
+/// dial budget: the torrent must not go idle on them.
 fn dial_some(
     known: &mut HashMap<SocketAddr, Known>,
+    pacer: &mut DialPacer,
     shared: &Arc<Shared>,
     session: &Session,
     opts: &Options,
     dialing: &Arc<AtomicUsize>,
     ev_tx: &mpsc::Sender<ConnEvent>,
-) {
+) -> bool {
     if shared.shutdown.is_cancelled() {
-        return;
+        return false;
     }
     let st = shared.lock();
     let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
@@ -852,33 +861,32 @@ fn dial_some(
     // of the whole process.
     let in_progress = dialing.load(Ordering::Relaxed);
     let process = &session.budget;
-    let mut budget = opts
+    let budget = opts
         .max_peers_per_torrent
         .saturating_sub(st.peers.len() + in_progress)
         .min(process.room())
         .min(MAX_HALF_OPEN.saturating_sub(process.dialing.load(Ordering::Relaxed)));
-    for (addr, k) in known.iter_mut() {
-        if budget == 0 {
-            break;
+    let (chosen, held_back) = dial_order(known, pacer, now, budget, |addr, k| {
+        let ok = !connected.contains(addr)
+            && (!seeding || !k.seed)
+            && !st.banned.contains(&addr.ip())
+            && per_ip.get(&addr.ip()).copied().unwrap_or(0) < opts.max_per_ip;
+        if ok {
+            *per_ip.entry(addr.ip()).or_insert(0) += 1;
         }
-        if k.dialing
-            || connected.contains(addr)
-            || (seeding && k.seed)
-            || k.next_try.is_some_and(|t| t > now)
-            || st.banned.contains(&addr.ip())
-            || per_ip.get(&addr.ip()).copied().unwrap_or(0) >= opts.max_per_ip
-        {
+        ok
+    });
+    for addr in chosen {
+        let Some(k) = known.get_mut(&addr) else {
             continue;
-        }
-        *per_ip.entry(addr.ip()).or_insert(0) += 1;
+        };
         tracing::info!("dialing {addr} (from {})", k.source);
         k.dialing = true;
-        budget -= 1;
         dialing.fetch_add(1, Ordering::Relaxed);
         process.dialing.fetch_add(1, Ordering::Relaxed);
         let (source, utp_first) = (k.source, k.utp_first);
         let (addr, shared, dialer, ev_tx, dialing, process) = (
-            *addr,
+            addr,
             shared.clone(),
             session.dialer(),
             ev_tx.clone(),
@@ -923,6 +931,7 @@ fn dial_some(
             let _ = ev_tx.send(ConnEvent::Ended(addr, how, transport)).await;
         });
     }
+    held_back
 }
 
 fn cached_info_path(dir: &std::path::Path, ih: InfoHash) -> PathBuf {
