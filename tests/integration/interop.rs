@@ -239,19 +239,7 @@ fn libtorrent_seeds_btc_downloads() {
     ctx.run("mktorrent", c, secs(60)).assert_ok("mktorrent");
     let p = free_port();
     let listen = format!("127.0.0.2:{p}");
-    let mut lt = ctx.spawn(
-        "libtorrent-seeder",
-        lt_cmd(&[
-            "seed",
-            "--torrent",
-            s(&t),
-            "--save",
-            s(&seed_dir),
-            "--listen",
-            &listen,
-        ]),
-    );
-    lt.wait_output("SEEDING", secs(60));
+    let mut lt = start_lt_seeder(&ctx, &t, &seed_dir, &listen);
     let out = ctx.join("out");
     btc_leech(
         &ctx,

@@ -927,6 +927,24 @@ pub fn start_btc_seeder(
     proc
 }
 
+/// A libtorrent seeder (`lt.py seed`) of `torrent` with its data in
+/// `save`, listening on `listen`; returns once it seeds.
+pub fn start_lt_seeder(ctx: &Ctx, torrent: &Path, save: &Path, listen: &str) -> Proc {
+    let mut c = Command::new(PYTHON);
+    c.arg("-u").arg(py_script("lt.py")).args([
+        "seed",
+        "--torrent",
+        s(torrent),
+        "--save",
+        s(save),
+        "--listen",
+        listen,
+    ]);
+    let mut p = ctx.spawn("libtorrent-seeder", c);
+    p.wait_output("SEEDING", secs(60));
+    p
+}
+
 /// A standalone DHT node on 127.0.0.1:`port` that bootstraps from nobody.
 pub fn start_btc_dht(ctx: &Ctx, port: u16) -> Proc {
     let state = ctx.mkdir(format!("dht-node-{port}"));

@@ -28,21 +28,25 @@ fn linkemu() -> PathBuf {
     path
 }
 
-/// Starts the emulator relaying TCP from a free port to `target`; returns
-/// it and the address to dial.
-fn start_relay(ctx: &Ctx, target: &str, extra: &[&str]) -> (Proc, String) {
+/// Starts the emulator relaying TCP (and with `udp`, UDP too, through
+/// the same bottleneck) from free ports to `target`; returns it and the
+/// TCP and UDP addresses to dial.
+fn start_relay(ctx: &Ctx, target: &str, udp: bool, extra: &[&str]) -> (Proc, String, String) {
     let mut c = Command::new(linkemu());
-    c.args(["--tcp", &format!("127.0.0.1:0={target}")])
-        .args(extra);
+    c.args(["--tcp", &format!("127.0.0.1:0={target}")]);
+    if udp {
+        c.args(["--udp", &format!("127.0.0.1:0={target}")]);
+    }
+    c.args(extra);
     let mut p = ctx.spawn("linkemu", c);
-    let out = p.wait_output("tcp ", secs(10));
-    let addr = out
-        .lines()
-        .find_map(|l| l.strip_prefix("tcp "))
-        .expect("the relay's address")
-        .trim()
-        .to_string();
-    (p, addr)
+    let out = p.wait_output(if udp { "udp " } else { "tcp " }, secs(10));
+    let find = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|a| a.trim().to_string())
+            .unwrap_or_default()
+    };
+    (p, find("tcp "), find("udp "))
 }
 
 /// The emulator delays each direction by half the round trip: an echo
@@ -63,7 +67,7 @@ fn linkemu_delays_each_direction_by_half_the_round_trip() {
             }
         }
     });
-    let (_relay, addr) = start_relay(&ctx, &target, &["--rtt-ms", "400"]);
+    let (_relay, addr, _) = start_relay(&ctx, &target, false, &["--rtt-ms", "400"]);
     let mut c = TcpStream::connect(&addr).unwrap();
     c.set_read_timeout(Some(secs(10))).unwrap();
     let start = Instant::now();
@@ -93,19 +97,8 @@ fn regression_a_far_peer_gets_a_pipeline_deeper_than_any_fixed_one() {
     let t = ctx.join("far.torrent");
     btc_create(&ctx, &file, &t, &["--piece-length", "262144"]);
     let listen = format!("127.0.0.2:{}", free_port());
-    let mut lt = Command::new(PYTHON);
-    lt.arg("-u").arg(py_script("lt.py")).args([
-        "seed",
-        "--torrent",
-        s(&t),
-        "--save",
-        s(&seed_dir),
-        "--listen",
-        &listen,
-    ]);
-    let mut seeder = ctx.spawn("libtorrent-seeder", lt);
-    seeder.wait_output("SEEDING", secs(60));
-    let (_relay, relay) = start_relay(&ctx, &listen, &["--rtt-ms", "300"]);
+    let mut seeder = start_lt_seeder(&ctx, &t, &seed_dir, &listen);
+    let (_relay, relay, _) = start_relay(&ctx, &listen, false, &["--rtt-ms", "300"]);
     let out = ctx.join("out");
     let (_, stderr, took) = leech(
         &ctx,
@@ -152,26 +145,6 @@ fn regression_a_far_peer_gets_a_pipeline_deeper_than_any_fixed_one() {
     seeder.assert_running();
 }
 
-/// Starts the emulator relaying TCP and UDP from one free port each to
-/// `target`, through one shared bottleneck; returns it and the TCP and
-/// UDP addresses to dial.
-fn start_shared_relay(ctx: &Ctx, target: &str, extra: &[&str]) -> (Proc, String, String) {
-    let mut c = Command::new(linkemu());
-    c.args(["--tcp", &format!("127.0.0.1:0={target}")])
-        .args(["--udp", &format!("127.0.0.1:0={target}")])
-        .args(extra);
-    let mut p = ctx.spawn("linkemu", c);
-    let out = p.wait_output("udp ", secs(10));
-    let find = |prefix: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .expect("the relay's address")
-            .trim()
-            .to_string()
-    };
-    (p, find("tcp "), find("udp "))
-}
-
 /// uTP exists to yield: a uTP download sharing a 40 Mbit/s bottleneck
 /// (40 ms round trip, a 300 ms router queue) with a TCP download must
 /// leave the TCP flow most of the link. With RFC 6817's one packet per
@@ -206,9 +179,10 @@ fn regression_utp_yields_the_bottleneck_to_tcp() {
             "8",
         ],
     );
-    let (_relay, tcp, udp) = start_shared_relay(
+    let (_relay, tcp, udp) = start_relay(
         &ctx,
         &format!("127.0.0.1:{port}"),
+        true,
         &["--rtt-ms", "40", "--rate", "40mbit", "--queue-ms", "300"],
     );
     // The TCP download through the link, timed from start to exit.
