@@ -218,7 +218,7 @@ fn lsd_replaces(known: &mut HashMap<SocketAddr, Known>, a: SocketAddr) -> bool {
     }
 }
 
-/// Per-source dial budgets (see [`PeerSource::dial_rate`]): token buckets
+/// Per-source dial budgets (see `PeerSource::dial_rate`): token buckets
 /// refilled by the clock the torrent's loop passes in.
 #[derive(Debug, Default)]
 pub struct DialPacer {
