@@ -29,9 +29,9 @@ const MAX_UTP_STREAMS: usize = 256;
 const UTP_MEMORY_BUDGET: usize = 128 << 20;
 
 /// The most each buffer of one connection gets: a window for about
-/// 80 MB/s at a 50 ms round trip, when few connections share the budget
-/// (16 or fewer connections each get this).
-const UTP_BUFFER_MAX: usize = 4 << 20;
+/// 160 MB/s at a 100 ms round trip, when few connections share the
+/// budget (4 or fewer connections each get this, 16 get 4 MiB).
+const UTP_BUFFER_MAX: usize = 16 << 20;
 
 // With every connection open, each buffer's share is still above the
 // socket's floor, so the budget holds (checked when compiling).

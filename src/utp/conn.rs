@@ -46,9 +46,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The most out-of-order packets held, and how far past the next expected
 /// packet one may be.
 pub const MAX_REORDER: usize = 1024;
-/// The most packets in flight (the sequence space and the SACK's reach
-/// stay meaningful).
-const MAX_IN_FLIGHT: usize = 2048;
+/// The most packets in flight (11 MB: the sequence space and the SACK's
+/// reach stay meaningful; 2,048 held a peer 100 ms away to ~28 MB/s).
+const MAX_IN_FLIGHT: usize = 8192;
 /// Packets acknowledged after a packet that make it count as lost.
 const DUP_THRESHOLD: usize = 3;
 
