@@ -20,7 +20,10 @@
 # default "20 50 100 300" ms): seconds, MB/s, the share of the capped link
 # filled, and btc's rate as a ratio of libtorrent's. Uncapped runs move
 # BENCH_WAN_MIB (default 512) MiB, capped ones BENCH_WAN_CAPPED_MIB
-# (default 128); caps are given in mbit. Each download is checked with cmp. Targets (issue 25):
+# (default 128); caps are given in mbit. With the btc seeder, the relay also
+# carries UDP through the same link, and a third download, btc over uTP
+# (`--no-tcp`), is printed in its own table beside btc over TCP. Each
+# download is checked with cmp. Targets (issue 25):
 # capped at 100 Mbit/s, at 100 and 300 ms btc fills >= 90% of the link;
 # uncapped, btc at least matches libtorrent.
 #
@@ -627,9 +630,11 @@ wan_fetch() {
   rm -rf "$WORK/out" "$WORK/state-leech"
   mkdir -p "$WORK/out"
   lport=$(free_port)
-  if [ "$client" = btc ]; then
+  if [ "$client" = btc ] || [ "$client" = btc-utp ]; then
+    local only=--no-utp
+    [ "$client" = btc ] || only=--no-tcp
     s=$(date +%s.%N)
-    "$BTC" -o "$WORK/out" "$torrent" --peer "$relay" --no-seed -q --no-utp --no-dht --no-lsd \
+    "$BTC" -o "$WORK/out" "$torrent" --peer "$relay" --no-seed -q "$only" --no-dht --no-lsd \
       --port "$lport" --bind 127.0.0.2 --state-dir "$WORK/state-leech" ||
       { echo "error: the btc download through $relay failed" >&2; exit 1; }
     e=$(date +%s.%N)
@@ -662,13 +667,13 @@ wan_bench() {
   head -c $((capped_mib * 1024 * 1024)) /dev/urandom >"$WORK/seed/small.bin"
   "$BTC" create "$WORK/seed/big.bin" -o "$WORK/big.torrent" -q
   "$BTC" create "$WORK/seed/small.bin" -o "$WORK/small.torrent" -q
-  local rows=() seeder sport spid rate rtt name torrent bytes relay epid secs client lt_mbps mbps fill
+  local rows=() urows=() seeder sport spid rate rtt name torrent bytes relay epid secs client lt_mbps mbps fill
   for seeder in libtorrent btc; do
     sport=$(free_port)
     say "$seeder seeder on 127.0.0.1:$sport"
     if [ "$seeder" = btc ]; then
       "$BTC" -o "$WORK/seed" "$WORK/big.torrent" "$WORK/small.torrent" --port "$sport" \
-        --bind 127.0.0.1 --no-dht --no-lsd --no-utp --state-dir "$WORK/state-seed" \
+        --bind 127.0.0.1 --no-dht --no-lsd --state-dir "$WORK/state-seed" \
         >"$WORK/logs/seed.out" 2>&1 &
       spid=$!
       PIDS+=("$spid")
@@ -686,13 +691,21 @@ wan_bench() {
         if [ "$rate" = none ]; then name=big bytes=$((mib * 1024 * 1024)); else name=small bytes=$((capped_mib * 1024 * 1024)); fi
         torrent="$WORK/$name.torrent"
         local args=(--tcp "127.0.0.1:0=127.0.0.1:$sport" --rtt-ms "$rtt")
+        # The btc seeder also speaks uTP: relay UDP too, through the same link.
+        [ "$seeder" = libtorrent ] || args+=(--udp "127.0.0.1:0=127.0.0.1:$sport")
         [ "$rate" = none ] || args+=(--rate "$rate")
         "$emu" "${args[@]}" >"$WORK/logs/emu.out" 2>&1 &
         epid=$!
         PIDS+=("$epid")
         wait_log "$WORK/logs/emu.out" "tcp " "$epid" 10
         relay=$(awk '/^tcp / { print $2 }' "$WORK/logs/emu.out")
-        for client in btc libtorrent; do
+        local clients="btc libtorrent"
+        [ "$seeder" = libtorrent ] || clients="btc libtorrent btc-utp"
+        for client in $clients; do
+          if [ "$client" = btc-utp ]; then
+            wait_log "$WORK/logs/emu.out" "udp " "$epid" 10
+            relay=$(awk '/^udp / { print $2 }' "$WORK/logs/emu.out")
+          fi
           say "$seeder seeder, rate $rate, rtt $rtt ms: $client"
           secs=$(wan_fetch "$client" "$relay" "$torrent" "$WORK/seed/$name.bin")
           mbps=$(awk -v b="$bytes" -v e="$secs" 'BEGIN { printf "%.1f", b / 1e6 / (e > 0 ? e : 0.001) }')
@@ -701,6 +714,7 @@ wan_bench() {
           [ "$rate" = none ] || fill=$(awk -v m="$mbps" -v r="${rate%mbit}" 'BEGIN { printf "%.0f%%", m * 1e6 / (r * 125000) * 100 }')
           [ "$client" = btc ] && rows+=("$seeder $rate $rtt $secs $mbps $fill")
           [ "$client" = libtorrent ] && lt_mbps=$mbps && rows[-1]="${rows[-1]} $secs $mbps $fill $(ratio "$(echo "${rows[-1]}" | awk '{ print $5 }')" "$lt_mbps")"
+          [ "$client" = btc-utp ] && urows+=("$rate $rtt $secs $mbps $fill $(ratio "$mbps" "$(echo "${rows[-1]}" | awk '{ print $5 }')")")
         done
         kill -TERM "$epid" 2>/dev/null || true
         wait "$epid" 2>/dev/null || true
@@ -716,6 +730,11 @@ wan_bench() {
     printf '%-10s %-7s %5s | %8s %7s %5s | %8s %7s %5s | %s\n' $r
   done
   echo "(fill: share of a 100 Mbit/s link; targets, issue 25: >= 90% at 100 and 300 ms capped; btc/lt >= 1 uncapped)"
+  printf '\nbtc to btc over uTP, same links:\n%-7s %5s | %8s %7s %5s | %s\n' rate rtt "utp s" "MB/s" fill "uTP/TCP"
+  for r in "${urows[@]}"; do
+    # shellcheck disable=SC2086
+    printf '%-7s %5s | %8s %7s %5s | %s\n' $r
+  done
 }
 
 if [ "$MODE" = wan ]; then
