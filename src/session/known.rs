@@ -165,13 +165,20 @@ pub fn learn(
         if a.port() == 0 || (a.port() == listen_port && is_local(a.ip(), bind)) {
             continue;
         }
-        if source == PeerSource::Lsd && !known.contains_key(&a) && !lsd_replaces(known, a) {
-            continue;
+        // An LSD host's new port takes over its old entry's back-off.
+        let mut backoff = (0, None);
+        if source == PeerSource::Lsd && !known.contains_key(&a) {
+            match lsd_replaces(known, a) {
+                Some(b) => backoff = b,
+                None => continue,
+            }
         }
         known.entry(a).or_insert_with(|| Known {
             source,
             utp_first: flags & FLAG_UTP != 0,
             seed: flags & FLAG_SEED != 0,
+            failures: backoff.0,
+            next_try: backoff.1,
             ..Known::default()
         });
     }
@@ -202,18 +209,30 @@ fn evict_for(known: &mut HashMap<SocketAddr, Known>, source: PeerSource) -> bool
 /// replaces the entry it had (unless that one is being dialled or is
 /// connected: then the new port waits for the next announce). Without
 /// this, a flood of announces with a new port each made hundreds of
-/// entries, and dials, for one address. Returns whether `a` may go in.
-fn lsd_replaces(known: &mut HashMap<SocketAddr, Known>, a: SocketAddr) -> bool {
+/// entries, and dials, for one address. The host's back-off goes with it:
+/// a replaced entry whose dials failed hands its failures and its next
+/// try to the new port, or a host naming a new port every second (as
+/// fast as the LSD service takes its announces) was dialled every second.
+/// Returns `None` if `a` may not go in, else the (failures, next try) it
+/// starts with.
+fn lsd_replaces(
+    known: &mut HashMap<SocketAddr, Known>,
+    a: SocketAddr,
+) -> Option<(u32, Option<Instant>)> {
     let old = known
         .iter()
         .find(|(k, v)| k.ip() == a.ip() && v.source == PeerSource::Lsd)
-        .map(|(k, v)| (*k, v.dialing));
+        .map(|(k, v)| (*k, v.dialing, v.failures, v.next_try));
     match old {
-        None => true,
-        Some((_, true)) => false,
-        Some((k, false)) => {
+        None => Some((0, None)),
+        Some((_, true, ..)) => None,
+        Some((k, false, failures, next_try)) => {
             known.remove(&k);
-            true
+            Some(if failures > 0 {
+                (failures, next_try)
+            } else {
+                (0, None)
+            })
         }
     }
 }
@@ -631,6 +650,53 @@ mod tests {
             None,
         );
         assert_eq!(book.len(), 3);
+    }
+
+    /// Regression: a new port replaced its host's LSD entry with a fresh
+    /// one, so a host whose ports refused every dial and that named a new
+    /// one each second was dialled each second. Now the new port keeps the
+    /// host's back-off; a host whose last dial worked is not held back.
+    #[test]
+    fn regression_a_new_lsd_port_keeps_the_host_s_back_off() {
+        let now = Instant::now();
+        let mut book = HashMap::new();
+        let lsd = |book: &mut HashMap<SocketAddr, Known>, a: &str| {
+            learn(book, no_flags(vec![addr(a)]), PeerSource::Lsd, 6881, None);
+        };
+        lsd(&mut book, "192.168.1.7:1000");
+        let k = book.get_mut(&addr("192.168.1.7:1000")).unwrap();
+        k.dialing = true;
+        k.ended(Ended::Failed, None, now);
+        lsd(&mut book, "192.168.1.7:1001");
+        let k = &book[&addr("192.168.1.7:1001")];
+        assert_eq!(
+            (k.failures, k.next_try),
+            (1, Some(now + Duration::from_secs(30)))
+        );
+        let mut pacer = DialPacer::default();
+        let (due, _) = dial_order(
+            &book,
+            &mut pacer,
+            now + Duration::from_secs(1),
+            10,
+            |_, _| true,
+        );
+        assert!(
+            due.is_empty(),
+            "the new port is not due before the host's back-off ends"
+        );
+        // Failing again doubles it, whatever the port.
+        let k = book.get_mut(&addr("192.168.1.7:1001")).unwrap();
+        k.ended(Ended::Failed, None, now);
+        lsd(&mut book, "192.168.1.7:1002");
+        assert_eq!(book[&addr("192.168.1.7:1002")].failures, 2);
+        // A host last reached fine starts its new port afresh.
+        lsd(&mut book, "192.168.1.9:1000");
+        let k = book.get_mut(&addr("192.168.1.9:1000")).unwrap();
+        k.ended(Ended::Ok, None, now);
+        lsd(&mut book, "192.168.1.9:1001");
+        let k = &book[&addr("192.168.1.9:1001")];
+        assert_eq!((k.failures, k.next_try), (0, None));
     }
 
     /// Regression: DHT nodes answering with thousands of unreachable

@@ -4,6 +4,7 @@ mod cli;
 mod connections;
 mod control;
 mod fake_peer;
+mod floods;
 mod hostile;
 mod interop;
 mod lsd;
