@@ -265,6 +265,8 @@ pub struct Shared {
     metadata_tx: mpsc::Sender<Bytes>,
     /// Piece verify-and-write tasks, awaited at shutdown so no write is lost.
     pub disk_tasks: TaskTracker,
+    /// Completed pieces waiting for those tasks (see `verify`).
+    pub verify_queue: Mutex<super::verify::VerifyQueue>,
     /// Peer, dial and web seed tasks, awaited briefly at shutdown.
     pub tasks: TaskTracker,
     /// A storage failure that must end the run.
@@ -320,6 +322,7 @@ impl Shared {
             shutdown,
             metadata_tx,
             disk_tasks: TaskTracker::new(),
+            verify_queue: Mutex::default(),
             tasks: TaskTracker::new(),
             fatal: Mutex::new(None),
             rate_limits: OnceLock::new(),

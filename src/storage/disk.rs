@@ -490,8 +490,7 @@ impl Storage {
     /// write-behind window, when their file is still open (a closed one is
     /// left to the kernel). See [`super::writeback`].
     fn write_behind(&self, f: &File, i: usize, offset: u64, len: u64) {
-        advise_dont_need(f, offset, len);
-        let aged = self
+        let advice = self
             .write_behind
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -500,7 +499,21 @@ impl Storage {
                 offset,
                 len,
             });
-        for r in aged {
+        for r in advice.start {
+            if r.file == i {
+                advise_dont_need(f, r.offset, r.len);
+                continue;
+            }
+            let open = self
+                .lock_handles()
+                .open
+                .get(&r.file)
+                .map(|h| h.file.clone());
+            if let Some(h) = open {
+                advise_dont_need(&h, r.offset, r.len);
+            }
+        }
+        for r in advice.drop {
             let open = self
                 .lock_handles()
                 .open
