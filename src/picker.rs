@@ -48,6 +48,11 @@ const MIN_PENDING_PIECES: usize = 1;
 /// assembled while the one before is hashed and written.
 const START_PENDING_PIECES: usize = 2;
 
+/// A peer whose requests in flight (with those just picked) are fewer than
+/// this while the budget keeps new pieces from starting is starved by the
+/// budget: its pipe is about to run dry.
+const STARVED_DEPTH: usize = 32;
+
 /// The in-flight budget in pieces for pieces of `piece_length` bytes:
 /// `(start, cap)`. The cap is [`MAX_PENDING_BYTES`] worth (at least
 /// [`MIN_PENDING_PIECES`]); the start is [`START_PENDING_BYTES`] worth, at
@@ -59,14 +64,26 @@ fn pending_budget(piece_length: u32) -> (usize, usize) {
     (start, cap)
 }
 
-/// The budget, in pieces, after it kept a new piece from starting while a
-/// peer asked for fewer requests than its pipeline wants (the peer's
-/// bandwidth-delay product, see `peer::state::pipeline`): one more (up to
-/// `cap`) when the disk kept up (at most one piece waiting for its hash
-/// and write); unchanged otherwise. So the budget follows what the
-/// network needs, not a slow disk.
-fn grown_budget(budget: usize, cap: usize, verifying: usize) -> usize {
-    if verifying <= 1 {
+/// The budget, in pieces of `piece_len` bytes, after it kept a new piece
+/// from starting while a peer had `depth` requests in flight (with those
+/// just picked) and its pipeline wants `target_bytes` in flight (the
+/// peer's bandwidth-delay product, see `peer::state::pipeline`): one more
+/// (up to `cap`) when the peer is starved ([`STARVED_DEPTH`]) or its
+/// pipeline is deeper than the whole budget can ever hold, and the disk
+/// kept up (at most one
+/// piece waiting for its hash and write); unchanged otherwise. So the
+/// budget follows what the network needs, not a slow disk, and a peer that
+/// merely tops up a full pipe close by does not creep it up to its cap.
+fn grown_budget(
+    budget: usize,
+    cap: usize,
+    depth: usize,
+    target_bytes: u64,
+    piece_len: u64,
+    verifying: usize,
+) -> usize {
+    let holds = budget as u64 * piece_len;
+    if (depth < STARVED_DEPTH || target_bytes > holds) && verifying <= 1 {
         (budget + 1).min(cap)
     } else {
         budget
@@ -334,8 +351,14 @@ impl Picker {
         // when it is what starves this peer).
         while out.len() < want {
             if self.pending.len() + self.verifying.count() >= self.max_pending {
-                let grown =
-                    grown_budget(self.max_pending, self.cap_pending, self.verifying.count());
+                let grown = grown_budget(
+                    self.max_pending,
+                    self.cap_pending,
+                    in_flight.len() + out.len(),
+                    (in_flight.len() + want) as u64 * u64::from(BLOCK_LEN),
+                    u64::from(self.geometry.piece_length),
+                    self.verifying.count(),
+                );
                 if grown == self.max_pending {
                     break;
                 }
@@ -829,11 +852,16 @@ mod tests {
         assert_eq!(pending_budget(2 << 20), (2, 16));
         assert_eq!(pending_budget(16 << 20), (2, 2));
         assert_eq!(pending_budget(64 << 20), (1, 1));
-        // Grows only while the disk keeps up, never past the cap.
-        assert_eq!(grown_budget(2, 16, 0), 3);
-        assert_eq!(grown_budget(2, 16, 1), 3);
-        assert_eq!(grown_budget(2, 16, 2), 2);
-        assert_eq!(grown_budget(16, 16, 0), 16);
+        // Grows when the pipe is shallow, or wants more than the budget
+        // less a piece holds, and the disk keeps up; never past the cap.
+        const MB: u64 = 1 << 20;
+        assert_eq!(grown_budget(2, 16, 0, MB, MB, 0), 3);
+        assert_eq!(grown_budget(2, 16, 31, MB, MB, 1), 3);
+        assert_eq!(grown_budget(2, 16, 32, MB, MB, 0), 2);
+        assert_eq!(grown_budget(4, 16, 500, 4 * MB + 1, MB, 0), 5);
+        assert_eq!(grown_budget(4, 16, 500, 4 * MB, MB, 0), 4);
+        assert_eq!(grown_budget(2, 16, 0, MB, MB, 2), 2);
+        assert_eq!(grown_budget(16, 16, 0, MB, MB, 0), 16);
     }
 
     #[test]
