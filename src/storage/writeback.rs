@@ -88,7 +88,7 @@ impl WriteBehind {
 
     /// Records `range` as just written. Returns what to hand to the disk
     /// now (a run of writes that continue one another once it reaches
-    /// [`KICK_BYTES`], or the run before when this write starts another)
+    /// `KICK_BYTES`, or the run before when this write starts another)
     /// and the oldest ranges that no longer fit in the budget: the ones to
     /// drop from the cache now. A range larger than the whole budget goes
     /// at once.
