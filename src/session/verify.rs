@@ -156,22 +156,21 @@ pub fn spawn_verify(
 /// Drains the verify queue a batch at a time until it is empty.
 async fn verify_worker(shared: Arc<Shared>) {
     loop {
-        let batch = {
+        let (batch, data) = {
             let mut q = shared
                 .verify_queue
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             let batch = q.next_batch();
-            if batch.is_empty() || shared.data().is_none() {
-                // Deciding to stop under the lock that queues jobs: a job
-                // queued after this starts a worker of its own.
-                q.workers -= 1;
-                return;
+            match shared.data().cloned() {
+                Some(data) if !batch.is_empty() => (batch, data),
+                _ => {
+                    // Deciding to stop under the lock that queues jobs: a
+                    // job queued after this starts a worker of its own.
+                    q.workers -= 1;
+                    return;
+                }
             }
-            batch
-        };
-        let Some(data) = shared.data().cloned() else {
-            return;
         };
         let suspected: Vec<bool> = {
             let st = shared.lock();

@@ -499,21 +499,11 @@ impl Storage {
                 offset,
                 len,
             });
-        for r in advice.start {
+        for r in advice.start.into_iter().chain(advice.drop) {
             if r.file == i {
                 advise_dont_need(f, r.offset, r.len);
                 continue;
             }
-            let open = self
-                .lock_handles()
-                .open
-                .get(&r.file)
-                .map(|h| h.file.clone());
-            if let Some(h) = open {
-                advise_dont_need(&h, r.offset, r.len);
-            }
-        }
-        for r in advice.drop {
             let open = self
                 .lock_handles()
                 .open
