@@ -188,7 +188,7 @@ hostile_run() {
   W_HWM=0 W_CPU=0 W_CAPPED=0
   sp=$(free_port)
   say "$name: seeder on 127.0.0.1:$sp"
-  "$BTC" -o "$WORK/seed" "$WORK/hostile.torrent" --port "$sp" --bind 127.0.0.1 --no-dht \
+  "$BTC" --no-port-mapping -o "$WORK/seed" "$WORK/hostile.torrent" --port "$sp" --bind 127.0.0.1 --no-dht \
     >"$WORK/logs/seeder-$name.out" 2>"$WORK/logs/seeder-$name.err" &
   seeder=$!
   PIDS+=("$seeder")
@@ -301,7 +301,7 @@ hostile_bench() {
 resume_run() {
   local t0 t1
   t0=$(date +%s.%N)
-  "$BTC" "$WORK/resume.torrent" -o "$WORK/data" --state-dir "$WORK/state" \
+  "$BTC" --no-port-mapping "$WORK/resume.torrent" -o "$WORK/data" --state-dir "$WORK/state" \
     --no-seed --no-dht --port 0 -q -v 2>"$WORK/$1.log" ||
     { echo "error: the $1 run failed:" >&2; cat "$WORK/$1.log" >&2; exit 1; }
   t1=$(date +%s.%N)
@@ -394,7 +394,7 @@ hash_bench() {
   [ "$("$BTC" info "$WORK/c.torrent" | grep Info-hash)" = "$("$BTC" info "$WORK/mk.torrent" | grep Info-hash)" ] && same=yes
   echo "   same info-hash as mktorrent's: $same" >&2
   say "btc start-up check (--check --no-seed --no-dht, no peers)"
-  check=$(hash_median "btc check" "$runs" "$BTC" "$WORK/hash.torrent" -o "$WORK/data" \
+  check=$(hash_median "btc check" "$runs" "$BTC" --no-port-mapping "$WORK/hash.torrent" -o "$WORK/data" \
     --state-dir "$WORK/state" --check --no-seed --no-dht --port 0 -q)
 
   local bytes=$((mib * 1024 * 1024))
@@ -445,7 +445,7 @@ many_wait_all() {
 # and waits until all N seed; sets M_PID and M_SECS (start to all seeding).
 many_start() {
   local t0 t1
-  "$BTC" -o "$WORK/seed" -i "$WORK/all.list" --port "$2" --bind 127.0.0.1 --no-dht \
+  "$BTC" --no-port-mapping -o "$WORK/seed" -i "$WORK/all.list" --port "$2" --bind 127.0.0.1 --no-dht \
     --state-dir "$WORK/state" 2>"$WORK/logs/$1.err" >/dev/null &
   M_PID=$!
   PIDS+=("$M_PID")
@@ -532,7 +532,7 @@ many_bench() {
   wait_log "$WORK/logs/lt-seed.out" "SEEDING" "$!" 600
   mkdir -p "$WORK/down"
   /usr/bin/time -f '%e %U %S %M' -o "$WORK/down.time" \
-    "$BTC" -o "$WORK/down" -i "$WORK/active.list" --peer "127.0.0.3:$sp" --bind 127.0.0.4 \
+    "$BTC" --no-port-mapping -o "$WORK/down" -i "$WORK/active.list" --peer "127.0.0.3:$sp" --bind 127.0.0.4 \
     --port 0 --no-dht --no-seed --max-active 0 --state-dir "$WORK/state-down" -q \
     2>"$WORK/logs/down.err" || { echo "error: the $active-torrent download failed:" >&2; tail "$WORK/logs/down.err" >&2; exit 1; }
   local bad=0
@@ -573,7 +573,7 @@ transport_run() {
   sport=$(free_port)
   lport=$(free_port)
   # shellcheck disable=SC2086
-  "$BTC" -o "$WORK/seed" "$WORK/t.torrent" --port "$sport" --bind 127.0.0.1 --no-dht --no-lsd \
+  "$BTC" --no-port-mapping -o "$WORK/seed" "$WORK/t.torrent" --port "$sport" --bind 127.0.0.1 --no-dht --no-lsd \
     --state-dir "$WORK/state-seed" $sflags -v >"$WORK/logs/seed-$name.out" 2>"$WORK/logs/seed-$name.err" &
   seeder=$!
   PIDS+=("$seeder")
@@ -583,7 +583,7 @@ transport_run() {
   say "$name: downloading"
   # shellcheck disable=SC2086
   /usr/bin/time -f '%e %U %S %M' -o "$WORK/time.txt" \
-    "$BTC" -o "$WORK/out" "$WORK/t.torrent" --port "$lport" --bind 127.0.0.1 --no-dht --no-lsd \
+    "$BTC" --no-port-mapping -o "$WORK/out" "$WORK/t.torrent" --port "$lport" --bind 127.0.0.1 --no-dht --no-lsd \
     --state-dir "$WORK/state-leech" --peer "127.0.0.1:$sport" --no-seed -q $lflags ||
     { echo "error: the $name download failed" >&2; exit 1; }
   st1=$(cpu_ticks "$seeder")
@@ -635,7 +635,7 @@ wan_fetch() {
     local only=--no-utp
     [ "$client" = btc ] || only=--no-tcp
     s=$(date +%s.%N)
-    "$BTC" -o "$WORK/out" "$torrent" --peer "$relay" --no-seed -q "$only" --no-dht --no-lsd \
+    "$BTC" --no-port-mapping -o "$WORK/out" "$torrent" --peer "$relay" --no-seed -q "$only" --no-dht --no-lsd \
       --port "$lport" --bind 127.0.0.2 --state-dir "$WORK/state-leech" ||
       { echo "error: the btc download through $relay failed" >&2; exit 1; }
     e=$(date +%s.%N)
@@ -673,7 +673,7 @@ wan_bench() {
     sport=$(free_port)
     say "$seeder seeder on 127.0.0.1:$sport"
     if [ "$seeder" = btc ]; then
-      "$BTC" -o "$WORK/seed" "$WORK/big.torrent" "$WORK/small.torrent" --port "$sport" \
+      "$BTC" --no-port-mapping -o "$WORK/seed" "$WORK/big.torrent" "$WORK/small.torrent" --port "$sport" \
         --bind 127.0.0.1 --no-dht --no-lsd --state-dir "$WORK/state-seed" \
         >"$WORK/logs/seed.out" 2>&1 &
       spid=$!
@@ -882,7 +882,7 @@ run_client() {
   case "$client" in
     btc)
       measure "$payload" btc "$WORK/out-btc" \
-        "$BTC" -o "$WORK/out-btc" "$WORK/$payload.torrent" --no-seed -q --no-dht \
+        "$BTC" --no-port-mapping -o "$WORK/out-btc" "$WORK/$payload.torrent" --no-seed -q --no-dht \
         --port "$port" --bind 127.0.0.1
       ;;
     aria2c)
@@ -905,7 +905,7 @@ CLIENTS=(btc aria2c libtorrent)
 for payload in single many; do
   SEED_PORT=$(free_port)
   say "$payload: starting the btc seeder on 127.0.0.1:$SEED_PORT"
-  "$BTC" -o "$WORK/seed" "$WORK/$payload.torrent" --port "$SEED_PORT" --bind 127.0.0.1 --no-dht \
+  "$BTC" --no-port-mapping -o "$WORK/seed" "$WORK/$payload.torrent" --port "$SEED_PORT" --bind 127.0.0.1 --no-dht \
     >"$WORK/logs/seeder-$payload.out" 2>"$WORK/logs/seeder-$payload.err" &
   SEEDER=$!
   PIDS+=("$SEEDER")

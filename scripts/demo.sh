@@ -83,7 +83,7 @@ cat "$WORK/logs/dht.log"
 # --- seeder -------------------------------------------------------------------
 say "starting the seeding btc on 127.0.0.1:$SEED_PORT (checks the data, then seeds; DHT via 127.0.0.1:$DHT_PORT)"
 t0=$(now)
-"$BTC" -o "$WORK/seed" "$WORK/demo.torrent" --port "$SEED_PORT" --bind 127.0.0.1 \
+"$BTC" --no-port-mapping -o "$WORK/seed" "$WORK/demo.torrent" --port "$SEED_PORT" --bind 127.0.0.1 \
   --dht-bootstrap "127.0.0.1:$DHT_PORT" --state-dir "$WORK/state-seeder" \
   >"$WORK/logs/seeder.out" 2>"$WORK/logs/seeder.log" &
 PIDS+=($!)
@@ -95,7 +95,7 @@ echo "   seeder ready after $SEED_READY s"
 say "downloading with only the magnet link:"
 echo "   $BTC '$MAGNET' -o $WORK/out --no-seed --port $LEECH_PORT --dht-bootstrap 127.0.0.1:$DHT_PORT"
 t0=$(now)
-"$BTC" "$MAGNET" -o "$WORK/out" --no-seed --port "$LEECH_PORT" --bind 127.0.0.1 \
+"$BTC" --no-port-mapping "$MAGNET" -o "$WORK/out" --no-seed --port "$LEECH_PORT" --bind 127.0.0.1 \
   --dht-bootstrap "127.0.0.1:$DHT_PORT" --state-dir "$WORK/state-leecher"
 DL=$(elapsed "$t0" "$(now)")
 

@@ -25,6 +25,12 @@ check nginx nginx-light
 check mount mount
 check fincore util-linux-extra
 check umount mount
+# Port mapping: miniupnpd is the router (nftables backend), upnpc and
+# natpmpc look at it from the LAN, nft builds and reads its ruleset.
+check miniupnpd miniupnpd-nftables
+check upnpc miniupnpc
+check natpmpc natpmpc
+check nft nftables
 /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
 if [ ${#need[@]} -gt 0 ]; then
   # De-duplicate (transmission-cli is named twice).

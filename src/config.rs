@@ -72,6 +72,11 @@ pub struct Config {
     pub json: bool,
     /// `--encryption`: MSE/PE policy for every connection.
     pub encryption: crate::mse::Encryption,
+    /// Ask the router to forward our ports (PCP, NAT-PMP, UPnP); off with
+    /// `--no-port-mapping`.
+    pub port_mapping: bool,
+    /// `--gateway`: the router to ask, when not the default route's.
+    pub gateway: Option<std::net::Ipv4Addr>,
 }
 
 /// A setting that cannot work.
@@ -178,6 +183,8 @@ mod tests {
             upload_limit: 0,
             json: false,
             encryption: Default::default(),
+            port_mapping: false,
+            gateway: None,
         }
     }
 

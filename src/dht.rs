@@ -664,6 +664,16 @@ fn write_state(path: &Path, state: &SavedState) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// The peer port a torrent announces: our listen port, or the router's
+/// port for it once port mapping got one (read at each announce).
+#[derive(Debug, Clone)]
+pub struct AnnouncePort {
+    /// Our TCP listen port.
+    pub local: u16,
+    /// The mapped port, when there is one.
+    pub external: Arc<crate::portmap::ExternalPort>,
+}
+
 /// Background lookups for one torrent: peers stream into `peers` as each
 /// get_peers response arrives (not after the whole lookup); repeat every
 /// 1 s, backing off to ~15 s, while `want_more()` says peers are scarce,
@@ -678,7 +688,7 @@ fn write_state(path: &Path, state: &SavedState) -> std::io::Result<()> {
 pub fn spawn_discovery(
     dht: DhtHandle,
     info_hash: InfoHash,
-    port: u16,
+    port: AnnouncePort,
     announce: bool,
     want_more: Arc<dyn Fn() -> bool + Send + Sync>,
     peers: Sender<Vec<SocketAddr>>,
@@ -726,6 +736,7 @@ pub fn spawn_discovery(
                 "dht lookup done"
             );
             if announce {
+                let port = port.external.or(port.local);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     r = tokio::time::timeout(ANNOUNCE_TIMEOUT, dht.announce(info_hash, port)) => {
@@ -947,7 +958,10 @@ mod tests {
             let task = spawn_discovery(
                 rest[1].clone(),
                 ih,
-                6000,
+                AnnouncePort {
+                    local: 6000,
+                    external: Default::default(),
+                },
                 true,
                 Arc::new(|| true),
                 tx,

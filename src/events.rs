@@ -132,6 +132,41 @@ pub fn error_line(info_hash: Option<InfoHash>, message: &str) -> String {
     Value::Object(obj).to_string()
 }
 
+/// The `port_mapping` line: what the router granted (`protocol`,
+/// `transport`, `internal`, `external`, `external_ip`, `lifetime`) or why
+/// not (`error`). A process-wide fact: `info_hash` is null.
+pub fn port_mapping_line(e: &crate::portmap::Event) -> String {
+    use crate::portmap::Event;
+    let fields = match e {
+        Event::Mapped {
+            protocol,
+            transport,
+            internal,
+            external,
+            external_ip,
+            lifetime,
+        } => json!({"protocol": protocol.name(), "transport": transport.name(),
+                    "internal": internal, "external": external,
+                    "external_ip": external_ip.map(|ip| ip.to_string()),
+                    "lifetime": lifetime}),
+        Event::Failed {
+            protocol,
+            transport,
+            internal,
+            error,
+        } => json!({"protocol": protocol.map(|p| p.name()), "transport": transport.name(),
+                    "internal": internal, "error": error}),
+    };
+    let mut obj = serde_json::Map::new();
+    obj.insert("event".into(), json!("port_mapping"));
+    obj.insert("ts".into(), json!(now_ts()));
+    obj.insert("info_hash".into(), Value::Null);
+    if let Value::Object(extra) = fields {
+        obj.extend(extra);
+    }
+    Value::Object(obj).to_string()
+}
+
 /// Writes one line to stdout and flushes it (a closed pipe is ignored:
 /// the download goes on).
 pub fn emit(line: &str) {
@@ -269,6 +304,46 @@ mod tests {
         assert_eq!(p["event"], "progress");
         assert_eq!(p["phase"], "downloading");
         assert_eq!(p["eta"], 5.0);
+    }
+
+    #[test]
+    fn port_mapping_lines() {
+        use crate::portmap::{Event, Protocol, Transport};
+        let m: Value = serde_json::from_str(&port_mapping_line(&Event::Mapped {
+            protocol: Protocol::Pcp,
+            transport: Transport::Udp,
+            internal: 6881,
+            external: 40000,
+            external_ip: Some("203.0.113.1".parse().unwrap()),
+            lifetime: 7200,
+        }))
+        .unwrap();
+        assert_eq!(m["event"], "port_mapping");
+        assert_eq!(m["info_hash"], Value::Null);
+        assert_eq!(
+            (m["protocol"].as_str(), m["transport"].as_str()),
+            (Some("pcp"), Some("udp"))
+        );
+        assert_eq!(
+            (m["internal"].as_u64(), m["external"].as_u64()),
+            (Some(6881), Some(40000))
+        );
+        assert_eq!(
+            (m["lifetime"].as_u64(), m["external_ip"].as_str()),
+            (Some(7200), Some("203.0.113.1"))
+        );
+        let f: Value = serde_json::from_str(&port_mapping_line(&Event::Failed {
+            protocol: Some(Protocol::Upnp),
+            transport: Transport::Tcp,
+            internal: 6881,
+            error: "refused".into(),
+        }))
+        .unwrap();
+        assert_eq!(
+            (f["protocol"].as_str(), f["error"].as_str()),
+            (Some("upnp"), Some("refused"))
+        );
+        assert!(f.get("external").is_none());
     }
 
     #[test]

@@ -63,7 +63,51 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("peer_state", peer_state),
     ("utp_packet", utp_packet),
     ("utp_conn", utp_conn),
+    ("portmap", portmap),
 ];
+
+/// (m) What a router or the system says to port mapping: PCP and NAT-PMP
+/// responses (any datagram from port 5351) and the text of
+/// `/proc/net/route`. Every input parses or is refused without a panic,
+/// and what parses has the size its kind must have.
+pub fn portmap(data: &[u8]) {
+    use crate::portmap::{gateway, natpmp, pcp};
+    match pcp::parse(data) {
+        Ok(pcp::Answer::Map(r)) => {
+            assert!(data.len() >= pcp::MAP_REQUEST_LEN && data.len() <= pcp::MAX_MESSAGE);
+            assert!(data.len().is_multiple_of(4));
+            let req = pcp::MapRequest {
+                nonce: r.nonce,
+                transport: r.transport,
+                internal_port: r.internal_port,
+                suggested_port: r.external_port,
+                lifetime: r.lifetime,
+                client_ip: r.external_ip,
+            };
+            assert!(pcp::answers(&r, &req));
+            // Our request for it carries the same nonce, protocol and port
+            // (the reserved bytes between are not looked at).
+            let b = pcp::encode_map(&req);
+            assert_eq!(&b[24..37], &data[24..37]);
+            assert_eq!(&b[40..42], &data[40..42]);
+        }
+        Ok(pcp::Answer::Announce { .. }) => assert!(data.len() >= pcp::HEADER_LEN),
+        Ok(pcp::Answer::OtherVersion(v)) => assert_ne!(v, pcp::VERSION),
+        Err(_) => {}
+    }
+    match natpmp::parse(data) {
+        Ok(natpmp::Response::Address { .. }) => assert_eq!(data.len(), 12),
+        Ok(natpmp::Response::Map { .. }) => assert_eq!(data.len(), 16),
+        Ok(natpmp::Response::Error { result, .. }) => {
+            assert_eq!(data.len(), 8);
+            assert_ne!(result, natpmp::result::SUCCESS);
+        }
+        Err(_) => {}
+    }
+    if let Some(gw) = gateway::parse_route_table(&String::from_utf8_lossy(data)) {
+        assert!(!gw.is_unspecified());
+    }
+}
 
 /// (u) uTP packet headers (BEP 29), the first thing to see any datagram
 /// on the uTP port: any bytes parse or are refused without a panic, the

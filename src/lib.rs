@@ -32,6 +32,9 @@
 //!   and the trait through which it reaches its torrent.
 //! - [`utp::packet`], [`utp::ledbat`], [`utp::conn`]: uTP (BEP 29) packets,
 //!   LEDBAT congestion control, and one connection's state machine.
+//! - [`portmap::pcp`], [`portmap::natpmp`]: PCP and NAT-PMP messages;
+//!   [`portmap::timing`]: their retransmit, renewal and restart rules;
+//!   [`portmap::gateway`]: the default route's gateway.
 //!
 //! I/O shell:
 //! - [`peer::conn`]: one task per peer connection (the socket driver).
@@ -40,6 +43,9 @@
 //! - [`spawn`]: named, tracked task spawning.
 //! - [`tracker`]: HTTP and UDP announce loops.
 //! - [`dht`]: the only user of `mainline`.
+//! - [`portmap::driver`]: asks the router to forward our ports (PCP,
+//!   NAT-PMP, UPnP through `igd-next` in [`portmap::upnp`]), renews and
+//!   deletes the mappings.
 //! - [`storage::disk`]: blocking file I/O and verification, the handle
 //!   cache, and write-behind (start writeback, drop aged ranges).
 //! - [`webseed`]: one task per web seed (BEP 19), fetching by HTTP range.
@@ -71,6 +77,7 @@ pub mod metainfo;
 pub mod mse;
 pub mod peer;
 pub mod picker;
+pub mod portmap;
 pub mod ratelimit;
 pub mod resume;
 pub mod select;

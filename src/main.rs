@@ -142,6 +142,14 @@ struct DownloadFlags {
         |s| s.parse::<btc::mse::Encryption>().expect("one of the possible values"),
     ))]
     encryption: btc::mse::Encryption,
+    /// Do not ask the router to forward our ports (PCP, NAT-PMP, UPnP IGD;
+    /// on by default; mappings are deleted at exit).
+    #[arg(long)]
+    no_port_mapping: bool,
+    /// The router to ask for port mappings, when it is not the default
+    /// route's gateway (e.g. a VPN's NAT-PMP server).
+    #[arg(long, value_name = "IP", conflicts_with = "no_port_mapping")]
+    gateway: Option<std::net::Ipv4Addr>,
 }
 
 impl DownloadFlags {
@@ -182,6 +190,8 @@ impl DownloadFlags {
             upload_limit: self.upload_limit,
             json: self.json,
             encryption: self.encryption,
+            port_mapping: !self.no_port_mapping,
+            gateway: self.gateway,
         }
     }
 }

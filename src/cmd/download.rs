@@ -181,6 +181,10 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
     )
     .await?;
     let (json, quiet) = (args.json, args.quiet);
+    let portmap_stop = shutdown.child_token();
+    let portmap = args
+        .port_mapping
+        .then(|| start_port_mapping(&args, &session, dht.as_ref(), portmap_stop.clone()));
     let config = Arc::new(args);
 
     let mut running = tokio::task::JoinSet::new();
@@ -257,6 +261,11 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
     for t in json_tasks {
         let _ = t.await;
     }
+    if let Some(task) = portmap {
+        // Deleting the mappings is bounded by the task itself.
+        portmap_stop.cancel();
+        let _ = task.await;
+    }
     if let Some(d) = dht
         && let Err(e) = d.save_state()
     {
@@ -281,6 +290,34 @@ fn name_hint(source: &Source) -> Option<String> {
         Source::Torrent(m) => Some(m.info.name.clone()),
         Source::Magnet(m) => m.name.clone(),
     }
+}
+
+/// Starts port mapping for the listen port (TCP and UDP) and the DHT's
+/// port; its events go to `--json` and set the port trackers hear.
+fn start_port_mapping(
+    args: &Config,
+    session: &Session,
+    dht: Option<&DhtHandle>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let cfg = crate::portmap::PortmapConfig {
+        gateway: args.gateway,
+        bind: args.bind,
+        wants: crate::portmap::wanted(
+            session.listen_port,
+            !args.no_tcp,
+            !args.no_utp,
+            dht.map(|d| d.local_addr().port()),
+        ),
+        listen_port: session.listen_port,
+    };
+    let json = args.json;
+    let report: crate::portmap::driver::Report = Box::new(move |e| {
+        if json {
+            crate::events::emit(&crate::events::port_mapping_line(e));
+        }
+    });
+    crate::portmap::spawn(cfg, session.external_port.clone(), report, stop)
 }
 
 /// The process's one DHT node, on the peer port; the DHT is a bonus, so a

@@ -76,6 +76,9 @@ pub struct Session {
     pub peer_id: PeerId,
     /// The port our listener is on.
     pub listen_port: u16,
+    /// The router's port for our listener, once port mapping got one:
+    /// what trackers and the DHT are told.
+    pub external_port: Arc<crate::portmap::ExternalPort>,
     /// Local IP to dial from.
     pub bind: Option<IpAddr>,
     /// The DHT node, when enabled.
@@ -130,6 +133,7 @@ impl Session {
         let session = Arc::new(Session {
             peer_id: PeerId::generate(),
             listen_port,
+            external_port: Arc::default(),
             bind: cfg.bind,
             dht: cfg.dht,
             rate_limits: cfg.rate_limits,

@@ -234,6 +234,7 @@ pub async fn run(
             info_hash,
             peer_id,
             port: listen_port,
+            external_port: session.external_port.clone(),
             bind: session.bind,
             tiers,
             numwant: 200,
@@ -265,7 +266,10 @@ pub async fn run(
         crate::dht::spawn_discovery(
             d.clone(),
             info_hash,
-            listen_port,
+            crate::dht::AnnouncePort {
+                local: listen_port,
+                external: session.external_port.clone(),
+            },
             true,
             want_more,
             dht_tx,

@@ -60,6 +60,9 @@ pub struct AnnounceConfig {
     pub peer_id: PeerId,
     /// Our TCP listen port (what peers should dial).
     pub port: u16,
+    /// The router's port for it, when port mapping got another one: read
+    /// at every announce, so the first after the mapping carries it.
+    pub external_port: Arc<crate::portmap::ExternalPort>,
     /// Local IP for tracker traffic, so the tracker records the address our
     /// listener is on (tests use 127.0.0.x).
     pub bind: Option<IpAddr>,
@@ -335,7 +338,7 @@ impl UrlTask {
         AnnounceRequest {
             info_hash: self.cfg.info_hash,
             peer_id: self.cfg.peer_id,
-            port: self.cfg.port,
+            port: self.cfg.external_port.or(self.cfg.port),
             uploaded: t.uploaded,
             downloaded: t.downloaded,
             left: t.left,

@@ -167,6 +167,7 @@ fn start_announcer(info_hash: InfoHash, port: u16, left: u64, tiers: Vec<Vec<Str
     let stats = Arc::new(TrackerStats::default());
     let shutdown = CancellationToken::new();
     let cfg = AnnounceConfig {
+        external_port: Default::default(),
         info_hash,
         peer_id: PeerId::generate(),
         port,

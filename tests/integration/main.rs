@@ -10,6 +10,7 @@ mod interop;
 mod lsd;
 mod many;
 mod pex;
+mod portmap;
 mod resume;
 mod storage;
 mod swarm;

@@ -123,6 +123,7 @@ fn btc_limited(ctx: &Ctx, nofile: u32, args: &[&str]) -> Command {
         .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
         .arg(BTC)
         .args(args)
+        .arg("--no-port-mapping")
         .env_remove("RUST_LOG")
         .env("XDG_STATE_HOME", ctx.join("xdg-state"))
         .env("HOME", ctx.path());

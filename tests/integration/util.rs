@@ -35,6 +35,52 @@ unsafe extern "C" {
     fn geteuid() -> u32;
 }
 
+/// Subcommands of btc that never map ports.
+const NO_MAPPING_SUBCOMMANDS: &[&str] = &["create", "info", "dht", "completions", "man"];
+
+/// Refuses a command that would start a btc download or seed outside a
+/// network namespace without `--no-port-mapping` (it would send PCP and
+/// NAT-PMP to the machine's real router and SSDP to its LAN). btc is found
+/// as the program, as an argument (`sh -c 'exec "$0" …' BTC …`) or inside
+/// a script (`bash -c "'BTC' …"`); `ip netns exec` runs it in a namespace
+/// of the test's own. Every process a test starts passes through this (see
+/// [`Ctx::spawn`]).
+pub fn port_mapping_guard(cmd: &Command) -> Result<(), String> {
+    let words: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    let in_netns = Path::new(&words[0]).file_name() == Some("ip".as_ref())
+        && words.get(1).map(String::as_str) == Some("netns")
+        && words.get(2).map(String::as_str) == Some("exec");
+    let Some(at) = words.iter().position(|w| w.contains(BTC)) else {
+        return Ok(());
+    };
+    if in_netns {
+        return Ok(());
+    }
+    // The word after btc's path: in the same word (a script) or the next.
+    let after = words[at]
+        .split_once(BTC)
+        .map(|(_, rest)| rest)
+        .unwrap_or("");
+    let next = after
+        .trim_start_matches(['\'', '"'])
+        .split_whitespace()
+        .next()
+        .or_else(|| words.get(at + 1).map(String::as_str))
+        .unwrap_or("");
+    if NO_MAPPING_SUBCOMMANDS.contains(&next) {
+        return Ok(());
+    }
+    if words[at..].iter().any(|w| w.contains("--no-port-mapping")) {
+        return Ok(());
+    }
+    Err(format!(
+        "btc started outside a test namespace without --no-port-mapping: {words:?}"
+    ))
+}
+
 /// Whether the tests run as root (CI does).
 pub fn is_root() -> bool {
     // SAFETY: geteuid(2) cannot fail and touches no memory.
@@ -215,6 +261,9 @@ impl Ctx {
     /// `logs/`. The process is killed when the returned guard drops.
     pub fn spawn(&self, name: &str, mut cmd: Command) -> Proc {
         self.check_deadline();
+        if let Err(e) = port_mapping_guard(&cmd) {
+            panic!("{name}: {e}");
+        }
         let n = self.seq.fetch_add(1, Ordering::SeqCst);
         let out = self.join(format!("logs/{n:02}-{name}.stdout"));
         let err = self.join(format!("logs/{n:02}-{name}.stderr"));
@@ -270,7 +319,24 @@ impl Ctx {
         if self.netns.is_none() && !subcommand && !args.contains(&"--no-lsd") {
             c.arg("--no-lsd");
         }
+        // Port mapping would ask the machine's real router (PCP, NAT-PMP)
+        // and LAN (SSDP): not ours to probe. Only a test's own namespace,
+        // whose router is the test's, may see it on.
+        if self.netns.is_none() && !subcommand && !args.contains(&"--no-port-mapping") {
+            c.arg("--no-port-mapping");
+        }
         c.env_remove("RUST_LOG")
+            .env("XDG_STATE_HOME", self.join("xdg-state"))
+            .env("HOME", self.path());
+        c
+    }
+
+    /// A `btc` command run inside `ns` (a namespace the test made), with
+    /// the same private state as [`Ctx::btc`]; port mapping stays on.
+    pub fn btc_in(&self, ns: &Netns, args: &[&str]) -> Command {
+        let mut c = ns.command(BTC);
+        c.args(args)
+            .env_remove("RUST_LOG")
             .env("XDG_STATE_HOME", self.join("xdg-state"))
             .env("HOME", self.path());
         c
@@ -1008,7 +1074,7 @@ impl Netns {
         ns
     }
 
-    fn ip(&self, args: &[&str]) {
+    pub fn ip(&self, args: &[&str]) {
         let out = Command::new("ip").args(args).output().unwrap();
         assert!(
             out.status.success(),
