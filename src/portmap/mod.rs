@@ -22,7 +22,6 @@ pub mod timing;
 pub mod upnp;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
 
 pub use driver::{PortmapConfig, spawn};
 
@@ -191,22 +190,35 @@ pub enum Event {
 
 /// The port peers should dial as trackers and the DHT hear it: the
 /// external port of the listen port's TCP mapping once the router
-/// granted one, else our own (0 = none mapped).
-#[derive(Debug, Default)]
-pub struct ExternalPort(AtomicU16);
+/// granted one, else our own (0 = none mapped). Trackers watch it to
+/// announce again when it changes.
+#[derive(Debug)]
+pub struct ExternalPort(tokio::sync::watch::Sender<u16>);
+
+impl Default for ExternalPort {
+    fn default() -> Self {
+        ExternalPort(tokio::sync::watch::Sender::new(0))
+    }
+}
 
 impl ExternalPort {
     /// Records the TCP listen port's external port (0: none any more).
     pub fn set(&self, port: u16) {
-        self.0.store(port, Ordering::Relaxed);
+        self.0
+            .send_if_modified(|p| std::mem::replace(p, port) != port);
     }
 
     /// The port to announce: the mapped one, else `local`.
     pub fn or(&self, local: u16) -> u16 {
-        match self.0.load(Ordering::Relaxed) {
+        match *self.0.borrow() {
             0 => local,
             p => p,
         }
+    }
+
+    /// Wakes on every change.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u16> {
+        self.0.subscribe()
     }
 }
 
@@ -249,8 +261,16 @@ mod tests {
     #[test]
     fn external_port_falls_back_to_ours() {
         let p = ExternalPort::default();
+        let mut rx = p.watch();
         assert_eq!(p.or(6881), 6881);
         p.set(40000);
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        p.set(40000);
+        assert!(
+            !rx.has_changed().unwrap(),
+            "the same port again is no change"
+        );
         assert_eq!(p.or(6881), 40000);
         p.set(0);
         assert_eq!(p.or(6881), 6881);

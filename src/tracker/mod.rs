@@ -368,7 +368,11 @@ impl UrlTask {
     async fn run(mut self) {
         let mut st = LoopState::default();
         let mut totals_open = true;
+        // A new external port (port mapping) is announced at once.
+        let mut port = self.cfg.external_port.watch();
+        let mut port_open = true;
         'outer: loop {
+            port.borrow_and_update();
             let t = *self.totals.borrow_and_update();
             st.observe(&t);
             let event = st.next_event(&t);
@@ -454,6 +458,13 @@ impl UrlTask {
                             totals_open = false;
                         }
                     }
+                    r = port.changed(), if port_open => match r {
+                        // Only a healthy tracker: an erroring one keeps its
+                        // backoff and sends the new port on retry.
+                        Ok(()) if st.started_ok && st.failures == 0 => break,
+                        Ok(()) => {}
+                        Err(_) => port_open = false,
+                    },
                 }
             }
         }

@@ -149,6 +149,8 @@ struct Running {
     peers: mpsc::Receiver<Vec<SocketAddr>>,
     totals: watch::Sender<TransferTotals>,
     stats: Arc<TrackerStats>,
+    /// The port mapping's external port, as the session would set it.
+    external_port: Arc<crate::portmap::ExternalPort>,
 }
 
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -166,8 +168,9 @@ fn start_announcer(info_hash: InfoHash, port: u16, left: u64, tiers: Vec<Vec<Str
     let (peers_tx, peers) = mpsc::channel(16);
     let stats = Arc::new(TrackerStats::default());
     let shutdown = CancellationToken::new();
+    let external_port = Arc::new(crate::portmap::ExternalPort::default());
     let cfg = AnnounceConfig {
-        external_port: Default::default(),
+        external_port: external_port.clone(),
         info_hash,
         peer_id: PeerId::generate(),
         port,
@@ -186,6 +189,7 @@ fn start_announcer(info_hash: InfoHash, port: u16, left: u64, tiers: Vec<Vec<Str
         peers,
         totals,
         stats,
+        external_port,
     }
 }
 
@@ -269,6 +273,35 @@ async fn udp_announcers_find_each_other() {
     timeout(Duration::from_secs(30), peers_meet(true))
         .await
         .expect("test timed out");
+}
+
+/// A port the router mapped to another number is announced at once, not
+/// at the next interval (opentracker asks for 30 minutes).
+#[tokio::test]
+async fn a_new_external_port_is_announced_at_once() {
+    timeout(Duration::from_secs(30), async {
+        let ih = random_hash();
+        let ot = OpenTracker::start(&[ih]);
+        let (pa, pe) = (free_tcp_port(), free_tcp_port());
+        let mut a = start_announcer(ih, pa, 100, vec![vec![ot.http_url()]]);
+        a.wait_for_peer(addr(pa), Duration::from_secs(5)).await;
+        a.external_port.set(pe);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = probe(&ot.http_url(), ih).await;
+            if r.peers.contains(&addr(pe)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "external port not announced: {r:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        a.stop().await;
+    })
+    .await
+    .expect("test timed out");
 }
 
 /// `completed` goes out as soon as `left` hits 0 (the tracker counts a seeder)

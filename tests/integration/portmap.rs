@@ -236,37 +236,88 @@ fn download_from_wan(ctx: &Ctx, topo: &Topology, t: &Path, external: &str, only:
     leecher.expect_success(secs(30));
 }
 
-fn port_mapping_through(mode: Mode, name: &str) {
-    let ctx = Ctx::new(name, secs(75));
-    let topo = Topology::new();
-    let mut router = start_router(&ctx, &topo, mode);
+/// One test's network: the three namespaces, the router, and a 1 MiB
+/// torrent to seed from the LAN. Fields drop in order: the router before
+/// its namespaces, the context (and its folder) last.
+struct Lab {
+    router: Proc,
+    topo: Topology,
+    root: std::path::PathBuf,
+    seed_dir: std::path::PathBuf,
+    torrent: std::path::PathBuf,
+    ctx: Ctx,
+}
 
-    let seed_dir = ctx.mkdir("seed");
-    let root = Payload::single("pm.bin", 1 << 20).write(&seed_dir, 23);
-    let t = ctx.join("pm.torrent");
-    btc_create(&ctx, &root, &t, &[]);
-    let port = PORT.to_string();
-    let state = ctx.join("state-lan");
-    let args = [
-        "-o",
-        s(&seed_dir),
-        s(&t),
-        "--port",
-        &port,
-        "--no-dht",
-        "--no-lsd",
-        "--json",
-        "-v",
-        "--state-dir",
-        s(&state),
-    ];
-    let t0 = std::time::Instant::now();
-    let mut seeder = ctx.spawn("btc-lan", ctx.btc_in(&topo.lan, &args));
-    ctx.wait_for("a TCP and a UDP mapping", secs(30), || {
-        mapping_events(&seeder.stdout()).len() >= 2 || !seeder.is_running()
-    });
-    let events = mapping_events(&seeder.stdout());
-    eprintln!("[{name}] mapped after {:?}: {events:?}", t0.elapsed());
+impl Lab {
+    fn new(name: &str, mode: Mode, seed: u64) -> Lab {
+        let ctx = Ctx::new(name, secs(75));
+        let topo = Topology::new();
+        let router = start_router(&ctx, &topo, mode);
+        let seed_dir = ctx.mkdir("seed");
+        let root = Payload::single("pm.bin", 1 << 20).write(&seed_dir, seed);
+        let torrent = ctx.join("pm.torrent");
+        btc_create(&ctx, &root, &torrent, &[]);
+        Lab {
+            router,
+            topo,
+            root,
+            seed_dir,
+            torrent,
+            ctx,
+        }
+    }
+
+    /// Starts the seeding btc in the LAN on [`PORT`] (with `extra`
+    /// arguments) and waits for `mappings` `port_mapping` events.
+    fn seed(&self, extra: &[&str], mappings: usize) -> (Proc, Vec<serde_json::Value>) {
+        let port = PORT.to_string();
+        let state = self.ctx.join("state-lan");
+        let mut args = vec![
+            "-o",
+            s(&self.seed_dir),
+            s(&self.torrent),
+            "--port",
+            &port,
+            "--no-lsd",
+            "--json",
+            "-v",
+            "--state-dir",
+            s(&state),
+        ];
+        args.extend_from_slice(extra);
+        let t0 = std::time::Instant::now();
+        let mut seeder = self
+            .ctx
+            .spawn("btc-lan", self.ctx.btc_in(&self.topo.lan, &args));
+        self.ctx.wait_for("the port mappings", secs(30), || {
+            mapping_events(&seeder.stdout()).len() >= mappings || !seeder.is_running()
+        });
+        let events = mapping_events(&seeder.stdout());
+        eprintln!(
+            "[{}] mapped after {:?}: {events:?}",
+            self.ctx.name,
+            t0.elapsed()
+        );
+        (seeder, events)
+    }
+
+    /// SIGINT to the seeder, which must exit within 15 s.
+    fn stop(&self, seeder: &mut Proc) {
+        let t0 = std::time::Instant::now();
+        signal(seeder.pid(), SIGINT);
+        assert!(
+            seeder.wait_timeout(secs(15)).is_some(),
+            "btc did not exit on SIGINT\n{}",
+            seeder.tails()
+        );
+        eprintln!("[{}] exited {:?} after SIGINT", self.ctx.name, t0.elapsed());
+    }
+}
+
+fn port_mapping_through(mode: Mode, name: &str) {
+    let lab = Lab::new(name, mode, 23);
+    let (ctx, topo) = (&lab.ctx, &lab.topo);
+    let (mut seeder, events) = lab.seed(&["--no-dht"], 2);
     let protocol = match mode {
         Mode::IgdV1 | Mode::IgdV2 => "upnp",
         Mode::Pcp => "pcp",
@@ -303,7 +354,7 @@ fn port_mapping_through(mode: Mode, name: &str) {
         let listed = ctx.run("upnpc", c, secs(15)).stdout;
         assert_eq!(listed.matches("'btc'").count(), 2, "{listed}");
         let v = if mode == Mode::IgdV2 { 2 } else { 1 };
-        let log = router.stderr();
+        let log = lab.router.stderr();
         assert!(
             log.contains(&format!("WANIPConnection:{v}#AddPortMapping")),
             "btc used the IGDv{v} service:\n{log}"
@@ -312,20 +363,14 @@ fn port_mapping_through(mode: Mode, name: &str) {
 
     // A peer on the internet downloads through the mapped ports.
     let external = format!("{ROUTER_WAN}:{PORT}");
-    download_from_wan(&ctx, &topo, &t, &external, "--no-utp");
-    download_from_wan(&ctx, &topo, &t, &external, "--no-tcp");
-    assert_same_file(&root, &ctx.join("out--no-utp/pm.bin"));
-    assert_same_file(&root, &ctx.join("out--no-tcp/pm.bin"));
+    let t = &lab.torrent;
+    download_from_wan(ctx, topo, t, &external, "--no-utp");
+    download_from_wan(ctx, topo, t, &external, "--no-tcp");
+    assert_same_file(&lab.root, &ctx.join("out--no-utp/pm.bin"));
+    assert_same_file(&lab.root, &ctx.join("out--no-tcp/pm.bin"));
 
     // SIGINT: every mapping is deleted before btc exits.
-    let t1 = std::time::Instant::now();
-    signal(seeder.pid(), SIGINT);
-    assert!(
-        seeder.wait_timeout(secs(15)).is_some(),
-        "btc did not exit on SIGINT\n{}",
-        seeder.tails()
-    );
-    eprintln!("[{name}] exited {:?} after SIGINT", t1.elapsed());
+    lab.stop(&mut seeder);
     let left = topo.forwards();
     assert!(
         left.is_empty(),
@@ -335,9 +380,8 @@ fn port_mapping_through(mode: Mode, name: &str) {
     let err = seeder.stderr();
     assert_eq!(err.matches("port mapping: deleted").count(), 2, "{err}");
     if matches!(mode, Mode::IgdV1 | Mode::IgdV2) {
-        assert!(router.stderr().contains("#DeletePortMapping"));
+        assert!(lab.router.stderr().contains("#DeletePortMapping"));
     }
-    router.terminate(secs(5));
 }
 
 #[test]
@@ -358,6 +402,80 @@ fn port_mapping_pcp() {
 #[test]
 fn port_mapping_nat_pmp() {
     port_mapping_through(Mode::NatPmp, "portmap-natpmp");
+}
+
+/// The router cannot give the listen port's number (another LAN client
+/// holds it): btc takes the port the router picks, and announces that
+/// one, so a WAN peer that knows btc only from the tracker reaches it.
+/// The DHT's port is mapped too.
+#[test]
+fn port_mapping_takes_another_port_and_announces_it() {
+    let lab = Lab::new("portmap-other-port", Mode::Pcp, 29);
+    let (ctx, topo) = (&lab.ctx, &lab.topo);
+    require_tool("natpmpc");
+    for transport in ["tcp", "udp"] {
+        let mut c = topo.lan.command("natpmpc");
+        c.args(["-g", ROUTER_LAN, "-a", "6881", "7000", transport, "600"]);
+        ctx.run("natpmpc", c, secs(15)).assert_ok("natpmpc");
+    }
+    assert_eq!(topo.forwards().len(), 2);
+
+    let hash = btc_info_hash(ctx, s(&lab.torrent));
+    let wan_ip = WAN_PEER.split('/').next().unwrap();
+    let tracker = Opentracker::start_at(ctx, Some(&topo.wan), wan_ip, &[&hash]);
+    let announce = format!("http://{wan_ip}:{}/announce", tracker.port);
+    // DHT on (its bootstrap node a silent WAN address): its port is mapped.
+    let bootstrap = format!("{wan_ip}:9");
+    let (mut seeder, events) =
+        lab.seed(&["--tracker", &announce, "--dht-bootstrap", &bootstrap], 3);
+    let find = |transport: &str, internal: u16| {
+        events
+            .iter()
+            .find(|e| e["transport"] == transport && e["internal"] == internal)
+            .unwrap_or_else(|| panic!("no {transport} {internal} in {events:?}"))
+            .clone()
+    };
+    let tcp = find("tcp", PORT);
+    let external = tcp["external"].as_u64().unwrap();
+    assert_ne!(external, u64::from(PORT), "6881 is taken: {tcp}");
+    let udp = find("udp", PORT)["external"].as_u64().unwrap();
+    assert_ne!(udp, u64::from(PORT));
+    // The DHT's port: its number may be the one the router gave uTP's
+    // (miniupnpd takes the next free one), so it gets another.
+    let dht = find("udp", PORT + 1)["external"].as_u64().unwrap();
+    assert_ne!(dht, udp, "{events:?}");
+    assert_eq!(topo.forwards().len(), 5, "{:?}", topo.forwards());
+
+    // The WAN peer has nothing but the tracker.
+    let out = ctx.mkdir("out");
+    let wan_state = ctx.join("state-wan");
+    let args = [
+        "-o",
+        s(&out),
+        s(&lab.torrent),
+        "--tracker",
+        &announce,
+        "--no-seed",
+        "--no-dht",
+        "--no-lsd",
+        "--no-port-mapping",
+        "-v",
+        "--state-dir",
+        s(&wan_state),
+    ];
+    let mut leecher = ctx.spawn("btc-wan", ctx.btc_in(&topo.wan, &args));
+    leecher.expect_success(secs(30));
+    assert_same_file(&lab.root, &out.join("pm.bin"));
+    let log = leecher.stderr();
+    assert!(
+        log.contains(&format!("{ROUTER_WAN}:{external}")),
+        "the tracker gave the external port:\n{log}"
+    );
+
+    lab.stop(&mut seeder);
+    let left = topo.forwards();
+    assert_eq!(left.len(), 2, "only natpmpc's are left: {left:?}");
+    assert!(left.iter().all(|f| f.contains("10.0.0.2:7000")), "{left:?}");
 }
 
 /// The `"$BTC"` runs in a shell script that would map ports: each command

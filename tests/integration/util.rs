@@ -1206,6 +1206,11 @@ impl Opentracker {
     /// chroot into its dir, then drops to `nobody`; the whitelist is read
     /// after that, relative to the chroot, so both must be world-readable.
     pub fn start(ctx: &Ctx, hashes: &[&str]) -> Opentracker {
+        Opentracker::start_at(ctx, ctx.netns.as_ref(), "127.0.0.1", hashes)
+    }
+
+    /// [`Opentracker::start`] on `ip`, in `ns` (else on the host).
+    pub fn start_at(ctx: &Ctx, ns: Option<&Netns>, ip: &str, hashes: &[&str]) -> Opentracker {
         use std::os::unix::fs::PermissionsExt;
         let dir = ctx.mkdir("opentracker");
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
@@ -1220,8 +1225,11 @@ impl Opentracker {
         fs::set_permissions(&wl, fs::Permissions::from_mode(0o644)).unwrap();
         let port = free_port();
         let p = port.to_string();
-        let mut c = ctx.command("opentracker");
-        c.args(["-i", "127.0.0.1", "-p", &p, "-P", &p, "-d"])
+        let mut c = match ns {
+            Some(ns) => ns.command("opentracker"),
+            None => Command::new("opentracker"),
+        };
+        c.args(["-i", ip, "-p", &p, "-P", &p, "-d"])
             .arg(&dir)
             .args(["-w", "whitelist"]);
         // As root it chroots into -d and refuses to keep root: drop to nobody.
@@ -1229,7 +1237,11 @@ impl Opentracker {
             c.args(["-u", "nobody"]);
         }
         let mut proc = ctx.spawn("opentracker", c);
-        if !ctx.wait_listening(&mut proc, &format!("127.0.0.1:{port}"), secs(10)) {
+        let addr = format!("{ip}:{port}");
+        let up = wait_for(secs(10), || {
+            proc.is_running() && ns.map_or_else(|| tcp_open(&addr), |ns| ns.tcp_open(&addr))
+        });
+        if !up {
             panic!("opentracker did not start\n{}", proc.tails());
         }
         // The whitelist is loaded by a helper thread right after start-up.
