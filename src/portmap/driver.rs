@@ -58,6 +58,7 @@ pub fn spawn(
                     internal,
                     nonce: rand::random(),
                     granted: None,
+                    asked: None,
                     due: Instant::now(),
                     failures: 0,
                     last_error: None,
@@ -86,6 +87,9 @@ struct Slot {
     nonce: [u8; 12],
     /// What the router granted: external port and lifetime.
     granted: Option<(u16, u32)>,
+    /// The external port of a request still unanswered when the task was
+    /// stopped: the router may have granted it, so it is deleted too.
+    asked: Option<u16>,
     /// When to map or renew next.
     due: Instant,
     /// Failures in a row (for the back-off).
@@ -194,6 +198,10 @@ impl Mapper {
         if self.slots.is_empty() {
             return;
         }
+        if let Some(IpAddr::V6(ip)) = self.cfg.bind {
+            tracing::info!("port mapping: IPv4 only, and --bind {ip} is IPv6; nothing to map");
+            return;
+        }
         let mut searches = 0u32;
         loop {
             if self.backend.is_none() {
@@ -267,8 +275,11 @@ impl Mapper {
         let protocol = backend.protocol();
         let s = &self.slots[i];
         let want = s.granted.map_or(s.internal, |g| g.0);
-        let r = map(backend, s.transport, s.internal, want, s.nonce).await;
+        let (transport, internal, nonce) = (s.transport, s.internal, s.nonce);
+        self.slots[i].asked = Some(want);
+        let r = map(backend, transport, internal, want, nonce).await;
         let s = &mut self.slots[i];
+        s.asked = None;
         match r {
             Ok((external, lifetime, external_ip)) => {
                 let changed = s.granted.map(|g| g.0) != Some(external);
@@ -335,7 +346,7 @@ impl Mapper {
             return;
         };
         for s in &mut self.slots {
-            let Some((external, _)) = s.granted.take() else {
+            let Some(external) = s.granted.take().map(|g| g.0).or(s.asked.take()) else {
                 continue;
             };
             let r = match backend {
@@ -396,15 +407,13 @@ fn default_gateway() -> Option<Ipv4Addr> {
 async fn discover(gateway: Ipv4Addr, bind: Option<IpAddr>) -> Result<Backend, PortmapError> {
     let local_bind = match bind {
         Some(IpAddr::V4(ip)) => ip,
-        Some(IpAddr::V6(_)) => return Err(PortmapError::NoUpnpGateway),
-        None => Ipv4Addr::UNSPECIFIED,
+        _ => Ipv4Addr::UNSPECIFIED,
     };
     let sock = UdpSocket::bind((local_bind, 0)).await?;
     sock.connect(SocketAddr::from((gateway, SERVER_PORT)))
         .await?;
-    let local = match sock.local_addr()?.ip() {
-        IpAddr::V4(ip) => ip,
-        IpAddr::V6(_) => return Err(PortmapError::NoUpnpGateway),
+    let IpAddr::V4(local) = sock.local_addr()?.ip() else {
+        return Err(std::io::Error::other("an IPv4 socket with an IPv6 address").into());
     };
     let mut udp = Udp {
         sock,

@@ -42,7 +42,10 @@ struct Topology {
 }
 
 impl Topology {
-    fn new() -> Topology {
+    /// With `default_route` false the LAN reaches the WAN by a route of
+    /// its own, not a default route: no gateway to find in
+    /// `/proc/net/route` (so btc needs `--gateway`).
+    fn new(default_route: bool) -> Topology {
         let t = Topology {
             lan: Netns::new(),
             router: Netns::new(),
@@ -67,8 +70,12 @@ impl Topology {
             t.lan.ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
             t.lan.ip(&["-n", ns, "link", "set", dev, "up"]);
         }
-        t.lan
-            .ip(&["-n", l, "route", "add", "default", "via", ROUTER_LAN]);
+        let to = if default_route {
+            "default"
+        } else {
+            "11.0.0.0/24"
+        };
+        t.lan.ip(&["-n", l, "route", "add", to, "via", ROUTER_LAN]);
         let fwd = t
             .router
             .command("sysctl")
@@ -251,7 +258,8 @@ struct Lab {
 impl Lab {
     fn new(name: &str, mode: Mode, seed: u64) -> Lab {
         let ctx = Ctx::new(name, secs(75));
-        let topo = Topology::new();
+        // The NAT-PMP router is named by --gateway, as a VPN's would be.
+        let topo = Topology::new(mode != Mode::NatPmp);
         let router = start_router(&ctx, &topo, mode);
         let seed_dir = ctx.mkdir("seed");
         let root = Payload::single("pm.bin", 1 << 20).write(&seed_dir, seed);
@@ -317,7 +325,11 @@ impl Lab {
 fn port_mapping_through(mode: Mode, name: &str) {
     let lab = Lab::new(name, mode, 23);
     let (ctx, topo) = (&lab.ctx, &lab.topo);
-    let (mut seeder, events) = lab.seed(&["--no-dht"], 2);
+    let mut args = vec!["--no-dht"];
+    if mode == Mode::NatPmp {
+        args.extend(["--gateway", ROUTER_LAN]);
+    }
+    let (mut seeder, events) = lab.seed(&args, 2);
     let protocol = match mode {
         Mode::IgdV1 | Mode::IgdV2 => "upnp",
         Mode::Pcp => "pcp",
