@@ -202,7 +202,11 @@ impl Mapper {
             tracing::info!("port mapping: IPv4 only, and --bind {ip} is IPv6; nothing to map");
             return;
         }
+        // Searches since a mapping last succeeded (the back-off), and when
+        // a restart last made us map everything again (a router whose
+        // epoch is nonsense must not make us map in a loop).
         let mut searches = 0u32;
+        let mut remapped: Option<Instant> = None;
         loop {
             if self.backend.is_none() {
                 let found = tokio::select! {
@@ -213,7 +217,6 @@ impl Mapper {
                     Ok(b) => {
                         tracing::debug!("port mapping: the router speaks {}", b.protocol());
                         self.backend = Some(b);
-                        searches = 0;
                         let now = Instant::now();
                         for s in &mut self.slots {
                             s.due = now;
@@ -239,24 +242,35 @@ impl Mapper {
                 if self.slots[i].due > now {
                     continue;
                 }
-                tokio::select! {
+                let mapped = tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = self.map_slot(i) => {}
+                    ok = self.map_slot(i) => ok,
+                };
+                if mapped {
+                    searches = 0;
                 }
                 if self.backend.is_none() {
                     break;
                 }
             }
+            if self.backend.is_none() {
+                // The router stopped answering: look for one again later.
+                let wait = timing::retry_after(searches);
+                searches = searches.saturating_add(1);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => continue,
+                }
+            }
             if let Some(Backend::Pcp(u) | Backend::NatPmp(u)) = &mut self.backend
                 && std::mem::take(&mut u.restarted)
+                && remapped.is_none_or(|t| t.elapsed() >= timing::MIN_RENEW)
             {
                 let now = Instant::now();
+                remapped = Some(now);
                 for s in &mut self.slots {
                     s.due = now;
                 }
-                continue;
-            }
-            if self.backend.is_none() {
                 continue;
             }
             let next = self.slots.iter().map(|s| s.due).min().unwrap_or(now);
@@ -267,10 +281,11 @@ impl Mapper {
         }
     }
 
-    /// Maps or renews slot `i` and reports what changed.
-    async fn map_slot(&mut self, i: usize) {
+    /// Maps or renews slot `i` and reports what changed; true if the
+    /// router granted it.
+    async fn map_slot(&mut self, i: usize) -> bool {
         let Some(backend) = self.backend.as_mut() else {
-            return;
+            return false;
         };
         let protocol = backend.protocol();
         let s = &self.slots[i];
@@ -308,6 +323,7 @@ impl Mapper {
                         lifetime,
                     });
                 }
+                true
             }
             Err(e) => {
                 let lost_router = matches!(
@@ -335,6 +351,7 @@ impl Mapper {
                     // Find out again what (if anything) answers.
                     self.backend = None;
                 }
+                false
             }
         }
     }
