@@ -224,9 +224,18 @@ impl Mapper {
                     }
                     Err(e) => {
                         if searches == 0 {
-                            tracing::info!(
-                                "port mapping: no router at {gateway} answered PCP, NAT-PMP or UPnP ({e})"
+                            let error = format!(
+                                "no router at {gateway} answered PCP, NAT-PMP or UPnP ({e})"
                             );
+                            tracing::info!("port mapping: {error}");
+                            for s in &self.slots {
+                                (self.report)(&Event::Failed {
+                                    protocol: None,
+                                    transport: s.transport,
+                                    internal: s.internal,
+                                    error: error.clone(),
+                                });
+                            }
                         }
                         let wait = timing::retry_after(searches);
                         searches = searches.saturating_add(1);
