@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pure=(
-  src/id.rs src/bencode.rs src/metainfo.rs src/magnet.rs src/bitfield.rs
+  src/id.rs src/bencode.rs src/metainfo.rs src/metainfo/v2.rs src/merkle.rs src/magnet.rs src/bitfield.rs
   src/geometry.rs src/picker.rs src/choker.rs
   src/peer/message.rs src/peer/codec.rs src/peer/handshake.rs
   src/peer/extension.rs src/peer/metadata.rs src/peer/state.rs src/peer/state/fast.rs

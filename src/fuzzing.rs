@@ -119,6 +119,17 @@ fn sha1(bytes: &[u8]) -> [u8; 20] {
 fn check_metainfo(m: &Metainfo) {
     assert_eq!(m.info_hash.0, sha1(&m.info_bytes));
     let info = &m.info;
+    if let Some(v2) = &m.v2 {
+        // A hybrid's halves describe the same files, and every kept layer
+        // hashes up to its file's root.
+        assert_eq!(v2.files.len(), info.files.iter().filter(|f| !f.pad).count());
+        for f in &v2.files {
+            if let (Some(layer), Some(root)) = (&f.layer, f.pieces_root) {
+                let root_again = crate::merkle::root_from_layer(layer, f.length, info.piece_length);
+                assert_eq!(root_again, Some(root));
+            }
+        }
+    }
     assert!(info.piece_length > 0);
     assert!(info.total_length > 0);
     let g = Geometry::new(info.total_length, info.piece_length);

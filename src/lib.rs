@@ -67,6 +67,7 @@ pub mod geometry;
 pub mod id;
 pub mod lsd;
 pub mod magnet;
+pub mod merkle;
 pub mod metainfo;
 pub mod mse;
 pub mod peer;

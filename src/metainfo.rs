@@ -14,6 +14,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
 
+pub mod v2;
+pub use v2::{V2File, V2Info};
+
 /// Largest piece length accepted: 64 MiB. Real torrents stop at 16–64 MiB;
 /// anything bigger is either an attack on our memory (a piece is buffered
 /// whole while it downloads, and the start-up check holds one per thread)
@@ -49,6 +52,9 @@ pub struct Metainfo {
     pub encoding: Option<String>,
     /// `url-list` (BEP 19 web seeds), kept for later use.
     pub url_list: Vec<String>,
+    /// The BitTorrent v2 half of a hybrid torrent (BEP 52), checked
+    /// against the v1 half; `None` for a v1 torrent.
+    pub v2: Option<V2Info>,
 }
 
 /// A validated info dictionary.
@@ -175,6 +181,22 @@ pub enum MetainfoError {
     /// A path is a file and also a folder holding another file.
     #[error("{0:?} is both a file and a folder")]
     FileIsFolder(String),
+    /// The v2 half (BEP 52) is malformed or disagrees with the v1 half.
+    #[error("invalid v2 metadata: {0}")]
+    BadV2(String),
+    /// A `meta version` other than 2.
+    #[error("meta version {0} is not one btc knows (2 is BitTorrent v2)")]
+    UnknownMetaVersion(i64),
+    /// A valid BitTorrent v2 torrent without the v1 half btc downloads by.
+    #[error(
+        "{name:?} is a BitTorrent v2-only torrent (v2 info-hash {hash}); btc downloads v1 and hybrid (v1+v2) torrents, not v2-only ones yet"
+    )]
+    V2Only {
+        /// The torrent's name.
+        name: String,
+        /// Its v2 info-hash, 64 hex digits.
+        hash: String,
+    },
 }
 
 /// The top level of a `.torrent`, borrowed from the input. Everything but
@@ -199,6 +221,8 @@ struct RawTorrent<'a> {
     encoding: Option<Value<'a>>,
     #[serde(borrow, rename = "url-list")]
     url_list: Option<Value<'a>>,
+    #[serde(borrow, rename = "piece layers")]
+    piece_layers: Option<Value<'a>>,
 }
 
 impl Metainfo {
@@ -206,7 +230,11 @@ impl Metainfo {
     pub fn from_bytes(buf: &[u8]) -> Result<Metainfo, MetainfoError> {
         let raw: RawTorrent = crate::bencode::decode(buf)?;
         let info_raw = raw.info.ok_or(MetainfoError::Missing("info"))?;
-        let info = parse_info(&info_raw.data)?;
+        let (info, v2) = parse_info_v1_v2(
+            &info_raw.data,
+            info_raw.raw_bytes.0,
+            raw.piece_layers.as_ref(),
+        )?;
         let info_bytes = Bytes::copy_from_slice(info_raw.raw_bytes.0);
         let announce = raw
             .announce
@@ -240,6 +268,7 @@ impl Metainfo {
             created_by: raw.created_by.as_ref().and_then(lossy),
             encoding: raw.encoding.as_ref().and_then(lossy),
             url_list,
+            v2,
         })
     }
 
@@ -253,7 +282,7 @@ impl Metainfo {
         trackers: Vec<Vec<String>>,
     ) -> Result<Metainfo, MetainfoError> {
         let value: Value = crate::bencode::decode(info)?;
-        let parsed = parse_info(&value)?;
+        let (parsed, v2) = parse_info_v1_v2(&value, info, None)?;
         let announce_list: Vec<Vec<String>> = trackers
             .into_iter()
             .map(|tier| {
@@ -275,6 +304,7 @@ impl Metainfo {
             created_by: None,
             encoding: None,
             url_list: Vec::new(),
+            v2,
         })
     }
 
@@ -439,6 +469,41 @@ fn check_component(c: &str) -> Result<(), MetainfoError> {
         }),
         None => Ok(()),
     }
+}
+
+/// The v1 half of `v` and, when `meta version` is 2, the v2 half, checked
+/// against each other. A v2-only torrent is refused with its name and v2
+/// hash ([`MetainfoError::V2Only`]).
+fn parse_info_v1_v2(
+    v: &Value,
+    info_bytes: &[u8],
+    layers: Option<&Value>,
+) -> Result<(Info, Option<V2Info>), MetainfoError> {
+    let Value::Dict(d) = v else {
+        return Err(MetainfoError::WrongType {
+            field: "info",
+            expected: "a dictionary",
+        });
+    };
+    match get_int(d, "meta version")? {
+        None | Some(1) => return Ok((parse_info(v)?, None)),
+        Some(2) => {}
+        Some(other) => return Err(MetainfoError::UnknownMetaVersion(other)),
+    }
+    let name = get_text(d, "name", "name.utf-8")?.ok_or(MetainfoError::Missing("name"))?;
+    if let Some(reason) = component_problem(&name) {
+        return Err(MetainfoError::BadName { name, reason });
+    }
+    let v2 = v2::parse(d, info_bytes, &name, layers)?;
+    if get(d, "pieces").is_none() {
+        return Err(MetainfoError::V2Only {
+            name,
+            hash: v2.info_hash.iter().map(|b| format!("{b:02x}")).collect(),
+        });
+    }
+    let info = parse_info(v)?;
+    v2::check_hybrid(&info.files, &v2, info.piece_length)?;
+    Ok((info, Some(v2)))
 }
 
 fn parse_info(v: &Value) -> Result<Info, MetainfoError> {

@@ -54,6 +54,14 @@ pub fn format_info(m: &Metainfo) -> String {
     // Writing to a String cannot fail.
     let _ = writeln!(s, "Name:        {}", info.name);
     let _ = writeln!(s, "Info-hash:   {}", m.info_hash);
+    if let Some(v2) = &m.v2 {
+        let hex: String = v2.info_hash.iter().map(|b| format!("{b:02x}")).collect();
+        let _ = writeln!(s, "Info-hash v2: {hex}");
+        let _ = writeln!(
+            s,
+            "Format:      hybrid (BitTorrent v1 + v2; btc takes part in the v1 swarm)"
+        );
+    }
     let _ = writeln!(s, "Magnet:      {}", Magnet::from_metainfo(m).to_uri());
     let _ = writeln!(
         s,
@@ -283,6 +291,27 @@ mod tests {
         )))
         .unwrap();
         assert!(format_info(&web).contains("Web seeds:\n  http://seed1.example/files/\n"));
+    }
+
+    #[test]
+    fn a_hybrid_shows_both_hashes_and_a_magnet_with_both() {
+        let m = Metainfo::from_bytes(include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/torrents/hybrid-libtorrent.torrent"
+        )))
+        .unwrap();
+        let text = format_info(&m);
+        let v2 = "d18f1695f4e0b252cf0ab7b4746b8d0d068b29d59b7ac25e0f704a3e424cc843";
+        for want in [
+            "Info-hash:   974735ffc2ea5426ee8ff5f5444ec8bcddae3683\n".to_string(),
+            format!("Info-hash v2: {v2}\n"),
+            "Format:      hybrid".to_string(),
+            format!(
+                "Magnet:      magnet:?xt=urn:btih:974735ffc2ea5426ee8ff5f5444ec8bcddae3683&xt=urn:btmh:1220{v2}&dn=hybrid"
+            ),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
     }
 
     #[test]
