@@ -498,7 +498,7 @@ fn parse_info_v1_v2(
     if get(d, "pieces").is_none() {
         return Err(MetainfoError::V2Only {
             name,
-            hash: v2.info_hash.iter().map(|b| format!("{b:02x}")).collect(),
+            hash: v2.hash_hex(),
         });
     }
     let info = parse_info(v)?;

@@ -55,8 +55,7 @@ pub fn format_info(m: &Metainfo) -> String {
     let _ = writeln!(s, "Name:        {}", info.name);
     let _ = writeln!(s, "Info-hash:   {}", m.info_hash);
     if let Some(v2) = &m.v2 {
-        let hex: String = v2.info_hash.iter().map(|b| format!("{b:02x}")).collect();
-        let _ = writeln!(s, "Info-hash v2: {hex}");
+        let _ = writeln!(s, "Info-hash v2: {}", v2.hash_hex());
         let _ = writeln!(
             s,
             "Format:      hybrid (BitTorrent v1 + v2; btc takes part in the v1 swarm)"

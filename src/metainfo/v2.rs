@@ -56,6 +56,13 @@ pub struct V2File {
     pub layer: Option<Vec<Hash>>,
 }
 
+impl V2Info {
+    /// The v2 info-hash as 64 hex digits.
+    pub fn hash_hex(&self) -> String {
+        self.info_hash.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 fn bad(reason: impl Into<String>) -> MetainfoError {
     MetainfoError::BadV2(reason.into())
 }

@@ -737,6 +737,7 @@ async fn install(
             .filter(|f| !f.pad)
             .map(|f| (f.path.join("/"), f.length))
             .collect(),
+        info_hash_v2: data.meta.v2.as_ref().map(|v| v.hash_hex()),
     });
     let sequential = match opts.stream {
         Some(index) => Some(crate::select::file_pieces(
