@@ -15,7 +15,7 @@ use serde::Deserialize;
 use sha1::{Digest, Sha1};
 
 pub mod v2;
-pub use v2::{V2File, V2Info};
+pub use v2::{V2File, V2Info, V2Piece};
 
 /// Largest piece length accepted: 64 MiB. Real torrents stop at 16–64 MiB;
 /// anything bigger is either an attack on our memory (a piece is buffered
@@ -64,8 +64,12 @@ pub struct Info {
     pub name: String,
     /// Bytes per piece (> 0).
     pub piece_length: u32,
-    /// SHA-1 of every piece, in order.
+    /// SHA-1 of every piece, in order (empty for a v2-only torrent).
     pub pieces: Vec<[u8; 20]>,
+    /// A v2-only torrent's piece checks (SHA-256 merkle, BEP 52), one per
+    /// piece of the aligned layout; `None` for v1 and hybrid torrents,
+    /// whose pieces are checked by `pieces`.
+    pub v2_pieces: Option<Vec<V2Piece>>,
     /// BEP 27 private flag.
     pub private: bool,
     /// Files in torrent order. A single-file torrent has one entry whose path is `[name]`;
@@ -187,9 +191,11 @@ pub enum MetainfoError {
     /// A `meta version` other than 2.
     #[error("meta version {0} is not one btc knows (2 is BitTorrent v2)")]
     UnknownMetaVersion(i64),
-    /// A valid BitTorrent v2 torrent without the v1 half btc downloads by.
+    /// A BitTorrent v2-only torrent without the piece layers btc needs to
+    /// check its pieces (they would have to come from peers, BEP 52 hash
+    /// requests, which btc does not send yet).
     #[error(
-        "{name:?} is a BitTorrent v2-only torrent (v2 info-hash {hash}); btc downloads v1 and hybrid (v1+v2) torrents, not v2-only ones yet"
+        "{name:?} is a BitTorrent v2-only torrent (v2 info-hash {hash}) without its piece layers; btc cannot fetch them from peers yet"
     )]
     V2Only {
         /// The torrent's name.
@@ -255,8 +261,8 @@ impl Metainfo {
         .filter(|s| !s.is_empty())
         .collect();
         Ok(Metainfo {
+            info_hash: swarm_hash(&info, v2.as_ref(), &info_bytes),
             info,
-            info_hash: sha1_hash(&info_bytes),
             info_bytes,
             announce,
             announce_list,
@@ -294,8 +300,8 @@ impl Metainfo {
             .collect();
         let info_bytes = Bytes::copy_from_slice(info);
         Ok(Metainfo {
+            info_hash: swarm_hash(&parsed, v2.as_ref(), &info_bytes),
             info: parsed,
-            info_hash: sha1_hash(&info_bytes),
             info_bytes,
             announce: announce_list.first().and_then(|t| t.first()).cloned(),
             announce_list,
@@ -331,18 +337,50 @@ impl Metainfo {
 impl Info {
     /// Number of pieces.
     pub fn piece_count(&self) -> usize {
-        self.pieces.len()
+        match &self.v2_pieces {
+            Some(v2) => v2.len(),
+            None => self.pieces.len(),
+        }
+    }
+
+    /// Whether `data` is piece `index`: its SHA-1, or for a v2-only torrent
+    /// its merkle hash (the pad bytes that align the next file must be
+    /// zero). `false` past the end.
+    pub fn piece_matches(&self, index: usize, data: &[u8]) -> bool {
+        match &self.v2_pieces {
+            Some(v2) => v2
+                .get(index)
+                .is_some_and(|p| p.matches(data, self.piece_length)),
+            None => self
+                .pieces
+                .get(index)
+                .is_some_and(|h| Sha1::digest(data).as_slice() == h),
+        }
     }
 
     /// Length of piece `index`: `piece_length`, except the last piece, which
     /// holds what is left. `None` past the end.
     pub fn piece_len(&self, index: usize) -> Option<u32> {
-        if index >= self.pieces.len() {
+        if index >= self.piece_count() {
             return None;
         }
         let start = index as u64 * u64::from(self.piece_length);
         let left = self.total_length.saturating_sub(start);
         Some(left.min(u64::from(self.piece_length)) as u32)
+    }
+}
+
+/// The 20-byte hash the swarm knows the torrent by: the SHA-1 of the info
+/// bytes, or for a v2-only torrent the v2 info-hash cut to 20 bytes (what
+/// BEP 52 peers put in the handshake and announce to trackers and the DHT).
+fn swarm_hash(info: &Info, v2: Option<&V2Info>, info_bytes: &[u8]) -> InfoHash {
+    match v2 {
+        Some(v2) if info.v2_pieces.is_some() => {
+            let mut out = [0u8; 20];
+            out.copy_from_slice(&v2.info_hash[..20]);
+            InfoHash(out)
+        }
+        _ => sha1_hash(info_bytes),
     }
 }
 
@@ -496,10 +534,10 @@ fn parse_info_v1_v2(
     }
     let v2 = v2::parse(d, info_bytes, &name, layers)?;
     if get(d, "pieces").is_none() {
-        return Err(MetainfoError::V2Only {
-            name,
-            hash: v2.hash_hex(),
-        });
+        let piece_length = get_u64(d, "piece length")?.unwrap_or(0) as u32;
+        let private = matches!(get(d, "private"), Some(Value::Integer(1)));
+        let info = v2::aligned_info(&v2, name, piece_length, private)?;
+        return Ok((info, Some(v2)));
     }
     let info = parse_info(v)?;
     v2::check_hybrid(&info.files, &v2, info.piece_length)?;
@@ -587,6 +625,7 @@ fn parse_info(v: &Value) -> Result<Info, MetainfoError> {
         name,
         piece_length,
         pieces,
+        v2_pieces: None,
         private,
         files,
         total_length,
@@ -718,6 +757,7 @@ pub fn synthetic_info(
         name: "t".into(),
         piece_length,
         pieces: vec![[0; 20]; g.piece_count as usize],
+        v2_pieces: None,
         private: false,
         files: entries,
         total_length: offset,

@@ -54,14 +54,33 @@ pub fn format_info(m: &Metainfo) -> String {
     // Writing to a String cannot fail.
     let _ = writeln!(s, "Name:        {}", info.name);
     let _ = writeln!(s, "Info-hash:   {}", m.info_hash);
-    if let Some(v2) = &m.v2 {
-        let _ = writeln!(s, "Info-hash v2: {}", v2.hash_hex());
-        let _ = writeln!(
-            s,
-            "Format:      hybrid (BitTorrent v1 + v2; btc takes part in the v1 swarm)"
-        );
+    let magnet = Magnet::from_metainfo(m).to_uri();
+    match &m.v2 {
+        None => {
+            let _ = writeln!(s, "Magnet:      {magnet}");
+        }
+        Some(v2) if info.v2_pieces.is_some() => {
+            let _ = writeln!(s, "Info-hash v2: {}", v2.hash_hex());
+            let _ = writeln!(
+                s,
+                "Format:      BitTorrent v2 only (peers know it by the v2 hash's first 20 bytes)"
+            );
+            // A v2 swarm has no v1 hash: the link names the v2 one alone.
+            let v2_only = match magnet.split_once('&') {
+                Some((_, rest)) => format!("magnet:?{rest}"),
+                None => magnet,
+            };
+            let _ = writeln!(s, "Magnet:      {v2_only}");
+        }
+        Some(v2) => {
+            let _ = writeln!(s, "Info-hash v2: {}", v2.hash_hex());
+            let _ = writeln!(
+                s,
+                "Format:      hybrid (BitTorrent v1 + v2; btc takes part in the v1 swarm)"
+            );
+            let _ = writeln!(s, "Magnet:      {magnet}");
+        }
     }
-    let _ = writeln!(s, "Magnet:      {}", Magnet::from_metainfo(m).to_uri());
     let _ = writeln!(
         s,
         "Size:        {} ({} bytes)",

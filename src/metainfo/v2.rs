@@ -11,8 +11,8 @@
 //! thing and seed another.
 
 use super::{
-    Dict, FileEntry, MAX_FILES, MAX_TOTAL_LENGTH, MetainfoError, check_component, get, get_bytes,
-    get_u64,
+    Dict, FileEntry, Info, MAX_FILES, MAX_PIECE_LENGTH, MAX_TOTAL_LENGTH, MetainfoError,
+    check_component, check_unique, get, get_bytes, get_u64,
 };
 use crate::bencode::Value;
 use crate::merkle::{self, Hash};
@@ -63,6 +63,124 @@ impl V2Info {
     }
 }
 
+/// How one piece of a v2-only torrent is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V2Piece {
+    /// The piece's layer entry, or the file's `pieces root` for a file of
+    /// one piece or less.
+    pub hash: Hash,
+    /// Bytes of file data at the piece's start; the rest, up to the next
+    /// file's piece boundary, is padding (zeros, never on disk).
+    pub data_len: u32,
+    /// `hash` is the root of the whole (short) file: its leaves are padded
+    /// to a power of two, not to a whole piece.
+    pub whole_file: bool,
+}
+
+impl V2Piece {
+    /// Whether `data` (the piece as the aligned layout has it) is this piece.
+    pub fn matches(&self, data: &[u8], piece_length: u32) -> bool {
+        let n = (self.data_len as usize).min(data.len());
+        let (file, pad) = data.split_at(n);
+        if n != self.data_len as usize || pad.iter().any(|&b| b != 0) {
+            return false;
+        }
+        let got = if self.whole_file {
+            merkle::file_root(file)
+        } else {
+            merkle::piece_hash(file, piece_length)
+        };
+        got == self.hash
+    }
+}
+
+/// The v1-shaped [`Info`] btc downloads a v2-only torrent by: its files in
+/// tree order, each non-empty one followed by a pad file up to the next
+/// piece boundary, the last one included (the layout BEP 52 numbers pieces
+/// in, the one libtorrent's hybrids spell out in their v1 half), and a
+/// [`V2Piece`] check per piece. Fails when a file longer than a piece has
+/// no piece layer.
+pub fn aligned_info(
+    v2: &V2Info,
+    name: String,
+    piece_length: u32,
+    private: bool,
+) -> Result<Info, MetainfoError> {
+    let pl = u64::from(piece_length);
+    let mut files = Vec::with_capacity(v2.files.len() * 2);
+    let mut checks = Vec::new();
+    let mut offset = 0u64;
+    for f in &v2.files {
+        files.push(FileEntry {
+            path: f.path.clone(),
+            length: f.length,
+            offset,
+            md5sum: None,
+            pad: false,
+        });
+        offset += f.length;
+        let Some(root) = f.pieces_root else { continue };
+        if f.length <= pl {
+            checks.push(V2Piece {
+                hash: root,
+                data_len: f.length as u32,
+                whole_file: true,
+            });
+        } else {
+            let Some(layer) = &f.layer else {
+                return Err(MetainfoError::V2Only {
+                    name,
+                    hash: v2.hash_hex(),
+                });
+            };
+            for (k, h) in layer.iter().enumerate() {
+                let left = f.length - k as u64 * pl;
+                checks.push(V2Piece {
+                    hash: *h,
+                    data_len: left.min(pl) as u32,
+                    whole_file: false,
+                });
+            }
+        }
+        // The last file is padded too: peers (libtorrent) count the last
+        // piece as a whole one and ask for whole blocks of it.
+        let pad = offset.next_multiple_of(pl) - offset;
+        if pad > 0 {
+            files.push(FileEntry {
+                path: vec![name.clone(), ".pad".into(), pad.to_string()],
+                length: pad,
+                offset,
+                md5sum: None,
+                pad: true,
+            });
+            offset += pad;
+        }
+    }
+    let total_length = offset;
+    if total_length > MAX_TOTAL_LENGTH {
+        return Err(MetainfoError::TooLarge);
+    }
+    if total_length == 0 {
+        return Err(MetainfoError::EmptyTorrent);
+    }
+    // The geometry's piece count must match the checks.
+    if total_length.div_ceil(pl) != checks.len() as u64 {
+        return Err(bad("the file tree does not fill whole pieces"));
+    }
+    check_unique(&files)?;
+    let multi_file = !(v2.files.len() == 1 && v2.files[0].path.len() == 1);
+    Ok(Info {
+        name,
+        piece_length,
+        pieces: Vec::new(),
+        v2_pieces: Some(checks),
+        private,
+        files,
+        total_length,
+        multi_file,
+    })
+}
+
 fn bad(reason: impl Into<String>) -> MetainfoError {
     MetainfoError::BadV2(reason.into())
 }
@@ -82,6 +200,9 @@ pub fn parse(
         return Err(bad(format!(
             "piece length {piece_length} is not a power of two of at least 16 KiB"
         )));
+    }
+    if piece_length > MAX_PIECE_LENGTH {
+        return Err(MetainfoError::PieceLengthTooLarge(piece_length));
     }
     let tree = get(info, "file tree").ok_or(MetainfoError::Missing("file tree"))?;
     let Value::Dict(top) = tree else {

@@ -686,7 +686,7 @@ async fn install(
             }
             let mut have = data.storage.check_existing(
                 &data.geometry,
-                &data.meta.info.pieces,
+                &data.meta.info,
                 &to_check,
                 threads,
                 &progress,

@@ -662,7 +662,7 @@ impl Storage {
     pub fn check_existing(
         &self,
         geometry: &Geometry,
-        hashes: &[[u8; 20]],
+        info: &crate::metainfo::Info,
         check: &Bitfield,
         threads: usize,
         progress: &AtomicU32,
@@ -691,6 +691,9 @@ impl Storage {
                     scope.spawn(|| {
                         let mut good = Vec::new();
                         let mut buf = vec![0u8; HASH_READ_CHUNK];
+                        // A v2-only torrent's merkle check needs the piece
+                        // whole: read into this one, grown on first use.
+                        let mut piece = Vec::new();
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             if i >= n {
@@ -701,11 +704,17 @@ impl Storage {
                             }
                             let len = geometry.piece_len(i) as usize;
                             let off = geometry.piece_offset(i);
-                            if self.range_present(off, len, &sizes)
-                                && self
+                            let mut matches = || match &info.v2_pieces {
+                                None => self
                                     .hash_range(off, len, &mut buf)
-                                    .is_ok_and(|h| h == hashes[i as usize])
-                            {
+                                    .is_ok_and(|h| info.pieces.get(i as usize) == Some(&h)),
+                                Some(_) => {
+                                    piece.resize(len, 0);
+                                    self.read(off, &mut piece).is_ok()
+                                        && info.piece_matches(i as usize, &piece)
+                                }
+                            };
+                            if self.range_present(off, len, &sizes) && matches() {
                                 good.push(i);
                             }
                             progress.fetch_add(1, Ordering::Relaxed);
@@ -724,11 +733,6 @@ impl Storage {
         }
         have
     }
-}
-
-/// SHA-1 of `data` equals `expected`.
-pub fn piece_matches(data: &[u8], expected: &[u8; 20]) -> bool {
-    Sha1::digest(data).as_slice() == expected
 }
 
 #[cfg(test)]

@@ -66,17 +66,54 @@ fn libtorrent_hybrid_has_the_v2_hash_libtorrent_reports_and_checked_layers() {
 }
 
 #[test]
-fn a_v2_only_torrent_is_refused_by_name_with_its_v2_hash() {
-    match Metainfo::from_bytes(&golden("v2-libtorrent.torrent")) {
+fn a_v2_only_torrent_is_read_in_the_aligned_layout_and_checks_its_pieces() {
+    let m = Metainfo::from_bytes(&golden("v2-libtorrent.torrent")).unwrap();
+    // torrent_info.info_hashes().v2; the swarm's 20 bytes are its start.
+    let v2 = "31bae93bbfbab6fc539c56a40cfc90174f39f46b922eb622e04b02597bbb57e0";
+    assert_eq!(m.v2.as_ref().unwrap().hash_hex(), v2);
+    assert_eq!(m.info_hash.to_hex(), v2[..40]);
+    // The hybrid's v1 half spells out the same layout, pad files and all.
+    let hybrid = Metainfo::from_bytes(&golden("hybrid-libtorrent.torrent")).unwrap();
+    let shape = |m: &Metainfo| -> Vec<(u64, u64, bool)> {
+        m.info
+            .files
+            .iter()
+            .map(|f| (f.offset, f.length, f.pad))
+            .collect()
+    };
+    assert_eq!(shape(&m), shape(&hybrid));
+    assert_eq!(m.info.piece_count(), 9);
+    // Every piece of the real data passes; a flipped byte or a byte of
+    // padding that is not zero fails.
+    let mut aligned = Vec::new();
+    for (f, (_, data)) in m.info.files.iter().filter(|f| !f.pad).zip(golden_payload()) {
+        aligned.resize(f.offset as usize, 0);
+        aligned.extend_from_slice(&data);
+    }
+    aligned.resize(m.info.total_length as usize, 0);
+    for (i, piece) in aligned.chunks(32768).enumerate() {
+        assert!(m.info.piece_matches(i, piece), "piece {i}");
+        let mut bad = piece.to_vec();
+        bad[100] ^= 1;
+        assert!(!m.info.piece_matches(i, &bad), "piece {i} with a bad byte");
+    }
+    let mut padded = aligned[3 * 32768..4 * 32768].to_vec();
+    assert_eq!(padded.len(), 32768);
+    padded[32767] = 1;
+    assert!(!m.info.piece_matches(3, &padded));
+    assert!(!m.info.piece_matches(9, &aligned[..32768]));
+}
+
+#[test]
+fn a_v2_only_torrent_without_its_piece_layers_is_refused_by_name_and_v2_hash() {
+    let mut t = build(&[("a", 40_000), ("b", 10)], false);
+    t.dict().remove(b"piece layers".as_slice());
+    match parse(&t) {
         Err(MetainfoError::V2Only { name, hash }) => {
-            assert_eq!(name, "hybrid");
-            // torrent_info.info_hashes().v2
-            assert_eq!(
-                hash,
-                "31bae93bbfbab6fc539c56a40cfc90174f39f46b922eb622e04b02597bbb57e0"
-            );
+            assert_eq!(name, "t");
+            assert_eq!(hash.len(), 64);
         }
-        other => panic!("not refused as v2-only: {other:?}"),
+        other => panic!("not refused for its missing layers: {other:?}"),
     }
 }
 
