@@ -66,9 +66,9 @@ pub struct Info {
     pub piece_length: u32,
     /// SHA-1 of every piece, in order (empty for a v2-only torrent).
     pub pieces: Vec<[u8; 20]>,
-    /// A v2-only torrent's piece checks (SHA-256 merkle, BEP 52), one per
-    /// piece of the aligned layout; `None` for v1 and hybrid torrents,
-    /// whose pieces are checked by `pieces`.
+    /// Piece checks by SHA-256 merkle hash (BEP 52), one per piece: all a
+    /// v2-only torrent has, and a hybrid's second check beside `pieces`
+    /// (when its `.torrent` carries the piece layers); `None` for v1.
     pub v2_pieces: Option<Vec<V2Piece>>,
     /// BEP 27 private flag.
     pub private: bool,
@@ -338,23 +338,33 @@ impl Info {
     /// Number of pieces.
     pub fn piece_count(&self) -> usize {
         match &self.v2_pieces {
-            Some(v2) => v2.len(),
-            None => self.pieces.len(),
+            Some(v2) if self.pieces.is_empty() => v2.len(),
+            _ => self.pieces.len(),
         }
     }
 
-    /// Whether `data` is piece `index`: its SHA-1, or for a v2-only torrent
-    /// its merkle hash (the pad bytes that align the next file must be
+    /// Whether this is a v2-only torrent (no SHA-1 piece hashes).
+    pub fn is_v2_only(&self) -> bool {
+        self.pieces.is_empty() && self.v2_pieces.is_some()
+    }
+
+    /// Whether `data` is piece `index`: its SHA-1 and, where known, its
+    /// merkle hash (the pad bytes that align the next file must then be
     /// zero). `false` past the end.
     pub fn piece_matches(&self, index: usize, data: &[u8]) -> bool {
+        let v1 = || {
+            self.pieces
+                .get(index)
+                .is_some_and(|h| Sha1::digest(data).as_slice() == h)
+        };
+        let v2 = |v2: &[V2Piece]| {
+            v2.get(index)
+                .is_some_and(|p| p.matches(data, self.piece_length))
+        };
         match &self.v2_pieces {
-            Some(v2) => v2
-                .get(index)
-                .is_some_and(|p| p.matches(data, self.piece_length)),
-            None => self
-                .pieces
-                .get(index)
-                .is_some_and(|h| Sha1::digest(data).as_slice() == h),
+            None => v1(),
+            Some(checks) if self.pieces.is_empty() => v2(checks),
+            Some(checks) => v1() && v2(checks),
         }
     }
 
@@ -375,7 +385,7 @@ impl Info {
 /// BEP 52 peers put in the handshake and announce to trackers and the DHT).
 fn swarm_hash(info: &Info, v2: Option<&V2Info>, info_bytes: &[u8]) -> InfoHash {
     match v2 {
-        Some(v2) if info.v2_pieces.is_some() => {
+        Some(v2) if info.is_v2_only() => {
             let mut out = [0u8; 20];
             out.copy_from_slice(&v2.info_hash[..20]);
             InfoHash(out)
@@ -539,8 +549,9 @@ fn parse_info_v1_v2(
         let info = v2::aligned_info(&v2, name, piece_length, private)?;
         return Ok((info, Some(v2)));
     }
-    let info = parse_info(v)?;
+    let mut info = parse_info(v)?;
     v2::check_hybrid(&info.files, &v2, info.piece_length)?;
+    info.v2_pieces = v2::hybrid_checks(&info, &v2);
     Ok((info, Some(v2)))
 }
 

@@ -59,7 +59,7 @@ pub fn format_info(m: &Metainfo) -> String {
         None => {
             let _ = writeln!(s, "Magnet:      {magnet}");
         }
-        Some(v2) if info.v2_pieces.is_some() => {
+        Some(v2) if info.is_v2_only() => {
             let _ = writeln!(s, "Info-hash v2: {}", v2.hash_hex());
             let _ = writeln!(
                 s,

@@ -181,6 +181,44 @@ pub fn aligned_info(
     })
 }
 
+/// A hybrid's merkle checks, one per piece of its v1 layout (which
+/// [`check_hybrid`] found aligned), so a piece must pass SHA-1 and SHA-256
+/// both: a hybrid whose halves hash different data cannot slip through on
+/// the weaker one. `None` when a file longer than a piece has no layer
+/// (the SHA-1 then decides alone).
+pub fn hybrid_checks(v1: &Info, v2: &V2Info) -> Option<Vec<V2Piece>> {
+    let pl = u64::from(v1.piece_length);
+    let count = v1.pieces.len();
+    // Pieces no file starts in hold only padding: zeros, checked as such.
+    let mut checks = vec![
+        V2Piece {
+            hash: merkle::piece_hash(&[], v1.piece_length),
+            data_len: 0,
+            whole_file: false,
+        };
+        count
+    ];
+    let starts = v1.files.iter().filter(|f| !f.pad).map(|f| f.offset);
+    for (f, start) in v2.files.iter().zip(starts) {
+        let Some(root) = f.pieces_root else { continue };
+        let first = (start / pl) as usize;
+        let hashes: Vec<(Hash, bool)> = if f.length <= pl {
+            vec![(root, true)]
+        } else {
+            f.layer.as_ref()?.iter().map(|h| (*h, false)).collect()
+        };
+        for (k, (hash, whole_file)) in hashes.into_iter().enumerate() {
+            let left = f.length - k as u64 * pl;
+            *checks.get_mut(first + k)? = V2Piece {
+                hash,
+                data_len: left.min(pl) as u32,
+                whole_file,
+            };
+        }
+    }
+    Some(checks)
+}
+
 fn bad(reason: impl Into<String>) -> MetainfoError {
     MetainfoError::BadV2(reason.into())
 }

@@ -105,6 +105,30 @@ fn a_v2_only_torrent_is_read_in_the_aligned_layout_and_checks_its_pieces() {
 }
 
 #[test]
+fn regression_a_hybrid_piece_must_pass_the_merkle_check_as_well_as_sha1() {
+    let m = Metainfo::from_bytes(&golden("hybrid-libtorrent.torrent")).unwrap();
+    let mut aligned = Vec::new();
+    for (f, (_, data)) in m.info.files.iter().filter(|f| !f.pad).zip(golden_payload()) {
+        aligned.resize(f.offset as usize, 0);
+        aligned.extend_from_slice(&data);
+    }
+    aligned.resize(m.info.total_length as usize, 0);
+    for (i, piece) in aligned.chunks(32768).enumerate() {
+        assert!(m.info.piece_matches(i, piece), "piece {i}");
+    }
+    // A hybrid whose SHA-1s are right but whose merkle layer disagrees
+    // (here: the checks of another piece) is not trusted.
+    let mut swapped = m.info.clone();
+    let checks = swapped.v2_pieces.as_mut().unwrap();
+    checks.swap(0, 1);
+    assert!(!swapped.piece_matches(0, &aligned[..32768]));
+    // And the SHA-1 still counts: a wrong one fails a right merkle hash.
+    let mut bad_sha1 = m.info.clone();
+    bad_sha1.pieces[0] = [0; 20];
+    assert!(!bad_sha1.piece_matches(0, &aligned[..32768]));
+}
+
+#[test]
 fn a_v2_only_torrent_without_its_piece_layers_is_refused_by_name_and_v2_hash() {
     let mut t = build(&[("a", 40_000), ("b", 10)], false);
     t.dict().remove(b"piece layers".as_slice());
