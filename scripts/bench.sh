@@ -47,12 +47,15 @@
 # they are checked at the end instead (below). Why 10%: the
 # first third already holds every buffer and allocator arena a full set
 # of 20 leechers needs, so a seeder that frees what each leaves behind
-# repeats those peaks (measured runs: within a few percent); 10% of the
-# ~20-40 MiB RSS is a few MiB, what a leak of about 2 KiB per connection
-# over the ~2,000 connections of a 30-minute run adds, and well above the
-# swing of the allocator. Every leecher gone, the seeder must also return
+# repeats those peaks; 10% of the 50-60 MiB it holds here is 5-6 MiB,
+# what a leak of about 3 KiB per connection over the ~2,000 leechers of a
+# 30-minute run adds, and above the swing of the allocator. Every leecher gone, the seeder must also return
 # to its resting fd count (within the payload's files + 2), or the run
-# fails.
+# fails. Exits 0 when measured, whatever the verdict (BENCH_STRICT=1: 2
+# when it is not flat). A 20-minute run (BENCH_SOAK_SECS=1200, 1,225
+# leechers) had flat descriptors but RSS peaks creeping from 57 to 65 MiB
+# (+14%, GROWING), back to 57 MiB once the leechers left; not yet
+# explained (issue 25).
 #
 # wan: one file, a seeder (libtorrent, then btc) on 127.0.0.1 and the link
 # emulator (examples/linkemu.rs: a userspace TCP relay that delays each
@@ -842,7 +845,8 @@ soak_bench() {
   local code=0
   soak_test soak_seeder_under_churn "$LOGS/soak.log" || code=$?
   # The sample rows: "[soak-churn] T RSS_MiB FDS SOCKETS LEECHERS".
-  awk '$1 == "[soak-churn]" && $2 ~ /^[0-9]+$/ && NF == 6 { t[n] = $2; r[n] = $3; f[n] = $4 - $5; n++ }
+  local verdict
+  verdict=$(awk '$1 == "[soak-churn]" && $2 ~ /^[0-9]+$/ && NF == 6 { t[n] = $2; r[n] = $3; f[n] = $4 - $5; n++ }
     END {
       if (n < 3) { print "too few samples for a verdict"; exit }
       k = int(n / 3)
@@ -853,8 +857,12 @@ soak_bench() {
       printf "peak RSS: first third %.1f MiB, last third %.1f MiB (%+.1f%%; flat if <= +10%%): %s\n", r1, r3, (r3 / r1 - 1) * 100, rss_ok ? "flat" : "GROWING"
       printf "peak fds other than sockets: first third %d, last third %d (flat if <= +2): %s\n", f1, f3, fd_ok ? "flat" : "GROWING"
       printf "verdict: %s\n", (rss_ok && fd_ok) ? "flat" : "GROWING"
-    }' "$LOGS/soak.log"
+    }' "$LOGS/soak.log")
+  echo "$verdict"
   grep -h 'leechers started\|at rest after' "$LOGS/soak.log" | sed 's/^\[soak-churn\] //'
+  if [ "$code" = 0 ] && [ "${BENCH_STRICT:-0}" = 1 ] && ! grep -q '^verdict: flat' <<<"$verdict"; then
+    code=2
+  fi
   return "$code"
 }
 
