@@ -700,7 +700,7 @@ scale_bench() {
   scale_stop
   stop_secs=$S_STOP_SECS
   local max_ann total_ann
-  read -r max_ann total_ann < <(awk -v m="$mark" '$1 >= m { t += $2; if ($2 > x) x = $2 } END { print x + 0, t + 0 }' \
+  read -r max_ann total_ann < <(awk -v m="$mark" '$1 ~ /^[0-9]+$/ && $1 + 0 >= m + 0 { t += $2; if ($2 + 0 > x + 0) x = $2 + 0 } END { print x + 0, t + 0 }' \
     "$WORK/logs/tracker.out")
   local rss hwm th fd
   printf '\n%s torrents of 16-32 KiB, one btc process, loopback; ulimit -n %s; %s cores\n' \
