@@ -250,6 +250,10 @@ enum Command {
     },
 }
 
+/// Threads of the blocking pool (hashing, disk reads and writes, resume
+/// data), all torrents together.
+const MAX_BLOCKING_THREADS: usize = 64;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
@@ -260,6 +264,10 @@ fn main() -> ExitCode {
     // and stealing from each other) and was slower.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Disk work of any number of torrents shares this many threads
+        // (tokio's default is 512: 50,000 torrents saving resume data at
+        // exit started them all).
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
     {
         Ok(r) => r,

@@ -100,7 +100,7 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
     }
     let mut outcome = Outcome::default();
     let mut torrents: Vec<(String, Source)> = Vec::new();
-    let mut seen: Vec<InfoHash> = Vec::new();
+    let mut seen: std::collections::HashSet<InfoHash> = std::collections::HashSet::new();
     for (text, r) in sources.iter().zip(resolved) {
         let source = match r.expect("every source resolved") {
             Ok(Resolved::Torrent(m)) => Source::Torrent(m),
@@ -118,11 +118,10 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
             }
         };
         let ih = info_hash(&source);
-        if seen.contains(&ih) {
+        if !seen.insert(ih) {
             tracing::info!("{text}: the same torrent as an earlier source; running it once");
             continue;
         }
-        seen.push(ih);
         torrents.push((text.clone(), source));
     }
     if torrents.is_empty() {

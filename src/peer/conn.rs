@@ -518,7 +518,7 @@ mod tests {
             max_per_ip: 1,
         };
         let token = CancellationToken::new();
-        let (shared, _rx) = Shared::new(
+        let shared = Shared::create(
             InfoHash([1; 20]),
             PeerId([2; 20]),
             6881,
@@ -566,7 +566,7 @@ mod tests {
             max_peers: 8,
             max_per_ip: 1,
         };
-        Shared::new(
+        Shared::create(
             InfoHash([1; 20]),
             PeerId([2; 20]),
             6881,
@@ -574,7 +574,6 @@ mod tests {
             limits,
             CancellationToken::new(),
         )
-        .0
     }
 
     /// Serves one connection the way a peer does: MSE (when `mse`) or

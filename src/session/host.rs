@@ -366,9 +366,7 @@ impl Swarm for Shared {
         if !self.pex_allowed() {
             return;
         }
-        let Some(tx) = self.pex_tx.get() else {
-            return;
-        };
+        let tx = self.pex_sender();
         // A seed is no use to us once we have everything.
         let complete = self.is_complete();
         let addrs: Vec<(SocketAddr, u8)> = added
@@ -590,7 +588,7 @@ mod tests {
             max_per_ip: 1,
         };
         let token = CancellationToken::new();
-        let shared = Shared::new(InfoHash([1; 20]), PeerId([2; 20]), 1, None, limits, token).0;
+        let shared = Shared::create(InfoHash([1; 20]), PeerId([2; 20]), 1, None, limits, token);
         let geometry = Geometry::new(4 * 16384, 16384);
         shared.lock().picker = Some(crate::picker::Picker::new(geometry, Bitfield::full(4), 1));
         let now = Instant::now();

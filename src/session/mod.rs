@@ -93,6 +93,9 @@ pub struct Session {
     pub queue: Arc<queue::ActiveQueue>,
     /// Start-up checks run at once (each uses every core).
     pub checks: Semaphore,
+    /// Cores to hash on (`available_parallelism`, read once: it reads
+    /// cgroup files each call).
+    pub cores: usize,
     /// Tracker announces, paced for the whole process.
     pub announce_pace: Arc<RateLimiter>,
     /// Our globally routable addresses when listening on every interface,
@@ -144,6 +147,7 @@ impl Session {
             budget: Arc::new(ConnBudget::new(cfg.max_peers.max(1))),
             queue: queue::ActiveQueue::new(cfg.max_active),
             checks: Semaphore::new(checks),
+            cores: checks,
             announce_pace: RateLimiter::pace(ANNOUNCE_RATE, ANNOUNCE_BURST),
             also_at: if cfg.bind.is_none() {
                 routable_addresses()
@@ -449,7 +453,7 @@ mod tests {
             max_peers: 4,
             max_per_ip: 1,
         };
-        Shared::new(
+        Shared::create(
             ih,
             PeerId([1; 20]),
             1,
@@ -457,7 +461,6 @@ mod tests {
             limits,
             CancellationToken::new(),
         )
-        .0
     }
 
     /// A peer that asks for a torrent still checking its data waits for it;

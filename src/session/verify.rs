@@ -390,7 +390,7 @@ mod tests {
             max_per_ip: 2,
         };
         let token = tokio_util::sync::CancellationToken::new();
-        let shared = Shared::new(InfoHash([1; 20]), PeerId([2; 20]), 1, None, limits, token).0;
+        let shared = Shared::create(InfoHash([1; 20]), PeerId([2; 20]), 1, None, limits, token);
         let geometry = Geometry::new(4 * BLOCK_LEN as u64, 4 * BLOCK_LEN);
         let now = std::time::Instant::now();
         let entry = |key: u64| PeerEntry {

@@ -379,7 +379,9 @@ impl UrlTask {
             }
             let result = tokio::select! {
                 _ = shutdown.cancelled() => break 'outer,
-                r = self.transport.announce(&self.url, &req) => r,
+                // Boxed: the request's state exists only while it is under
+                // way, not in every idle announcer of every torrent.
+                r = Box::pin(self.transport.announce(&self.url, &req)) => r,
             };
             let wait = match result {
                 Ok(resp) => {
@@ -454,7 +456,7 @@ impl UrlTask {
                 }
             }
         }
-        self.stop(&mut st).await;
+        Box::pin(self.stop(&mut st)).await;
     }
 
     /// Hands peers to the session without ever blocking past shutdown or
@@ -483,7 +485,7 @@ impl UrlTask {
         let req = self.request(Event::Stopped, &t, st);
         match tokio::time::timeout(
             self.cfg.stop_timeout,
-            self.transport.announce(&self.url, &req),
+            Box::pin(self.transport.announce(&self.url, &req)),
         )
         .await
         {

@@ -11,6 +11,7 @@ mod lsd;
 mod many;
 mod pex;
 mod resume;
+mod scale;
 mod soak;
 mod storage;
 mod swarm;

@@ -571,3 +571,43 @@ fn written_pieces_age_out_of_the_page_cache() {
     // And the data is all there.
     assert!(std::fs::read(&file).unwrap() == content);
 }
+
+/// Found on 50,000 seeding torrents: each kept a descriptor open after
+/// its start-up check (prepare opened every file for writing), so the
+/// process ran out of `ulimit -n`. A complete torrent whose files are
+/// whole opens none of them for writing, a few pieces are hashed on the
+/// calling thread, and `close_files` leaves nothing open.
+#[test]
+fn regression_complete_torrent_keeps_no_file_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (content, info, g, st) = setup(dir.path(), &[(&["t", "a"], 20_000), (&["t", "b"], 30_000)]);
+    st.prepare(&none(&g), false).unwrap();
+    st.write(0, &content).unwrap();
+    st.sync().unwrap();
+    st.close_files();
+    assert_eq!(st.open_files(), 0);
+    let st = Storage::new(dir.path(), &info).unwrap();
+    let have = st.check_existing(&g, &info, &all(&g), 2, &AtomicU32::new(0));
+    assert!(have.is_full());
+    // The check read them; the start-up closes what it read.
+    st.close_files();
+    st.prepare(&have, false).unwrap();
+    assert_eq!(
+        st.open_files(),
+        0,
+        "a complete torrent's whole files are not opened for writing"
+    );
+    // Serving reads reopens read-only; closing when idle drops them.
+    let mut back = vec![0u8; content.len()];
+    st.read(0, &mut back).unwrap();
+    assert!(back == content);
+    assert!(st.open_files() > 0);
+    st.close_files();
+    assert_eq!(st.open_files(), 0);
+    // An incomplete torrent still sizes (and so opens) its files.
+    let mut partial = have.clone();
+    partial.clear(partial.len() - 1);
+    let st = Storage::new(dir.path(), &info).unwrap();
+    st.prepare(&partial, false).unwrap();
+    assert_eq!(st.open_files(), 2);
+}
