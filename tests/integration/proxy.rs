@@ -305,10 +305,11 @@ fn leech_through(
     net: &ClientNet,
     swarm: &Swarm,
     name: &str,
+    source: &str,
     extra: &[&str],
 ) -> (Proc, std::time::Duration) {
     let out = ctx.mkdir(name);
-    let mut args: Vec<String> = vec!["-o".into(), s(&out).into(), s(&swarm.torrent).into()];
+    let mut args: Vec<String> = vec!["-o".into(), s(&out).into(), source.into()];
     args.extend(swarm.tracker_args());
     args.extend(extra.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -363,7 +364,14 @@ fn socks5_download_sends_nothing_around_the_proxy() {
     let port = 1080;
     let _danted = start_danted(&ctx, port, None);
     let proxy = format!("socks5://{PROXY_IP}:{port}");
-    let (mut p, took) = leech_through(&ctx, &net, &swarm, "leech", &["--proxy", &proxy, "-v"]);
+    let (mut p, took) = leech_through(
+        &ctx,
+        &net,
+        &swarm,
+        "leech",
+        s(&swarm.torrent),
+        &["--proxy", &proxy, "-v"],
+    );
     eprintln!("[proxy] {mib} MiB through SOCKS5 in {took:?}");
     if std::env::var_os("BTC_PROXY_TEST_MIB").is_some() {
         // The same download without the proxy, in the proxy's namespace.
@@ -424,7 +432,8 @@ fn socks5_download_sends_nothing_around_the_proxy() {
     );
 }
 
-/// Username/password (RFC 1929) with a password that needs %-escapes; a
+/// Username/password (RFC 1929) with a password that needs %-escapes,
+/// `socks5h://`, and the `.torrent` fetched from a URL through it; a
 /// wrong password is a clear warning per peer, never a crash, and never
 /// prints the password.
 #[test]
@@ -435,7 +444,12 @@ fn socks5_username_password_download() {
     let port = 1081;
     let _danted = start_danted(&ctx, port, Some(("btcuser", "pa@ss w:rd")));
     let good = format!("socks5h://btcuser:pa%40ss%20w%3Ard@{PROXY_IP}:{port}");
-    let (p, _) = leech_through(&ctx, &net, &swarm, "leech", &["--proxy", &good]);
+    // The .torrent itself comes from a URL, by a name only the proxy knows.
+    let www = ctx.mkdir("www");
+    fs::copy(&swarm.torrent, www.join("proxied.torrent")).unwrap();
+    let nginx = Nginx::start(&ctx, &www);
+    let url = format!("http://tracker.test:{}/proxied.torrent", nginx.port);
+    let (p, _) = leech_through(&ctx, &net, &swarm, "leech", &url, &["--proxy", &good]);
     wait_seen(&ctx, &swarm, true);
     assert_eq!(net.leaked(), 0, "{}", p.tails());
     assert!(!p.output().contains("pa@ss"), "{}", p.output());
@@ -494,7 +508,14 @@ fn http_proxy_download_with_udp_off() {
         tp.tails()
     );
     let proxy = format!("http://{PROXY_IP}:{port}");
-    let (p, _) = leech_through(&ctx, &net, &swarm, "leech", &["--proxy", &proxy]);
+    let (p, _) = leech_through(
+        &ctx,
+        &net,
+        &swarm,
+        "leech",
+        s(&swarm.torrent),
+        &["--proxy", &proxy],
+    );
     let err = p.stderr();
     assert_eq!(net.leaked(), 0, "{}", p.tails());
     assert_eq!(err.matches("UDP trackers are off").count(), 1, "{err}");
