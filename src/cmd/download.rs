@@ -89,7 +89,7 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
     // Before anything touches the network (a .torrent URL is fetched
     // next): from here on every connection goes through the proxy.
     if let Some(url) = &args.proxy {
-        let proxy = crate::proxy::net::Proxy::resolve(url.clone())
+        let proxy = crate::proxy::net::Proxy::resolve(url.clone(), args.bind)
             .await
             .with_context(|| format!("--proxy {url}"))?;
         tracing::info!(

@@ -61,6 +61,8 @@ pub struct Proxy {
     addr: SocketAddr,
     /// The same proxy for the HTTP client; see `reqwest_proxy`.
     http: reqwest::Proxy,
+    /// `--bind`: the local IP to reach the proxy from (when of its family).
+    bind: Option<IpAddr>,
     /// The proxy's own failure last warned about (cleared when it answers).
     trouble: Mutex<Option<String>>,
     relay: tokio::sync::Mutex<RelaySlot>,
@@ -83,7 +85,7 @@ impl std::fmt::Debug for Proxy {
 impl Proxy {
     /// Resolves the proxy's host (the one name btc looks up itself under
     /// `--proxy`; an IP needs no lookup).
-    pub async fn resolve(url: ProxyUrl) -> Result<Arc<Proxy>, ProxyError> {
+    pub async fn resolve(url: ProxyUrl, bind: Option<IpAddr>) -> Result<Arc<Proxy>, ProxyError> {
         let addr = match url.host.parse::<IpAddr>() {
             Ok(ip) => SocketAddr::new(ip, url.port),
             Err(_) => tokio::time::timeout(
@@ -100,6 +102,7 @@ impl Proxy {
             url,
             addr,
             http,
+            bind,
             trouble: Mutex::new(None),
             relay: tokio::sync::Mutex::new(RelaySlot::default()),
             udp_warned: AtomicBool::new(false),
@@ -122,6 +125,29 @@ impl Proxy {
         let r = self.tunnel(target).await;
         self.note(&r);
         r
+    }
+
+    /// The local IP to talk to `to` from: `--bind` when of its family.
+    fn local_ip(&self, to: SocketAddr) -> IpAddr {
+        match self.bind {
+            Some(ip) if ip.is_ipv4() == to.is_ipv4() => ip,
+            _ if to.is_ipv4() => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            _ => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        }
+    }
+
+    /// A TCP connection to the proxy, from `--bind` when set.
+    async fn dial(&self) -> Result<TcpStream, ProxyError> {
+        let socket = if self.addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        let ip = self.local_ip(self.addr);
+        if !ip.is_unspecified() {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        Ok(socket.connect(self.addr).await?)
     }
 
     /// Says once (per distinct cause) that the proxy itself fails, and
@@ -151,7 +177,7 @@ impl Proxy {
 
     async fn tunnel(&self, target: &TargetAddr) -> Result<TcpStream, ProxyError> {
         tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-            let mut s = TcpStream::connect(self.addr).await?;
+            let mut s = self.dial().await?;
             s.set_nodelay(true)?;
             match self.url.kind {
                 ProxyKind::Http => {
@@ -277,7 +303,7 @@ impl Proxy {
     /// as long as it does) and a UDP socket that talks to the relay only.
     async fn associate(&self) -> Result<Arc<UdpRelay>, ProxyError> {
         let (control, bound) = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-            let mut s = TcpStream::connect(self.addr).await?;
+            let mut s = self.dial().await?;
             let any = TargetAddr::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
             let bound = self
                 .socks_handshake(&mut s, Command::UdpAssociate, &any)
@@ -296,11 +322,7 @@ impl Proxy {
                 return Err(ProxyError::NoUdp("the relay's address is a name".into()));
             }
         };
-        let local: SocketAddr = if relay.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
+        let local = SocketAddr::new(self.local_ip(relay), 0);
         let sock = UdpSocket::bind(local).await?;
         sock.connect(relay).await?;
         let r = Arc::new(UdpRelay {

@@ -477,7 +477,7 @@ fn socks5_username_password_download() {
     assert_eq!(net.leaked(), 0);
 }
 
-/// An `http://` proxy (tinyproxy): TCP peers and the HTTP tracker go
+/// An `http://` proxy (tinyproxy), reached from `--bind`: TCP peers and the HTTP tracker go
 /// through CONNECT, UDP trackers are off with one warning.
 #[test]
 fn http_proxy_download_with_udp_off() {
@@ -514,7 +514,7 @@ fn http_proxy_download_with_udp_off() {
         &swarm,
         "leech",
         s(&swarm.torrent),
-        &["--proxy", &proxy],
+        &["--proxy", &proxy, "--bind", CLIENT_IP],
     );
     let err = p.stderr();
     assert_eq!(net.leaked(), 0, "{}", p.tails());
