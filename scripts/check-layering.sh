@@ -11,7 +11,7 @@ pure=(
   src/peer/extension.rs src/peer/metadata.rs src/peer/state.rs src/peer/state/fast.rs
   src/peer/state/pex.rs src/peer/state/upload.rs src/peer/state/download.rs src/peer/state/pipeline.rs src/peer/swarm.rs
   src/tracker/announce.rs src/storage/layout.rs src/storage/writeback.rs src/webseed/plan.rs src/mse.rs src/lsd.rs
-  src/utp/packet.rs src/utp/ledbat.rs src/utp/conn.rs
+  src/utp/packet.rs src/utp/ledbat.rs src/utp/conn.rs src/proxy.rs
 )
 # tokio_util's codec traits are sync and allowed; anything else from tokio is not.
 pattern='tokio::|async fn|\.await|reqwest|mainline|Instant::now\(\)|SystemTime::now\(\)|std::net::(TcpStream|UdpSocket|TcpListener)|std::fs::'

@@ -25,6 +25,9 @@ check nginx nginx-light
 check mount mount
 check fincore util-linux-extra
 check umount mount
+check danted dante-server
+check nft nftables
+check tinyproxy tinyproxy
 /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
 if [ ${#need[@]} -gt 0 ]; then
   # De-duplicate (transmission-cli is named twice).

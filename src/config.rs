@@ -72,6 +72,9 @@ pub struct Config {
     pub json: bool,
     /// `--encryption`: MSE/PE policy for every connection.
     pub encryption: crate::mse::Encryption,
+    /// `--proxy`: every connection goes through it (its `Debug` hides the
+    /// credentials).
+    pub proxy: Option<crate::proxy::ProxyUrl>,
 }
 
 /// A setting that cannot work.
@@ -178,6 +181,7 @@ mod tests {
             upload_limit: 0,
             json: false,
             encryption: Default::default(),
+            proxy: None,
         }
     }
 

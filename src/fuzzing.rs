@@ -63,6 +63,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("peer_state", peer_state),
     ("utp_packet", utp_packet),
     ("utp_conn", utp_conn),
+    ("proxy", proxy),
 ];
 
 /// (u) uTP packet headers (BEP 29), the first thing to see any datagram
@@ -106,6 +107,49 @@ pub fn lsd(data: &[u8]) {
             }
             assert_eq!(again, a.info_hashes);
         }
+    }
+}
+
+/// (x) What a proxy sends back (SOCKS5 method choice, RFC 1929 answer,
+/// `CONNECT`/`UDP ASSOCIATE` reply, relayed datagram header, HTTP
+/// `CONNECT` answer) and the `--proxy` URL: any bytes decode or are
+/// refused without a panic, a decoder never claims more bytes than it was
+/// given nor more than its bound, decoded addresses re-encode to the same
+/// bytes, and a parsed URL's display never shows the password.
+pub fn proxy(data: &[u8]) {
+    use crate::proxy::*;
+    for with_auth in [false, true] {
+        if let Ok(Some((_, n))) = parse_method_choice(data, with_auth) {
+            assert!(n <= data.len());
+        }
+    }
+    if let Ok(Some(n)) = parse_auth_reply(data) {
+        assert!(n <= data.len());
+    }
+    if let Ok(Some((addr, n))) = parse_reply(data) {
+        assert!(n <= data.len() && n <= MAX_REPLY);
+        let again = request(Command::Connect, &addr).expect("a decoded address encodes");
+        assert_eq!(&again[3..], &data[3..n], "the address re-encodes the same");
+    }
+    if let Ok((addr, payload)) = unwrap_udp(data) {
+        assert_eq!(wrap_udp(&addr, payload).expect("re-wraps"), data);
+    }
+    if let Ok(Some(n)) = parse_http_connect_reply(data) {
+        assert!(n <= data.len() && n <= MAX_HTTP_REPLY);
+    }
+    let text = String::from_utf8_lossy(data);
+    if let Ok(u) = parse_proxy_url(&text) {
+        let shown = format!("{u} {u:?}");
+        if let Some(c) = &u.auth
+            && c.pass.len() >= 4
+        {
+            assert!(!shown.contains(&c.pass), "the password is shown: {shown}");
+        }
+        let again = parse_proxy_url(&u.to_string()).expect("the display parses");
+        assert_eq!(
+            (again.kind, &again.host, again.port),
+            (u.kind, &u.host, u.port)
+        );
     }
 }
 

@@ -72,6 +72,7 @@ pub mod metainfo;
 pub mod mse;
 pub mod peer;
 pub mod picker;
+pub mod proxy;
 pub mod ratelimit;
 pub mod resume;
 pub mod select;

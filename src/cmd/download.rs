@@ -86,6 +86,19 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
     }
     args.check_sources(sources.len())?;
     let single = sources.len() == 1;
+    // Before anything touches the network (a .torrent URL is fetched
+    // next): from here on every connection goes through the proxy.
+    if let Some(url) = &args.proxy {
+        let proxy = crate::proxy::net::Proxy::resolve(url.clone(), args.bind)
+            .await
+            .with_context(|| format!("--proxy {url}"))?;
+        tracing::info!(
+            "every connection goes through the proxy {url} ({})",
+            proxy.addr()
+        );
+        crate::proxy::net::install(proxy);
+        warn_proxy_limits(&args);
+    }
 
     // Resolve them all at once: a slow URL must not hold up the files.
     let mut resolving = tokio::task::JoinSet::new();
@@ -157,7 +170,11 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
     } else {
         port.checked_add(1).unwrap_or(0)
     };
-    let dht = if args.no_dht || all_private {
+    let proxied = args.proxy.is_some();
+    // PORT MAPPING (issue 23 item 1, another branch): under --proxy, port
+    // mapping must be off; when the port mapping config field
+    // (`--no-port-mapping`) lands, force it off here when `proxied`.
+    let dht = if args.no_dht || all_private || proxied {
         None
     } else {
         start_dht(&args, dht_port, state_dir.clone())
@@ -172,9 +189,14 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
             max_peers: args.max_peers,
             max_active: args.max_active,
             encryption: args.encryption,
-            lsd: !args.no_lsd && !all_private,
-            utp: !args.no_utp,
+            lsd: !args.no_lsd && !all_private && !proxied,
+            utp: !args.no_utp && !proxied,
             tcp: !args.no_tcp,
+            // Under --proxy nothing listens unless --port asked for it.
+            listen: !proxied || args.port.is_some(),
+            // Our own addresses (BEP 7) would tell the tracker who is
+            // behind the proxy.
+            tell_addresses: !proxied,
         },
         shutdown.clone(),
     )
@@ -279,6 +301,40 @@ fn name_hint(source: &Source) -> Option<String> {
     match source {
         Source::Torrent(m) => Some(m.info.name.clone()),
         Source::Magnet(m) => m.name.clone(),
+    }
+}
+
+/// One warning naming what `--proxy` turns off (what the user did not
+/// already turn off): the DHT (`mainline` binds its own socket and cannot
+/// be routed through a proxy), local discovery (multicast on the LAN) and
+/// uTP (its datagrams are not relayed yet).
+fn warn_proxy_limits(args: &Config) {
+    let mut off = Vec::new();
+    if !args.no_dht {
+        off.push("the DHT");
+    }
+    if !args.no_lsd {
+        off.push("local peer discovery (LSD)");
+    }
+    if !args.no_utp {
+        off.push("uTP");
+    }
+    let mut said = Vec::new();
+    if !off.is_empty() {
+        let last = off.pop().expect("not empty");
+        let list = if off.is_empty() {
+            last.to_string()
+        } else {
+            format!("{} and {last}", off.join(", "))
+        };
+        let verb = if off.is_empty() { "is" } else { "are" };
+        said.push(format!("{list} cannot go through the proxy and {verb} off"));
+    }
+    if args.port.is_none() {
+        said.push("nothing listens for incoming peers (give --port to listen)".into());
+    }
+    if !said.is_empty() {
+        tracing::warn!("--proxy: {}", said.join("; "));
     }
 }
 

@@ -278,8 +278,20 @@ async fn dial(t: Transport, addr: SocketAddr, dialer: &Dialer) -> Result<PeerStr
 }
 
 /// Opens a TCP connection to `addr`, from `bind` when it is set and of the
-/// same family.
+/// same family; under `--proxy`, through the proxy and nowhere else.
 async fn dial_tcp(addr: SocketAddr, bind: Option<IpAddr>) -> Result<TcpStream, ConnError> {
+    if let Some(proxy) = crate::proxy::net::current() {
+        return proxy
+            .connect(&crate::proxy::TargetAddr::Ip(addr))
+            .await
+            .map_err(|e| match e {
+                crate::proxy::ProxyError::Io(e) => ConnError::Io(e),
+                crate::proxy::ProxyError::Timeout(_) => {
+                    ConnError::Timeout("connecting through the proxy")
+                }
+                other => ConnError::Io(std::io::Error::other(other)),
+            });
+    }
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

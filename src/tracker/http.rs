@@ -57,7 +57,7 @@ pub fn build_client(bind: Option<IpAddr>) -> Result<reqwest::Client, TrackerErro
     if let Some(ip) = bind {
         builder = builder.local_address(ip);
     }
-    builder
+    crate::proxy::net::apply(builder)
         .build()
         .map_err(|e| TrackerError::Client(error_chain(&e)))
 }

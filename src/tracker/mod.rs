@@ -423,7 +423,10 @@ impl UrlTask {
                 }
                 Err(e) => {
                     let text = e.to_string();
-                    if st.last_error.as_deref() != Some(text.as_str()) {
+                    if matches!(e, TrackerError::NoUdpRelay) {
+                        // The proxy warned once for every UDP tracker.
+                        tracing::debug!(tracker = %self.label, ?event, "announce failed: {text}");
+                    } else if st.last_error.as_deref() != Some(text.as_str()) {
                         tracing::warn!(tracker = %self.label, ?event, "announce failed: {text}");
                         st.last_error = Some(text);
                     } else {

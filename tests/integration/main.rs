@@ -10,6 +10,7 @@ mod interop;
 mod lsd;
 mod many;
 mod pex;
+mod proxy;
 mod resume;
 mod scale;
 mod soak;

@@ -996,15 +996,7 @@ impl Netns {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         );
-        let etc = Path::new("/etc/netns").join(&name);
-        fs::create_dir_all(&etc).unwrap();
-        fs::write(etc.join("hosts"), "127.0.0.1 localhost\n").unwrap();
-        // A resolver that answers nothing, at once: DNS fails as offline.
-        fs::write(
-            etc.join("resolv.conf"),
-            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
-        )
-        .unwrap();
+        let etc = offline_etc(&name);
         let ns = Netns { name, etc };
         ns.ip(&["netns", "add", &ns.name]);
         ns.ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
@@ -1070,6 +1062,21 @@ impl Netns {
             .unwrap();
         writeln!(f, "{ip} {host}").unwrap();
     }
+}
+
+/// `/etc/netns/NAME/` for a namespace that resolves nothing: `hosts` with
+/// localhost alone, and a resolver that answers nothing, at once (DNS
+/// fails as offline). `ip netns exec` mounts these over `/etc/`.
+pub fn offline_etc(name: &str) -> PathBuf {
+    let etc = Path::new("/etc/netns").join(name);
+    fs::create_dir_all(&etc).unwrap();
+    fs::write(etc.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+    fs::write(
+        etc.join("resolv.conf"),
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
+    etc
 }
 
 impl Drop for Netns {
