@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pure=(
-  src/id.rs src/bencode.rs src/metainfo.rs src/magnet.rs src/bitfield.rs
+  src/id.rs src/bencode.rs src/metainfo.rs src/metainfo/v2.rs src/merkle.rs src/magnet.rs src/bitfield.rs
   src/geometry.rs src/picker.rs src/choker.rs
   src/peer/message.rs src/peer/codec.rs src/peer/handshake.rs
   src/peer/extension.rs src/peer/metadata.rs src/peer/state.rs src/peer/state/fast.rs
@@ -13,6 +13,7 @@ pure=(
   src/tracker/announce.rs src/storage/layout.rs src/storage/writeback.rs src/webseed/plan.rs src/mse.rs src/lsd.rs
   src/utp/packet.rs src/utp/ledbat.rs src/utp/conn.rs
   src/portmap/pcp.rs src/portmap/natpmp.rs src/portmap/timing.rs src/portmap/gateway.rs
+  src/utp/packet.rs src/utp/ledbat.rs src/utp/conn.rs src/proxy.rs
 )
 # tokio_util's codec traits are sync and allowed; anything else from tokio is not.
 pattern='tokio::|async fn|\.await|reqwest|mainline|Instant::now\(\)|SystemTime::now\(\)|std::net::(TcpStream|UdpSocket|TcpListener)|std::fs::'

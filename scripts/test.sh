@@ -31,6 +31,8 @@ check miniupnpd miniupnpd-nftables
 check upnpc miniupnpc
 check natpmpc natpmpc
 check nft nftables
+check danted dante-server
+check tinyproxy tinyproxy
 /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
 if [ ${#need[@]} -gt 0 ]; then
   # De-duplicate (transmission-cli is named twice).

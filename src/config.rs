@@ -77,6 +77,9 @@ pub struct Config {
     pub port_mapping: bool,
     /// `--gateway`: the router to ask, when not the default route's.
     pub gateway: Option<std::net::Ipv4Addr>,
+    /// `--proxy`: every connection goes through it (its `Debug` hides the
+    /// credentials).
+    pub proxy: Option<crate::proxy::ProxyUrl>,
 }
 
 /// A setting that cannot work.
@@ -185,6 +188,7 @@ mod tests {
             encryption: Default::default(),
             port_mapping: false,
             gateway: None,
+            proxy: None,
         }
     }
 

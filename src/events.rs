@@ -45,18 +45,19 @@ pub fn session_line(info_hash: InfoHash, e: &SessionEvent) -> String {
             pieces,
             piece_length,
             files,
+            info_hash_v2,
         } => {
             let files: Vec<Value> = files
                 .iter()
                 .enumerate()
                 .map(|(i, (path, len))| json!({"index": i + 1, "path": path, "size": len}))
                 .collect();
-            line(
-                "metadata",
-                info_hash,
-                json!({"name": name, "size": size, "pieces": pieces,
-                       "piece_length": piece_length, "files": files}),
-            )
+            let mut fields = json!({"name": name, "size": size, "pieces": pieces,
+                                    "piece_length": piece_length, "files": files});
+            if let (Some(v2), Some(obj)) = (info_hash_v2, fields.as_object_mut()) {
+                obj.insert("info_hash_v2".into(), json!(v2));
+            }
+            line("metadata", info_hash, fields)
         }
         SessionEvent::PieceFailed { piece } => {
             line("piece_failed", info_hash, json!({"piece": piece}))
@@ -283,6 +284,7 @@ mod tests {
                 pieces: 1,
                 piece_length: 16384,
                 files: vec![("d/f".into(), 10)],
+                info_hash_v2: Some("cd".repeat(32)),
             },
         );
         assert!(!l.contains('\n'));
@@ -292,6 +294,7 @@ mod tests {
         assert!(v["ts"].as_f64().unwrap() > 1.7e9);
         assert_eq!(v["name"], "a \"quoted\"\nname");
         assert_eq!(v["files"][0]["index"], 1);
+        assert_eq!(v["info_hash_v2"], "cd".repeat(32));
         let p: Value = serde_json::from_str(&progress_line(&Status {
             info_hash: ih,
             total: 100,

@@ -19,7 +19,7 @@ use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
 use crate::id::{InfoHash, PeerId};
 use crate::magnet::Magnet;
-use crate::metainfo::Metainfo;
+use crate::metainfo::{Metainfo, MetainfoError};
 use crate::peer::codec::{MAX_FRAME, PeerCodec};
 use crate::peer::extension::ExtendedHandshake;
 use crate::peer::handshake::{HANDSHAKE_LEN, Handshake};
@@ -64,6 +64,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("utp_packet", utp_packet),
     ("utp_conn", utp_conn),
     ("portmap", portmap),
+    ("proxy", proxy),
 ];
 
 /// (m) What a router or the system says to port mapping: PCP and NAT-PMP
@@ -153,6 +154,49 @@ pub fn lsd(data: &[u8]) {
     }
 }
 
+/// (x) What a proxy sends back (SOCKS5 method choice, RFC 1929 answer,
+/// `CONNECT`/`UDP ASSOCIATE` reply, relayed datagram header, HTTP
+/// `CONNECT` answer) and the `--proxy` URL: any bytes decode or are
+/// refused without a panic, a decoder never claims more bytes than it was
+/// given nor more than its bound, decoded addresses re-encode to the same
+/// bytes, and a parsed URL's display never shows the password.
+pub fn proxy(data: &[u8]) {
+    use crate::proxy::*;
+    for with_auth in [false, true] {
+        if let Ok(Some((_, n))) = parse_method_choice(data, with_auth) {
+            assert!(n <= data.len());
+        }
+    }
+    if let Ok(Some(n)) = parse_auth_reply(data) {
+        assert!(n <= data.len());
+    }
+    if let Ok(Some((addr, n))) = parse_reply(data) {
+        assert!(n <= data.len() && n <= MAX_REPLY);
+        let again = request(Command::Connect, &addr).expect("a decoded address encodes");
+        assert_eq!(&again[3..], &data[3..n], "the address re-encodes the same");
+    }
+    if let Ok((addr, payload)) = unwrap_udp(data) {
+        assert_eq!(wrap_udp(&addr, payload).expect("re-wraps"), data);
+    }
+    if let Ok(Some(n)) = parse_http_connect_reply(data) {
+        assert!(n <= data.len() && n <= MAX_HTTP_REPLY);
+    }
+    let text = String::from_utf8_lossy(data);
+    if let Ok(u) = parse_proxy_url(&text) {
+        let shown = format!("{u} {u:?}");
+        if let Some(c) = &u.auth
+            && c.pass.len() >= 4
+        {
+            assert!(!shown.contains(&c.pass), "the password is shown: {shown}");
+        }
+        let again = parse_proxy_url(&u.to_string()).expect("the display parses");
+        assert_eq!(
+            (again.kind, &again.host, again.port),
+            (u.kind, &u.host, u.port)
+        );
+    }
+}
+
 fn sha1(bytes: &[u8]) -> [u8; 20] {
     let mut out = [0u8; 20];
     out.copy_from_slice(&Sha1::digest(bytes));
@@ -161,8 +205,26 @@ fn sha1(bytes: &[u8]) -> [u8; 20] {
 
 /// What every successfully parsed torrent must satisfy.
 fn check_metainfo(m: &Metainfo) {
-    assert_eq!(m.info_hash.0, sha1(&m.info_bytes));
     let info = &m.info;
+    match (&m.v2, &info.v2_pieces) {
+        // v2-only: the swarm knows it by its v2 hash cut to 20 bytes.
+        (Some(v2), Some(checks)) if info.is_v2_only() => {
+            assert_eq!(m.info_hash.0[..], v2.info_hash[..20]);
+            assert_eq!(checks.len(), info.piece_count());
+        }
+        _ => assert_eq!(m.info_hash.0, sha1(&m.info_bytes)),
+    }
+    if let Some(v2) = &m.v2 {
+        // A hybrid's halves describe the same files, and every kept layer
+        // hashes up to its file's root.
+        assert_eq!(v2.files.len(), info.files.iter().filter(|f| !f.pad).count());
+        for f in &v2.files {
+            if let (Some(layer), Some(root)) = (&f.layer, f.pieces_root) {
+                let root_again = crate::merkle::root_from_layer(layer, f.length, info.piece_length);
+                assert_eq!(root_again, Some(root));
+            }
+        }
+    }
     assert!(info.piece_length > 0);
     assert!(info.total_length > 0);
     let g = Geometry::new(info.total_length, info.piece_length);
@@ -180,10 +242,22 @@ fn check_metainfo(m: &Metainfo) {
     }
     assert_eq!(sum, info.total_length);
     assert_eq!(info.piece_len(info.piece_count()), None);
-    // The info dict alone parses to the same thing.
-    let again = Metainfo::from_info_bytes(&m.info_bytes, m.tracker_tiers()).expect("info dict");
-    assert_eq!(again.info, m.info);
-    assert_eq!(again.info_hash, m.info_hash);
+    // The info dict alone parses to the same thing (a v2-only torrent's
+    // pieces are checked by layers from outside the info dict: without
+    // them, it is refused when a file spans pieces).
+    // A hybrid without its layers is checked by SHA-1 alone.
+    let without_layers = |i: &crate::metainfo::Info| crate::metainfo::Info {
+        v2_pieces: None,
+        ..i.clone()
+    };
+    match Metainfo::from_info_bytes(&m.info_bytes, m.tracker_tiers()) {
+        Ok(again) if !info.is_v2_only() || again.info == m.info => {
+            assert_eq!(without_layers(&again.info), without_layers(&m.info));
+            assert_eq!(again.info_hash, m.info_hash);
+        }
+        Err(MetainfoError::V2Only { .. }) if info.is_v2_only() => {}
+        other => panic!("the info dict alone parses otherwise: {other:?}"),
+    }
     // The magnet link for it parses back.
     let link = Magnet::from_metainfo(m);
     assert_eq!(Magnet::parse(&link.to_uri()).as_ref(), Ok(&link));

@@ -14,6 +14,9 @@ use crate::metainfo::Metainfo;
 pub struct Magnet {
     /// `xt=urn:btih:`.
     pub info_hash: InfoHash,
+    /// `xt=urn:btmh:1220…`, the BitTorrent v2 (SHA-256) info-hash of a
+    /// hybrid torrent, kept so the link is passed on whole.
+    pub info_hash_v2: Option<[u8; 32]>,
     /// `dn`, the display name until the real one arrives with the info dict.
     pub name: Option<String>,
     /// `tr` (and `tr.1`, `tr.2`, …), in link order, duplicates removed.
@@ -52,6 +55,7 @@ impl Magnet {
     pub fn from_info_hash(info_hash: InfoHash) -> Magnet {
         Magnet {
             info_hash,
+            info_hash_v2: None,
             name: None,
             trackers: Vec::new(),
             peers: Vec::new(),
@@ -73,6 +77,7 @@ impl Magnet {
         }
         Magnet {
             info_hash: m.info_hash,
+            info_hash_v2: m.v2.as_ref().map(|v| v.info_hash),
             name: Some(m.info.name.clone()),
             trackers,
             peers: Vec::new(),
@@ -107,8 +112,12 @@ impl Magnet {
                             }
                             _ => hash = Some(h),
                         }
-                    } else if strip_prefix_ci(&v, "urn:btmh:").is_some() {
+                    } else if let Some(mh) = strip_prefix_ci(&v, "urn:btmh:") {
                         saw_btmh = true;
+                        // A multihash: 0x12 (SHA-256), 0x20 (32 bytes), digest.
+                        if m.info_hash_v2.is_none() {
+                            m.info_hash_v2 = strip_prefix_ci(mh, "1220").and_then(parse_hex32);
+                        }
                     }
                 }
                 "dn" => m.name = Some(value()?).filter(|n| !n.is_empty()),
@@ -141,6 +150,12 @@ impl Magnet {
     /// gives back an equal `Magnet`.
     pub fn to_uri(&self) -> String {
         let mut s = format!("magnet:?xt=urn:btih:{}", self.info_hash.to_hex());
+        if let Some(v2) = &self.info_hash_v2 {
+            s.push_str("&xt=urn:btmh:1220");
+            for b in v2 {
+                s.push_str(&format!("{b:02x}"));
+            }
+        }
         if let Some(name) = &self.name {
             s.push_str("&dn=");
             s.push_str(&percent_encode(name));
@@ -159,6 +174,18 @@ impl Magnet {
         }
         s
     }
+}
+
+/// 64 hex digits as 32 bytes.
+fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -296,6 +323,17 @@ mod tests {
     }
 
     #[test]
+    fn a_v2_hash_beside_the_v1_one_is_kept_and_passed_on() {
+        let v2 = "d18f1695f4e0b252cf0ab7b4746b8d0d068b29d59b7ac25e0f704a3e424cc843";
+        let m = Magnet::parse(&format!("magnet:?xt=urn:btih:{HEX}&xt=urn:btmh:1220{v2}")).unwrap();
+        assert_eq!(m.info_hash_v2.map(|h| h[0]), Some(0xd1));
+        assert!(m.to_uri().contains(&format!("&xt=urn:btmh:1220{v2}")));
+        // Not SHA-256 (0x12 0x20), or not 32 bytes: not kept.
+        let m = Magnet::parse(&format!("magnet:?xt=urn:btih:{HEX}&xt=urn:btmh:1120{v2}")).unwrap();
+        assert_eq!(m.info_hash_v2, None);
+    }
+
+    #[test]
     fn bad_inputs() {
         assert_eq!(
             Magnet::parse("http://example.com/x.torrent"),
@@ -343,6 +381,7 @@ mod tests {
     fn round_trip() {
         let m = Magnet {
             info_hash: h(),
+            info_hash_v2: Some([0xab; 32]),
             name: Some("Ünïcödé & friends + more=yes".into()),
             trackers: vec![
                 "udp://t.example:6969/announce".into(),
@@ -355,7 +394,10 @@ mod tests {
             web_seeds: vec!["https://seed.example/path with space/".into()],
         };
         let uri = m.to_uri();
-        assert!(uri.starts_with(&format!("magnet:?xt=urn:btih:{HEX}&dn=")));
+        let v2 = "ab".repeat(32);
+        assert!(uri.starts_with(&format!(
+            "magnet:?xt=urn:btih:{HEX}&xt=urn:btmh:1220{v2}&dn="
+        )));
         assert!(!uri.contains(' '));
         assert_eq!(Magnet::parse(&uri).unwrap(), m);
         let bare = Magnet::from_info_hash(h());

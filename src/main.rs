@@ -150,12 +150,19 @@ struct DownloadFlags {
     /// route's gateway (e.g. a VPN's NAT-PMP server).
     #[arg(long, value_name = "IP", conflicts_with = "no_port_mapping")]
     gateway: Option<std::net::Ipv4Addr>,
+    /// Send every connection through this proxy: socks5://[USER:PASS@]HOST:PORT,
+    /// socks5h://… (names resolved by the proxy) or http://… (CONNECT, TCP
+    /// only). The DHT, LSD and uTP are then off, UDP trackers go through
+    /// SOCKS5 UDP ASSOCIATE, and nothing listens unless --port is given.
+    #[arg(long, value_name = "URL", conflicts_with = "no_tcp")]
+    proxy: Option<String>,
 }
 
 impl DownloadFlags {
     /// The one place the command line becomes a [`btc::config::Config`].
-    fn into_config(self, quiet: bool) -> btc::config::Config {
+    fn into_config(self, quiet: bool, proxy: Option<btc::proxy::ProxyUrl>) -> btc::config::Config {
         btc::config::Config {
+            proxy,
             sources: self.sources,
             input_file: self.input_file,
             output: self.output,
@@ -260,6 +267,10 @@ enum Command {
     },
 }
 
+/// Threads of the blocking pool (hashing, disk reads and writes, resume
+/// data), all torrents together.
+const MAX_BLOCKING_THREADS: usize = 64;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
@@ -270,6 +281,10 @@ fn main() -> ExitCode {
     // and stealing from each other) and was slower.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Disk work of any number of torrents shares this many threads
+        // (tokio's default is 512: 50,000 torrents saving resume data at
+        // exit started them all).
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
     {
         Ok(r) => r,
@@ -409,7 +424,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         None => {
             let json = cli.download.json;
             let stream = cli.download.stream;
-            let config = cli.download.into_config(cli.quiet).check()?;
+            // Checked here rather than by clap, whose message would echo
+            // the URL, password included; exit 2 as for clap's own errors.
+            let proxy = match cli.download.proxy.as_deref().map(str::parse) {
+                None => None,
+                Some(Ok(p)) => Some(p),
+                Some(Err(e)) => {
+                    eprintln!("error: --proxy: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let config = cli.download.into_config(cli.quiet, proxy).check()?;
             let outcome = cmd::download::run(config, shutdown.clone()).await?;
             if let Some(report) = outcome.reports.first()
                 && let (Some(n), Some(Err(e))) = (stream, &report.stream)

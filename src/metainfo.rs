@@ -14,6 +14,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
 
+pub mod v2;
+pub use v2::{V2File, V2Info, V2Piece};
+
 /// Largest piece length accepted: 64 MiB. Real torrents stop at 16–64 MiB;
 /// anything bigger is either an attack on our memory (a piece is buffered
 /// whole while it downloads, and the start-up check holds one per thread)
@@ -49,6 +52,9 @@ pub struct Metainfo {
     pub encoding: Option<String>,
     /// `url-list` (BEP 19 web seeds), kept for later use.
     pub url_list: Vec<String>,
+    /// The BitTorrent v2 half of a hybrid torrent (BEP 52), checked
+    /// against the v1 half; `None` for a v1 torrent.
+    pub v2: Option<V2Info>,
 }
 
 /// A validated info dictionary.
@@ -58,8 +64,12 @@ pub struct Info {
     pub name: String,
     /// Bytes per piece (> 0).
     pub piece_length: u32,
-    /// SHA-1 of every piece, in order.
+    /// SHA-1 of every piece, in order (empty for a v2-only torrent).
     pub pieces: Vec<[u8; 20]>,
+    /// Piece checks by SHA-256 merkle hash (BEP 52), one per piece: all a
+    /// v2-only torrent has, and a hybrid's second check beside `pieces`
+    /// (when its `.torrent` carries the piece layers); `None` for v1.
+    pub v2_pieces: Option<Vec<V2Piece>>,
     /// BEP 27 private flag.
     pub private: bool,
     /// Files in torrent order. A single-file torrent has one entry whose path is `[name]`;
@@ -175,6 +185,24 @@ pub enum MetainfoError {
     /// A path is a file and also a folder holding another file.
     #[error("{0:?} is both a file and a folder")]
     FileIsFolder(String),
+    /// The v2 half (BEP 52) is malformed or disagrees with the v1 half.
+    #[error("invalid v2 metadata: {0}")]
+    BadV2(String),
+    /// A `meta version` other than 2.
+    #[error("meta version {0} is not one btc knows (2 is BitTorrent v2)")]
+    UnknownMetaVersion(i64),
+    /// A BitTorrent v2-only torrent without the piece layers btc needs to
+    /// check its pieces (they would have to come from peers, BEP 52 hash
+    /// requests, which btc does not send yet).
+    #[error(
+        "{name:?} is a BitTorrent v2-only torrent (v2 info-hash {hash}) without its piece layers; btc cannot fetch them from peers yet"
+    )]
+    V2Only {
+        /// The torrent's name.
+        name: String,
+        /// Its v2 info-hash, 64 hex digits.
+        hash: String,
+    },
 }
 
 /// The top level of a `.torrent`, borrowed from the input. Everything but
@@ -199,6 +227,8 @@ struct RawTorrent<'a> {
     encoding: Option<Value<'a>>,
     #[serde(borrow, rename = "url-list")]
     url_list: Option<Value<'a>>,
+    #[serde(borrow, rename = "piece layers")]
+    piece_layers: Option<Value<'a>>,
 }
 
 impl Metainfo {
@@ -206,7 +236,11 @@ impl Metainfo {
     pub fn from_bytes(buf: &[u8]) -> Result<Metainfo, MetainfoError> {
         let raw: RawTorrent = crate::bencode::decode(buf)?;
         let info_raw = raw.info.ok_or(MetainfoError::Missing("info"))?;
-        let info = parse_info(&info_raw.data)?;
+        let (info, v2) = parse_info_v1_v2(
+            &info_raw.data,
+            info_raw.raw_bytes.0,
+            raw.piece_layers.as_ref(),
+        )?;
         let info_bytes = Bytes::copy_from_slice(info_raw.raw_bytes.0);
         let announce = raw
             .announce
@@ -227,8 +261,8 @@ impl Metainfo {
         .filter(|s| !s.is_empty())
         .collect();
         Ok(Metainfo {
+            info_hash: swarm_hash(&info, v2.as_ref(), &info_bytes),
             info,
-            info_hash: sha1_hash(&info_bytes),
             info_bytes,
             announce,
             announce_list,
@@ -240,6 +274,7 @@ impl Metainfo {
             created_by: raw.created_by.as_ref().and_then(lossy),
             encoding: raw.encoding.as_ref().and_then(lossy),
             url_list,
+            v2,
         })
     }
 
@@ -253,7 +288,7 @@ impl Metainfo {
         trackers: Vec<Vec<String>>,
     ) -> Result<Metainfo, MetainfoError> {
         let value: Value = crate::bencode::decode(info)?;
-        let parsed = parse_info(&value)?;
+        let (parsed, v2) = parse_info_v1_v2(&value, info, None)?;
         let announce_list: Vec<Vec<String>> = trackers
             .into_iter()
             .map(|tier| {
@@ -265,8 +300,8 @@ impl Metainfo {
             .collect();
         let info_bytes = Bytes::copy_from_slice(info);
         Ok(Metainfo {
+            info_hash: swarm_hash(&parsed, v2.as_ref(), &info_bytes),
             info: parsed,
-            info_hash: sha1_hash(&info_bytes),
             info_bytes,
             announce: announce_list.first().and_then(|t| t.first()).cloned(),
             announce_list,
@@ -275,6 +310,7 @@ impl Metainfo {
             created_by: None,
             encoding: None,
             url_list: Vec::new(),
+            v2,
         })
     }
 
@@ -301,18 +337,60 @@ impl Metainfo {
 impl Info {
     /// Number of pieces.
     pub fn piece_count(&self) -> usize {
-        self.pieces.len()
+        match &self.v2_pieces {
+            Some(v2) if self.pieces.is_empty() => v2.len(),
+            _ => self.pieces.len(),
+        }
+    }
+
+    /// Whether this is a v2-only torrent (no SHA-1 piece hashes).
+    pub fn is_v2_only(&self) -> bool {
+        self.pieces.is_empty() && self.v2_pieces.is_some()
+    }
+
+    /// Whether `data` is piece `index`: its SHA-1 and, where known, its
+    /// merkle hash (the pad bytes that align the next file must then be
+    /// zero). `false` past the end.
+    pub fn piece_matches(&self, index: usize, data: &[u8]) -> bool {
+        let v1 = || {
+            self.pieces
+                .get(index)
+                .is_some_and(|h| Sha1::digest(data).as_slice() == h)
+        };
+        let v2 = |v2: &[V2Piece]| {
+            v2.get(index)
+                .is_some_and(|p| p.matches(data, self.piece_length))
+        };
+        match &self.v2_pieces {
+            None => v1(),
+            Some(checks) if self.pieces.is_empty() => v2(checks),
+            Some(checks) => v1() && v2(checks),
+        }
     }
 
     /// Length of piece `index`: `piece_length`, except the last piece, which
     /// holds what is left. `None` past the end.
     pub fn piece_len(&self, index: usize) -> Option<u32> {
-        if index >= self.pieces.len() {
+        if index >= self.piece_count() {
             return None;
         }
         let start = index as u64 * u64::from(self.piece_length);
         let left = self.total_length.saturating_sub(start);
         Some(left.min(u64::from(self.piece_length)) as u32)
+    }
+}
+
+/// The 20-byte hash the swarm knows the torrent by: the SHA-1 of the info
+/// bytes, or for a v2-only torrent the v2 info-hash cut to 20 bytes (what
+/// BEP 52 peers put in the handshake and announce to trackers and the DHT).
+fn swarm_hash(info: &Info, v2: Option<&V2Info>, info_bytes: &[u8]) -> InfoHash {
+    match v2 {
+        Some(v2) if info.is_v2_only() => {
+            let mut out = [0u8; 20];
+            out.copy_from_slice(&v2.info_hash[..20]);
+            InfoHash(out)
+        }
+        _ => sha1_hash(info_bytes),
     }
 }
 
@@ -441,6 +519,42 @@ fn check_component(c: &str) -> Result<(), MetainfoError> {
     }
 }
 
+/// The v1 half of `v` and, when `meta version` is 2, the v2 half, checked
+/// against each other. A v2-only torrent is refused with its name and v2
+/// hash ([`MetainfoError::V2Only`]).
+fn parse_info_v1_v2(
+    v: &Value,
+    info_bytes: &[u8],
+    layers: Option<&Value>,
+) -> Result<(Info, Option<V2Info>), MetainfoError> {
+    let Value::Dict(d) = v else {
+        return Err(MetainfoError::WrongType {
+            field: "info",
+            expected: "a dictionary",
+        });
+    };
+    match get_int(d, "meta version")? {
+        None | Some(1) => return Ok((parse_info(v)?, None)),
+        Some(2) => {}
+        Some(other) => return Err(MetainfoError::UnknownMetaVersion(other)),
+    }
+    let name = get_text(d, "name", "name.utf-8")?.ok_or(MetainfoError::Missing("name"))?;
+    if let Some(reason) = component_problem(&name) {
+        return Err(MetainfoError::BadName { name, reason });
+    }
+    let v2 = v2::parse(d, info_bytes, &name, layers)?;
+    if get(d, "pieces").is_none() {
+        let piece_length = get_u64(d, "piece length")?.unwrap_or(0) as u32;
+        let private = matches!(get(d, "private"), Some(Value::Integer(1)));
+        let info = v2::aligned_info(&v2, name, piece_length, private)?;
+        return Ok((info, Some(v2)));
+    }
+    let mut info = parse_info(v)?;
+    v2::check_hybrid(&info.files, &v2, info.piece_length)?;
+    info.v2_pieces = v2::hybrid_checks(&info, &v2);
+    Ok((info, Some(v2)))
+}
+
 fn parse_info(v: &Value) -> Result<Info, MetainfoError> {
     let Value::Dict(d) = v else {
         return Err(MetainfoError::WrongType {
@@ -522,6 +636,7 @@ fn parse_info(v: &Value) -> Result<Info, MetainfoError> {
         name,
         piece_length,
         pieces,
+        v2_pieces: None,
         private,
         files,
         total_length,
@@ -653,6 +768,7 @@ pub fn synthetic_info(
         name: "t".into(),
         piece_length,
         pieces: vec![[0; 20]; g.piece_count as usize],
+        v2_pieces: None,
         private: false,
         files: entries,
         total_length: offset,

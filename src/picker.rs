@@ -100,6 +100,7 @@ enum BlockState {
 struct Partial {
     blocks: Vec<BlockState>,
     received: u32,
+    /// The piece's bytes; empty until its first block arrives.
     buf: Vec<u8>,
     contributors: Vec<PeerKey>,
     /// Who delivered each block (0: nobody yet), to pin a bad piece on
@@ -147,6 +148,12 @@ pub struct Picker {
     max_pending: usize,
     /// What `max_pending` may grow to.
     cap_pending: usize,
+    /// Pieces `verifying` may number before no new piece starts: where
+    /// `max_pending` starts, whatever it grew to. A deep pipeline grows the
+    /// budget for requests, which cost no memory until their blocks arrive
+    /// (see [`Partial::buf`]); a disk or hasher that falls behind must slow
+    /// the network, not fill the grown budget with whole pieces.
+    max_verifying: usize,
     /// `Some` in sequential mode: these pieces first (each file's first
     /// and last), then the lowest missing index.
     sequential: Option<Vec<u32>>,
@@ -174,6 +181,7 @@ impl Picker {
             rng: SmallRng::seed_from_u64(seed),
             max_pending,
             cap_pending,
+            max_verifying: max_pending,
             sequential: None,
             seq_cursor: (0, 0),
             wanted: None,
@@ -350,14 +358,18 @@ impl Picker {
         // 2. New pieces, rarest first, within the budget (which grows
         // when it is what starves this peer).
         while out.len() < want {
-            if self.pending.len() + self.verifying.count() >= self.max_pending {
+            let verifying = self.verifying.count();
+            if verifying >= self.max_verifying {
+                break;
+            }
+            if self.pending.len() + verifying >= self.max_pending {
                 let grown = grown_budget(
                     self.max_pending,
                     self.cap_pending,
                     in_flight.len() + out.len(),
                     (in_flight.len() + want) as u64 * u64::from(BLOCK_LEN),
                     u64::from(self.geometry.piece_length),
-                    self.verifying.count(),
+                    verifying,
                 );
                 if grown == self.max_pending {
                     break;
@@ -508,15 +520,12 @@ impl Picker {
     }
 
     fn start_piece(&mut self, piece: u32) {
-        let len = self.geometry.piece_len(piece) as usize;
-        let mut buf = self.pool.pop().unwrap_or_default();
-        buf.resize(len, 0);
         self.pending.insert(
             piece,
             Partial {
                 blocks: vec![BlockState::Free; self.geometry.block_count(piece) as usize],
                 received: 0,
-                buf,
+                buf: Vec::new(),
                 contributors: Vec::new(),
                 senders: vec![0; self.geometry.block_count(piece) as usize],
             },
@@ -547,6 +556,21 @@ impl Picker {
             BlockState::Free => Vec::new(),
             BlockState::Requested { by, .. } => by.into_iter().filter(|&k| k != peer).collect(),
         };
+        if p.buf.is_empty() {
+            // The buffer is taken when the first block arrives, not when the
+            // piece is requested: a deep pipeline then costs requests, not
+            // memory, and only pieces with data in them hold a buffer.
+            let len = g.piece_len(piece) as usize;
+            p.buf = match self.pool.pop() {
+                Some(mut buf) => {
+                    buf.resize(len, 0);
+                    buf
+                }
+                // Zeroed by the allocator: fresh pages stay untouched (and
+                // out of the resident set) until blocks are written in.
+                None => vec![0; len],
+            };
+        }
         p.buf[offset as usize..offset as usize + data.len()].copy_from_slice(data);
         p.received += 1;
         if let Some(s) = p.senders.get_mut(b) {
@@ -819,6 +843,57 @@ mod tests {
         // Verification frees room for one more piece.
         p.piece_verified(completed[0]);
         assert!(!p.pick(1, &all, 10, &[], now).is_empty());
+    }
+
+    #[test]
+    fn regression_a_grown_budget_holds_no_more_pieces_awaiting_the_disk_than_it_started_with() {
+        // 64 pieces of 1 MiB: the budget starts at 4 pieces. A deep
+        // pipeline grew it to 12, and the disk stops keeping up: pieces
+        // that completed wait for their hash and write. No new piece starts
+        // once 4 wait (a 2 GiB download peaked at 8 whole pieces waiting,
+        // 24 MiB RSS, where 4 kept its speed).
+        let g = Geometry::new(64 << 20, 1 << 20);
+        let mut p = Picker::new(g, Bitfield::new(64), 13);
+        let all = Bitfield::full(64);
+        let now = Instant::now();
+        p.max_pending = 12;
+        let mut waiting = 0;
+        loop {
+            let reqs = p.pick(1, &all, 64, &[], now);
+            if reqs.is_empty() {
+                break;
+            }
+            for r in reqs {
+                if let BlockOutcome::Complete { .. } =
+                    p.on_block(1, r.piece, r.offset, &data_for(&g, &r))
+                {
+                    waiting += 1;
+                }
+            }
+        }
+        assert_eq!(waiting, 4);
+        assert_eq!(p.pending_pieces(), 0);
+    }
+
+    #[test]
+    fn regression_a_requested_piece_holds_no_buffer_until_a_block_arrives() {
+        // A deep pipeline starts many pieces; only those with data in them
+        // take memory.
+        let g = Geometry::new(64 << 20, 1 << 20);
+        let mut p = Picker::new(g, Bitfield::new(64), 14);
+        let all = Bitfield::full(64);
+        let reqs = p.pick(1, &all, 256, &[], Instant::now());
+        assert_eq!(p.pending_pieces(), 4);
+        assert!(p.pending.values().all(|x| x.buf.capacity() == 0));
+        let r = reqs[0];
+        p.on_block(1, r.piece, r.offset, &data_for(&g, &r));
+        let with_data: Vec<u32> = p
+            .pending
+            .iter()
+            .filter(|(_, x)| x.buf.capacity() > 0)
+            .map(|(&i, _)| i)
+            .collect();
+        assert_eq!(with_data, vec![r.piece]);
     }
 
     #[test]

@@ -107,6 +107,12 @@ impl Bucket {
     pub fn chunk(&self) -> usize {
         self.burst as usize
     }
+
+    /// Gives back `n` bytes taken but not moved (a write that carried less
+    /// than it reserved), never past a full burst.
+    pub fn refund(&mut self, n: usize) {
+        self.tokens = (self.tokens + n as f64).min(self.burst);
+    }
 }
 
 /// A [`Bucket`] shared by many tasks, on tokio's clock (so tests can pause it).
@@ -148,6 +154,23 @@ impl RateLimiter {
         self.with(|b, now| b.take(n, now));
     }
 
+    /// Reserves `n` bytes about to be sent: they are accounted now, and the
+    /// caller sends them once the returned wait is over (when the bucket
+    /// has paid for them and for every reservation made before).
+    pub fn reserve(&self, n: usize) -> Duration {
+        self.with(|b, now| {
+            b.take(n, now);
+            b.wait(now)
+        })
+    }
+
+    /// See [`Bucket::refund`].
+    pub fn refund(&self, n: usize) {
+        if n > 0 {
+            self.with(|b, _| b.refund(n));
+        }
+    }
+
     /// Accounts `n` bytes already received, then waits out any debt.
     pub async fn consume(&self, n: usize) {
         self.take(n);
@@ -182,11 +205,20 @@ impl RateLimits {
 }
 
 /// A stream that reads and writes no faster than its [`RateLimits`] allow.
+///
+/// A write reserves its bytes in the shared upload bucket before it waits,
+/// so writers take turns in the order they asked. (Waiting for the debt to
+/// clear and then racing for the bucket let the connection that was
+/// already sending win every race: the timer woke it first each time, and
+/// a peer that connected later got nothing for as long as the first one
+/// kept asking.)
 pub struct Throttled<S> {
     inner: Pin<Box<S>>,
     limits: RateLimits,
     read_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     write_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Upload bytes reserved for the write under way (0: none).
+    reserved: usize,
 }
 
 impl<S> Throttled<S> {
@@ -197,6 +229,16 @@ impl<S> Throttled<S> {
             limits,
             read_sleep: None,
             write_sleep: None,
+            reserved: 0,
+        }
+    }
+}
+
+impl<S> Drop for Throttled<S> {
+    fn drop(&mut self) {
+        // A write reserved but never made: its turn goes to the others.
+        if let Some(l) = &self.limits.up {
+            l.refund(self.reserved);
         }
     }
 }
@@ -251,11 +293,27 @@ impl<S: AsyncWrite> AsyncWrite for Throttled<S> {
         let Some(l) = me.limits.up.clone() else {
             return me.inner.as_mut().poll_write(cx, buf);
         };
-        ready!(poll_turn(&l, &mut me.write_sleep, cx));
-        let n = buf.len().min(l.chunk());
-        let written = ready!(me.inner.as_mut().poll_write(cx, &buf[..n]))?;
-        l.take(written);
-        Poll::Ready(Ok(written))
+        if buf.is_empty() {
+            return me.inner.as_mut().poll_write(cx, buf);
+        }
+        if me.reserved == 0 {
+            let n = buf.len().min(l.chunk());
+            let wait = l.reserve(n);
+            me.reserved = n;
+            if !wait.is_zero() {
+                me.write_sleep = Some(Box::pin(tokio::time::sleep(wait)));
+            }
+        }
+        if let Some(s) = me.write_sleep.as_mut() {
+            ready!(s.as_mut().poll(cx));
+            me.write_sleep = None;
+        }
+        let n = buf.len().min(me.reserved);
+        let result = ready!(me.inner.as_mut().poll_write(cx, &buf[..n]));
+        let reserved = std::mem::take(&mut me.reserved);
+        let written = *result.as_ref().unwrap_or(&0);
+        l.refund(reserved - written);
+        Poll::Ready(result)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -86,6 +86,19 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
     }
     args.check_sources(sources.len())?;
     let single = sources.len() == 1;
+    // Before anything touches the network (a .torrent URL is fetched
+    // next): from here on every connection goes through the proxy.
+    if let Some(url) = &args.proxy {
+        let proxy = crate::proxy::net::Proxy::resolve(url.clone(), args.bind)
+            .await
+            .with_context(|| format!("--proxy {url}"))?;
+        tracing::info!(
+            "every connection goes through the proxy {url} ({})",
+            proxy.addr()
+        );
+        crate::proxy::net::install(proxy);
+        warn_proxy_limits(&args);
+    }
 
     // Resolve them all at once: a slow URL must not hold up the files.
     let mut resolving = tokio::task::JoinSet::new();
@@ -100,7 +113,7 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
     }
     let mut outcome = Outcome::default();
     let mut torrents: Vec<(String, Source)> = Vec::new();
-    let mut seen: Vec<InfoHash> = Vec::new();
+    let mut seen: std::collections::HashSet<InfoHash> = std::collections::HashSet::new();
     for (text, r) in sources.iter().zip(resolved) {
         let source = match r.expect("every source resolved") {
             Ok(Resolved::Torrent(m)) => Source::Torrent(m),
@@ -118,11 +131,10 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
             }
         };
         let ih = info_hash(&source);
-        if seen.contains(&ih) {
+        if !seen.insert(ih) {
             tracing::info!("{text}: the same torrent as an earlier source; running it once");
             continue;
         }
-        seen.push(ih);
         torrents.push((text.clone(), source));
     }
     if torrents.is_empty() {
@@ -158,7 +170,10 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
     } else {
         port.checked_add(1).unwrap_or(0)
     };
-    let dht = if args.no_dht || all_private {
+    let proxied = args.proxy.is_some();
+    // Under --proxy nothing goes anywhere but the proxy: no port mapping
+    // either (see below).
+    let dht = if args.no_dht || all_private || proxied {
         None
     } else {
         start_dht(&args, dht_port, state_dir.clone())
@@ -173,17 +188,21 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
             max_peers: args.max_peers,
             max_active: args.max_active,
             encryption: args.encryption,
-            lsd: !args.no_lsd && !all_private,
-            utp: !args.no_utp,
+            lsd: !args.no_lsd && !all_private && !proxied,
+            utp: !args.no_utp && !proxied,
             tcp: !args.no_tcp,
+            // Under --proxy nothing listens unless --port asked for it.
+            listen: !proxied || args.port.is_some(),
+            // Our own addresses (BEP 7) would tell the tracker who is
+            // behind the proxy.
+            tell_addresses: !proxied,
         },
         shutdown.clone(),
     )
     .await?;
     let (json, quiet) = (args.json, args.quiet);
     let portmap_stop = shutdown.child_token();
-    let portmap = args
-        .port_mapping
+    let portmap = (args.port_mapping && !proxied)
         .then(|| start_port_mapping(&args, &session, dht.as_ref(), portmap_stop.clone()));
     let config = Arc::new(args);
 
@@ -318,6 +337,40 @@ fn start_port_mapping(
         }
     });
     crate::portmap::spawn(cfg, session.external_port.clone(), report, stop)
+}
+
+/// One warning naming what `--proxy` turns off (what the user did not
+/// already turn off): the DHT (`mainline` binds its own socket and cannot
+/// be routed through a proxy), local discovery (multicast on the LAN) and
+/// uTP (its datagrams are not relayed yet).
+fn warn_proxy_limits(args: &Config) {
+    let mut off = Vec::new();
+    if !args.no_dht {
+        off.push("the DHT");
+    }
+    if !args.no_lsd {
+        off.push("local peer discovery (LSD)");
+    }
+    if !args.no_utp {
+        off.push("uTP");
+    }
+    let mut said = Vec::new();
+    if !off.is_empty() {
+        let last = off.pop().expect("not empty");
+        let list = if off.is_empty() {
+            last.to_string()
+        } else {
+            format!("{} and {last}", off.join(", "))
+        };
+        let verb = if off.is_empty() { "is" } else { "are" };
+        said.push(format!("{list} cannot go through the proxy and {verb} off"));
+    }
+    if args.port.is_none() {
+        said.push("nothing listens for incoming peers (give --port to listen)".into());
+    }
+    if !said.is_empty() {
+        tracing::warn!("--proxy: {}", said.join("; "));
+    }
 }
 
 /// The process's one DHT node, on the peer port; the DHT is a bonus, so a

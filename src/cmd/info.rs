@@ -54,7 +54,33 @@ pub fn format_info(m: &Metainfo) -> String {
     // Writing to a String cannot fail.
     let _ = writeln!(s, "Name:        {}", info.name);
     let _ = writeln!(s, "Info-hash:   {}", m.info_hash);
-    let _ = writeln!(s, "Magnet:      {}", Magnet::from_metainfo(m).to_uri());
+    let magnet = Magnet::from_metainfo(m).to_uri();
+    match &m.v2 {
+        None => {
+            let _ = writeln!(s, "Magnet:      {magnet}");
+        }
+        Some(v2) if info.is_v2_only() => {
+            let _ = writeln!(s, "Info-hash v2: {}", v2.hash_hex());
+            let _ = writeln!(
+                s,
+                "Format:      BitTorrent v2 only (peers know it by the v2 hash's first 20 bytes)"
+            );
+            // A v2 swarm has no v1 hash: the link names the v2 one alone.
+            let v2_only = match magnet.split_once('&') {
+                Some((_, rest)) => format!("magnet:?{rest}"),
+                None => magnet,
+            };
+            let _ = writeln!(s, "Magnet:      {v2_only}");
+        }
+        Some(v2) => {
+            let _ = writeln!(s, "Info-hash v2: {}", v2.hash_hex());
+            let _ = writeln!(
+                s,
+                "Format:      hybrid (BitTorrent v1 + v2; btc takes part in the v1 swarm)"
+            );
+            let _ = writeln!(s, "Magnet:      {magnet}");
+        }
+    }
     let _ = writeln!(
         s,
         "Size:        {} ({} bytes)",
@@ -283,6 +309,27 @@ mod tests {
         )))
         .unwrap();
         assert!(format_info(&web).contains("Web seeds:\n  http://seed1.example/files/\n"));
+    }
+
+    #[test]
+    fn a_hybrid_shows_both_hashes_and_a_magnet_with_both() {
+        let m = Metainfo::from_bytes(include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/torrents/hybrid-libtorrent.torrent"
+        )))
+        .unwrap();
+        let text = format_info(&m);
+        let v2 = "d18f1695f4e0b252cf0ab7b4746b8d0d068b29d59b7ac25e0f704a3e424cc843";
+        for want in [
+            "Info-hash:   974735ffc2ea5426ee8ff5f5444ec8bcddae3683\n".to_string(),
+            format!("Info-hash v2: {v2}\n"),
+            "Format:      hybrid".to_string(),
+            format!(
+                "Magnet:      magnet:?xt=urn:btih:974735ffc2ea5426ee8ff5f5444ec8bcddae3683&xt=urn:btmh:1220{v2}&dn=hybrid"
+            ),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
     }
 
     #[test]

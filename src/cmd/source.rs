@@ -74,11 +74,13 @@ pub fn read_torrent_file(path: &Path) -> Result<Vec<u8>> {
 }
 
 async fn fetch(url: &str) -> Result<Vec<u8>> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("btc/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let client = crate::proxy::net::apply(
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("btc/", env!("CARGO_PKG_VERSION"))),
+    )
+    .build()?;
     // The caller names the URL: reqwest's errors would repeat it.
     let mut resp = client
         .get(url)

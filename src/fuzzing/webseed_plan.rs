@@ -56,6 +56,7 @@ pub fn webseed_plan(data: &[u8]) {
         name: "t".into(),
         piece_length,
         pieces: vec![[0; 20]; g.piece_count as usize],
+        v2_pieces: None,
         private: false,
         files,
         total_length: total,

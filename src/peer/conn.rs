@@ -278,8 +278,20 @@ async fn dial(t: Transport, addr: SocketAddr, dialer: &Dialer) -> Result<PeerStr
 }
 
 /// Opens a TCP connection to `addr`, from `bind` when it is set and of the
-/// same family.
+/// same family; under `--proxy`, through the proxy and nowhere else.
 async fn dial_tcp(addr: SocketAddr, bind: Option<IpAddr>) -> Result<TcpStream, ConnError> {
+    if let Some(proxy) = crate::proxy::net::current() {
+        return proxy
+            .connect(&crate::proxy::TargetAddr::Ip(addr))
+            .await
+            .map_err(|e| match e {
+                crate::proxy::ProxyError::Io(e) => ConnError::Io(e),
+                crate::proxy::ProxyError::Timeout(_) => {
+                    ConnError::Timeout("connecting through the proxy")
+                }
+                other => ConnError::Io(std::io::Error::other(other)),
+            });
+    }
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -518,7 +530,7 @@ mod tests {
             max_per_ip: 1,
         };
         let token = CancellationToken::new();
-        let (shared, _rx) = Shared::new(
+        let shared = Shared::create(
             InfoHash([1; 20]),
             PeerId([2; 20]),
             6881,
@@ -566,7 +578,7 @@ mod tests {
             max_peers: 8,
             max_per_ip: 1,
         };
-        Shared::new(
+        Shared::create(
             InfoHash([1; 20]),
             PeerId([2; 20]),
             6881,
@@ -574,7 +586,6 @@ mod tests {
             limits,
             CancellationToken::new(),
         )
-        .0
     }
 
     /// Serves one connection the way a peer does: MSE (when `mse`) or

@@ -85,3 +85,59 @@ async fn throttled_stream_holds_the_rate_both_ways() {
         assert!((3.7..=4.1).contains(&took), "upload={upload}: {took} s");
     }
 }
+
+/// Two connections share one upload limit: the one that connected later
+/// gets its share at once. Each writer used to wait for the bucket's debt
+/// to clear and then race for it, and the timer woke the writer that was
+/// already sending first every time: a leecher arriving while another
+/// took everything got nothing (seen as a download that, killed and
+/// restarted, stalled for a minute behind a second leecher). On the real
+/// clock and two worker threads, as btc runs: the paused clock of a
+/// single-threaded test happened to wake the two in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_a_later_uploader_gets_its_share_of_the_limit() {
+    let rate = 1 << 20;
+    let limits = RateLimits::new(0, rate);
+    let sent = Arc::new([
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    ]);
+    let mut tasks = Vec::new();
+    for i in 0..2 {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let mut a = Throttled::new(a, limits.clone());
+        let sent = sent.clone();
+        tasks.push(tokio::spawn(async move {
+            // The second arrives once the first is well under way.
+            tokio::time::sleep(Duration::from_millis(500 * i as u64)).await;
+            let reader = tokio::spawn(async move {
+                let mut sink = vec![0u8; 1 << 16];
+                while b.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+            });
+            let block = vec![1u8; 16 << 10];
+            loop {
+                if a.write_all(&block).await.is_err() {
+                    break;
+                }
+                sent[i].fetch_add(block.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+            reader.abort();
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let first = sent[0].load(std::sync::atomic::Ordering::Relaxed);
+    let second = sent[1].load(std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    // Two seconds side by side at 1 MiB/s: about 1 MiB each, the first
+    // one 0.5 MiB more for its head start (before the fix: 0.25 MiB
+    // against 2.4). A ratio, so a loaded machine slowing both cannot fail it.
+    assert!(
+        second * 3 >= first && second > 0,
+        "the later uploader sent {second} bytes, the first {first}"
+    );
+    // And together no faster than the limit (plus one burst each).
+    let total = (first + second) as u64;
+    assert!(total <= rate * 5 / 2 + (rate / 4), "{total} bytes in 2.5 s");
+}

@@ -74,6 +74,17 @@ pub fn admit(
             return Err(Refused::Duplicate);
         }
         replaced = Some(*k);
+    } else if let Some((k, _)) = peers.iter().find(|(_, p)| {
+        p.addr == reg.addr && p.link.transport == reg.link.transport && !reg.outgoing
+    }) {
+        // Another peer id from the very address (IP and port) and
+        // transport of a connection we hold: the peer restarted (a new
+        // process draws a new id) on its port, and the old connection is
+        // dead though nothing told us: a killed uTP peer sends no FIN or
+        // RESET, so it would hold the IP's one slot until it timed out and
+        // the restarted peer, refused, would wait out its redial back-off.
+        // A live connection's address cannot be taken by another socket.
+        replaced = Some(*k);
     }
     let from_ip = peers
         .iter()
@@ -355,9 +366,7 @@ impl Swarm for Shared {
         if !self.pex_allowed() {
             return;
         }
-        let Some(tx) = self.pex_tx.get() else {
-            return;
-        };
+        let tx = self.pex_sender();
         // A seed is no use to us once we have everything.
         let complete = self.is_complete();
         let addrs: Vec<(SocketAddr, u8)> = added
@@ -579,7 +588,7 @@ mod tests {
             max_per_ip: 1,
         };
         let token = CancellationToken::new();
-        let shared = Shared::new(InfoHash([1; 20]), PeerId([2; 20]), 1, None, limits, token).0;
+        let shared = Shared::create(InfoHash([1; 20]), PeerId([2; 20]), 1, None, limits, token);
         let geometry = Geometry::new(4 * 16384, 16384);
         shared.lock().picker = Some(crate::picker::Picker::new(geometry, Bitfield::full(4), 1));
         let now = Instant::now();
@@ -701,6 +710,32 @@ mod tests {
         let stranger = reg("192.0.2.2:6881", 7);
         let got = admit(&peers, &HashSet::new(), LIMITS, &low, &stranger, now);
         assert_eq!(got, Err(Refused::PeerIdTaken));
+    }
+
+    /// A uTP peer SIGKILLed and restarted on the same port dials again
+    /// (a new peer id) while its dead connection still holds the IP's one
+    /// slot: the new connection replaces it instead of being refused (it
+    /// then waited out the stale one and its own 15 s redial back-off).
+    #[test]
+    fn regression_a_restarted_utp_peer_replaces_its_dead_connection() {
+        let now = Instant::now();
+        let mut old = entry("10.0.0.1:6881", 1, now);
+        old.link.transport = crate::peer::transport::Transport::Utp;
+        let peers = HashMap::from([(1, old)]);
+        let ours = PeerId([0; 20]);
+        let mut r = reg("10.0.0.1:6881", 2);
+        r.link.transport = crate::peer::transport::Transport::Utp;
+        let got = admit(&peers, &HashSet::new(), LIMITS, &ours, &r, now);
+        assert_eq!(got, Ok(Admission::Replace(1)));
+        // Another port of that IP is another socket: still one per IP.
+        let mut other = reg("10.0.0.1:6882", 2);
+        other.link.transport = crate::peer::transport::Transport::Utp;
+        let got = admit(&peers, &HashSet::new(), LIMITS, &ours, &other, now);
+        assert_eq!(got, Err(Refused::PerIpLimit));
+        // So is the same port over the other transport.
+        let tcp = reg("10.0.0.1:6881", 2);
+        let got = admit(&peers, &HashSet::new(), LIMITS, &ours, &tcp, now);
+        assert_eq!(got, Err(Refused::PerIpLimit));
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub struct SessionConfig {
     /// TCP for peers (off only to test uTP alone: the listener then closes
     /// what it accepts, the way libtorrent does with incoming TCP off).
     pub tcp: bool,
+    /// Open the peer listener (off under `--proxy` without `--port`: no
+    /// socket at all then, and `port` is only what trackers are told).
+    pub listen: bool,
+    /// Tell HTTP trackers our globally routable addresses (BEP 7); off
+    /// under `--proxy`, where they would unmask us.
+    pub tell_addresses: bool,
 }
 
 /// The process-level half of the client; see the module doc.
@@ -96,6 +102,9 @@ pub struct Session {
     pub queue: Arc<queue::ActiveQueue>,
     /// Start-up checks run at once (each uses every core).
     pub checks: Semaphore,
+    /// Cores to hash on (`available_parallelism`, read once: it reads
+    /// cgroup files each call).
+    pub cores: usize,
     /// Tracker announces, paced for the whole process.
     pub announce_pace: Arc<RateLimiter>,
     /// Our globally routable addresses when listening on every interface,
@@ -121,9 +130,18 @@ impl Session {
     /// Opens the listener and starts accepting peers for whichever torrents
     /// get registered.
     pub async fn start(cfg: SessionConfig, shutdown: CancellationToken) -> Result<Arc<Session>> {
-        let listener = bind_listener(cfg.bind, cfg.port, cfg.port_fallback).await?;
-        let listen_port = listener.local_addr()?.port();
-        tracing::info!("listening on {}", listener.local_addr()?);
+        let listener = if cfg.listen {
+            Some(bind_listener(cfg.bind, cfg.port, cfg.port_fallback).await?)
+        } else {
+            None
+        };
+        let listen_port = match &listener {
+            Some(l) => {
+                tracing::info!("listening on {}", l.local_addr()?);
+                l.local_addr()?.port()
+            }
+            None => cfg.port,
+        };
         let checks = std::thread::available_parallelism().map_or(2, |n| n.get());
         let utp = if cfg.utp {
             utp::open(cfg.bind, listen_port, cfg.max_peers, &shutdown).await
@@ -148,8 +166,9 @@ impl Session {
             budget: Arc::new(ConnBudget::new(cfg.max_peers.max(1))),
             queue: queue::ActiveQueue::new(cfg.max_active),
             checks: Semaphore::new(checks),
+            cores: checks,
             announce_pace: RateLimiter::pace(ANNOUNCE_RATE, ANNOUNCE_BURST),
-            also_at: if cfg.bind.is_none() {
+            also_at: if cfg.bind.is_none() && cfg.tell_addresses {
                 routable_addresses()
             } else {
                 Vec::new()
@@ -162,11 +181,13 @@ impl Session {
             lsd: std::sync::atomic::AtomicBool::new(false),
         });
         let gate = Arc::new(accept::Gate::default());
-        crate::spawn::named(
-            &session.tasks,
-            "accept",
-            accept::accept_loop(listener, Arc::downgrade(&session), gate.clone()),
-        );
+        if let Some(listener) = listener {
+            crate::spawn::named(
+                &session.tasks,
+                "accept",
+                accept::accept_loop(listener, Arc::downgrade(&session), gate.clone()),
+            );
+        }
         if let Some(utp) = utp {
             let stop = session.shutdown.clone();
             let weak = Arc::downgrade(&session);
@@ -444,6 +465,8 @@ mod tests {
             lsd: false,
             utp: false,
             tcp: true,
+            listen: true,
+            tell_addresses: false,
         };
         Session::start(cfg, CancellationToken::new()).await.unwrap()
     }
@@ -453,7 +476,7 @@ mod tests {
             max_peers: 4,
             max_per_ip: 1,
         };
-        Shared::new(
+        Shared::create(
             ih,
             PeerId([1; 20]),
             1,
@@ -461,7 +484,6 @@ mod tests {
             limits,
             CancellationToken::new(),
         )
-        .0
     }
 
     /// A peer that asks for a torrent still checking its data waits for it;

@@ -182,6 +182,14 @@ impl Saver {
         }
     }
 
+    /// Says the resume data on disk already holds what is verified now
+    /// (the start trusted all of it and hashed nothing): no save until a
+    /// piece is verified. 50,000 torrents starting from resume data
+    /// rewrote (and fsynced) 50,000 unchanged files.
+    pub fn saved_now(&mut self, shared: &Shared) {
+        self.saved = Some(*shared.pieces_verified.borrow());
+    }
+
     /// Starts a save in the background if pieces were verified since the
     /// last one, that one is done, and it is [`SAVE_INTERVAL`] old (or
     /// `now` says not to wait: the download just completed).

@@ -237,6 +237,9 @@ pub struct Counters {
     pub wasted: AtomicU64,
 }
 
+/// Addresses one PEX message added, with their flags.
+pub type PexBatch = Vec<(SocketAddr, u8)>;
+
 /// Shared by the session and all peer tasks of one torrent.
 pub struct Shared {
     /// The torrent's info-hash.
@@ -261,8 +264,10 @@ pub struct Shared {
     pub rechoke: Notify,
     /// Cancels everything of this torrent.
     pub shutdown: CancellationToken,
-    /// Verified info dicts from the metadata exchange, for the session.
-    metadata_tx: mpsc::Sender<Bytes>,
+    /// Verified info dicts from the metadata exchange, for the session;
+    /// made only for a torrent that waits for its metadata (see
+    /// [`Shared::metadata_channel`]).
+    metadata_tx: OnceLock<mpsc::Sender<Bytes>>,
     /// Piece verify-and-write tasks, awaited at shutdown so no write is lost.
     pub disk_tasks: TaskTracker,
     /// Completed pieces waiting for those tasks (see `verify`).
@@ -292,23 +297,27 @@ pub struct Shared {
     pub peer_joined: Notify,
     /// This very `Shared`, for trait methods that must spawn work holding it.
     pub this: std::sync::Weak<Shared>,
-    /// Addresses learnt through PEX, to the torrent's address book (set
-    /// by the torrent's loop; unset in unit tests, which then drop them).
-    pub pex_tx: OnceLock<mpsc::Sender<Vec<(SocketAddr, u8)>>>,
+    /// Addresses learnt through PEX, to the torrent's address book: made
+    /// when a peer first sends some (see [`Shared::pex_sender`]), so a
+    /// torrent nobody talks PEX with pays for no channel.
+    pex_tx: OnceLock<mpsc::Sender<PexBatch>>,
+    /// The receiving end of `pex_tx` until the torrent's loop takes it.
+    pex_rx: Mutex<Option<mpsc::Receiver<PexBatch>>>,
 }
 
 impl Shared {
-    /// Creates the shared state; `data` is `Some` when the metadata is known.
-    pub fn new(
+    /// Creates the shared state, without a metadata channel (a torrent
+    /// whose metadata is known pays for none; see
+    /// [`Shared::metadata_channel`]).
+    pub fn create(
         info_hash: InfoHash,
         peer_id: PeerId,
         listen_port: u16,
         dht_port: Option<u16>,
         limits: Limits,
         shutdown: CancellationToken,
-    ) -> (Arc<Self>, mpsc::Receiver<Bytes>) {
-        let (metadata_tx, metadata_rx) = mpsc::channel(1);
-        let shared = Arc::new_cyclic(|this| Shared {
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|this| Shared {
             info_hash,
             peer_id,
             listen_port,
@@ -320,7 +329,7 @@ impl Shared {
             metadata_ready: Notify::new(),
             rechoke: Notify::new(),
             shutdown,
-            metadata_tx,
+            metadata_tx: OnceLock::new(),
             disk_tasks: TaskTracker::new(),
             verify_queue: Mutex::default(),
             tasks: TaskTracker::new(),
@@ -335,13 +344,39 @@ impl Shared {
             peer_joined: Notify::new(),
             this: this.clone(),
             pex_tx: OnceLock::new(),
-        });
-        (shared, metadata_rx)
+            pex_rx: Mutex::new(None),
+        })
+    }
+
+    /// The receiving end of the info dicts peers assemble (made on the
+    /// first call; a later call gets a receiver nobody sends to).
+    pub fn metadata_channel(&self) -> mpsc::Receiver<Bytes> {
+        let (tx, rx) = mpsc::channel(1);
+        let _ = self.metadata_tx.set(tx);
+        rx
+    }
+
+    /// Where peers put the addresses they learn through PEX (the channel
+    /// is made on first use; see [`Shared::take_pex_rx`]).
+    pub fn pex_sender(&self) -> &mpsc::Sender<PexBatch> {
+        self.pex_tx.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(PEX_QUEUE);
+            *self.pex_rx.lock().unwrap_or_else(|e| e.into_inner()) = Some(rx);
+            tx
+        })
+    }
+
+    /// The receiving end of the PEX channel, once made, for the torrent's
+    /// loop (the first call after it was made gets it).
+    pub fn take_pex_rx(&self) -> Option<mpsc::Receiver<PexBatch>> {
+        self.pex_rx.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// A peer task assembled an info dict matching the info-hash.
     pub fn metadata_found(&self, info: Bytes) {
-        let _ = self.metadata_tx.try_send(info);
+        if let Some(tx) = self.metadata_tx.get() {
+            let _ = tx.try_send(info);
+        }
     }
 
     /// A write to disk failed (disk full, I/O error, a vanished folder):
@@ -560,7 +595,7 @@ mod tests {
             max_per_ip: 1,
         };
         let token = CancellationToken::new();
-        Shared::new(InfoHash([1; 20]), PeerId([2; 20]), 1, None, limits, token).0
+        Shared::create(InfoHash([1; 20]), PeerId([2; 20]), 1, None, limits, token)
     }
 
     #[test]

@@ -105,6 +105,8 @@ pub enum SessionEvent {
         /// (path, length) of each file, pad files left out, numbered from 1
         /// in this order as `btc info` does.
         files: Vec<(String, u64)>,
+        /// A hybrid torrent's v2 info-hash, 64 hex digits.
+        info_hash_v2: Option<String>,
     },
     /// A piece failed its hash check and will be fetched again.
     PieceFailed {

@@ -134,7 +134,7 @@ pub async fn run(
     let torrent_token = shutdown.child_token();
     let private = matches!(&source, Source::Torrent(m) if m.info.private);
     let dht = if private { None } else { session.dht.clone() };
-    let (shared, mut metadata_rx) = Shared::new(
+    let shared = Shared::create(
         info_hash,
         peer_id,
         listen_port,
@@ -174,13 +174,25 @@ pub async fn run(
             .ok()
     };
 
+    // Made only while the metadata is awaited (a magnet).
+    let mut metadata_rx = None;
     // Metadata known up front: check what is already on disk.
     let mut tiers: Vec<Vec<String>> = Vec::new();
     let mut complete_at_start = false;
+    // The resume data on disk already says everything (nothing to save).
+    let mut resume_current = false;
     match source {
         Source::Torrent(meta) => {
             tiers = meta.tracker_tiers();
-            install(&session, &shared, *meta, &opts, &status_tx, &mut status).await?;
+            resume_current = Box::pin(install(
+                &session,
+                &shared,
+                *meta,
+                &opts,
+                &status_tx,
+                &mut status,
+            ))
+            .await?;
             complete_at_start = shared.is_complete();
         }
         Source::Magnet(_) => {
@@ -192,10 +204,21 @@ pub async fn run(
             match cached.map(|b| Metainfo::from_info_bytes(&b, tiers.clone())) {
                 Some(Ok(meta)) => {
                     tracing::info!("using the metadata remembered from an earlier run");
-                    install(&session, &shared, meta, &opts, &status_tx, &mut status).await?;
+                    resume_current = Box::pin(install(
+                        &session,
+                        &shared,
+                        meta,
+                        &opts,
+                        &status_tx,
+                        &mut status,
+                    ))
+                    .await?;
                     complete_at_start = shared.is_complete();
                 }
-                _ => shared.lock().assembler = Some(MetadataAssembler::new(info_hash)),
+                _ => {
+                    metadata_rx = Some(shared.metadata_channel());
+                    shared.lock().assembler = Some(MetadataAssembler::new(info_hash));
+                }
             }
         }
     }
@@ -224,42 +247,50 @@ pub async fn run(
     start_web_seeds(&shared, &web_seeds, web_client.as_ref());
 
     // Discovery: trackers, DHT, explicit peers.
-    let (peer_tx, mut peer_rx) = mpsc::channel::<Vec<SocketAddr>>(256);
+    // Channels and tasks exist only for the sources a torrent uses: each
+    // channel costs about a kilobyte before it carries anything, and a
+    // seedbox runs tens of thousands of torrents (see `maybe_channel`).
     let (totals_tx, totals_rx) = watch::channel(totals(&shared));
     let tracker_stats = Arc::new(TrackerStats::default());
     let has_trackers = !tiers.is_empty();
     let has_http = tiers.iter().flatten().any(|u| u.starts_with("http"));
-    let announcer = crate::tracker::spawn_announcer(
-        AnnounceConfig {
-            info_hash,
-            peer_id,
-            port: listen_port,
-            external_port: session.external_port.clone(),
-            bind: session.bind,
-            tiers,
-            numwant: 200,
-            stop_timeout: Duration::from_secs(2),
-            pace: Some(session.announce_pace.clone()),
-            also_at: session.also_at.clone(),
-            http_client: if has_http {
-                session.http_client()
-            } else {
-                None
+    let (peer_tx, mut peer_rx) = maybe_channel::<Vec<SocketAddr>>(has_trackers, 256);
+    let announcer = peer_tx.map(|peer_tx| {
+        crate::tracker::spawn_announcer(
+            AnnounceConfig {
+                info_hash,
+                peer_id,
+                port: listen_port,
+                external_port: session.external_port.clone(),
+                bind: session.bind,
+                tiers,
+                numwant: 200,
+                stop_timeout: Duration::from_secs(2),
+                pace: Some(session.announce_pace.clone()),
+                also_at: session.also_at.clone(),
+                http_client: if has_http {
+                    session.http_client()
+                } else {
+                    None
+                },
             },
-        },
-        totals_rx,
-        peer_tx.clone(),
-        tracker_stats.clone(),
-        torrent_token.clone(),
-    );
-    let (dht_tx, mut dht_rx) = mpsc::channel::<Vec<SocketAddr>>(256);
-    let (pex_tx, mut pex_rx) = mpsc::channel::<Vec<(SocketAddr, u8)>>(super::shared::PEX_QUEUE);
-    let _ = shared.pex_tx.set(pex_tx);
-    let (lsd_tx, mut lsd_rx) = mpsc::channel::<Vec<SocketAddr>>(64);
-    let _ = shared.discovered.set(lsd_tx);
+            totals_rx,
+            peer_tx,
+            tracker_stats.clone(),
+            torrent_token.clone(),
+        )
+    });
+    let (dht_tx, mut dht_rx) = maybe_channel::<Vec<SocketAddr>>(dht.is_some(), 256);
+    // Taken at a tick once a peer has sent PEX (`Shared::pex_sender`).
+    let mut pex_rx: Option<mpsc::Receiver<Vec<(SocketAddr, u8)>>> = None;
+    let (lsd_tx, mut lsd_rx) =
+        maybe_channel::<Vec<SocketAddr>>(!private && session.lsd_running(), 64);
+    if let Some(tx) = lsd_tx {
+        let _ = shared.discovered.set(tx);
+    }
     let dht_found = Arc::new(AtomicUsize::new(0));
     let connected_count = Arc::new(AtomicUsize::new(0));
-    let dht_task = dht.as_ref().map(|d| {
+    let dht_task = dht.as_ref().zip(dht_tx).map(|(d, dht_tx)| {
         let (c, sh) = (connected_count.clone(), shared.clone());
         let want_more: Arc<dyn Fn() -> bool + Send + Sync> =
             Arc::new(move || !sh.is_complete() && c.load(Ordering::Relaxed) < 10);
@@ -277,7 +308,6 @@ pub async fn run(
             torrent_token.clone(),
         )
     });
-    drop(peer_tx);
     let mut initial: Vec<SocketAddr> = opts.peers.clone();
     initial.extend(magnet_peers);
     if !complete_at_start
@@ -297,7 +327,8 @@ pub async fn run(
         shared.emit(super::status::SessionEvent::Warning { message });
     }
 
-    let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(256);
+    // Made at the first dial: a seed nobody dials from has none.
+    let mut ev: Option<(mpsc::Sender<ConnEvent>, mpsc::Receiver<ConnEvent>)> = None;
 
     let mut known: HashMap<SocketAddr, Known> = HashMap::new();
     // Dialled at the first tick, which comes at once.
@@ -338,6 +369,9 @@ pub async fn run(
         .state_dir
         .as_ref()
         .map(|d| resume::Saver::new(d.clone(), &opts.output));
+    if resume_current && let Some(s) = saver.as_mut() {
+        s.saved_now(&shared);
+    }
 
     loop {
         tokio::select! {
@@ -360,26 +394,31 @@ pub async fn run(
             }
             Some((addrs, source)) = async {
                 tokio::select! {
-                    Some(a) = peer_rx.recv() => Some((no_flags(a), PeerSource::Tracker)),
-                    Some(a) = dht_rx.recv() => Some((no_flags(a), PeerSource::Dht)),
-                    Some(a) = pex_rx.recv() => Some((a, PeerSource::Pex)),
-                    Some(a) = lsd_rx.recv() => Some((no_flags(a), PeerSource::Lsd)),
+                    Some(a) = recv_some(&mut peer_rx) => Some((no_flags(a), PeerSource::Tracker)),
+                    Some(a) = recv_some(&mut dht_rx) => Some((no_flags(a), PeerSource::Dht)),
+                    Some(a) = recv_some(&mut pex_rx) => Some((a, PeerSource::Pex)),
+                    Some(a) = recv_some(&mut lsd_rx) => Some((no_flags(a), PeerSource::Lsd)),
                     else => None,
                 }
             } => {
                 idle = false;
                 learn(&mut known, addrs, source, listen_port, session.bind);
                 status.peers_known = known.len();
-                dial_some(&mut known, &mut pacer, &shared, &session, &opts, &dialing, &ev_tx);
+                dial_some(&mut known, &mut pacer, &shared, &session, &opts, &dialing, &mut ev);
             }
-            Some(ConnEvent::Ended(addr, how, transport)) = ev_rx.recv() => {
+            Some(ConnEvent::Ended(addr, how, transport)) = async {
+                match ev.as_mut() {
+                    Some((_, rx)) => rx.recv().await,
+                    None => None,
+                }
+            } => {
                 idle = false;
                 if let Some(k) = known.get_mut(&addr) {
                     k.ended(how, transport, Instant::now());
                 }
-                dial_some(&mut known, &mut pacer, &shared, &session, &opts, &dialing, &ev_tx);
+                dial_some(&mut known, &mut pacer, &shared, &session, &opts, &dialing, &mut ev);
             }
-            Some(info) = metadata_rx.recv(), if shared.data().is_none() => {
+            Some(info) = recv_some(&mut metadata_rx), if shared.data().is_none() => {
                 let trackers = Vec::new();
                 match Metainfo::from_info_bytes(&info, trackers) {
                     Ok(meta) => {
@@ -389,7 +428,11 @@ pub async fn run(
                         }
                         shared.lock().assembler = None;
                         status.name = meta.info.name.clone();
-                        install(&session, &shared, meta, &opts, &status_tx, &mut status).await?;
+                        if Box::pin(install(&session, &shared, meta, &opts, &status_tx, &mut status)).await?
+                            && let Some(s) = saver.as_mut()
+                        {
+                            s.saved_now(&shared);
+                        }
                         start_web_seeds(&shared, &web_seeds, web_client.as_ref());
                         status.metadata_at = Some(started.elapsed());
                         tracing::info!(
@@ -430,7 +473,7 @@ pub async fn run(
                 }
                 // Candidates left for want of their source's dial budget keep
                 // the torrent ticking (not idle) until they are dialled.
-                let paced = dial_some(&mut known, &mut pacer, &shared, &session, &opts, &dialing, &ev_tx);
+                let paced = dial_some(&mut known, &mut pacer, &shared, &session, &opts, &dialing, &mut ev);
                 totals_tx.send_if_modified(|t| {
                     let n = totals(&shared);
                     let changed = *t != n;
@@ -459,6 +502,9 @@ pub async fn run(
                     if let Some(a) = &st.assembler {
                         status.metadata_progress = a.progress();
                     }
+                }
+                if pex_rx.is_none() {
+                    pex_rx = shared.take_pex_rx();
                 }
                 status.disk_paused = shared.disk_pause_active();
                 connected_count.store(status.peers_connected, Ordering::Relaxed);
@@ -549,6 +595,10 @@ pub async fn run(
                     {
                         idle = true;
                         idle_until = next_wake(&known, opts.seed_time.map(|t| since + t), Instant::now());
+                        // Nobody to serve: no descriptor held while idle.
+                        if let Some(d) = shared.data() {
+                            d.storage.close_files();
+                        }
                     }
                 }
             }
@@ -563,9 +613,17 @@ pub async fn run(
     drop(active_slot);
     // Peer tasks push out a last message and end within a fraction of a second.
     shared.tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(1), shared.tasks.wait()).await;
+    let _ = Box::pin(tokio::time::timeout(
+        Duration::from_secs(1),
+        shared.tasks.wait(),
+    ))
+    .await;
     shared.disk_tasks.close();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, shared.disk_tasks.wait()).await;
+    let _ = Box::pin(tokio::time::timeout(
+        SHUTDOWN_GRACE,
+        shared.disk_tasks.wait(),
+    ))
+    .await;
     if let Some(data) = shared.data().cloned() {
         let flush = tokio::task::spawn_blocking(move || data.storage.sync());
         if let Ok(Ok(Err(e))) = tokio::time::timeout(SHUTDOWN_GRACE, flush).await {
@@ -573,13 +631,15 @@ pub async fn run(
         }
     }
     if let Some(s) = saver
-        && tokio::time::timeout(SHUTDOWN_GRACE, s.finish(&shared))
+        && Box::pin(tokio::time::timeout(SHUTDOWN_GRACE, s.finish(&shared)))
             .await
             .is_err()
     {
         tracing::warn!("resume data not saved in time");
     }
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, announcer).await;
+    if let Some(announcer) = announcer {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, announcer).await;
+    }
     if let Some(t) = dht_task {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
     }
@@ -638,7 +698,9 @@ fn start_web_seeds(shared: &Arc<Shared>, urls: &[String], client: Option<&reqwes
 }
 
 /// Checks the disk for existing data (hashing only what resume data does
-/// not vouch for), then makes the torrent live.
+/// not vouch for), then makes the torrent live. Returns whether the resume
+/// data on disk already says all of it (complete, every piece trusted):
+/// then there is nothing to save.
 async fn install(
     session: &Session,
     shared: &Arc<Shared>,
@@ -646,7 +708,7 @@ async fn install(
     opts: &Options,
     status_tx: &watch::Sender<Status>,
     status: &mut Status,
-) -> Result<()> {
+) -> Result<bool> {
     let geometry = Geometry::new(meta.info.total_length, meta.info.piece_length);
     let mut storage = Storage::new(&opts.output, &meta.info).context("laying out the files")?;
     let selected = match &opts.selection {
@@ -675,22 +737,28 @@ async fn install(
         storage,
     });
     let progress = Arc::new(AtomicU32::new(0));
+    // One check per core at a time, however many torrents start together.
+    // The slot is taken before the blocking job is spawned: 50,000 torrents
+    // starting at once must not start a blocking thread each (the pool
+    // grows to 512 threads while they wait).
+    let _turn = session.checks.acquire().await;
     let check = {
         let data = data.clone();
         let progress = progress.clone();
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = session.cores;
         let overwrite = opts.overwrite;
         let (state_dir, recheck) = (opts.state_dir.clone(), opts.check);
         let output = resume::output_key(&opts.output);
         tokio::task::spawn_blocking(move || {
             let (trusted, on_disk) = resume::plan(state_dir.as_deref(), &data, &output, recheck);
+            let current = trusted.is_full() && on_disk.is_full();
             let mut to_check = Bitfield::new(trusted.len());
             for i in (0..trusted.len()).filter(|&i| !trusted.get(i)) {
                 to_check.set(i);
             }
             let mut have = data.storage.check_existing(
                 &data.geometry,
-                &data.meta.info.pieces,
+                &data.meta.info,
                 &to_check,
                 threads,
                 &progress,
@@ -698,13 +766,18 @@ async fn install(
             for i in on_disk.iter_ones() {
                 have.set(i);
             }
-            data.storage.prepare(&have, overwrite).map(|()| have)
+            let prepared = data
+                .storage
+                .prepare(&have, overwrite)
+                .map(|()| (have, current));
+            // Checked and sized: whatever reads or writes next reopens
+            // its files (no descriptor per torrent waiting or seeding).
+            data.storage.close_files();
+            prepared
         })
     };
-    // One check per core at a time, however many torrents start together.
-    let _turn = session.checks.acquire().await;
     tokio::pin!(check);
-    let have: Bitfield = loop {
+    let (have, resume_current): (Bitfield, bool) = loop {
         tokio::select! {
             r = &mut check => break r.context("checking existing data")?.context("preparing the output files")?,
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
@@ -741,6 +814,7 @@ async fn install(
             .filter(|f| !f.pad)
             .map(|f| (f.path.join("/"), f.length))
             .collect(),
+        info_hash_v2: data.meta.v2.as_ref().map(|v| v.hash_hex()),
     });
     let sequential = match opts.stream {
         Some(index) => Some(crate::select::file_pieces(
@@ -753,7 +827,30 @@ async fn install(
             .then(|| crate::select::file_end_pieces(&data.meta.info, &geometry)),
     };
     shared.install(data, have, sequential, wanted);
-    Ok(())
+    Ok(resume_current)
+}
+
+/// A bounded channel when `wanted`, else neither end: an idle torrent
+/// pays for the channels of the sources it uses only.
+fn maybe_channel<T>(
+    wanted: bool,
+    cap: usize,
+) -> (Option<mpsc::Sender<T>>, Option<mpsc::Receiver<T>>) {
+    if wanted {
+        let (tx, rx) = mpsc::channel(cap);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    }
+}
+
+/// The next message of `rx`; `None` at once when there is no channel
+/// (a `select!` branch then stays disabled, as for a closed one).
+async fn recv_some<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => None,
+    }
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.
@@ -839,7 +936,7 @@ fn dial_some(
     session: &Session,
     opts: &Options,
     dialing: &Arc<AtomicUsize>,
-    ev_tx: &mpsc::Sender<ConnEvent>,
+    ev: &mut Option<(mpsc::Sender<ConnEvent>, mpsc::Receiver<ConnEvent>)>,
 ) -> bool {
     if shared.shutdown.is_cancelled() {
         return false;
@@ -880,6 +977,11 @@ fn dial_some(
         }
         ok
     });
+    let ev_tx = if chosen.is_empty() {
+        return held_back;
+    } else {
+        ev.get_or_insert_with(|| mpsc::channel(256)).0.clone()
+    };
     for addr in chosen {
         let Some(k) = known.get_mut(&addr) else {
             continue;

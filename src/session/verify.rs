@@ -13,7 +13,6 @@
 use super::shared::{MAX_SOURCES, MAX_SUSPECT_PIECES, PeerCommand, Shared, Source, Suspect};
 use crate::peer::message::{BLOCK_LEN, BlockRef};
 use crate::picker::{BlockOutcome, PeerKey};
-use crate::storage::disk::piece_matches;
 use sha1::{Digest, Sha1};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -245,10 +244,11 @@ fn check_and_write(
     Result<bool, crate::storage::disk::StorageError>,
     Vec<[u8; 20]>,
 ) {
-    let Some(expected) = data.meta.info.pieces.get(job.piece as usize) else {
+    let info = &data.meta.info;
+    if job.piece as usize >= info.piece_count() {
         return (Ok(false), Vec::new());
-    };
-    if !piece_matches(&job.buf, expected) {
+    }
+    if !info.piece_matches(job.piece as usize, &job.buf) {
         // Evidence for the smart ban.
         return (Ok(false), block_hashes(&job.buf));
     }
@@ -390,7 +390,7 @@ mod tests {
             max_per_ip: 2,
         };
         let token = tokio_util::sync::CancellationToken::new();
-        let shared = Shared::new(InfoHash([1; 20]), PeerId([2; 20]), 1, None, limits, token).0;
+        let shared = Shared::create(InfoHash([1; 20]), PeerId([2; 20]), 1, None, limits, token);
         let geometry = Geometry::new(4 * BLOCK_LEN as u64, 4 * BLOCK_LEN);
         let now = std::time::Instant::now();
         let entry = |key: u64| PeerEntry {

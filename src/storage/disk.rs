@@ -48,6 +48,10 @@ fn advise_dont_need(f: &File, offset: u64, len: u64) {
 /// Files flushed at once by [`Storage::sync`].
 const SYNC_THREADS: usize = 8;
 
+/// Pieces each extra hashing thread of [`Storage::check_existing`] is
+/// worth: fewer are hashed on the calling thread alone.
+const SMALL_CHECK_PIECES: usize = 4;
+
 /// When the process runs out of descriptors (`EMFILE`/`ENFILE`) and the
 /// cache has nothing left to close, an open is retried every
 /// [`FD_RETRY_PAUSE`] for this long in total (sockets come and go) before
@@ -276,6 +280,20 @@ impl Storage {
         h.cap = n.max(1);
     }
 
+    /// Closes every cached handle (a read or write reopens what it needs).
+    /// An idle torrent keeps no descriptor: 50,000 seeding torrents must
+    /// not hold 50,000 files open. Files written since the last
+    /// [`Storage::sync`] stay on its list and are reopened to be flushed.
+    pub fn close_files(&self) {
+        let closed = std::mem::take(&mut self.lock_handles().open);
+        drop(closed);
+    }
+
+    /// Files open in the handle cache now.
+    pub fn open_files(&self) -> usize {
+        self.lock_handles().open.len()
+    }
+
     fn target(&self, i: usize) -> Target<'_> {
         let f = &self.files[i];
         Target {
@@ -344,6 +362,11 @@ impl Storage {
     pub fn prepare(&self, have: &Bitfield, overwrite: bool) -> Result<(), StorageError> {
         let n = self.torrent_files;
         let mut replace = vec![false; n];
+        let mut whole = vec![false; n];
+        // Complete: nothing will be written, so files already at their
+        // size are not opened for writing (a seedbox starting 50,000
+        // torrents skips 50,000 opens).
+        let complete = have.is_full();
         for (i, f) in self.files.iter().enumerate().take(n) {
             if f.pad || f.skip || f.length == 0 {
                 continue;
@@ -351,6 +374,7 @@ impl Storage {
             let Some(len) = self.file_len(i)? else {
                 continue;
             };
+            whole[i] = complete && len == f.length;
             if !self.is_ours(i, len, have)? {
                 if !overwrite {
                     return Err(StorageError::NotOurs(f.path.clone()));
@@ -363,7 +387,7 @@ impl Storage {
             .iter()
             .enumerate()
             .take(n)
-            .filter(|(_, f)| !f.pad && !f.skip)
+            .filter(|(i, f)| !f.pad && !f.skip && (!whole[*i] || replace[*i]))
         {
             let file = self.handle(i, true)?;
             let sizing = |error| StorageError::Io {
@@ -662,7 +686,7 @@ impl Storage {
     pub fn check_existing(
         &self,
         geometry: &Geometry,
-        hashes: &[[u8; 20]],
+        info: &crate::metainfo::Info,
         check: &Bitfield,
         threads: usize,
         progress: &AtomicU32,
@@ -685,50 +709,57 @@ impl Storage {
         let skipped = (0..n as usize).filter(|&i| !check.get(i)).count();
         progress.fetch_add(u32::try_from(skipped).unwrap_or(n), Ordering::Relaxed);
         let next = AtomicU32::new(0);
-        let results: Vec<Vec<u32>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads.max(1))
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut good = Vec::new();
-                        let mut buf = vec![0u8; HASH_READ_CHUNK];
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= n {
-                                break;
-                            }
-                            if !check.get(i as usize) {
-                                continue;
-                            }
-                            let len = geometry.piece_len(i) as usize;
-                            let off = geometry.piece_offset(i);
-                            if self.range_present(off, len, &sizes)
-                                && self
-                                    .hash_range(off, len, &mut buf)
-                                    .is_ok_and(|h| h == hashes[i as usize])
-                            {
-                                good.push(i);
-                            }
-                            progress.fetch_add(1, Ordering::Relaxed);
-                        }
-                        good
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_default())
-                .collect()
-        });
+        let work = || {
+            let mut good = Vec::new();
+            let mut buf = vec![0u8; HASH_READ_CHUNK];
+            // A v2 merkle check needs the piece whole: read into this one,
+            // grown on first use.
+            let mut piece = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                if !check.get(i as usize) {
+                    continue;
+                }
+                let len = geometry.piece_len(i) as usize;
+                let off = geometry.piece_offset(i);
+                let mut matches = || match &info.v2_pieces {
+                    None => self
+                        .hash_range(off, len, &mut buf)
+                        .is_ok_and(|h| info.pieces.get(i as usize) == Some(&h)),
+                    Some(_) => {
+                        piece.resize(len, 0);
+                        self.read(off, &mut piece).is_ok() && info.piece_matches(i as usize, &piece)
+                    }
+                };
+                if self.range_present(off, len, &sizes) && matches() {
+                    good.push(i);
+                }
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+            good
+        };
+        // A few pieces are hashed on the calling thread: a thread per core
+        // for each of 50,000 one-piece torrents is 100,000 thread starts.
+        let threads = threads.clamp(1, check.count().div_ceil(SMALL_CHECK_PIECES));
+        let results: Vec<Vec<u32>> = if threads == 1 {
+            vec![work()]
+        } else {
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
+                workers
+                    .into_iter()
+                    .map(|w| w.join().unwrap_or_default())
+                    .collect()
+            })
+        };
         for i in results.into_iter().flatten() {
             have.set(i as usize);
         }
         have
     }
-}
-
-/// SHA-1 of `data` equals `expected`.
-pub fn piece_matches(data: &[u8], expected: &[u8; 20]) -> bool {
-    Sha1::digest(data).as_slice() == expected
 }
 
 #[cfg(test)]

@@ -88,6 +88,9 @@ pub enum TrackerError {
         /// The client's description of the failure.
         reason: String,
     },
+    /// `--proxy` is set and cannot relay UDP (the proxy said so once).
+    #[error("no UDP relay through the proxy")]
+    NoUdpRelay,
     /// The shared HTTP client could not be built (TLS setup).
     #[error("cannot build http client: {0}")]
     Client(String),

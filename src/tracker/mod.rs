@@ -386,7 +386,9 @@ impl UrlTask {
             }
             let result = tokio::select! {
                 _ = shutdown.cancelled() => break 'outer,
-                r = self.transport.announce(&self.url, &req) => r,
+                // Boxed: the request's state exists only while it is under
+                // way, not in every idle announcer of every torrent.
+                r = Box::pin(self.transport.announce(&self.url, &req)) => r,
             };
             let wait = match result {
                 Ok(resp) => {
@@ -428,7 +430,10 @@ impl UrlTask {
                 }
                 Err(e) => {
                     let text = e.to_string();
-                    if st.last_error.as_deref() != Some(text.as_str()) {
+                    if matches!(e, TrackerError::NoUdpRelay) {
+                        // The proxy warned once for every UDP tracker.
+                        tracing::debug!(tracker = %self.label, ?event, "announce failed: {text}");
+                    } else if st.last_error.as_deref() != Some(text.as_str()) {
                         tracing::warn!(tracker = %self.label, ?event, "announce failed: {text}");
                         st.last_error = Some(text);
                     } else {
@@ -468,7 +473,7 @@ impl UrlTask {
                 }
             }
         }
-        self.stop(&mut st).await;
+        Box::pin(self.stop(&mut st)).await;
     }
 
     /// Hands peers to the session without ever blocking past shutdown or
@@ -497,7 +502,7 @@ impl UrlTask {
         let req = self.request(Event::Stopped, &t, st);
         match tokio::time::timeout(
             self.cfg.stop_timeout,
-            self.transport.announce(&self.url, &req),
+            Box::pin(self.transport.announce(&self.url, &req)),
         )
         .await
         {

@@ -5,7 +5,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
 use tokio::net::UdpSocket;
+
+use crate::proxy::TargetAddr;
+use crate::proxy::net::UdpRelay;
 
 use super::announce::{
     AnnounceRequest, AnnounceResponse, TrackerError, UDP_MAX_DATAGRAM, UdpConnection,
@@ -22,6 +26,15 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// after this.
 const UDP_ATTEMPTS: u32 = 3;
 
+/// How datagrams reach the tracker.
+enum Path {
+    /// Our own socket, connected to the tracker's address.
+    Direct(UdpSocket, SocketAddr),
+    /// `--proxy`: the SOCKS5 UDP relay, with the tracker's address as
+    /// typed (a name goes to the proxy unresolved).
+    Relay(Arc<UdpRelay>, TargetAddr),
+}
+
 /// State for one `udp://host:port` tracker.
 pub(crate) struct UdpTracker {
     url: String,
@@ -29,8 +42,8 @@ pub(crate) struct UdpTracker {
     port: u16,
     bind: Option<IpAddr>,
     /// Socket connected to the tracker's address, kept between announces so
-    /// the tracker sees a stable source port.
-    socket: Option<(UdpSocket, SocketAddr)>,
+    /// the tracker sees a stable source port; or the proxy's UDP relay.
+    socket: Option<Path>,
     conn: Option<UdpConnection>,
     /// The URL's path and query, sent with each announce (BEP 41).
     url_data: Vec<u8>,
@@ -111,6 +124,19 @@ impl UdpTracker {
 
     /// The socket and a valid connection id, made or renewed as needed.
     async fn connection(&mut self) -> Result<u64, TrackerError> {
+        if let Some(Path::Relay(r, _)) = &self.socket
+            && !r.alive()
+        {
+            self.socket = None;
+        }
+        if self.socket.is_none()
+            && let Some(proxy) = crate::proxy::net::current()
+        {
+            let relay = proxy.udp_relay().await.ok_or(TrackerError::NoUdpRelay)?;
+            let to = TargetAddr::from_host(&self.host, self.port);
+            self.socket = Some(Path::Relay(relay, to));
+            self.conn = None;
+        }
         if self.socket.is_none() {
             let addr = self.resolve().await?;
             let local = match (self.bind, addr) {
@@ -126,7 +152,7 @@ impl UdpTracker {
             // Connecting filters datagrams from other sources and surfaces
             // ICMP port-unreachable as an error instead of a long timeout.
             sock.connect(addr).await.map_err(io)?;
-            self.socket = Some((sock, addr));
+            self.socket = Some(Path::Direct(sock, addr));
             self.conn = None;
         }
         Ok(match self.conn {
@@ -181,11 +207,17 @@ impl UdpTracker {
         tid: u32,
         what: &'static str,
     ) -> Result<Vec<u8>, TrackerError> {
-        let Some((sock, addr)) = &self.socket else {
-            return Err(TrackerError::Io {
-                addr: self.url.clone(),
-                reason: "socket not open".into(),
-            });
+        let (sock, addr) = match &self.socket {
+            Some(Path::Direct(sock, addr)) => (sock, addr),
+            Some(Path::Relay(relay, to)) => {
+                return self.relayed(relay, to, packet, tid, what).await;
+            }
+            None => {
+                return Err(TrackerError::Io {
+                    addr: self.url.clone(),
+                    reason: "socket not open".into(),
+                });
+            }
         };
         let io = |e: std::io::Error| TrackerError::Io {
             addr: addr.to_string(),
@@ -215,6 +247,50 @@ impl UdpTracker {
                         tracing::debug!(tracker = %self.url, "ignoring udp datagram with a stale transaction id");
                     }
                 }
+            }
+        }
+        Err(TrackerError::Timeout {
+            what,
+            after: waited,
+        })
+    }
+}
+
+impl UdpTracker {
+    /// [`Self::exchange`] through the proxy's UDP relay: the same schedule,
+    /// answers picked out by transaction id.
+    async fn relayed(
+        &self,
+        relay: &UdpRelay,
+        to: &TargetAddr,
+        packet: &[u8],
+        tid: u32,
+        what: &'static str,
+    ) -> Result<Vec<u8>, TrackerError> {
+        let io = |e: crate::proxy::ProxyError| TrackerError::Io {
+            addr: format!("{to} (through the proxy)"),
+            reason: e.to_string(),
+        };
+        let mut waiter = relay.wait_for(tid);
+        let mut waited = Duration::ZERO;
+        for attempt in 0..UDP_ATTEMPTS {
+            let wait = udp_timeout(attempt);
+            waited += wait;
+            let deadline = tokio::time::Instant::now() + wait;
+            relay.send(to, packet).await.map_err(io)?;
+            loop {
+                match tokio::time::timeout_at(deadline, waiter.rx.recv()).await {
+                    Err(_) => break,
+                    Ok(None) => return Err(TrackerError::NoUdpRelay),
+                    Ok(Some(buf)) => {
+                        if udp_transaction_matches(&buf, tid) {
+                            return Ok(buf);
+                        }
+                    }
+                }
+            }
+            if !relay.alive() {
+                return Err(TrackerError::NoUdpRelay);
             }
         }
         Err(TrackerError::Timeout {

@@ -141,7 +141,7 @@ pub fn client(bind: Option<IpAddr>) -> reqwest::Result<Client> {
     if let Some(ip) = bind {
         builder = builder.local_address(ip);
     }
-    builder.build()
+    crate::proxy::net::apply(builder).build()
 }
 
 /// Whether `url` is one btc can use as a web seed.

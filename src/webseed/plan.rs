@@ -293,6 +293,7 @@ mod tests {
             name: name.into(),
             piece_length: 32768,
             pieces: vec![[0; 20]; 1],
+            v2_pieces: None,
             private: false,
             files,
             total_length: total,

@@ -399,19 +399,51 @@ fn info_shows_the_same_hash_as_transmission_and_libtorrent() {
         if p.extension().is_none_or(|e| e != "torrent") {
             continue;
         }
-        // transmission 3.00 cannot read v1+v2 hybrids; libtorrent can.
-        let hybrid = p.to_str().unwrap().contains("hybrid");
-        let want = if hybrid {
-            libtorrent_hash(&ctx, &p)
+        // transmission 3.00 cannot read v1+v2 hybrids or v2-only torrents;
+        // libtorrent can.
+        let name = p.file_name().unwrap().to_str().unwrap();
+        let v2 = name.contains("hybrid") || name.starts_with("v2-");
+        let (want, want_v2) = if v2 {
+            libtorrent_hashes(&ctx, &p)
         } else {
-            transmission_hash(&ctx, &p)
+            (transmission_hash(&ctx, &p), String::new())
         };
+        let out = ctx.run_btc(&["info", p.to_str().unwrap()], secs(30));
+        if want.bytes().all(|b| b == b'0') {
+            // v2-only: known by its v2 hash, cut to 20 bytes in the swarm;
+            // the magnet names the v2 hash alone.
+            out.assert_ok("btc info of a v2-only torrent");
+            for line in [
+                format!("Info-hash:   {}\n", &want_v2[..40]),
+                format!("Info-hash v2: {want_v2}\n"),
+                format!("Magnet:      magnet:?xt=urn:btmh:1220{want_v2}&"),
+            ] {
+                assert!(
+                    out.stdout.contains(&line),
+                    "no {line:?} in btc info {}:\n{}",
+                    p.display(),
+                    out.stdout
+                );
+            }
+            n += 1;
+            continue;
+        }
         let got = btc_info_hash(&ctx, p.to_str().unwrap());
         assert_eq!(got, want, "info-hash of {}", p.display());
-        let out = ctx.run_btc(&["info", p.to_str().unwrap()], secs(30));
+        let magnet = if v2 {
+            assert!(
+                out.stdout.contains(&format!("Info-hash v2: {want_v2}")),
+                "no v2 info-hash {want_v2} in btc info {}:\n{}",
+                p.display(),
+                out.stdout
+            );
+            format!("magnet:?xt=urn:btih:{want}&xt=urn:btmh:1220{want_v2}")
+        } else {
+            format!("magnet:?xt=urn:btih:{want}")
+        };
         assert!(
-            out.stdout.contains(&format!("magnet:?xt=urn:btih:{want}")),
-            "no magnet link in btc info {}:\n{}",
+            out.stdout.contains(&magnet),
+            "no magnet link {magnet} in btc info {}:\n{}",
             p.display(),
             out.stdout
         );
@@ -598,4 +630,34 @@ fn base32(b: &[u8]) -> String {
         out.push(A[((buf << (5 - bits)) & 31) as usize] as char);
     }
     out
+}
+
+/// `--json`'s `metadata` event names a hybrid torrent's v2 info-hash
+/// beside the v1 `info_hash` (libtorrent's hashes of the golden hybrid).
+#[test]
+fn json_metadata_of_a_hybrid_carries_both_info_hashes() {
+    let ctx = Ctx::new("cli-json-hybrid", secs(60));
+    let t = testdata("torrents/hybrid-libtorrent.torrent");
+    let (v1, v2) = libtorrent_hashes(&ctx, &t);
+    let out = ctx.mkdir("out");
+    let args = [
+        "--json",
+        "--no-dht",
+        "--no-lsd",
+        "--port",
+        "0",
+        "-o",
+        s(&out),
+        s(&t),
+    ];
+    let mut btc = ctx.spawn("btc-json-hybrid", ctx.btc(&args));
+    let text = btc.wait_output("\"event\":\"metadata\"", secs(30));
+    btc.terminate(secs(10));
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"event\":\"metadata\""))
+        .expect("a metadata line");
+    let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    assert_eq!(v["info_hash"], v1.as_str(), "{line}");
+    assert_eq!(v["info_hash_v2"], v2.as_str(), "{line}");
 }

@@ -26,6 +26,23 @@ fn btc_leech(ctx: &Ctx, args: &[&str], timeout: Duration) -> String {
     leech(ctx, "btc-leecher", &args, timeout).1
 }
 
+/// btc downloads `torrent` into `out` from the one peer at `peer` alone
+/// (no DHT, no seeding afterwards).
+fn btc_leech_from(ctx: &Ctx, out: &Path, torrent: &Path, peer: &str) -> String {
+    let args = [
+        "-o",
+        s(out),
+        s(torrent),
+        "--peer",
+        peer,
+        "--no-seed",
+        "--no-dht",
+        "--port",
+        "0",
+    ];
+    btc_leech(ctx, &args, secs(120))
+}
+
 fn lt_cmd(args: &[&str]) -> Command {
     let mut c = Command::new(PYTHON);
     c.arg("-u").arg(py_script("lt.py")).args(args);
@@ -221,6 +238,89 @@ fn libtorrent_hybrid_with_pad_files() {
     }
 }
 
+/// BitTorrent v2 only (BEP 52): libtorrent makes and seeds a v2-only
+/// torrent of nested files; btc downloads it (pieces checked by their
+/// SHA-256 merkle hashes, the swarm found by the v2 hash cut to 20 bytes),
+/// then seeds it from a fresh start (the start-up check is a merkle check
+/// too) to a libtorrent leecher given the same `.torrent`.
+#[test]
+fn libtorrent_v2_only_torrent_both_ways() {
+    v2_only_both_ways("interop-lt-v2-only", Payload::nested("v2only", 1));
+}
+
+/// The same with one file, whose size is not a whole number of pieces
+/// (libtorrent counts its last piece whole, padding and all).
+#[test]
+fn libtorrent_v2_only_single_file_both_ways() {
+    v2_only_both_ways(
+        "interop-lt-v2-only-single",
+        Payload::single("v2only", 3 * MIB + 1234),
+    );
+}
+
+fn v2_only_both_ways(test: &str, payload: Payload) {
+    require_tool(PYTHON);
+    let ctx = Ctx::new(test, secs(240));
+    let seed_dir = ctx.mkdir("seed");
+    let root = payload.write(&seed_dir, 1013);
+    let t = ctx.join("v2only.torrent");
+    ctx.run(
+        "lt-create",
+        lt_cmd(&["create", "--path", s(&root), "--out", s(&t), "--v2-only"]),
+        secs(60),
+    )
+    .assert_ok("lt.py create --v2-only");
+    let (v1, v2) = libtorrent_hashes(&ctx, &t);
+    assert!(v1.bytes().all(|b| b == b'0'), "not v2-only: v1 hash {v1}");
+    let info = ctx.run_btc(&["info", s(&t)], secs(30));
+    info.assert_ok("btc info");
+    assert!(
+        info.stdout.contains(&format!("Info-hash v2: {v2}")),
+        "{}",
+        info.stdout
+    );
+
+    // libtorrent seeds, btc downloads.
+    let listen = format!("127.0.0.2:{}", free_port());
+    let mut lt = start_lt_seeder(&ctx, &t, &seed_dir, &listen);
+    let out = ctx.join("out");
+    btc_leech_from(&ctx, &out, &t, &listen);
+    assert_same_tree(&root, &out.join("v2only"));
+    assert!(!out.join("v2only/.pad").exists(), "pad files written");
+    lt.assert_running();
+    drop(lt);
+
+    // btc seeds what it downloaded (checked again at start), libtorrent
+    // downloads it with the .torrent.
+    let p = free_port();
+    let seeder = start_btc_seeder(&ctx, "btc-v2-seeder", &out, s(&t), p, &["--no-dht", "-vv"]);
+    let out2 = ctx.mkdir("out-lt");
+    let mut fetch = ctx.spawn(
+        "libtorrent-fetch-v2",
+        lt_cmd(&[
+            "fetch",
+            "--torrent",
+            s(&t),
+            "--save",
+            s(&out2),
+            "--listen",
+            &format!("127.0.0.3:{}", free_port()),
+            "--peer",
+            &format!("127.0.0.1:{p}"),
+            "--timeout",
+            "120",
+        ]),
+    );
+    let status = fetch.wait_timeout(secs(150));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "libtorrent did not fetch from btc:\n{}\n{}",
+        fetch.tails(),
+        seeder.tails()
+    );
+    assert_same_tree(&root, &out2.join("v2only"));
+}
+
 #[test]
 fn libtorrent_seeds_btc_downloads() {
     require_tool(PYTHON);
@@ -241,21 +341,7 @@ fn libtorrent_seeds_btc_downloads() {
     let listen = format!("127.0.0.2:{p}");
     let mut lt = start_lt_seeder(&ctx, &t, &seed_dir, &listen);
     let out = ctx.join("out");
-    btc_leech(
-        &ctx,
-        &[
-            "-o",
-            s(&out),
-            s(&t),
-            "--peer",
-            &listen,
-            "--no-seed",
-            "--no-dht",
-            "--port",
-            "0",
-        ],
-        secs(120),
-    );
+    btc_leech_from(&ctx, &out, &t, &listen);
     assert_same_tree(&root, &out.join("fromlt"));
     lt.assert_running();
 }

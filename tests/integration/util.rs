@@ -890,16 +890,19 @@ pub fn transmission_hash(ctx: &Ctx, torrent: &Path) -> String {
         .to_string()
 }
 
-/// The v1 info-hash libtorrent (python3-libtorrent) computes for `torrent`.
-pub fn libtorrent_hash(ctx: &Ctx, torrent: &Path) -> String {
+/// libtorrent's v1 and v2 info-hashes of `torrent` (hex; the v1 one is all
+/// zeros for a v2-only torrent, the v2 one for a v1 torrent).
+pub fn libtorrent_hashes(ctx: &Ctx, torrent: &Path) -> (String, String) {
     require_tool(PYTHON);
     let mut c = Command::new(PYTHON);
     c.arg("-c")
-        .arg("import sys, libtorrent as lt; print(lt.torrent_info(sys.argv[1]).info_hashes().v1)")
+        .arg("import sys, libtorrent as lt; h = lt.torrent_info(sys.argv[1]).info_hashes(); print(h.v1, h.v2)")
         .arg(torrent);
-    let out = ctx.run("libtorrent-hash", c, Duration::from_secs(60));
-    out.assert_ok("libtorrent info-hash");
-    out.stdout.trim().to_lowercase()
+    let out = ctx.run("libtorrent-hashes", c, Duration::from_secs(60));
+    out.assert_ok("libtorrent info-hashes");
+    let mut it = out.stdout.split_whitespace().map(str::to_lowercase);
+    let v1 = it.next().unwrap_or_default();
+    (v1, it.next().unwrap_or_default())
 }
 
 /// `btc create PATH -o OUT EXTRA...`, asserted to succeed.
@@ -1059,15 +1062,7 @@ impl Netns {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
         );
-        let etc = Path::new("/etc/netns").join(&name);
-        fs::create_dir_all(&etc).unwrap();
-        fs::write(etc.join("hosts"), "127.0.0.1 localhost\n").unwrap();
-        // A resolver that answers nothing, at once: DNS fails as offline.
-        fs::write(
-            etc.join("resolv.conf"),
-            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
-        )
-        .unwrap();
+        let etc = offline_etc(&name);
         let ns = Netns { name, etc };
         ns.ip(&["netns", "add", &ns.name]);
         ns.ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
@@ -1133,6 +1128,21 @@ impl Netns {
             .unwrap();
         writeln!(f, "{ip} {host}").unwrap();
     }
+}
+
+/// `/etc/netns/NAME/` for a namespace that resolves nothing: `hosts` with
+/// localhost alone, and a resolver that answers nothing, at once (DNS
+/// fails as offline). `ip netns exec` mounts these over `/etc/`.
+pub fn offline_etc(name: &str) -> PathBuf {
+    let etc = Path::new("/etc/netns").join(name);
+    fs::create_dir_all(&etc).unwrap();
+    fs::write(etc.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+    fs::write(
+        etc.join("resolv.conf"),
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
+    etc
 }
 
 impl Drop for Netns {

@@ -29,6 +29,7 @@ fn info(files: &[(&[&str], u64)], piece_length: u32, content: &[u8]) -> Info {
         name: files[0].path[0].clone(),
         piece_length,
         pieces,
+        v2_pieces: None,
         private: false,
         files,
         total_length: off,
@@ -58,8 +59,7 @@ fn write_read_check_across_files() {
     let st = Storage::new(dir.path(), &info).unwrap();
     let progress = AtomicU32::new(0);
     assert_eq!(
-        st.check_existing(&g, &info.pieces, &all(&g), 2, &progress)
-            .count(),
+        st.check_existing(&g, &info, &all(&g), 2, &progress).count(),
         0
     );
     st.prepare(&Bitfield::new(g.piece_count as usize), false)
@@ -73,7 +73,7 @@ fn write_read_check_across_files() {
     }
     st.sync().unwrap();
     let progress = AtomicU32::new(0);
-    let have = st.check_existing(&g, &info.pieces, &all(&g), 2, &progress);
+    let have = st.check_existing(&g, &info, &all(&g), 2, &progress);
     assert_eq!(have.iter_ones().collect::<Vec<_>>(), vec![0, 2]);
     assert_eq!(progress.load(Ordering::Relaxed), g.piece_count);
     // A read straddling the a -> empty -> sub/b boundary inside piece 0.
@@ -87,7 +87,7 @@ fn write_read_check_across_files() {
     let mut only = Bitfield::new(g.piece_count as usize);
     only.set(1);
     only.set(2);
-    let have = st.check_existing(&g, &info.pieces, &only, 2, &progress);
+    let have = st.check_existing(&g, &info, &only, 2, &progress);
     assert_eq!(have.iter_ones().collect::<Vec<_>>(), vec![2]);
     assert_eq!(progress.load(Ordering::Relaxed), g.piece_count);
 
@@ -147,7 +147,7 @@ fn pad_files_stay_virtual() {
     let mut buf = vec![1u8; 32_768];
     st.read(0, &mut buf).unwrap();
     assert!(buf[..] == content[..32_768]);
-    let have = st.check_existing(&g, &info.pieces, &all(&g), 1, &AtomicU32::new(0));
+    let have = st.check_existing(&g, &info, &all(&g), 1, &AtomicU32::new(0));
     assert_eq!(have.count(), 2);
 }
 
@@ -207,7 +207,7 @@ fn symlinked_file_below_output_is_neither_written_nor_read() {
     let victim = dir.path().join("victim");
     std::fs::write(&victim, &content).unwrap();
     std::os::unix::fs::symlink(&victim, out.join("t/a")).unwrap();
-    let have = st.check_existing(&g, &info.pieces, &all(&g), 2, &AtomicU32::new(0));
+    let have = st.check_existing(&g, &info, &all(&g), 2, &AtomicU32::new(0));
     assert_eq!(have.count(), 0, "pieces were read through a symlink");
     assert!(matches!(
         st.prepare(&have, true),
@@ -281,7 +281,7 @@ fn foreign_file_is_refused_unless_overwrite() {
     let (content, info, g, st) = setup(dir.path(), &[(&[".bashrc"], 30_000)]);
     let mine = b"export PATH=$HOME/bin:$PATH\n".repeat(100);
     std::fs::write(dir.path().join(".bashrc"), &mine).unwrap();
-    let have = st.check_existing(&g, &info.pieces, &all(&g), 2, &AtomicU32::new(0));
+    let have = st.check_existing(&g, &info, &all(&g), 2, &AtomicU32::new(0));
     let err = st.prepare(&have, false).unwrap_err();
     assert!(matches!(&err, StorageError::NotOurs(p) if p == &dir.path().join(".bashrc")));
     assert!(err.to_string().contains("--overwrite"), "{err}");
@@ -321,7 +321,7 @@ fn own_partial_files_resume_without_overwrite() {
     drop(st);
     // Run 2: a resumes (verified piece), b and c are btc's zeros.
     let st = Storage::new(dir.path(), &info).unwrap();
-    let have = st.check_existing(&g, &info.pieces, &all(&g), 2, &AtomicU32::new(0));
+    let have = st.check_existing(&g, &info, &all(&g), 2, &AtomicU32::new(0));
     assert_eq!(have.iter_ones().collect::<Vec<_>>(), vec![0]);
     st.prepare(&have, false).unwrap();
     assert_eq!(
@@ -378,7 +378,7 @@ fn handle_cache_stays_within_budget() {
     let (content, info, g, st) = setup(dir.path(), &refs);
     st.set_open_files(8);
     let within = |st: &Storage| assert!(st.lock_handles().open.len() <= 8);
-    st.check_existing(&g, &info.pieces, &all(&g), 2, &AtomicU32::new(0));
+    st.check_existing(&g, &info, &all(&g), 2, &AtomicU32::new(0));
     within(&st);
     st.prepare(&none(&g), false).unwrap();
     within(&st);
@@ -390,7 +390,7 @@ fn handle_cache_stays_within_budget() {
     st.read(0, &mut back).unwrap();
     within(&st);
     assert!(back == content);
-    let have = st.check_existing(&g, &info.pieces, &all(&g), 2, &AtomicU32::new(0));
+    let have = st.check_existing(&g, &info, &all(&g), 2, &AtomicU32::new(0));
     assert_eq!(have.count(), g.piece_count as usize);
     within(&st);
 }
@@ -427,7 +427,7 @@ fn fd_starved_child() {
         st.sync()?;
         let mut back = vec![0u8; content.len()];
         st.read(0, &mut back)?;
-        let have = st.check_existing(&g, &info.pieces, &all(&g), 2, &AtomicU32::new(0));
+        let have = st.check_existing(&g, &info, &all(&g), 2, &AtomicU32::new(0));
         Ok((have, back))
     })();
     let cap = st.lock_handles().cap;
@@ -508,7 +508,7 @@ fn unselected_files_live_only_in_the_parts_file() {
     // A restart finds exactly the written pieces.
     let (_, _, _, mut again) = setup(root, files);
     again.select(&[true, false, true], ".btc-parts-test");
-    let have = again.check_existing(&g, &info.pieces, &all(&g), 1, &AtomicU32::new(0));
+    let have = again.check_existing(&g, &info, &all(&g), 1, &AtomicU32::new(0));
     assert_eq!(have.iter_ones().collect::<Vec<_>>(), vec![0, 1, 3, 4]);
     assert_eq!(again.stamps()[1], None);
 }
@@ -570,4 +570,44 @@ fn written_pieces_age_out_of_the_page_cache() {
     );
     // And the data is all there.
     assert!(std::fs::read(&file).unwrap() == content);
+}
+
+/// Found on 50,000 seeding torrents: each kept a descriptor open after
+/// its start-up check (prepare opened every file for writing), so the
+/// process ran out of `ulimit -n`. A complete torrent whose files are
+/// whole opens none of them for writing, a few pieces are hashed on the
+/// calling thread, and `close_files` leaves nothing open.
+#[test]
+fn regression_complete_torrent_keeps_no_file_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (content, info, g, st) = setup(dir.path(), &[(&["t", "a"], 20_000), (&["t", "b"], 30_000)]);
+    st.prepare(&none(&g), false).unwrap();
+    st.write(0, &content).unwrap();
+    st.sync().unwrap();
+    st.close_files();
+    assert_eq!(st.open_files(), 0);
+    let st = Storage::new(dir.path(), &info).unwrap();
+    let have = st.check_existing(&g, &info, &all(&g), 2, &AtomicU32::new(0));
+    assert!(have.is_full());
+    // The check read them; the start-up closes what it read.
+    st.close_files();
+    st.prepare(&have, false).unwrap();
+    assert_eq!(
+        st.open_files(),
+        0,
+        "a complete torrent's whole files are not opened for writing"
+    );
+    // Serving reads reopens read-only; closing when idle drops them.
+    let mut back = vec![0u8; content.len()];
+    st.read(0, &mut back).unwrap();
+    assert!(back == content);
+    assert!(st.open_files() > 0);
+    st.close_files();
+    assert_eq!(st.open_files(), 0);
+    // An incomplete torrent still sizes (and so opens) its files.
+    let mut partial = have.clone();
+    partial.clear(partial.len() - 1);
+    let st = Storage::new(dir.path(), &info).unwrap();
+    st.prepare(&partial, false).unwrap();
+    assert_eq!(st.open_files(), 2);
 }

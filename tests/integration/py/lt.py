@@ -133,7 +133,11 @@ def seed(args):
 
 def fetch(args):
     s = session(args.listen, args.encryption, args.transport)
-    atp = lt.parse_magnet_uri(args.magnet)
+    if args.torrent:
+        atp = lt.add_torrent_params()
+        atp.ti = lt.torrent_info(args.torrent)
+    else:
+        atp = lt.parse_magnet_uri(args.magnet)
     atp.save_path = args.save
     h = s.add_torrent(atp)
     ip, port = args.peer.rsplit(":", 1)
@@ -167,13 +171,15 @@ def create(args):
     import os
     fs = lt.file_storage()
     lt.add_files(fs, args.path)
-    ct = lt.create_torrent(fs, args.piece_size)
+    flags = lt.create_torrent.v2_only if args.v2_only else 0
+    ct = lt.create_torrent(fs, args.piece_size, flags=flags)
     for url in args.web_seed or []:
         ct.add_url_seed(url)
     lt.set_piece_hashes(ct, os.path.dirname(os.path.abspath(args.path)))
     with open(args.out, "wb") as f:
         f.write(lt.bencode(ct.generate()))
-    log("CREATED", lt.torrent_info(args.out).info_hashes().v1)
+    hashes = lt.torrent_info(args.out).info_hashes()
+    log("CREATED", hashes.v2 if args.v2_only else hashes.v1)
     return 0
 
 
@@ -189,7 +195,8 @@ def main():
     a.add_argument("--encryption", choices=sorted(ENCRYPTION), default="default")
     a.add_argument("--transport", choices=sorted(TRANSPORT), default="tcp")
     b = sub.add_parser("fetch")
-    b.add_argument("--magnet", required=True)
+    b.add_argument("--magnet")
+    b.add_argument("--torrent", help="the .torrent instead of --magnet")
     b.add_argument("--save", required=True)
     b.add_argument("--listen", required=True)
     b.add_argument("--peer", required=True)
@@ -201,6 +208,7 @@ def main():
     c.add_argument("--out", required=True)
     c.add_argument("--web-seed", action="append")
     c.add_argument("--piece-size", type=int, default=32768)
+    c.add_argument("--v2-only", action="store_true")
     args = p.parse_args()
     return {"seed": seed, "fetch": fetch, "create": create}[args.cmd](args)
 
