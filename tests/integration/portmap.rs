@@ -88,29 +88,7 @@ impl Topology {
 
     /// `nft` in the router namespace; its stdout.
     fn nft(&self, args: &[&str], stdin: Option<&str>) -> String {
-        use std::io::Write;
-        let mut c = self.router.command("nft");
-        c.args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().expect("nft (nftables) is installed");
-        if let Some(text) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "nft {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        nft_in(&self.router, args, stdin)
     }
 
     /// The router's port forwards (miniupnpd's DNAT rules).
@@ -124,6 +102,33 @@ impl Topology {
         .map(|l| l.trim().to_string())
         .collect()
     }
+}
+
+/// `nft ARGS` (with `stdin`) in `ns`; its stdout.
+fn nft_in(ns: &Netns, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut c = ns.command("nft");
+    c.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("nft (nftables) is installed");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The router's firewall and NAT: forwarding dropped but for the LAN's own
@@ -458,7 +463,16 @@ fn port_mapping_takes_another_port_and_announces_it() {
     assert_ne!(dht, udp, "{events:?}");
     assert_eq!(topo.forwards().len(), 5, "{:?}", topo.forwards());
 
-    // The WAN peer has nothing but the tracker.
+    // The WAN peer has nothing but the tracker, and only it may connect:
+    // the seeder, which hears of it from the tracker too, must not dial it
+    // first (its WAN host drops what comes from the router to its port).
+    let leech_port = "7777";
+    let rules = format!(
+        "table inet btc_wan {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
+         ip saddr {ROUTER_WAN} tcp dport {leech_port} drop\n \
+         ip saddr {ROUTER_WAN} udp dport {leech_port} drop\n }}\n}}\n"
+    );
+    nft_in(&topo.wan, &["-f", "-"], Some(&rules));
     let out = ctx.mkdir("out");
     let wan_state = ctx.join("state-wan");
     let args = [
@@ -471,6 +485,8 @@ fn port_mapping_takes_another_port_and_announces_it() {
         "--no-dht",
         "--no-lsd",
         "--no-port-mapping",
+        "--port",
+        leech_port,
         "-v",
         "--state-dir",
         s(&wan_state),
