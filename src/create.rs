@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use serde::Serialize;
+use serde_bytes::ByteBuf;
 use sha1::{Digest, Sha1};
+
+mod v2;
 
 use crate::metainfo::{MAX_FILES, MAX_PIECE_LENGTH, MAX_TOTAL_LENGTH};
 use crate::storage::disk::HASH_READ_CHUNK;
@@ -46,6 +49,21 @@ pub struct CreateOptions {
     /// `creation date`, seconds since the epoch; omitted when `None` so
     /// output can be reproducible.
     pub creation_date: Option<i64>,
+    /// Which BitTorrent versions the torrent carries.
+    pub format: Format,
+}
+
+/// The BitTorrent versions a new torrent carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// SHA-1 pieces (BEP 3): every client reads it.
+    #[default]
+    V1,
+    /// SHA-256 merkle trees per file (BEP 52) only.
+    V2,
+    /// Both halves over the same bytes, files aligned to pieces by pad
+    /// files (what libtorrent and qBittorrent make by default).
+    Hybrid,
 }
 
 /// Why a torrent could not be built.
@@ -102,7 +120,7 @@ struct SourceFile {
 }
 
 #[derive(Serialize)]
-struct TorrentOut<'a> {
+struct TorrentOut<'a, I: Serialize> {
     #[serde(skip_serializing_if = "Option::is_none")]
     announce: Option<&'a str>,
     #[serde(rename = "announce-list", skip_serializing_if = "Vec::is_empty")]
@@ -113,7 +131,10 @@ struct TorrentOut<'a> {
     created_by: &'a str,
     #[serde(rename = "creation date", skip_serializing_if = "Option::is_none")]
     creation_date: Option<i64>,
-    info: InfoOut<'a>,
+    info: I,
+    /// BEP 52: each file's piece layer, keyed by its `pieces root`.
+    #[serde(rename = "piece layers", skip_serializing_if = "Option::is_none")]
+    piece_layers: Option<std::collections::BTreeMap<ByteBuf, ByteBuf>>,
     #[serde(rename = "url-list", skip_serializing_if = "Vec::is_empty")]
     url_list: Vec<&'a str>,
 }
@@ -135,6 +156,9 @@ struct InfoOut<'a> {
 
 #[derive(Serialize)]
 struct FileOut<'a> {
+    /// BEP 47 attributes: `p` for a pad file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attr: Option<&'static str>,
     length: u64,
     path: Vec<&'a str>,
 }
@@ -195,6 +219,11 @@ pub fn create_torrent(
         None => auto_piece_length(total),
     };
 
+    if opts.format != Format::V1 {
+        let built = v2::build(&files, multi_file, piece_length, opts.format, progress)?;
+        let info = built.info(&name, piece_length, opts.private);
+        return Ok(finish(opts, info, Some(built.layers.clone())));
+    }
     let pieces = hash_pieces(&files, total, piece_length, progress)?;
 
     let info = InfoOut {
@@ -202,6 +231,7 @@ pub fn create_torrent(
             files
                 .iter()
                 .map(|f| FileOut {
+                    attr: None,
                     length: f.length,
                     path: f.rel.iter().map(String::as_str).collect(),
                 })
@@ -213,6 +243,16 @@ pub fn create_torrent(
         pieces,
         private: opts.private.then_some(1),
     };
+    Ok(finish(opts, info, None))
+}
+
+/// The whole `.torrent` around `info`: trackers, comment, dates, web seeds
+/// and (v2) the piece layers.
+fn finish<I: Serialize>(
+    opts: &CreateOptions,
+    info: I,
+    piece_layers: Option<std::collections::BTreeMap<ByteBuf, ByteBuf>>,
+) -> Vec<u8> {
     let trackers: Vec<&str> = opts
         .trackers
         .iter()
@@ -230,6 +270,7 @@ pub fn create_torrent(
         created_by: &opts.created_by,
         creation_date: opts.creation_date,
         info,
+        piece_layers: piece_layers.filter(|l| !l.is_empty()),
         url_list: opts
             .web_seeds
             .iter()
@@ -237,7 +278,7 @@ pub fn create_torrent(
             .filter(|w| !w.is_empty())
             .collect(),
     };
-    Ok(crate::bencode::encode(&out))
+    crate::bencode::encode(&out)
 }
 
 /// The smallest power of two that gives at most 2000 pieces (so between
@@ -495,6 +536,59 @@ mod tests {
             path: path.to_path_buf(),
             created_by: "btc test".into(),
             ..Default::default()
+        }
+    }
+
+    /// libtorrent's golden hybrid and v2-only torrents, remade from the
+    /// same payload: the same info dict, so the same v1 and v2 hashes.
+    #[test]
+    fn hybrid_and_v2_match_libtorrent_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("hybrid");
+        for (p, data) in crate::metainfo::v2::tests::golden_payload() {
+            let full = root.join(p);
+            fs::create_dir_all(full.parent().unwrap()).unwrap();
+            fs::write(full, data).unwrap();
+        }
+        let golden = |name: &str| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("testdata/torrents")
+                .join(name);
+            Metainfo::from_bytes(&fs::read(path).unwrap()).unwrap()
+        };
+        for (format, name) in [
+            (Format::Hybrid, "hybrid-libtorrent.torrent"),
+            (Format::V2, "v2-libtorrent.torrent"),
+        ] {
+            let mut o = opts(&root);
+            o.piece_length = Some(32768);
+            o.format = format;
+            let ours = Metainfo::from_bytes(&create_torrent(&o, &|_| {}).unwrap()).unwrap();
+            let theirs = golden(name);
+            assert_eq!(ours.info_bytes, theirs.info_bytes, "{format:?}");
+            assert_eq!(ours.info_hash, theirs.info_hash, "{format:?}");
+            assert_eq!(ours.v2, theirs.v2, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn a_single_file_hybrid_and_v2_parse_and_check_every_piece() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("one.bin");
+        let data = content(100_000, 9);
+        fs::write(&file, &data).unwrap();
+        for format in [Format::Hybrid, Format::V2] {
+            let mut o = opts(&file);
+            o.piece_length = Some(16384);
+            o.format = format;
+            let m = Metainfo::from_bytes(&create_torrent(&o, &|_| {}).unwrap()).unwrap();
+            assert!(m.v2.is_some());
+            assert_eq!(m.info.files.iter().filter(|f| !f.pad).count(), 1);
+            let mut aligned = data.clone();
+            aligned.resize(m.info.total_length as usize, 0);
+            for (i, piece) in aligned.chunks(16384).enumerate() {
+                assert!(m.info.piece_matches(i, piece), "{format:?} piece {i}");
+            }
         }
     }
 

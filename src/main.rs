@@ -227,6 +227,11 @@ enum Command {
         /// Web seed URL (BEP 19); repeatable.
         #[arg(long = "web-seed", value_name = "URL")]
         web_seeds: Vec<String>,
+        /// BitTorrent versions to write: v1 (SHA-1 pieces, read by every
+        /// client), v2 (BEP 52 merkle trees only) or hybrid (both, files
+        /// aligned by pad files; Transmission 3 cannot read v2 or hybrid).
+        #[arg(long, value_name = "FORMAT", default_value = "v1", value_parser = ["v1", "v2", "hybrid"])]
+        format: String,
     },
     /// Show what a .torrent or magnet link holds.
     Info {
@@ -355,8 +360,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             private,
             comment,
             web_seeds,
+            format,
         }) => {
             let quiet = cli.quiet;
+            let format = match format.as_str() {
+                "v2" => btc::create::Format::V2,
+                "hybrid" => btc::create::Format::Hybrid,
+                _ => btc::create::Format::V1,
+            };
             let meta = tokio::task::spawn_blocking(move || {
                 cmd::create::run(cmd::create::CreateArgs {
                     path,
@@ -366,6 +377,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     private,
                     comment,
                     web_seeds,
+                    format,
                     quiet,
                 })
                 .map(|m| (m, output))

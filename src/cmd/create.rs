@@ -22,6 +22,8 @@ pub struct CreateArgs {
     pub comment: Option<String>,
     /// Web seeds.
     pub web_seeds: Vec<String>,
+    /// Which BitTorrent versions to write.
+    pub format: crate::create::Format,
     /// Hide the progress bar.
     pub quiet: bool,
 }
@@ -35,6 +37,7 @@ pub fn run(args: CreateArgs) -> Result<Metainfo> {
         private: args.private,
         comment: args.comment,
         web_seeds: args.web_seeds,
+        format: args.format,
         created_by: concat!("btc ", env!("CARGO_PKG_VERSION")).to_string(),
         creation_date: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -484,4 +484,4 @@ pub fn check_hybrid(v1: &[FileEntry], v2: &V2Info, piece_length: u32) -> Result<
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

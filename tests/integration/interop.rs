@@ -245,7 +245,21 @@ fn libtorrent_hybrid_with_pad_files() {
 /// too) to a libtorrent leecher given the same `.torrent`.
 #[test]
 fn libtorrent_v2_only_torrent_both_ways() {
-    v2_only_both_ways("interop-lt-v2-only", Payload::nested("v2only", 1));
+    v2_only_both_ways("interop-lt-v2-only", Payload::nested("v2only", 1), None);
+}
+
+/// `btc create --format v2` and `--format hybrid`: libtorrent checks every
+/// piece of each against the data before it seeds (both hashes of the
+/// hybrid), and the transfers go both ways as above.
+#[test]
+fn btc_created_v2_and_hybrid_torrents_with_libtorrent() {
+    for format in ["v2", "hybrid"] {
+        v2_only_both_ways(
+            &format!("interop-btc-create-{format}"),
+            Payload::nested("v2only", 1),
+            Some(format),
+        );
+    }
 }
 
 /// The same with one file, whose size is not a whole number of pieces
@@ -255,23 +269,47 @@ fn libtorrent_v2_only_single_file_both_ways() {
     v2_only_both_ways(
         "interop-lt-v2-only-single",
         Payload::single("v2only", 3 * MIB + 1234),
+        None,
     );
 }
 
-fn v2_only_both_ways(test: &str, payload: Payload) {
+/// The torrent made by libtorrent (v2-only), or by `btc create --format
+/// FORMAT` (`v2` or `hybrid`).
+fn v2_only_both_ways(test: &str, payload: Payload, btc_format: Option<&str>) {
     require_tool(PYTHON);
     let ctx = Ctx::new(test, secs(240));
     let seed_dir = ctx.mkdir("seed");
     let root = payload.write(&seed_dir, 1013);
     let t = ctx.join("v2only.torrent");
-    ctx.run(
-        "lt-create",
-        lt_cmd(&["create", "--path", s(&root), "--out", s(&t), "--v2-only"]),
-        secs(60),
-    )
-    .assert_ok("lt.py create --v2-only");
+    match btc_format {
+        None => ctx
+            .run(
+                "lt-create",
+                lt_cmd(&["create", "--path", s(&root), "--out", s(&t), "--v2-only"]),
+                secs(60),
+            )
+            .assert_ok("lt.py create --v2-only"),
+        Some(format) => ctx
+            .run_btc(
+                &["create", s(&root), "-o", s(&t), "--format", format],
+                secs(60),
+            )
+            .assert_ok("btc create --format"),
+    };
     let (v1, v2) = libtorrent_hashes(&ctx, &t);
-    assert!(v1.bytes().all(|b| b == b'0'), "not v2-only: v1 hash {v1}");
+    let v1_only_zeros = v1.bytes().all(|b| b == b'0');
+    assert_eq!(
+        v1_only_zeros,
+        btc_format != Some("hybrid"),
+        "v1 hash {v1} for {btc_format:?}"
+    );
+    if btc_format == Some("hybrid") {
+        let got = btc_info_hash(&ctx, s(&t));
+        assert_eq!(
+            got, v1,
+            "btc and libtorrent disagree on the hybrid's v1 hash"
+        );
+    }
     let info = ctx.run_btc(&["info", s(&t)], secs(30));
     info.assert_ok("btc info");
     assert!(

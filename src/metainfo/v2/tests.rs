@@ -17,7 +17,7 @@ fn hex(h: &[u8]) -> String {
 }
 
 /// `make-golden.sh`'s payload bytes: the SHA-1 counter stream of `seed`.
-fn counter_stream(size: usize, seed: &str) -> Vec<u8> {
+pub(crate) fn counter_stream(size: usize, seed: &str) -> Vec<u8> {
     let mut buf = Vec::new();
     let mut i = 0;
     while buf.len() < size {
@@ -29,7 +29,7 @@ fn counter_stream(size: usize, seed: &str) -> Vec<u8> {
 }
 
 /// The golden folder `hybrid/`: (path under it, bytes).
-fn golden_payload() -> Vec<(&'static str, Vec<u8>)> {
+pub(crate) fn golden_payload() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("a.bin", counter_stream(100_000, "ha")),
         ("c.bin", counter_stream(70_000, "hc")),
