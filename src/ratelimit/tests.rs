@@ -141,3 +141,54 @@ async fn regression_a_later_uploader_gets_its_share_of_the_limit() {
     let total = (first + second) as u64;
     assert!(total <= rate * 5 / 2 + (rate / 4), "{total} bytes in 2.5 s");
 }
+
+/// The same for downloads: two connections share one download limit and
+/// the one that connected later gets its share. Reads take what arrived and
+/// then wait out the debt they made, so they do not race as writes did;
+/// this holds them to it (it passed before and after the upload fix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_downloader_gets_its_share_of_the_limit() {
+    let rate = 1 << 20;
+    let limits = RateLimits::new(rate, 0);
+    let got = Arc::new([
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    ]);
+    let mut tasks = Vec::new();
+    for i in 0..2 {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let mut a = Throttled::new(a, limits.clone());
+        let got = got.clone();
+        tasks.push(tokio::spawn(async move {
+            // The second arrives once the first is well under way.
+            tokio::time::sleep(Duration::from_millis(500 * i as u64)).await;
+            let writer = tokio::spawn(async move {
+                let block = vec![1u8; 16 << 10];
+                while b.write_all(&block).await.is_ok() {}
+            });
+            let mut buf = vec![0u8; 1 << 18];
+            while let Ok(n) = a.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                got[i].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            writer.abort();
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let first = got[0].load(std::sync::atomic::Ordering::Relaxed);
+    let second = got[1].load(std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    assert!(
+        second * 3 >= first && second > 0,
+        "the later downloader got {second} bytes, the first {first}"
+    );
+    let total = (first + second) as u64;
+    assert!(
+        total <= rate * 5 / 2 + (rate / 4) + 2 * 65536,
+        "{total} bytes in 2.5 s"
+    );
+}
