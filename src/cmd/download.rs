@@ -355,8 +355,7 @@ fn warn_proxy_limits(args: &Config) {
         off.push("uTP");
     }
     let mut said = Vec::new();
-    if !off.is_empty() {
-        let last = off.pop().expect("not empty");
+    if let Some(last) = off.pop() {
         let list = if off.is_empty() {
             last.to_string()
         } else {

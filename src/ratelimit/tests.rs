@@ -97,39 +97,7 @@ async fn throttled_stream_holds_the_rate_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regression_a_later_uploader_gets_its_share_of_the_limit() {
     let rate = 1 << 20;
-    let limits = RateLimits::new(0, rate);
-    let sent = Arc::new([
-        std::sync::atomic::AtomicUsize::new(0),
-        std::sync::atomic::AtomicUsize::new(0),
-    ]);
-    let mut tasks = Vec::new();
-    for i in 0..2 {
-        let (a, mut b) = tokio::io::duplex(1 << 20);
-        let mut a = Throttled::new(a, limits.clone());
-        let sent = sent.clone();
-        tasks.push(tokio::spawn(async move {
-            // The second arrives once the first is well under way.
-            tokio::time::sleep(Duration::from_millis(500 * i as u64)).await;
-            let reader = tokio::spawn(async move {
-                let mut sink = vec![0u8; 1 << 16];
-                while b.read(&mut sink).await.is_ok_and(|n| n > 0) {}
-            });
-            let block = vec![1u8; 16 << 10];
-            loop {
-                if a.write_all(&block).await.is_err() {
-                    break;
-                }
-                sent[i].fetch_add(block.len(), std::sync::atomic::Ordering::Relaxed);
-            }
-            reader.abort();
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let first = sent[0].load(std::sync::atomic::Ordering::Relaxed);
-    let second = sent[1].load(std::sync::atomic::Ordering::Relaxed);
-    for t in tasks {
-        t.abort();
-    }
+    let (first, second) = two_sharers(RateLimits::new(0, rate), true).await;
     // Two seconds side by side at 1 MiB/s: about 1 MiB each, the first
     // one 0.5 MiB more for its head start (before the fix: 0.25 MiB
     // against 2.4). A ratio, so a loaded machine slowing both cannot fail it.
@@ -149,39 +117,7 @@ async fn regression_a_later_uploader_gets_its_share_of_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_downloader_gets_its_share_of_the_limit() {
     let rate = 1 << 20;
-    let limits = RateLimits::new(rate, 0);
-    let got = Arc::new([
-        std::sync::atomic::AtomicUsize::new(0),
-        std::sync::atomic::AtomicUsize::new(0),
-    ]);
-    let mut tasks = Vec::new();
-    for i in 0..2 {
-        let (a, mut b) = tokio::io::duplex(1 << 20);
-        let mut a = Throttled::new(a, limits.clone());
-        let got = got.clone();
-        tasks.push(tokio::spawn(async move {
-            // The second arrives once the first is well under way.
-            tokio::time::sleep(Duration::from_millis(500 * i as u64)).await;
-            let writer = tokio::spawn(async move {
-                let block = vec![1u8; 16 << 10];
-                while b.write_all(&block).await.is_ok() {}
-            });
-            let mut buf = vec![0u8; 1 << 18];
-            while let Ok(n) = a.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                got[i].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            }
-            writer.abort();
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let first = got[0].load(std::sync::atomic::Ordering::Relaxed);
-    let second = got[1].load(std::sync::atomic::Ordering::Relaxed);
-    for t in tasks {
-        t.abort();
-    }
+    let (first, second) = two_sharers(RateLimits::new(rate, 0), false).await;
     assert!(
         second * 3 >= first && second > 0,
         "the later downloader got {second} bytes, the first {first}"
@@ -191,4 +127,53 @@ async fn a_later_downloader_gets_its_share_of_the_limit() {
         total <= rate * 5 / 2 + (rate / 4) + 2 * 65536,
         "{total} bytes in 2.5 s"
     );
+}
+
+/// Two connections through `limits`, the second starting 0.5 s after the
+/// first, each moving data as fast as the limit lets it for 2.5 s in all:
+/// we write and the far end reads (`upload`), or the far end writes and
+/// we read. Bytes each moved.
+async fn two_sharers(limits: RateLimits, upload: bool) -> (usize, usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let moved = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let mut tasks = Vec::new();
+    for i in 0..2 {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let mut a = Throttled::new(a, limits.clone());
+        let moved = moved.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500 * i as u64)).await;
+            let far = tokio::spawn(async move {
+                if upload {
+                    let mut sink = vec![0u8; 1 << 16];
+                    while b.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+                } else {
+                    let block = vec![1u8; 16 << 10];
+                    while b.write_all(&block).await.is_ok() {}
+                }
+            });
+            let mut buf = vec![1u8; if upload { 16 << 10 } else { 1 << 18 }];
+            loop {
+                let n = if upload {
+                    match a.write_all(&buf).await {
+                        Ok(()) => buf.len(),
+                        Err(_) => break,
+                    }
+                } else {
+                    match a.read(&mut buf).await {
+                        Ok(n) if n > 0 => n,
+                        _ => break,
+                    }
+                };
+                moved[i].fetch_add(n, Relaxed);
+            }
+            far.abort();
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let moved = (moved[0].load(Relaxed), moved[1].load(Relaxed));
+    for t in tasks {
+        t.abort();
+    }
+    moved
 }

@@ -37,6 +37,18 @@ pub(crate) fn golden_payload() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// The golden payload as `m` lays it out: each file at its offset, zeros
+/// in the padding, up to the whole length.
+fn golden_aligned(m: &Metainfo) -> Vec<u8> {
+    let mut aligned = Vec::new();
+    for (f, (_, data)) in m.info.files.iter().filter(|f| !f.pad).zip(golden_payload()) {
+        aligned.resize(f.offset as usize, 0);
+        aligned.extend_from_slice(&data);
+    }
+    aligned.resize(m.info.total_length as usize, 0);
+    aligned
+}
+
 #[test]
 fn libtorrent_hybrid_has_the_v2_hash_libtorrent_reports_and_checked_layers() {
     let m = Metainfo::from_bytes(&golden("hybrid-libtorrent.torrent")).unwrap();
@@ -85,12 +97,7 @@ fn a_v2_only_torrent_is_read_in_the_aligned_layout_and_checks_its_pieces() {
     assert_eq!(m.info.piece_count(), 9);
     // Every piece of the real data passes; a flipped byte or a byte of
     // padding that is not zero fails.
-    let mut aligned = Vec::new();
-    for (f, (_, data)) in m.info.files.iter().filter(|f| !f.pad).zip(golden_payload()) {
-        aligned.resize(f.offset as usize, 0);
-        aligned.extend_from_slice(&data);
-    }
-    aligned.resize(m.info.total_length as usize, 0);
+    let aligned = golden_aligned(&m);
     for (i, piece) in aligned.chunks(32768).enumerate() {
         assert!(m.info.piece_matches(i, piece), "piece {i}");
         let mut bad = piece.to_vec();
@@ -107,12 +114,7 @@ fn a_v2_only_torrent_is_read_in_the_aligned_layout_and_checks_its_pieces() {
 #[test]
 fn regression_a_hybrid_piece_must_pass_the_merkle_check_as_well_as_sha1() {
     let m = Metainfo::from_bytes(&golden("hybrid-libtorrent.torrent")).unwrap();
-    let mut aligned = Vec::new();
-    for (f, (_, data)) in m.info.files.iter().filter(|f| !f.pad).zip(golden_payload()) {
-        aligned.resize(f.offset as usize, 0);
-        aligned.extend_from_slice(&data);
-    }
-    aligned.resize(m.info.total_length as usize, 0);
+    let aligned = golden_aligned(&m);
     for (i, piece) in aligned.chunks(32768).enumerate() {
         assert!(m.info.piece_matches(i, piece), "piece {i}");
     }
