@@ -212,6 +212,14 @@ impl RateLimits {
 /// already sending win every race: the timer woke it first each time, and
 /// a peer that connected later got nothing for as long as the first one
 /// kept asking.)
+///
+/// Reads take turns the same way, but a read cannot reserve before it
+/// knows how much arrived (an idle connection would hold its reservation
+/// for nothing): while the download bucket is in debt, a read takes what
+/// the socket has (up to [`HELD_MAX`]) into a buffer of its own, reserves
+/// exactly that, and hands it over when its turn comes. Without it, the
+/// connection whose timer fired first read a whole burst every time the
+/// debt cleared, and a peer that connected later starved.
 pub struct Throttled<S> {
     inner: Pin<Box<S>>,
     limits: RateLimits,
@@ -219,7 +227,14 @@ pub struct Throttled<S> {
     write_sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Upload bytes reserved for the write under way (0: none).
     reserved: usize,
+    /// Bytes read while the download bucket was in debt, paid for, and
+    /// waiting for their turn (`held[held_at..]`).
+    held: Vec<u8>,
+    held_at: usize,
 }
+
+/// Bytes one read takes into its own buffer while waiting for its turn.
+const HELD_MAX: usize = 64 * 1024;
 
 impl<S> Throttled<S> {
     /// Wraps `inner`.
@@ -230,6 +245,8 @@ impl<S> Throttled<S> {
             read_sleep: None,
             write_sleep: None,
             reserved: 0,
+            held: Vec::new(),
+            held_at: 0,
         }
     }
 }
@@ -243,25 +260,6 @@ impl<S> Drop for Throttled<S> {
     }
 }
 
-/// Ready once `limiter` is out of debt.
-fn poll_turn(
-    limiter: &RateLimiter,
-    sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>,
-    cx: &mut Context<'_>,
-) -> Poll<()> {
-    loop {
-        if let Some(s) = sleep.as_mut() {
-            ready!(s.as_mut().poll(cx));
-            *sleep = None;
-        }
-        let w = limiter.wait();
-        if w.is_zero() {
-            return Poll::Ready(());
-        }
-        *sleep = Some(Box::pin(tokio::time::sleep(w)));
-    }
-}
-
 use std::future::Future;
 
 impl<S: AsyncRead> AsyncRead for Throttled<S> {
@@ -271,14 +269,40 @@ impl<S: AsyncRead> AsyncRead for Throttled<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let me = self.get_mut();
-        if let Some(l) = &me.limits.down {
-            ready!(poll_turn(l, &mut me.read_sleep, cx));
+        let Some(l) = me.limits.down.clone() else {
+            return me.inner.as_mut().poll_read(cx, buf);
+        };
+        if me.held_at == me.held.len() {
+            if l.wait().is_zero() {
+                // Out of debt: nobody is waiting for a turn.
+                let before = buf.filled().len();
+                ready!(me.inner.as_mut().poll_read(cx, buf))?;
+                l.take(buf.filled().len().saturating_sub(before));
+                return Poll::Ready(Ok(()));
+            }
+            // In debt: take what arrived, pay for it, wait for the turn.
+            me.held.resize(HELD_MAX.min(l.chunk()).max(1), 0);
+            let mut rb = ReadBuf::new(&mut me.held);
+            let polled = me.inner.as_mut().poll_read(cx, &mut rb);
+            let n = rb.filled().len();
+            me.held.truncate(n);
+            me.held_at = 0;
+            ready!(polled)?;
+            if n == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let wait = l.reserve(n);
+            if !wait.is_zero() {
+                me.read_sleep = Some(Box::pin(tokio::time::sleep(wait)));
+            }
         }
-        let before = buf.filled().len();
-        ready!(me.inner.as_mut().poll_read(cx, buf))?;
-        if let Some(l) = &me.limits.down {
-            l.take(buf.filled().len().saturating_sub(before));
+        if let Some(s) = me.read_sleep.as_mut() {
+            ready!(s.as_mut().poll(cx));
+            me.read_sleep = None;
         }
+        let n = (me.held.len() - me.held_at).min(buf.remaining());
+        buf.put_slice(&me.held[me.held_at..me.held_at + n]);
+        me.held_at += n;
         Poll::Ready(Ok(()))
     }
 }
