@@ -216,7 +216,7 @@ impl RateLimits {
 /// Reads take turns the same way, but a read cannot reserve before it
 /// knows how much arrived (an idle connection would hold its reservation
 /// for nothing): while the download bucket is in debt, a read takes what
-/// the socket has (up to [`HELD_MAX`]) into a buffer of its own, reserves
+/// the socket has (up to `HELD_MAX`) into a buffer of its own, reserves
 /// exactly that, and hands it over when its turn comes. Without it, the
 /// connection whose timer fired first read a whole burst every time the
 /// debt cleared, and a peer that connected later starved.
