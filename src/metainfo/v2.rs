@@ -56,6 +56,37 @@ pub struct V2File {
     pub layer: Option<Vec<Hash>>,
 }
 
+impl V2File {
+    /// The checks of this file's pieces of `piece_length`, in order: its
+    /// root for a file of one piece or less, else its layer's entries.
+    /// Empty for an empty file; `None` when the layer is missing.
+    pub fn piece_checks(&self, piece_length: u32) -> Option<Vec<V2Piece>> {
+        let pl = u64::from(piece_length);
+        let Some(root) = self.pieces_root else {
+            return Some(Vec::new());
+        };
+        if self.length <= pl {
+            return Some(vec![V2Piece {
+                hash: root,
+                data_len: self.length as u32,
+                whole_file: true,
+            }]);
+        }
+        let layer = self.layer.as_ref()?;
+        Some(
+            layer
+                .iter()
+                .enumerate()
+                .map(|(k, h)| V2Piece {
+                    hash: *h,
+                    data_len: (self.length - k as u64 * pl).min(pl) as u32,
+                    whole_file: false,
+                })
+                .collect(),
+        )
+    }
+}
+
 impl V2Info {
     /// The v2 info-hash as 64 hex digits.
     pub fn hash_hex(&self) -> String {
@@ -119,29 +150,16 @@ pub fn aligned_info(
             pad: false,
         });
         offset += f.length;
-        let Some(root) = f.pieces_root else { continue };
-        if f.length <= pl {
-            checks.push(V2Piece {
-                hash: root,
-                data_len: f.length as u32,
-                whole_file: true,
-            });
-        } else {
-            let Some(layer) = &f.layer else {
-                return Err(MetainfoError::V2Only {
-                    name,
-                    hash: v2.hash_hex(),
-                });
-            };
-            for (k, h) in layer.iter().enumerate() {
-                let left = f.length - k as u64 * pl;
-                checks.push(V2Piece {
-                    hash: *h,
-                    data_len: left.min(pl) as u32,
-                    whole_file: false,
-                });
-            }
+        if f.pieces_root.is_none() {
+            continue;
         }
+        let Some(mine) = f.piece_checks(piece_length) else {
+            return Err(MetainfoError::V2Only {
+                name,
+                hash: v2.hash_hex(),
+            });
+        };
+        checks.extend(mine);
         // The last file is padded too: peers (libtorrent) count the last
         // piece as a whole one and ask for whole blocks of it.
         let pad = offset.next_multiple_of(pl) - offset;
@@ -200,20 +218,9 @@ pub fn hybrid_checks(v1: &Info, v2: &V2Info) -> Option<Vec<V2Piece>> {
     ];
     let starts = v1.files.iter().filter(|f| !f.pad).map(|f| f.offset);
     for (f, start) in v2.files.iter().zip(starts) {
-        let Some(root) = f.pieces_root else { continue };
         let first = (start / pl) as usize;
-        let hashes: Vec<(Hash, bool)> = if f.length <= pl {
-            vec![(root, true)]
-        } else {
-            f.layer.as_ref()?.iter().map(|h| (*h, false)).collect()
-        };
-        for (k, (hash, whole_file)) in hashes.into_iter().enumerate() {
-            let left = f.length - k as u64 * pl;
-            *checks.get_mut(first + k)? = V2Piece {
-                hash,
-                data_len: left.min(pl) as u32,
-                whole_file,
-            };
+        for (k, check) in f.piece_checks(v1.piece_length)?.into_iter().enumerate() {
+            *checks.get_mut(first + k)? = check;
         }
     }
     Some(checks)
