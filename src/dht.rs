@@ -1,4 +1,12 @@
-//! The mainline DHT (BEP 5), as an I/O shell around the `mainline` crate.
+//! The mainline DHT (BEP 5) on IPv4 and IPv6 (BEP 32).
+//!
+//! IPv4 is an I/O shell around the `mainline` crate; IPv6, which mainline
+//! does not do, is our own node: the sans-IO [`node::Node`] with its
+//! [`krpc`] codec and routing [`table`], run by [`v6::Node6`] on an
+//! IPv6-only socket of the same port number. [`DhtHandle`] drives both:
+//! a lookup asks both families at once and merges their peers, an announce
+//! goes to both, and both node lists are saved (`dht.state`,
+//! `dht6.state`). Bound to one address (`--bind`), only that family runs.
 //!
 //! This is the only module that imports `mainline`, so the rest of btc sees
 //! [`DhtHandle`], [`spawn_discovery`] and our own error type, and a change of
@@ -53,9 +61,14 @@
 //! same port once the old actor thread has let it go; meanwhile lookups
 //! come back empty and announces fail, as they would have anyway.
 
+pub mod krpc;
+pub mod node;
+pub mod table;
+pub mod v6;
+
 use std::collections::HashSet;
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc};
@@ -122,7 +135,7 @@ pub enum DhtError {
     #[error("cannot start dht on {bind}:{port}")]
     Start {
         /// The configured bind address.
-        bind: Ipv4Addr,
+        bind: IpAddr,
         /// The configured port (0 = any).
         port: u16,
         /// The underlying error.
@@ -154,8 +167,12 @@ pub enum DhtError {
 pub struct DhtConfig {
     /// UDP port, the same number as our TCP listen port; 0 = any free port.
     pub port: u16,
-    /// Address to bind; `None` = 0.0.0.0.
-    pub bind: Option<Ipv4Addr>,
+    /// Address to bind; `None` = every interface. An IPv4 address runs
+    /// only the IPv4 node there, an IPv6 one only the IPv6 node.
+    pub bind: Option<IpAddr>,
+    /// Run the IPv6 node (BEP 32) beside the IPv4 one. Without `bind`, a
+    /// machine with no IPv6 just runs IPv4 (logged at debug level).
+    pub ipv6: bool,
     /// `None` = mainline's default public routers; `Some(list)` replaces
     /// them (`HOST:PORT` strings; `Some(vec![])` makes a first node).
     pub bootstrap: Option<Vec<String>>,
@@ -168,23 +185,27 @@ pub struct DhtConfig {
 /// A running DHT node; cheap to clone, stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct DhtHandle {
-    inner: Arc<Inner>,
+    /// mainline's IPv4 node (`None` when bound to an IPv6 address).
+    inner: Option<Arc<Inner>>,
+    /// Our IPv6 node, when it runs.
+    v6: Option<v6::Node6>,
+    /// Lookup rounds (get_peers + announce) running at once, across every
+    /// torrent of the process: a thousand torrents take turns.
+    rounds: Arc<tokio::sync::Semaphore>,
+    /// Where both families' node lists are saved.
+    state_dir: Option<PathBuf>,
 }
 
 struct Inner {
     slot: Mutex<Slot>,
     local_addr: SocketAddrV4,
     table_size: AtomicUsize,
-    state_dir: Option<PathBuf>,
     /// Bootstrap entries that are host names, re-resolved while the table
     /// is empty (literal addresses never change, and mainline retries them).
     names: Vec<String>,
     server_mode: bool,
     /// Saved by an earlier run; the node's BEP 42 id is derived from it.
     public_ip: Option<Ipv4Addr>,
-    /// Lookup rounds (get_peers + announce) running at once, across every
-    /// torrent of the process: a thousand torrents take turns.
-    rounds: tokio::sync::Semaphore,
 }
 
 /// Lookup rounds the node runs at once for all torrents together.
@@ -205,7 +226,6 @@ impl DhtHandle {
     /// not an error: mainline keeps retrying the addresses it was given, and
     /// the watcher thread the names (see the module docs).
     pub fn start(cfg: DhtConfig) -> Result<DhtHandle, DhtError> {
-        let bind = cfg.bind.unwrap_or(Ipv4Addr::UNSPECIFIED);
         let entries: Vec<String> = match &cfg.bootstrap {
             Some(list) => list.clone(),
             None => mainline::DEFAULT_BOOTSTRAP_NODES
@@ -213,7 +233,86 @@ impl DhtHandle {
                 .map(|s| s.to_string())
                 .collect(),
         };
-        let mut bootstrap = resolve_bounded(&entries, RESOLVE_DEADLINE);
+        let resolved = resolve_bounded_all(&entries, RESOLVE_DEADLINE);
+        let (want_v4, want_v6) = match cfg.bind {
+            Some(IpAddr::V4(_)) => (true, false),
+            Some(IpAddr::V6(_)) => (false, true),
+            None => (true, cfg.ipv6),
+        };
+        let inner = if want_v4 {
+            let bind = match cfg.bind {
+                Some(IpAddr::V4(ip)) => ip,
+                _ => Ipv4Addr::UNSPECIFIED,
+            };
+            Some(Self::start_v4(&cfg, bind, &entries, &resolved)?)
+        } else {
+            None
+        };
+        let v6 = if want_v6 {
+            let bind = match cfg.bind {
+                Some(IpAddr::V6(ip)) => ip,
+                _ => std::net::Ipv6Addr::UNSPECIFIED,
+            };
+            let boot6: Vec<SocketAddr> = resolved.iter().copied().filter(|a| a.is_ipv6()).collect();
+            let saved = cfg
+                .state_dir
+                .as_ref()
+                .map(|dir| v6::load_state(&dir.join(v6::STATE_FILE)))
+                .unwrap_or_default();
+            // The IPv6 node takes the IPv4 node's port number when it is
+            // free on IPv6 (the sockets are IPv6-only), so one forwarded
+            // port number serves both.
+            let port = inner.as_ref().map_or(cfg.port, |i| i.local_addr.port());
+            let bind6 = std::net::SocketAddrV6::new(bind, port, 0, 0);
+            let started = v6::Node6::start(bind6, boot6.clone(), saved.clone()).or_else(|e| {
+                if port != 0 && inner.is_some() {
+                    v6::Node6::start(std::net::SocketAddrV6::new(bind, 0, 0, 0), boot6, saved)
+                } else {
+                    Err(e)
+                }
+            });
+            match started {
+                Ok(n) => {
+                    tracing::debug!(addr = %n.local_addr(), "ipv6 dht started");
+                    Some(n)
+                }
+                Err(e) if inner.is_some() => {
+                    tracing::debug!(error = %e, "no ipv6 dht on this machine");
+                    None
+                }
+                Err(source) => {
+                    return Err(DhtError::Start {
+                        bind: IpAddr::V6(bind),
+                        port: cfg.port,
+                        source,
+                    });
+                }
+            }
+        } else {
+            None
+        };
+        Ok(DhtHandle {
+            inner,
+            v6,
+            rounds: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS)),
+            state_dir: cfg.state_dir,
+        })
+    }
+
+    /// mainline's IPv4 node and the thread that watches it.
+    fn start_v4(
+        cfg: &DhtConfig,
+        bind: Ipv4Addr,
+        entries: &[String],
+        resolved: &[SocketAddr],
+    ) -> Result<Arc<Inner>, DhtError> {
+        let mut bootstrap: Vec<SocketAddrV4> = resolved
+            .iter()
+            .filter_map(|a| match a {
+                SocketAddr::V4(v4) => Some(*v4),
+                SocketAddr::V6(_) => None,
+            })
+            .collect();
         let saved = cfg
             .state_dir
             .as_ref()
@@ -223,7 +322,7 @@ impl DhtHandle {
         let public_ip = saved.public_ip;
         tracing::debug!(?bootstrap, ?public_ip, port = cfg.port, %bind, "starting dht");
         let start_error = |source| DhtError::Start {
-            bind,
+            bind: IpAddr::V4(bind),
             port: cfg.port,
             source,
         };
@@ -237,10 +336,10 @@ impl DhtHandle {
         #[allow(deprecated)] // one actor round trip at start-up is fine
         let local_addr = dht.info().local_addr();
         let names = entries
-            .into_iter()
+            .iter()
             .take(MAX_BOOTSTRAP_ENTRIES)
             .map(|e| e.trim().to_string())
-            .filter(|e| e.parse::<SocketAddrV4>().is_err())
+            .filter(|e| e.parse::<SocketAddr>().is_err())
             .collect();
         let inner = Arc::new(Inner {
             slot: Mutex::new(Slot {
@@ -249,25 +348,41 @@ impl DhtHandle {
             }),
             local_addr,
             table_size: AtomicUsize::new(0),
-            state_dir: cfg.state_dir,
             names,
             server_mode: cfg.server_mode,
             public_ip,
-            rounds: tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS),
         });
         spawn_watcher(Arc::downgrade(&inner)).map_err(start_error)?;
-        Ok(DhtHandle { inner })
+        Ok(inner)
     }
 
-    /// The bound UDP address (0.0.0.0:port when bound to all interfaces).
+    /// The bound UDP address of the IPv4 node (0.0.0.0:port when bound to
+    /// all interfaces), or of the IPv6 node when only it runs.
     pub fn local_addr(&self) -> SocketAddr {
-        SocketAddr::V4(self.inner.local_addr)
+        match (&self.inner, &self.v6) {
+            (Some(i), _) => SocketAddr::V4(i.local_addr),
+            (None, Some(v6)) => v6.local_addr(),
+            (None, None) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
     }
 
-    /// Good (non-stale) nodes in the routing table, refreshed once a second
-    /// by the watcher thread, so this is an atomic load.
+    /// The IPv6 node's address, when it runs.
+    pub fn local_addr_v6(&self) -> Option<SocketAddr> {
+        self.v6.as_ref().map(|n| n.local_addr())
+    }
+
+    /// Good (non-stale) nodes in the routing tables of both families,
+    /// refreshed by the nodes' threads, so this is two atomic loads.
     pub fn routing_table_size(&self) -> usize {
-        self.inner.table_size.load(Ordering::Relaxed)
+        self.inner
+            .as_ref()
+            .map_or(0, |i| i.table_size.load(Ordering::Relaxed))
+            + self.v6.as_ref().map_or(0, |n| n.routing_table_size())
+    }
+
+    /// Nodes in the IPv6 table (0 when it does not run).
+    pub fn routing_table_size_v6(&self) -> usize {
+        self.v6.as_ref().map_or(0, |n| n.routing_table_size())
     }
 
     /// Resolves once the routing table holds a node (polled at the pace
@@ -278,36 +393,66 @@ impl DhtHandle {
         }
     }
 
-    /// One `get_peers` lookup. Each node's answer is yielded as it arrives;
-    /// the stream ends when the lookup has converged (at once while the
-    /// node is being rebuilt).
+    /// One `get_peers` lookup on each family's node at once. Each node's
+    /// answer is yielded as it arrives; the stream ends when both lookups
+    /// have converged (the IPv4 one at once while that node is rebuilt).
     pub fn get_peers(
         &self,
         info_hash: InfoHash,
     ) -> impl Stream<Item = Vec<SocketAddr>> + Send + 'static {
-        match self.inner.current() {
+        let v4 = match self.inner.as_ref().and_then(|i| i.current()) {
             Some(dht) => dht
                 .as_async()
                 .get_peers(Id::from(info_hash.0))
                 .map(|batch| batch.into_iter().map(SocketAddr::V4).collect())
                 .left_stream(),
             None => futures::stream::empty().right_stream(),
-        }
+        };
+        let v6 = match &self.v6 {
+            Some(n) => n.get_peers(v6_id(info_hash)).left_stream(),
+            None => futures::stream::empty().right_stream(),
+        };
+        futures::stream::select(v4, v6)
     }
 
     /// Announces that we serve `info_hash` on TCP `port` to the nodes
-    /// closest to it (mainline runs the lookup for tokens first).
+    /// closest to it, on both families at once (each runs the lookup for
+    /// tokens first). Succeeds when either family's announce did.
     pub async fn announce(&self, info_hash: InfoHash, port: u16) -> Result<(), DhtError> {
         let fail = |reason: String| DhtError::Announce { info_hash, reason };
-        let dht = self
-            .inner
-            .current()
-            .ok_or_else(|| fail("the node is restarting".into()))?;
-        dht.as_async()
-            .announce_peer(Id::from(info_hash.0), Some(port))
-            .await
-            .map(|_| ())
-            .map_err(|e| fail(e.to_string()))
+        let v4 = async {
+            let Some(inner) = &self.inner else {
+                return Err(fail("no IPv4 node".into()));
+            };
+            let dht = inner
+                .current()
+                .ok_or_else(|| fail("the node is restarting".into()))?;
+            dht.as_async()
+                .announce_peer(Id::from(info_hash.0), Some(port))
+                .await
+                .map(|_| ())
+                .map_err(|e| fail(e.to_string()))
+        };
+        let v6 = async {
+            match &self.v6 {
+                Some(n) => match n.announce(v6_id(info_hash), port).await {
+                    0 => Err(fail("no IPv6 node took it".into())),
+                    _ => Ok(()),
+                },
+                None => Err(fail("no IPv6 node".into())),
+            }
+        };
+        let (r4, r6) = futures::join!(v4, v6);
+        if self.inner.is_none() {
+            return r6;
+        }
+        r4.or_else(|e| {
+            if self.v6.is_some() {
+                r6.map_err(|_| e)
+            } else {
+                Err(e)
+            }
+        })
     }
 
     /// Writes the routing table's good nodes and our public IP (as other
@@ -317,11 +462,18 @@ impl DhtHandle {
     /// the nodes a previous run learned. Blocks for two actor round trips
     /// (≤ ~50 ms each) plus the file write.
     pub fn save_state(&self) -> Result<(), DhtError> {
-        let Some(dir) = &self.inner.state_dir else {
+        let Some(dir) = &self.state_dir else {
             return Ok(());
         };
-        let nodes: Vec<SocketAddrV4> = self
-            .inner
+        if let Some(n) = &self.v6 {
+            let path = dir.join(v6::STATE_FILE);
+            v6::save_state(&path, &n.good_nodes())
+                .map_err(|source| DhtError::State { path, source })?;
+        }
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        let nodes: Vec<SocketAddrV4> = inner
             .good_nodes()
             .iter()
             .filter_map(|n| n.parse().ok())
@@ -330,14 +482,13 @@ impl DhtHandle {
             return Ok(());
         }
         #[allow(deprecated)] // the sync call suits the threads that use it
-        let reported = self
-            .inner
+        let reported = inner
             .current()
             .and_then(|d| d.info().public_address())
             .map(|a| *a.ip());
         let state = SavedState {
             nodes,
-            public_ip: reported.filter(is_public).or(self.inner.public_ip),
+            public_ip: reported.filter(is_public).or(inner.public_ip),
         };
         let path = dir.join(STATE_FILE);
         write_state(&path, &state).map_err(|source| DhtError::State { path, source })
@@ -516,12 +667,24 @@ fn spawn_watcher(inner: Weak<Inner>) -> std::io::Result<()> {
 /// nothing; names are resolved on helper threads and whatever has not
 /// answered by `deadline` is skipped (the threads finish on their own).
 fn resolve_bounded(entries: &[String], deadline: Duration) -> Vec<SocketAddrV4> {
+    resolve_bounded_all(entries, deadline)
+        .into_iter()
+        .filter_map(|a| match a {
+            SocketAddr::V4(v4) => Some(v4),
+            SocketAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+/// [`resolve_bounded`] for both families (`[v6addr]:port` literals and
+/// AAAA records too), for the IPv6 node.
+fn resolve_bounded_all(entries: &[String], deadline: Duration) -> Vec<SocketAddr> {
     let mut out = Vec::new();
-    let (tx, rx) = mpsc::channel::<Vec<SocketAddrV4>>();
+    let (tx, rx) = mpsc::channel::<Vec<SocketAddr>>();
     let mut pending = 0usize;
     for entry in entries.iter().take(MAX_BOOTSTRAP_ENTRIES) {
         let entry = entry.trim();
-        if let Ok(addr) = entry.parse::<SocketAddrV4>() {
+        if let Ok(addr) = entry.parse::<SocketAddr>() {
             out.push(addr);
             continue;
         }
@@ -531,12 +694,7 @@ fn resolve_bounded(entries: &[String], deadline: Duration) -> Vec<SocketAddrV4> 
             .name("btc-dht-resolve".into())
             .spawn(move || {
                 let addrs = match name.to_socket_addrs() {
-                    Ok(it) => it
-                        .filter_map(|a| match a {
-                            SocketAddr::V4(v4) => Some(v4),
-                            SocketAddr::V6(_) => None,
-                        })
-                        .collect(),
+                    Ok(it) => it.collect(),
                     Err(e) => {
                         tracing::debug!(%name, error = %e, "dht bootstrap name did not resolve");
                         Vec::new()
@@ -701,7 +859,7 @@ pub fn spawn_discovery(
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                p = dht.inner.rounds.acquire() => p,
+                p = dht.rounds.acquire() => p,
             };
             let started = Instant::now();
             let mut stream = Box::pin(dht.get_peers(info_hash));
@@ -776,6 +934,11 @@ pub fn spawn_discovery(
     })
 }
 
+/// The key of `info_hash` in the IPv6 DHT: the same 20 bytes.
+fn v6_id(info_hash: InfoHash) -> krpc::NodeId {
+    krpc::NodeId(info_hash.0)
+}
+
 /// The default state dir: `$XDG_STATE_HOME/btc` or `~/.local/state/btc`.
 pub fn default_state_dir() -> Option<PathBuf> {
     state_dir_from(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"))
@@ -802,10 +965,11 @@ mod tests {
     fn loopback(bootstrap: Vec<String>, state_dir: Option<PathBuf>) -> DhtConfig {
         DhtConfig {
             port: 0,
-            bind: Some(Ipv4Addr::LOCALHOST),
+            bind: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             bootstrap: Some(bootstrap),
             state_dir,
             server_mode: true,
+            ipv6: false,
         }
     }
 
@@ -877,13 +1041,13 @@ mod tests {
         for _ in 0..3 {
             let node = DhtHandle::start(loopback(vec![], Some(dir.path().into()))).unwrap();
             #[allow(deprecated)]
-            let id = *node.inner.current().unwrap().info().id();
+            let id = *node.inner.as_ref().unwrap().current().unwrap().info().id();
             assert!(id.is_valid_for_ip(ip), "{id} is not a BEP 42 id for {ip}");
         }
         // Without it the id is random: valid for a given IP 1 time in 2^21.
         let node = DhtHandle::start(loopback(vec![], None)).unwrap();
         #[allow(deprecated)]
-        let id = *node.inner.current().unwrap().info().id();
+        let id = *node.inner.as_ref().unwrap().current().unwrap().info().id();
         assert!(!id.is_valid_for_ip(ip));
     }
 
@@ -1084,7 +1248,7 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(
-                node.inner.names,
+                node.inner.as_ref().unwrap().names,
                 vec!["nonexistent.invalid:6881".to_string()]
             );
             let port = node.local_addr().port();
@@ -1098,17 +1262,26 @@ mod tests {
             let t = Instant::now();
             let n = node.clone();
             let boot_addr: SocketAddrV4 = boot.parse().unwrap();
-            let rebuilt = tokio::task::spawn_blocking(move || n.inner.rebuild_with(&[boot_addr]))
-                .await
-                .unwrap();
+            let rebuilt = tokio::task::spawn_blocking(move || {
+                n.inner.as_ref().unwrap().rebuild_with(&[boot_addr])
+            })
+            .await
+            .unwrap();
             assert!(rebuilt);
             eprintln!("rebuild took {:?}", t.elapsed());
             assert!(pending.await.unwrap().is_err());
             #[allow(deprecated)]
-            let bound = node.inner.current().expect("rebuilt").info().local_addr();
+            let bound = node
+                .inner
+                .as_ref()
+                .unwrap()
+                .current()
+                .expect("rebuilt")
+                .info()
+                .local_addr();
             assert_eq!(bound.port(), port);
             // Nothing new resolved and the node is up: no second rebuild.
-            assert!(!node.inner.rebuild_with(&[boot_addr]));
+            assert!(!node.inner.as_ref().unwrap().rebuild_with(&[boot_addr]));
             while node.routing_table_size() == 0 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

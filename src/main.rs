@@ -70,6 +70,7 @@ struct DownloadFlags {
     #[arg(long, value_name = "SECS")]
     seed_time: Option<u64>,
     /// DHT bootstrap node replacing the public routers; repeatable.
+    /// IPv6 nodes (`[ADDR]:PORT`) bootstrap the IPv6 DHT (BEP 32).
     #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
     dht_bootstrap: Vec<String>,
     /// Do not use the DHT.
@@ -256,9 +257,11 @@ enum Command {
         /// UDP port.
         #[arg(short, long, default_value_t = 6881)]
         port: u16,
-        /// Local IPv4 address to bind.
+        /// Local address to bind: an IPv4 address runs only the IPv4 node
+        /// there, an IPv6 one only the IPv6 node. Default: both, on every
+        /// interface.
         #[arg(long)]
-        bind: Option<std::net::Ipv4Addr>,
+        bind: Option<std::net::IpAddr>,
         /// Bootstrap node; repeatable. With none, the public routers are used
         /// unless --no-bootstrap is given.
         #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
@@ -429,6 +432,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 bootstrap,
                 state_dir: state_dir.or_else(btc::dht::default_state_dir),
                 server_mode: true,
+                ipv6: true,
             };
             cmd::dht::run(cfg, shutdown).await?;
             Ok(ExitCode::SUCCESS)

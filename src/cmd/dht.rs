@@ -9,6 +9,9 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(cfg: DhtConfig, shutdown: CancellationToken) -> Result<()> {
     let dht = DhtHandle::start(cfg).context("starting the DHT node")?;
     println!("dht node listening on {}", dht.local_addr());
+    if let Some(v6) = dht.local_addr_v6().filter(|a| *a != dht.local_addr()) {
+        println!("dht node listening on {v6}");
+    }
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
     tick.tick().await;
     loop {

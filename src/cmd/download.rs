@@ -375,13 +375,10 @@ fn warn_proxy_limits(args: &Config) {
 /// The process's one DHT node, on the peer port; the DHT is a bonus, so a
 /// taken port falls back to any port and a failure only warns.
 fn start_dht(args: &Config, port: u16, state_dir: Option<std::path::PathBuf>) -> Option<DhtHandle> {
-    let bind = match args.bind {
-        Some(IpAddr::V4(v4)) => Some(v4),
-        _ => None,
-    };
     let cfg = DhtConfig {
         port,
-        bind,
+        bind: args.bind,
+        ipv6: true,
         bootstrap: (!args.dht_bootstrap.is_empty()).then(|| args.dht_bootstrap.clone()),
         state_dir,
         server_mode: false,

@@ -798,3 +798,110 @@ fn no_network_at_all_trackers_and_peers_still_work() {
     eprintln!("[offline] via --peer, then stopped {stop:?} after SIGINT");
     drop(tracker);
 }
+
+/// A `btc dht` node bound to ::1 only (its IPv6 node, BEP 32).
+fn start_btc_dht6(ctx: &Ctx) -> (Proc, String) {
+    let d = free_port();
+    let node = start_btc_dht_on(ctx, "::1", d);
+    assert!(node.stdout().contains(&format!("listening on [::1]:{d}")));
+    (node, format!("[::1]:{d}"))
+}
+
+/// BEP 32: with only IPv6 addresses (every btc bound to ::1, so no IPv4
+/// DHT node runs at all), a bare info-hash resolves through the IPv6 DHT:
+/// the seeder announces to the IPv6 node, the leecher finds it there,
+/// fetches the metadata and the data.
+#[test]
+fn bare_hash_over_the_ipv6_dht_alone() {
+    let ctx = Ctx::new("swarm-dht6-hash", secs(240));
+    let payload = Payload::nested("dht6payload", 1);
+    let (seed_dir, root, t, hash) = make_torrent(&ctx, &payload, 61, &[]);
+    let (_node, boot) = start_btc_dht6(&ctx);
+    let _seeder = start_btc_seeder(
+        &ctx,
+        "seeder",
+        &seed_dir,
+        s(&t),
+        free_port(),
+        &[
+            "--dht-bootstrap",
+            &boot,
+            "--state-dir",
+            s(&ctx.mkdir("state-seeder")),
+            "--bind",
+            "::1",
+            "--no-lsd",
+            "-v",
+        ],
+    );
+    let out = ctx.join("out");
+    let state = ctx.mkdir("state-leecher");
+    let (_, stderr, el) = leech(
+        &ctx,
+        "leecher",
+        &[
+            &hash,
+            "--dht-bootstrap",
+            &boot,
+            "--no-seed",
+            "--no-lsd",
+            "--state-dir",
+            s(&state),
+            "-o",
+            s(&out),
+            "--port",
+            "0",
+            "--bind",
+            "::1",
+            "-v",
+        ],
+        secs(150),
+    );
+    assert_same_tree(&root, &out.join("dht6payload"));
+    assert!(stderr.contains("metadata received"), "{stderr}");
+    // The leecher kept the IPv6 nodes it learned for its next start.
+    let saved = std::fs::read_to_string(state.join("dht6.state")).unwrap_or_default();
+    assert!(saved.contains("[::1]:"), "dht6.state: {saved:?}");
+    eprintln!("[dht6] bare hash over the IPv6 DHT in {el:?}");
+}
+
+/// libtorrent's DHT on IPv6 and ours speak to each other: a libtorrent
+/// seeder bound to ::1 bootstraps from a `btc dht` IPv6 node and announces
+/// there (our server side: tokens, storage); a btc leecher bound to ::1
+/// finds it from a magnet through lookups that reach libtorrent's node
+/// (our client side) and downloads from it.
+#[test]
+fn magnet_over_the_ipv6_dht_from_a_libtorrent_seeder() {
+    let ctx = Ctx::new("swarm-dht6-lt", secs(240));
+    let payload = Payload::nested("dht6lt", 1);
+    let (seed_dir, root, t, hash) = make_torrent(&ctx, &payload, 62, &[]);
+    let (_node, boot) = start_btc_dht6(&ctx);
+    let listen = format!("[::1]:{}", free_port());
+    let _lt_seeder = start_lt_seeder_with(&ctx, &t, &seed_dir, &listen, &["--dht-node", &boot]);
+    let out = ctx.join("out");
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=dht6lt");
+    let (_, stderr, el) = leech(
+        &ctx,
+        "leecher",
+        &[
+            &magnet,
+            "--dht-bootstrap",
+            &boot,
+            "--no-seed",
+            "--no-lsd",
+            "--state-dir",
+            s(&ctx.mkdir("state-leecher")),
+            "-o",
+            s(&out),
+            "--port",
+            "0",
+            "--bind",
+            "::1",
+            "-v",
+        ],
+        secs(150),
+    );
+    assert_same_tree(&root, &out.join("dht6lt"));
+    assert!(stderr.contains("metadata received"), "{stderr}");
+    eprintln!("[dht6] magnet from a libtorrent seeder over the IPv6 DHT in {el:?}");
+}

@@ -999,6 +999,17 @@ pub fn start_btc_seeder(
 /// A libtorrent seeder (`lt.py seed`) of `torrent` with its data in
 /// `save`, listening on `listen`; returns once it seeds.
 pub fn start_lt_seeder(ctx: &Ctx, torrent: &Path, save: &Path, listen: &str) -> Proc {
+    start_lt_seeder_with(ctx, torrent, save, listen, &[])
+}
+
+/// [`start_lt_seeder`] with more `lt.py seed` arguments.
+pub fn start_lt_seeder_with(
+    ctx: &Ctx,
+    torrent: &Path,
+    save: &Path,
+    listen: &str,
+    extra: &[&str],
+) -> Proc {
     let mut c = Command::new(PYTHON);
     c.arg("-u").arg(py_script("lt.py")).args([
         "seed",
@@ -1009,6 +1020,7 @@ pub fn start_lt_seeder(ctx: &Ctx, torrent: &Path, save: &Path, listen: &str) -> 
         "--listen",
         listen,
     ]);
+    c.args(extra);
     let mut p = ctx.spawn("libtorrent-seeder", c);
     p.wait_output("SEEDING", secs(60));
     p
@@ -1016,6 +1028,12 @@ pub fn start_lt_seeder(ctx: &Ctx, torrent: &Path, save: &Path, listen: &str) -> 
 
 /// A standalone DHT node on 127.0.0.1:`port` that bootstraps from nobody.
 pub fn start_btc_dht(ctx: &Ctx, port: u16) -> Proc {
+    start_btc_dht_on(ctx, "127.0.0.1", port)
+}
+
+/// A standalone DHT node bound to `ip` (IPv4: its IPv4 node alone; IPv6:
+/// its IPv6 node alone) on `port`, bootstrapping from nobody.
+pub fn start_btc_dht_on(ctx: &Ctx, ip: &str, port: u16) -> Proc {
     let state = ctx.mkdir(format!("dht-node-{port}"));
     let p = port.to_string();
     let mut proc = ctx.spawn(
@@ -1025,7 +1043,7 @@ pub fn start_btc_dht(ctx: &Ctx, port: u16) -> Proc {
             "--port",
             &p,
             "--bind",
-            "127.0.0.1",
+            ip,
             "--no-bootstrap",
             "--state-dir",
             state.to_str().unwrap(),

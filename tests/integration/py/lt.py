@@ -58,7 +58,8 @@ TRANSPORT = {
 
 
 def session(listen, encryption="default", transport="tcp"):
-    ip = listen.rsplit(":", 1)[0]
+    # outgoing_interfaces takes a bare address: "::1", not "[::1]".
+    ip = listen.rsplit(":", 1)[0].strip("[]")
     s = lt.session({
         "listen_interfaces": listen,
         "outgoing_interfaces": ip,
@@ -99,6 +100,24 @@ def status_line(h):
         st.total_payload_download)
 
 
+def enable_dht(s, nodes):
+    """libtorrent's DHT on the listen interfaces, bootstrapped from `nodes`
+    (HOST:PORT or [V6]:PORT) only, with the checks that drop loopback
+    and same-address nodes turned off (every node of a test shares ::1)."""
+    s.apply_settings({
+        "enable_dht": True,
+        "dht_bootstrap_nodes": "",
+        "dht_restrict_routing_ips": False,
+        "dht_restrict_search_ips": False,
+        "dht_prefer_verified_node_ids": False,
+        "dht_ignore_dark_internet": False,
+        "dht_enforce_node_id": False,
+    })
+    for n in nodes:
+        host, port = n.rsplit(":", 1)
+        s.add_dht_node((host.strip("[]"), int(port)))
+
+
 def seed(args):
     s = session(args.listen, args.encryption, args.transport)
     if args.upload_limit:
@@ -116,6 +135,9 @@ def seed(args):
             h.add_tracker({"url": url, "tier": 0})
         h.force_recheck()
         handles.append(h)
+    if args.dht_node:
+        enable_dht(s, args.dht_node)
+    last_dht = 0.0
     announced = False
     seeding = False
     while True:
@@ -127,6 +149,12 @@ def seed(args):
             for h in handles:
                 h.force_reannounce()
             announced = True
+        if seeding and args.dht_node and time.time() - last_dht > 5:
+            # Announce again every few seconds: the first try may run
+            # before the routing table holds the bootstrap node.
+            for h in handles:
+                h.force_dht_announce()
+            last_dht = time.time()
         log(status_line(handles[0]))
         time.sleep(1 if seeding else 0.2)
 
@@ -192,6 +220,8 @@ def main():
     a.add_argument("--listen", required=True)
     a.add_argument("--tracker", action="append")
     a.add_argument("--upload-limit", type=int, default=0)
+    a.add_argument("--dht-node", action="append",
+                   help="enable the DHT, bootstrapped from this node")
     a.add_argument("--encryption", choices=sorted(ENCRYPTION), default="default")
     a.add_argument("--transport", choices=sorted(TRANSPORT), default="tcp")
     b = sub.add_parser("fetch")
