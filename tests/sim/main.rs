@@ -265,9 +265,10 @@ fn b_churn_thirty_percent_a_minute_everyone_finishes() {
     );
 }
 
-/// (c) 10% of the peers send corrupt blocks: the smart ban and the strikes
-/// ban every one of them at every honest node they fed a bad block, and
-/// no honest peer is banned anywhere; the honest ones all finish.
+/// (c) 10% of the peers send corrupt blocks (3 of them every block, 2 one
+/// block in four with one byte wrong): the smart ban and the strikes ban
+/// every one of them at every honest node they fed a bad block, and no
+/// honest peer is banned anywhere; the honest ones all finish.
 #[test]
 fn c_corrupt_peers_are_banned_and_nobody_else() {
     let seed = seed(3);
@@ -289,10 +290,10 @@ fn c_corrupt_peers_are_banned_and_nobody_else() {
         let id = w.add_node(
             false,
             true,
-            if bad {
-                Behaviour::Corrupt
-            } else {
-                Behaviour::Honest
+            match (bad, i % 20 == 3) {
+                (false, _) => Behaviour::Honest,
+                (true, true) => Behaviour::Corrupt,
+                (true, false) => Behaviour::Sly,
             },
         );
         if bad {
@@ -307,12 +308,15 @@ fn c_corrupt_peers_are_banned_and_nobody_else() {
     let mut fed = 0;
     let mut bans = 0;
     let mut fails = 0;
+    let (mut smart, mut strikes) = (0, 0);
     for (i, n) in w.nodes.iter().enumerate() {
         if liars.contains(&i) {
             continue;
         }
         let st = n.swarm.lock();
         fails += st.hash_fails;
+        smart += st.smart_bans;
+        strikes += st.strike_bans;
         for ip in &st.banned {
             assert!(
                 liar_ips.contains(ip),
@@ -333,7 +337,7 @@ fn c_corrupt_peers_are_banned_and_nobody_else() {
         .filter(|ip| w.nodes.iter().any(|n| n.swarm.lock().banned.contains(ip)))
         .count();
     println!(
-        "c: {} liars, {banned_anywhere} banned somewhere; {bans} bans by honest nodes ({fed} fed corrupt data), {fails} hash failures",
+        "c: {} liars, {banned_anywhere} banned somewhere; {bans} bans by honest nodes ({smart} by the smart ban, {strikes} by strikes; {fed} pairs fed corrupt data), {fails} hash failures",
         liars.len()
     );
     assert!(finished, "seed {seed}: not every honest leecher finished");

@@ -72,6 +72,9 @@ pub enum Behaviour {
     Honest,
     /// Every block it serves has its bytes flipped.
     Corrupt,
+    /// One block in four (by index in the torrent) has one byte wrong:
+    /// harder to pin, since most of what it sends is good.
+    Sly,
 }
 
 /// The session's trust policy (`session/shared.rs`), reproduced: it lives
@@ -121,6 +124,10 @@ pub struct Inner {
     pub uploaded: u64,
     pub downloaded: u64,
     pub hash_fails: u64,
+    /// Bans by the smart ban (a kept block differed from the good piece)
+    /// and by strikes (trust fell to `BAN_TRUST`).
+    pub smart_bans: u64,
+    pub strike_bans: u64,
     pub metadata_at: Option<Instant>,
     picker_seed: u64,
 }
@@ -160,6 +167,8 @@ impl SimSwarm {
             uploaded: 0,
             downloaded: 0,
             hash_fails: 0,
+            smart_bans: 0,
+            strike_bans: 0,
             metadata_at: None,
             picker_seed,
         };
@@ -232,6 +241,12 @@ impl SimSwarm {
                 let data = match self.behaviour {
                     Behaviour::Honest => data,
                     Behaviour::Corrupt => Bytes::from(data.iter().map(|b| !b).collect::<Vec<u8>>()),
+                    Behaviour::Sly if (off / BLOCK_LEN as usize).is_multiple_of(4) => {
+                        let mut v = data.to_vec();
+                        v[0] ^= 1;
+                        Bytes::from(v)
+                    }
+                    Behaviour::Sly => data,
                 };
                 (r, Some(data))
             })
@@ -299,7 +314,8 @@ impl SimSwarm {
             }
             // Smart ban: a kept block that differs from the good one.
             for s in st.suspects.remove(&piece).unwrap_or_default() {
-                if hashes.get(s.block).is_some_and(|h| *h != s.hash) {
+                if hashes.get(s.block).is_some_and(|h| *h != s.hash) && !st.banned.contains(&s.ip) {
+                    st.smart_bans += 1;
                     Self::ban(st, s.ip);
                 }
             }
@@ -334,7 +350,8 @@ impl SimSwarm {
                 };
                 let t = st.trust.entry(ip).or_insert(0);
                 *t = t.saturating_sub(2);
-                if *t <= BAN_TRUST {
+                if *t <= BAN_TRUST && !st.banned.contains(&ip) {
+                    st.strike_bans += 1;
                     Self::ban(st, ip);
                 }
             }
