@@ -404,3 +404,53 @@ fn same_seed_same_run() {
     );
     assert_eq!(a, fingerprint(), "seed {seed}: two runs of one seed differ");
 }
+
+/// (e) One seeder, one leecher, 100 Mbit/s links 300 ms apart: the
+/// request pipeline grows to the bandwidth-delay product (3.75 MB) and
+/// keeps the link at least 90% busy from the first block on.
+#[test]
+fn e_one_peer_fills_a_long_fat_link() {
+    let seed = seed(6);
+    let wall = std::time::Instant::now();
+    let mut rng = Rng::new(seed);
+    let len = 128 * MIB;
+    let t = Arc::new(Torrent::new(len, 1 << 20, &mut rng));
+    let link = Link {
+        up_bps: 100_000_000,
+        down_bps: 100_000_000,
+        delay: 75 * MS,
+        loss: 0.0,
+        reorder: 0.0,
+        jitter: 0,
+    };
+    let cfg = Config {
+        seed,
+        link,
+        max_conns: 80,
+        tracker_peers: 5,
+        limit: 600 * SEC,
+    };
+    let mut w = World::new(cfg, t);
+    w.add_node(true, true, Behaviour::Honest);
+    w.add_node(false, true, Behaviour::Honest);
+    let finished = w.run(all_finished, |_| {});
+    report("e", &w, wall.elapsed());
+    let done = w.nodes[1].complete_at.unwrap_or(w.now);
+    let first = w.nodes[1].first_block_at.unwrap_or(0);
+    let rate = len as f64 * 8.0 / secs(done - first);
+    // Wire time (payload, framing and TCP/IP headers) over elapsed time.
+    let busy = w.nodes[0].up_busy_total as f64 / (done - first) as f64;
+    println!(
+        "e: first block at {:.2} s, done at {:.2} s: {:.1} Mbit/s of payload, the link busy {:.1}% of the time",
+        secs(first),
+        secs(done),
+        rate / 1e6,
+        busy * 100.0
+    );
+    assert!(finished, "seed {seed}: the leecher did not finish");
+    assert!(
+        busy >= 0.9,
+        "seed {seed}: the link was busy {:.1}% of the time",
+        busy * 100.0
+    );
+}

@@ -168,6 +168,8 @@ pub struct Node {
     /// Time the uplink spent sending.
     pub up_busy_total: Time,
     pub complete_at: Option<Time>,
+    /// When the first bytes of a block reached it.
+    pub first_block_at: Option<Time>,
     pub metadata_at: Option<Time>,
     /// Whether the test waits for this node to finish.
     pub must_finish: bool,
@@ -284,6 +286,7 @@ impl World {
             next_announce: 0,
             up_busy_total: 0,
             complete_at: seed.then_some(0),
+            first_block_at: None,
             metadata_at: known.then_some(0),
             must_finish: !seed,
             longest_stall: 0,
@@ -566,6 +569,9 @@ impl World {
     /// PEX-learned addresses.
     fn node_work(&mut self, node: usize) {
         let swarm = self.nodes[node].swarm.clone();
+        if self.nodes[node].first_block_at.is_none() && swarm.lock().downloaded > 0 {
+            self.nodes[node].first_block_at = Some(self.now);
+        }
         loop {
             let cmd = swarm.lock().cmds.pop_front();
             let Some((key, cmd)) = cmd else { break };
