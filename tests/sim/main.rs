@@ -122,6 +122,10 @@ struct Spread {
     seeder_upload: u64,
     last_done: Time,
     torrent_len: u64,
+    /// When the leechers first held every piece between them, and what
+    /// the seeder had uploaded by then.
+    spread_at: Option<Time>,
+    upload_at_spread: u64,
 }
 
 fn one_seeder_fifty_leechers(seed: u64, len: u64, piece: u32) -> (World, Spread) {
@@ -140,9 +144,13 @@ fn one_seeder_fifty_leechers(seed: u64, len: u64, piece: u32) -> (World, Spread)
         w.add_node(false, true, Behaviour::Honest);
     }
     let mut upload_at_done = None;
+    let mut spread = None;
     let finished = w.run(all_finished, |w| {
         if std::env::var("SIM_DEBUG").is_ok() && w.now % (5 * SEC) < SEC {
             eprintln!("{}", w.progress());
+        }
+        if spread.is_none() && w.leechers_hold_everything() {
+            spread = Some((w.now, w.uploaded(0)));
         }
         if upload_at_done.is_none() && all_finished(w) {
             upload_at_done = Some(w.uploaded(0));
@@ -162,6 +170,8 @@ fn one_seeder_fifty_leechers(seed: u64, len: u64, piece: u32) -> (World, Spread)
             seeder_upload,
             last_done,
             torrent_len: len,
+            spread_at: spread.map(|s| s.0),
+            upload_at_spread: spread.map_or(0, |s| s.1),
         },
     )
 }
@@ -176,6 +186,26 @@ fn a_one_seeder_fifty_leechers_spread_the_pieces() {
     let (w, s) = one_seeder_fifty_leechers(seed, 64 * MIB, 256 * 1024);
     report("a", &w, wall.elapsed());
     let ratio = s.seeder_upload as f64 / s.torrent_len as f64;
+    {
+        let st = w.nodes[0].swarm.lock();
+        let g = w.torrent.geometry;
+        let copies: Vec<f64> = (0..g.piece_count)
+            .map(|i| st.served.get(i as usize).copied().unwrap_or(0) as f64 / g.piece_len(i) as f64)
+            .collect();
+        let min = copies.iter().copied().fold(f64::MAX, f64::min);
+        let max = copies.iter().copied().fold(0.0, f64::max);
+        println!(
+            "a: the seeder served each piece {min:.1} to {max:.1} times (whole run), {:.2}x the torrent to peers it choked (allowed-fast sets)",
+            st.served_choked as f64 / w.torrent.geometry.total_length as f64
+        );
+    }
+    if let Some(t) = s.spread_at {
+        println!(
+            "a: the leechers held every piece between them at {:.1} s, when the seeder had uploaded {:.2}x the torrent",
+            secs(t),
+            s.upload_at_spread as f64 / s.torrent_len as f64
+        );
+    }
     println!(
         "a: seeder uploaded {:.2}x the torrent ({} bytes) before the last leecher finished at {:.1} s",
         ratio,

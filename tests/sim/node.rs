@@ -128,6 +128,10 @@ pub struct Inner {
     /// and by strikes (trust fell to `BAN_TRUST`).
     pub smart_bans: u64,
     pub strike_bans: u64,
+    /// Bytes read to serve, per piece.
+    pub served: Vec<u64>,
+    /// Bytes served to peers we choke (their allowed-fast sets, BEP 6).
+    pub served_choked: u64,
     pub metadata_at: Option<Instant>,
     picker_seed: u64,
 }
@@ -169,6 +173,8 @@ impl SimSwarm {
             hash_fails: 0,
             smart_bans: 0,
             strike_bans: 0,
+            served: Vec::new(),
+            served_choked: 0,
             metadata_at: None,
             picker_seed,
         };
@@ -233,6 +239,15 @@ impl SimSwarm {
     /// them (zero-copy slices of the content; a corrupt node's are altered).
     pub fn read_blocks(&self, blocks: Vec<BlockRef>) -> Vec<(BlockRef, Option<Bytes>)> {
         let g = self.t.geometry;
+        {
+            let mut st = self.lock();
+            if st.served.is_empty() {
+                st.served = vec![0; g.piece_count as usize];
+            }
+            for r in &blocks {
+                st.served[r.piece as usize] += r.len as u64;
+            }
+        }
         blocks
             .into_iter()
             .map(|r| {

@@ -523,6 +523,13 @@ impl World {
             loop {
                 end.st.fill_requests(now, &*swarm, &mut end.out);
                 if let Some(batch) = end.st.take_upload_batch(&end.out) {
+                    {
+                        // Served while we choke it: its allowed-fast set.
+                        let mut st = swarm.lock();
+                        if st.peers.get(&end.key).is_some_and(|e| e.choked) {
+                            st.served_choked += batch.iter().map(|r| r.len as u64).sum::<u64>();
+                        }
+                    }
                     let blocks = swarm.read_blocks(batch);
                     end.st.on_blocks_read(blocks, &*swarm, &mut end.out);
                 }
@@ -953,6 +960,20 @@ impl World {
             self.now as f64 / SEC as f64,
             union.count()
         )
+    }
+
+    /// Whether the nodes the test waits for hold every piece between them.
+    pub fn leechers_hold_everything(&self) -> bool {
+        let n = self.torrent.geometry.piece_count as usize;
+        let mut union = Bitfield::new(n);
+        for node in self.nodes.iter().filter(|x| x.must_finish) {
+            if let Some(p) = node.swarm.lock().picker.as_ref() {
+                for i in p.have().iter_ones() {
+                    union.set(i);
+                }
+            }
+        }
+        union.is_full()
     }
 
     /// Payload bytes `node` uploaded so far.
