@@ -36,7 +36,9 @@
 //! Randomness comes from one seeded xorshift (`rng.rs`); the picker and
 //! choker get their seeds from it. Each scenario prints its seed (shown
 //! when it fails); `SIM_SEED=n` replays or varies it, `SIM_DEBUG=1` prints
-//! how the pieces spread in scenario (a). Speed: the payload is real bytes,
+//! how the pieces spread in scenario (a), and `SIM_NO_FAST=1` turns the
+//! fast extension off on every connection (an experiment: in (a) the
+//! seeder's allowed-fast serving costs the swarm about 8 s of 53). Speed: the payload is real bytes,
 //! hashed and copied, so a run costs about what its payload does (scenario
 //! (a) moves 3.2 GiB in about 8 s); the protocol itself simulates far
 //! faster than real time.

@@ -827,7 +827,9 @@ impl World {
         };
         let (ha, hb) = (hs(a), hs(b));
         let ext = ha.supports_extensions() && hb.supports_extensions();
-        let fast = ha.supports_fast() && hb.supports_fast();
+        // `SIM_NO_FAST`: an experiment knob (see main.rs).
+        let fast =
+            ha.supports_fast() && hb.supports_fast() && std::env::var_os("SIM_NO_FAST").is_none();
         let c = self.conns.len();
         let mut ends = Vec::new();
         for (me, them) in [(a, b), (b, a)] {
