@@ -347,7 +347,9 @@ impl Picker {
         if self.sequential.is_some() {
             started.sort_unstable();
         } else {
-            started.sort_unstable_by_key(|p| std::cmp::Reverse(self.pending[p].received));
+            // Ties by index: the order must not depend on the map's hasher (the
+            // swarm simulator replays a seed exactly).
+            started.sort_unstable_by_key(|p| (std::cmp::Reverse(self.pending[p].received), *p));
         }
         for piece in started {
             self.take_free(peer, piece, want, now, &mut out);
