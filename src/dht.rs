@@ -2,7 +2,7 @@
 //!
 //! IPv4 is an I/O shell around the `mainline` crate; IPv6, which mainline
 //! does not do, is our own node: the sans-IO [`node::Node`] with its
-//! [`krpc`] codec and routing [`table`], run by [`v6::Node6`] on an
+//! [`krpc`] codec and routing [`table`], run by [`own::OwnNode`] on an
 //! IPv6-only socket of the same port number. [`DhtHandle`] drives both:
 //! a lookup asks both families at once and merges their peers, an announce
 //! goes to both, and both node lists are saved (`dht.state`,
@@ -63,8 +63,8 @@
 
 pub mod krpc;
 pub mod node;
+pub mod own;
 pub mod table;
-pub mod v6;
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -173,6 +173,10 @@ pub struct DhtConfig {
     /// Run the IPv6 node (BEP 32) beside the IPv4 one. Without `bind`, a
     /// machine with no IPv6 just runs IPv4 (logged at debug level).
     pub ipv6: bool,
+    /// Under `--proxy`: one IPv4 node of our own through the proxy's UDP
+    /// relay, and nothing else (no socket, no DNS: bootstrap names are
+    /// skipped, literal addresses and saved nodes used).
+    pub proxy: Option<Arc<crate::proxy::net::Proxy>>,
     /// `None` = mainline's default public routers; `Some(list)` replaces
     /// them (`HOST:PORT` strings; `Some(vec![])` makes a first node).
     pub bootstrap: Option<Vec<String>>,
@@ -188,7 +192,9 @@ pub struct DhtHandle {
     /// mainline's IPv4 node (`None` when bound to an IPv6 address).
     inner: Option<Arc<Inner>>,
     /// Our IPv6 node, when it runs.
-    v6: Option<v6::Node6>,
+    v6: Option<own::OwnNode>,
+    /// Our IPv4 node through the proxy, under `--proxy` (then alone).
+    proxied: Option<own::OwnNode>,
     /// Lookup rounds (get_peers + announce) running at once, across every
     /// torrent of the process: a thousand torrents take turns.
     rounds: Arc<tokio::sync::Semaphore>,
@@ -226,6 +232,9 @@ impl DhtHandle {
     /// not an error: mainline keeps retrying the addresses it was given, and
     /// the watcher thread the names (see the module docs).
     pub fn start(cfg: DhtConfig) -> Result<DhtHandle, DhtError> {
+        if let Some(proxy) = &cfg.proxy {
+            return Ok(Self::start_proxied(&cfg, proxy.clone()));
+        }
         let entries: Vec<String> = match &cfg.bootstrap {
             Some(list) => list.clone(),
             None => mainline::DEFAULT_BOOTSTRAP_NODES
@@ -257,16 +266,16 @@ impl DhtHandle {
             let saved = cfg
                 .state_dir
                 .as_ref()
-                .map(|dir| v6::load_state(&dir.join(v6::STATE_FILE)))
+                .map(|dir| own::load_state(&dir.join(own::STATE_FILE)))
                 .unwrap_or_default();
             // The IPv6 node takes the IPv4 node's port number when it is
             // free on IPv6 (the sockets are IPv6-only), so one forwarded
             // port number serves both.
             let port = inner.as_ref().map_or(cfg.port, |i| i.local_addr.port());
             let bind6 = std::net::SocketAddrV6::new(bind, port, 0, 0);
-            let started = v6::Node6::start(bind6, boot6.clone(), saved.clone()).or_else(|e| {
+            let started = own::OwnNode::start(bind6, boot6.clone(), saved.clone()).or_else(|e| {
                 if port != 0 && inner.is_some() {
-                    v6::Node6::start(std::net::SocketAddrV6::new(bind, 0, 0, 0), boot6, saved)
+                    own::OwnNode::start(std::net::SocketAddrV6::new(bind, 0, 0, 0), boot6, saved)
                 } else {
                     Err(e)
                 }
@@ -294,9 +303,49 @@ impl DhtHandle {
         Ok(DhtHandle {
             inner,
             v6,
+            proxied: None,
             rounds: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS)),
             state_dir: cfg.state_dir,
         })
+    }
+
+    /// Under `--proxy`: our IPv4 node through the relay (see
+    /// [`DhtConfig::proxy`]). Must be called within the tokio runtime.
+    fn start_proxied(cfg: &DhtConfig, proxy: Arc<crate::proxy::net::Proxy>) -> DhtHandle {
+        let entries: Vec<String> = match &cfg.bootstrap {
+            Some(list) => list.clone(),
+            None => mainline::DEFAULT_BOOTSTRAP_NODES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        let mut bootstrap: Vec<SocketAddr> = entries
+            .iter()
+            .take(MAX_BOOTSTRAP_ENTRIES)
+            .filter_map(|e| e.trim().parse::<SocketAddr>().ok())
+            .filter(SocketAddr::is_ipv4)
+            .collect();
+        if let Some(dir) = &cfg.state_dir {
+            for n in load_state(&dir.join(STATE_FILE)).nodes {
+                let n = SocketAddr::V4(n);
+                if !bootstrap.contains(&n) {
+                    bootstrap.push(n);
+                }
+            }
+        }
+        if bootstrap.is_empty() {
+            tracing::warn!(
+                "DHT through the proxy: no bootstrap node given by address (names are not resolved around the proxy); use --dht-bootstrap IP:PORT"
+            );
+        }
+        DhtHandle {
+            inner: None,
+            v6: None,
+            proxied: Some(own::OwnNode::start_proxied(proxy, bootstrap)),
+            rounds: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS)),
+            // The relay's node is read-only and short-lived: nothing saved.
+            state_dir: None,
+        }
     }
 
     /// mainline's IPv4 node and the thread that watches it.
@@ -378,6 +427,7 @@ impl DhtHandle {
             .as_ref()
             .map_or(0, |i| i.table_size.load(Ordering::Relaxed))
             + self.v6.as_ref().map_or(0, |n| n.routing_table_size())
+            + self.proxied.as_ref().map_or(0, |n| n.routing_table_size())
     }
 
     /// Nodes in the IPv6 table (0 when it does not run).
@@ -408,11 +458,18 @@ impl DhtHandle {
                 .left_stream(),
             None => futures::stream::empty().right_stream(),
         };
-        let v6 = match &self.v6 {
-            Some(n) => n.get_peers(v6_id(info_hash)).left_stream(),
-            None => futures::stream::empty().right_stream(),
-        };
-        futures::stream::select(v4, v6)
+        fn own(
+            n: Option<&own::OwnNode>,
+            info_hash: InfoHash,
+        ) -> impl Stream<Item = Vec<SocketAddr>> + Send + 'static {
+            match n {
+                Some(n) => n.get_peers(own_id(info_hash)).left_stream(),
+                None => futures::stream::empty().right_stream(),
+            }
+        }
+        let v6 = own(self.v6.as_ref(), info_hash);
+        let proxied = own(self.proxied.as_ref(), info_hash);
+        futures::stream::select(v4, futures::stream::select(v6, proxied))
     }
 
     /// Announces that we serve `info_hash` on TCP `port` to the nodes
@@ -433,16 +490,19 @@ impl DhtHandle {
                 .map(|_| ())
                 .map_err(|e| fail(e.to_string()))
         };
-        let v6 = async {
-            match &self.v6 {
-                Some(n) => match n.announce(v6_id(info_hash), port).await {
-                    0 => Err(fail("no IPv6 node took it".into())),
+        let own = |n: Option<own::OwnNode>| async move {
+            match n {
+                Some(n) => match n.announce(own_id(info_hash), port).await {
+                    0 => Err(fail("no node took it".into())),
                     _ => Ok(()),
                 },
-                None => Err(fail("no IPv6 node".into())),
+                None => Err(fail("no node".into())),
             }
         };
-        let (r4, r6) = futures::join!(v4, v6);
+        if let Some(p) = &self.proxied {
+            return own(Some(p.clone())).await;
+        }
+        let (r4, r6) = futures::join!(v4, own(self.v6.clone()));
         if self.inner.is_none() {
             return r6;
         }
@@ -466,8 +526,8 @@ impl DhtHandle {
             return Ok(());
         };
         if let Some(n) = &self.v6 {
-            let path = dir.join(v6::STATE_FILE);
-            v6::save_state(&path, &n.good_nodes())
+            let path = dir.join(own::STATE_FILE);
+            own::save_state(&path, &n.good_nodes())
                 .map_err(|source| DhtError::State { path, source })?;
         }
         let Some(inner) = &self.inner else {
@@ -934,8 +994,8 @@ pub fn spawn_discovery(
     })
 }
 
-/// The key of `info_hash` in the IPv6 DHT: the same 20 bytes.
-fn v6_id(info_hash: InfoHash) -> krpc::NodeId {
+/// The key of `info_hash` in our own nodes: the same 20 bytes.
+fn own_id(info_hash: InfoHash) -> krpc::NodeId {
     krpc::NodeId(info_hash.0)
 }
 
@@ -970,6 +1030,7 @@ mod tests {
             state_dir,
             server_mode: true,
             ipv6: false,
+            proxy: None,
         }
     }
 

@@ -433,6 +433,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 state_dir: state_dir.or_else(btc::dht::default_state_dir),
                 server_mode: true,
                 ipv6: true,
+                proxy: None,
             };
             cmd::dht::run(cfg, shutdown).await?;
             Ok(ExitCode::SUCCESS)

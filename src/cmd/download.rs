@@ -171,9 +171,10 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
         port.checked_add(1).unwrap_or(0)
     };
     let proxied = args.proxy.is_some();
-    // Under --proxy nothing goes anywhere but the proxy: no port mapping
-    // either (see below).
-    let dht = if args.no_dht || all_private || proxied {
+    // Under --proxy nothing goes anywhere but the proxy: the DHT only
+    // through a SOCKS5 proxy's UDP relay, and no port mapping (see below).
+    let dht_proxied = args.proxy.as_ref().is_some_and(|p| p.kind.is_socks());
+    let dht = if args.no_dht || all_private || (proxied && !dht_proxied) {
         None
     } else {
         start_dht(&args, dht_port, state_dir.clone())
@@ -340,12 +341,13 @@ fn start_port_mapping(
 }
 
 /// One warning naming what `--proxy` turns off (what the user did not
-/// already turn off): the DHT (`mainline` binds its own socket and cannot
-/// be routed through a proxy), local discovery (multicast on the LAN) and
-/// uTP (its datagrams are not relayed yet).
+/// already turn off): the DHT behind an `http://` proxy (a SOCKS5 one
+/// relays it over UDP), local discovery (multicast on the LAN) and uTP
+/// (its datagrams are not relayed yet).
 fn warn_proxy_limits(args: &Config) {
     let mut off = Vec::new();
-    if !args.no_dht {
+    let socks = args.proxy.as_ref().is_some_and(|p| p.kind.is_socks());
+    if !args.no_dht && !socks {
         off.push("the DHT");
     }
     if !args.no_lsd {
@@ -379,6 +381,7 @@ fn start_dht(args: &Config, port: u16, state_dir: Option<std::path::PathBuf>) ->
         port,
         bind: args.bind,
         ipv6: true,
+        proxy: crate::proxy::net::current(),
         bootstrap: (!args.dht_bootstrap.is_empty()).then(|| args.dht_bootstrap.clone()),
         state_dir,
         server_mode: false,

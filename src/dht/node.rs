@@ -233,8 +233,11 @@ pub struct Node {
     old_secret: [u8; 16],
     rotated: Instant,
     store: HashMap<NodeId, Vec<(SocketAddr, Instant)>>,
-    pending: HashMap<u16, Pending>,
-    next_tid: u16,
+    pending: HashMap<u32, Pending>,
+    /// Our transaction ids are 4 bytes: nodes built on the Rust crate
+    /// most used for the DHT drop queries with shorter ones (BEP 5 allows
+    /// any length).
+    next_tid: u32,
     lookups: HashMap<LookupId, Lookup>,
     next_lookup: LookupId,
     out: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -694,9 +697,9 @@ impl Node {
     }
 
     fn take_pending(&mut self, from: SocketAddr, tid: &[u8]) -> Option<Pending> {
-        let tid = u16::from_be_bytes(tid.try_into().ok()?);
-        // An answer must come from the address we asked: anyone can guess
-        // a 16-bit tid.
+        let tid = u32::from_be_bytes(tid.try_into().ok()?);
+        // An answer must come from the address we asked: a tid alone is
+        // easy to guess.
         if self.pending.get(&tid)?.addr != from {
             return None;
         }
@@ -801,7 +804,7 @@ impl Node {
 
     /// Timeouts and upkeep; call at least once a second.
     pub fn tick(&mut self, now: Instant) {
-        let expired: Vec<u16> = self
+        let expired: Vec<u32> = self
             .pending
             .iter()
             .filter(|(_, p)| now.saturating_duration_since(p.sent) >= QUERY_TIMEOUT)

@@ -329,6 +329,7 @@ impl Proxy {
             sock,
             relay,
             waiters: Mutex::new(HashMap::new()),
+            krpc: Mutex::new(None),
             alive: CancellationToken::new(),
         });
         // The control connection: its end is the relay's end.
@@ -407,6 +408,9 @@ async fn read_byte<S: AsyncRead + Unpin>(s: &mut S) -> Result<u8, ProxyError> {
     }
 }
 
+/// A datagram and the address that sent it.
+pub type Datagram = (SocketAddr, Vec<u8>);
+
 /// One SOCKS5 UDP association: datagrams out are wrapped with their
 /// target, datagrams in are unwrapped and handed to whoever waits for
 /// their transaction id (UDP tracker packets carry it in bytes 4..8).
@@ -414,6 +418,9 @@ pub struct UdpRelay {
     sock: UdpSocket,
     relay: SocketAddr,
     waiters: Mutex<HashMap<u32, mpsc::Sender<Vec<u8>>>>,
+    /// Where DHT datagrams (bencoded, so starting with `d`; a UDP tracker
+    /// answer starts with a zero byte) go, with their sender.
+    krpc: Mutex<Option<mpsc::Sender<Datagram>>>,
     alive: CancellationToken,
 }
 
@@ -461,11 +468,28 @@ impl UdpRelay {
         Ok(())
     }
 
+    /// DHT datagrams that come through the relay from now on (the last
+    /// caller gets them), with the address that sent each.
+    pub fn krpc_datagrams(&self) -> mpsc::Receiver<Datagram> {
+        let (tx, rx) = mpsc::channel(256);
+        *self.krpc.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
     fn dispatch(&self, datagram: &[u8]) {
-        let Ok((_from, payload)) = unwrap_udp(datagram) else {
+        let Ok((from, payload)) = unwrap_udp(datagram) else {
             tracing::debug!("UDP relay: dropping a malformed datagram");
             return;
         };
+        if payload.first() == Some(&b'd') {
+            if let TargetAddr::Ip(from) = from
+                && let Some(tx) = &*self.krpc.lock().unwrap_or_else(|e| e.into_inner())
+            {
+                // A DHT that falls this far behind loses a datagram.
+                let _ = tx.try_send((from, payload.to_vec()));
+            }
+            return;
+        }
         let Some(tid) = payload.get(4..8) else { return };
         let tid = u32::from_be_bytes(tid.try_into().expect("4 bytes"));
         if let Some(tx) = self.lock().get(&tid) {

@@ -348,7 +348,8 @@ fn keeps_running(mut p: Proc, wait: std::time::Duration) -> String {
 
 /// The no-leak download: through dante, with an HTTP and a UDP tracker
 /// given by name (resolved by the proxy), TCP peers, and the DHT left on
-/// by the command line (`--proxy` turns it off): the nftables counter of
+/// by the command line (through the relay, with no bootstrap by address
+/// here): the nftables counter of
 /// packets to anywhere but the proxy stays at 0, both trackers counted our
 /// completed download, and the proxy saw our connections.
 #[test]
@@ -399,8 +400,10 @@ fn socks5_download_sends_nothing_around_the_proxy() {
         p.tails()
     );
     assert_eq!(
-        err.matches("--proxy: the DHT, local peer discovery (LSD) and uTP cannot go through the proxy and are off")
-            .count(),
+        err.matches(
+            "--proxy: local peer discovery (LSD) and uTP cannot go through the proxy and are off"
+        )
+        .count(),
         1,
         "one warning says what is off:\n{err}"
     );
@@ -566,5 +569,66 @@ fn bad_or_dead_proxy() {
             .count(),
         1,
         "one warning for a proxy that is down:\n{err}"
+    );
+}
+
+/// The DHT through SOCKS5: a magnet-by-hash with no tracker at all finds
+/// its seeder through a DHT node that only the proxy can reach (on the
+/// proxy's loopback), every datagram going through dante's UDP relay and
+/// the peer connection through CONNECT; the counter of packets to
+/// anywhere but the proxy stays at 0.
+#[test]
+fn socks5_dht_finds_the_seeder_through_the_proxy() {
+    let ctx = Ctx::offline("proxy-socks5-dht", secs(240));
+    let net = ClientNet::new(&ctx);
+    let seed_dir = ctx.mkdir("seed");
+    let root = Payload::single("dht-proxied.bin", 3 * MIB).write(&seed_dir, 77);
+    let torrent = ctx.join("dht-proxied.torrent");
+    btc_create(&ctx, &root, &torrent, &[]);
+    let hash = btc_info_hash(&ctx, s(&torrent));
+    let d = free_port();
+    let _node = start_btc_dht(&ctx, d);
+    let boot = format!("127.0.0.1:{d}");
+    let _seeder = start_btc_seeder(
+        &ctx,
+        "btc-seeder",
+        &seed_dir,
+        s(&torrent),
+        free_port(),
+        &["--bind", "127.0.0.1", "--dht-bootstrap", &boot, "--no-lsd"],
+    );
+    let port = 1080;
+    let _danted = start_danted(&ctx, port, None);
+    let proxy = format!("socks5://{PROXY_IP}:{port}");
+    let out = ctx.mkdir("leech");
+    let args = [
+        "-o",
+        s(&out),
+        &hash,
+        "--proxy",
+        &proxy,
+        "--dht-bootstrap",
+        &boot,
+        "--no-seed",
+        "-v",
+    ];
+    let t0 = std::time::Instant::now();
+    let mut p = ctx.spawn("leech", net.btc(&ctx, &args));
+    p.expect_success(secs(150));
+    eprintln!(
+        "[proxy] bare hash over the DHT through SOCKS5 in {:?}",
+        t0.elapsed()
+    );
+    assert_same_tree(&seed_dir, &out);
+    let err = p.stderr();
+    assert!(
+        err.contains("(from DHT)"),
+        "the seeder came from the DHT:\n{err}"
+    );
+    assert_eq!(
+        net.leaked(),
+        0,
+        "packets sent around the proxy\n{}",
+        p.tails()
     );
 }

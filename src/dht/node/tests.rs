@@ -437,3 +437,15 @@ fn regression_two_peers_on_one_ip_are_both_stored() {
     };
     assert_eq!(got, vec![at(1000), at(2000)]);
 }
+
+/// Regression: our 2-byte transaction ids made every `mainline` node (the
+/// crate drops a query whose `t` is not 4 bytes) ignore us, so the DHT
+/// through a proxy found no one.
+#[test]
+fn regression_our_transaction_ids_are_four_bytes() {
+    let now = Instant::now();
+    let mut n = Node::new(node_id(0), Family::V6, vec![addr(1)], false, 1, now);
+    n.get_peers(NodeId([7; 20]), now);
+    let (_, bytes) = n.poll_transmit().unwrap();
+    assert_eq!(krpc::decode(&bytes).unwrap().tid.len(), 4);
+}
