@@ -103,6 +103,15 @@ impl Bucket {
         self.tokens -= n as f64;
     }
 
+    /// Changes the rate (at least 1 byte/s) from now on, with the burst
+    /// [`Bucket::new`] would give it; tokens above the new burst go.
+    pub fn set_rate(&mut self, rate: u64) {
+        let rate = rate.max(1) as f64;
+        self.rate = rate;
+        self.burst = (rate / 8.0).max(16384.0);
+        self.tokens = self.tokens.min(self.burst);
+    }
+
     /// Bytes a single write may carry: a burst's worth.
     pub fn chunk(&self) -> usize {
         self.burst as usize
@@ -142,6 +151,12 @@ impl RateLimiter {
         let now = tokio::time::Instant::now().into_std();
         let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut b, now)
+    }
+
+    /// See [`Bucket::set_rate`]: a limit changed at run time (the daemon's
+    /// RPC) applies to every connection that already shares this limiter.
+    pub fn set_rate(&self, rate: u64) {
+        self.with(|b, _| b.set_rate(rate));
     }
 
     /// See [`Bucket::wait`].

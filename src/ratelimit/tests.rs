@@ -179,3 +179,22 @@ async fn two_sharers(limits: RateLimits, upload: bool) -> (usize, usize) {
     }
     moved
 }
+
+#[test]
+fn a_rate_changed_at_run_time_paces_the_next_bytes() {
+    let t0 = Instant::now();
+    let mut b = Bucket::new(1 << 30);
+    // 128 MiB in debt (the burst was 128 MiB).
+    b.take(1 << 28, t0);
+    b.set_rate(100_000);
+    // The debt is paid back at 100 kB/s, not at 1 GiB/s…
+    let w = b.wait(t0);
+    assert!(w > Duration::from_secs(1000), "{w:?}");
+    // …and the burst shrank to the new rate's: a full bucket holds 16 KiB.
+    let mut full = Bucket::new(1 << 30);
+    full.set_rate(100_000);
+    full.take(20_000, t0);
+    assert!(full.wait(t0) > Duration::ZERO);
+    b.set_rate(1 << 30);
+    assert!(b.wait(t0) < Duration::from_secs(1));
+}

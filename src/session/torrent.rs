@@ -68,6 +68,57 @@ pub struct Options {
     /// Its place in the download queue (taken when it was added, so the
     /// queue keeps the order the sources were given in).
     pub ticket: Option<super::queue::Ticket>,
+    /// Commands from whoever manages the torrent at run time (the daemon's
+    /// `session::manager`); `None` for the one-shot CLI.
+    pub commands: Option<mpsc::Receiver<Command>>,
+}
+
+/// What the owner of a running torrent can ask of its actor. Stopping is
+/// the torrent's cancellation token (it must work in every phase, also
+/// while the start-up check runs); these are what only the actor knows.
+pub enum Command {
+    /// Ends the torrent the orderly way (peers, writes, resume data,
+    /// trackers told `stopped`), as a process stop does.
+    Stop,
+    /// What the status does not carry: per-file progress, the peers.
+    Snapshot(tokio::sync::oneshot::Sender<Snapshot>),
+}
+
+/// A running torrent's detail, answered to [`Command::Snapshot`].
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Verified bytes of each non-pad file, in `btc info`'s order (empty
+    /// before the metadata).
+    pub file_done: Vec<u64>,
+    /// The connected peers.
+    pub peers: Vec<PeerView>,
+    /// Candidate addresses known.
+    pub peers_known: usize,
+}
+
+/// One connected peer, as a snapshot shows it.
+#[derive(Debug, Clone)]
+pub struct PeerView {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Bytes/s it sends us.
+    pub down_rate: u64,
+    /// Bytes/s we send it.
+    pub up_rate: u64,
+    /// Whether it has every piece.
+    pub seed: bool,
+    /// Over uTP (else TCP).
+    pub utp: bool,
+    /// RC4-encrypted.
+    pub encrypted: bool,
+    /// Whether we dialled it.
+    pub outgoing: bool,
+    /// Whether it is interested in us.
+    pub interested: bool,
+    /// Whether we choke it.
+    pub choked: bool,
+    /// Its client, from the peer id (`-TR3000-` style), or empty.
+    pub client: String,
 }
 
 impl std::ops::Deref for Options {
@@ -372,10 +423,16 @@ pub async fn run(
     if resume_current && let Some(s) = saver.as_mut() {
         s.saved_now(&shared);
     }
+    let mut commands = opts.commands.take();
 
     loop {
         tokio::select! {
             _ = torrent_token.cancelled() => break,
+            Some(cmd) = recv_some(&mut commands) => {
+                if on_command(cmd, &shared, known.len()).is_break() {
+                    break;
+                }
+            }
             r = async { stream_task.as_mut().expect("guarded").await }, if stream_task.is_some() => {
                 stream_end = Some(match r {
                     Ok(Ok(end)) => Ok(end),
@@ -662,6 +719,60 @@ pub async fn run(
         peers_used: status.peers_used,
         stream: stream_end,
     })
+}
+
+/// Handles one [`Command`]; `Break` ends the torrent.
+fn on_command(cmd: Command, shared: &Shared, peers_known: usize) -> std::ops::ControlFlow<()> {
+    match cmd {
+        Command::Stop => return std::ops::ControlFlow::Break(()),
+        Command::Snapshot(reply) => {
+            let _ = reply.send(snapshot(shared, peers_known));
+        }
+    }
+    std::ops::ControlFlow::Continue(())
+}
+
+/// What [`Command::Snapshot`] answers.
+fn snapshot(shared: &Shared, peers_known: usize) -> Snapshot {
+    let st = shared.lock();
+    let file_done = match (shared.data(), st.picker.as_ref()) {
+        (Some(d), Some(p)) => files::file_done(&d.meta.info, &d.geometry, p.have()),
+        _ => Vec::new(),
+    };
+    let peers = st
+        .peers
+        .values()
+        .map(|p| PeerView {
+            addr: p.addr,
+            down_rate: p.down_rate,
+            up_rate: p.up_rate,
+            seed: p.seed,
+            utp: p.link.transport == Transport::Utp,
+            encrypted: p.link.encrypted,
+            outgoing: p.outgoing,
+            interested: p.interested,
+            choked: p.choked,
+            client: client_name(&p.peer_id.0),
+        })
+        .collect();
+    Snapshot {
+        file_done,
+        peers,
+        peers_known,
+    }
+}
+
+/// The Azureus-style client tag of a peer id (`-TR3000-` → `TR3000`), or
+/// an empty string.
+fn client_name(id: &[u8; 20]) -> String {
+    match id {
+        [b'-', tag @ .., b'-', _, _, _, _, _, _, _, _, _, _, _, _]
+            if tag.iter().all(u8::is_ascii_alphanumeric) =>
+        {
+            String::from_utf8_lossy(tag).into_owned()
+        }
+        _ => String::new(),
+    }
 }
 
 /// The usable web seed URLs among `urls`, without repeats, at most
@@ -1052,7 +1163,7 @@ pub fn load_cached_info(dir: &std::path::Path, ih: InfoHash) -> Option<Vec<u8>> 
 }
 
 /// Remembers a fetched info dict so the same magnet starts at once next time.
-fn save_cached_info(dir: &std::path::Path, ih: InfoHash, info: &[u8]) {
+pub fn save_cached_info(dir: &std::path::Path, ih: InfoHash, info: &[u8]) {
     let path = cached_info_path(dir, ih);
     let tmp = path.with_extension("tmp");
     let r = path
