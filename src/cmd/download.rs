@@ -164,6 +164,7 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
             events: None,
             ticket: Some(session.queue.reserve(position)),
             commands: None,
+            limits: None,
         };
         let ih = info_hash(&source);
         if json {

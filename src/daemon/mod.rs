@@ -19,7 +19,6 @@ pub mod rpc;
 pub mod serve;
 pub mod watch;
 
-/// A rate that limits nothing: the daemon's limiters always exist (a
-/// limit set at run time must reach connections already open) and run at
-/// this rate while no limit is set.
-pub const UNLIMITED: u64 = 1 << 40;
+/// The daemon's limiters always exist and run at this rate while no
+/// limit is set.
+pub use crate::ratelimit::UNLIMITED;

@@ -198,3 +198,29 @@ fn a_rate_changed_at_run_time_paces_the_next_bytes() {
     b.set_rate(1 << 30);
     assert!(b.wait(t0) < Duration::from_secs(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_child_limiter_paces_at_the_slower_of_itself_and_its_parent() {
+    async fn time_1mb(l: &RateLimiter) -> Duration {
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..10 {
+            l.consume(100_000).await;
+        }
+        t0.elapsed()
+    }
+    // A slow child under a fast parent: the child's rate.
+    let fast = RateLimiter::new(10_000_000).unwrap();
+    let child = RateLimiter::under(100_000, Some(fast.clone()));
+    let el = time_1mb(&child).await;
+    assert!(el >= Duration::from_secs(9), "{el:?}");
+    // A fast child under a slow parent: its bytes count there too.
+    let slow = RateLimiter::new(100_000).unwrap();
+    let child = RateLimiter::under(1 << 40, Some(slow.clone()));
+    let el = time_1mb(&child).await;
+    assert!(el >= Duration::from_secs(9), "{el:?}");
+    // The child's limit lifted at run time: the fast parent's pace.
+    let child = RateLimiter::under(100_000, Some(fast));
+    child.set_rate(1 << 40);
+    let el = time_1mb(&child).await;
+    assert!(el < Duration::from_millis(200), "{el:?}");
+}

@@ -72,10 +72,10 @@ pub struct Spec {
     /// File numbers (1-based, as `btc info` shows them) not downloaded.
     #[serde(default)]
     pub unwanted: Vec<usize>,
-    /// Download limit in bytes/s, when enabled (kept, not enforced yet).
+    /// Download limit in bytes/s, when enabled.
     #[serde(default)]
     pub down_limit: Option<u64>,
-    /// Upload limit in bytes/s, when enabled (kept, not enforced yet).
+    /// Upload limit in bytes/s, when enabled.
     #[serde(default)]
     pub up_limit: Option<u64>,
     /// Stop seeding at this ratio.
@@ -148,6 +148,8 @@ struct Entry {
     error: Option<String>,
     /// Payload bytes (down, up) of this process's finished runs.
     session_bytes: (u64, u64),
+    /// Its own limiters (under the session's), kept across its runs.
+    limits: crate::ratelimit::RateLimits,
 }
 
 impl Entry {
@@ -256,6 +258,7 @@ impl Manager {
                 tracing::warn!("{}: the private torrent's metadata is gone", spec.info_hash);
                 continue;
             }
+            let spec_limits = (spec.down_limit, spec.up_limit);
             let mut inner = self.lock();
             let id = inner.next_id;
             inner.next_id += 1;
@@ -275,6 +278,7 @@ impl Manager {
                 generation: 0,
                 error: None,
                 session_bytes: (0, 0),
+                limits: self.limits_for(&spec_limits),
             });
             let paused = inner.entries.last().is_some_and(|e| e.spec.paused);
             drop(inner);
@@ -284,6 +288,23 @@ impl Manager {
             n += 1;
         }
         n
+    }
+
+    /// A torrent's own limiters for (down, up) bytes/s (`None`: none),
+    /// under the session's.
+    fn limits_for(&self, (down, up): &(Option<u64>, Option<u64>)) -> crate::ratelimit::RateLimits {
+        use crate::ratelimit::{RateLimiter, UNLIMITED};
+        let session = &self.session.rate_limits;
+        crate::ratelimit::RateLimits {
+            down: Some(RateLimiter::under(
+                down.unwrap_or(UNLIMITED),
+                session.down.clone(),
+            )),
+            up: Some(RateLimiter::under(
+                up.unwrap_or(UNLIMITED),
+                session.up.clone(),
+            )),
+        }
     }
 
     /// The torrent from the metadata cache and the magnet's trackers.
@@ -366,6 +387,7 @@ impl Manager {
                 },
                 error: None,
                 session_bytes: (0, 0),
+                limits: self.limits_for(&(None, None)),
             });
             id
         };
@@ -533,6 +555,13 @@ impl Manager {
             if let Some(u) = up {
                 e.spec.up_limit = u;
             }
+            let rate = |l: Option<u64>| l.unwrap_or(crate::ratelimit::UNLIMITED);
+            if let Some(l) = &e.limits.down {
+                l.set_rate(rate(e.spec.down_limit));
+            }
+            if let Some(l) = &e.limits.up {
+                l.set_rate(rate(e.spec.up_limit));
+            }
             if let Some(r) = ratio {
                 e.spec.seed_ratio = r;
             }
@@ -689,6 +718,7 @@ impl Manager {
             events: None,
             ticket: None,
             commands: Some(commands_rx),
+            limits: Some(e.limits.clone()),
         };
         if let Err(err) = std::fs::create_dir_all(&e.spec.dir) {
             e.error = Some(format!("creating {}: {err}", e.spec.dir.display()));

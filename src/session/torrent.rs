@@ -71,6 +71,9 @@ pub struct Options {
     /// Commands from whoever manages the torrent at run time (the daemon's
     /// `session::manager`); `None` for the one-shot CLI.
     pub commands: Option<mpsc::Receiver<Command>>,
+    /// This torrent's own limiters (under the session's), instead of the
+    /// session's alone.
+    pub limits: Option<crate::ratelimit::RateLimits>,
 }
 
 /// What the owner of a running torrent can ask of its actor. Stopping is
@@ -196,7 +199,11 @@ pub async fn run(
         },
         torrent_token.clone(),
     );
-    let _ = shared.rate_limits.set(session.rate_limits.clone());
+    let _ = shared.rate_limits.set(
+        opts.limits
+            .clone()
+            .unwrap_or_else(|| session.rate_limits.clone()),
+    );
     let _ = shared.budget.set(session.budget.clone());
     let _ = shared.encryption.set(session.encryption);
     if let Some(tx) = &opts.events {
