@@ -57,6 +57,25 @@ impl Gate {
 
     /// Checks a request's headers (`get` looks one up, case-insensitive).
     pub fn check<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> Result<(), Reject> {
+        self.check_page(&get)?;
+        if get(SESSION_HEADER) != Some(self.session_id.as_str()) {
+            return Err(Reject {
+                status: 409,
+                headers: vec![(SESSION_HEADER, self.session_id.clone())],
+                body: format!("Conflict: send the {SESSION_HEADER} header given here"),
+            });
+        }
+        if let Some(len) = get("content-length")
+            && len.trim().parse::<u64>().map_or(true, |n| n > MAX_BODY)
+        {
+            return Err(too_large());
+        }
+        Ok(())
+    }
+
+    /// The rules for the web page: the Host check and auth (the page gets
+    /// the session id from its first call, as any client does).
+    pub fn check_page<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> Result<(), Reject> {
         if let Some(host) = get("host")
             && !self.host_ok(host)
         {
@@ -75,18 +94,6 @@ impl Gate {
                     body: "Unauthorized".into(),
                 });
             }
-        }
-        if get(SESSION_HEADER) != Some(self.session_id.as_str()) {
-            return Err(Reject {
-                status: 409,
-                headers: vec![(SESSION_HEADER, self.session_id.clone())],
-                body: format!("Conflict: send the {SESSION_HEADER} header given here"),
-            });
-        }
-        if let Some(len) = get("content-length")
-            && len.trim().parse::<u64>().map_or(true, |n| n > MAX_BODY)
-        {
-            return Err(too_large());
         }
         Ok(())
     }
@@ -182,6 +189,22 @@ mod tests {
             (SESSION_HEADER, &g.session_id),
         ]);
         assert_eq!(check(&g, &all), Ok(()));
+    }
+
+    #[test]
+    fn the_page_needs_the_host_and_auth_but_no_session_id() {
+        let g = Gate::new("127.0.0.1".parse().unwrap(), Some("user:pass"));
+        let page = |h: &HashMap<String, String>| {
+            g.check_page(|k| h.get(&k.to_ascii_lowercase()).map(String::as_str))
+        };
+        assert_eq!(page(&headers(&[])).unwrap_err().status, 401);
+        let authed = headers(&[("Authorization", "Basic dXNlcjpwYXNz")]);
+        assert_eq!(page(&authed), Ok(()));
+        let evil = headers(&[
+            ("Authorization", "Basic dXNlcjpwYXNz"),
+            ("Host", "evil.example"),
+        ]);
+        assert_eq!(page(&evil).unwrap_err().status, 421);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The HTTP shell of the RPC (hyper, HTTP/1.1): `/transmission/rpc`
 //! passes the `gate`, its body is read up to the limit, parsed by `rpc`
-//! and carried out by `serve`. Everything else is 404.
+//! and carried out by `serve`. `/` is btc's own web page (`web.html`,
+//! built into the binary: plain HTML and JavaScript calling the same RPC).
+//! Everything else is 404.
 
 use super::gate::{Gate, MAX_BODY, Reject, too_large};
 use super::rpc;
@@ -103,8 +105,40 @@ fn rejected(r: Reject) -> Response<Full<Bytes>> {
     resp
 }
 
+/// The web page.
+const PAGE: &str = include_str!("web.html");
+
+fn page() -> Response<Full<Bytes>> {
+    use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+    let mut r = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Its own inline script and style only; never inside a frame.
+    h.insert(
+        "Content-Security-Policy",
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert("X-Frame-Options", HeaderValue::from_static("DENY"));
+    r
+}
+
 async fn handle(req: Request<Incoming>, gate: &Gate, daemon: &Daemon) -> Response<Full<Bytes>> {
     let path = req.uri().path();
+    if path == "/" || path == "/index.html" {
+        let headers = req.headers();
+        return match gate.check_page(|name| headers.get(name).and_then(|v| v.to_str().ok())) {
+            Ok(()) if req.method() == Method::GET => page(),
+            Ok(()) => text(StatusCode::METHOD_NOT_ALLOWED, "GET the page"),
+            Err(r) => rejected(r),
+        };
+    }
     if path != "/transmission/rpc" && path != "/transmission/rpc/" {
         return text(StatusCode::NOT_FOUND, "Not Found");
     }

@@ -670,7 +670,19 @@ pub fn needs_snapshot(fields: &[String]) -> bool {
 fn field(v: &View, snap: Option<&Snapshot>, name: &str, now: u64) -> Option<Value> {
     let s = &v.status;
     let meta = v.meta.as_deref();
-    let size_when_done = s.total;
+    // Not started yet in this run: the wanted files' sizes.
+    let size_when_done = match meta {
+        Some(m) if s.total == 0 => m
+            .info
+            .files
+            .iter()
+            .filter(|f| !f.pad)
+            .enumerate()
+            .filter(|(i, _)| !v.spec.unwanted.contains(&(i + 1)))
+            .map(|(_, f)| f.length)
+            .sum(),
+        _ => s.total,
+    };
     let total_size = meta.map_or(s.total, |m| m.info.total_length);
     let left = size_when_done.saturating_sub(s.have);
     let complete = size_when_done > 0 && left == 0;

@@ -312,13 +312,41 @@ fn the_watch_folder_adds_torrents_and_magnets_and_renames_them() {
     );
 }
 
-/// One raw HTTP request; returns the status line and headers, and body.
+/// One raw HTTP request; returns the reply (status line, headers, body),
+/// read until its `Content-Length` or final chunk is in (a server may
+/// keep the connection open).
 fn http(addr: &str, request: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(secs(10))).unwrap();
     s.write_all(request).unwrap();
     let mut got = Vec::new();
-    let _ = s.read_to_end(&mut got);
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse::<usize>().ok());
+            match len {
+                Some(n) if body.len() >= n => break,
+                None if head.to_ascii_lowercase().contains("chunked")
+                    && body.ends_with("0\r\n\r\n") =>
+                {
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
     String::from_utf8_lossy(&got).into_owned()
 }
 
@@ -454,5 +482,163 @@ fn a_torrent_download_limit_set_over_rpc_paces_its_download() {
     // 1 MiB at 100 kB/s is 10.5 s (less one 16 KiB burst); unlimited,
     // the same download takes well under a second on loopback.
     assert!(el >= secs(8), "1 MiB at 100 kB/s took only {el:?}");
+    assert_same_file(&seed.join("single.bin"), &out.join("single.bin"));
+}
+
+/// A minimal W3C WebDriver client (chromedriver) over raw HTTP/1.1.
+struct Driver {
+    addr: String,
+    session: String,
+}
+
+impl Driver {
+    fn call(addr: &str, method: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let body = body.to_string();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let reply = http(addr, req.as_bytes());
+        let json = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        // chromedriver may answer chunked: take the JSON object itself.
+        let start = json.find('{').unwrap_or_else(|| panic!("{reply}"));
+        let end = json.rfind('}').unwrap_or_else(|| panic!("{reply}"));
+        serde_json::from_str(&json[start..=end]).unwrap_or_else(|e| panic!("{e}: {reply}"))
+    }
+
+    fn start(addr: &str) -> Driver {
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+            }
+        }}});
+        let v = Driver::call(addr, "POST", "/session", &caps);
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+            .to_string();
+        Driver {
+            addr: addr.to_string(),
+            session,
+        }
+    }
+
+    fn post(&self, what: &str, body: serde_json::Value) -> serde_json::Value {
+        let path = format!("/session/{}/{what}", self.session);
+        Driver::call(&self.addr, "POST", &path, &body)["value"].clone()
+    }
+
+    fn script(&self, js: &str) -> serde_json::Value {
+        self.post(
+            "execute/sync",
+            serde_json::json!({"script": js, "args": []}),
+        )
+    }
+
+    fn list_text(&self) -> String {
+        self.script("return document.getElementById('list').innerText")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Clicks the first element matching `css`; again if the page
+    /// re-rendered it in between (it redraws its list every 2 s).
+    fn click(&self, css: &str) {
+        let mut last = serde_json::Value::Null;
+        for _ in 0..5 {
+            let el = self.post(
+                "element",
+                serde_json::json!({"using": "css selector", "value": css}),
+            );
+            let Some(id) = el
+                .as_object()
+                .and_then(|o| o.values().next())
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+            else {
+                last = el;
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            };
+            let r = self.post(&format!("element/{id}/click"), serde_json::json!({}));
+            if r.is_null() {
+                return;
+            }
+            last = r;
+        }
+        panic!("clicking {css}: {last}");
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let path = format!("/session/{}", self.session);
+        let _ = std::panic::catch_unwind(|| {
+            Driver::call(&self.addr, "DELETE", &path, &serde_json::json!({}))
+        });
+    }
+}
+
+#[test]
+fn the_web_page_shows_pauses_and_removes_a_torrent_in_headless_chromium() {
+    let ctx = Ctx::new("daemon-web", secs(120));
+    let (seed, t1, t2, _seeder, peer) = seeded(&ctx);
+    let (out, state) = (ctx.mkdir("out"), ctx.mkdir("state"));
+    let (_daemon, rpc) = start_daemon(&ctx, "daemon", &out, &state, &["--peer", &peer]);
+    tr_success(&ctx, &rpc, &["-a", s(&t1)]);
+    wait_done(&ctx, &rpc, 1, "the download");
+    assert_same_tree(&seed.join("multi"), &out.join("multi"));
+
+    let port = free_port();
+    let wd = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new("chromedriver");
+    cmd.arg(format!("--port={port}"));
+    let mut chromedriver = ctx.spawn("chromedriver", cmd);
+    assert!(ctx.wait_listening(&mut chromedriver, &wd, secs(20)));
+    let driver = Driver::start(&wd);
+    driver.post("url", serde_json::json!({"url": format!("http://{rpc}/")}));
+    ctx.wait_for("the page to list the torrent", secs(20), || {
+        let t = driver.list_text();
+        t.contains("multi") && t.contains("100.0%") && t.contains("seeding")
+    });
+
+    driver.click("button.pause");
+    ctx.wait_for("the torrent stopped", secs(20), || {
+        list_line(&ctx, &rpc, 1).is_some_and(|l| l.contains("Stopped"))
+    });
+    ctx.wait_for("the page to show it stopped", secs(10), || {
+        driver.list_text().contains("stopped")
+    });
+    driver.click("button.resume");
+    ctx.wait_for("the torrent running again", secs(20), || {
+        list_line(&ctx, &rpc, 1).is_some_and(|l| !l.contains("Stopped"))
+    });
+
+    // Remove with data (the page asks first: say yes).
+    driver.script("window.confirm = () => true; return null;");
+    driver.click("button.remove + button.remove");
+    ctx.wait_for("the torrent removed", secs(20), || {
+        list_line(&ctx, &rpc, 1).is_none()
+    });
+    ctx.wait_for("the page to show no torrent", secs(10), || {
+        driver.list_text().contains("No torrents")
+    });
+    assert!(
+        !out.join("multi").exists(),
+        "data left after remove with data"
+    );
+
+    // Add a magnet link from the page's form.
+    let hash2 = btc_info_hash(&ctx, s(&t2));
+    driver.script(&format!(
+        "document.getElementById('magnet').value = 'magnet:?xt=urn:btih:{hash2}'; return null;"
+    ));
+    driver.click("#add button");
+    ctx.wait_for("the page's magnet downloaded", secs(30), || {
+        driver.list_text().contains("single.bin") && driver.list_text().contains("100.0%")
+    });
     assert_same_file(&seed.join("single.bin"), &out.join("single.bin"));
 }
