@@ -551,22 +551,7 @@ pub async fn run(
                     status.down_rate = d;
                     status.up_rate = u;
                 }
-                {
-                    let st = shared.lock();
-                    status.peers_connected = st.peers.len();
-                    status.seeds_connected = st.peers.values().filter(|p| p.seed).count();
-                    status.peers_utp = st
-                        .peers
-                        .values()
-                        .filter(|p| p.link.transport == Transport::Utp)
-                        .count();
-                    status.peers_encrypted = st.peers.values().filter(|p| p.link.encrypted).count();
-                    status.web_seeds = st.web_seed_strikes.len();
-                    status.peers_used = st.sources.len();
-                    if let Some(a) = &st.assembler {
-                        status.metadata_progress = a.progress();
-                    }
-                }
+                count_peers(&shared, &mut status);
                 if pex_rx.is_none() {
                     pex_rx = shared.take_pex_rx();
                 }
@@ -602,23 +587,8 @@ pub async fn run(
                     s.tick(&shared, just_completed && !opts.no_seed);
                 }
 
-                if opts.events.is_some()
-                    && let Some(data) = shared.data()
-                {
-                    let (tracker, cursor) = file_tracker.get_or_insert_with(|| {
-                        (files::FileTracker::new(&data.meta.info, data.geometry), 0)
-                    });
-                    let new: Vec<u32> = {
-                        let st = shared.lock();
-                        let new = st.verified_log.get(*cursor..).unwrap_or_default().to_vec();
-                        *cursor = st.verified_log.len();
-                        new
-                    };
-                    for piece in new {
-                        for (index, path) in tracker.on_piece(piece) {
-                            shared.emit(status::SessionEvent::FileDone { index, path });
-                        }
-                    }
+                if opts.events.is_some() {
+                    emit_files_done(&shared, &mut file_tracker);
                 }
                 if just_completed {
                     shared.emit(status::SessionEvent::Complete {
@@ -642,15 +612,10 @@ pub async fn run(
                     if opts.no_seed {
                         break;
                     }
-                    if opts.seed_time.is_some_and(|t| now.duration_since(since) >= t) {
-                        tracing::info!("seed time reached");
+                    if let Some(why) = seed_limit((opts.seed_time, opts.seed_ratio), now.duration_since(since), up, status.total) {
+                        tracing::info!("{why}");
                         break;
                     }
-                    if let Some(r) = opts.seed_ratio
-                        && status.total > 0 && up as f64 / status.total as f64 >= r {
-                            tracing::info!("seed ratio reached");
-                            break;
-                        }
                     if stream_task.is_none()
                         && !paced
                         && status.peers_connected == 0
@@ -726,6 +691,60 @@ pub async fn run(
         peers_used: status.peers_used,
         stream: stream_end,
     })
+}
+
+/// The connection counts of the status, from the peer table.
+fn count_peers(shared: &Shared, status: &mut Status) {
+    let st = shared.lock();
+    status.peers_connected = st.peers.len();
+    status.seeds_connected = st.peers.values().filter(|p| p.seed).count();
+    status.peers_utp = st
+        .peers
+        .values()
+        .filter(|p| p.link.transport == Transport::Utp)
+        .count();
+    status.peers_encrypted = st.peers.values().filter(|p| p.link.encrypted).count();
+    status.web_seeds = st.web_seed_strikes.len();
+    status.peers_used = st.sources.len();
+    if let Some(a) = &st.assembler {
+        status.metadata_progress = a.progress();
+    }
+}
+
+/// `--json`'s `file_done` events for the pieces verified since the last
+/// call (`tracker` holds the per-file count and the log cursor).
+fn emit_files_done(shared: &Shared, tracker: &mut Option<(files::FileTracker, usize)>) {
+    let Some(data) = shared.data() else { return };
+    let (tracker, cursor) =
+        tracker.get_or_insert_with(|| (files::FileTracker::new(&data.meta.info, data.geometry), 0));
+    let new: Vec<u32> = {
+        let st = shared.lock();
+        let new = st.verified_log.get(*cursor..).unwrap_or_default().to_vec();
+        *cursor = st.verified_log.len();
+        new
+    };
+    for piece in new {
+        for (index, path) in tracker.on_piece(piece) {
+            shared.emit(status::SessionEvent::FileDone { index, path });
+        }
+    }
+}
+
+/// Which seed limit (`--seed-time`, `--seed-ratio`) is reached after
+/// seeding for `seeded` with `up` bytes sent of `total`, if one is.
+fn seed_limit(
+    (seed_time, seed_ratio): (Option<Duration>, Option<f64>),
+    seeded: Duration,
+    up: u64,
+    total: u64,
+) -> Option<&'static str> {
+    if seed_time.is_some_and(|t| seeded >= t) {
+        return Some("seed time reached");
+    }
+    match seed_ratio {
+        Some(r) if total > 0 && up as f64 / total as f64 >= r => Some("seed ratio reached"),
+        _ => None,
+    }
 }
 
 /// Handles one [`Command`]; `Break` ends the torrent.
@@ -1180,5 +1199,36 @@ pub fn save_cached_info(dir: &std::path::Path, ih: InfoHash, info: &[u8]) {
         .and_then(|()| std::fs::rename(&tmp, &path));
     if let Err(e) = r {
         tracing::warn!("could not remember the metadata in {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeding_stops_at_the_first_limit_reached() {
+        let s = Duration::from_secs;
+        assert_eq!(seed_limit((None, None), s(1_000_000), 1 << 40, 1), None);
+        assert_eq!(
+            seed_limit((Some(s(60)), None), s(60), 0, 100),
+            Some("seed time reached")
+        );
+        assert_eq!(seed_limit((Some(s(60)), None), s(59), 0, 100), None);
+        assert_eq!(
+            seed_limit((None, Some(2.0)), s(1), 200, 100),
+            Some("seed ratio reached")
+        );
+        assert_eq!(seed_limit((None, Some(2.0)), s(1), 199, 100), None);
+        // The size is not known yet (a magnet): no ratio.
+        assert_eq!(seed_limit((None, Some(0.0)), s(1), 0, 0), None);
+    }
+
+    #[test]
+    fn a_client_name_is_read_from_an_azureus_style_peer_id() {
+        assert_eq!(client_name(b"-TR3000-abcdefghijkl"), "TR3000");
+        assert_eq!(client_name(b"-bt0100-abcdefghijkl"), "bt0100");
+        assert_eq!(client_name(b"M7-2-0--abcdefghijkl"), "");
+        assert_eq!(client_name(&[0xff; 20]), "");
     }
 }
