@@ -15,6 +15,7 @@ pure=(
   src/portmap/pcp.rs src/portmap/natpmp.rs src/portmap/timing.rs src/portmap/gateway.rs
   src/utp/packet.rs src/utp/ledbat.rs src/utp/conn.rs src/proxy.rs
   src/dht/krpc.rs src/dht/table.rs src/dht/node.rs
+  src/daemon/rpc.rs src/daemon/gate.rs
 )
 # tokio_util's codec traits are sync and allowed; anything else from tokio is not.
 pattern='tokio::|async fn|\.await|reqwest|mainline|Instant::now\(\)|SystemTime::now\(\)|std::net::(TcpStream|UdpSocket|TcpListener)|std::fs::'

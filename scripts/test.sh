@@ -33,6 +33,9 @@ check natpmpc natpmpc
 check nft nftables
 check danted dante-server
 check tinyproxy tinyproxy
+# btc daemon's web page, driven in headless Chromium over WebDriver.
+check chromium chromium
+check chromedriver chromium-driver
 /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
 if [ ${#need[@]} -gt 0 ]; then
   # De-duplicate (transmission-cli is named twice).

@@ -68,7 +68,29 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("portmap", portmap),
     ("proxy", proxy),
     ("dht", dht),
+    ("rpc_request", rpc_request),
 ];
+
+/// (r) A body sent to `btc daemon`'s Transmission RPC: parsed into a call
+/// or refused, never a panic; the reply to either is JSON echoing the
+/// request's tag.
+pub fn rpc_request(data: &[u8]) {
+    use crate::daemon::rpc;
+    let (tag, body) = match rpc::parse(data) {
+        Ok(r) => {
+            if let rpc::Call::TorrentGet { fields, .. } = &r.call {
+                assert!(data.len() >= fields.len());
+            }
+            (
+                r.tag.clone(),
+                rpc::reply("success", serde_json::json!({}), r.tag.as_ref()),
+            )
+        }
+        Err(e) => (e.tag.clone(), rpc::refused(&e)),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("a reply is JSON");
+    assert_eq!(v.get("tag").cloned(), tag);
+}
 
 /// (m) What a router or the system says to port mapping: PCP and NAT-PMP
 /// responses (any datagram from port 5351) and the text of

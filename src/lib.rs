@@ -64,6 +64,7 @@ pub mod choker;
 pub mod cmd;
 pub mod config;
 pub mod create;
+pub mod daemon;
 pub mod dht;
 pub mod events;
 #[cfg(any(test, feature = "fuzzing"))]

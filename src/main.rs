@@ -45,6 +45,13 @@ struct DownloadFlags {
     /// and lines starting with # are skipped).
     #[arg(short, long, value_name = "FILE")]
     input_file: Option<PathBuf>,
+    #[command(flatten)]
+    session: SessionFlags,
+}
+
+/// The flags of a session, for a download run and for `btc daemon`.
+#[derive(Args)]
+struct SessionFlags {
     /// Download folder; the torrent's file or folder is created inside it.
     #[arg(short, long, default_value = ".")]
     output: PathBuf,
@@ -162,10 +169,20 @@ struct DownloadFlags {
 impl DownloadFlags {
     /// The one place the command line becomes a [`btc::config::Config`].
     fn into_config(self, quiet: bool, proxy: Option<btc::proxy::ProxyUrl>) -> btc::config::Config {
+        let mut c = self.session.into_config(quiet, proxy);
+        c.sources = self.sources;
+        c.input_file = self.input_file;
+        c
+    }
+}
+
+impl SessionFlags {
+    /// The session's half of a [`btc::config::Config`] (no sources).
+    fn into_config(self, quiet: bool, proxy: Option<btc::proxy::ProxyUrl>) -> btc::config::Config {
         btc::config::Config {
             proxy,
-            sources: self.sources,
-            input_file: self.input_file,
+            sources: Vec::new(),
+            input_file: None,
             output: self.output,
             port: self.port,
             bind: self.bind,
@@ -252,6 +269,23 @@ enum Command {
     },
     /// Print the man page (roff; e.g. `btc man | man -l -`).
     Man,
+    /// Run until stopped, taking torrents at run time over Transmission's
+    /// RPC (`transmission-remote`, its web client, Sonarr…) and from a
+    /// watch folder; the torrent list survives a restart.
+    Daemon {
+        /// Where the RPC listens (a non-loopback address needs --rpc-auth).
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9091")]
+        rpc: SocketAddr,
+        /// HTTP basic auth for the RPC.
+        #[arg(long, value_name = "USER:PASS")]
+        rpc_auth: Option<String>,
+        /// Add each .torrent (or .magnet file holding a magnet link) put
+        /// here, then rename it NAME.added (or NAME.invalid).
+        #[arg(long, value_name = "DIR")]
+        watch: Option<PathBuf>,
+        #[command(flatten)]
+        session: Box<SessionFlags>,
+    },
     /// Run a DHT node holding no torrent (a bootstrap node for others).
     Dht {
         /// UDP port.
@@ -403,6 +437,29 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .context("writing the man page")?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Daemon {
+            rpc,
+            rpc_auth,
+            watch,
+            session,
+        }) => {
+            let proxy = match session.proxy.as_deref().map(str::parse) {
+                None => None,
+                Some(Ok(p)) => Some(p),
+                Some(Err(e)) => {
+                    eprintln!("error: --proxy: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let config = session.into_config(cli.quiet, proxy).check()?;
+            let daemon = cmd::daemon::DaemonConfig {
+                rpc,
+                rpc_auth,
+                watch,
+            };
+            cmd::daemon::run(config, daemon, shutdown.clone()).await?;
+            Ok(ExitCode::from(128 + STOP_SIGNAL.load(Ordering::Relaxed)))
+        }
         Some(Command::Info {
             source,
             state_dir,
@@ -439,11 +496,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         None => {
-            let json = cli.download.json;
-            let stream = cli.download.stream;
+            let json = cli.download.session.json;
+            let stream = cli.download.session.stream;
             // Checked here rather than by clap, whose message would echo
             // the URL, password included; exit 2 as for clap's own errors.
-            let proxy = match cli.download.proxy.as_deref().map(str::parse) {
+            let proxy = match cli.download.session.proxy.as_deref().map(str::parse) {
                 None => None,
                 Some(Ok(p)) => Some(p),
                 Some(Err(e)) => {

@@ -103,6 +103,15 @@ impl Bucket {
         self.tokens -= n as f64;
     }
 
+    /// Changes the rate (at least 1 byte/s) from now on, with the burst
+    /// [`Bucket::new`] would give it; tokens above the new burst go.
+    pub fn set_rate(&mut self, rate: u64) {
+        let rate = rate.max(1) as f64;
+        self.rate = rate;
+        self.burst = (rate / 8.0).max(16384.0);
+        self.tokens = self.tokens.min(self.burst);
+    }
+
     /// Bytes a single write may carry: a burst's worth.
     pub fn chunk(&self) -> usize {
         self.burst as usize
@@ -115,19 +124,32 @@ impl Bucket {
     }
 }
 
+/// A rate that limits nothing, for a limiter that must exist (a limit set
+/// at run time must reach the connections already open) while no limit
+/// is set: 1 TiB/s.
+pub const UNLIMITED: u64 = 1 << 40;
+
 /// A [`Bucket`] shared by many tasks, on tokio's clock (so tests can pause it).
+///
+/// A limiter may have a parent (one torrent's limit under the process's):
+/// bytes count in both, and a wait lasts until both have paid for them.
 #[derive(Debug)]
 pub struct RateLimiter {
     bucket: Mutex<Bucket>,
+    parent: Option<Arc<RateLimiter>>,
 }
 
 impl RateLimiter {
     /// A limiter for `rate` bytes/s, or `None` for 0 (no limit).
     pub fn new(rate: u64) -> Option<Arc<RateLimiter>> {
-        (rate > 0).then(|| {
-            Arc::new(RateLimiter {
-                bucket: Mutex::new(Bucket::new(rate)),
-            })
+        (rate > 0).then(|| RateLimiter::under(rate, None))
+    }
+
+    /// A limiter for `rate` bytes/s whose bytes also count in `parent`.
+    pub fn under(rate: u64, parent: Option<Arc<RateLimiter>>) -> Arc<RateLimiter> {
+        Arc::new(RateLimiter {
+            bucket: Mutex::new(Bucket::new(rate)),
+            parent,
         })
     }
 
@@ -135,6 +157,7 @@ impl RateLimiter {
     pub fn pace(rate: f64, burst: f64) -> Arc<RateLimiter> {
         Arc::new(RateLimiter {
             bucket: Mutex::new(Bucket::with_burst(rate, burst)),
+            parent: None,
         })
     }
 
@@ -144,30 +167,45 @@ impl RateLimiter {
         f(&mut b, now)
     }
 
-    /// See [`Bucket::wait`].
+    /// See [`Bucket::set_rate`]: a limit changed at run time (the daemon's
+    /// RPC) applies to every connection that already shares this limiter.
+    /// The parent's rate is its own.
+    pub fn set_rate(&self, rate: u64) {
+        self.with(|b, _| b.set_rate(rate));
+    }
+
+    /// See [`Bucket::wait`] (the longer of this one's and the parent's).
     pub fn wait(&self) -> Duration {
-        self.with(|b, now| b.wait(now))
+        let own = self.with(|b, now| b.wait(now));
+        self.parent.as_ref().map_or(own, |p| own.max(p.wait()))
     }
 
     /// See [`Bucket::take`].
     pub fn take(&self, n: usize) {
         self.with(|b, now| b.take(n, now));
+        if let Some(p) = &self.parent {
+            p.take(n);
+        }
     }
 
     /// Reserves `n` bytes about to be sent: they are accounted now, and the
     /// caller sends them once the returned wait is over (when the bucket
     /// has paid for them and for every reservation made before).
     pub fn reserve(&self, n: usize) -> Duration {
-        self.with(|b, now| {
+        let own = self.with(|b, now| {
             b.take(n, now);
             b.wait(now)
-        })
+        });
+        self.parent.as_ref().map_or(own, |p| own.max(p.reserve(n)))
     }
 
     /// See [`Bucket::refund`].
     pub fn refund(&self, n: usize) {
         if n > 0 {
             self.with(|b, _| b.refund(n));
+            if let Some(p) = &self.parent {
+                p.refund(n);
+            }
         }
     }
 
@@ -181,7 +219,8 @@ impl RateLimiter {
     }
 
     fn chunk(&self) -> usize {
-        self.with(|b, _| b.chunk())
+        let own = self.with(|b, _| b.chunk());
+        self.parent.as_ref().map_or(own, |p| own.min(p.chunk()))
     }
 }
 

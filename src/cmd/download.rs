@@ -143,68 +143,13 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
 
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating the output folder {}", args.output.display()))?;
-    let state_dir = args
-        .state_dir
-        .clone()
-        .or_else(crate::dht::default_state_dir);
     let all_private = torrents
         .iter()
         .all(|(_, s)| matches!(s, Source::Torrent(m) if m.info.private));
-    let mut port = args.port.unwrap_or(DEFAULT_PORT);
-    if port == 0 {
-        // One free number for both TCP (peers) and UDP (DHT), as BEP 5 peers
-        // expect; found by asking the OS for a TCP port.
-        let ip = args
-            .bind
-            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        port = std::net::TcpListener::bind((ip, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .context("finding a free port")?;
-    }
-    // uTP takes the UDP port of our TCP port's number (peers dial uTP
-    // where they dial TCP); the DHT then takes the next one. Other nodes
-    // learn it from our PORT messages and queries, not from the trackers.
-    let dht_port = if args.no_utp {
-        port
-    } else {
-        port.checked_add(1).unwrap_or(0)
-    };
-    let proxied = args.proxy.is_some();
-    // Under --proxy nothing goes anywhere but the proxy: the DHT only
-    // through a SOCKS5 proxy's UDP relay, and no port mapping (see below).
-    let dht_proxied = args.proxy.as_ref().is_some_and(|p| p.kind.is_socks());
-    let dht = if args.no_dht || all_private || (proxied && !dht_proxied) {
-        None
-    } else {
-        start_dht(&args, dht_port, state_dir.clone())
-    };
-    let session = Session::start(
-        SessionConfig {
-            port,
-            port_fallback: args.port.is_none(),
-            bind: args.bind,
-            dht: dht.clone(),
-            rate_limits: crate::ratelimit::RateLimits::new(args.download_limit, args.upload_limit),
-            max_peers: args.max_peers,
-            max_active: args.max_active,
-            encryption: args.encryption,
-            lsd: !args.no_lsd && !all_private && !proxied,
-            utp: !args.no_utp && !proxied,
-            tcp: !args.no_tcp,
-            // Under --proxy nothing listens unless --port asked for it.
-            listen: !proxied || args.port.is_some(),
-            // Our own addresses (BEP 7) would tell the tracker who is
-            // behind the proxy.
-            tell_addresses: !proxied,
-        },
-        shutdown.clone(),
-    )
-    .await?;
-    let (json, quiet) = (args.json, args.quiet);
-    let portmap_stop = shutdown.child_token();
-    let portmap = (args.port_mapping && !proxied)
-        .then(|| start_port_mapping(&args, &session, dht.as_ref(), portmap_stop.clone()));
+    let rate_limits = crate::ratelimit::RateLimits::new(args.download_limit, args.upload_limit);
+    let started = start_session(&args, all_private, rate_limits, shutdown.clone()).await?;
+    let (session, state_dir) = (started.session.clone(), started.state_dir.clone());
+    let json = args.json;
     let config = Arc::new(args);
 
     let mut running = tokio::task::JoinSet::new();
@@ -218,6 +163,8 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
             state_dir: state_dir.clone(),
             events: None,
             ticket: Some(session.queue.reserve(position)),
+            commands: None,
+            limits: None,
         };
         let ih = info_hash(&source);
         if json {
@@ -239,7 +186,7 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
             (position, text, ih, r)
         });
     }
-    let ui_task = (!json).then(|| tokio::spawn(ui::render_all(ui_rxs, quiet)));
+    let ui_task = (!json).then(|| tokio::spawn(ui::render_all(ui_rxs, config.quiet)));
 
     let mut reports: Vec<Option<Report>> = (0..count).map(|_| None).collect();
     let mut single_error = None;
@@ -281,21 +228,118 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
     for t in json_tasks {
         let _ = t.await;
     }
-    if let Some(task) = portmap {
-        // Deleting the mappings is bounded by the task itself.
-        portmap_stop.cancel();
-        let _ = task.await;
-    }
-    if let Some(d) = dht
-        && let Err(e) = d.save_state()
-    {
-        tracing::debug!("saving DHT state: {}", crate::error_chain(&e));
-    }
+    started.finish().await;
     if let Some(e) = single_error {
         return Err(e);
     }
     outcome.reports = reports.into_iter().flatten().collect();
     Ok(outcome)
+}
+
+/// What a run of torrents shares, started: the session (listener, DHT,
+/// budgets), port mapping, the state dir. The one-shot CLI and
+/// `btc daemon` start it the same way.
+pub struct Started {
+    /// The session.
+    pub session: Arc<Session>,
+    /// The DHT node, when on.
+    pub dht: Option<DhtHandle>,
+    /// `--state-dir` or the default one.
+    pub state_dir: Option<std::path::PathBuf>,
+    portmap: Option<tokio::task::JoinHandle<()>>,
+    portmap_stop: CancellationToken,
+}
+
+impl Started {
+    /// Deletes the port mappings and saves the DHT's state.
+    pub async fn finish(self) {
+        if let Some(task) = self.portmap {
+            // Deleting the mappings is bounded by the task itself.
+            self.portmap_stop.cancel();
+            let _ = task.await;
+        }
+        if let Some(d) = self.dht
+            && let Err(e) = d.save_state()
+        {
+            tracing::debug!("saving DHT state: {}", crate::error_chain(&e));
+        }
+    }
+}
+
+/// Starts the session for `args`: the port (a free one for 0), the DHT
+/// unless off (or every torrent is private, or under a proxy), the
+/// listener, port mapping.
+pub async fn start_session(
+    args: &Config,
+    all_private: bool,
+    rate_limits: crate::ratelimit::RateLimits,
+    shutdown: CancellationToken,
+) -> Result<Started> {
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or_else(crate::dht::default_state_dir);
+    let mut port = args.port.unwrap_or(DEFAULT_PORT);
+    if port == 0 {
+        // One free number for both TCP (peers) and UDP (DHT), as BEP 5 peers
+        // expect; found by asking the OS for a TCP port.
+        let ip = args
+            .bind
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        port = std::net::TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .context("finding a free port")?;
+    }
+    // uTP takes the UDP port of our TCP port's number (peers dial uTP
+    // where they dial TCP); the DHT then takes the next one. Other nodes
+    // learn it from our PORT messages and queries, not from the trackers.
+    let dht_port = if args.no_utp {
+        port
+    } else {
+        port.checked_add(1).unwrap_or(0)
+    };
+    let proxied = args.proxy.is_some();
+    // Under --proxy nothing goes anywhere but the proxy: the DHT only
+    // through a SOCKS5 proxy's UDP relay, and no port mapping (see below).
+    let dht_proxied = args.proxy.as_ref().is_some_and(|p| p.kind.is_socks());
+    let dht = if args.no_dht || all_private || (proxied && !dht_proxied) {
+        None
+    } else {
+        start_dht(args, dht_port, state_dir.clone())
+    };
+    let session = Session::start(
+        SessionConfig {
+            port,
+            port_fallback: args.port.is_none(),
+            bind: args.bind,
+            dht: dht.clone(),
+            rate_limits,
+            max_peers: args.max_peers,
+            max_active: args.max_active,
+            encryption: args.encryption,
+            lsd: !args.no_lsd && !all_private && !proxied,
+            utp: !args.no_utp && !proxied,
+            tcp: !args.no_tcp,
+            // Under --proxy nothing listens unless --port asked for it.
+            listen: !proxied || args.port.is_some(),
+            // Our own addresses (BEP 7) would tell the tracker who is
+            // behind the proxy.
+            tell_addresses: !proxied,
+        },
+        shutdown.clone(),
+    )
+    .await?;
+    let portmap_stop = shutdown.child_token();
+    let portmap = (args.port_mapping && !proxied)
+        .then(|| start_port_mapping(args, &session, dht.as_ref(), portmap_stop.clone()));
+    Ok(Started {
+        session,
+        dht,
+        state_dir,
+        portmap,
+        portmap_stop,
+    })
 }
 
 fn info_hash(source: &Source) -> InfoHash {

@@ -179,3 +179,48 @@ async fn two_sharers(limits: RateLimits, upload: bool) -> (usize, usize) {
     }
     moved
 }
+
+#[test]
+fn a_rate_changed_at_run_time_paces_the_next_bytes() {
+    let t0 = Instant::now();
+    let mut b = Bucket::new(1 << 30);
+    // 128 MiB in debt (the burst was 128 MiB).
+    b.take(1 << 28, t0);
+    b.set_rate(100_000);
+    // The debt is paid back at 100 kB/s, not at 1 GiB/s…
+    let w = b.wait(t0);
+    assert!(w > Duration::from_secs(1000), "{w:?}");
+    // …and the burst shrank to the new rate's: a full bucket holds 16 KiB.
+    let mut full = Bucket::new(1 << 30);
+    full.set_rate(100_000);
+    full.take(20_000, t0);
+    assert!(full.wait(t0) > Duration::ZERO);
+    b.set_rate(1 << 30);
+    assert!(b.wait(t0) < Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_limiter_paces_at_the_slower_of_itself_and_its_parent() {
+    async fn time_1mb(l: &RateLimiter) -> Duration {
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..10 {
+            l.consume(100_000).await;
+        }
+        t0.elapsed()
+    }
+    // A slow child under a fast parent: the child's rate.
+    let fast = RateLimiter::new(10_000_000).unwrap();
+    let child = RateLimiter::under(100_000, Some(fast.clone()));
+    let el = time_1mb(&child).await;
+    assert!(el >= Duration::from_secs(9), "{el:?}");
+    // A fast child under a slow parent: its bytes count there too.
+    let slow = RateLimiter::new(100_000).unwrap();
+    let child = RateLimiter::under(1 << 40, Some(slow.clone()));
+    let el = time_1mb(&child).await;
+    assert!(el >= Duration::from_secs(9), "{el:?}");
+    // The child's limit lifted at run time: the fast parent's pace.
+    let child = RateLimiter::under(100_000, Some(fast));
+    child.set_rate(1 << 40);
+    let el = time_1mb(&child).await;
+    assert!(el < Duration::from_millis(200), "{el:?}");
+}

@@ -72,6 +72,29 @@ impl FileTracker {
     }
 }
 
+/// Verified bytes of each non-pad file of `info` (in `btc info`'s order),
+/// given the verified pieces.
+pub fn file_done(info: &Info, geometry: &Geometry, have: &crate::bitfield::Bitfield) -> Vec<u64> {
+    info.files
+        .iter()
+        .filter(|f| !f.pad)
+        .map(|f| {
+            let Some((first, last)) = geometry.pieces_of(f.offset, f.length) else {
+                return 0;
+            };
+            let end = f.offset + f.length;
+            (first..=last)
+                .filter(|&i| have.get(i as usize))
+                .map(|i| {
+                    let start = geometry.piece_offset(i);
+                    let stop = start + u64::from(geometry.piece_len(i));
+                    stop.min(end) - start.max(f.offset)
+                })
+                .sum()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +115,20 @@ mod tests {
         assert!(t.on_piece(2).is_empty());
         assert_eq!(t.on_piece(3), vec![(3, "f3".to_string())]);
         assert!(t.on_piece(99).is_empty());
+    }
+
+    #[test]
+    fn a_file_counts_the_bytes_of_its_verified_pieces_only() {
+        // Pieces of 10: f0 = [0,15), f1 = [15,40).
+        let (info, g) = info(&[(15, false), (25, false)], 10);
+        let mut have = crate::bitfield::Bitfield::new(4);
+        assert_eq!(file_done(&info, &g, &have), vec![0, 0]);
+        // Piece 1 = [10,20): 5 bytes of f0, 5 of f1.
+        have.set(1);
+        assert_eq!(file_done(&info, &g, &have), vec![5, 5]);
+        for i in 0..4 {
+            have.set(i);
+        }
+        assert_eq!(file_done(&info, &g, &have), vec![15, 25]);
     }
 }

@@ -13,6 +13,7 @@ pub mod files;
 pub mod host;
 pub mod known;
 pub mod lsd;
+pub mod manager;
 pub mod queue;
 pub mod resume;
 pub mod shared;

@@ -68,6 +68,60 @@ pub struct Options {
     /// Its place in the download queue (taken when it was added, so the
     /// queue keeps the order the sources were given in).
     pub ticket: Option<super::queue::Ticket>,
+    /// Commands from whoever manages the torrent at run time (the daemon's
+    /// `session::manager`); `None` for the one-shot CLI.
+    pub commands: Option<mpsc::Receiver<Command>>,
+    /// This torrent's own limiters (under the session's), instead of the
+    /// session's alone.
+    pub limits: Option<crate::ratelimit::RateLimits>,
+}
+
+/// What the owner of a running torrent can ask of its actor. Stopping is
+/// the torrent's cancellation token (it must work in every phase, also
+/// while the start-up check runs); these are what only the actor knows.
+pub enum Command {
+    /// Ends the torrent the orderly way (peers, writes, resume data,
+    /// trackers told `stopped`), as a process stop does.
+    Stop,
+    /// What the status does not carry: per-file progress, the peers.
+    Snapshot(tokio::sync::oneshot::Sender<Snapshot>),
+}
+
+/// A running torrent's detail, answered to [`Command::Snapshot`].
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Verified bytes of each non-pad file, in `btc info`'s order (empty
+    /// before the metadata).
+    pub file_done: Vec<u64>,
+    /// The connected peers.
+    pub peers: Vec<PeerView>,
+    /// Candidate addresses known.
+    pub peers_known: usize,
+}
+
+/// One connected peer, as a snapshot shows it.
+#[derive(Debug, Clone)]
+pub struct PeerView {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Bytes/s it sends us.
+    pub down_rate: u64,
+    /// Bytes/s we send it.
+    pub up_rate: u64,
+    /// Whether it has every piece.
+    pub seed: bool,
+    /// Over uTP (else TCP).
+    pub utp: bool,
+    /// RC4-encrypted.
+    pub encrypted: bool,
+    /// Whether we dialled it.
+    pub outgoing: bool,
+    /// Whether it is interested in us.
+    pub interested: bool,
+    /// Whether we choke it.
+    pub choked: bool,
+    /// Its client, from the peer id (`-TR3000-` style), or empty.
+    pub client: String,
 }
 
 impl std::ops::Deref for Options {
@@ -145,7 +199,11 @@ pub async fn run(
         },
         torrent_token.clone(),
     );
-    let _ = shared.rate_limits.set(session.rate_limits.clone());
+    let _ = shared.rate_limits.set(
+        opts.limits
+            .clone()
+            .unwrap_or_else(|| session.rate_limits.clone()),
+    );
     let _ = shared.budget.set(session.budget.clone());
     let _ = shared.encryption.set(session.encryption);
     if let Some(tx) = &opts.events {
@@ -372,10 +430,16 @@ pub async fn run(
     if resume_current && let Some(s) = saver.as_mut() {
         s.saved_now(&shared);
     }
+    let mut commands = opts.commands.take();
 
     loop {
         tokio::select! {
             _ = torrent_token.cancelled() => break,
+            Some(cmd) = recv_some(&mut commands) => {
+                if on_command(cmd, &shared, known.len()).is_break() {
+                    break;
+                }
+            }
             r = async { stream_task.as_mut().expect("guarded").await }, if stream_task.is_some() => {
                 stream_end = Some(match r {
                     Ok(Ok(end)) => Ok(end),
@@ -487,22 +551,7 @@ pub async fn run(
                     status.down_rate = d;
                     status.up_rate = u;
                 }
-                {
-                    let st = shared.lock();
-                    status.peers_connected = st.peers.len();
-                    status.seeds_connected = st.peers.values().filter(|p| p.seed).count();
-                    status.peers_utp = st
-                        .peers
-                        .values()
-                        .filter(|p| p.link.transport == Transport::Utp)
-                        .count();
-                    status.peers_encrypted = st.peers.values().filter(|p| p.link.encrypted).count();
-                    status.web_seeds = st.web_seed_strikes.len();
-                    status.peers_used = st.sources.len();
-                    if let Some(a) = &st.assembler {
-                        status.metadata_progress = a.progress();
-                    }
-                }
+                count_peers(&shared, &mut status);
                 if pex_rx.is_none() {
                     pex_rx = shared.take_pex_rx();
                 }
@@ -538,23 +587,8 @@ pub async fn run(
                     s.tick(&shared, just_completed && !opts.no_seed);
                 }
 
-                if opts.events.is_some()
-                    && let Some(data) = shared.data()
-                {
-                    let (tracker, cursor) = file_tracker.get_or_insert_with(|| {
-                        (files::FileTracker::new(&data.meta.info, data.geometry), 0)
-                    });
-                    let new: Vec<u32> = {
-                        let st = shared.lock();
-                        let new = st.verified_log.get(*cursor..).unwrap_or_default().to_vec();
-                        *cursor = st.verified_log.len();
-                        new
-                    };
-                    for piece in new {
-                        for (index, path) in tracker.on_piece(piece) {
-                            shared.emit(status::SessionEvent::FileDone { index, path });
-                        }
-                    }
+                if opts.events.is_some() {
+                    emit_files_done(&shared, &mut file_tracker);
                 }
                 if just_completed {
                     shared.emit(status::SessionEvent::Complete {
@@ -578,15 +612,10 @@ pub async fn run(
                     if opts.no_seed {
                         break;
                     }
-                    if opts.seed_time.is_some_and(|t| now.duration_since(since) >= t) {
-                        tracing::info!("seed time reached");
+                    if let Some(why) = seed_limit((opts.seed_time, opts.seed_ratio), now.duration_since(since), up, status.total) {
+                        tracing::info!("{why}");
                         break;
                     }
-                    if let Some(r) = opts.seed_ratio
-                        && status.total > 0 && up as f64 / status.total as f64 >= r {
-                            tracing::info!("seed ratio reached");
-                            break;
-                        }
                     if stream_task.is_none()
                         && !paced
                         && status.peers_connected == 0
@@ -662,6 +691,114 @@ pub async fn run(
         peers_used: status.peers_used,
         stream: stream_end,
     })
+}
+
+/// The connection counts of the status, from the peer table.
+fn count_peers(shared: &Shared, status: &mut Status) {
+    let st = shared.lock();
+    status.peers_connected = st.peers.len();
+    status.seeds_connected = st.peers.values().filter(|p| p.seed).count();
+    status.peers_utp = st
+        .peers
+        .values()
+        .filter(|p| p.link.transport == Transport::Utp)
+        .count();
+    status.peers_encrypted = st.peers.values().filter(|p| p.link.encrypted).count();
+    status.web_seeds = st.web_seed_strikes.len();
+    status.peers_used = st.sources.len();
+    if let Some(a) = &st.assembler {
+        status.metadata_progress = a.progress();
+    }
+}
+
+/// `--json`'s `file_done` events for the pieces verified since the last
+/// call (`tracker` holds the per-file count and the log cursor).
+fn emit_files_done(shared: &Shared, tracker: &mut Option<(files::FileTracker, usize)>) {
+    let Some(data) = shared.data() else { return };
+    let (tracker, cursor) =
+        tracker.get_or_insert_with(|| (files::FileTracker::new(&data.meta.info, data.geometry), 0));
+    let new: Vec<u32> = {
+        let st = shared.lock();
+        let new = st.verified_log.get(*cursor..).unwrap_or_default().to_vec();
+        *cursor = st.verified_log.len();
+        new
+    };
+    for piece in new {
+        for (index, path) in tracker.on_piece(piece) {
+            shared.emit(status::SessionEvent::FileDone { index, path });
+        }
+    }
+}
+
+/// Which seed limit (`--seed-time`, `--seed-ratio`) is reached after
+/// seeding for `seeded` with `up` bytes sent of `total`, if one is.
+fn seed_limit(
+    (seed_time, seed_ratio): (Option<Duration>, Option<f64>),
+    seeded: Duration,
+    up: u64,
+    total: u64,
+) -> Option<&'static str> {
+    if seed_time.is_some_and(|t| seeded >= t) {
+        return Some("seed time reached");
+    }
+    match seed_ratio {
+        Some(r) if total > 0 && up as f64 / total as f64 >= r => Some("seed ratio reached"),
+        _ => None,
+    }
+}
+
+/// Handles one [`Command`]; `Break` ends the torrent.
+fn on_command(cmd: Command, shared: &Shared, peers_known: usize) -> std::ops::ControlFlow<()> {
+    match cmd {
+        Command::Stop => return std::ops::ControlFlow::Break(()),
+        Command::Snapshot(reply) => {
+            let _ = reply.send(snapshot(shared, peers_known));
+        }
+    }
+    std::ops::ControlFlow::Continue(())
+}
+
+/// What [`Command::Snapshot`] answers.
+fn snapshot(shared: &Shared, peers_known: usize) -> Snapshot {
+    let st = shared.lock();
+    let file_done = match (shared.data(), st.picker.as_ref()) {
+        (Some(d), Some(p)) => files::file_done(&d.meta.info, &d.geometry, p.have()),
+        _ => Vec::new(),
+    };
+    let peers = st
+        .peers
+        .values()
+        .map(|p| PeerView {
+            addr: p.addr,
+            down_rate: p.down_rate,
+            up_rate: p.up_rate,
+            seed: p.seed,
+            utp: p.link.transport == Transport::Utp,
+            encrypted: p.link.encrypted,
+            outgoing: p.outgoing,
+            interested: p.interested,
+            choked: p.choked,
+            client: client_name(&p.peer_id.0),
+        })
+        .collect();
+    Snapshot {
+        file_done,
+        peers,
+        peers_known,
+    }
+}
+
+/// The Azureus-style client tag of a peer id (`-TR3000-` → `TR3000`), or
+/// an empty string.
+fn client_name(id: &[u8; 20]) -> String {
+    match id {
+        [b'-', tag @ .., b'-', _, _, _, _, _, _, _, _, _, _, _, _]
+            if tag.iter().all(u8::is_ascii_alphanumeric) =>
+        {
+            String::from_utf8_lossy(tag).into_owned()
+        }
+        _ => String::new(),
+    }
 }
 
 /// The usable web seed URLs among `urls`, without repeats, at most
@@ -1052,7 +1189,7 @@ pub fn load_cached_info(dir: &std::path::Path, ih: InfoHash) -> Option<Vec<u8>> 
 }
 
 /// Remembers a fetched info dict so the same magnet starts at once next time.
-fn save_cached_info(dir: &std::path::Path, ih: InfoHash, info: &[u8]) {
+pub fn save_cached_info(dir: &std::path::Path, ih: InfoHash, info: &[u8]) {
     let path = cached_info_path(dir, ih);
     let tmp = path.with_extension("tmp");
     let r = path
@@ -1062,5 +1199,36 @@ fn save_cached_info(dir: &std::path::Path, ih: InfoHash, info: &[u8]) {
         .and_then(|()| std::fs::rename(&tmp, &path));
     if let Err(e) = r {
         tracing::warn!("could not remember the metadata in {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeding_stops_at_the_first_limit_reached() {
+        let s = Duration::from_secs;
+        assert_eq!(seed_limit((None, None), s(1_000_000), 1 << 40, 1), None);
+        assert_eq!(
+            seed_limit((Some(s(60)), None), s(60), 0, 100),
+            Some("seed time reached")
+        );
+        assert_eq!(seed_limit((Some(s(60)), None), s(59), 0, 100), None);
+        assert_eq!(
+            seed_limit((None, Some(2.0)), s(1), 200, 100),
+            Some("seed ratio reached")
+        );
+        assert_eq!(seed_limit((None, Some(2.0)), s(1), 199, 100), None);
+        // The size is not known yet (a magnet): no ratio.
+        assert_eq!(seed_limit((None, Some(0.0)), s(1), 0, 0), None);
+    }
+
+    #[test]
+    fn a_client_name_is_read_from_an_azureus_style_peer_id() {
+        assert_eq!(client_name(b"-TR3000-abcdefghijkl"), "TR3000");
+        assert_eq!(client_name(b"-bt0100-abcdefghijkl"), "bt0100");
+        assert_eq!(client_name(b"M7-2-0--abcdefghijkl"), "");
+        assert_eq!(client_name(&[0xff; 20]), "");
     }
 }

@@ -3,6 +3,7 @@
 mod cli;
 mod connections;
 mod control;
+mod daemon;
 mod fake_peer;
 mod floods;
 mod hostile;

@@ -1,0 +1,644 @@
+//! `btc daemon` against the real `transmission-remote` (Debian's
+//! transmission-cli): add (file, magnet), list, info, files, stop/start,
+//! unwanted files, limits, stats, verify, remove, remove-and-delete; a
+//! restart that keeps a finished torrent; the watch folder; basic auth and
+//! the HTTP gate.
+
+use crate::util::*;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Runs `transmission-remote RPC ARGS` (with `-n AUTH` when given).
+fn tr(ctx: &Ctx, rpc: &str, auth: Option<&str>, args: &[&str]) -> Output {
+    let mut c = Command::new("transmission-remote");
+    c.arg(rpc);
+    if let Some(a) = auth {
+        c.args(["-n", a]);
+    }
+    c.args(args);
+    ctx.run("transmission-remote", c, secs(30))
+}
+
+/// `tr` that must succeed; returns stdout.
+fn tr_ok(ctx: &Ctx, rpc: &str, args: &[&str]) -> String {
+    let o = tr(ctx, rpc, None, args);
+    assert!(
+        o.status.success(),
+        "transmission-remote {args:?}: {}\n{}",
+        o.stdout,
+        o.stderr
+    );
+    o.stdout
+}
+
+/// An action that must answer `success`.
+fn tr_success(ctx: &Ctx, rpc: &str, args: &[&str]) {
+    let out = tr_ok(ctx, rpc, args);
+    assert!(
+        out.contains("responded: \"success\""),
+        "transmission-remote {args:?}: {out}"
+    );
+}
+
+/// The `-l` line of torrent `id`.
+fn list_line(ctx: &Ctx, rpc: &str, id: u32) -> Option<String> {
+    tr_ok(ctx, rpc, &["-l"])
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&id.to_string()))
+        .map(str::to_string)
+}
+
+fn wait_done(ctx: &Ctx, rpc: &str, id: u32, what: &str) {
+    ctx.wait_for(what, secs(60), || {
+        let info = tr_ok(ctx, rpc, &["-t", &id.to_string(), "-i"]);
+        info.contains("Percent Done: 100%")
+    });
+}
+
+/// Starts `btc daemon` with an RPC port of its own; returns it and the
+/// RPC address.
+fn start_daemon(ctx: &Ctx, name: &str, out: &Path, state: &Path, extra: &[&str]) -> (Proc, String) {
+    let rpc = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
+        "daemon",
+        "-o",
+        s(out),
+        "--state-dir",
+        s(state),
+        "--rpc",
+        &rpc,
+        "--port",
+        "0",
+        "--no-dht",
+        "-v",
+    ];
+    args.extend_from_slice(extra);
+    let mut p = ctx.spawn(name, ctx.btc(&args));
+    assert!(
+        ctx.wait_listening(&mut p, &rpc, secs(20)),
+        "the daemon's RPC never listened:\n{}",
+        p.tails()
+    );
+    (p, rpc)
+}
+
+/// Two payloads seeded by one btc: a multi-file one (for the .torrent)
+/// and a single file (for the magnet). Returns (seed dir, multi torrent,
+/// single torrent, seeder, its address).
+fn seeded(ctx: &Ctx) -> (PathBuf, PathBuf, PathBuf, Proc, String) {
+    let seed_dir = ctx.mkdir("seed");
+    Payload::multi("multi", &[("a.bin", 3 * MIB + 123), ("b.bin", 2 * MIB)]).write(&seed_dir, 41);
+    Payload::single("single.bin", MIB + 7).write(&seed_dir, 42);
+    let t1 = ctx.join("multi.torrent");
+    let t2 = ctx.join("single.torrent");
+    btc_create(
+        ctx,
+        &seed_dir.join("multi"),
+        &t1,
+        &["--piece-length", "65536"],
+    );
+    btc_create(
+        ctx,
+        &seed_dir.join("single.bin"),
+        &t2,
+        &["--piece-length", "65536"],
+    );
+    let port = free_port();
+    let seeder = start_btc_seeder(
+        ctx,
+        "seeder",
+        &seed_dir,
+        s(&t1),
+        port,
+        &[s(&t2), "--no-dht"],
+    );
+    (seed_dir, t1, t2, seeder, format!("127.0.0.1:{port}"))
+}
+
+#[test]
+fn transmission_remote_drives_the_daemon() {
+    let ctx = Ctx::new("daemon-tr", secs(240));
+    let (seed, t1, t2, _seeder, peer) = seeded(&ctx);
+    let (out, state) = (ctx.mkdir("out"), ctx.mkdir("state"));
+    let (mut daemon, rpc) = start_daemon(&ctx, "daemon", &out, &state, &["--peer", &peer]);
+    let rpc = rpc.as_str();
+
+    // A .torrent file, added stopped (`--start-paused` is a session
+    // setting, sent in order); file 1 (b.bin) unwanted, then started.
+    tr_success(
+        &ctx,
+        rpc,
+        &["--start-paused", "-a", s(&t1), "--no-start-paused"],
+    );
+    let line = list_line(&ctx, rpc, 1).expect("torrent 1 listed");
+    assert!(line.contains("Stopped") && line.contains("multi"), "{line}");
+    tr_success(&ctx, rpc, &["-t", "1", "-G", "1"]);
+    let files = tr_ok(&ctx, rpc, &["-t", "1", "-f"]);
+    let b_line = files.lines().find(|l| l.contains("multi/b.bin")).unwrap();
+    assert!(b_line.contains(" No "), "{files}");
+    tr_success(&ctx, rpc, &["-t", "1", "-s"]);
+    wait_done(&ctx, rpc, 1, "multi without b.bin");
+    assert_same_file(&seed.join("multi/a.bin"), &out.join("multi/a.bin"));
+    let b = out.join("multi/b.bin");
+    // Left out: never created (its share of a boundary piece is kept
+    // in the hidden parts file).
+    assert!(!b.exists(), "the unwanted b.bin was created");
+    let files = tr_ok(&ctx, rpc, &["-t", "1", "-f"]);
+    assert!(
+        files
+            .lines()
+            .any(|l| l.contains("100%") && l.contains("multi/a.bin")),
+        "{files}"
+    );
+    // Wanted again: fetched, and the whole tree is the seed's.
+    tr_success(&ctx, rpc, &["-t", "1", "-g", "1"]);
+    wait_done(&ctx, rpc, 1, "multi with b.bin");
+    assert_same_tree(&seed.join("multi"), &out.join("multi"));
+
+    // Stop and start.
+    tr_success(&ctx, rpc, &["-t", "1", "-S"]);
+    let line = list_line(&ctx, rpc, 1).unwrap();
+    assert!(line.contains("Stopped") && line.contains("100%"), "{line}");
+    tr_success(&ctx, rpc, &["-t", "1", "-s"]);
+    ctx.wait_for("torrent 1 running again", secs(20), || {
+        !list_line(&ctx, rpc, 1).unwrap().contains("Stopped")
+    });
+
+    // Info.
+    let info = tr_ok(&ctx, rpc, &["-t", "1", "-i"]);
+    let hash = btc_info_hash(&ctx, s(&t1));
+    assert!(info.contains(&format!("Hash: {hash}")), "{info}");
+    assert!(info.contains(&format!("Location: {}", s(&out))), "{info}");
+    assert!(info.contains("Name: multi"), "{info}");
+
+    // Session limits, and a torrent's.
+    tr_success(&ctx, rpc, &["-d", "100"]);
+    let si = tr_ok(&ctx, rpc, &["-si"]);
+    assert!(si.contains("Download speed limit: 100 kB/s"), "{si}");
+    tr_success(&ctx, rpc, &["-D"]);
+    let si = tr_ok(&ctx, rpc, &["-si"]);
+    assert!(si.contains("Download speed limit: Unlimited"), "{si}");
+    assert!(si.contains("RPC version: 15"), "{si}");
+    assert!(
+        si.contains(&format!("Download directory: {}", s(&out))),
+        "{si}"
+    );
+    tr_success(&ctx, rpc, &["-t", "1", "-u", "50"]);
+    let info = tr_ok(&ctx, rpc, &["-t", "1", "-i"]);
+    assert!(info.contains("Upload Limit: 50 kB/s"), "{info}");
+
+    // Stats count what this run downloaded (a.bin and b.bin at least).
+    let st = tr_ok(&ctx, rpc, &["-st"]);
+    assert!(st.contains("CURRENT SESSION"), "{st}");
+    assert!(!st.contains("Downloaded: None"), "{st}");
+
+    // Verify: hashed again, still complete.
+    tr_success(&ctx, rpc, &["-t", "1", "-v"]);
+    wait_done(&ctx, rpc, 1, "multi verified");
+
+    // A magnet: the metadata comes from the seeder.
+    let hash2 = btc_info_hash(&ctx, s(&t2));
+    tr_success(&ctx, rpc, &["-a", &format!("magnet:?xt=urn:btih:{hash2}")]);
+    wait_done(&ctx, rpc, 2, "the magnet's download");
+    assert_same_file(&seed.join("single.bin"), &out.join("single.bin"));
+    let line = list_line(&ctx, rpc, 2).unwrap();
+    assert!(line.contains("single.bin"), "{line}");
+    // The same one again is a duplicate, not a second torrent.
+    tr_success(&ctx, rpc, &["-a", s(&t2)]);
+    assert!(list_line(&ctx, rpc, 3).is_none());
+
+    // Remove keeps the data; remove-and-delete does not.
+    tr_success(&ctx, rpc, &["-t", "1", "-r"]);
+    assert!(list_line(&ctx, rpc, 1).is_none());
+    assert_same_tree(&seed.join("multi"), &out.join("multi"));
+    tr_success(&ctx, rpc, &["-t", "2", "--remove-and-delete"]);
+    assert!(list_line(&ctx, rpc, 2).is_none());
+    assert!(
+        !out.join("single.bin").exists(),
+        "data left after remove-and-delete"
+    );
+
+    // SIGTERM: a clean stop, 128 + 15.
+    let status = daemon.terminate(secs(15)).expect("the daemon stopped");
+    assert_eq!(status.code(), Some(143), "{}", daemon.tails());
+}
+
+#[test]
+fn a_restarted_daemon_keeps_a_finished_torrent_without_downloading_again() {
+    let ctx = Ctx::new("daemon-restart", secs(180));
+    let (seed, t1, _t2, mut seeder, peer) = seeded(&ctx);
+    let (out, state) = (ctx.mkdir("out"), ctx.mkdir("state"));
+    let (mut daemon, rpc) = start_daemon(&ctx, "daemon-1", &out, &state, &["--peer", &peer]);
+    tr_success(&ctx, &rpc, &["-a", s(&t1)]);
+    wait_done(&ctx, &rpc, 1, "the first download");
+    assert_same_tree(&seed.join("multi"), &out.join("multi"));
+    let status = daemon.terminate(secs(15)).expect("the daemon stopped");
+    assert_eq!(status.code(), Some(143), "{}", daemon.tails());
+    // Nobody to download from now.
+    seeder.terminate(secs(10));
+
+    let (mut daemon, rpc) = start_daemon(&ctx, "daemon-2", &out, &state, &[]);
+    let line = list_line(&ctx, &rpc, 1).expect("the torrent is still listed");
+    assert!(line.contains("multi"), "{line}");
+    wait_done(&ctx, &rpc, 1, "the restored torrent");
+    let st = tr_ok(&ctx, &rpc, &["-st"]);
+    let current = st.split("TOTAL").next().unwrap();
+    assert!(current.contains("Downloaded: None"), "{st}");
+    assert_same_tree(&seed.join("multi"), &out.join("multi"));
+    // The resume data vouched for it: nothing was hashed.
+    let log = daemon.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("resume: "))
+        .unwrap_or_else(|| panic!("no resume line:\n{log}"));
+    assert!(line.ends_with(", 0 to hash"), "{line}");
+    let status = daemon.terminate(secs(15)).expect("the daemon stopped");
+    assert_eq!(status.code(), Some(143));
+}
+
+#[test]
+fn the_watch_folder_adds_torrents_and_magnets_and_renames_them() {
+    let ctx = Ctx::new("daemon-watch", secs(120));
+    let (_seed, t1, t2, _seeder, peer) = seeded(&ctx);
+    let (out, state, watch) = (ctx.mkdir("out"), ctx.mkdir("state"), ctx.mkdir("watch"));
+    let (_daemon, rpc) = start_daemon(
+        &ctx,
+        "daemon",
+        &out,
+        &state,
+        &["--peer", &peer, "--watch", s(&watch)],
+    );
+    // A file written slowly over three seconds is taken only once whole.
+    let bytes = fs::read(&t1).unwrap();
+    let slow = watch.join("slow.torrent");
+    {
+        let mut f = fs::File::create(&slow).unwrap();
+        for chunk in bytes.chunks(bytes.len().div_ceil(6)) {
+            f.write_all(chunk).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let hash2 = btc_info_hash(&ctx, s(&t2));
+    fs::write(
+        watch.join("link.magnet"),
+        format!("magnet:?xt=urn:btih:{hash2}\n"),
+    )
+    .unwrap();
+    fs::write(watch.join("bad.torrent"), b"d4:infoi3ee").unwrap();
+    fs::write(watch.join("notes.txt"), b"ignored").unwrap();
+    ctx.wait_for("the watch folder's renames", secs(20), || {
+        watch.join("slow.torrent.added").exists()
+            && watch.join("link.magnet.added").exists()
+            && watch.join("bad.torrent.invalid").exists()
+    });
+    assert!(!slow.exists());
+    assert!(!watch.join("slow.torrent.invalid").exists());
+    assert!(watch.join("notes.txt").exists());
+    let list = tr_ok(&ctx, &rpc, &["-l"]);
+    assert!(list.contains("multi"), "{list}");
+    assert_eq!(
+        list.lines()
+            .filter(|l| l.trim_start().starts_with(char::is_numeric))
+            .count(),
+        2,
+        "{list}"
+    );
+}
+
+/// One raw HTTP request; returns the reply (status line, headers, body),
+/// read until its `Content-Length` or final chunk is in (a server may
+/// keep the connection open).
+fn http(addr: &str, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse::<usize>().ok());
+            match len {
+                Some(n) if body.len() >= n => break,
+                None if head.to_ascii_lowercase().contains("chunked")
+                    && body.ends_with("0\r\n\r\n") =>
+                {
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn header<'a>(reply: &'a str, name: &str) -> Option<&'a str> {
+    reply
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+        })
+        .map(|l| l[name.len() + 1..].trim())
+}
+
+#[test]
+fn the_rpc_asks_for_auth_the_session_id_and_a_known_host() {
+    let ctx = Ctx::new("daemon-auth", secs(60));
+    let (out, state) = (ctx.mkdir("out"), ctx.mkdir("state"));
+    // Beyond loopback without --rpc-auth: refused at start.
+    let o = ctx.run_btc(
+        &[
+            "daemon",
+            "-o",
+            s(&out),
+            "--state-dir",
+            s(&state),
+            "--rpc",
+            "0.0.0.0:1",
+        ],
+        secs(20),
+    );
+    assert!(!o.status.success());
+    assert!(
+        o.stderr.starts_with("error: ") && o.stderr.contains("--rpc-auth"),
+        "{}",
+        o.stderr
+    );
+
+    let (_daemon, rpc) = start_daemon(&ctx, "daemon", &out, &state, &["--rpc-auth", "user:secret"]);
+    // transmission-remote without credentials fails; with them it works.
+    let o = tr(&ctx, &rpc, None, &["-l"]);
+    assert!(
+        !o.status.success() || o.stdout.contains("401"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+    let o = tr(&ctx, &rpc, Some("user:wrong"), &["-l"]);
+    assert!(
+        !o.status.success() || o.stdout.contains("401"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+    let o = tr(&ctx, &rpc, Some("user:secret"), &["-l"]);
+    assert!(
+        o.status.success() && o.stdout.contains("Sum:"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+
+    let auth = "Authorization: Basic dXNlcjpzZWNyZXQ=\r\n"; // user:secret
+    let body = r#"{"method":"session-get","tag":9}"#;
+    let post = |host: &str, extra: &str, body: &str| {
+        format!(
+            "POST /transmission/rpc HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let r = http(&rpc, post(&rpc, "", body).as_bytes());
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    assert!(
+        header(&r, "WWW-Authenticate").is_some_and(|v| v.starts_with("Basic")),
+        "{r}"
+    );
+    let r = http(&rpc, post(&rpc, auth, body).as_bytes());
+    assert!(r.starts_with("HTTP/1.1 409"), "{r}");
+    let id = header(&r, "X-Transmission-Session-Id")
+        .expect("a session id")
+        .to_string();
+    let with_id = format!("{auth}X-Transmission-Session-Id: {id}\r\n");
+    let r = http(&rpc, post(&rpc, &with_id, body).as_bytes());
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        r.contains(r#""tag":9"#) && r.contains(r#""result":"success""#),
+        "{r}"
+    );
+    // DNS rebinding: a name that is not ours.
+    let r = http(&rpc, post("evil.example:9091", &with_id, body).as_bytes());
+    assert!(r.starts_with("HTTP/1.1 421"), "{r}");
+    // Unknown method and malformed JSON: error results, the connection answered.
+    let r = http(
+        &rpc,
+        post(&rpc, &with_id, r#"{"method":"no-such","tag":3}"#).as_bytes(),
+    );
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains(r#""tag":3"#),
+        "{r}"
+    );
+    assert!(!r.contains(r#""result":"success""#), "{r}");
+    let r = http(&rpc, post(&rpc, &with_id, "{not json").as_bytes());
+    assert!(
+        r.starts_with("HTTP/1.1 200") && !r.contains(r#""result":"success""#),
+        "{r}"
+    );
+    // Over 10 MiB: 413, from the Content-Length alone.
+    let big = format!(
+        "POST /transmission/rpc HTTP/1.1\r\nHost: {rpc}\r\n{with_id}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        11 * MIB
+    );
+    let r = http(&rpc, big.as_bytes());
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+}
+
+#[test]
+fn a_torrent_download_limit_set_over_rpc_paces_its_download() {
+    let ctx = Ctx::new("daemon-limit", secs(120));
+    let (seed, _t1, t2, _seeder, peer) = seeded(&ctx);
+    let (out, state) = (ctx.mkdir("out"), ctx.mkdir("state"));
+    let (_daemon, rpc) = start_daemon(&ctx, "daemon", &out, &state, &["--peer", &peer]);
+    tr_success(
+        &ctx,
+        &rpc,
+        &["--start-paused", "-a", s(&t2), "--no-start-paused"],
+    );
+    tr_success(&ctx, &rpc, &["-t", "1", "-d", "100"]);
+    let info = tr_ok(&ctx, &rpc, &["-t", "1", "-i"]);
+    assert!(info.contains("Download Limit: 100 kB/s"), "{info}");
+    let t0 = std::time::Instant::now();
+    tr_success(&ctx, &rpc, &["-t", "1", "-s"]);
+    wait_done(&ctx, &rpc, 1, "the limited download");
+    let el = t0.elapsed();
+    // 1 MiB at 100 kB/s is 10.5 s (less one 16 KiB burst); unlimited,
+    // the same download takes well under a second on loopback.
+    assert!(el >= secs(8), "1 MiB at 100 kB/s took only {el:?}");
+    assert_same_file(&seed.join("single.bin"), &out.join("single.bin"));
+}
+
+/// A minimal W3C WebDriver client (chromedriver) over raw HTTP/1.1.
+struct Driver {
+    addr: String,
+    session: String,
+}
+
+impl Driver {
+    fn call(addr: &str, method: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        let body = body.to_string();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let reply = http(addr, req.as_bytes());
+        let json = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        // chromedriver may answer chunked: take the JSON object itself.
+        let start = json.find('{').unwrap_or_else(|| panic!("{reply}"));
+        let end = json.rfind('}').unwrap_or_else(|| panic!("{reply}"));
+        serde_json::from_str(&json[start..=end]).unwrap_or_else(|e| panic!("{e}: {reply}"))
+    }
+
+    fn start(addr: &str) -> Driver {
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+            }
+        }}});
+        let v = Driver::call(addr, "POST", "/session", &caps);
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+            .to_string();
+        Driver {
+            addr: addr.to_string(),
+            session,
+        }
+    }
+
+    fn post(&self, what: &str, body: serde_json::Value) -> serde_json::Value {
+        let path = format!("/session/{}/{what}", self.session);
+        Driver::call(&self.addr, "POST", &path, &body)["value"].clone()
+    }
+
+    fn script(&self, js: &str) -> serde_json::Value {
+        self.post(
+            "execute/sync",
+            serde_json::json!({"script": js, "args": []}),
+        )
+    }
+
+    fn list_text(&self) -> String {
+        self.script("return document.getElementById('list').innerText")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Clicks the first element matching `css`; again if the page
+    /// re-rendered it in between (it redraws its list every 2 s).
+    fn click(&self, css: &str) {
+        let mut last = serde_json::Value::Null;
+        for _ in 0..5 {
+            let el = self.post(
+                "element",
+                serde_json::json!({"using": "css selector", "value": css}),
+            );
+            let Some(id) = el
+                .as_object()
+                .and_then(|o| o.values().next())
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+            else {
+                last = el;
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            };
+            let r = self.post(&format!("element/{id}/click"), serde_json::json!({}));
+            if r.is_null() {
+                return;
+            }
+            last = r;
+        }
+        panic!("clicking {css}: {last}");
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let path = format!("/session/{}", self.session);
+        let _ = std::panic::catch_unwind(|| {
+            Driver::call(&self.addr, "DELETE", &path, &serde_json::json!({}))
+        });
+    }
+}
+
+#[test]
+fn the_web_page_shows_pauses_and_removes_a_torrent_in_headless_chromium() {
+    let ctx = Ctx::new("daemon-web", secs(120));
+    let (seed, t1, t2, _seeder, peer) = seeded(&ctx);
+    let (out, state) = (ctx.mkdir("out"), ctx.mkdir("state"));
+    let (_daemon, rpc) = start_daemon(&ctx, "daemon", &out, &state, &["--peer", &peer]);
+    tr_success(&ctx, &rpc, &["-a", s(&t1)]);
+    wait_done(&ctx, &rpc, 1, "the download");
+    assert_same_tree(&seed.join("multi"), &out.join("multi"));
+
+    let port = free_port();
+    let wd = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new("chromedriver");
+    cmd.arg(format!("--port={port}"));
+    let mut chromedriver = ctx.spawn("chromedriver", cmd);
+    assert!(ctx.wait_listening(&mut chromedriver, &wd, secs(20)));
+    let driver = Driver::start(&wd);
+    driver.post("url", serde_json::json!({"url": format!("http://{rpc}/")}));
+    ctx.wait_for("the page to list the torrent", secs(20), || {
+        let t = driver.list_text();
+        t.contains("multi") && t.contains("100.0%") && t.contains("seeding")
+    });
+
+    driver.click("button.pause");
+    ctx.wait_for("the torrent stopped", secs(20), || {
+        list_line(&ctx, &rpc, 1).is_some_and(|l| l.contains("Stopped"))
+    });
+    ctx.wait_for("the page to show it stopped", secs(10), || {
+        driver.list_text().contains("stopped")
+    });
+    driver.click("button.resume");
+    ctx.wait_for("the torrent running again", secs(20), || {
+        list_line(&ctx, &rpc, 1).is_some_and(|l| !l.contains("Stopped"))
+    });
+
+    // Remove with data (the page asks first: say yes).
+    driver.script("window.confirm = () => true; return null;");
+    driver.click("button.remove + button.remove");
+    ctx.wait_for("the torrent removed", secs(20), || {
+        list_line(&ctx, &rpc, 1).is_none()
+    });
+    ctx.wait_for("the page to show no torrent", secs(10), || {
+        driver.list_text().contains("No torrents")
+    });
+    assert!(
+        !out.join("multi").exists(),
+        "data left after remove with data"
+    );
+
+    // Add a magnet link from the page's form.
+    let hash2 = btc_info_hash(&ctx, s(&t2));
+    driver.script(&format!(
+        "document.getElementById('magnet').value = 'magnet:?xt=urn:btih:{hash2}'; return null;"
+    ));
+    driver.click("#add button");
+    ctx.wait_for("the page's magnet downloaded", secs(30), || {
+        driver.list_text().contains("single.bin") && driver.list_text().contains("100.0%")
+    });
+    assert_same_file(&seed.join("single.bin"), &out.join("single.bin"));
+}
