@@ -30,11 +30,13 @@ use crate::tracker::announce::{
     MAX_PEERS, parse_http_response, parse_udp_announce, parse_udp_connect, udp_transaction_matches,
 };
 
+mod hash_exchange;
 mod metadata;
 mod mse;
 mod peer_state;
 mod utp_conn;
 mod webseed_plan;
+pub use hash_exchange::hash_exchange;
 pub use metadata::metadata;
 pub use mse::mse;
 pub use peer_state::peer_state;
@@ -65,6 +67,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("utp_conn", utp_conn),
     ("portmap", portmap),
     ("proxy", proxy),
+    ("hash_exchange", hash_exchange),
 ];
 
 /// (m) What a router or the system says to port mapping: PCP and NAT-PMP

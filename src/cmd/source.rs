@@ -26,6 +26,11 @@ fn looks_like_hash(s: &str) -> bool {
                 .all(|b| b.is_ascii_alphabetic() || (b'2'..=b'7').contains(&b)))
 }
 
+/// Whether `s` looks like a bare BitTorrent v2 info-hash (64 hex chars).
+fn looks_like_v2_hash(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Resolves SOURCE: magnet URI, info-hash, http(s) URL or a file path.
 /// An error about a file or URL names it once (`reading F: …`,
 /// `F: not a valid torrent: …`, `downloading URL: …`); one about a magnet
@@ -44,6 +49,13 @@ pub async fn resolve(source: &str) -> Result<Resolved> {
         return Ok(Resolved::Torrent(Box::new(m)));
     }
     let path = Path::new(source);
+    if !path.exists() && looks_like_v2_hash(source) {
+        let mut v2 = [0u8; 32];
+        for (i, b) in v2.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&source[2 * i..2 * i + 2], 16).context("invalid info-hash")?;
+        }
+        return Ok(Resolved::Magnet(Magnet::from_info_hash_v2(v2)));
+    }
     if !path.exists() && looks_like_hash(source) {
         let ih = crate::id::InfoHash::parse(source).context("invalid info-hash")?;
         return Ok(Resolved::Magnet(Magnet::from_info_hash(ih)));
@@ -111,5 +123,9 @@ mod tests {
         assert!(looks_like_hash("YEX6DQDLXISUVHOJ6UM3GNNKPQJWPKEK"));
         assert!(!looks_like_hash("file.torrent"));
         assert!(!looks_like_hash("c12fe1c06bba254a9dc9f519b335aa7c1367a88"));
+        let v2 = "caf1e1c30e81cb361b9ee167c4aa64228a7fa4fa9f6105232b28ad099f3a302e";
+        assert!(looks_like_v2_hash(v2));
+        assert!(!looks_like_v2_hash(&v2[1..]));
+        assert!(!looks_like_hash(v2));
     }
 }

@@ -5,6 +5,7 @@ mod connections;
 mod control;
 mod fake_peer;
 mod floods;
+mod hashx;
 mod hostile;
 mod interop;
 mod lsd;
