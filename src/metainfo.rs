@@ -193,10 +193,10 @@ pub enum MetainfoError {
     #[error("meta version {0} is not one btc knows (2 is BitTorrent v2)")]
     UnknownMetaVersion(i64),
     /// A BitTorrent v2-only torrent without the piece layers btc needs to
-    /// check its pieces (they would have to come from peers, BEP 52 hash
-    /// requests, which btc does not send yet).
+    /// check its pieces: they have to come from peers (BEP 52 hash
+    /// requests), so the download goes by its v2 info-hash, as a magnet.
     #[error(
-        "{name:?} is a BitTorrent v2-only torrent (v2 info-hash {hash}) without its piece layers; btc cannot fetch them from peers yet"
+        "{name:?} is a BitTorrent v2-only torrent (v2 info-hash {hash}) without its piece layers; they have to come from peers"
     )]
     V2Only {
         /// The torrent's name.
@@ -330,6 +330,28 @@ impl Metainfo {
             url_list: Vec::new(),
             v2,
         })
+    }
+
+    /// The tracker tiers of a `.torrent` that may not parse as a whole (a
+    /// v2 one without piece layers): `announce-list`, else `announce`.
+    pub fn tracker_tiers_of(buf: &[u8]) -> Vec<Vec<String>> {
+        let Ok(raw) = crate::bencode::decode::<RawTorrent>(buf) else {
+            return Vec::new();
+        };
+        let tiers = raw
+            .announce_list
+            .as_ref()
+            .map(parse_tiers)
+            .unwrap_or_default();
+        if !tiers.is_empty() {
+            return tiers;
+        }
+        raw.announce
+            .as_ref()
+            .and_then(lossy)
+            .filter(|s| !s.is_empty())
+            .map(|a| vec![vec![a]])
+            .unwrap_or_default()
     }
 
     /// Tracker tiers: `announce-list` when present, else `[[announce]]`.

@@ -1,7 +1,7 @@
 //! Turning the user's SOURCE argument into a torrent or a magnet.
 
 use crate::magnet::Magnet;
-use crate::metainfo::Metainfo;
+use crate::metainfo::{Metainfo, MetainfoError};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::time::Duration;
@@ -44,16 +44,12 @@ pub async fn resolve(source: &str) -> Result<Resolved> {
         let bytes = fetch(source)
             .await
             .with_context(|| format!("downloading {source}"))?;
-        let m = Metainfo::from_bytes(&bytes)
-            .with_context(|| format!("{source}: not a valid torrent"))?;
-        return Ok(Resolved::Torrent(Box::new(m)));
+        return from_torrent_bytes(source, &bytes);
     }
     let path = Path::new(source);
-    if !path.exists() && looks_like_v2_hash(source) {
-        let mut v2 = [0u8; 32];
-        for (i, b) in v2.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&source[2 * i..2 * i + 2], 16).context("invalid info-hash")?;
-        }
+    if !path.exists()
+        && let Some(v2) = parse_v2_hex(source)
+    {
         return Ok(Resolved::Magnet(Magnet::from_info_hash_v2(v2)));
     }
     if !path.exists() && looks_like_hash(source) {
@@ -61,9 +57,41 @@ pub async fn resolve(source: &str) -> Result<Resolved> {
         return Ok(Resolved::Magnet(Magnet::from_info_hash(ih)));
     }
     let bytes = read_torrent_file(path)?;
-    let m =
-        Metainfo::from_bytes(&bytes).with_context(|| format!("{source}: not a valid torrent"))?;
-    Ok(Resolved::Torrent(Box::new(m)))
+    from_torrent_bytes(source, &bytes)
+}
+
+/// A `.torrent`'s bytes: the torrent, or, for a v2-only one without its
+/// piece layers, the magnet of its v2 info-hash with its trackers (the
+/// layers, and the info dict with them, come from peers).
+fn from_torrent_bytes(source: &str, bytes: &[u8]) -> Result<Resolved> {
+    match Metainfo::from_bytes(bytes) {
+        Ok(m) => Ok(Resolved::Torrent(Box::new(m))),
+        Err(MetainfoError::V2Only { name, hash }) => {
+            let Some(v2) = parse_v2_hex(&hash) else {
+                bail!("{source}: not a valid torrent: bad v2 info-hash {hash}");
+            };
+            tracing::info!(
+                "{source}: a v2-only torrent without piece layers: fetching them (and its metadata) from peers by its v2 info-hash"
+            );
+            let mut m = Magnet::from_info_hash_v2(v2);
+            m.name = Some(name);
+            m.trackers = Metainfo::tracker_tiers_of(bytes).concat();
+            Ok(Resolved::Magnet(m))
+        }
+        Err(e) => Err(e).with_context(|| format!("{source}: not a valid torrent")),
+    }
+}
+
+/// 64 hex digits as 32 bytes.
+fn parse_v2_hex(s: &str) -> Option<[u8; 32]> {
+    if !looks_like_v2_hash(s) {
+        return None;
+    }
+    let mut v2 = [0u8; 32];
+    for (i, b) in v2.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(v2)
 }
 
 /// Reads a `.torrent` file with a size cap.

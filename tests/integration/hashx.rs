@@ -1,6 +1,7 @@
 //! BEP 52 hash exchange with libtorrent: btc fetches a v2-only torrent's
 //! metadata and piece layers from a libtorrent seeder by a `urn:btmh`
-//! magnet and by a bare 64-hex v2 info-hash, and libtorrent fetches a
+//! magnet, by a bare 64-hex v2 info-hash and from a `.torrent` without
+//! its `piece layers`, and libtorrent fetches a
 //! v2-only torrent by magnet from a btc seeder (whose piece layers it can
 //! only get from btc's answers to its hash requests).
 
@@ -82,6 +83,28 @@ fn btc_fetches_v2_metadata_and_piece_layers_from_libtorrent() {
     // The bare 64-hex v2 info-hash.
     let out = ctx.join("out-bare");
     let log = btc_fetch(&ctx, "btc-bare-v2", &out, &v2, &listen);
+    assert_same_tree(&root, &out.join("v2mag"));
+    assert!(log.contains("piece layers complete"), "{log}");
+
+    // The .torrent without its `piece layers` (libtorrent re-encodes the
+    // rest; the info dict, canonical, keeps its bytes and hash).
+    let bare_t = ctx.join("no-layers.torrent");
+    let mut c = Command::new(PYTHON);
+    c.arg("-c")
+        .arg(
+            "import sys, libtorrent as lt\n\
+             d = lt.bdecode(open(sys.argv[1], 'rb').read())\n\
+             del d[b'piece layers']\n\
+             open(sys.argv[2], 'wb').write(lt.bencode(d))",
+        )
+        .arg(&t)
+        .arg(&bare_t);
+    ctx.run("strip-layers", c, secs(30))
+        .assert_ok("strip piece layers");
+    let (_, v2_again) = libtorrent_hashes(&ctx, &bare_t);
+    assert_eq!(v2_again, v2, "stripping the layers changed the info dict");
+    let out = ctx.join("out-no-layers");
+    let log = btc_fetch(&ctx, "btc-no-layers", &out, s(&bare_t), &listen);
     assert_same_tree(&root, &out.join("v2mag"));
     assert!(log.contains("piece layers complete"), "{log}");
     lt.assert_running();
