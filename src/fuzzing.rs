@@ -31,12 +31,14 @@ use crate::tracker::announce::{
 };
 
 mod dht;
+mod hash_exchange;
 mod metadata;
 mod mse;
 mod peer_state;
 mod utp_conn;
 mod webseed_plan;
 pub use dht::dht;
+pub use hash_exchange::hash_exchange;
 pub use metadata::metadata;
 pub use mse::mse;
 pub use peer_state::peer_state;
@@ -69,6 +71,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("proxy", proxy),
     ("dht", dht),
     ("rpc_request", rpc_request),
+    ("hash_exchange", hash_exchange),
 ];
 
 /// (r) A body sent to `btc daemon`'s Transmission RPC: parsed into a call

@@ -36,8 +36,8 @@ pub enum MagnetError {
     /// No `xt=urn:btih:` parameter.
     #[error("magnet URI has no `xt=urn:btih:` info-hash")]
     MissingXt,
-    /// Only a BitTorrent v2 hash (`urn:btmh:`) is present.
-    #[error("BitTorrent v2 magnets (urn:btmh) are not supported yet")]
+    /// Only a `urn:btmh:` that is not a SHA-256 multihash (`1220` + 64 hex).
+    #[error("the magnet's urn:btmh is not a SHA-256 info-hash (1220 followed by 64 hex digits)")]
     V2NotSupported,
     /// The btih value is not a valid info-hash.
     #[error("bad info-hash in magnet URI")]
@@ -51,6 +51,21 @@ pub enum MagnetError {
 }
 
 impl Magnet {
+    /// The swarm of a v2 info-hash: its first 20 bytes (BEP 52).
+    pub fn v2_swarm(v2: &[u8; 32]) -> InfoHash {
+        let mut h = [0u8; 20];
+        h.copy_from_slice(&v2[..20]);
+        InfoHash(h)
+    }
+
+    /// A magnet for a bare v2 info-hash (SHA-256), with no hints.
+    pub fn from_info_hash_v2(v2: [u8; 32]) -> Magnet {
+        Magnet {
+            info_hash_v2: Some(v2),
+            ..Magnet::from_info_hash(Magnet::v2_swarm(&v2))
+        }
+    }
+
     /// A magnet for a bare info-hash, with no hints.
     pub fn from_info_hash(info_hash: InfoHash) -> Magnet {
         Magnet {
@@ -140,8 +155,13 @@ impl Magnet {
         }
         m.info_hash = match hash {
             Some(h) => h,
-            None if saw_btmh => return Err(MagnetError::V2NotSupported),
-            None => return Err(MagnetError::MissingXt),
+            // A v2-only link: the swarm is the one of the v2 hash's first
+            // 20 bytes (BEP 52).
+            None => match &m.info_hash_v2 {
+                Some(v2) => Magnet::v2_swarm(v2),
+                None if saw_btmh => return Err(MagnetError::V2NotSupported),
+                None => return Err(MagnetError::MissingXt),
+            },
         };
         Ok(m)
     }
@@ -149,9 +169,20 @@ impl Magnet {
     /// The link as text, every value percent-encoded. Parsing the result
     /// gives back an equal `Magnet`.
     pub fn to_uri(&self) -> String {
-        let mut s = format!("magnet:?xt=urn:btih:{}", self.info_hash.to_hex());
+        let v2_only = self
+            .info_hash_v2
+            .is_some_and(|v2| Magnet::v2_swarm(&v2) == self.info_hash);
+        let mut s = if v2_only {
+            "magnet:?".to_string()
+        } else {
+            format!("magnet:?xt=urn:btih:{}", self.info_hash.to_hex())
+        };
         if let Some(v2) = &self.info_hash_v2 {
-            s.push_str("&xt=urn:btmh:1220");
+            s.push_str(if v2_only {
+                "xt=urn:btmh:1220"
+            } else {
+                "&xt=urn:btmh:1220"
+            });
             for b in v2 {
                 s.push_str(&format!("{b:02x}"));
             }
@@ -334,6 +365,23 @@ mod tests {
     }
 
     #[test]
+    fn a_v2_only_link_joins_the_truncated_swarm() {
+        let v2 = "caf1e1c30e81cb361b9ee167c4aa64228a7fa4fa9f6105232b28ad099f3a302e";
+        let m = Magnet::parse(&format!("magnet:?xt=urn:btmh:1220{v2}&dn=x")).unwrap();
+        assert_eq!(m.info_hash.to_hex(), v2[..40]);
+        assert_eq!(m.info_hash_v2.map(|h| h[31]), Some(0x2e));
+        // No made-up btih on the way out, and it parses back the same.
+        let uri = m.to_uri();
+        assert!(
+            uri.starts_with(&format!("magnet:?xt=urn:btmh:1220{v2}&dn=x")),
+            "{uri}"
+        );
+        assert_eq!(Magnet::parse(&uri).unwrap(), m);
+        let bare = Magnet::from_info_hash_v2(m.info_hash_v2.unwrap());
+        assert_eq!(bare.info_hash, m.info_hash);
+    }
+
+    #[test]
     fn bad_inputs() {
         assert_eq!(
             Magnet::parse("http://example.com/x.torrent"),
@@ -353,9 +401,7 @@ mod tests {
             Err(MagnetError::BadHash(IdError::BadDigit(_)))
         ));
         assert_eq!(
-            Magnet::parse(
-                "magnet:?xt=urn:btmh:1220caf1e1c30e81cb361b9ee167c4aa64228a7fa4fa9f6105232b28ad099f3a302e"
-            ),
+            Magnet::parse("magnet:?xt=urn:btmh:1120caf1e1c30e81cb361b9ee167c4aa64228a7f"),
             Err(MagnetError::V2NotSupported)
         );
         let other = "0000000000000000000000000000000000000000";

@@ -10,6 +10,7 @@
 
 use crate::bencode::{ByteBuf, Value, WithRawBytes};
 use crate::id::InfoHash;
+use crate::merkle;
 use bytes::Bytes;
 use serde::Deserialize;
 use sha1::{Digest, Sha1};
@@ -192,10 +193,10 @@ pub enum MetainfoError {
     #[error("meta version {0} is not one btc knows (2 is BitTorrent v2)")]
     UnknownMetaVersion(i64),
     /// A BitTorrent v2-only torrent without the piece layers btc needs to
-    /// check its pieces (they would have to come from peers, BEP 52 hash
-    /// requests, which btc does not send yet).
+    /// check its pieces: they have to come from peers (BEP 52 hash
+    /// requests), so the download goes by its v2 info-hash, as a magnet.
     #[error(
-        "{name:?} is a BitTorrent v2-only torrent (v2 info-hash {hash}) without its piece layers; btc cannot fetch them from peers yet"
+        "{name:?} is a BitTorrent v2-only torrent (v2 info-hash {hash}) without its piece layers; they have to come from peers"
     )]
     V2Only {
         /// The torrent's name.
@@ -287,8 +288,25 @@ impl Metainfo {
         info: &[u8],
         trackers: Vec<Vec<String>>,
     ) -> Result<Metainfo, MetainfoError> {
+        Self::from_info_bytes_with_layers(info, trackers, &[])
+    }
+
+    /// [`Metainfo::from_info_bytes`] for a v2 info dict whose piece layers
+    /// came apart from it (fetched from peers): `layers` holds them by
+    /// file root, and each is checked against its root as a `.torrent`'s
+    /// `piece layers` would be.
+    pub fn from_info_bytes_with_layers(
+        info: &[u8],
+        trackers: Vec<Vec<String>>,
+        layers: &[(merkle::Hash, Vec<merkle::Hash>)],
+    ) -> Result<Metainfo, MetainfoError> {
         let value: Value = crate::bencode::decode(info)?;
-        let (parsed, v2) = parse_info_v1_v2(&value, info, None)?;
+        let encoded = encode_layers(layers);
+        let layers_value: Option<Value> = match &encoded {
+            Some(b) => Some(crate::bencode::decode(b)?),
+            None => None,
+        };
+        let (parsed, v2) = parse_info_v1_v2(&value, info, layers_value.as_ref())?;
         let announce_list: Vec<Vec<String>> = trackers
             .into_iter()
             .map(|tier| {
@@ -312,6 +330,28 @@ impl Metainfo {
             url_list: Vec::new(),
             v2,
         })
+    }
+
+    /// The tracker tiers of a `.torrent` that may not parse as a whole (a
+    /// v2 one without piece layers): `announce-list`, else `announce`.
+    pub fn tracker_tiers_of(buf: &[u8]) -> Vec<Vec<String>> {
+        let Ok(raw) = crate::bencode::decode::<RawTorrent>(buf) else {
+            return Vec::new();
+        };
+        let tiers = raw
+            .announce_list
+            .as_ref()
+            .map(parse_tiers)
+            .unwrap_or_default();
+        if !tiers.is_empty() {
+            return tiers;
+        }
+        raw.announce
+            .as_ref()
+            .and_then(lossy)
+            .filter(|s| !s.is_empty())
+            .map(|a| vec![vec![a]])
+            .unwrap_or_default()
     }
 
     /// Tracker tiers: `announce-list` when present, else `[[announce]]`.
@@ -383,6 +423,47 @@ impl Info {
 /// The 20-byte hash the swarm knows the torrent by: the SHA-1 of the info
 /// bytes, or for a v2-only torrent the v2 info-hash cut to 20 bytes (what
 /// BEP 52 peers put in the handshake and announce to trackers and the DHT).
+/// `layers` as a bencoded `piece layers` dict (keys in order); `None`
+/// when empty.
+fn encode_layers(layers: &[(merkle::Hash, Vec<merkle::Hash>)]) -> Option<Vec<u8>> {
+    if layers.is_empty() {
+        return None;
+    }
+    let mut sorted: Vec<_> = layers.iter().collect();
+    sorted.sort_by_key(|(root, _)| *root);
+    let mut out = b"d".to_vec();
+    for (root, layer) in sorted {
+        out.extend_from_slice(format!("{}:", root.len()).as_bytes());
+        out.extend_from_slice(root);
+        out.extend_from_slice(format!("{}:", layer.len() * 32).as_bytes());
+        for h in layer {
+            out.extend_from_slice(h);
+        }
+    }
+    out.push(b'e');
+    Some(out)
+}
+
+/// The v2 files of an info dict and its piece length, without requiring
+/// piece layers (they may have to come from peers). `None` for anything
+/// but a valid v2 or hybrid dict.
+pub fn v2_files(info: &[u8]) -> Option<(V2Info, u32)> {
+    let value: Value = crate::bencode::decode(info).ok()?;
+    let Value::Dict(d) = &value else {
+        return None;
+    };
+    if get_int(d, "meta version").ok()? != Some(2) {
+        return None;
+    }
+    let name = get_text(d, "name", "name.utf-8").ok()??;
+    if component_problem(&name).is_some() {
+        return None;
+    }
+    let v2 = v2::parse(d, info, &name, None).ok()?;
+    let pl = u32::try_from(get_u64(d, "piece length").ok()??).ok()?;
+    Some((v2, pl))
+}
+
 fn swarm_hash(info: &Info, v2: Option<&V2Info>, info_bytes: &[u8]) -> InfoHash {
     match v2 {
         Some(v2) if info.is_v2_only() => {

@@ -65,12 +65,9 @@ pub fn format_info(m: &Metainfo) -> String {
                 s,
                 "Format:      BitTorrent v2 only (peers know it by the v2 hash's first 20 bytes)"
             );
-            // A v2 swarm has no v1 hash: the link names the v2 one alone.
-            let v2_only = match magnet.split_once('&') {
-                Some((_, rest)) => format!("magnet:?{rest}"),
-                None => magnet,
-            };
-            let _ = writeln!(s, "Magnet:      {v2_only}");
+            // A v2 swarm has no v1 hash: the link names the v2 one alone
+            // (`Magnet::to_uri` leaves the truncated hash out).
+            let _ = writeln!(s, "Magnet:      {magnet}");
         }
         Some(v2) => {
             let _ = writeln!(s, "Info-hash v2: {}", v2.hash_hex());

@@ -121,6 +121,11 @@ pub struct Registration {
 pub trait PeerHost: Swarm {
     /// The torrent's info-hash.
     fn info_hash(&self) -> InfoHash;
+    /// Whether the swarm is a BitTorrent v2 one: our handshake sets the v2
+    /// bit (BEP 52), and peers that set it may exchange hashes.
+    fn speaks_v2(&self) -> bool {
+        false
+    }
     /// Our peer id.
     fn peer_id(&self) -> PeerId;
     /// Our TCP listen port and DHT port, for the first messages.
@@ -230,7 +235,8 @@ async fn connect_over(
     host: &dyn PeerHost,
     policy: Encryption,
 ) -> Result<(MseStream<PeerStream>, Handshake), ConnError> {
-    let ours = Handshake::ours(host.info_hash(), host.peer_id(), host.ports().1.is_some());
+    let ours = Handshake::ours(host.info_hash(), host.peer_id(), host.ports().1.is_some())
+        .with_v2(host.speaks_v2());
     if policy != Encryption::Disable {
         let stream = dial(t, addr, dialer).await?;
         let ia = ours.encode().to_vec();
@@ -342,7 +348,8 @@ pub async fn send_answer<S: AsyncWrite + Unpin>(
     if theirs.peer_id == host.peer_id() {
         return Err(Refused::SelfConnection.into());
     }
-    let ours = Handshake::ours(host.info_hash(), host.peer_id(), host.ports().1.is_some());
+    let ours = Handshake::ours(host.info_hash(), host.peer_id(), host.ports().1.is_some())
+        .with_v2(host.speaks_v2());
     timeout(HANDSHAKE_TIMEOUT, async {
         stream.write_all(&ours.encode()).await?;
         stream.flush().await
@@ -395,6 +402,11 @@ where
         },
     )?;
     let (listen_port, dht_port) = host.ports();
+    tracing::debug!(
+        "peer {addr}: handshake reserved bytes {:02x?} (v2: {})",
+        theirs.reserved,
+        theirs.supports_v2()
+    );
     let local = LocalInfo {
         listen_port,
         dht_port,
@@ -405,7 +417,10 @@ where
     let mut conn = Conn {
         // We always set the fast bit, so it is on when the peer sets it.
         state: PeerState::new(key, local, theirs.supports_extensions(), now)
-            .with_fast(theirs.supports_fast()),
+            .with_fast(theirs.supports_fast())
+            // On a v2 swarm (the truncated v2 hash) every peer speaks v2:
+            // libtorrent sets the v2 bit only on a hybrid's v1 swarm.
+            .with_v2(host.speaks_v2()),
         host,
         out: Outbox::default(),
     };

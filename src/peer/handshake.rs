@@ -42,6 +42,19 @@ impl Handshake {
         }
     }
 
+    /// Sets the BitTorrent v2 bit (BEP 52: reserved byte 7, `0x10`).
+    pub fn with_v2(mut self, on: bool) -> Self {
+        if on {
+            self.reserved[7] |= 0x10;
+        }
+        self
+    }
+
+    /// Whether the sender speaks BitTorrent v2 (BEP 52).
+    pub fn supports_v2(&self) -> bool {
+        self.reserved[7] & 0x10 != 0
+    }
+
     /// Whether the sender speaks the extension protocol (BEP 10).
     pub fn supports_extensions(&self) -> bool {
         self.reserved[5] & 0x10 != 0

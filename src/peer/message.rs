@@ -1,11 +1,14 @@
-//! BEP 3 peer-wire messages (plus BEP 5 PORT, the BEP 6 fast extension and
-//! BEP 10 EXTENDED), and their strict, total decoder. No sockets: the codec
+//! BEP 3 peer-wire messages (plus BEP 5 PORT, the BEP 6 fast extension,
+//! BEP 10 EXTENDED and the BEP 52 hash exchange), and their strict, total
+//! decoder. No sockets: the codec
 //! feeds whole frames in here.
 //!
 //! Whether the fast messages were negotiated is not the decoder's business:
 //! it decodes them always, and [`PeerState`](super::state::PeerState)
 //! decides what an un-negotiated one means.
 
+use super::hashes::{self, HashMessageError, HashRequest};
+use crate::merkle::Hash;
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Largest block we ask for or serve. Every mainstream client uses 16 KiB;
@@ -76,6 +79,17 @@ pub enum Message {
         /// Bencoded (and, for ut_metadata data, trailing raw) payload.
         payload: Bytes,
     },
+    /// id 21 (BEP 52): the peer asks for hashes of a file's merkle tree.
+    HashRequest(HashRequest),
+    /// id 22 (BEP 52): the nodes asked for, then their uncles.
+    Hashes {
+        /// The request answered.
+        req: HashRequest,
+        /// [`HashRequest::answer_len`] hashes.
+        hashes: Vec<Hash>,
+    },
+    /// id 23 (BEP 52): the sender will not answer this hash request.
+    HashReject(HashRequest),
     /// Any other id: ignored, not fatal.
     Unknown {
         /// The message id.
@@ -104,6 +118,9 @@ pub enum MessageError {
         /// Payload length.
         got: usize,
     },
+    /// A BEP 52 hash message that breaks its rules.
+    #[error(transparent)]
+    Hash(#[from] HashMessageError),
 }
 
 fn be32(b: &[u8]) -> u32 {
@@ -195,6 +212,12 @@ impl Message {
                     payload: frame.slice(1..),
                 }
             }
+            21 => Message::HashRequest(HashRequest::decode("hash request", p)?),
+            22 => {
+                let (req, hashes) = hashes::decode_hashes(p)?;
+                Message::Hashes { req, hashes }
+            }
+            23 => Message::HashReject(HashRequest::decode("hash reject", p)?),
             id => Message::Unknown { id },
         })
     }
@@ -223,6 +246,21 @@ impl Message {
             Message::RejectRequest(r) => format!("reject {}:{}+{}", r.piece, r.offset, r.len),
             Message::AllowedFast(i) => format!("allowed fast {i}"),
             Message::Extended { id, payload } => format!("extended {id} ({} bytes)", payload.len()),
+            Message::HashRequest(r) => format!(
+                "hash request layer {} {}+{} proof {}",
+                r.base_layer, r.index, r.length, r.proof_layers
+            ),
+            Message::Hashes { req, hashes } => format!(
+                "hashes layer {} {}+{} ({} hashes)",
+                req.base_layer,
+                req.index,
+                req.length,
+                hashes.len()
+            ),
+            Message::HashReject(r) => format!(
+                "hash reject layer {} {}+{}",
+                r.base_layer, r.index, r.length
+            ),
             Message::Unknown { id } => format!("unknown id {id}"),
         }
     }
@@ -243,6 +281,8 @@ impl Message {
             Message::Piece { data, .. } => 9 + data.len(),
             Message::Port(_) => 3,
             Message::Extended { payload, .. } => 2 + payload.len(),
+            Message::HashRequest(_) | Message::HashReject(_) => 1 + hashes::HEADER_LEN,
+            Message::Hashes { hashes, .. } => 1 + hashes::HEADER_LEN + 32 * hashes.len(),
             Message::Unknown { .. } => 1,
         }
     }
@@ -303,6 +343,21 @@ impl Message {
                 dst.put_u8(20);
                 dst.put_u8(*id);
                 dst.put_slice(payload);
+            }
+            Message::HashRequest(r) => {
+                dst.put_u8(21);
+                r.encode(dst);
+            }
+            Message::Hashes { req, hashes } => {
+                dst.put_u8(22);
+                req.encode(dst);
+                for h in hashes {
+                    dst.put_slice(h);
+                }
+            }
+            Message::HashReject(r) => {
+                dst.put_u8(23);
+                r.encode(dst);
             }
             Message::Unknown { id } => dst.put_u8(*id),
         }

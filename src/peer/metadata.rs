@@ -483,6 +483,9 @@ type Priority = (bool, std::cmp::Reverse<usize>, usize, u32);
 #[derive(Debug)]
 pub struct MetadataAssembler {
     info_hash: InfoHash,
+    /// The full v2 info-hash (SHA-256) when the torrent was named by it
+    /// (a `urn:btmh` magnet): the dictionary is checked against it instead.
+    info_hash_v2: Option<[u8; 32]>,
     peers: BTreeMap<PeerKey, PeerState>,
     candidates: BTreeMap<u32, Candidate>,
     /// Sum of `bytes` over all candidates.
@@ -499,6 +502,7 @@ impl MetadataAssembler {
     pub fn new(info_hash: InfoHash) -> Self {
         MetadataAssembler {
             info_hash,
+            info_hash_v2: None,
             peers: BTreeMap::new(),
             candidates: BTreeMap::new(),
             buffered: 0,
@@ -506,6 +510,13 @@ impl MetadataAssembler {
             done: None,
             clock: None,
         }
+    }
+
+    /// Checks the dictionary against the SHA-256 `v2` hash (BEP 52) instead
+    /// of the SHA-1 one, when given.
+    pub fn with_v2(mut self, v2: Option<[u8; 32]>) -> Self {
+        self.info_hash_v2 = v2;
+        self
     }
 
     /// Records the `metadata_size` from a peer's extended handshake. Sizes of
@@ -1051,13 +1062,25 @@ impl MetadataAssembler {
         let Some(c) = self.candidates.get(&size) else {
             return Ok(None);
         };
-        let mut hasher = Sha1::new();
-        for s in c.slots.values() {
-            if let Slot::Have { data, .. } = s {
-                hasher.update(data);
+        let parts = || {
+            c.slots.values().filter_map(|s| match s {
+                Slot::Have { data, .. } => Some(data),
+                _ => None,
+            })
+        };
+        let matches = match &self.info_hash_v2 {
+            Some(v2) => {
+                let mut hasher = sha2::Sha256::new();
+                parts().for_each(|d| hasher.update(d));
+                hasher.finalize()[..] == v2[..]
             }
-        }
-        if hasher.finalize()[..] == self.info_hash.0[..] {
+            None => {
+                let mut hasher = Sha1::new();
+                parts().for_each(|d| hasher.update(d));
+                hasher.finalize()[..] == self.info_hash.0[..]
+            }
+        };
+        if matches {
             let mut out = Vec::with_capacity(c.bytes);
             let mut good = BTreeMap::new();
             for (i, s) in &c.slots {

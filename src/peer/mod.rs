@@ -6,6 +6,8 @@ pub mod codec;
 pub mod conn;
 pub mod extension;
 pub mod handshake;
+pub mod hash_picker;
+pub mod hashes;
 pub mod message;
 pub mod metadata;
 pub mod pex;

@@ -34,8 +34,19 @@
 //! extension, a HAVE ALL / HAVE NONE after the peer's pieces were
 //! announced, and a REJECT for a block we never asked for are protocol
 //! violations (BEP 6 says to close).
+//!
+//! The BEP 52 hash exchange: a peer that set the v2 handshake bit may ask
+//! for hashes of a file's merkle tree; they are answered from the swarm's
+//! piece layers even while we choke it, within a budget
+//! ([`HASH_BURST`] hashes banked, [`HASH_RATE`] more per second, and no
+//! answer while [`HASH_OUTBOX_MAX`] bytes already wait for the socket);
+//! anything else is answered with HASH REJECT. While the swarm misses
+//! piece layers (a v2 magnet), we ask v2 peers for them, at most
+//! [`HASH_REQUESTS_IN_FLIGHT`] requests at a time; an answer whose proof
+//! does not reach the file's root ends the connection.
 
 use super::extension::{ExtendedHandshake, HANDSHAKE_ID, LOCAL_UT_METADATA};
+use super::hashes::HashRequest;
 use super::message::{BlockRef, MAX_REQUEST_LEN, Message};
 use super::metadata::{MetadataError, MetadataMessage};
 use super::pex::LOCAL_UT_PEX;
@@ -107,6 +118,16 @@ pub const PEX_MIN_GAP: Duration = Duration::from_secs(20);
 /// Addresses we remember having told one peer about; the connected peers
 /// of a torrent stay far below it.
 const MAX_PEX_SENT: usize = 4096;
+
+/// Hashes a peer may have banked for its hash requests (two requests for
+/// 8192 hashes, libtorrent's largest).
+pub const HASH_BURST: u32 = 16_384;
+/// Hashes a peer's bank gains per second (8192: 256 KiB/s of answers).
+pub const HASH_RATE: u32 = 8192;
+/// A hash request is rejected while this much waits in the outbox.
+pub const HASH_OUTBOX_MAX: usize = 512 * 1024;
+/// Our hash requests in flight to one peer.
+pub const HASH_REQUESTS_IN_FLIGHT: usize = 2;
 
 /// Why the protocol ends a connection.
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +304,12 @@ pub struct PeerState {
     last_drain: Instant,
     /// A serve batch is being read from disk.
     serving: bool,
+    /// The peer set the v2 bit (BEP 52) in its handshake.
+    v2: bool,
+    /// Hashes the peer may still have answered (see [`HASH_BURST`]).
+    hash_tokens: u32,
+    /// Our hash requests to the peer not yet answered.
+    hash_requests: Vec<HashRequest>,
     /// The last pick found nothing to ask this peer for: do not ask the
     /// picker again (a lock and a scan) on every message until something
     /// changes or this instant passes.
@@ -332,6 +359,9 @@ impl PeerState {
             last_block: now,
             last_drain: now,
             serving: false,
+            v2: false,
+            hash_tokens: HASH_BURST,
+            hash_requests: Vec::new(),
             pick_idle_until: None,
         }
     }
@@ -339,6 +369,12 @@ impl PeerState {
     /// Turns the fast extension (BEP 6) on: both handshakes set its bit.
     pub fn with_fast(mut self, on: bool) -> Self {
         self.fast = on;
+        self
+    }
+
+    /// Marks the peer as speaking BitTorrent v2: it set the v2 bit.
+    pub fn with_v2(mut self, on: bool) -> Self {
+        self.v2 = on;
         self
     }
 
@@ -532,6 +568,24 @@ impl PeerState {
                 }
             }
             Message::Extended { id, payload } => self.on_extended(id, payload, now, swarm, out)?,
+            Message::HashRequest(r) => self.on_hash_request(r, swarm, out),
+            Message::Hashes { req, hashes } => {
+                let Some(i) = self.hash_requests.iter().position(|q| *q == req) else {
+                    // Not asked for (or given up on): not even looked at.
+                    return Ok(());
+                };
+                self.hash_requests.swap_remove(i);
+                swarm
+                    .hashes_received(self.key, &req, &hashes, now)
+                    .map_err(PeerError::Protocol)?;
+                self.ask_hashes(now, swarm, out);
+            }
+            Message::HashReject(r) => {
+                if let Some(i) = self.hash_requests.iter().position(|q| *q == r) {
+                    self.hash_requests.swap_remove(i);
+                    swarm.hash_rejected(self.key, &r, now);
+                }
+            }
         }
         Ok(())
     }
@@ -710,6 +764,43 @@ impl PeerState {
         Ok(())
     }
 
+    /// A HASH REQUEST: answered from the swarm's piece layers within the
+    /// peer's budget, or rejected.
+    fn on_hash_request(&mut self, r: HashRequest, swarm: &dyn Swarm, out: &mut Outbox) {
+        let cost = r.answer_len() as u32;
+        let answer = if self.v2 && cost <= self.hash_tokens && out.len() < HASH_OUTBOX_MAX {
+            swarm.hash_answer(&r)
+        } else {
+            None
+        };
+        match answer {
+            Some(hashes) => {
+                self.hash_tokens -= cost;
+                out.push(&Message::Hashes { req: r, hashes });
+            }
+            None => out.push(&Message::HashReject(r)),
+        }
+    }
+
+    /// Asks the peer for the piece layers the swarm still misses.
+    fn ask_hashes(&mut self, now: Instant, swarm: &dyn Swarm, out: &mut Outbox) {
+        if !self.v2 {
+            return;
+        }
+        while self.hash_requests.len() < HASH_REQUESTS_IN_FLIGHT {
+            let Some(r) = swarm.next_hash_request(self.key, now) else {
+                break;
+            };
+            out.push(&Message::HashRequest(r));
+            self.hash_requests.push(r);
+        }
+    }
+
+    /// Our hash requests to the peer not yet answered.
+    pub fn hash_requests(&self) -> &[HashRequest] {
+        &self.hash_requests
+    }
+
     /// A command from the session.
     pub fn on_command(&mut self, cmd: PeerCommand, swarm: &dyn Swarm, out: &mut Outbox) {
         match cmd {
@@ -791,6 +882,11 @@ impl PeerState {
             self.forget(&dropped, swarm);
         }
         self.send_pex(now, swarm, out);
+        self.hash_tokens = self.hash_tokens.saturating_add(HASH_RATE).min(HASH_BURST);
+        // Requests the swarm gave up on (timed out) are forgotten here.
+        self.hash_requests
+            .retain(|r| swarm.hash_request_pending(self.key, r, now));
+        self.ask_hashes(now, swarm, out);
         if self.metadata_in_flight > 0 && swarm.torrent().is_none() {
             // Requests the peer never answered expire in the assembler.
             self.metadata_in_flight = swarm.metadata_outstanding(self.key);

@@ -7,10 +7,12 @@
 //! logic be tested without sockets, locks or a runtime, and keeps `peer/`
 //! from importing `session/`.
 
+use super::hashes::HashRequest;
 use super::message::BlockRef;
 use super::metadata::{MetadataError, MetadataMessage};
 use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
+use crate::merkle::Hash;
 use crate::picker::PeerKey;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -127,4 +129,36 @@ pub trait Swarm: Send + Sync {
     /// Peers `key` told us about (at most a message's worth), for the
     /// address book. Must not block.
     fn pex_learned(&self, key: PeerKey, added: &[(SocketAddr, u8)]);
+
+    /// The answer to a BEP 52 hash request (the nodes, then the uncles),
+    /// or `None` to reject it: unknown root, out of range, or below the
+    /// piece layer.
+    fn hash_answer(&self, _req: &HashRequest) -> Option<Vec<Hash>> {
+        None
+    }
+
+    /// The next hash request to send `key`, while piece layers are missing.
+    fn next_hash_request(&self, _key: PeerKey, _now: Instant) -> Option<HashRequest> {
+        None
+    }
+
+    /// Whether our request `req` to `key` is still awaited (not timed out).
+    fn hash_request_pending(&self, _key: PeerKey, _req: &HashRequest, _now: Instant) -> bool {
+        false
+    }
+
+    /// Hashes `key` sent for our request `req`. An error (a proof that does
+    /// not reach the file's root) says why the peer is dropped.
+    fn hashes_received(
+        &self,
+        _key: PeerKey,
+        _req: &HashRequest,
+        _hashes: &[Hash],
+        _now: Instant,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// `key` rejected our request `req`.
+    fn hash_rejected(&self, _key: PeerKey, _req: &HashRequest, _now: Instant) {}
 }

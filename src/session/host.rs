@@ -14,8 +14,10 @@ use super::verify::deliver_block;
 use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
 use crate::id::{InfoHash, PeerId};
+use crate::merkle::Hash;
 use crate::metainfo::Info;
 use crate::peer::conn::{PeerHost, Refused, Registration};
+use crate::peer::hashes::HashRequest;
 use crate::peer::message::BlockRef;
 use crate::peer::metadata::{MetadataError, MetadataMessage, serve_piece};
 use crate::peer::pex::FLAG_SEED;
@@ -278,7 +280,7 @@ impl Swarm for Shared {
         drop(st);
         match result {
             Ok(Some(info)) => {
-                self.metadata_found(info);
+                super::layers::metadata_assembled(self, info);
                 Ok(())
             }
             Ok(None) if me_bad => Err(MetadataError::HashMismatch {
@@ -324,6 +326,34 @@ impl Swarm for Shared {
         if let Some(a) = st.assembler.as_mut() {
             a.on_peer_gone(key);
         }
+        drop(st);
+        super::layers::peer_gone(self, key);
+    }
+
+    fn hash_answer(&self, req: &HashRequest) -> Option<Vec<Hash>> {
+        super::layers::answer(self, req)
+    }
+
+    fn next_hash_request(&self, key: PeerKey, now: Instant) -> Option<HashRequest> {
+        super::layers::next_request(self, key, now)
+    }
+
+    fn hash_request_pending(&self, key: PeerKey, req: &HashRequest, now: Instant) -> bool {
+        super::layers::pending(self, key, req, now)
+    }
+
+    fn hashes_received(
+        &self,
+        key: PeerKey,
+        req: &HashRequest,
+        hashes: &[Hash],
+        now: Instant,
+    ) -> Result<(), String> {
+        super::layers::received(self, key, req, hashes, now)
+    }
+
+    fn hash_rejected(&self, key: PeerKey, req: &HashRequest, now: Instant) {
+        super::layers::rejected(self, key, req, now)
     }
 
     fn peer_listen_port(&self, key: PeerKey, port: u16) {
@@ -395,6 +425,10 @@ impl PeerHost for Shared {
 
     fn info_hash(&self) -> InfoHash {
         self.info_hash
+    }
+
+    fn speaks_v2(&self) -> bool {
+        self.hashx.speaks_v2()
     }
 
     fn peer_id(&self) -> PeerId {

@@ -12,6 +12,7 @@ pub mod accept;
 pub mod files;
 pub mod host;
 pub mod known;
+pub mod layers;
 pub mod lsd;
 pub mod manager;
 pub mod queue;

@@ -303,6 +303,8 @@ pub struct Shared {
     pex_tx: OnceLock<mpsc::Sender<PexBatch>>,
     /// The receiving end of `pex_tx` until the torrent's loop takes it.
     pex_rx: Mutex<Option<mpsc::Receiver<PexBatch>>>,
+    /// BEP 52 hash exchange: trees served, layers fetched (see `layers`).
+    pub hashx: super::layers::HashX,
 }
 
 impl Shared {
@@ -345,6 +347,7 @@ impl Shared {
             this: this.clone(),
             pex_tx: OnceLock::new(),
             pex_rx: Mutex::new(None),
+            hashx: Default::default(),
         })
     }
 

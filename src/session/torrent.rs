@@ -20,7 +20,6 @@ use crate::id::InfoHash;
 use crate::magnet::Magnet;
 use crate::metainfo::Metainfo;
 use crate::peer::conn::{self, Refused};
-use crate::peer::metadata::MetadataAssembler;
 use crate::peer::state::PeerError;
 use crate::peer::transport::Transport;
 use crate::picker::PeerKey;
@@ -242,6 +241,7 @@ pub async fn run(
     match source {
         Source::Torrent(meta) => {
             tiers = meta.tracker_tiers();
+            super::layers::installed(&shared, &meta);
             resume_current = Box::pin(install(
                 &session,
                 &shared,
@@ -253,7 +253,7 @@ pub async fn run(
             .await?;
             complete_at_start = shared.is_complete();
         }
-        Source::Magnet(_) => {
+        Source::Magnet(m) => {
             tiers.extend(magnet_trackers.drain(..).map(|t| vec![t]));
             let cached = opts
                 .state_dir
@@ -275,7 +275,7 @@ pub async fn run(
                 }
                 _ => {
                     metadata_rx = Some(shared.metadata_channel());
-                    shared.lock().assembler = Some(MetadataAssembler::new(info_hash));
+                    super::layers::await_metadata(&shared, info_hash, m.info_hash_v2);
                 }
             }
         }
@@ -484,7 +484,7 @@ pub async fn run(
             }
             Some(info) = recv_some(&mut metadata_rx), if shared.data().is_none() => {
                 let trackers = Vec::new();
-                match Metainfo::from_info_bytes(&info, trackers) {
+                match super::layers::metainfo(&shared, &info, trackers) {
                     Ok(meta) => {
                         tracing::info!("metadata received: {} ({} bytes)", meta.info.name, info.len());
                         if let Some(dir) = &opts.state_dir {

@@ -422,7 +422,7 @@ impl UrlTask {
                     // in step forever.
                     let wait = announce::reannounce_after(&resp);
                     let wait = wait + wait.mul_f64(rand::random::<f64>() / 10.0);
-                    tracing::debug!(tracker = %self.label, ?event, peers = resp.peers.len(), "announced");
+                    tracing::debug!(tracker = %self.label, ?event, port = req.port, peers = resp.peers.len(), "announced");
                     if !resp.peers.is_empty() {
                         self.deliver(resp.peers).await;
                     }

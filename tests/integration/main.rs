@@ -6,6 +6,7 @@ mod control;
 mod daemon;
 mod fake_peer;
 mod floods;
+mod hashx;
 mod hostile;
 mod interop;
 mod lsd;

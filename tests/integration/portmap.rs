@@ -443,8 +443,10 @@ fn port_mapping_takes_another_port_and_announces_it() {
     let announce = format!("http://{wan_ip}:{}/announce", tracker.port);
     // DHT on (its bootstrap node a silent WAN address): its port is mapped.
     let bootstrap = format!("{wan_ip}:9");
-    let (mut seeder, events) =
-        lab.seed(&["--tracker", &announce, "--dht-bootstrap", &bootstrap], 3);
+    let (mut seeder, events) = lab.seed(
+        &["--tracker", &announce, "--dht-bootstrap", &bootstrap, "-v"],
+        3,
+    );
     let find = |transport: &str, internal: u16| {
         events
             .iter()
@@ -462,6 +464,17 @@ fn port_mapping_takes_another_port_and_announces_it() {
     let dht = find("udp", PORT + 1)["external"].as_u64().unwrap();
     assert_ne!(dht, udp, "{events:?}");
     assert_eq!(topo.forwards().len(), 5, "{:?}", topo.forwards());
+    // The seeder re-announces at once with the external port; the WAN
+    // peer must ask the tracker after that announce has landed, or it
+    // hears of the internal port and waits out the tracker's interval
+    // (regression: failed once in a full run, where the two raced).
+    let told = format!("port={external}");
+    ctx.wait_for("the announce of the external port", secs(15), || {
+        seeder
+            .stderr()
+            .lines()
+            .any(|l| l.contains("announced") && l.contains(&told))
+    });
 
     // The WAN peer has nothing but the tracker, and only it may connect:
     // the seeder, which hears of it from the tracker too, must not dial it

@@ -803,3 +803,33 @@ fn regression_metadata_unasked_eager_liar_does_not_block_suspects() {
     assert!(t <= t0 + Duration::from_secs(120), "took {:?}", t - t0);
     assert!(!a.is_bad(0));
 }
+
+/// A v2 swarm (joined by `urn:btmh`): the dictionary is checked against
+/// the full SHA-256 hash, whose first 20 bytes name the swarm; one that
+/// only matches a SHA-1 is refused.
+#[test]
+fn a_v2_swarm_checks_the_sha256_hash() {
+    use sha2::Digest as _;
+    let info = info_of_len(METADATA_PIECE_LEN + 10);
+    let size = info.len() as u32;
+    let v2: [u8; 32] = sha2::Sha256::digest(&info).into();
+    let mut truncated = [0u8; 20];
+    truncated.copy_from_slice(&v2[..20]);
+    let t = Instant::now();
+    let run = |a: &mut MetadataAssembler| {
+        a.on_peer_size(1, size).unwrap();
+        let mut last = Ok(None);
+        for piece in 0..2 {
+            assert_eq!(a.next_request(1, t), Some(piece));
+            last = a.on_data(1, piece, size, &data_of(&info, piece), t);
+        }
+        last
+    };
+    let mut a = MetadataAssembler::new(InfoHash(truncated)).with_v2(Some(v2));
+    assert_eq!(&run(&mut a).unwrap().unwrap()[..], &info[..]);
+    // The SHA-1 of the same bytes does not pass for a v2 hash.
+    let mut wrong = v2;
+    wrong[31] ^= 1;
+    let mut a = MetadataAssembler::new(hash_of(&info)).with_v2(Some(wrong));
+    assert!(!matches!(run(&mut a), Ok(Some(_))));
+}

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 
 mod fast;
+mod hashx;
 mod pex;
 
 /// A torrent of `pieces` pieces of 4 blocks, of which we have `have`.
@@ -37,6 +38,10 @@ struct Fake {
     private: bool,
     pex_peers: Vec<(SocketAddr, u8)>,
     pex_learned: Vec<(SocketAddr, u8)>,
+    /// The tree hash requests are answered from.
+    hash_tree: Option<crate::peer::hashes::LayerTree>,
+    /// The piece layers being fetched.
+    hash_picker: Option<crate::peer::hash_picker::HashPicker>,
 }
 
 impl FakeSwarm {
@@ -179,6 +184,35 @@ impl Swarm for FakeSwarm {
     }
     fn pex_learned(&self, _key: PeerKey, added: &[(SocketAddr, u8)]) {
         self.f().pex_learned.extend_from_slice(added);
+    }
+    fn hash_answer(&self, req: &HashRequest) -> Option<Vec<crate::merkle::Hash>> {
+        self.f().hash_tree.as_ref()?.answer(req)
+    }
+    fn next_hash_request(&self, key: PeerKey, now: Instant) -> Option<HashRequest> {
+        self.f().hash_picker.as_mut()?.next_request(key, now)
+    }
+    fn hash_request_pending(&self, key: PeerKey, req: &HashRequest, now: Instant) -> bool {
+        self.f()
+            .hash_picker
+            .as_mut()
+            .is_some_and(|p| p.is_pending(key, req, now))
+    }
+    fn hashes_received(
+        &self,
+        key: PeerKey,
+        req: &HashRequest,
+        hashes: &[crate::merkle::Hash],
+        now: Instant,
+    ) -> Result<(), String> {
+        match self.f().hash_picker.as_mut() {
+            Some(p) => p.on_hashes(key, req, hashes, now),
+            None => Ok(()),
+        }
+    }
+    fn hash_rejected(&self, key: PeerKey, req: &HashRequest, now: Instant) {
+        if let Some(p) = self.f().hash_picker.as_mut() {
+            p.on_reject(key, req, now);
+        }
     }
 }
 

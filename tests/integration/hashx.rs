@@ -1,0 +1,160 @@
+//! BEP 52 hash exchange with libtorrent: btc fetches a v2-only torrent's
+//! metadata and piece layers from a libtorrent seeder by a `urn:btmh`
+//! magnet, by a bare 64-hex v2 info-hash and from a `.torrent` without
+//! its `piece layers`, and libtorrent fetches a
+//! v2-only torrent by magnet from a btc seeder (whose piece layers it can
+//! only get from btc's answers to its hash requests).
+
+use crate::util::*;
+use std::path::Path;
+use std::process::Command;
+
+fn lt_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(PYTHON);
+    c.arg("-u").arg(py_script("lt.py")).args(args);
+    c
+}
+
+/// btc downloads `source` (a magnet or bare hash) into `out` from the one
+/// peer at `peer`, and exits.
+fn btc_fetch(ctx: &Ctx, name: &str, out: &Path, source: &str, peer: &str) -> String {
+    let args = [
+        "-o",
+        s(out),
+        source,
+        "--peer",
+        peer,
+        "--no-seed",
+        "--no-dht",
+        "--port",
+        "0",
+        "-v",
+    ];
+    leech(ctx, name, &args, secs(120)).1
+}
+
+/// A v2-only torrent made by libtorrent (32 KiB pieces): one file of 700
+/// pieces, so its layer comes in two requests of 512 hashes, beside small
+/// files of one piece or less and a few pieces.
+fn v2_torrent(ctx: &Ctx) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let seed_dir = ctx.mkdir("seed");
+    let payload = Payload::multi(
+        "v2mag",
+        &[
+            ("big.bin", 700 * 32 * 1024 - 999),
+            ("small/one.txt", 1234),
+            ("small/three.bin", 3 * 32 * 1024 + 5),
+        ],
+    );
+    let root = payload.write(&seed_dir, 2201);
+    let t = ctx.join("v2mag.torrent");
+    ctx.run(
+        "lt-create",
+        lt_cmd(&["create", "--path", s(&root), "--out", s(&t), "--v2-only"]),
+        secs(60),
+    )
+    .assert_ok("lt.py create --v2-only");
+    let (_, v2) = libtorrent_hashes(ctx, &t);
+    assert_eq!(v2.len(), 64, "libtorrent's v2 hash: {v2}");
+    (root, t, v2)
+}
+
+#[test]
+fn btc_fetches_v2_metadata_and_piece_layers_from_libtorrent() {
+    require_tool(PYTHON);
+    let ctx = Ctx::new("hashx-lt-seeds-btmh", secs(300));
+    let (root, t, v2) = v2_torrent(&ctx);
+    let seed_dir = root.parent().unwrap().to_path_buf();
+    let listen = format!("127.0.0.2:{}", free_port());
+    let mut lt = start_lt_seeder(&ctx, &t, &seed_dir, &listen);
+
+    // The magnet alone: metadata by BEP 9 checked against SHA-256, then
+    // the piece layers by hash requests.
+    let out = ctx.join("out-magnet");
+    let magnet = format!("magnet:?xt=urn:btmh:1220{v2}");
+    let log = btc_fetch(&ctx, "btc-btmh", &out, &magnet, &listen);
+    assert_same_tree(&root, &out.join("v2mag"));
+    assert!(
+        log.contains("piece layers complete"),
+        "the layers did not come by hash exchange:\n{log}"
+    );
+    assert!(!out.join("v2mag/.pad").exists(), "pad files written");
+
+    // The bare 64-hex v2 info-hash.
+    let out = ctx.join("out-bare");
+    let log = btc_fetch(&ctx, "btc-bare-v2", &out, &v2, &listen);
+    assert_same_tree(&root, &out.join("v2mag"));
+    assert!(log.contains("piece layers complete"), "{log}");
+
+    // The .torrent without its `piece layers` (libtorrent re-encodes the
+    // rest; the info dict, canonical, keeps its bytes and hash).
+    let bare_t = ctx.join("no-layers.torrent");
+    let mut c = Command::new(PYTHON);
+    c.arg("-c")
+        .arg(
+            "import sys, libtorrent as lt\n\
+             d = lt.bdecode(open(sys.argv[1], 'rb').read())\n\
+             del d[b'piece layers']\n\
+             open(sys.argv[2], 'wb').write(lt.bencode(d))",
+        )
+        .arg(&t)
+        .arg(&bare_t);
+    ctx.run("strip-layers", c, secs(30))
+        .assert_ok("strip piece layers");
+    let (_, v2_again) = libtorrent_hashes(&ctx, &bare_t);
+    assert_eq!(v2_again, v2, "stripping the layers changed the info dict");
+    let out = ctx.join("out-no-layers");
+    let log = btc_fetch(&ctx, "btc-no-layers", &out, s(&bare_t), &listen);
+    assert_same_tree(&root, &out.join("v2mag"));
+    assert!(log.contains("piece layers complete"), "{log}");
+    lt.assert_running();
+}
+
+#[test]
+fn libtorrent_fetches_a_v2_magnet_from_btc() {
+    require_tool(PYTHON);
+    let ctx = Ctx::new("hashx-btc-seeds-btmh", secs(300));
+    let (root, t, v2) = v2_torrent(&ctx);
+    let seed_dir = root.parent().unwrap().to_path_buf();
+    let p = free_port();
+    let seeder = start_btc_seeder(
+        &ctx,
+        "btc-v2-seeder",
+        &seed_dir,
+        s(&t),
+        p,
+        &["--no-dht", "-vv"],
+    );
+    let out = ctx.mkdir("out-lt");
+    let mut fetch = ctx.spawn(
+        "libtorrent-fetch-btmh",
+        lt_cmd(&[
+            "fetch",
+            "--magnet",
+            &format!("magnet:?xt=urn:btmh:1220{v2}"),
+            "--save",
+            s(&out),
+            "--listen",
+            &format!("127.0.0.3:{}", free_port()),
+            "--peer",
+            &format!("127.0.0.1:{p}"),
+            "--timeout",
+            "120",
+        ]),
+    );
+    let status = fetch.wait_timeout(secs(150));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "libtorrent did not fetch the v2 magnet from btc:\n{}\n{}",
+        fetch.tails(),
+        seeder.tails()
+    );
+    assert_same_tree(&root, &out.join("v2mag"));
+    // Its layers came from btc: btc answered its hash requests.
+    assert!(
+        seeder.stderr().contains("answered a hash request")
+            || seeder.stdout().contains("answered a hash request"),
+        "no HASHES sent by btc:\n{}",
+        seeder.tails()
+    );
+}
