@@ -316,8 +316,13 @@ fn the_watch_folder_adds_torrents_and_magnets_and_renames_them() {
 /// read until its `Content-Length` or final chunk is in (a server may
 /// keep the connection open).
 fn http(addr: &str, request: &[u8]) -> String {
+    http_within(addr, request, secs(10))
+}
+
+/// [`http`] waiting up to `timeout` for the answer.
+fn http_within(addr: &str, request: &[u8], timeout: std::time::Duration) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(secs(10))).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
     s.write_all(request).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 65536];
@@ -498,7 +503,9 @@ impl Driver {
             "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
-        let reply = http(addr, req.as_bytes());
+        // Starting Chromium takes well over 10 s on a loaded machine
+        // (regression: the new-session call timed out once in a full run).
+        let reply = http_within(addr, req.as_bytes(), secs(90));
         let json = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
         // chromedriver may answer chunked: take the JSON object itself.
         let start = json.find('{').unwrap_or_else(|| panic!("{reply}"));
@@ -584,7 +591,7 @@ impl Drop for Driver {
 
 #[test]
 fn the_web_page_shows_pauses_and_removes_a_torrent_in_headless_chromium() {
-    let ctx = Ctx::new("daemon-web", secs(120));
+    let ctx = Ctx::new("daemon-web", secs(240));
     let (seed, t1, t2, _seeder, peer) = seeded(&ctx);
     let (out, state) = (ctx.mkdir("out"), ctx.mkdir("state"));
     let (_daemon, rpc) = start_daemon(&ctx, "daemon", &out, &state, &["--peer", &peer]);
