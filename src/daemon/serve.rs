@@ -80,9 +80,7 @@ impl Daemon {
                         Action::Start => self.manager.start(v.id),
                         Action::Stop => self.manager.stop(v.id).await,
                         Action::Verify => self.manager.verify(v.id).await,
-                        Action::Reannounce => {
-                            return Err("torrent-reannounce is not supported yet".into());
-                        }
+                        Action::Reannounce => self.manager.reannounce(v.id).await,
                     }
                     .map_err(|e| e.to_string())?;
                 }

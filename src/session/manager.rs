@@ -479,6 +479,20 @@ impl Manager {
             .ok()
     }
 
+    /// Asks a running torrent to announce to its trackers now; a stopped
+    /// one has nothing to announce (not an error, as in Transmission).
+    pub async fn reannounce(&self, id: u32) -> Result<(), ManagerError> {
+        let tx = {
+            let mut inner = self.lock();
+            let e = entry(&mut inner, id)?;
+            e.run.as_ref().map(|r| r.commands.clone())
+        };
+        if let Some(tx) = tx {
+            let _ = tx.send(Command::Reannounce).await;
+        }
+        Ok(())
+    }
+
     /// Starts a stopped torrent (a running one is left alone).
     pub fn start(&self, id: u32) -> Result<(), ManagerError> {
         {

@@ -84,6 +84,8 @@ pub enum Command {
     Stop,
     /// What the status does not carry: per-file progress, the peers.
     Snapshot(tokio::sync::oneshot::Sender<Snapshot>),
+    /// Announce to every tracker now (Transmission's `torrent-reannounce`).
+    Reannounce,
 }
 
 /// A running torrent's detail, answered to [`Command::Snapshot`].
@@ -313,6 +315,14 @@ pub async fn run(
     let has_trackers = !tiers.is_empty();
     let has_http = tiers.iter().flatten().any(|u| u.starts_with("http"));
     let (peer_tx, mut peer_rx) = maybe_channel::<Vec<SocketAddr>>(has_trackers, 256);
+    // Only a torrent that takes commands can be asked to announce now.
+    let (reannounce_tx, reannounce_rx) = match opts.commands.is_some() && has_trackers {
+        true => {
+            let (tx, rx) = watch::channel(0u64);
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
     let announcer = peer_tx.map(|peer_tx| {
         crate::tracker::spawn_announcer(
             AnnounceConfig {
@@ -331,6 +341,7 @@ pub async fn run(
                 } else {
                     None
                 },
+                reannounce: reannounce_rx,
             },
             totals_rx,
             peer_tx,
@@ -436,7 +447,7 @@ pub async fn run(
         tokio::select! {
             _ = torrent_token.cancelled() => break,
             Some(cmd) = recv_some(&mut commands) => {
-                if on_command(cmd, &shared, known.len()).is_break() {
+                if on_command(cmd, &shared, known.len(), reannounce_tx.as_ref()).is_break() {
                     break;
                 }
             }
@@ -748,11 +759,21 @@ fn seed_limit(
 }
 
 /// Handles one [`Command`]; `Break` ends the torrent.
-fn on_command(cmd: Command, shared: &Shared, peers_known: usize) -> std::ops::ControlFlow<()> {
+fn on_command(
+    cmd: Command,
+    shared: &Shared,
+    peers_known: usize,
+    reannounce: Option<&watch::Sender<u64>>,
+) -> std::ops::ControlFlow<()> {
     match cmd {
         Command::Stop => return std::ops::ControlFlow::Break(()),
         Command::Snapshot(reply) => {
             let _ = reply.send(snapshot(shared, peers_known));
+        }
+        Command::Reannounce => {
+            if let Some(tx) = reannounce {
+                tx.send_modify(|n| *n += 1);
+            }
         }
     }
     std::ops::ControlFlow::Continue(())

@@ -81,6 +81,9 @@ pub struct AnnounceConfig {
     /// The HTTP client of the process (one TLS configuration and one pool
     /// for every torrent); `None`: the announcer builds its own.
     pub http_client: Option<reqwest::Client>,
+    /// Bumped to announce now (the daemon's `torrent-reannounce`): every
+    /// healthy tracker announces at once instead of at its interval.
+    pub reannounce: Option<watch::Receiver<u64>>,
 }
 
 /// Scrapes one tracker for `info_hash` (BEP 48 over HTTP, BEP 15 over
@@ -371,6 +374,8 @@ impl UrlTask {
         // A new external port (port mapping) is announced at once.
         let mut port = self.cfg.external_port.watch();
         let mut port_open = true;
+        let mut again = self.cfg.reannounce.clone();
+        let mut again_open = again.is_some();
         'outer: loop {
             port.borrow_and_update();
             let t = *self.totals.borrow_and_update();
@@ -469,6 +474,11 @@ impl UrlTask {
                         Ok(()) if st.started_ok && st.failures == 0 => break,
                         Ok(()) => {}
                         Err(_) => port_open = false,
+                    },
+                    r = async { again.as_mut().expect("open").changed().await }, if again_open => match r {
+                        // Asked for: a tracker in backoff retries now too.
+                        Ok(()) => break,
+                        Err(_) => again_open = false,
                     },
                 }
             }

@@ -181,6 +181,7 @@ fn start_announcer(info_hash: InfoHash, port: u16, left: u64, tiers: Vec<Vec<Str
         pace: None,
         also_at: Vec::new(),
         http_client: None,
+        reannounce: None,
     };
     let handle = spawn_announcer(cfg, totals_rx, peers_tx, stats.clone(), shutdown.clone());
     Running {

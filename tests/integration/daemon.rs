@@ -649,3 +649,33 @@ fn the_web_page_shows_pauses_and_removes_a_torrent_in_headless_chromium() {
     });
     assert_same_file(&seed.join("single.bin"), &out.join("single.bin"));
 }
+
+/// `transmission-remote --reannounce` makes a running torrent announce to
+/// its tracker at once, not at the tracker's interval (opentracker's is
+/// many minutes): a second `announced` follows within seconds.
+#[test]
+fn reannounce_announces_at_once() {
+    let ctx = Ctx::new("daemon-reannounce", secs(120));
+    let out = ctx.mkdir("out");
+    let root = Payload::single("ann.bin", MIB).write(&out, 43);
+    let t = ctx.join("ann.torrent");
+    let _tracker = torrent_behind_tracker(&ctx, &root, &t, &[], Some(Opentracker::http));
+    let state = ctx.mkdir("state");
+    // A second -v: the tracker's `announced` lines are at debug level.
+    let (daemon, rpc) = start_daemon(&ctx, "daemon", &out, &state, &["-v"]);
+    let announces = || {
+        daemon
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("announced"))
+            .count()
+    };
+    tr_success(&ctx, &rpc, &["-a", s(&t)]);
+    ctx.wait_for("the first announce", secs(30), || announces() >= 1);
+    let first = announces();
+    tr_success(&ctx, &rpc, &["-t", "1", "--reannounce"]);
+    ctx.wait_for("an announce at once", secs(10), || announces() > first);
+    let err = daemon.stderr();
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("announced")).collect();
+    eprintln!("[daemon] {lines:#?}");
+}
