@@ -679,3 +679,48 @@ fn reannounce_announces_at_once() {
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("announced")).collect();
     eprintln!("[daemon] {lines:#?}");
 }
+
+/// `transmission-remote -w DIR -a URL`: a `.torrent` fetched from a web
+/// server (nginx) lands in the folder asked for, under `-o`; a folder
+/// outside `-o` is refused and nothing is added.
+#[test]
+fn a_torrent_added_by_url_goes_to_the_folder_asked_for() {
+    require_tool("nginx");
+    let ctx = Ctx::new("daemon-url", secs(120));
+    let (seed, _t1, t2, _seeder, peer) = seeded(&ctx);
+    let web = ctx.mkdir("web");
+    std::fs::copy(&t2, web.join("single.torrent")).unwrap();
+    let nginx = Nginx::start(&ctx, &web);
+    let url = nginx.url("single.torrent");
+    let (out, state) = (ctx.mkdir("out"), ctx.mkdir("state"));
+    let (_daemon, rpc) = start_daemon(&ctx, "daemon", &out, &state, &["--peer", &peer]);
+    let outside = ctx.mkdir("elsewhere");
+    // `-w` after `-a` is the new torrent's folder (before it, the default).
+    let refused = tr(&ctx, &rpc, None, &["-a", &url, "-w", s(&outside)]);
+    assert!(
+        !refused.stdout.contains("responded: \"success\""),
+        "a folder outside -o must be refused: {}{}",
+        refused.stdout,
+        refused.stderr
+    );
+    assert!(list_line(&ctx, &rpc, 1).is_none(), "nothing was added");
+    let sub = out.join("sub");
+    tr_success(&ctx, &rpc, &["-a", &url, "-w", s(&sub)]);
+    let id = tr_ok(&ctx, &rpc, &["-l"])
+        .lines()
+        .find(|l| l.contains("single.bin"))
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .expect("the torrent from the URL is listed");
+    wait_done(
+        &ctx,
+        &rpc,
+        id.trim_end_matches('*').parse().unwrap(),
+        "the URL's torrent",
+    );
+    assert_same_file(&seed.join("single.bin"), &sub.join("single.bin"));
+    let info = tr_ok(&ctx, &rpc, &["-t", &id, "-i"]);
+    assert!(
+        info.contains(&format!("Location: {}", sub.display())),
+        "{info}"
+    );
+}
