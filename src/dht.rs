@@ -186,6 +186,19 @@ pub struct DhtConfig {
     pub server_mode: bool,
 }
 
+impl DhtConfig {
+    /// The bootstrap list as given, or mainline's public routers.
+    fn bootstrap_entries(&self) -> Vec<String> {
+        match &self.bootstrap {
+            Some(list) => list.clone(),
+            None => mainline::DEFAULT_BOOTSTRAP_NODES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
 /// A running DHT node; cheap to clone, stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct DhtHandle {
@@ -235,13 +248,7 @@ impl DhtHandle {
         if let Some(proxy) = &cfg.proxy {
             return Ok(Self::start_proxied(&cfg, proxy.clone()));
         }
-        let entries: Vec<String> = match &cfg.bootstrap {
-            Some(list) => list.clone(),
-            None => mainline::DEFAULT_BOOTSTRAP_NODES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        };
+        let entries = cfg.bootstrap_entries();
         let resolved = resolve_bounded_all(&entries, RESOLVE_DEADLINE);
         let (want_v4, want_v6) = match cfg.bind {
             Some(IpAddr::V4(_)) => (true, false),
@@ -312,13 +319,7 @@ impl DhtHandle {
     /// Under `--proxy`: our IPv4 node through the relay (see
     /// [`DhtConfig::proxy`]). Must be called within the tokio runtime.
     fn start_proxied(cfg: &DhtConfig, proxy: Arc<crate::proxy::net::Proxy>) -> DhtHandle {
-        let entries: Vec<String> = match &cfg.bootstrap {
-            Some(list) => list.clone(),
-            None => mainline::DEFAULT_BOOTSTRAP_NODES
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        };
+        let entries = cfg.bootstrap_entries();
         let mut bootstrap: Vec<SocketAddr> = entries
             .iter()
             .take(MAX_BOOTSTRAP_ENTRIES)
@@ -813,17 +814,40 @@ fn is_public(ip: &Ipv4Addr) -> bool {
 /// Reads the saved state; a missing, unreadable or garbled file just yields
 /// less (or nothing), since the state is only a speed-up.
 fn load_state(path: &Path) -> SavedState {
+    read_state_text(path).map_or_else(SavedState::default, |t| parse_state(&t))
+}
+
+/// A state file's text, read up to `MAX_STATE_BYTES`; `None` when it
+/// cannot be read (a missing file is not worth a log line).
+fn read_state_text(path: &Path) -> Option<String> {
     use std::io::Read;
     let mut text = String::new();
     let read =
         std::fs::File::open(path).and_then(|f| f.take(MAX_STATE_BYTES).read_to_string(&mut text));
-    if let Err(e) = read {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::debug!(path = %path.display(), error = %e, "cannot read dht state");
+    match read {
+        Ok(_) => Some(text),
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::debug!(path = %path.display(), error = %e, "cannot read dht state");
+            }
+            None
         }
-        return SavedState::default();
     }
-    parse_state(&text)
+}
+
+/// Writes `text` to `path` so that a crash leaves the old file or the new
+/// one, never half of it: a synced temporary file, then a rename.
+fn write_state_text(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("state.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
 }
 
 /// [`parse_state`] for callers outside this module (the fuzz target): the
@@ -863,9 +887,6 @@ fn parse_state(text: &str) -> SavedState {
 /// leaves a half-written file behind.
 fn write_state(path: &Path, state: &SavedState) -> std::io::Result<()> {
     use std::fmt::Write as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let mut text = String::from("# btc dht state: our public IP, then known good nodes\n");
     if let Some(ip) = state.public_ip {
         let _ = writeln!(text, "public-ip {ip}");
@@ -873,13 +894,7 @@ fn write_state(path: &Path, state: &SavedState) -> std::io::Result<()> {
     for node in state.nodes.iter().take(MAX_STATE_NODES) {
         let _ = writeln!(text, "node {node}");
     }
-    let tmp = path.with_extension("state.tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    write_state_text(path, &text)
 }
 
 /// The peer port a torrent announces: our listen port, or the router's

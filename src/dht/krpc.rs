@@ -176,9 +176,12 @@ pub enum KrpcError {
     /// Bencode, but not a KRPC message.
     #[error("malformed KRPC message: {0}")]
     Malformed(&'static str),
-    /// A query we do not know (answered with error 204).
+    /// A query we do not know (answered with error 204, echoing `tid`).
     #[error("unknown method")]
-    UnknownMethod,
+    UnknownMethod {
+        /// The query's transaction id.
+        tid: Vec<u8>,
+    },
 }
 
 type Dict<'a> = std::collections::HashMap<crate::bencode::ByteBuf<'a>, Value<'a>>;
@@ -221,7 +224,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, KrpcError> {
     }
     let ip = bytes(&top, "ip").and_then(compact_addr);
     let body = match bytes(&top, "y") {
-        Some(b"q") => decode_query(&top)?,
+        Some(b"q") => decode_query(&top, tid)?,
         Some(b"r") => {
             let Some(Value::Dict(r)) = get(&top, "r") else {
                 return Err(KrpcError::Malformed("response without r"));
@@ -251,7 +254,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, KrpcError> {
     })
 }
 
-fn decode_query(top: &Dict<'_>) -> Result<Body, KrpcError> {
+fn decode_query(top: &Dict<'_>, tid: &[u8]) -> Result<Body, KrpcError> {
     let Some(Value::Dict(a)) = get(top, "a") else {
         return Err(KrpcError::Malformed("query without arguments"));
     };
@@ -295,7 +298,7 @@ fn decode_query(top: &Dict<'_>) -> Result<Body, KrpcError> {
                 token: token.to_vec(),
             }
         }
-        Some(_) => return Err(KrpcError::UnknownMethod),
+        Some(_) => return Err(KrpcError::UnknownMethod { tid: tid.to_vec() }),
         None => return Err(KrpcError::Malformed("query without a method")),
     };
     Ok(Body::Query {
@@ -657,7 +660,9 @@ mod tests {
         }
         assert_eq!(
             decode(b"d1:ad2:id20:abcdefghij0123456789e1:q4:evil1:t2:aa1:y1:qe"),
-            Err(KrpcError::UnknownMethod)
+            Err(KrpcError::UnknownMethod {
+                tid: b"aa".to_vec()
+            })
         );
         let huge = vec![b'l'; MAX_DATAGRAM + 1];
         assert!(decode(&huge).is_err());

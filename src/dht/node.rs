@@ -539,13 +539,9 @@ impl Node {
         }
         let msg = match krpc::decode(datagram) {
             Ok(m) => m,
-            Err(KrpcError::UnknownMethod) => {
+            Err(KrpcError::UnknownMethod { tid }) => {
                 if self.allow_query(from, now) {
-                    // The tid decoded, or decode would have failed sooner;
-                    // a second, cheap parse gets it for the error answer.
-                    if let Some(tid) = tid_of(datagram) {
-                        self.reply_error(from, tid, 204, "method unknown");
-                    }
+                    self.reply_error(from, tid, 204, "method unknown");
                 }
                 return;
             }
@@ -871,19 +867,6 @@ impl Node {
                 self.send_query(n.addr, Query::Ping, Purpose::Ping, now);
             }
         }
-    }
-}
-
-/// The transaction id of a datagram that decoded far enough to have one.
-fn tid_of(datagram: &[u8]) -> Option<Vec<u8>> {
-    let v: crate::bencode::Value<'_> =
-        crate::bencode::decode_limited(datagram, krpc::LIMITS).ok()?;
-    let crate::bencode::Value::Dict(d) = v else {
-        return None;
-    };
-    match d.get(&crate::bencode::ByteBuf(b"t")) {
-        Some(crate::bencode::Value::Bytes(b)) if b.0.len() <= krpc::MAX_TID => Some(b.0.to_vec()),
-        _ => None,
     }
 }
 

@@ -21,7 +21,7 @@ use crate::proxy::net::Proxy;
 use futures::Stream;
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV6};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,8 +40,6 @@ const MAX_CMDS: usize = 64;
 const RELAY_RETRY: Duration = Duration::from_secs(30);
 /// Name of the IPv6 state file beside `dht.state`.
 pub const STATE_FILE: &str = "dht6.state";
-/// The state file is never read past this many bytes.
-const MAX_STATE_BYTES: u64 = 64 * 1024;
 
 enum Cmd {
     GetPeers {
@@ -379,14 +377,7 @@ async fn run_proxied(mut d: Driver, proxy: Arc<Proxy>, mut cmds: tmpsc::Receiver
 
 /// Reads saved IPv6 nodes (one `[addr]:port` a line; others skipped).
 pub fn load_state(path: &Path) -> Vec<SocketAddr> {
-    use std::io::Read;
-    let mut text = String::new();
-    let read =
-        std::fs::File::open(path).and_then(|f| f.take(MAX_STATE_BYTES).read_to_string(&mut text));
-    if read.is_err() {
-        return Vec::new();
-    }
-    parse_state(&text)
+    super::read_state_text(path).map_or_else(Vec::new, |t| parse_state(&t))
 }
 
 fn parse_state(text: &str) -> Vec<SocketAddr> {
@@ -397,24 +388,20 @@ fn parse_state(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Writes `nodes` to `path` atomically (a temporary file, then rename).
+/// Writes `nodes` to `path` atomically (a synced temporary file, then a
+/// rename).
 /// An empty list leaves the file alone, so a short offline run does not
 /// wipe what an earlier one learned.
 pub fn save_state(path: &Path, nodes: &[SocketAddr]) -> std::io::Result<()> {
     if nodes.is_empty() {
         return Ok(());
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let mut text = String::new();
     for n in nodes.iter().take(MAX_SAVED) {
         text.push_str(&n.to_string());
         text.push('\n');
     }
-    let tmp: PathBuf = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    super::write_state_text(path, &text)
 }
 
 #[cfg(test)]
