@@ -1,0 +1,242 @@
+//! Where a torrent's candidate peers come from: its trackers' announcer,
+//! the DHT lookups, PEX and LSD. Channels and tasks exist only for the
+//! sources a torrent uses: each channel costs about a kilobyte before it
+//! carries anything, and a seedbox runs tens of thousands of torrents.
+
+use crate::dht::DhtHandle;
+use crate::id::InfoHash;
+use crate::session::Session;
+use crate::session::known::{PeerSource, no_flags};
+use crate::session::shared::{PexBatch, Shared};
+use crate::session::status::Status;
+use crate::tracker::{AnnounceConfig, TrackerStats, TransferTotals};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Time allowed for trackers to hear `stopped`.
+const ANNOUNCER_GRACE: Duration = Duration::from_secs(3);
+
+/// A DHT lookup stops looking once the torrent has this many peers.
+const DHT_ENOUGH_PEERS: usize = 10;
+
+/// The discovery sources of one torrent, running.
+pub(super) struct Discovery {
+    tracker_rx: Option<mpsc::Receiver<Vec<SocketAddr>>>,
+    dht_rx: Option<mpsc::Receiver<Vec<SocketAddr>>>,
+    /// Taken at a tick once a peer has sent PEX (`Shared::take_pex_rx`).
+    pex_rx: Option<mpsc::Receiver<PexBatch>>,
+    lsd_rx: Option<mpsc::Receiver<Vec<SocketAddr>>>,
+    announcer: Option<JoinHandle<()>>,
+    dht_task: Option<JoinHandle<()>>,
+    dht: Option<DhtHandle>,
+    /// What the trackers are told at their next announce.
+    totals_tx: watch::Sender<TransferTotals>,
+    tracker_stats: Arc<TrackerStats>,
+    /// Peers the DHT found, for the status.
+    dht_found: Arc<AtomicUsize>,
+    /// Peers connected, for the DHT's "enough" test.
+    connected: Arc<AtomicUsize>,
+    /// Announce to every tracker now (only a torrent that takes commands).
+    reannounce: Option<watch::Sender<u64>>,
+}
+
+/// What discovery needs to know of its torrent.
+pub(super) struct Plan {
+    pub info_hash: InfoHash,
+    pub tiers: Vec<Vec<String>>,
+    /// A private torrent: trackers only (no DHT, LSD).
+    pub private: bool,
+    /// It can be asked to announce now (`Command::Reannounce`).
+    pub takes_commands: bool,
+}
+
+impl Discovery {
+    /// Starts the sources `plan` uses.
+    pub(super) fn start(
+        session: &Session,
+        shared: &Arc<Shared>,
+        plan: Plan,
+        token: &CancellationToken,
+    ) -> Discovery {
+        let Plan {
+            info_hash,
+            tiers,
+            private,
+            takes_commands,
+        } = plan;
+        let dht = if private { None } else { session.dht.clone() };
+        let (totals_tx, totals_rx) = watch::channel(totals(shared));
+        let tracker_stats = Arc::new(TrackerStats::default());
+        let has_trackers = !tiers.is_empty();
+        let has_http = tiers.iter().flatten().any(|u| u.starts_with("http"));
+        let (tracker_tx, tracker_rx) = maybe_channel::<Vec<SocketAddr>>(has_trackers, 256);
+        let (reannounce, reannounce_rx) = match takes_commands && has_trackers {
+            true => {
+                let (tx, rx) = watch::channel(0u64);
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
+        let announcer = tracker_tx.map(|tracker_tx| {
+            crate::tracker::spawn_announcer(
+                AnnounceConfig {
+                    info_hash,
+                    peer_id: session.peer_id,
+                    port: session.listen_port,
+                    external_port: session.external_port.clone(),
+                    bind: session.bind,
+                    tiers,
+                    numwant: 200,
+                    stop_timeout: Duration::from_secs(2),
+                    pace: Some(session.announce_pace.clone()),
+                    also_at: session.also_at.clone(),
+                    http_client: if has_http {
+                        session.http_client()
+                    } else {
+                        None
+                    },
+                    reannounce: reannounce_rx,
+                },
+                totals_rx,
+                tracker_tx,
+                tracker_stats.clone(),
+                token.clone(),
+            )
+        });
+        let (dht_tx, dht_rx) = maybe_channel::<Vec<SocketAddr>>(dht.is_some(), 256);
+        let (lsd_tx, lsd_rx) =
+            maybe_channel::<Vec<SocketAddr>>(!private && session.lsd_running(), 64);
+        if let Some(tx) = lsd_tx {
+            let _ = shared.discovered.set(tx);
+        }
+        let dht_found = Arc::new(AtomicUsize::new(0));
+        let connected = Arc::new(AtomicUsize::new(0));
+        let dht_task = dht.as_ref().zip(dht_tx).map(|(d, dht_tx)| {
+            let (c, sh) = (connected.clone(), shared.clone());
+            let want_more: Arc<dyn Fn() -> bool + Send + Sync> =
+                Arc::new(move || !sh.is_complete() && c.load(Ordering::Relaxed) < DHT_ENOUGH_PEERS);
+            crate::dht::spawn_discovery(
+                d.clone(),
+                info_hash,
+                crate::dht::AnnouncePort {
+                    local: session.listen_port,
+                    external: session.external_port.clone(),
+                },
+                true,
+                want_more,
+                dht_tx,
+                dht_found.clone(),
+                token.clone(),
+            )
+        });
+        Discovery {
+            tracker_rx,
+            dht_rx,
+            pex_rx: None,
+            lsd_rx,
+            announcer,
+            dht_task,
+            dht,
+            totals_tx,
+            tracker_stats,
+            dht_found,
+            connected,
+            reannounce,
+        }
+    }
+
+    /// Whether no source can ever name a peer (no trackers, no DHT, no
+    /// LSD): only incoming connections and `--peer` can.
+    pub(super) fn finds_nothing(&self) -> bool {
+        self.tracker_rx.is_none() && self.dht.is_none() && self.lsd_rx.is_none()
+    }
+
+    /// The next batch of addresses from any source; `None` when none is
+    /// left open.
+    pub(super) async fn next(&mut self) -> Option<(PexBatch, PeerSource)> {
+        tokio::select! {
+            Some(a) = recv_some(&mut self.tracker_rx) => Some((no_flags(a), PeerSource::Tracker)),
+            Some(a) = recv_some(&mut self.dht_rx) => Some((no_flags(a), PeerSource::Dht)),
+            Some(a) = recv_some(&mut self.pex_rx) => Some((a, PeerSource::Pex)),
+            Some(a) = recv_some(&mut self.lsd_rx) => Some((no_flags(a), PeerSource::Lsd)),
+            else => None,
+        }
+    }
+
+    /// Asks every tracker for an announce now.
+    pub(super) fn reannounce(&self) {
+        if let Some(tx) = &self.reannounce {
+            tx.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Once a tick: the totals the trackers will hear, PEX once a peer
+    /// sent some, and the sources' part of the status.
+    pub(super) fn on_tick(&mut self, shared: &Shared, status: &mut Status) {
+        self.totals_tx.send_if_modified(|t| {
+            let n = totals(shared);
+            let changed = *t != n;
+            *t = n;
+            changed
+        });
+        if self.pex_rx.is_none() {
+            self.pex_rx = shared.take_pex_rx();
+        }
+        self.connected
+            .store(status.peers_connected, Ordering::Relaxed);
+        status.trackers_ok = self.tracker_stats.trackers_ok();
+        status.trackers_total = self.tracker_stats.trackers_total();
+        status.dht_peers = self.dht_found.load(Ordering::Relaxed);
+        status.dht_nodes = self.dht.as_ref().map_or(0, |d| d.routing_table_size());
+    }
+
+    /// Waits (boundedly) for the trackers to hear `stopped` and the DHT
+    /// task to end; the torrent's token is cancelled already.
+    pub(super) async fn stop(self) {
+        if let Some(announcer) = self.announcer {
+            let _ = tokio::time::timeout(ANNOUNCER_GRACE, announcer).await;
+        }
+        if let Some(t) = self.dht_task {
+            let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+        }
+    }
+}
+
+/// Transfer totals for the trackers; `left` is 1 until the size is known so
+/// trackers count us as a leecher.
+fn totals(shared: &Shared) -> TransferTotals {
+    let (have, total) = shared.progress().unwrap_or((0, 1));
+    TransferTotals {
+        uploaded: shared.counters.uploaded.load(Ordering::Relaxed),
+        downloaded: shared.counters.downloaded.load(Ordering::Relaxed),
+        left: total - have,
+    }
+}
+
+/// A bounded channel when `wanted`, else neither end: an idle torrent
+/// pays for the channels of the sources it uses only.
+fn maybe_channel<T>(
+    wanted: bool,
+    cap: usize,
+) -> (Option<mpsc::Sender<T>>, Option<mpsc::Receiver<T>>) {
+    if wanted {
+        let (tx, rx) = mpsc::channel(cap);
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    }
+}
+
+/// The next message of `rx`; `None` at once when there is no channel
+/// (a `select!` branch then stays disabled, as for a closed one).
+pub(super) async fn recv_some<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => None,
+    }
+}
