@@ -126,6 +126,13 @@ pub trait PeerHost: Swarm {
     fn speaks_v2(&self) -> bool {
         false
     }
+    /// A hybrid torrent's two swarms (BEP 52): its v1 info-hash and the
+    /// first 20 bytes of its v2 one. Peers may handshake with either; a
+    /// connection on the v2 one, or one whose peer sets the v2 bit, speaks
+    /// v2 (the upgrade). `None` for a torrent of one swarm.
+    fn hybrid(&self) -> Option<(InfoHash, InfoHash)> {
+        None
+    }
     /// Our peer id.
     fn peer_id(&self) -> PeerId;
     /// Our TCP listen port and DHT port, for the first messages.
@@ -192,18 +199,22 @@ impl Dialer {
 /// handshake riding as its initial payload) and redials in plaintext once
 /// if the peer does not answer it; `require` dials MSE with RC4 only;
 /// `disable` dials plaintext only.
+///
+/// `swarm` is the info-hash to handshake with: the torrent's, or a
+/// hybrid's other one for a peer found in that swarm.
 pub async fn connect(
     addr: SocketAddr,
     dialer: &Dialer,
     utp_first: bool,
     host: &dyn PeerHost,
+    swarm: InfoHash,
 ) -> Result<(MseStream<PeerStream>, Handshake), ConnError> {
     let mut last = None;
     for t in dialer.order(utp_first) {
         if let Some(e) = &last {
             tracing::debug!("peer {addr}: {}; trying {t}", crate::error_chain(e));
         }
-        match connect_over(t, addr, dialer, host, host.encryption()).await {
+        match connect_over(t, addr, dialer, host, swarm, host.encryption()).await {
             Ok(c) => return Ok(c),
             Err(e) if e.worth_another_transport(t) => last = Some(e),
             Err(e) => return Err(e),
@@ -233,17 +244,18 @@ async fn connect_over(
     addr: SocketAddr,
     dialer: &Dialer,
     host: &dyn PeerHost,
+    swarm: InfoHash,
     policy: Encryption,
 ) -> Result<(MseStream<PeerStream>, Handshake), ConnError> {
-    let ours = Handshake::ours(host.info_hash(), host.peer_id(), host.ports().1.is_some())
-        .with_v2(host.speaks_v2());
+    let ours =
+        Handshake::ours(swarm, host.peer_id(), host.ports().1.is_some()).with_v2(sets_v2_bit(host));
     if policy != Encryption::Disable {
         let stream = dial(t, addr, dialer).await?;
         let ia = ours.encode().to_vec();
-        match mse::initiate(stream, host.info_hash(), policy, ia, HANDSHAKE_TIMEOUT).await {
+        match mse::initiate(stream, swarm, policy, ia, HANDSHAKE_TIMEOUT).await {
             Ok(mut stream) => {
                 let theirs = read_handshake(&mut stream, HANDSHAKE_TIMEOUT).await?;
-                check_theirs(&theirs, host)?;
+                check_theirs(&theirs, host, swarm)?;
                 return Ok((stream, theirs));
             }
             Err(e) if policy == Encryption::Require => {
@@ -266,7 +278,7 @@ async fn connect_over(
         .await
         .map_err(|_| ConnError::Timeout("sending handshake"))??;
     let theirs = read_handshake(&mut stream, HANDSHAKE_TIMEOUT).await?;
-    check_theirs(&theirs, host)?;
+    check_theirs(&theirs, host, swarm)?;
     Ok((MseStream::replay(stream, Vec::new()), theirs))
 }
 
@@ -316,14 +328,36 @@ async fn dial_tcp(addr: SocketAddr, bind: Option<IpAddr>) -> Result<TcpStream, C
 }
 
 /// The dialled peer's handshake must name our torrent and not be us.
-fn check_theirs(theirs: &Handshake, host: &dyn PeerHost) -> Result<(), ConnError> {
-    if theirs.info_hash != host.info_hash() {
+fn check_theirs(theirs: &Handshake, host: &dyn PeerHost, swarm: InfoHash) -> Result<(), ConnError> {
+    if theirs.info_hash != swarm {
         return Err(ConnError::WrongTorrent(theirs.info_hash));
     }
     if theirs.peer_id == host.peer_id() {
         return Err(Refused::SelfConnection.into());
     }
     Ok(())
+}
+
+/// Whether `ih` names the host's torrent: its info-hash, or either swarm
+/// of a hybrid.
+fn is_our_swarm(host: &dyn PeerHost, ih: InfoHash) -> bool {
+    ih == host.info_hash() || host.hybrid().is_some_and(|(v1, v2)| ih == v1 || ih == v2)
+}
+
+/// Whether our handshake sets the v2 bit: on a v2 swarm, and on both
+/// swarms of a hybrid (on the v1 one it offers the upgrade).
+fn sets_v2_bit(host: &dyn PeerHost) -> bool {
+    host.speaks_v2() || host.hybrid().is_some()
+}
+
+/// Whether a connection speaks v2 (may exchange hashes): on a v2 swarm
+/// every peer does (libtorrent sets the v2 bit only on a hybrid's v1
+/// swarm); on a hybrid's v1 swarm, a peer that set the v2 bit upgrades.
+fn speaks_v2_with(host: &dyn PeerHost, theirs: &Handshake) -> bool {
+    host.speaks_v2()
+        || host
+            .hybrid()
+            .is_some_and(|(_, v2)| theirs.info_hash == v2 || theirs.supports_v2())
 }
 
 /// Reads a peer's handshake within `limit`; the caller checks the info-hash.
@@ -348,8 +382,12 @@ pub async fn send_answer<S: AsyncWrite + Unpin>(
     if theirs.peer_id == host.peer_id() {
         return Err(Refused::SelfConnection.into());
     }
-    let ours = Handshake::ours(host.info_hash(), host.peer_id(), host.ports().1.is_some())
-        .with_v2(host.speaks_v2());
+    if !is_our_swarm(host, theirs.info_hash) {
+        return Err(ConnError::WrongTorrent(theirs.info_hash));
+    }
+    // In the swarm the peer asked for (a hybrid has two).
+    let ours = Handshake::ours(theirs.info_hash, host.peer_id(), host.ports().1.is_some())
+        .with_v2(sets_v2_bit(host));
     timeout(HANDSHAKE_TIMEOUT, async {
         stream.write_all(&ours.encode()).await?;
         stream.flush().await
@@ -411,16 +449,15 @@ where
         listen_port,
         dht_port,
         their_ip: addr.ip(),
-        info_hash: host.info_hash(),
+        info_hash: theirs.info_hash,
     };
+    let v2 = speaks_v2_with(&*host, &theirs);
     let now = Instant::now().into_std();
     let mut conn = Conn {
         // We always set the fast bit, so it is on when the peer sets it.
         state: PeerState::new(key, local, theirs.supports_extensions(), now)
             .with_fast(theirs.supports_fast())
-            // On a v2 swarm (the truncated v2 hash) every peer speaks v2:
-            // libtorrent sets the v2 bit only on a hybrid's v1 swarm.
-            .with_v2(host.speaks_v2()),
+            .with_v2(v2),
         host,
         out: Outbox::default(),
     };
@@ -684,7 +721,9 @@ mod tests {
         let host = test_host();
         for utp_first in [false, true] {
             let before = tcp_seen.load(Ordering::Relaxed);
-            let (mut s, theirs) = connect(addr, &dialer, utp_first, &*host).await.unwrap();
+            let (mut s, theirs) = connect(addr, &dialer, utp_first, &*host, host.info_hash())
+                .await
+                .unwrap();
             assert_eq!(theirs.peer_id, PeerId([9; 20]));
             assert_eq!(s.link("--peer").transport, Transport::Utp);
             s.write_all(b"ping").await.unwrap();
@@ -700,13 +739,24 @@ mod tests {
             }
         }
         // Without uTP the same peer cannot be reached.
-        assert!(connect(addr, &tcp_only(), false, &*host).await.is_err());
+        assert!(
+            connect(addr, &tcp_only(), false, &*host, host.info_hash())
+                .await
+                .is_err()
+        );
     }
 
     async fn dial(addr: SocketAddr, policy: Encryption) -> Result<bool, ConnError> {
         let host = test_host();
-        let (mut s, theirs) =
-            connect_over(Transport::Tcp, addr, &tcp_only(), &*host, policy).await?;
+        let (mut s, theirs) = connect_over(
+            Transport::Tcp,
+            addr,
+            &tcp_only(),
+            &*host,
+            host.info_hash(),
+            policy,
+        )
+        .await?;
         assert_eq!(theirs.peer_id, PeerId([9; 20]));
         s.write_all(b"ping").await.unwrap();
         let mut back = [0u8; 4];

@@ -298,7 +298,15 @@ fn admit(gate: &Arc<Gate>, session: &Weak<Session>, stream: PeerStream, addr: So
         };
         drop(session);
         let link = stream.link("incoming");
-        tracing::info!("incoming {addr}: {link}, for {}", shared.info_hash);
+        if theirs.info_hash == shared.info_hash {
+            tracing::info!("incoming {addr}: {link}, for {}", shared.info_hash);
+        } else {
+            tracing::info!(
+                "incoming {addr}: {link}, for {} in its other swarm {}",
+                shared.info_hash,
+                theirs.info_hash
+            );
+        }
         // From here the connection belongs to its torrent: it ends with
         // it, and the torrent's shutdown waits for it.
         let tasks = shared.tasks.clone();

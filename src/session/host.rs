@@ -431,6 +431,10 @@ impl PeerHost for Shared {
         self.hashx.speaks_v2()
     }
 
+    fn hybrid(&self) -> Option<(InfoHash, InfoHash)> {
+        self.hybrid.get().copied()
+    }
+
     fn peer_id(&self) -> PeerId {
         self.peer_id
     }

@@ -99,6 +99,9 @@ pub struct Known {
     /// A dial of ours reached a BitTorrent peer here once: dialled before
     /// addresses never tried or that only failed.
     pub reached: bool,
+    /// Heard of only in a hybrid torrent's other swarm: dialled with that
+    /// swarm's info-hash (a v2-only client knows no other).
+    pub other_swarm: bool,
 }
 
 /// How a connection we dialled ended.

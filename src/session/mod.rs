@@ -227,7 +227,31 @@ impl Session {
         Registered {
             session: self.clone(),
             info_hash,
+            alias: false,
         }
+    }
+
+    /// Makes a hybrid torrent reachable by its other swarm's info-hash as
+    /// well (plaintext and MSE), until the guard drops. `None` when another
+    /// torrent of this process already runs that swarm.
+    pub fn register_swarm(
+        self: &Arc<Self>,
+        shared: Arc<Shared>,
+        swarm: InfoHash,
+    ) -> Option<Registered> {
+        let mut routes = self.lock();
+        if routes.by_hash.contains_key(&swarm) || routes.expected.contains(&swarm) {
+            return None;
+        }
+        routes.by_hash.insert(swarm, shared);
+        routes.by_req2.insert(crate::mse::req2_hash(&swarm), swarm);
+        drop(routes);
+        self.registered.notify_waiters();
+        Some(Registered {
+            session: self.clone(),
+            info_hash: swarm,
+            alias: true,
+        })
     }
 
     /// Says a torrent has been added: an incoming connection for it that
@@ -356,11 +380,20 @@ impl Drop for Expected {
 pub struct Registered {
     session: Arc<Session>,
     info_hash: InfoHash,
+    /// A hybrid's other swarm, routed for MSE too (see
+    /// [`Session::register_swarm`]).
+    alias: bool,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.session.lock().by_hash.remove(&self.info_hash);
+        let mut routes = self.session.lock();
+        routes.by_hash.remove(&self.info_hash);
+        if self.alias {
+            routes
+                .by_req2
+                .remove(&crate::mse::req2_hash(&self.info_hash));
+        }
     }
 }
 

@@ -305,6 +305,8 @@ pub struct Shared {
     pex_rx: Mutex<Option<mpsc::Receiver<PexBatch>>>,
     /// BEP 52 hash exchange: trees served, layers fetched (see `layers`).
     pub hashx: super::layers::HashX,
+    /// A hybrid's two swarms (v1 hash, truncated v2 hash), once known.
+    pub hybrid: OnceLock<(InfoHash, InfoHash)>,
 }
 
 impl Shared {
@@ -348,6 +350,7 @@ impl Shared {
             pex_tx: OnceLock::new(),
             pex_rx: Mutex::new(None),
             hashx: Default::default(),
+            hybrid: OnceLock::new(),
         })
     }
 

@@ -158,3 +158,126 @@ fn libtorrent_fetches_a_v2_magnet_from_btc() {
         seeder.tails()
     );
 }
+
+/// A hybrid torrent (v1 and v2 in one info dict) made by libtorrent, as
+/// libtorrent and qBittorrent make them by default: its root, its
+/// .torrent, and its v1 and v2 info-hashes (40 and 64 hex).
+fn hybrid_torrent(ctx: &Ctx) -> (std::path::PathBuf, std::path::PathBuf, String, String) {
+    let seed_dir = ctx.mkdir("seed");
+    let payload = Payload::multi(
+        "hybrid",
+        &[("big.bin", 90 * 32 * 1024 + 77), ("small/one.txt", 1234)],
+    );
+    let root = payload.write(&seed_dir, 2207);
+    let t = ctx.join("hybrid.torrent");
+    ctx.run(
+        "lt-create-hybrid",
+        lt_cmd(&["create", "--path", s(&root), "--out", s(&t)]),
+        secs(60),
+    )
+    .assert_ok("lt.py create (hybrid)");
+    let (v1, v2) = libtorrent_hashes(ctx, &t);
+    assert_eq!((v1.len(), v2.len()), (40, 64), "not a hybrid: {v1} {v2}");
+    (root, t, v1, v2)
+}
+
+#[test]
+fn a_hybrid_torrent_finds_its_seeder_in_the_v2_swarm_alone() {
+    require_tool(PYTHON);
+    require_tool("opentracker");
+    let ctx = Ctx::new("hashx-hybrid-v2-swarm", secs(300));
+    let (root, t, v1, v2) = hybrid_torrent(&ctx);
+    let v2_swarm = &v2[..40];
+    // The tracker tracks the v2 swarm only: every announce of the v1 hash
+    // is refused, so a client in the v1 swarm alone finds nobody.
+    let tracker = Opentracker::start(&ctx, &[v2_swarm]);
+    let seed_dir = root.parent().unwrap().to_path_buf();
+    let listen = format!("127.0.0.2:{}", free_port());
+    let mut lt = start_lt_seeder_with(
+        &ctx,
+        &t,
+        &seed_dir,
+        &listen,
+        &["--tracker", &tracker.http()],
+    );
+    // Give libtorrent's announces a moment to reach the tracker.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = ctx.join("out");
+    let args = [
+        "-o",
+        s(&out),
+        s(&t),
+        "--tracker",
+        &tracker.http(),
+        "--no-seed",
+        "--no-dht",
+        "--no-lsd",
+        "--port",
+        "0",
+        "-v",
+    ];
+    let log = leech(&ctx, "btc-hybrid", &args, secs(120)).1;
+    assert_same_tree(&root, &out.join("hybrid"));
+    assert!(
+        log.contains(&format!(
+            "hybrid torrent: in the swarms of {v1} (v1) and {v2_swarm} (v2)"
+        )),
+        "btc did not join both swarms:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("connected to {listen}")),
+        "the seeder was not reached:\n{log}"
+    );
+    lt.assert_running();
+}
+
+#[test]
+fn libtorrent_fetches_a_hybrid_by_its_v2_hash_from_btc() {
+    require_tool(PYTHON);
+    let ctx = Ctx::new("hashx-hybrid-btc-seeds", secs(300));
+    let (root, t, v1, v2) = hybrid_torrent(&ctx);
+    let seed_dir = root.parent().unwrap().to_path_buf();
+    let p = free_port();
+    let seeder = start_btc_seeder(
+        &ctx,
+        "btc-hybrid-seeder",
+        &seed_dir,
+        s(&t),
+        p,
+        &["--no-dht", "-v"],
+    );
+    // libtorrent knows the v2 hash only: it handshakes in the v2 swarm,
+    // gets the info dict by BEP 9 (checked by SHA-256) and the piece
+    // layers by hash requests.
+    let out = ctx.mkdir("out-lt");
+    let mut fetch = ctx.spawn(
+        "libtorrent-fetch-hybrid-btmh",
+        lt_cmd(&[
+            "fetch",
+            "--magnet",
+            &format!("magnet:?xt=urn:btmh:1220{v2}"),
+            "--save",
+            s(&out),
+            "--listen",
+            &format!("127.0.0.3:{}", free_port()),
+            "--peer",
+            &format!("127.0.0.1:{p}"),
+            "--timeout",
+            "120",
+        ]),
+    );
+    let status = fetch.wait_timeout(secs(150));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "libtorrent did not fetch the hybrid by its v2 hash from btc:\n{}\n{}",
+        fetch.tails(),
+        seeder.tails()
+    );
+    assert_same_tree(&root, &out.join("hybrid"));
+    let log = format!("{}{}", seeder.stdout(), seeder.stderr());
+    assert!(
+        log.contains(&format!("for {v1} in its other swarm {}", &v2[..40])),
+        "libtorrent did not come in by the v2 swarm:\n{}",
+        seeder.tails()
+    );
+}

@@ -6,10 +6,11 @@
 
 use super::choke::ChokeSchedule;
 use super::dial::{DialEnded, Dials};
-use super::discovery::{Discovery, Plan, recv_some};
+use super::discovery::{Discovery, Plan, SwarmOf, recv_some};
 use super::install::{WebSeeds, install, load_cached_info, save_cached_info};
 use super::{Command, Options, PeerView, Report, Snapshot, Source, client_name, seed_limit};
 use crate::id::InfoHash;
+use crate::magnet::Magnet;
 use crate::metainfo::Metainfo;
 use crate::peer::transport::Transport;
 use crate::session::known::{PeerSource, no_flags};
@@ -42,7 +43,7 @@ enum Event {
     StreamEnded(std::result::Result<stream::StreamEnd, String>),
     /// An idle seed has something to do: a peer came, or a redial is due.
     Wake,
-    Discovered(PexBatch, PeerSource),
+    Discovered(PexBatch, PeerSource, SwarmOf),
     DialEnded(DialEnded),
     /// The swarm's info dict, checked against the info-hash.
     Metadata(Bytes),
@@ -73,6 +74,8 @@ pub(super) struct Torrent {
     active_slot: Option<ActiveSlot>,
     /// Reachable by incoming connections until the stop begins.
     registered: Option<Registered>,
+    /// A hybrid's other swarm, routed to us too, once joined.
+    other_swarm: Option<Registered>,
     /// Incoming peers that ask for it before it is ready wait, not fail.
     _expected: Expected,
     discovery: Discovery,
@@ -159,8 +162,11 @@ impl Torrent {
         let mut initial = opts.peers.clone();
         // The resume data on disk already says everything (nothing to save).
         let mut resume_current = false;
+        // A hybrid's two swarms, when known before the metadata exchange.
+        let hybrid;
         match source {
             Source::Torrent(meta) => {
+                hybrid = hybrid_of(&meta);
                 tiers = meta.tracker_tiers();
                 crate::session::layers::installed(&shared, &meta);
                 resume_current = Box::pin(install(
@@ -182,6 +188,7 @@ impl Torrent {
                     .and_then(|d| load_cached_info(d, info_hash));
                 match cached.map(|b| Metainfo::from_info_bytes(&b, tiers.clone())) {
                     Some(Ok(meta)) => {
+                        hybrid = hybrid_of(&meta);
                         tracing::info!("using the metadata remembered from an earlier run");
                         resume_current = Box::pin(install(
                             &session,
@@ -194,6 +201,11 @@ impl Torrent {
                         .await?;
                     }
                     _ => {
+                        // A magnet naming both hashes of a hybrid.
+                        hybrid = m
+                            .info_hash_v2
+                            .map(|v2| (m.info_hash, Magnet::v2_swarm(&v2)))
+                            .filter(|(v1, v2)| v1 != v2);
                         metadata_rx = Some(shared.metadata_channel());
                         crate::session::layers::await_metadata(&shared, info_hash, m.info_hash_v2);
                     }
@@ -255,6 +267,7 @@ impl Torrent {
         dials.learn(
             no_flags(initial),
             PeerSource::Manual,
+            SwarmOf::Main,
             session.listen_port,
             session.bind,
         );
@@ -277,7 +290,7 @@ impl Torrent {
             s.saved_now(&shared);
         }
         let commands = opts.commands.take();
-        Ok(Torrent {
+        let mut torrent = Torrent {
             session,
             shared,
             opts,
@@ -292,6 +305,7 @@ impl Torrent {
             file_tracker: None,
             active_slot,
             registered: Some(registered),
+            other_swarm: None,
             _expected: expected,
             discovery,
             dials,
@@ -308,7 +322,35 @@ impl Torrent {
             stream_end: None,
             saver,
             commands,
-        })
+        };
+        if let Some((v1, v2)) = hybrid {
+            torrent.join_both_swarms(v1, v2);
+        }
+        Ok(torrent)
+    }
+
+    /// A hybrid torrent (BEP 52) is one torrent in two swarms: announce
+    /// and look up both hashes, take peers on either, dial each peer with
+    /// the hash of the swarm it was found in.
+    fn join_both_swarms(&mut self, v1: InfoHash, v2: InfoHash) {
+        if self.shared.hybrid.set((v1, v2)).is_err() {
+            return;
+        }
+        let other = if self.info_hash == v1 { v2 } else { v1 };
+        match self.session.register_swarm(self.shared.clone(), other) {
+            Some(r) => self.other_swarm = Some(r),
+            None => {
+                tracing::warn!(
+                    "{}: another torrent of this process runs its other swarm ({other}); staying in {} only",
+                    self.status.name,
+                    self.info_hash
+                );
+                return;
+            }
+        }
+        self.discovery
+            .join_other_swarm(&self.session, &self.shared, other, &self.token);
+        tracing::info!("hybrid torrent: in the swarms of {v1} (v1) and {v2} (v2)");
     }
 
     /// Handles events until the torrent is done (per the seed policy) or
@@ -352,7 +394,7 @@ impl Torrent {
             }
             _ = shared.peer_joined.notified(), if idle => Event::Wake,
             _ = sleep_until_some(idle_until), if idle => Event::Wake,
-            Some((addrs, source)) = discovery.next() => Event::Discovered(addrs, source),
+            Some((addrs, source, swarm)) = discovery.next() => Event::Discovered(addrs, source, swarm),
             Some(ended) = dials.next_ended() => Event::DialEnded(ended),
             Some(info) = recv_some(metadata_rx), if awaiting_metadata => Event::Metadata(info),
             Ok(()) = verified_rx.changed() => Event::PieceVerified,
@@ -374,10 +416,15 @@ impl Torrent {
                 self.idle = false;
                 self.tick.reset_immediately();
             }
-            Event::Discovered(addrs, source) => {
+            Event::Discovered(addrs, source, swarm) => {
                 self.idle = false;
-                self.dials
-                    .learn(addrs, source, self.session.listen_port, self.session.bind);
+                self.dials.learn(
+                    addrs,
+                    source,
+                    swarm,
+                    self.session.listen_port,
+                    self.session.bind,
+                );
                 self.status.peers_known = self.dials.known();
                 self.dial_some();
             }
@@ -428,6 +475,7 @@ impl Torrent {
         }
         self.metadata_rx = None;
         self.shared.lock().assembler = None;
+        let hybrid = hybrid_of(&meta);
         self.status.name = meta.info.name.clone();
         let current = Box::pin(install(
             &self.session,
@@ -442,6 +490,9 @@ impl Torrent {
             s.saved_now(&self.shared);
         }
         self.web_seeds.start(&self.shared);
+        if let Some((v1, v2)) = hybrid {
+            self.join_both_swarms(v1, v2);
+        }
         self.status.metadata_at = Some(self.started.elapsed());
         tracing::info!(
             "metadata complete {:.0} ms after start",
@@ -632,6 +683,7 @@ impl Torrent {
         self.status_tx.send_replace(self.status.clone());
         self.token.cancel();
         drop(self.registered.take());
+        drop(self.other_swarm.take());
         drop(self.active_slot.take());
         let shared = self.shared.clone();
         // Peer tasks push out a last message and end within a fraction of a
@@ -682,6 +734,13 @@ impl Torrent {
             stream: self.stream_end,
         })
     }
+}
+
+/// A hybrid torrent's two swarms: its v1 info-hash and the first 20
+/// bytes of its v2 one.
+fn hybrid_of(meta: &Metainfo) -> Option<(InfoHash, InfoHash)> {
+    let v2 = meta.v2.as_ref()?;
+    (!meta.info.is_v2_only()).then(|| (meta.info_hash, Magnet::v2_swarm(&v2.info_hash)))
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.

@@ -3,6 +3,8 @@
 //! what became of each dial. The ranking and pacing rules are
 //! `session::known`'s (pure); this owns the table and spawns the dials.
 
+use super::discovery::SwarmOf;
+use crate::id::InfoHash;
 use crate::peer::conn::{self, Refused};
 use crate::peer::state::PeerError;
 use crate::peer::transport::Transport;
@@ -47,15 +49,35 @@ impl Dials {
         }
     }
 
-    /// Adds what a source told us (our own address left out).
+    /// Adds what a source told us (our own address left out). An address
+    /// heard of only in a hybrid's other swarm is dialled with that
+    /// swarm's hash; once the main swarm names it too, with the main one.
     pub(super) fn learn(
         &mut self,
         addrs: Vec<(SocketAddr, u8)>,
         source: PeerSource,
+        swarm: SwarmOf,
         listen_port: u16,
         bind: Option<IpAddr>,
     ) {
+        let named: Vec<SocketAddr> = addrs.iter().map(|(a, _)| *a).collect();
+        let new: HashSet<SocketAddr> = match swarm {
+            SwarmOf::Other => named
+                .iter()
+                .filter(|a| !self.known.contains_key(a))
+                .copied()
+                .collect(),
+            SwarmOf::Main => HashSet::new(),
+        };
         learn(&mut self.known, addrs, source, listen_port, bind);
+        for a in named {
+            if let Some(k) = self.known.get_mut(&a) {
+                match swarm {
+                    SwarmOf::Main => k.other_swarm = false,
+                    SwarmOf::Other => k.other_swarm |= new.contains(&a),
+                }
+            }
+        }
     }
 
     /// Candidate addresses known.
@@ -155,10 +177,24 @@ impl Dials {
             k.dialing = true;
             self.dialing.fetch_add(1, Ordering::Relaxed);
             process.dialing.fetch_add(1, Ordering::Relaxed);
+            // A hybrid's peer from its other swarm gets that swarm's hash.
+            let swarm = match (k.other_swarm, shared.hybrid.get()) {
+                (true, Some(&(v1, v2))) => {
+                    if shared.info_hash == v1 {
+                        v2
+                    } else {
+                        v1
+                    }
+                }
+                _ => shared.info_hash,
+            };
             spawn_dial(
-                addr,
-                k.source,
-                k.utp_first,
+                Dial {
+                    addr,
+                    swarm,
+                    source: k.source,
+                    utp_first: k.utp_first,
+                },
                 shared.clone(),
                 session,
                 ended_tx.clone(),
@@ -169,16 +205,29 @@ impl Dials {
     }
 }
 
-/// One dial, then the connection it made, as a task of the torrent.
-fn spawn_dial(
+/// What one dial is to do.
+struct Dial {
     addr: SocketAddr,
+    /// The info-hash to handshake with.
+    swarm: InfoHash,
     source: PeerSource,
     utp_first: bool,
+}
+
+/// One dial, then the connection it made, as a task of the torrent.
+fn spawn_dial(
+    dial: Dial,
     shared: Arc<Shared>,
     session: &Session,
     ended_tx: mpsc::Sender<DialEnded>,
     dialing: Arc<AtomicUsize>,
 ) {
+    let Dial {
+        addr,
+        swarm,
+        source,
+        utp_first,
+    } = dial;
     let (dialer, process) = (session.dialer(), session.budget.clone());
     let tasks = shared.tasks.clone();
     crate::spawn::named(&tasks, "dial", async move {
@@ -186,7 +235,7 @@ fn spawn_dial(
         // A dial still trying (a uTP SYN to a dead port waits seconds)
         // must not hold up the torrent's shutdown.
         let res = tokio::select! {
-            r = conn::connect(addr, &dialer, utp_first, &*host) => Some(r),
+            r = conn::connect(addr, &dialer, utp_first, &*host, swarm) => Some(r),
             _ = shared.shutdown.cancelled() => None,
         };
         dialing.fetch_sub(1, Ordering::Relaxed);
@@ -223,4 +272,58 @@ fn spawn_dial(
             })
             .await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(last: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, last], 6881))
+    }
+
+    fn other_swarm(d: &Dials, a: SocketAddr) -> bool {
+        d.known[&a].other_swarm
+    }
+
+    #[test]
+    fn a_peer_of_a_hybrids_other_swarm_is_dialled_in_it_until_the_main_swarm_names_it() {
+        let mut d = Dials::new();
+        d.learn(
+            vec![(addr(1), 0)],
+            PeerSource::Tracker,
+            SwarmOf::Main,
+            1,
+            None,
+        );
+        d.learn(
+            vec![(addr(1), 0), (addr(2), 0)],
+            PeerSource::Dht,
+            SwarmOf::Other,
+            1,
+            None,
+        );
+        // Known in the main swarm first: stays there.
+        assert!(!other_swarm(&d, addr(1)));
+        // Heard of only in the other swarm.
+        assert!(other_swarm(&d, addr(2)));
+        // The main swarm names it too: dialled with the main hash.
+        d.learn(
+            vec![(addr(2), 0)],
+            PeerSource::Tracker,
+            SwarmOf::Main,
+            1,
+            None,
+        );
+        assert!(!other_swarm(&d, addr(2)));
+        // The other swarm naming it again changes nothing.
+        d.learn(
+            vec![(addr(2), 0)],
+            PeerSource::Tracker,
+            SwarmOf::Other,
+            1,
+            None,
+        );
+        assert!(!other_swarm(&d, addr(2)));
+    }
 }

@@ -24,19 +24,40 @@ const ANNOUNCER_GRACE: Duration = Duration::from_secs(3);
 /// A DHT lookup stops looking once the torrent has this many peers.
 const DHT_ENOUGH_PEERS: usize = 10;
 
-/// The discovery sources of one torrent, running.
-pub(super) struct Discovery {
+/// A hybrid torrent (BEP 52) is one torrent in two swarms: its v1
+/// info-hash's and its truncated v2 one's. Each swarm has its own
+/// announces and DHT lookups; a peer found in one is dialled with its
+/// hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SwarmOf {
+    /// The swarm of the info-hash the torrent was started with.
+    Main,
+    /// A hybrid's other swarm.
+    Other,
+}
+
+/// The announcer and DHT lookups of one swarm.
+struct SwarmSources {
     tracker_rx: Option<mpsc::Receiver<Vec<SocketAddr>>>,
     dht_rx: Option<mpsc::Receiver<Vec<SocketAddr>>>,
+    announcer: Option<JoinHandle<()>>,
+    dht_task: Option<JoinHandle<()>>,
+    tracker_stats: Arc<TrackerStats>,
+}
+
+/// The discovery sources of one torrent, running.
+pub(super) struct Discovery {
+    main: SwarmSources,
+    /// A hybrid's other swarm, once joined.
+    other: Option<SwarmSources>,
     /// Taken at a tick once a peer has sent PEX (`Shared::take_pex_rx`).
     pex_rx: Option<mpsc::Receiver<PexBatch>>,
     lsd_rx: Option<mpsc::Receiver<Vec<SocketAddr>>>,
-    announcer: Option<JoinHandle<()>>,
-    dht_task: Option<JoinHandle<()>>,
     dht: Option<DhtHandle>,
+    /// The trackers, kept for the other swarm of a hybrid.
+    tiers: Vec<Vec<String>>,
     /// What the trackers are told at their next announce.
     totals_tx: watch::Sender<TransferTotals>,
-    tracker_stats: Arc<TrackerStats>,
     /// Peers the DHT found, for the status.
     dht_found: Arc<AtomicUsize>,
     /// Peers connected, for the DHT's "enough" test.
@@ -70,18 +91,55 @@ impl Discovery {
             takes_commands,
         } = plan;
         let dht = if private { None } else { session.dht.clone() };
-        let (totals_tx, totals_rx) = watch::channel(totals(shared));
-        let tracker_stats = Arc::new(TrackerStats::default());
-        let has_trackers = !tiers.is_empty();
-        let has_http = tiers.iter().flatten().any(|u| u.starts_with("http"));
-        let (tracker_tx, tracker_rx) = maybe_channel::<Vec<SocketAddr>>(has_trackers, 256);
-        let (reannounce, reannounce_rx) = match takes_commands && has_trackers {
-            true => {
-                let (tx, rx) = watch::channel(0u64);
-                (Some(tx), Some(rx))
-            }
-            false => (None, None),
+        let (totals_tx, _) = watch::channel(totals(shared));
+        let reannounce = (takes_commands && !tiers.is_empty()).then(|| watch::channel(0u64).0);
+        let (lsd_tx, lsd_rx) =
+            maybe_channel::<Vec<SocketAddr>>(!private && session.lsd_running(), 64);
+        if let Some(tx) = lsd_tx {
+            let _ = shared.discovered.set(tx);
+        }
+        let mut d = Discovery {
+            main: SwarmSources::idle(),
+            other: None,
+            pex_rx: None,
+            lsd_rx,
+            dht,
+            tiers,
+            totals_tx,
+            dht_found: Arc::new(AtomicUsize::new(0)),
+            connected: Arc::new(AtomicUsize::new(0)),
+            reannounce,
         };
+        d.main = d.spawn_swarm(session, shared, info_hash, token);
+        d
+    }
+
+    /// Joins a hybrid's other swarm: its own announces (same trackers) and
+    /// DHT lookups.
+    pub(super) fn join_other_swarm(
+        &mut self,
+        session: &Session,
+        shared: &Arc<Shared>,
+        swarm: InfoHash,
+        token: &CancellationToken,
+    ) {
+        if self.other.is_none() {
+            self.other = Some(self.spawn_swarm(session, shared, swarm, token));
+        }
+    }
+
+    /// The announcer and DHT lookups of the swarm of `info_hash`.
+    fn spawn_swarm(
+        &self,
+        session: &Session,
+        shared: &Arc<Shared>,
+        info_hash: InfoHash,
+        token: &CancellationToken,
+    ) -> SwarmSources {
+        let tracker_stats = Arc::new(TrackerStats::default());
+        let has_http = self.tiers.iter().flatten().any(|u| u.starts_with("http"));
+        let (tracker_tx, tracker_rx) =
+            maybe_channel::<Vec<SocketAddr>>(!self.tiers.is_empty(), 256);
         let announcer = tracker_tx.map(|tracker_tx| {
             crate::tracker::spawn_announcer(
                 AnnounceConfig {
@@ -90,7 +148,7 @@ impl Discovery {
                     port: session.listen_port,
                     external_port: session.external_port.clone(),
                     bind: session.bind,
-                    tiers,
+                    tiers: self.tiers.clone(),
                     numwant: 200,
                     stop_timeout: Duration::from_secs(2),
                     pace: Some(session.announce_pace.clone()),
@@ -100,24 +158,17 @@ impl Discovery {
                     } else {
                         None
                     },
-                    reannounce: reannounce_rx,
+                    reannounce: self.reannounce.as_ref().map(watch::Sender::subscribe),
                 },
-                totals_rx,
+                self.totals_tx.subscribe(),
                 tracker_tx,
                 tracker_stats.clone(),
                 token.clone(),
             )
         });
-        let (dht_tx, dht_rx) = maybe_channel::<Vec<SocketAddr>>(dht.is_some(), 256);
-        let (lsd_tx, lsd_rx) =
-            maybe_channel::<Vec<SocketAddr>>(!private && session.lsd_running(), 64);
-        if let Some(tx) = lsd_tx {
-            let _ = shared.discovered.set(tx);
-        }
-        let dht_found = Arc::new(AtomicUsize::new(0));
-        let connected = Arc::new(AtomicUsize::new(0));
-        let dht_task = dht.as_ref().zip(dht_tx).map(|(d, dht_tx)| {
-            let (c, sh) = (connected.clone(), shared.clone());
+        let (dht_tx, dht_rx) = maybe_channel::<Vec<SocketAddr>>(self.dht.is_some(), 256);
+        let dht_task = self.dht.as_ref().zip(dht_tx).map(|(d, dht_tx)| {
+            let (c, sh) = (self.connected.clone(), shared.clone());
             let want_more: Arc<dyn Fn() -> bool + Send + Sync> =
                 Arc::new(move || !sh.is_complete() && c.load(Ordering::Relaxed) < DHT_ENOUGH_PEERS);
             crate::dht::spawn_discovery(
@@ -130,45 +181,46 @@ impl Discovery {
                 true,
                 want_more,
                 dht_tx,
-                dht_found.clone(),
+                self.dht_found.clone(),
                 token.clone(),
             )
         });
-        Discovery {
+        SwarmSources {
             tracker_rx,
             dht_rx,
-            pex_rx: None,
-            lsd_rx,
             announcer,
             dht_task,
-            dht,
-            totals_tx,
             tracker_stats,
-            dht_found,
-            connected,
-            reannounce,
         }
     }
 
     /// Whether no source can ever name a peer (no trackers, no DHT, no
     /// LSD): only incoming connections and `--peer` can.
     pub(super) fn finds_nothing(&self) -> bool {
-        self.tracker_rx.is_none() && self.dht.is_none() && self.lsd_rx.is_none()
+        self.main.tracker_rx.is_none() && self.dht.is_none() && self.lsd_rx.is_none()
     }
 
-    /// The next batch of addresses from any source; `None` when none is
-    /// left open.
-    pub(super) async fn next(&mut self) -> Option<(PexBatch, PeerSource)> {
+    /// The next batch of addresses from any source, with the swarm it is
+    /// of; `None` when none is left open.
+    pub(super) async fn next(&mut self) -> Option<(PexBatch, PeerSource, SwarmOf)> {
+        let (mut no_trackers, mut no_dht) = (None, None);
+        let (main, other) = (&mut self.main, &mut self.other);
+        let (other_trackers, other_dht) = match other {
+            Some(o) => (&mut o.tracker_rx, &mut o.dht_rx),
+            None => (&mut no_trackers, &mut no_dht),
+        };
         tokio::select! {
-            Some(a) = recv_some(&mut self.tracker_rx) => Some((no_flags(a), PeerSource::Tracker)),
-            Some(a) = recv_some(&mut self.dht_rx) => Some((no_flags(a), PeerSource::Dht)),
-            Some(a) = recv_some(&mut self.pex_rx) => Some((a, PeerSource::Pex)),
-            Some(a) = recv_some(&mut self.lsd_rx) => Some((no_flags(a), PeerSource::Lsd)),
+            Some(a) = recv_some(&mut main.tracker_rx) => Some((no_flags(a), PeerSource::Tracker, SwarmOf::Main)),
+            Some(a) = recv_some(&mut main.dht_rx) => Some((no_flags(a), PeerSource::Dht, SwarmOf::Main)),
+            Some(a) = recv_some(&mut self.pex_rx) => Some((a, PeerSource::Pex, SwarmOf::Main)),
+            Some(a) = recv_some(&mut self.lsd_rx) => Some((no_flags(a), PeerSource::Lsd, SwarmOf::Main)),
+            Some(a) = recv_some(other_trackers) => Some((no_flags(a), PeerSource::Tracker, SwarmOf::Other)),
+            Some(a) = recv_some(other_dht) => Some((no_flags(a), PeerSource::Dht, SwarmOf::Other)),
             else => None,
         }
     }
 
-    /// Asks every tracker for an announce now.
+    /// Asks every tracker for an announce now (in both swarms of a hybrid).
     pub(super) fn reannounce(&self) {
         if let Some(tx) = &self.reannounce {
             tx.send_modify(|n| *n += 1);
@@ -189,20 +241,42 @@ impl Discovery {
         }
         self.connected
             .store(status.peers_connected, Ordering::Relaxed);
-        status.trackers_ok = self.tracker_stats.trackers_ok();
-        status.trackers_total = self.tracker_stats.trackers_total();
+        // A tracker counts as working when it answers in either swarm.
+        let stats = &self.main.tracker_stats;
+        let other_ok = self
+            .other
+            .as_ref()
+            .map_or(0, |o| o.tracker_stats.trackers_ok());
+        status.trackers_ok = stats.trackers_ok().max(other_ok);
+        status.trackers_total = stats.trackers_total();
         status.dht_peers = self.dht_found.load(Ordering::Relaxed);
         status.dht_nodes = self.dht.as_ref().map_or(0, |d| d.routing_table_size());
     }
 
     /// Waits (boundedly) for the trackers to hear `stopped` and the DHT
-    /// task to end; the torrent's token is cancelled already.
+    /// tasks to end; the torrent's token is cancelled already.
     pub(super) async fn stop(self) {
-        if let Some(announcer) = self.announcer {
-            let _ = tokio::time::timeout(ANNOUNCER_GRACE, announcer).await;
+        let swarms = [Some(self.main), self.other];
+        for s in swarms.into_iter().flatten() {
+            if let Some(announcer) = s.announcer {
+                let _ = tokio::time::timeout(ANNOUNCER_GRACE, announcer).await;
+            }
+            if let Some(t) = s.dht_task {
+                let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+            }
         }
-        if let Some(t) = self.dht_task {
-            let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
+}
+
+impl SwarmSources {
+    /// Nothing running (replaced at once by `Discovery::start`).
+    fn idle() -> Self {
+        SwarmSources {
+            tracker_rx: None,
+            dht_rx: None,
+            announcer: None,
+            dht_task: None,
+            tracker_stats: Arc::default(),
         }
     }
 }
