@@ -1,7 +1,8 @@
 //! Trackers and web seeds are untrusted: a tiny scripted HTTP server on
 //! loopback answers the real `btc` with a gigabyte body, a peer flood, a
-//! redirect loop, a wrong `Content-Range`, a lying `Content-Length` or an
-//! endless body. Each test asserts that btc stays bounded in memory
+//! redirect loop, a wrong `Content-Range`, a lying `Content-Length`, an
+//! endless body or one byte a second; a `.torrent` URL whose body never
+//! ends; a UDP tracker that answers with other transaction ids. Each test asserts that btc stays bounded in memory
 //! (VmHWM), prints a warning naming the limit it hit, and still completes
 //! the download from an honest source byte for byte.
 
@@ -484,4 +485,162 @@ fn untrusted_webseed_endless_body_is_cut() {
         server.sent() as f64 / MIB as f64,
         hwm as f64 / MIB as f64
     );
+}
+
+/// A web seed that sends the right bytes, one a second: it never stalls
+/// long enough to be dropped, so the blocks it was given must not be held
+/// hostage. The honest seeder gets the download done long before the web
+/// seed could have sent a piece, byte for byte, memory bounded.
+#[test]
+fn untrusted_webseed_one_byte_a_second_holds_nothing_back() {
+    let ctx = Ctx::new("untrusted-webseed-slow", secs(180));
+    let seed_dir = ctx.mkdir("seed");
+    let file = Payload::single("ws.bin", 3 * MIB + 17).write(&seed_dir, 308);
+    let data = Arc::new(std::fs::read(&file).unwrap());
+    let served = data.clone();
+    let server = Script::start(Arc::new(move |head, out| {
+        let total = served.len() as u64;
+        let (a, b) = range(head).unwrap_or((0, total - 1));
+        let b = b.min(total - 1);
+        out.send(
+            format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{total}\r\nContent-Length: {}\r\n\r\n",
+                b - a + 1
+            )
+            .as_bytes(),
+        )?;
+        for i in a..=b {
+            out.send(&served[i as usize..=i as usize])?;
+            thread::sleep(Duration::from_secs(1));
+        }
+        Ok(())
+    }));
+    let t = ctx.join("ws.torrent");
+    btc_create(
+        &ctx,
+        &file,
+        &t,
+        &[
+            "--piece-length",
+            "65536",
+            "--web-seed",
+            &server.url("ws.bin"),
+        ],
+    );
+    let out = ctx.join("out");
+    let port = free_port();
+    let mut leecher = start_leecher(&ctx, &t, &out, port, &[]);
+    // The web seed has its first blocks before any peer is there.
+    let asked = wait_for(secs(30), || server.hits() >= 1);
+    assert!(asked, "the web seed was never asked\n{}", leecher.tails());
+    // Memory while the web seed holds its blocks (the download may then
+    // end too fast for a poll to see it running).
+    let holding = vm_hwm(leecher.pid()).unwrap_or(0);
+    assert!(holding > 0, "no VmHWM for the leecher");
+    let peer = format!("127.0.0.1:{port}");
+    let _seeder = start_btc_seeder(
+        &ctx,
+        "seeder",
+        &seed_dir,
+        s(&t),
+        free_port(),
+        &["--no-dht", "--peer", &peer, "--bind", "127.0.0.1"],
+    );
+    let started = Instant::now();
+    let hwm = watch_hwm(&mut leecher, secs(90)).max(holding);
+    leecher.expect_success(secs(10));
+    let took = started.elapsed();
+    assert_same_file(&file, &out.join("ws.bin"));
+    assert!(hwm < MAX_HWM, "leecher peaked at {hwm} bytes");
+    // A 64 KiB piece at a byte a second takes 18 hours: whatever the web
+    // seed held was fetched from the peer too.
+    assert!(server.sent() < 64 * 1024, "sent {}", server.sent());
+    eprintln!(
+        "[{}] done {:.1} s after the seeder came; the web seed sent {} bytes",
+        ctx.name,
+        took.as_secs_f64(),
+        server.sent()
+    );
+}
+
+/// A `.torrent` URL whose body never ends: btc reads up to its 64 MiB
+/// cap, stops with one error line naming the source and the limit, and
+/// exits non-zero, memory bounded.
+#[test]
+fn untrusted_torrent_url_endless_body_is_cut() {
+    let ctx = Ctx::new("untrusted-torrent-url-endless", secs(180));
+    let server = Script::start(Arc::new(|_, out| {
+        out.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-bittorrent\r\nConnection: close\r\n\r\n")?;
+        out.send(b"d8:announce")?;
+        out.endless(&[b'9'; 65536]);
+        Err(io::Error::other("done"))
+    }));
+    let url = server.url("endless.torrent");
+    let out = ctx.join("out");
+    let mut btc = ctx.spawn("btc-url", ctx.btc(&[&url, "-o", s(&out), "--no-dht"]));
+    let hwm = watch_hwm(&mut btc, secs(90));
+    let status = btc.wait_timeout(secs(10)).expect("btc did not exit");
+    assert!(!status.success(), "btc took an endless .torrent");
+    let stderr = btc.stderr();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&url) && errors[0].contains("larger than 67108864 bytes"),
+        "{stderr}"
+    );
+    assert!(hwm > 0 && hwm < MAX_HWM, "btc peaked at {hwm} bytes");
+    // btc read and counted past the cap (no length was declared).
+    assert!(server.sent() > 64 * MIB, "sent only {}", server.sent());
+}
+
+/// A UDP tracker that answers every packet with a datagram of another
+/// transaction id (and a burst of junk): btc ignores them all, keeps its
+/// retry schedule, and completes from the honest peer.
+#[test]
+fn untrusted_udp_tracker_wrong_transaction_ids_are_ignored() {
+    let ctx = Ctx::new("untrusted-udp-tid", secs(180));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (st, rq) = (stop.clone(), requests.clone());
+    let server = thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while !st.load(Ordering::Relaxed) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            if n < 16 {
+                continue;
+            }
+            rq.fetch_add(1, Ordering::Relaxed);
+            let tid = u32::from_be_bytes(buf[12..16].try_into().unwrap());
+            // A connect answer (action 0) with the wrong transaction id,
+            // then an announce answer (action 1) with it too, then junk.
+            let mut connect = vec![0, 0, 0, 0];
+            connect.extend_from_slice(&tid.wrapping_add(1).to_be_bytes());
+            connect.extend_from_slice(&[0x41; 8]);
+            let _ = sock.send_to(&connect, from);
+            let mut announce = vec![0, 0, 0, 1];
+            announce.extend_from_slice(&tid.wrapping_sub(1).to_be_bytes());
+            announce.extend_from_slice(&[0, 0, 7, 8, 0, 0, 0, 0, 0, 0, 0, 1]);
+            announce.extend_from_slice(&[127, 0, 0, 9, 0, 1]);
+            let _ = sock.send_to(&announce, from);
+            for k in 0..50u8 {
+                let _ = sock.send_to(&[k; 37], from);
+            }
+        }
+    });
+    let c = case(&ctx, "ut.bin", 2 * MIB + 21, 309, &[]);
+    let url = format!("udp://127.0.0.1:{port}/announce");
+    let mut leecher = start_leecher(&ctx, &c.t, &c.out, c.port, &["--tracker", &url, "-vv"]);
+    honest_seeder_completes(&ctx, &c, &mut leecher, "stale transaction id");
+    stop.store(true, Ordering::Relaxed);
+    let _ = server.join();
+    assert!(requests.load(Ordering::Relaxed) >= 1);
+    let stderr = leecher.stderr();
+    // Nothing from the forged answers was taken as a peer.
+    assert!(!stderr.contains("127.0.0.9:1"), "a forged peer was used");
 }
