@@ -96,6 +96,75 @@ pub struct FileEntry {
     /// A BEP 47 pad file (`attr` contains `p`): zeros that only align the
     /// next file to a piece boundary. Never written to disk or fetched.
     pub pad: bool,
+    /// Its other BEP 47 attributes.
+    pub attr: FileAttr,
+}
+
+/// The `symlink path` of the symlink at `path`: plain names, or `..` to
+/// go up (libtorrent writes the link's own text, `../bin/x` for a link in
+/// a folder). Where it points is decided when the files are laid out: a
+/// target that leaves the torrent's folder is not created then.
+pub(crate) fn symlink_target(
+    v: Option<&Value>,
+    path: &[String],
+) -> Result<Vec<String>, MetainfoError> {
+    let Some(Value::List(items)) = v else {
+        return Err(MetainfoError::Attr(format!(
+            "symlink {:?} has no symlink path",
+            path.join("/")
+        )));
+    };
+    let mut target = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Bytes(b) = item else {
+            return Err(MetainfoError::Attr(
+                "a symlink path is not a list of strings".into(),
+            ));
+        };
+        let c = String::from_utf8_lossy(b.0).into_owned();
+        if c != ".." {
+            check_component(&c)?;
+        }
+        target.push(c);
+    }
+    if target.is_empty() {
+        return Err(MetainfoError::Attr(format!(
+            "symlink {:?} has an empty target",
+            path.join("/")
+        )));
+    }
+    Ok(target)
+}
+
+/// A file's BEP 47 attributes other than padding.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileAttr {
+    /// `x`: made executable once written.
+    pub executable: bool,
+    /// `h`: hidden (on Linux a dot-name already is; kept for `btc info`).
+    pub hidden: bool,
+    /// `l`: a symlink (no data of its own) to this path: components
+    /// relative to the torrent's folder, plain names or `..` (see
+    /// `symlink_target`).
+    pub symlink: Option<Vec<String>>,
+}
+
+impl FileAttr {
+    /// The attributes of a file dict (`attr`, `symlink path`); `path` names
+    /// the file in errors.
+    pub(crate) fn parse(fd: Dict, path: &[String]) -> Result<FileAttr, MetainfoError> {
+        let attr = get_bytes(fd, "attr")?.unwrap_or_default();
+        let symlink = if attr.contains(&b'l') {
+            Some(symlink_target(get(fd, "symlink path"), path)?)
+        } else {
+            None
+        };
+        Ok(FileAttr {
+            executable: attr.contains(&b'x'),
+            hidden: attr.contains(&b'h'),
+            symlink,
+        })
+    }
 }
 
 /// Why a torrent was refused.
@@ -186,6 +255,10 @@ pub enum MetainfoError {
     /// A path is a file and also a folder holding another file.
     #[error("{0:?} is both a file and a folder")]
     FileIsFolder(String),
+    /// A file's BEP 47 attributes are malformed (a symlink without a
+    /// target, or with data).
+    #[error("invalid file attributes (BEP 47): {0}")]
+    Attr(String),
     /// The v2 half (BEP 52) is malformed or disagrees with the v1 half.
     #[error("invalid v2 metadata: {0}")]
     BadV2(String),
@@ -693,6 +766,7 @@ fn parse_info(v: &Value) -> Result<Info, MetainfoError> {
                 offset: 0,
                 md5sum,
                 pad: false,
+                attr: Default::default(),
             };
             (vec![entry], false)
         }
@@ -773,12 +847,24 @@ fn parse_files(name: &str, files_v: &Value) -> Result<Vec<FileEntry>, MetainfoEr
         let mut path = Vec::with_capacity(rel.len() + 1);
         path.push(name.to_owned());
         path.extend(rel);
+        let attr = if pad {
+            FileAttr::default()
+        } else {
+            FileAttr::parse(fd, &path)?
+        };
+        if attr.symlink.is_some() && length != 0 {
+            return Err(MetainfoError::Attr(format!(
+                "symlink {:?} has {length} bytes of data",
+                path.join("/")
+            )));
+        }
         files.push(FileEntry {
             path,
             length,
             offset,
             md5sum,
             pad,
+            attr,
         });
         offset = offset
             .checked_add(length)
@@ -841,6 +927,7 @@ pub fn synthetic_info(
             offset,
             md5sum: None,
             pad: *pad,
+            attr: Default::default(),
         });
         offset += length;
     }

@@ -44,6 +44,7 @@ pub fn webseed_plan(data: &[u8]) {
             offset,
             md5sum: None,
             pad: *pad,
+            attr: Default::default(),
         });
         offset += length;
     }

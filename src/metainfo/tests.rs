@@ -484,3 +484,35 @@ fn regression_metainfo_deep_path_is_checked_in_linear_time() {
         t.elapsed()
     );
 }
+
+/// BEP 47 in a v1 file list: `x` makes a file executable, `l` with a
+/// `symlink path` makes a symlink (no data); a symlink without a target,
+/// with a `/` in a component, or with data is refused.
+#[test]
+fn bep47_executable_and_symlink_attributes() {
+    let pieces = "x".repeat(20);
+    let info = |files: &str| {
+        format!("d5:filesl{files}e4:name1:d12:piece lengthi16384e6:pieces20:{pieces}e")
+    };
+    let ok = info(
+        "d4:attr1:x6:lengthi2e4:pathl3:runeed4:attr1:l6:lengthi0e4:pathl4:linke12:symlink pathl2:..1:d3:runee",
+    );
+    let m = Metainfo::from_bytes(&wrap(&ok)).unwrap();
+    assert!(m.info.files[0].attr.executable);
+    assert_eq!(m.info.files[0].attr.symlink, None);
+    assert_eq!(
+        m.info.files[1].attr.symlink,
+        Some(vec!["..".to_string(), "d".into(), "run".into()])
+    );
+    for bad in [
+        "d4:attr1:l6:lengthi0e4:pathl4:linkee",
+        "d4:attr1:l6:lengthi0e4:pathl4:linke12:symlink pathlee",
+        "d4:attr1:l6:lengthi0e4:pathl4:linke12:symlink pathl4:a/bee",
+        "d4:attr1:l6:lengthi5e4:pathl4:linke12:symlink pathl1:aee",
+    ] {
+        assert!(
+            Metainfo::from_bytes(&wrap(&info(bad))).is_err(),
+            "took {bad}"
+        );
+    }
+}

@@ -148,6 +148,11 @@ pub fn aligned_info(
             offset,
             md5sum: None,
             pad: false,
+            attr: crate::metainfo::FileAttr {
+                executable: f.attr.contains('x'),
+                hidden: f.attr.contains('h'),
+                symlink: f.symlink.clone(),
+            },
         });
         offset += f.length;
         if f.pieces_root.is_none() {
@@ -170,6 +175,7 @@ pub fn aligned_info(
                 offset,
                 md5sum: None,
                 pad: true,
+                attr: Default::default(),
             });
             offset += pad;
         }
@@ -334,10 +340,21 @@ fn walk(
 }
 
 fn parse_file(props: Dict, path: Vec<String>) -> Result<V2File, MetainfoError> {
-    let length = get_u64(props, "length")?.ok_or(MetainfoError::Missing("length"))?;
     let attr = get_bytes(props, "attr")?
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .unwrap_or_default();
+    // A symlink (BEP 47) has no data: libtorrent writes no length for it.
+    let length = match get_u64(props, "length")? {
+        Some(n) => n,
+        None if attr.contains('l') => 0,
+        None => return Err(MetainfoError::Missing("length")),
+    };
+    if attr.contains('l') && length != 0 {
+        return Err(bad(format!(
+            "symlink {:?} has {length} bytes of data",
+            path.join("/")
+        )));
+    }
     let pieces_root = match get_bytes(props, "pieces root")? {
         None if length == 0 => None,
         None => return Err(MetainfoError::Missing("pieces root")),
@@ -361,30 +378,10 @@ fn parse_file(props: Dict, path: Vec<String>) -> Result<V2File, MetainfoError> {
         }
     };
     let symlink = if attr.contains('l') {
-        let Some(Value::List(items)) = get(props, "symlink path") else {
-            return Err(bad(format!(
-                "symlink {:?} has no symlink path",
-                path.join("/")
-            )));
-        };
-        let mut target = Vec::with_capacity(items.len());
-        for item in items {
-            let Value::Bytes(b) = item else {
-                return Err(bad("a symlink path is not a list of strings"));
-            };
-            let c = String::from_utf8_lossy(b.0).into_owned();
-            // Components like `..` would point out of the output folder:
-            // refused here, as for file paths.
-            check_component(&c)?;
-            target.push(c);
-        }
-        if target.is_empty() {
-            return Err(bad(format!(
-                "symlink {:?} has an empty target",
-                path.join("/")
-            )));
-        }
-        Some(target)
+        Some(crate::metainfo::symlink_target(
+            get(props, "symlink path"),
+            &path,
+        )?)
     } else {
         None
     };

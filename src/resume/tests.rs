@@ -50,6 +50,7 @@ fn files() -> Vec<FileEntry> {
             offset: off,
             md5sum: None,
             pad,
+            attr: Default::default(),
         };
         off += length;
         f
@@ -206,6 +207,7 @@ fn a_piece_shared_by_two_files_needs_both() {
             offset: 0,
             md5sum: None,
             pad: false,
+            attr: Default::default(),
         },
         FileEntry {
             path: vec!["b".into()],
@@ -213,6 +215,7 @@ fn a_piece_shared_by_two_files_needs_both() {
             offset: 10_000,
             md5sum: None,
             pad: false,
+            attr: Default::default(),
         },
     ];
     let saved = ResumeData {

@@ -151,6 +151,25 @@ pub(super) fn open_file(t: Target<'_>, access: Access) -> Result<File, StorageEr
     Ok(File::from(fd))
 }
 
+/// Makes `t` a symlink whose text is `link` (a relative path the caller
+/// built from checked components), folders created on the way. One that
+/// is already there with that text is left alone; anything else in the
+/// way is refused ([`StorageError::NotAFile`]).
+pub(super) fn make_symlink(t: Target<'_>, link: &str) -> Result<(), StorageError> {
+    let name = file_name(t)?;
+    let Some(dir) = open_parent(t, true)? else {
+        return Err(io_err("creating the symlink", t.path, Errno::NOENT));
+    };
+    match rustix::fs::symlinkat(link, &dir, name) {
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => match rustix::fs::readlinkat(&dir, name, Vec::new()) {
+            Ok(text) if text.as_bytes() == link.as_bytes() => Ok(()),
+            _ => Err(StorageError::NotAFile(t.path.to_path_buf())),
+        },
+        Err(e) => Err(io_err("creating the symlink", t.path, e)),
+    }
+}
+
 /// The length of `t`'s file, `None` if it (or a folder above it) does not
 /// exist. Symlinks and non-files are errors, as for [`open_file`].
 pub(super) fn file_len(t: Target<'_>) -> Result<Option<u64>, StorageError> {

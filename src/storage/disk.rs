@@ -119,6 +119,64 @@ struct FileSlot {
     /// Not selected for download: never created; what of it falls in a
     /// piece shared with a selected file lives in the parts file.
     skip: bool,
+    /// BEP 47 `x`: made executable.
+    executable: bool,
+    /// BEP 47 `l`: a symlink, no data of its own (never a regular file).
+    symlink: bool,
+    /// Its text (relative, within the torrent's folder); `None` when the
+    /// target leaves the folder and the link is not made.
+    link: Option<String>,
+}
+
+/// The text of a BEP 47 symlink at `path` (the torrent's name first) to
+/// `target` (relative to the torrent's folder, `..` going up): relative,
+/// so the folder can be moved. `None` when the target leaves the
+/// torrent's folder (or is the folder itself), or for a single-file
+/// torrent, which has no folder to point into.
+pub(crate) fn link_text(path: &[String], target: &[String]) -> Option<String> {
+    if path.len() < 2 {
+        return None;
+    }
+    let mut resolved: Vec<&str> = Vec::new();
+    for c in target {
+        match c.as_str() {
+            ".." => {
+                resolved.pop()?;
+            }
+            c => {
+                let mut it = Path::new(c).components();
+                if !matches!(it.next(), Some(Component::Normal(_))) || it.next().is_some() {
+                    return None;
+                }
+                resolved.push(c);
+            }
+        }
+    }
+    if resolved.is_empty() {
+        return None;
+    }
+    // Up from the link's folder to the torrent's folder, then down.
+    let mut text = "../".repeat(path.len() - 2);
+    text.push_str(&resolved.join("/"));
+    Some(text)
+}
+
+/// Adds execute permission wherever there is read permission (`chmod +x`
+/// under the usual umask), for BEP 47 `x` files.
+fn make_executable(file: &File, path: &Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |error| StorageError::Io {
+        op: "making executable",
+        path: path.to_path_buf(),
+        error,
+    };
+    let mode = file.metadata().map_err(io)?.permissions().mode();
+    let with_x = mode | ((mode & 0o444) >> 2);
+    if with_x != mode {
+        file.set_permissions(std::fs::Permissions::from_mode(with_x))
+            .map_err(io)?;
+    }
+    Ok(())
 }
 
 /// The files of one torrent under one output folder.
@@ -168,6 +226,17 @@ impl Storage {
             if f.path.is_empty() {
                 return Err(StorageError::UnsafePath(path));
             }
+            let link = f.attr.symlink.as_ref().and_then(|target| {
+                let text = link_text(&f.path, target);
+                if text.is_none() {
+                    tracing::warn!(
+                        "not creating the symlink {}: its target {} is outside the torrent's folder",
+                        path.display(),
+                        target.join("/")
+                    );
+                }
+                text
+            });
             files.push(FileSlot {
                 parts: f.path.clone(),
                 path,
@@ -175,6 +244,9 @@ impl Storage {
                 length: f.length,
                 pad: f.pad,
                 skip: false,
+                executable: f.attr.executable,
+                symlink: f.attr.symlink.is_some(),
+                link,
             });
             offset = offset.saturating_add(f.length);
         }
@@ -239,6 +311,9 @@ impl Storage {
                 length: self.parts_slots.len() as u64 * pl,
                 pad: false,
                 skip: false,
+                executable: false,
+                symlink: false,
+                link: None,
             });
         }
     }
@@ -382,12 +457,26 @@ impl Storage {
                 replace[i] = true;
             }
         }
+        for (i, f) in self.files.iter().enumerate().take(n) {
+            if let Some(link) = f.link.as_deref().filter(|_| !f.skip) {
+                beneath::make_symlink(self.target(i), link)?;
+            }
+        }
         for (i, f) in self
             .files
             .iter()
             .enumerate()
             .take(n)
-            .filter(|(i, f)| !f.pad && !f.skip && (!whole[*i] || replace[*i]))
+            .filter(|(i, f)| f.executable && !f.pad && !f.skip && !f.symlink && whole[*i])
+        {
+            make_executable(&*self.handle(i, false)?, &f.path)?;
+        }
+        for (i, f) in self
+            .files
+            .iter()
+            .enumerate()
+            .take(n)
+            .filter(|(i, f)| !f.pad && !f.skip && !f.symlink && (!whole[*i] || replace[*i]))
         {
             let file = self.handle(i, true)?;
             let sizing = |error| StorageError::Io {
@@ -411,6 +500,9 @@ impl Storage {
             if len < f.length {
                 self.lock_handles().dirty.insert(i);
                 file.set_len(f.length).map_err(sizing)?;
+            }
+            if f.executable {
+                make_executable(&file, &f.path)?;
             }
         }
         Ok(())
@@ -667,7 +759,7 @@ impl Storage {
     pub fn stamps(&self) -> Vec<Option<FileStamp>> {
         (0..self.torrent_files)
             .map(|i| {
-                if self.files[i].pad || self.files[i].skip {
+                if self.files[i].pad || self.files[i].skip || self.files[i].symlink {
                     return None;
                 }
                 self.retry_fds(|_| beneath::file_stamp(self.target(i)))
@@ -693,7 +785,7 @@ impl Storage {
     ) -> Bitfield {
         let sizes: Vec<Option<u64>> = (0..self.torrent_files)
             .map(|i| {
-                if self.files[i].pad || self.files[i].skip {
+                if self.files[i].pad || self.files[i].skip || self.files[i].symlink {
                     None
                 } else {
                     self.file_len(i).ok().flatten()

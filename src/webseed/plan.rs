@@ -285,6 +285,7 @@ mod tests {
                     offset: offset - l,
                     md5sum: None,
                     pad: p.contains(&".pad"),
+                    attr: Default::default(),
                 }
             })
             .collect();

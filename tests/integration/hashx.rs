@@ -281,3 +281,60 @@ fn libtorrent_fetches_a_hybrid_by_its_v2_hash_from_btc() {
         seeder.tails()
     );
 }
+
+#[test]
+fn bep47_symlinks_and_executables_come_out_as_libtorrent_made_them() {
+    use std::os::unix::fs::PermissionsExt;
+    require_tool(PYTHON);
+    let ctx = Ctx::new("hashx-bep47-attrs", secs(300));
+    let seed_dir = ctx.mkdir("seed");
+    let root = seed_dir.join("attrs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    let tool = root.join("bin/tool.sh");
+    std::fs::write(&tool, b"#!/bin/sh\necho hello from a torrent\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = Payload::single("a.bin", 70 * 1024 + 3).write(&root.join("data"), 2209);
+    std::os::unix::fs::symlink("bin/tool.sh", root.join("latest")).unwrap();
+    std::os::unix::fs::symlink("../bin/tool.sh", root.join("data/up")).unwrap();
+    let t = ctx.join("attrs.torrent");
+    ctx.run(
+        "lt-create-symlinks",
+        lt_cmd(&["create", "--path", s(&root), "--out", s(&t), "--symlinks"]),
+        secs(60),
+    )
+    .assert_ok("lt.py create --symlinks");
+    let listen = format!("127.0.0.2:{}", free_port());
+    let mut lt = start_lt_seeder(&ctx, &t, &seed_dir, &listen);
+    let out = ctx.join("out");
+    let log = btc_fetch(&ctx, "btc-attrs", &out, s(&t), &listen);
+    let got = out.join("attrs");
+    assert_same_file(&tool, &got.join("bin/tool.sh"));
+    assert_same_file(&data, &got.join("data/a.bin"));
+    let mode = std::fs::metadata(got.join("bin/tool.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o100, 0o100, "tool.sh is not executable: {mode:o}");
+    let plain = std::fs::metadata(got.join("data/a.bin"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(plain & 0o111, 0, "a.bin was made executable: {plain:o}");
+    let read = std::fs::read_link(got.join("latest")).expect("latest is not a symlink");
+    assert_eq!(read, std::path::Path::new("bin/tool.sh"));
+    // It resolves, inside the download, to the file.
+    assert_same_file(&tool, &got.join("latest"));
+    // libtorrent stores `data/up`'s own text, `../bin/tool.sh`; BEP 47
+    // reads it from the torrent's folder, where it leaves the folder: not
+    // created, and said so.
+    assert!(
+        std::fs::symlink_metadata(got.join("data/up")).is_err(),
+        "data/up was created"
+    );
+    assert!(
+        log.contains("not creating the symlink") && log.contains("data/up"),
+        "{log}"
+    );
+    lt.assert_running();
+}

@@ -412,10 +412,15 @@ fn regression_a_symlink_out_of_the_folder_is_refused() {
     let props = t.at(&["info", "file tree", "z", ""]).dict();
     props.insert(b"attr".to_vec(), s("l"));
     props.insert(b"symlink path".to_vec(), B::L(vec![s(".."), s("etc")]));
-    assert!(matches!(
-        parse(&t),
-        Err(MetainfoError::BadPathComponent { .. })
-    ));
+    // `..` is taken at parse (libtorrent writes a link's own text); the
+    // link is refused when the files are laid out, never created.
+    if let Ok(m) = parse(&t) {
+        for f in &m.info.files {
+            if let Some(target) = &f.attr.symlink {
+                assert_eq!(crate::storage::disk::link_text(&f.path, target), None);
+            }
+        }
+    }
 }
 
 #[test]

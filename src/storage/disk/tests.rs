@@ -12,6 +12,7 @@ fn info(files: &[(&[&str], u64)], piece_length: u32, content: &[u8]) -> Info {
                 offset: off,
                 md5sum: None,
                 pad: p.contains(&".pad"),
+                attr: Default::default(),
             };
             off += l;
             e
@@ -610,4 +611,29 @@ fn regression_complete_torrent_keeps_no_file_open() {
     let st = Storage::new(dir.path(), &info).unwrap();
     st.prepare(&partial, false).unwrap();
     assert_eq!(st.open_files(), 2);
+}
+
+#[test]
+fn a_bep47_symlink_points_within_the_torrent_folder_or_is_not_made() {
+    let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        link_text(&v(&["t", "latest"]), &v(&["bin", "tool.sh"])).as_deref(),
+        Some("bin/tool.sh")
+    );
+    assert_eq!(
+        link_text(&v(&["t", "data", "up"]), &v(&["bin", "tool.sh"])).as_deref(),
+        Some("../bin/tool.sh")
+    );
+    assert_eq!(
+        link_text(&v(&["t", "a", "b", "l"]), &v(&["a", "..", "c"])).as_deref(),
+        Some("../../c")
+    );
+    // Out of the torrent's folder, the folder itself, a single file.
+    assert_eq!(
+        link_text(&v(&["t", "up"]), &v(&["..", "etc", "passwd"])),
+        None
+    );
+    assert_eq!(link_text(&v(&["t", "self"]), &v(&["a", ".."])), None);
+    assert_eq!(link_text(&v(&["t"]), &v(&["x"])), None);
+    assert_eq!(link_text(&v(&["t", "l"]), &v(&["/etc"])), None);
 }

@@ -198,8 +198,13 @@ def fetch(args):
 def create(args):
     import os
     fs = lt.file_storage()
-    lt.add_files(fs, args.path)
     flags = lt.create_torrent.v2_only if args.v2_only else 0
+    if args.symlinks:
+        # BEP 47: symlinks stored as such (`attr` l, `symlink path`).
+        flags |= lt.create_torrent.symlinks
+        lt.add_files(fs, args.path, flags=flags)
+    else:
+        lt.add_files(fs, args.path)
     ct = lt.create_torrent(fs, args.piece_size, flags=flags)
     for url in args.web_seed or []:
         ct.add_url_seed(url)
@@ -239,6 +244,7 @@ def main():
     c.add_argument("--web-seed", action="append")
     c.add_argument("--piece-size", type=int, default=32768)
     c.add_argument("--v2-only", action="store_true")
+    c.add_argument("--symlinks", action="store_true")
     args = p.parse_args()
     return {"seed": seed, "fetch": fetch, "create": create}[args.cmd](args)
 
