@@ -338,3 +338,72 @@ fn bep47_symlinks_and_executables_come_out_as_libtorrent_made_them() {
     );
     lt.assert_running();
 }
+
+/// v2 and hybrid torrents take the same paths as v1 ones: between two
+/// btc over uTP only, RC4 required, one file selected; then `--stream`
+/// of that file to stdout.
+#[test]
+fn v2_and_hybrid_over_utp_with_encryption_selection_and_streaming() {
+    let ctx = Ctx::new("hashx-v2-paths", secs(300));
+    for format in ["v2", "hybrid"] {
+        let seed_dir = ctx.mkdir(&format!("seed-{format}"));
+        let payload = Payload::multi(
+            "paths",
+            &[
+                ("a.txt", 300 * 1024 + 1),
+                ("b.mkv", 3 * 1024 * 1024 + 123),
+                ("c.srt", 100 * 1024 + 7),
+            ],
+        );
+        let root = payload.write(&seed_dir, 2213);
+        let t = ctx.join(format!("paths-{format}.torrent"));
+        btc_create(
+            &ctx,
+            &root,
+            &t,
+            &["--format", format, "--piece-length", "65536"],
+        );
+        let port = free_port();
+        let _seeder = start_btc_seeder(
+            &ctx,
+            &format!("seeder-{format}"),
+            &seed_dir,
+            s(&t),
+            port,
+            &["--no-dht", "--bind", "127.0.0.1", "--encryption", "require"],
+        );
+        let peer = format!("127.0.0.1:{port}");
+        let out = ctx.join(format!("out-{format}"));
+        let common = [
+            "--peer",
+            &peer,
+            "--no-dht",
+            "--port",
+            "0",
+            "--no-tcp",
+            "--encryption",
+            "require",
+            "-v",
+        ];
+        let mut args = vec!["-o", s(&out), s(&t), "--no-seed", "--select", "2"];
+        args.extend_from_slice(&common);
+        let log = leech(&ctx, &format!("select-{format}"), &args, secs(120)).1;
+        assert_same_file(&root.join("b.mkv"), &out.join("paths/b.mkv"));
+        assert!(
+            !out.join("paths/a.txt").exists() && !out.join("paths/c.srt").exists(),
+            "{format}: unselected files written"
+        );
+        assert!(log.contains("uTP, RC4-encrypted"), "{format}: {log}");
+
+        let out = ctx.join(format!("out-stream-{format}"));
+        let mut args = vec!["-o", s(&out), s(&t), "--stream", "2"];
+        args.extend_from_slice(&common);
+        let mut p = ctx.spawn(&format!("stream-{format}"), ctx.btc(&args));
+        p.expect_success(secs(120));
+        let want = std::fs::read(root.join("b.mkv")).unwrap();
+        assert!(
+            p.stdout_bytes() == want,
+            "{format}: stdout differs from b.mkv"
+        );
+    }
+}

@@ -181,3 +181,44 @@ fn magnet_ws_with_remembered_metadata() {
         o.stderr
     );
 }
+
+/// v2 and hybrid torrents from a web seed alone: a hybrid's pad files are
+/// zeros nobody fetches, a v2 piece is checked by its merkle root.
+#[test]
+fn web_seed_alone_serves_v2_and_hybrid_torrents() {
+    let ctx = Ctx::new("webseed-v2", secs(180));
+    let www = ctx.mkdir("www");
+    let nginx = Nginx::start(&ctx, &www);
+    let folder = Payload::nested("wsv2", 1);
+    let root = folder.write(&www, 163);
+    for format in ["v2", "hybrid"] {
+        let t = ctx.join(format!("{format}.torrent"));
+        btc_create(
+            &ctx,
+            &root,
+            &t,
+            &["--format", format, "--web-seed", &nginx.url("")],
+        );
+        let out = ctx.join(format!("out-{format}"));
+        let o = ctx.run_btc(
+            &[
+                s(&t),
+                "-o",
+                s(&out),
+                "--no-seed",
+                "--no-dht",
+                "--port",
+                "0",
+                "-v",
+            ],
+            secs(120),
+        );
+        o.assert_ok(&format!("{format} folder from the web seed"));
+        assert_same_tree(&root, &out.join("wsv2"));
+        assert!(o.stderr.contains("using web seed"), "{}", o.stderr);
+        assert!(
+            !out.join("wsv2/.pad").exists(),
+            "{format}: pad files written"
+        );
+    }
+}
