@@ -625,6 +625,35 @@ mod tests {
         assert!(shared.lock().peers.is_empty(), "the slot was given back");
     }
 
+    #[tokio::test]
+    async fn a_hybrid_answers_in_the_swarm_the_peer_asked_for() {
+        let host = test_host();
+        let (v1, v2) = (InfoHash([1; 20]), InfoHash([7; 20]));
+        let theirs = Handshake::ours(v2, PeerId([9; 20]), false);
+        let (mut ours, mut peer) = tokio::io::duplex(512);
+        // Not known as a hybrid: the other hash is another torrent.
+        assert!(matches!(
+            send_answer(&mut ours, &*host, &theirs).await,
+            Err(ConnError::WrongTorrent(_))
+        ));
+        host.hybrid.set((v1, v2)).unwrap();
+        send_answer(&mut ours, &*host, &theirs).await.unwrap();
+        let back = read_handshake(&mut peer, HANDSHAKE_TIMEOUT).await.unwrap();
+        assert_eq!(back.info_hash, v2, "answered in another swarm");
+        assert!(back.supports_v2(), "a hybrid offers the v2 upgrade");
+        // The v2 swarm speaks v2 without the bit; the v1 swarm with it only.
+        assert!(speaks_v2_with(&*host, &theirs));
+        let plain = Handshake::ours(v1, PeerId([9; 20]), false);
+        assert!(!speaks_v2_with(&*host, &plain));
+        assert!(speaks_v2_with(&*host, &plain.with_v2(true)));
+        // A third hash is still no torrent of ours.
+        let stranger = Handshake::ours(InfoHash([3; 20]), PeerId([9; 20]), false);
+        assert!(matches!(
+            send_answer(&mut ours, &*host, &stranger).await,
+            Err(ConnError::WrongTorrent(_))
+        ));
+    }
+
     fn test_host() -> Arc<Shared> {
         let limits = Limits {
             max_peers: 8,
