@@ -72,6 +72,7 @@ pub mod events;
 pub mod fuzzing;
 pub mod geometry;
 pub mod id;
+pub mod iface;
 pub mod lsd;
 pub mod magnet;
 pub mod merkle;

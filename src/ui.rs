@@ -225,6 +225,10 @@ fn transfer_message(s: &Status) -> String {
             ratio(s)
         ),
         Phase::Stopping => "stopping…".to_string(),
+        _ if s.blocked => format!(
+            "blocked: --interface {} is down, nothing is sent until it is back; {peers}",
+            crate::iface::name().unwrap_or("?")
+        ),
         _ if s.disk_paused => format!("paused: disk error, retrying soon; {peers}"),
         _ => format!(
             "↓{}/s ↑{}/s {peers} ETA {}",

@@ -86,6 +86,9 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
     }
     args.check_sources(sources.len())?;
     let single = sources.len() == 1;
+    // Before anything touches the network: from here on every socket is
+    // bound to the device.
+    start_interface(&args, &shutdown)?;
     // Before anything touches the network (a .torrent URL is fetched
     // next): from here on every connection goes through the proxy.
     if let Some(url) = &args.proxy {
@@ -236,6 +239,42 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
     Ok(outcome)
 }
 
+/// `--interface`: binds every socket of the process to the device from
+/// now on and starts its watcher, whose changes go to the log and, with
+/// `--json`, as `interface` events. Nothing without the flag.
+pub fn start_interface(args: &Config, shutdown: &CancellationToken) -> Result<()> {
+    let Some(name) = &args.interface else {
+        return Ok(());
+    };
+    crate::iface::install(name).with_context(|| format!("--interface {name}"))?;
+    let json = args.json;
+    crate::iface::spawn_watcher(
+        shutdown.clone(),
+        Box::new(move |name, state| {
+            match state {
+                crate::iface::LinkState::Up => {
+                    tracing::warn!("--interface {name} is back: resuming")
+                }
+                crate::iface::LinkState::Blocked(why) => tracing::warn!(
+                    "--interface {name}: {}; blocked, nothing is sent until it is back",
+                    why.reason()
+                ),
+            }
+            if json {
+                crate::events::emit(&crate::events::interface_line(name, state));
+            }
+        }),
+    );
+    let mut off = Vec::new();
+    if args.port_mapping {
+        off.push("port mapping (the router is asked over the default route)");
+    }
+    if !off.is_empty() {
+        tracing::warn!("--interface {name}: {} is off", off.join(", "));
+    }
+    Ok(())
+}
+
 /// What a run of torrents shares, started: the session (listener, DHT,
 /// budgets), port mapping, the state dir. The one-shot CLI and
 /// `btc daemon` start it the same way.
@@ -325,13 +364,17 @@ pub async fn start_session(
             listen: !proxied || args.port.is_some(),
             // Our own addresses (BEP 7) would tell the tracker who is
             // behind the proxy.
-            tell_addresses: !proxied,
+            // Under --interface, the default route's source address is
+            // another interface's.
+            tell_addresses: !proxied && args.interface.is_none(),
         },
         shutdown.clone(),
     )
     .await?;
     let portmap_stop = shutdown.child_token();
-    let portmap = (args.port_mapping && !proxied)
+    // Under --interface the router is not ours to find: it is asked
+    // through the default route, which may be another interface.
+    let portmap = (args.port_mapping && !proxied && args.interface.is_none())
         .then(|| start_port_mapping(args, &session, dht.as_ref(), portmap_stop.clone()));
     Ok(Started {
         session,

@@ -88,6 +88,9 @@ impl Proxy {
     pub async fn resolve(url: ProxyUrl, bind: Option<IpAddr>) -> Result<Arc<Proxy>, ProxyError> {
         let addr = match url.host.parse::<IpAddr>() {
             Ok(ip) => SocketAddr::new(ip, url.port),
+            Err(_) if !crate::iface::may_resolve(&url.host) => {
+                return Err(ProxyError::BadUrl(crate::iface::NO_LOOKUPS.into()));
+            }
             Err(_) => tokio::time::timeout(
                 HANDSHAKE_TIMEOUT,
                 tokio::net::lookup_host((url.host.as_str(), url.port)),
@@ -143,6 +146,7 @@ impl Proxy {
         } else {
             tokio::net::TcpSocket::new_v6()?
         };
+        crate::iface::bind(&socket)?;
         let ip = self.local_ip(self.addr);
         if !ip.is_unspecified() {
             socket.bind(SocketAddr::new(ip, 0))?;
@@ -324,6 +328,7 @@ impl Proxy {
         };
         let local = SocketAddr::new(self.local_ip(relay), 0);
         let sock = UdpSocket::bind(local).await?;
+        crate::iface::bind(&sock)?;
         sock.connect(relay).await?;
         let r = Arc::new(UdpRelay {
             sock,

@@ -567,6 +567,7 @@ pub async fn run(
                     pex_rx = shared.take_pex_rx();
                 }
                 status.disk_paused = shared.disk_pause_active();
+                status.blocked = crate::iface::blocked();
                 connected_count.store(status.peers_connected, Ordering::Relaxed);
                 status.downloaded = down;
                 status.uploaded = up;
@@ -1099,6 +1100,11 @@ fn dial_some(
     if shared.shutdown.is_cancelled() {
         return false;
     }
+    // `--interface` is down: dials wait for it (they would only fail and
+    // back off); the torrent keeps ticking to dial when it is back.
+    if crate::iface::blocked() {
+        return !known.is_empty();
+    }
     let st = shared.lock();
     let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
     for p in st.peers.values() {
@@ -1183,19 +1189,28 @@ fn dial_some(
                         }
                         Err(e) => {
                             tracing::debug!("peer {addr}: {}", crate::error_chain(&e));
-                            Ended::Failed
+                            blocked_or(Ended::Failed)
                         }
                     }
                 }
                 Err(e) => {
                     tracing::debug!("dialing {addr}: {}", crate::error_chain(&e));
-                    Ended::Failed
+                    blocked_or(Ended::Failed)
                 }
             };
             let _ = ev_tx.send(ConnEvent::Ended(addr, how, transport)).await;
         });
     }
     held_back
+}
+
+/// `how`, unless `--interface` is down: then the failure is not the peer's.
+fn blocked_or(how: Ended) -> Ended {
+    if crate::iface::blocked() {
+        Ended::Blocked
+    } else {
+        how
+    }
 }
 
 fn cached_info_path(dir: &std::path::Path, ih: InfoHash) -> PathBuf {

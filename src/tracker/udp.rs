@@ -149,6 +149,7 @@ impl UdpTracker {
                 reason: e.to_string(),
             };
             let sock = UdpSocket::bind(local).await.map_err(io)?;
+            crate::iface::bind(&sock).map_err(io)?;
             // Connecting filters datagrams from other sources and surfaces
             // ICMP port-unreachable as an error instead of a long timeout.
             sock.connect(addr).await.map_err(io)?;
@@ -179,6 +180,9 @@ impl UdpTracker {
             host: self.host.clone(),
             reason,
         };
+        if !crate::iface::may_resolve(&self.host) {
+            return Err(err(crate::iface::NO_LOOKUPS.into()));
+        }
         let addrs: Vec<SocketAddr> = tokio::time::timeout(
             RESOLVE_TIMEOUT,
             tokio::net::lookup_host((self.host.as_str(), self.port)),

@@ -141,7 +141,7 @@ pub fn client(bind: Option<IpAddr>) -> reqwest::Result<Client> {
     if let Some(ip) = bind {
         builder = builder.local_address(ip);
     }
-    crate::proxy::net::apply(builder).build()
+    crate::proxy::net::apply(crate::iface::http(builder)).build()
 }
 
 /// Whether `url` is one btc can use as a web seed.
