@@ -16,10 +16,11 @@
 //! run goes on by itself. The watcher is for the status and for not
 //! burning retries; the binding alone is what keeps packets in.
 //!
-//! Names are never looked up under `--interface`: the system resolver
-//! sends its queries from whichever interface routes to the nameserver, so
-//! trackers, web seeds and DHT bootstrap nodes must be given by address
-//! (a name fails with one line saying so).
+//! Names are looked up by btc itself under `--interface` ([`lookup`]): the
+//! system resolver sends its queries from whichever interface routes to
+//! the nameserver, so the queries go to `/etc/resolv.conf`'s nameservers
+//! from a socket bound to the device (the codec is [`crate::dns`]). DHT
+//! bootstrap names are the exception: they are skipped, with one warning.
 
 pub mod link;
 
@@ -47,9 +48,10 @@ pub enum IfaceError {
     Io(std::io::Error),
 }
 
-/// What refusing a name lookup says (a tracker's, a web seed's, a
-/// bootstrap node's).
-pub const NO_LOOKUPS: &str = "names are not looked up under --interface (the system resolver would send from any interface); give an IP address";
+/// One query's wait for its answer, per attempt.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Attempts per nameserver.
+const QUERY_ATTEMPTS: usize = 2;
 
 struct Installed {
     name: String,
@@ -126,35 +128,145 @@ pub fn bind<S: std::os::fd::AsFd>(socket: &S) -> std::io::Result<()> {
     }
 }
 
-/// Binds an HTTP client's connections to the device and keeps it from
-/// looking names up (see the module doc); nothing without `--interface`.
+/// Binds an HTTP client's connections to the device and makes it look
+/// names up through it ([`lookup`]); nothing without `--interface`.
 pub fn http(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
     match name() {
         Some(n) => builder
             .interface(n)
-            .dns_resolver(std::sync::Arc::new(NoLookups)),
+            .dns_resolver(std::sync::Arc::new(DeviceResolver)),
         None => builder,
     }
 }
 
-/// Whether `host` may be looked up: always without `--interface`; under
-/// it only IP literals (which need no lookup) pass.
-pub fn may_resolve(host: &str) -> bool {
-    name().is_none()
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok()
+/// reqwest's resolver under `--interface`: [`lookup`].
+struct DeviceResolver;
+
+impl reqwest::dns::Resolve for DeviceResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let ips = lookup(&host).await?;
+            let addrs: reqwest::dns::Addrs = Box::new(
+                ips.into_iter()
+                    .map(|ip| std::net::SocketAddr::new(ip, 0))
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+            );
+            Ok(addrs)
+        })
+    }
 }
 
-/// reqwest's resolver under `--interface`: refuses every name.
-struct NoLookups;
+/// Why a name could not be looked up through the device.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// `/etc/resolv.conf` names no nameserver the device can reach (a
+    /// loopback one, such as systemd-resolved's stub, cannot be).
+    #[error(
+        "no nameserver in /etc/resolv.conf can be reached through --interface (a loopback one cannot)"
+    )]
+    NoServer,
+    /// No nameserver answered in time.
+    #[error("no nameserver answered through --interface")]
+    Timeout,
+    /// The answer says why.
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
+    /// The name has no address.
+    #[error("no address")]
+    NoAddress,
+    /// The socket failed (the device is down, say).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
-impl reqwest::dns::Resolve for NoLookups {
-    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        Box::pin(async { Err(NO_LOOKUPS.into()) })
+/// `host`'s addresses (IPv4 first, then IPv6), asked of `/etc/resolv.conf`'s
+/// nameservers from sockets bound to the device. An IP literal is
+/// returned as it is. Without `--interface`, the system resolver.
+pub async fn lookup(host: &str) -> Result<Vec<std::net::IpAddr>, LookupError> {
+    use crate::dns::Kind;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return Ok(vec![ip]);
     }
+    if name().is_none() {
+        let addrs = tokio::net::lookup_host((host, 0)).await?;
+        return Ok(addrs.map(|a| a.ip()).collect());
+    }
+    let conf = tokio::fs::read_to_string("/etc/resolv.conf")
+        .await
+        .unwrap_or_default();
+    let servers: Vec<std::net::IpAddr> = crate::dns::nameservers(&conf)
+        .into_iter()
+        .filter(|ip| !ip.is_loopback())
+        .collect();
+    if servers.is_empty() {
+        return Err(LookupError::NoServer);
+    }
+    let mut last = LookupError::Timeout;
+    for server in servers {
+        let mut found = Vec::new();
+        for kind in [Kind::A, Kind::Aaaa] {
+            match ask(server, host, kind).await {
+                Ok(ips) => found.extend(ips),
+                Err(LookupError::Dns(crate::dns::DnsError::NoSuchName)) => {
+                    return Err(crate::dns::DnsError::NoSuchName.into());
+                }
+                Err(e) => last = e,
+            }
+            if !found.is_empty() {
+                return Ok(found);
+            }
+        }
+        if !matches!(last, LookupError::Timeout | LookupError::Io(_)) {
+            last = LookupError::NoAddress;
+        }
+    }
+    Err(last)
+}
+
+/// One question to one nameserver, from a device-bound socket, with
+/// [`QUERY_ATTEMPTS`] tries of [`QUERY_TIMEOUT`].
+async fn ask(
+    server: std::net::IpAddr,
+    host: &str,
+    kind: crate::dns::Kind,
+) -> Result<Vec<std::net::IpAddr>, LookupError> {
+    let to = match server {
+        std::net::IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => {
+            std::net::SocketAddr::V6(std::net::SocketAddrV6::new(v6, 53, 0, index().unwrap_or(0)))
+        }
+        ip => std::net::SocketAddr::new(ip, 53),
+    };
+    let local: std::net::SocketAddr = if to.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = tokio::net::UdpSocket::bind(local).await?;
+    bind(&sock)?;
+    sock.connect(to).await?;
+    let mut buf = vec![0u8; 1500];
+    for _ in 0..QUERY_ATTEMPTS {
+        let q = crate::dns::query(rand::random(), host, kind)?;
+        sock.send(&q).await?;
+        let answer = tokio::time::timeout(QUERY_TIMEOUT, async {
+            loop {
+                let n = sock.recv(&mut buf).await?;
+                match crate::dns::parse_answer(&buf[..n], &q, kind) {
+                    // A stray or late datagram: keep waiting for ours.
+                    Err(crate::dns::DnsError::NotOurs) => continue,
+                    r => return Ok::<_, LookupError>(r?),
+                }
+            }
+        })
+        .await;
+        if let Ok(r) = answer {
+            return r;
+        }
+    }
+    Err(LookupError::Timeout)
 }
 
 /// The device's state now, read from the kernel.

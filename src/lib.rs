@@ -66,6 +66,7 @@ pub mod config;
 pub mod create;
 pub mod daemon;
 pub mod dht;
+pub mod dns;
 pub mod events;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

@@ -88,8 +88,15 @@ impl Proxy {
     pub async fn resolve(url: ProxyUrl, bind: Option<IpAddr>) -> Result<Arc<Proxy>, ProxyError> {
         let addr = match url.host.parse::<IpAddr>() {
             Ok(ip) => SocketAddr::new(ip, url.port),
-            Err(_) if !crate::iface::may_resolve(&url.host) => {
-                return Err(ProxyError::BadUrl(crate::iface::NO_LOOKUPS.into()));
+            Err(_) if crate::iface::name().is_some() => {
+                let ips = tokio::time::timeout(HANDSHAKE_TIMEOUT, crate::iface::lookup(&url.host))
+                    .await
+                    .map_err(|_| ProxyError::Timeout("resolving the proxy's name"))?
+                    .map_err(|e| ProxyError::BadUrl(format!("{}: {e}", url.host)))?;
+                let ip = ips
+                    .first()
+                    .ok_or_else(|| ProxyError::BadUrl(format!("{} has no address", url.host)))?;
+                SocketAddr::new(*ip, url.port)
             }
             Err(_) => tokio::time::timeout(
                 HANDSHAKE_TIMEOUT,

@@ -180,8 +180,19 @@ impl UdpTracker {
             host: self.host.clone(),
             reason,
         };
-        if !crate::iface::may_resolve(&self.host) {
-            return Err(err(crate::iface::NO_LOOKUPS.into()));
+        if crate::iface::name().is_some() {
+            // Through the device, not the system resolver.
+            let ips = tokio::time::timeout(RESOLVE_TIMEOUT, crate::iface::lookup(&self.host))
+                .await
+                .map_err(|_| err(format!("timed out after {RESOLVE_TIMEOUT:?}")))?
+                .map_err(|e| err(e.to_string()))?;
+            let want_v4 = self.bind.is_none_or(|ip| ip.is_ipv4());
+            return ips
+                .iter()
+                .find(|ip| ip.is_ipv4() == want_v4)
+                .or_else(|| ips.first())
+                .map(|ip| SocketAddr::new(*ip, self.port))
+                .ok_or_else(|| err("no addresses".into()));
         }
         let addrs: Vec<SocketAddr> = tokio::time::timeout(
             RESOLVE_TIMEOUT,

@@ -8,6 +8,8 @@
 //! is bound to A; an nftables counter in the client namespace counts every
 //! packet sent out of B, which must stay 0 while A is taken down mid-
 //! download and brought back, and the download completes byte-identical.
+//! The trackers are given by name, which dnsmasq (on 10.99.0.1, the
+//! client's nameserver, also routed over B) answers: btc must ask it over A.
 
 use crate::util::*;
 use std::fs;
@@ -162,6 +164,16 @@ fn interface_kill_switch_blocks_and_resumes_without_leaving_by_another_link() {
     let tracker = Opentracker::start_at(&ctx, ctx.netns.as_ref(), SEED_IP, &[&hash]);
     let http = format!("http://{SEED_IP}:{}/announce", tracker.port);
     let udp = format!("udp://{SEED_IP}:{}/announce", tracker.port);
+    let dns = start_dnsmasq(&ctx);
+    fs::write(
+        std::path::Path::new("/etc/netns")
+            .join(&links.ns.name)
+            .join("resolv.conf"),
+        format!("nameserver {SEED_IP}\noptions timeout:1 attempts:1\n"),
+    )
+    .unwrap();
+    let http_name = format!("http://tracker.test:{}/announce", tracker.port);
+    let udp_name = format!("udp://tracker.test:{}/announce", tracker.port);
     let seed_port = free_port();
     let _seeder = start_btc_seeder(
         &ctx,
@@ -191,9 +203,9 @@ fn interface_kill_switch_blocks_and_resumes_without_leaving_by_another_link() {
         "--json",
         "-v",
         "--tracker",
-        &http,
+        &http_name,
         "--tracker",
-        &udp,
+        &udp_name,
         "--dht-bootstrap",
         &dht,
         "--download-limit",
@@ -248,6 +260,14 @@ fn interface_kill_switch_blocks_and_resumes_without_leaving_by_another_link() {
         scraped.matches(": 2 seeders").count() == 2
     });
     assert!(seen, "the tracker should count us as a seeder:\n{scraped}");
+    // The names were asked over A (from A's address), once per tracker
+    // at least.
+    let asked = dns.output();
+    assert!(
+        asked.contains("query[A] tracker.test from 10.1.0.2"),
+        "dnsmasq should have heard us over A:\n{asked}"
+    );
+    assert!(!asked.contains("from 10.2.0.2"), "{asked}");
     // Stopping announces `stopped`: over A too.
     p.terminate(secs(10));
     assert_eq!(links.on_b(), 0, "sent out of B\n{}", p.tails());
@@ -262,6 +282,31 @@ fn interface_kill_switch_blocks_and_resumes_without_leaving_by_another_link() {
         links.on_b() > 0,
         "the counting rule must see a stray packet"
     );
+}
+
+/// dnsmasq on [`SEED_IP`]:53 in the seeder's namespace, answering
+/// `tracker.test` with [`SEED_IP`] and logging every query to stderr.
+fn start_dnsmasq(ctx: &Ctx) -> Proc {
+    require_tool("dnsmasq");
+    let mut c = ctx.command("dnsmasq");
+    c.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--pid-file=",
+        "--bind-interfaces",
+        &format!("--listen-address={SEED_IP}"),
+        "--log-queries",
+        "--log-facility=-",
+        &format!("--address=/tracker.test/{SEED_IP}"),
+    ]);
+    let mut p = ctx.spawn("dnsmasq", c);
+    let up = wait_for(secs(10), || {
+        p.output().contains("started") || !p.is_running()
+    });
+    assert!(up && p.is_running(), "dnsmasq did not start\n{}", p.tails());
+    p
 }
 
 /// A device that does not exist is one line and a failure, before
