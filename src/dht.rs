@@ -188,7 +188,7 @@ pub struct DhtConfig {
 
 impl DhtConfig {
     /// The bootstrap list as given, or mainline's public routers.
-    fn bootstrap_entries(&self) -> Vec<String> {
+    pub fn bootstrap_entries(&self) -> Vec<String> {
         match &self.bootstrap {
             Some(list) => list.clone(),
             None => mainline::DEFAULT_BOOTSTRAP_NODES
@@ -366,7 +366,7 @@ impl DhtHandle {
             .collect();
         if bootstrap.len() < entries.len().min(MAX_BOOTSTRAP_ENTRIES) {
             tracing::warn!(
-                "DHT: bootstrap names are not looked up under --interface (the system resolver would send from any interface); use --dht-bootstrap IP:PORT"
+                "DHT: bootstrap names left unresolved through --interface (see resolve_on_device) are skipped; use --dht-bootstrap IP:PORT"
             );
         }
         let (want_v4, want_v6) = match cfg.bind {
@@ -438,6 +438,44 @@ impl DhtHandle {
             rounds: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS)),
             state_dir: cfg.state_dir.clone(),
         })
+    }
+
+    /// Under `--interface`, the bootstrap entries with their names looked
+    /// up through the device ([`crate::iface::lookup`]), all within
+    /// [`RESOLVE_DEADLINE`]: `HOST:PORT` becomes one `IP:PORT` entry per
+    /// address; a name that fails stays as it is (and is skipped at start).
+    pub async fn resolve_on_device(entries: Vec<String>) -> Vec<String> {
+        let one = |entry: String| async move {
+            let e = entry.trim();
+            if e.parse::<SocketAddr>().is_ok() {
+                return vec![entry];
+            }
+            let Some((host, port)) = e.rsplit_once(':') else {
+                return vec![entry];
+            };
+            let Ok(port) = port.parse::<u16>() else {
+                return vec![entry];
+            };
+            match tokio::time::timeout(RESOLVE_DEADLINE, crate::iface::lookup(host)).await {
+                Ok(Ok(ips)) if !ips.is_empty() => ips
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port).to_string())
+                    .collect(),
+                Ok(Err(e)) => {
+                    tracing::debug!(%host, error = %e, "dht bootstrap name did not resolve");
+                    vec![entry]
+                }
+                _ => vec![entry],
+            }
+        };
+        let lists =
+            futures::future::join_all(entries.into_iter().take(MAX_BOOTSTRAP_ENTRIES).map(one))
+                .await;
+        lists
+            .into_iter()
+            .flatten()
+            .take(MAX_BOOTSTRAP_ENTRIES)
+            .collect()
     }
 
     /// mainline's IPv4 node and the thread that watches it.

@@ -19,8 +19,8 @@
 //! Names are looked up by btc itself under `--interface` ([`lookup`]): the
 //! system resolver sends its queries from whichever interface routes to
 //! the nameserver, so the queries go to `/etc/resolv.conf`'s nameservers
-//! from a socket bound to the device (the codec is [`crate::dns`]). DHT
-//! bootstrap names are the exception: they are skipped, with one warning.
+//! from a socket bound to the device (the codec is [`crate::dns`]), for
+//! HTTP clients, UDP trackers, a proxy's name and DHT bootstrap nodes.
 
 pub mod link;
 

@@ -345,7 +345,7 @@ pub async fn start_session(
     let dht = if args.no_dht || all_private || (proxied && !dht_proxied) {
         None
     } else {
-        start_dht(args, dht_port, state_dir.clone())
+        start_dht(args, dht_port, state_dir.clone()).await
     };
     let session = Session::start(
         SessionConfig {
@@ -463,8 +463,12 @@ fn warn_proxy_limits(args: &Config) {
 
 /// The process's one DHT node, on the peer port; the DHT is a bonus, so a
 /// taken port falls back to any port and a failure only warns.
-fn start_dht(args: &Config, port: u16, state_dir: Option<std::path::PathBuf>) -> Option<DhtHandle> {
-    let cfg = DhtConfig {
+async fn start_dht(
+    args: &Config,
+    port: u16,
+    state_dir: Option<std::path::PathBuf>,
+) -> Option<DhtHandle> {
+    let mut cfg = DhtConfig {
         port,
         bind: args.bind,
         ipv6: true,
@@ -473,6 +477,11 @@ fn start_dht(args: &Config, port: u16, state_dir: Option<std::path::PathBuf>) ->
         state_dir,
         server_mode: false,
     };
+    if crate::iface::name().is_some() {
+        // The node cannot ask the system resolver: names are looked up
+        // through the device first.
+        cfg.bootstrap = Some(DhtHandle::resolve_on_device(cfg.bootstrap_entries()).await);
+    }
     match DhtHandle::start(cfg.clone()) {
         Ok(d) => Some(d),
         Err(e) => match DhtHandle::start(DhtConfig { port: 0, ..cfg }) {

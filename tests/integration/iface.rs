@@ -8,8 +8,9 @@
 //! is bound to A; an nftables counter in the client namespace counts every
 //! packet sent out of B, which must stay 0 while A is taken down mid-
 //! download and brought back, and the download completes byte-identical.
-//! The trackers are given by name, which dnsmasq (on 10.99.0.1, the
-//! client's nameserver, also routed over B) answers: btc must ask it over A.
+//! The trackers and the DHT bootstrap node are given by name, which
+//! dnsmasq (on 10.99.0.1, the client's nameserver, also routed over B)
+//! answers: btc must ask it over A.
 
 use crate::util::*;
 use std::fs;
@@ -192,7 +193,7 @@ fn interface_kill_switch_blocks_and_resumes_without_leaving_by_another_link() {
         ],
     );
     // The seeder's DHT node takes the UDP port after its uTP port.
-    let dht = format!("{SEED_IP}:{}", seed_port + 1);
+    let dht = format!("dht.test:{}", seed_port + 1);
     let out = ctx.mkdir("leech");
     let args = [
         "-o",
@@ -267,6 +268,10 @@ fn interface_kill_switch_blocks_and_resumes_without_leaving_by_another_link() {
         asked.contains("query[A] tracker.test from 10.1.0.2"),
         "dnsmasq should have heard us over A:\n{asked}"
     );
+    assert!(
+        asked.contains("query[A] dht.test from 10.1.0.2"),
+        "the DHT bootstrap name too:\n{asked}"
+    );
     assert!(!asked.contains("from 10.2.0.2"), "{asked}");
     // Stopping announces `stopped`: over A too.
     p.terminate(secs(10));
@@ -285,7 +290,7 @@ fn interface_kill_switch_blocks_and_resumes_without_leaving_by_another_link() {
 }
 
 /// dnsmasq on [`SEED_IP`]:53 in the seeder's namespace, answering
-/// `tracker.test` with [`SEED_IP`] and logging every query to stderr.
+/// `tracker.test` and `dht.test` with [`SEED_IP`] and logging every query to stderr.
 fn start_dnsmasq(ctx: &Ctx) -> Proc {
     require_tool("dnsmasq");
     let mut c = ctx.command("dnsmasq");
@@ -300,6 +305,7 @@ fn start_dnsmasq(ctx: &Ctx) -> Proc {
         "--log-queries",
         "--log-facility=-",
         &format!("--address=/tracker.test/{SEED_IP}"),
+        &format!("--address=/dht.test/{SEED_IP}"),
     ]);
     let mut p = ctx.spawn("dnsmasq", c);
     let up = wait_for(secs(10), || {
