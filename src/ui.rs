@@ -353,6 +353,18 @@ mod tests {
     }
 
     #[test]
+    fn a_blocked_interface_shows_in_the_status_line() {
+        let s = Status {
+            phase: Phase::Downloading,
+            blocked: true,
+            ..Status::default()
+        };
+        let line = transfer_message(&s);
+        assert!(line.starts_with("blocked: --interface"), "{line}");
+        assert!(line.contains("nothing is sent until it is back"), "{line}");
+    }
+
+    #[test]
     fn eta_and_ratio() {
         let s = Status {
             total: 1000,
