@@ -8,6 +8,8 @@
 //! is bound to A; an nftables counter in the client namespace counts every
 //! packet sent out of B, which must stay 0 while A is taken down mid-
 //! download and brought back, and the download completes byte-identical.
+//! A `btc dht` node on 10.99.0.1 serves the DHT: the leecher's own IPv4
+//! node must find the seeder through it, over A.
 //! The trackers and the DHT bootstrap node are given by name, which
 //! dnsmasq (on 10.99.0.1, the client's nameserver, also routed over B)
 //! answers: btc must ask it over A.
@@ -175,6 +177,11 @@ fn interface_kill_switch_blocks_and_resumes_without_leaving_by_another_link() {
     .unwrap();
     let http_name = format!("http://tracker.test:{}/announce", tracker.port);
     let udp_name = format!("udp://tracker.test:{}/announce", tracker.port);
+    // A DHT node that both bootstrap from: the seeder announces itself
+    // there, the leecher's own node (in mainline's place) finds it over A.
+    let dht_port = free_port();
+    let _dht_node = start_btc_dht_on(&ctx, SEED_IP, dht_port);
+    let dht_seed = format!("{SEED_IP}:{dht_port}");
     let seed_port = free_port();
     let _seeder = start_btc_seeder(
         &ctx,
@@ -190,10 +197,11 @@ fn interface_kill_switch_blocks_and_resumes_without_leaving_by_another_link() {
             &http,
             "--tracker",
             &udp,
+            "--dht-bootstrap",
+            &dht_seed,
         ],
     );
-    // The seeder's DHT node takes the UDP port after its uTP port.
-    let dht = format!("dht.test:{}", seed_port + 1);
+    let dht = format!("dht.test:{dht_port}");
     let out = ctx.mkdir("leech");
     let args = [
         "-o",
@@ -202,7 +210,8 @@ fn interface_kill_switch_blocks_and_resumes_without_leaving_by_another_link() {
         "--interface",
         "a0",
         "--json",
-        "-v",
+        // Debug lines say what the DHT lookups found.
+        "-vv",
         "--tracker",
         &http_name,
         "--tracker",
@@ -261,6 +270,17 @@ fn interface_kill_switch_blocks_and_resumes_without_leaving_by_another_link() {
         scraped.matches(": 2 seeders").count() == 2
     });
     assert!(seen, "the tracker should count us as a seeder:\n{scraped}");
+    // The DHT, on a device-bound socket, found the seeder.
+    let found = wait_for(secs(30), || {
+        p.stderr()
+            .lines()
+            .any(|l| l.contains("dht lookup done") && !l.contains("peers=0"))
+    });
+    assert!(
+        found,
+        "the DHT should find the seeder over A\n{}",
+        p.tails()
+    );
     // The names were asked over A (from A's address), once per tracker
     // at least.
     let asked = dns.output();
