@@ -14,7 +14,7 @@ pure=(
   src/utp/packet.rs src/utp/ledbat.rs src/utp/conn.rs
   src/portmap/pcp.rs src/portmap/natpmp.rs src/portmap/timing.rs src/portmap/gateway.rs
   src/utp/packet.rs src/utp/ledbat.rs src/utp/conn.rs src/proxy.rs
-  src/dht/krpc.rs src/dht/table.rs src/dht/node.rs
+  src/dht/krpc.rs src/dht/table.rs src/dht/node.rs src/iface/link.rs src/dns.rs
   src/daemon/rpc.rs src/daemon/gate.rs
 )
 # tokio_util's codec traits are sync and allowed; anything else from tokio is not.

@@ -33,6 +33,8 @@ check natpmpc natpmpc
 check nft nftables
 check danted dante-server
 check tinyproxy tinyproxy
+# --interface looks names up itself: dnsmasq answers them in its test.
+check dnsmasq dnsmasq-base
 # btc daemon's web page, driven in headless Chromium over WebDriver.
 check chromium chromium
 check chromedriver chromium-driver

@@ -22,6 +22,9 @@ pub struct Config {
     pub port: Option<u16>,
     /// Local IP.
     pub bind: Option<IpAddr>,
+    /// `--interface`: the device every socket is bound to (the kill-switch;
+    /// see [`crate::iface`]).
+    pub interface: Option<String>,
     /// Extra trackers.
     pub trackers: Vec<String>,
     /// Peers to dial.
@@ -161,6 +164,7 @@ mod tests {
             output: ".".into(),
             port: None,
             bind: None,
+            interface: None,
             trackers: vec![],
             peers: vec![],
             no_seed: false,

@@ -188,7 +188,7 @@ pub struct DhtConfig {
 
 impl DhtConfig {
     /// The bootstrap list as given, or mainline's public routers.
-    fn bootstrap_entries(&self) -> Vec<String> {
+    pub fn bootstrap_entries(&self) -> Vec<String> {
         match &self.bootstrap {
             Some(list) => list.clone(),
             None => mainline::DEFAULT_BOOTSTRAP_NODES
@@ -206,8 +206,10 @@ pub struct DhtHandle {
     inner: Option<Arc<Inner>>,
     /// Our IPv6 node, when it runs.
     v6: Option<own::OwnNode>,
-    /// Our IPv4 node through the proxy, under `--proxy` (then alone).
-    proxied: Option<own::OwnNode>,
+    /// Our own IPv4 node in mainline's place, where mainline cannot go (it
+    /// binds its own socket): through the proxy under `--proxy` (then
+    /// alone), on a device-bound socket under `--interface`.
+    own_v4: Option<own::OwnNode>,
     /// Lookup rounds (get_peers + announce) running at once, across every
     /// torrent of the process: a thousand torrents take turns.
     rounds: Arc<tokio::sync::Semaphore>,
@@ -248,6 +250,9 @@ impl DhtHandle {
         if let Some(proxy) = &cfg.proxy {
             return Ok(Self::start_proxied(&cfg, proxy.clone()));
         }
+        if crate::iface::name().is_some() {
+            return Self::start_on_device(&cfg);
+        }
         let entries = cfg.bootstrap_entries();
         let resolved = resolve_bounded_all(&entries, RESOLVE_DEADLINE);
         let (want_v4, want_v6) = match cfg.bind {
@@ -279,10 +284,10 @@ impl DhtHandle {
             // free on IPv6 (the sockets are IPv6-only), so one forwarded
             // port number serves both.
             let port = inner.as_ref().map_or(cfg.port, |i| i.local_addr.port());
-            let bind6 = std::net::SocketAddrV6::new(bind, port, 0, 0);
+            let bind6 = SocketAddr::V6(std::net::SocketAddrV6::new(bind, port, 0, 0));
             let started = own::OwnNode::start(bind6, boot6.clone(), saved.clone()).or_else(|e| {
                 if port != 0 && inner.is_some() {
-                    own::OwnNode::start(std::net::SocketAddrV6::new(bind, 0, 0, 0), boot6, saved)
+                    own::OwnNode::start(SocketAddr::from((bind, 0)), boot6, saved)
                 } else {
                     Err(e)
                 }
@@ -310,7 +315,7 @@ impl DhtHandle {
         Ok(DhtHandle {
             inner,
             v6,
-            proxied: None,
+            own_v4: None,
             rounds: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS)),
             state_dir: cfg.state_dir,
         })
@@ -342,11 +347,135 @@ impl DhtHandle {
         DhtHandle {
             inner: None,
             v6: None,
-            proxied: Some(own::OwnNode::start_proxied(proxy, bootstrap)),
+            own_v4: Some(own::OwnNode::start_proxied(proxy, bootstrap)),
             rounds: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS)),
             // The relay's node is read-only and short-lived: nothing saved.
             state_dir: None,
         }
+    }
+
+    /// Under `--interface`: our own nodes for both families, on sockets
+    /// bound to the device (see [`crate::iface`]). Bootstrap names are
+    /// not looked up; literal addresses and saved nodes are used.
+    fn start_on_device(cfg: &DhtConfig) -> Result<DhtHandle, DhtError> {
+        let entries = cfg.bootstrap_entries();
+        let bootstrap: Vec<SocketAddr> = entries
+            .iter()
+            .take(MAX_BOOTSTRAP_ENTRIES)
+            .filter_map(|e| e.trim().parse::<SocketAddr>().ok())
+            .collect();
+        if bootstrap.len() < entries.len().min(MAX_BOOTSTRAP_ENTRIES) {
+            tracing::warn!(
+                "DHT: bootstrap names left unresolved through --interface (see resolve_on_device) are skipped; use --dht-bootstrap IP:PORT"
+            );
+        }
+        let (want_v4, want_v6) = match cfg.bind {
+            Some(IpAddr::V4(_)) => (true, false),
+            Some(IpAddr::V6(_)) => (false, true),
+            None => (true, cfg.ipv6),
+        };
+        let saved = |file: &str| -> Vec<SocketAddr> {
+            cfg.state_dir
+                .as_ref()
+                .map(|dir| {
+                    if file == STATE_FILE {
+                        let s = load_state(&dir.join(file));
+                        s.nodes.into_iter().map(SocketAddr::V4).collect()
+                    } else {
+                        own::load_state(&dir.join(file))
+                    }
+                })
+                .unwrap_or_default()
+        };
+        let start_error = |bind: IpAddr, source| DhtError::Start {
+            bind,
+            port: cfg.port,
+            source,
+        };
+        let own_v4 = if want_v4 {
+            let ip = match cfg.bind {
+                Some(IpAddr::V4(ip)) => ip,
+                _ => Ipv4Addr::UNSPECIFIED,
+            };
+            let boot: Vec<SocketAddr> = bootstrap
+                .iter()
+                .copied()
+                .filter(SocketAddr::is_ipv4)
+                .collect();
+            let n = own::OwnNode::start(SocketAddr::from((ip, cfg.port)), boot, saved(STATE_FILE))
+                .map_err(|e| start_error(IpAddr::V4(ip), e))?;
+            tracing::debug!(addr = %n.local_addr(), "ipv4 dht (our own node) started");
+            Some(n)
+        } else {
+            None
+        };
+        let v6 = if want_v6 {
+            let ip = match cfg.bind {
+                Some(IpAddr::V6(ip)) => ip,
+                _ => std::net::Ipv6Addr::UNSPECIFIED,
+            };
+            let boot: Vec<SocketAddr> = bootstrap
+                .iter()
+                .copied()
+                .filter(SocketAddr::is_ipv6)
+                .collect();
+            let port = own_v4.as_ref().map_or(cfg.port, |n| n.local_addr().port());
+            match own::OwnNode::start(SocketAddr::from((ip, port)), boot, saved(own::STATE_FILE)) {
+                Ok(n) => Some(n),
+                Err(e) if own_v4.is_some() => {
+                    tracing::debug!(error = %e, "no ipv6 dht on this interface");
+                    None
+                }
+                Err(e) => return Err(start_error(IpAddr::V6(ip), e)),
+            }
+        } else {
+            None
+        };
+        Ok(DhtHandle {
+            inner: None,
+            v6,
+            own_v4,
+            rounds: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS)),
+            state_dir: cfg.state_dir.clone(),
+        })
+    }
+
+    /// Under `--interface`, the bootstrap entries with their names looked
+    /// up through the device ([`crate::iface::lookup`]), all within
+    /// [`RESOLVE_DEADLINE`]: `HOST:PORT` becomes one `IP:PORT` entry per
+    /// address; a name that fails stays as it is (and is skipped at start).
+    pub async fn resolve_on_device(entries: Vec<String>) -> Vec<String> {
+        let one = |entry: String| async move {
+            let e = entry.trim();
+            if e.parse::<SocketAddr>().is_ok() {
+                return vec![entry];
+            }
+            let Some((host, port)) = e.rsplit_once(':') else {
+                return vec![entry];
+            };
+            let Ok(port) = port.parse::<u16>() else {
+                return vec![entry];
+            };
+            match tokio::time::timeout(RESOLVE_DEADLINE, crate::iface::lookup(host)).await {
+                Ok(Ok(ips)) if !ips.is_empty() => ips
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port).to_string())
+                    .collect(),
+                Ok(Err(e)) => {
+                    tracing::debug!(%host, error = %e, "dht bootstrap name did not resolve");
+                    vec![entry]
+                }
+                _ => vec![entry],
+            }
+        };
+        let lists =
+            futures::future::join_all(entries.into_iter().take(MAX_BOOTSTRAP_ENTRIES).map(one))
+                .await;
+        lists
+            .into_iter()
+            .flatten()
+            .take(MAX_BOOTSTRAP_ENTRIES)
+            .collect()
     }
 
     /// mainline's IPv4 node and the thread that watches it.
@@ -409,6 +538,9 @@ impl DhtHandle {
     /// The bound UDP address of the IPv4 node (0.0.0.0:port when bound to
     /// all interfaces), or of the IPv6 node when only it runs.
     pub fn local_addr(&self) -> SocketAddr {
+        if let Some(n) = &self.own_v4 {
+            return n.local_addr();
+        }
         match (&self.inner, &self.v6) {
             (Some(i), _) => SocketAddr::V4(i.local_addr),
             (None, Some(v6)) => v6.local_addr(),
@@ -428,7 +560,7 @@ impl DhtHandle {
             .as_ref()
             .map_or(0, |i| i.table_size.load(Ordering::Relaxed))
             + self.v6.as_ref().map_or(0, |n| n.routing_table_size())
-            + self.proxied.as_ref().map_or(0, |n| n.routing_table_size())
+            + self.own_v4.as_ref().map_or(0, |n| n.routing_table_size())
     }
 
     /// Nodes in the IPv6 table (0 when it does not run).
@@ -469,8 +601,8 @@ impl DhtHandle {
             }
         }
         let v6 = own(self.v6.as_ref(), info_hash);
-        let proxied = own(self.proxied.as_ref(), info_hash);
-        futures::stream::select(v4, futures::stream::select(v6, proxied))
+        let own_v4 = own(self.own_v4.as_ref(), info_hash);
+        futures::stream::select(v4, futures::stream::select(v6, own_v4))
     }
 
     /// Announces that we serve `info_hash` on TCP `port` to the nodes
@@ -500,8 +632,12 @@ impl DhtHandle {
                 None => Err(fail("no node".into())),
             }
         };
-        if let Some(p) = &self.proxied {
-            return own(Some(p.clone())).await;
+        if let Some(p) = &self.own_v4 {
+            let (r4, r6) = futures::join!(own(Some(p.clone())), own(self.v6.clone()));
+            return match &self.v6 {
+                Some(_) => r4.or_else(|e| r6.map_err(|_| e)),
+                None => r4,
+            };
         }
         let (r4, r6) = futures::join!(v4, own(self.v6.clone()));
         if self.inner.is_none() {
@@ -530,6 +666,25 @@ impl DhtHandle {
             let path = dir.join(own::STATE_FILE);
             own::save_state(&path, &n.good_nodes())
                 .map_err(|source| DhtError::State { path, source })?;
+        }
+        if let Some(n) = &self.own_v4 {
+            let nodes: Vec<SocketAddrV4> = n
+                .good_nodes()
+                .into_iter()
+                .filter_map(|a| match a {
+                    SocketAddr::V4(a) => Some(a),
+                    SocketAddr::V6(_) => None,
+                })
+                .collect();
+            if nodes.is_empty() {
+                return Ok(());
+            }
+            let state = SavedState {
+                nodes,
+                public_ip: None,
+            };
+            let path = dir.join(STATE_FILE);
+            return write_state(&path, &state).map_err(|source| DhtError::State { path, source });
         }
         let Some(inner) = &self.inner else {
             return Ok(());

@@ -118,6 +118,7 @@ pub fn progress_line(s: &Status) -> String {
             "seeds": s.seeds_connected,
             "eta": eta,
             "paused": s.disk_paused,
+            "blocked": s.blocked,
         }),
     )
 }
@@ -164,6 +165,22 @@ pub fn port_mapping_line(e: &crate::portmap::Event) -> String {
     obj.insert("info_hash".into(), Value::Null);
     if let Value::Object(extra) = fields {
         obj.extend(extra);
+    }
+    Value::Object(obj).to_string()
+}
+
+/// The `interface` line (`--interface`): the device's `name` and its
+/// `state`, `up` or `blocked` (then `reason` says why). A process-wide
+/// fact: `info_hash` is null.
+pub fn interface_line(name: &str, state: crate::iface::LinkState) -> String {
+    let mut obj = serde_json::Map::new();
+    obj.insert("event".into(), json!("interface"));
+    obj.insert("ts".into(), json!(now_ts()));
+    obj.insert("info_hash".into(), Value::Null);
+    obj.insert("name".into(), json!(name));
+    obj.insert("state".into(), json!(state.name()));
+    if let crate::iface::LinkState::Blocked(why) = state {
+        obj.insert("reason".into(), json!(why.reason()));
     }
     Value::Object(obj).to_string()
 }
@@ -271,6 +288,23 @@ pub fn phase_name(p: Phase) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn interface_lines_say_the_state_and_why() {
+        use crate::iface::{Blocked, LinkState};
+        let b: Value =
+            serde_json::from_str(&interface_line("wg0", LinkState::Blocked(Blocked::Down)))
+                .unwrap();
+        assert_eq!(b["event"], "interface");
+        assert_eq!(b["name"], "wg0");
+        assert_eq!(b["state"], "blocked");
+        assert_eq!(b["reason"], "the interface is down");
+        assert!(b["info_hash"].is_null());
+        let u: Value = serde_json::from_str(&interface_line("wg0", LinkState::Up)).unwrap();
+        assert_eq!(u["state"], "up");
+        assert!(u.get("reason").is_none());
+    }
+
     use super::*;
 
     #[test]

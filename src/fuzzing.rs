@@ -72,7 +72,40 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("dht", dht),
     ("rpc_request", rpc_request),
     ("hash_exchange", hash_exchange),
+    ("dns", dns),
 ];
+
+/// A nameserver's answer (`--interface` looks names up itself): the
+/// fuzzer's bytes as a whole datagram, and as the records after a header
+/// and question that match our query (so the record parser is reached);
+/// never a panic, never more than `MAX_ADDRS` addresses, each of the
+/// family asked for. The same bytes as resolv.conf text give at most
+/// three nameservers.
+pub fn dns(data: &[u8]) {
+    use crate::dns::{Kind, MAX_ADDRS, nameservers, parse_answer, query};
+    let id = data
+        .get(..2)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    for kind in [Kind::A, Kind::Aaaa] {
+        let q = query(id, "tracker.example", kind).expect("a valid name");
+        let mut framed = q.clone();
+        framed[2] = 0x81;
+        framed[3] = 0x80;
+        if let Some(count) = data.get(2..4) {
+            framed[6..8].copy_from_slice(count);
+        }
+        framed.extend_from_slice(data.get(4..).unwrap_or_default());
+        for answer in [data, &framed[..]] {
+            if let Ok(ips) = parse_answer(answer, &q, kind) {
+                assert!(ips.len() <= MAX_ADDRS);
+                assert!(ips.iter().all(|ip| ip.is_ipv4() == (kind == Kind::A)));
+            }
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        assert!(nameservers(text).len() <= 3);
+    }
+}
 
 /// (r) A body sent to `btc daemon`'s Transmission RPC: parsed into a call
 /// or refused, never a panic; the reply to either is JSON echoing the

@@ -35,12 +35,16 @@
 //! - [`portmap::pcp`], [`portmap::natpmp`]: PCP and NAT-PMP messages;
 //!   [`portmap::timing`]: their retransmit, renewal and restart rules;
 //!   [`portmap::gateway`]: the default route's gateway.
+//! - [`iface::link`]: whether `--interface`'s device can carry traffic.
+//! - [`dns`]: DNS A/AAAA queries and answers, for lookups through that device.
 //!
 //! I/O shell:
 //! - [`peer::conn`]: one task per peer connection (the socket driver).
 //! - [`mse::io`], [`mse::stream`]: the MSE driver and the RC4 stream.
 //! - [`utp::socket`]: the uTP socket (batched UDP, timers, streams).
 //! - [`spawn`]: named, tracked task spawning.
+//! - [`iface`]: `--interface`: every socket bound to the device, its
+//!   watcher (`blocked` / `up`) and name lookups through it.
 //! - [`tracker`]: HTTP and UDP announce loops.
 //! - [`dht`]: the only user of `mainline`.
 //! - [`portmap::driver`]: asks the router to forward our ports (PCP,
@@ -66,12 +70,14 @@ pub mod config;
 pub mod create;
 pub mod daemon;
 pub mod dht;
+pub mod dns;
 pub mod events;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod geometry;
 pub mod id;
+pub mod iface;
 pub mod lsd;
 pub mod magnet;
 pub mod merkle;

@@ -61,6 +61,13 @@ struct SessionFlags {
     /// Local IP to listen on and connect from (default: IPv6 and IPv4 on all interfaces).
     #[arg(long)]
     bind: Option<IpAddr>,
+    /// Bind every socket to this network device (a VPN's, say): nothing is
+    /// sent through any other interface, and while it is down or has no
+    /// address nothing is sent at all (the status says blocked) until it is
+    /// back. Needs root or CAP_NET_RAW; names are not looked up (give
+    /// trackers and DHT bootstrap nodes by IP address).
+    #[arg(long, value_name = "IFACE")]
+    interface: Option<String>,
     /// Extra tracker (http, https or udp); repeatable.
     #[arg(long = "tracker", value_name = "URL")]
     trackers: Vec<String>,
@@ -186,6 +193,7 @@ impl SessionFlags {
             output: self.output,
             port: self.port,
             bind: self.bind,
+            interface: self.interface,
             trackers: self.trackers,
             peers: self.peers,
             no_seed: self.no_seed,

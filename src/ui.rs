@@ -225,6 +225,10 @@ fn transfer_message(s: &Status) -> String {
             ratio(s)
         ),
         Phase::Stopping => "stopping…".to_string(),
+        _ if s.blocked => format!(
+            "blocked: --interface {} is down, nothing is sent until it is back; {peers}",
+            crate::iface::name().unwrap_or("?")
+        ),
         _ if s.disk_paused => format!("paused: disk error, retrying soon; {peers}"),
         _ => format!(
             "↓{}/s ↑{}/s {peers} ETA {}",
@@ -346,6 +350,18 @@ mod tests {
         assert!(progress_line(&half).starts_with("ubuntu.iso: 50.0% 10.00 MiB/20.00 MiB ↓"));
         assert_eq!(short_name("abcdef", 4), "abc…");
         assert_eq!(short_name("abc", 4), "abc");
+    }
+
+    #[test]
+    fn a_blocked_interface_shows_in_the_status_line() {
+        let s = Status {
+            phase: Phase::Downloading,
+            blocked: true,
+            ..Status::default()
+        };
+        let line = transfer_message(&s);
+        assert!(line.starts_with("blocked: --interface"), "{line}");
+        assert!(line.contains("nothing is sent until it is back"), "{line}");
     }
 
     #[test]

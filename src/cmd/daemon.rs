@@ -53,6 +53,7 @@ pub async fn run(mut config: Config, d: DaemonConfig, shutdown: CancellationToke
         bail!("--stream and --json are for one-shot downloads, not the daemon");
     }
     // Before anything touches the network, as for a download.
+    crate::cmd::download::start_interface(&config, &shutdown)?;
     if let Some(url) = &config.proxy {
         let proxy = crate::proxy::net::Proxy::resolve(url.clone(), config.bind)
             .await

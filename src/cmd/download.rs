@@ -86,6 +86,9 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
     }
     args.check_sources(sources.len())?;
     let single = sources.len() == 1;
+    // Before anything touches the network: from here on every socket is
+    // bound to the device.
+    start_interface(&args, &shutdown)?;
     // Before anything touches the network (a .torrent URL is fetched
     // next): from here on every connection goes through the proxy.
     if let Some(url) = &args.proxy {
@@ -236,6 +239,42 @@ pub async fn run(args: Config, shutdown: CancellationToken) -> Result<Outcome> {
     Ok(outcome)
 }
 
+/// `--interface`: binds every socket of the process to the device from
+/// now on and starts its watcher, whose changes go to the log and, with
+/// `--json`, as `interface` events. Nothing without the flag.
+pub fn start_interface(args: &Config, shutdown: &CancellationToken) -> Result<()> {
+    let Some(name) = &args.interface else {
+        return Ok(());
+    };
+    crate::iface::install(name).with_context(|| format!("--interface {name}"))?;
+    let json = args.json;
+    crate::iface::spawn_watcher(
+        shutdown.clone(),
+        Box::new(move |name, state| {
+            match state {
+                crate::iface::LinkState::Up => {
+                    tracing::warn!("--interface {name} is back: resuming")
+                }
+                crate::iface::LinkState::Blocked(why) => tracing::warn!(
+                    "--interface {name}: {}; blocked, nothing is sent until it is back",
+                    why.reason()
+                ),
+            }
+            if json {
+                crate::events::emit(&crate::events::interface_line(name, state));
+            }
+        }),
+    );
+    let mut off = Vec::new();
+    if args.port_mapping {
+        off.push("port mapping (the router is asked over the default route)");
+    }
+    if !off.is_empty() {
+        tracing::warn!("--interface {name}: {} is off", off.join(", "));
+    }
+    Ok(())
+}
+
 /// What a run of torrents shares, started: the session (listener, DHT,
 /// budgets), port mapping, the state dir. The one-shot CLI and
 /// `btc daemon` start it the same way.
@@ -306,7 +345,7 @@ pub async fn start_session(
     let dht = if args.no_dht || all_private || (proxied && !dht_proxied) {
         None
     } else {
-        start_dht(args, dht_port, state_dir.clone())
+        start_dht(args, dht_port, state_dir.clone()).await
     };
     let session = Session::start(
         SessionConfig {
@@ -325,13 +364,17 @@ pub async fn start_session(
             listen: !proxied || args.port.is_some(),
             // Our own addresses (BEP 7) would tell the tracker who is
             // behind the proxy.
-            tell_addresses: !proxied,
+            // Under --interface, the default route's source address is
+            // another interface's.
+            tell_addresses: !proxied && args.interface.is_none(),
         },
         shutdown.clone(),
     )
     .await?;
     let portmap_stop = shutdown.child_token();
-    let portmap = (args.port_mapping && !proxied)
+    // Under --interface the router is not ours to find: it is asked
+    // through the default route, which may be another interface.
+    let portmap = (args.port_mapping && !proxied && args.interface.is_none())
         .then(|| start_port_mapping(args, &session, dht.as_ref(), portmap_stop.clone()));
     Ok(Started {
         session,
@@ -420,8 +463,12 @@ fn warn_proxy_limits(args: &Config) {
 
 /// The process's one DHT node, on the peer port; the DHT is a bonus, so a
 /// taken port falls back to any port and a failure only warns.
-fn start_dht(args: &Config, port: u16, state_dir: Option<std::path::PathBuf>) -> Option<DhtHandle> {
-    let cfg = DhtConfig {
+async fn start_dht(
+    args: &Config,
+    port: u16,
+    state_dir: Option<std::path::PathBuf>,
+) -> Option<DhtHandle> {
+    let mut cfg = DhtConfig {
         port,
         bind: args.bind,
         ipv6: true,
@@ -430,6 +477,11 @@ fn start_dht(args: &Config, port: u16, state_dir: Option<std::path::PathBuf>) ->
         state_dir,
         server_mode: false,
     };
+    if crate::iface::name().is_some() {
+        // The node cannot ask the system resolver: names are looked up
+        // through the device first.
+        cfg.bootstrap = Some(DhtHandle::resolve_on_device(cfg.bootstrap_entries()).await);
+    }
     match DhtHandle::start(cfg.clone()) {
         Ok(d) => Some(d),
         Err(e) => match DhtHandle::start(DhtConfig { port: 0, ..cfg }) {

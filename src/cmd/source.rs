@@ -114,12 +114,12 @@ pub fn read_torrent_file(path: &Path) -> Result<Vec<u8>> {
 }
 
 async fn fetch(url: &str) -> Result<Vec<u8>> {
-    let client = crate::proxy::net::apply(
+    let client = crate::proxy::net::apply(crate::iface::http(
         reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("btc/", env!("CARGO_PKG_VERSION"))),
-    )
+    ))
     .build()?;
     // The caller names the URL: reqwest's errors would repeat it.
     let mut resp = client

@@ -20,7 +20,7 @@ use crate::proxy::TargetAddr;
 use crate::proxy::net::Proxy;
 use futures::Stream;
 use std::collections::HashMap;
-use std::net::{SocketAddr, SocketAddrV6};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,21 +68,26 @@ struct Shared {
 }
 
 impl OwnNode {
-    /// Binds `bind` (IPv6 only, so the IPv4 node may take the same port
-    /// number) and starts the thread. `bootstrap` is used while the table
-    /// is empty; `saved` nodes (from [`load_state`]) are pinged at once.
+    /// Binds `bind` (an IPv6 one IPv6 only, so the IPv4 node may take the
+    /// same port number; bound to `--interface`'s device, if any) and
+    /// starts the thread; the node serves `bind`'s family. `bootstrap` is
+    /// used while the table is empty; `saved` nodes (from [`load_state`])
+    /// are pinged at once.
     pub fn start(
-        bind: SocketAddrV6,
+        bind: SocketAddr,
         bootstrap: Vec<SocketAddr>,
         saved: Vec<SocketAddr>,
     ) -> std::io::Result<OwnNode> {
         let socket = socket2::Socket::new(
-            socket2::Domain::IPV6,
+            socket2::Domain::for_address(bind),
             socket2::Type::DGRAM,
             Some(socket2::Protocol::UDP),
         )?;
-        socket.set_only_v6(true)?;
-        socket.bind(&SocketAddr::V6(bind).into())?;
+        if bind.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        crate::iface::bind(&socket)?;
+        socket.bind(&bind.into())?;
         let socket: std::net::UdpSocket = socket.into();
         socket.set_read_timeout(Some(POLL))?;
         let local = socket.local_addr()?;
@@ -91,10 +96,22 @@ impl OwnNode {
             table_size: AtomicUsize::new(0),
             good: Mutex::new(Vec::new()),
         });
-        let node = new_node(Family::V6, bootstrap, false);
+        let family = if bind.is_ipv6() {
+            Family::V6
+        } else {
+            Family::V4
+        };
+        let node = new_node(family, bootstrap, false);
         let driver = Driver::new(node, shared.clone());
         std::thread::Builder::new()
-            .name("btc-dht6".into())
+            .name(
+                if bind.is_ipv6() {
+                    "btc-dht6"
+                } else {
+                    "btc-dht4"
+                }
+                .into(),
+            )
             .spawn(move || run(driver, socket, rx, saved))?;
         Ok(OwnNode {
             cmds: tx,
@@ -434,12 +451,25 @@ mod tests {
     /// Three real nodes on ::1: one bootstrap, one announces, one finds it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn three_nodes_on_loopback_announce_and_find() {
-        let any = SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, 0, 0, 0);
+        let any = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0));
         let Ok(boot) = OwnNode::start(any, vec![], vec![]) else {
             // No IPv6 on this machine's loopback: the integration tests,
             // which run in a namespace of their own, cover it.
             return;
         };
+        three_nodes(any, boot).await;
+    }
+
+    /// The same on 127.0.0.1: the IPv4 node `--interface` runs in
+    /// mainline's place.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_ipv4_nodes_on_loopback_announce_and_find() {
+        let any = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+        let boot = OwnNode::start(any, vec![], vec![]).unwrap();
+        three_nodes(any, boot).await;
+    }
+
+    async fn three_nodes(any: SocketAddr, boot: OwnNode) {
         let a = OwnNode::start(any, vec![boot.local_addr()], vec![]).unwrap();
         let b = OwnNode::start(any, vec![boot.local_addr()], vec![]).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);

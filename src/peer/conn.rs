@@ -315,6 +315,7 @@ async fn dial_tcp(addr: SocketAddr, bind: Option<IpAddr>) -> Result<TcpStream, C
     } else {
         TcpSocket::new_v6()?
     };
+    crate::iface::bind(&socket)?;
     if let Some(ip) = bind
         && ip.is_ipv4() == addr.is_ipv4()
     {

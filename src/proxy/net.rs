@@ -88,6 +88,16 @@ impl Proxy {
     pub async fn resolve(url: ProxyUrl, bind: Option<IpAddr>) -> Result<Arc<Proxy>, ProxyError> {
         let addr = match url.host.parse::<IpAddr>() {
             Ok(ip) => SocketAddr::new(ip, url.port),
+            Err(_) if crate::iface::name().is_some() => {
+                let ips = tokio::time::timeout(HANDSHAKE_TIMEOUT, crate::iface::lookup(&url.host))
+                    .await
+                    .map_err(|_| ProxyError::Timeout("resolving the proxy's name"))?
+                    .map_err(|e| ProxyError::BadUrl(format!("{}: {e}", url.host)))?;
+                let ip = ips
+                    .first()
+                    .ok_or_else(|| ProxyError::BadUrl(format!("{} has no address", url.host)))?;
+                SocketAddr::new(*ip, url.port)
+            }
             Err(_) => tokio::time::timeout(
                 HANDSHAKE_TIMEOUT,
                 tokio::net::lookup_host((url.host.as_str(), url.port)),
@@ -143,6 +153,7 @@ impl Proxy {
         } else {
             tokio::net::TcpSocket::new_v6()?
         };
+        crate::iface::bind(&socket)?;
         let ip = self.local_ip(self.addr);
         if !ip.is_unspecified() {
             socket.bind(SocketAddr::new(ip, 0))?;
@@ -324,6 +335,7 @@ impl Proxy {
         };
         let local = SocketAddr::new(self.local_ip(relay), 0);
         let sock = UdpSocket::bind(local).await?;
+        crate::iface::bind(&sock)?;
         sock.connect(relay).await?;
         let r = Arc::new(UdpRelay {
             sock,

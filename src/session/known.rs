@@ -15,6 +15,9 @@ pub const MAX_KNOWN_PEERS: usize = 4000;
 /// Wait before redialling an address whose peer turned out to be
 /// connected already (through a connection it opened).
 pub const DUPLICATE_RETRY: Duration = Duration::from_secs(300);
+/// A dial that ended because `--interface` went down is tried again this
+/// soon (dials wait while it stays down).
+pub const BLOCKED_RETRY: Duration = Duration::from_secs(2);
 
 /// The longest back-off after failed dials.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
@@ -116,6 +119,9 @@ pub enum Ended {
     /// Closed because we are connected to the peer another way (it dialled
     /// us from another port).
     Duplicate,
+    /// Failed while `--interface` was down: not the peer's failure, so
+    /// nothing is counted against it; tried again soon after.
+    Blocked,
 }
 
 impl Known {
@@ -129,6 +135,10 @@ impl Known {
             self.utp_first = t == Transport::Utp;
         }
         self.seed = how == Ended::BothSeeds;
+        if how == Ended::Blocked {
+            self.next_try = Some(now + BLOCKED_RETRY);
+            return;
+        }
         self.reached |= how != Ended::Failed;
         self.failures = if how == Ended::Failed {
             self.failures + 1
@@ -418,6 +428,21 @@ mod tests {
         );
         k.ended(Ended::Duplicate, None, now);
         assert_eq!(k.next_try, Some(now + DUPLICATE_RETRY));
+    }
+
+    #[test]
+    fn a_dial_cut_by_a_blocked_interface_counts_nothing_against_the_peer() {
+        let now = Instant::now();
+        let mut k = Known::default();
+        k.ended(Ended::Failed, None, now);
+        let before = (k.failures, k.reached);
+        k.dialing = true;
+        k.ended(Ended::Blocked, None, now);
+        assert_eq!(
+            (k.failures, k.reached, k.dialing),
+            (before.0, before.1, false)
+        );
+        assert_eq!(k.next_try, Some(now + BLOCKED_RETRY));
     }
 
     #[test]

@@ -58,13 +58,22 @@ fn open_v4(bind: Option<IpAddr>) -> std::io::Result<(UdpSocket, Option<UdpSocket
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
+    crate::iface::bind(&s)?;
     s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, GROUP_V4.port())).into())?;
-    s.join_multicast_v4(GROUP_V4.ip(), &bind.unwrap_or(Ipv4Addr::UNSPECIFIED))?;
+    match crate::iface::index() {
+        // Under --interface the group is joined there (its IGMP report
+        // must not leave another interface).
+        Some(i) => {
+            s.join_multicast_v4_n(GROUP_V4.ip(), &socket2::InterfaceIndexOrAddress::Index(i))?
+        }
+        None => s.join_multicast_v4(GROUP_V4.ip(), &bind.unwrap_or(Ipv4Addr::UNSPECIFIED))?,
+    }
     s.set_multicast_loop_v4(true)?;
     s.set_nonblocking(true)?;
     let send = match bind {
         Some(ip) => {
             let t = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+            crate::iface::bind(&t)?;
             t.bind(&SocketAddr::from((ip, 0)).into())?;
             t.set_multicast_if_v4(&ip)?;
             t.set_multicast_loop_v4(true)?;
@@ -86,8 +95,11 @@ fn open_v6(bind: Option<IpAddr>) -> std::io::Result<(UdpSocket, Option<UdpSocket
         Some(IpAddr::V6(ip)) if !ip.is_unspecified() => Some(ip),
         _ => None,
     };
-    let ifindex = bind.and_then(interface_of_v6).unwrap_or(0);
+    let ifindex = crate::iface::index()
+        .or_else(|| bind.and_then(interface_of_v6))
+        .unwrap_or(0);
     let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    crate::iface::bind(&s)?;
     s.set_only_v6(true)?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
@@ -100,6 +112,7 @@ fn open_v6(bind: Option<IpAddr>) -> std::io::Result<(UdpSocket, Option<UdpSocket
     let send = match bind {
         Some(ip) => {
             let t = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+            crate::iface::bind(&t)?;
             t.set_only_v6(true)?;
             // A link-local address is only bound with its interface.
             t.bind(&SocketAddr::V6(SocketAddrV6::new(ip, 0, 0, ifindex)).into())?;

@@ -458,26 +458,30 @@ async fn bind_listener(bind: Option<IpAddr>, port: u16, fallback: bool) -> Resul
 
 async fn open_listener(bind: Option<IpAddr>, port: u16) -> std::io::Result<TcpListener> {
     match bind {
-        Some(ip) => TcpListener::bind((ip, port)).await,
-        None => match dual_stack_listener(port) {
+        Some(ip) => listener_on(SocketAddr::new(ip, port)),
+        None => match listener_on(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))) {
             Ok(l) => Ok(l),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(e),
             Err(e) => {
                 tracing::debug!("no IPv6 listener ({e}); listening on IPv4 only");
-                TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).await
+                listener_on(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
             }
         },
     }
 }
 
-/// A `[::]:port` listener that accepts IPv4 too, whatever the system's
-/// `bindv6only` default says.
-fn dual_stack_listener(port: u16) -> std::io::Result<TcpListener> {
+/// A listener on `addr` (bound to `--interface`'s device, if any); on
+/// `[::]` it accepts IPv4 too, whatever the system's `bindv6only` default
+/// says.
+fn listener_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_only_v6(false)?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.ip() == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+        socket.set_only_v6(false)?;
+    }
     socket.set_reuse_address(true)?;
-    socket.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())?;
+    crate::iface::bind(&socket)?;
+    socket.bind(&addr.into())?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     TcpListener::from_std(socket.into())

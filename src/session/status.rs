@@ -87,6 +87,9 @@ pub struct Status {
     pub peers_used: usize,
     /// Downloading is paused by a disk error (and retries on its own).
     pub disk_paused: bool,
+    /// `--interface`'s device is down or has no address: nothing is sent
+    /// until it is back.
+    pub blocked: bool,
 }
 
 /// Events the session reports as they happen.

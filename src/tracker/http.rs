@@ -57,7 +57,7 @@ pub fn build_client(bind: Option<IpAddr>) -> Result<reqwest::Client, TrackerErro
     if let Some(ip) = bind {
         builder = builder.local_address(ip);
     }
-    crate::proxy::net::apply(builder)
+    crate::proxy::net::apply(crate::iface::http(builder))
         .build()
         .map_err(|e| TrackerError::Client(error_chain(&e)))
 }

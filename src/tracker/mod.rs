@@ -383,6 +383,11 @@ impl UrlTask {
             let event = st.next_event(&t);
             let req = self.request(event, &t, &st);
             let shutdown = self.shutdown.clone();
+            // `--interface` is down: the announce waits for it.
+            tokio::select! {
+                _ = shutdown.cancelled() => break 'outer,
+                _ = crate::iface::wait_up() => {}
+            }
             if let Some(pace) = &self.cfg.pace {
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'outer,
@@ -432,6 +437,12 @@ impl UrlTask {
                         self.deliver(resp.peers).await;
                     }
                     wait
+                }
+                Err(e) if crate::iface::blocked() => {
+                    // Not the tracker's failure: no back-off, sent again
+                    // once `--interface` is back (the wait above).
+                    tracing::debug!(tracker = %self.label, ?event, "announce failed while --interface is down: {e}");
+                    Duration::ZERO
                 }
                 Err(e) => {
                     let text = e.to_string();

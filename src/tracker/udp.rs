@@ -149,6 +149,7 @@ impl UdpTracker {
                 reason: e.to_string(),
             };
             let sock = UdpSocket::bind(local).await.map_err(io)?;
+            crate::iface::bind(&sock).map_err(io)?;
             // Connecting filters datagrams from other sources and surfaces
             // ICMP port-unreachable as an error instead of a long timeout.
             sock.connect(addr).await.map_err(io)?;
@@ -179,6 +180,20 @@ impl UdpTracker {
             host: self.host.clone(),
             reason,
         };
+        if crate::iface::name().is_some() {
+            // Through the device, not the system resolver.
+            let ips = tokio::time::timeout(RESOLVE_TIMEOUT, crate::iface::lookup(&self.host))
+                .await
+                .map_err(|_| err(format!("timed out after {RESOLVE_TIMEOUT:?}")))?
+                .map_err(|e| err(e.to_string()))?;
+            let want_v4 = self.bind.is_none_or(|ip| ip.is_ipv4());
+            return ips
+                .iter()
+                .find(|ip| ip.is_ipv4() == want_v4)
+                .or_else(|| ips.first())
+                .map(|ip| SocketAddr::new(*ip, self.port))
+                .ok_or_else(|| err("no addresses".into()));
+        }
         let addrs: Vec<SocketAddr> = tokio::time::timeout(
             RESOLVE_TIMEOUT,
             tokio::net::lookup_host((self.host.as_str(), self.port)),

@@ -181,6 +181,7 @@ impl Socket {
             Domain::IPV6
         };
         let s = socket2::Socket::new(domain, SockType::DGRAM, Some(Protocol::UDP))?;
+        crate::iface::bind(&s)?;
         if addr.is_ipv6() && addr.ip().is_unspecified() {
             s.set_only_v6(false)?;
         }

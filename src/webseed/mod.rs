@@ -141,7 +141,7 @@ pub fn client(bind: Option<IpAddr>) -> reqwest::Result<Client> {
     if let Some(ip) = bind {
         builder = builder.local_address(ip);
     }
-    crate::proxy::net::apply(builder).build()
+    crate::proxy::net::apply(crate::iface::http(builder)).build()
 }
 
 /// Whether `url` is one btc can use as a web seed.
@@ -212,6 +212,8 @@ async fn run(host: &dyn WebSeedHost, client: &Client, url: &str, key: PeerKey) {
         if host.is_complete() {
             return;
         }
+        // `--interface` is down: wait for it rather than fail.
+        crate::iface::wait_up().await;
         let blocks = host.pick(key, &everything, want, &[], Instant::now());
         if blocks.is_empty() {
             // Everything left is in flight elsewhere; look again soon.
@@ -237,6 +239,11 @@ async fn run(host: &dyn WebSeedHost, client: &Client, url: &str, key: PeerKey) {
                 let rate = fetched as f64 / started.elapsed().as_secs_f64().max(1e-3);
                 let ideal = rate * ROUND_TARGET.as_secs_f64() / 16384.0;
                 want = (ideal as usize).clamp(MIN_ROUND_BLOCKS, MAX_ROUND_BLOCKS);
+            }
+            Err(e) if crate::iface::blocked() => {
+                // Not the server's failure: retried once the device is back.
+                tracing::debug!("web seed {e} while --interface is down");
+                want = MIN_ROUND_BLOCKS;
             }
             Err(e) => {
                 failures += 1;

@@ -8,6 +8,7 @@ mod fake_peer;
 mod floods;
 mod hashx;
 mod hostile;
+mod iface;
 mod interop;
 mod lsd;
 mod many;

@@ -133,12 +133,7 @@ impl ClientNet {
             .args(["list", "counter", "inet", "btc_leak", "leaked"])
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.split("packets ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no counter in {text:?}"))
+        nft_packets(&String::from_utf8_lossy(&out.stdout))
     }
 }
 

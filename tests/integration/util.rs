@@ -1148,6 +1148,15 @@ impl Netns {
     }
 }
 
+/// The packets of an nftables counter, from `nft list counter …`'s text.
+pub fn nft_packets(text: &str) -> u64 {
+    text.split("packets ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {text:?}"))
+}
+
 /// `/etc/netns/NAME/` for a namespace that resolves nothing: `hosts` with
 /// localhost alone, and a resolver that answers nothing, at once (DNS
 /// fails as offline). `ip netns exec` mounts these over `/etc/`.

@@ -561,6 +561,7 @@ impl Torrent {
         }
         count_peers(shared, status);
         status.disk_paused = shared.disk_pause_active();
+        status.blocked = crate::iface::blocked();
         status.downloaded = down;
         status.uploaded = up;
         self.discovery.on_tick(shared, status);

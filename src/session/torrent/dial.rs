@@ -124,6 +124,11 @@ impl Dials {
         if shared.shutdown.is_cancelled() {
             return false;
         }
+        // `--interface` is down: dials wait for it (they would only fail
+        // and back off); the torrent keeps ticking to dial when it is back.
+        if crate::iface::blocked() {
+            return !self.known.is_empty();
+        }
         let st = shared.lock();
         let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
         for p in st.peers.values() {
@@ -255,13 +260,13 @@ fn spawn_dial(
                     }
                     Err(e) => {
                         tracing::debug!("peer {addr}: {}", crate::error_chain(&e));
-                        Ended::Failed
+                        blocked_or(Ended::Failed)
                     }
                 }
             }
             Err(e) => {
                 tracing::debug!("dialing {addr}: {}", crate::error_chain(&e));
-                Ended::Failed
+                blocked_or(Ended::Failed)
             }
         };
         let _ = ended_tx
@@ -272,6 +277,15 @@ fn spawn_dial(
             })
             .await;
     });
+}
+
+/// `how`, unless `--interface` is down: then the failure is not the peer's.
+fn blocked_or(how: Ended) -> Ended {
+    if crate::iface::blocked() {
+        Ended::Blocked
+    } else {
+        how
+    }
 }
 
 #[cfg(test)]
