@@ -346,7 +346,7 @@ fn bep47_symlinks_and_executables_come_out_as_libtorrent_made_them() {
 fn v2_and_hybrid_over_utp_with_encryption_selection_and_streaming() {
     let ctx = Ctx::new("hashx-v2-paths", secs(300));
     for format in ["v2", "hybrid"] {
-        let seed_dir = ctx.mkdir(&format!("seed-{format}"));
+        let seed_dir = ctx.mkdir(format!("seed-{format}"));
         let payload = Payload::multi(
             "paths",
             &[
