@@ -110,6 +110,34 @@ fn btc_fetches_v2_metadata_and_piece_layers_from_libtorrent() {
     lt.assert_running();
 }
 
+/// libtorrent fetches the v2 magnet of `v2` from the btc seeder on local
+/// port `port` into `out`; panics with both sides' logs if it fails.
+fn lt_fetches_v2_magnet(ctx: &Ctx, name: &str, v2: &str, out: &Path, port: u16, seeder: &Proc) {
+    let mut fetch = ctx.spawn(
+        name,
+        lt_cmd(&[
+            "fetch",
+            "--magnet",
+            &format!("magnet:?xt=urn:btmh:1220{v2}"),
+            "--save",
+            s(out),
+            "--listen",
+            &format!("127.0.0.3:{}", free_port()),
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--timeout",
+            "120",
+        ]),
+    );
+    let status = fetch.wait_timeout(secs(150));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "libtorrent did not fetch magnet:?xt=urn:btmh:1220{v2} from btc:\n{}\n{}",
+        fetch.tails(),
+        seeder.tails()
+    );
+}
+
 #[test]
 fn libtorrent_fetches_a_v2_magnet_from_btc() {
     require_tool(PYTHON);
@@ -126,29 +154,7 @@ fn libtorrent_fetches_a_v2_magnet_from_btc() {
         &["--no-dht", "-vv"],
     );
     let out = ctx.mkdir("out-lt");
-    let mut fetch = ctx.spawn(
-        "libtorrent-fetch-btmh",
-        lt_cmd(&[
-            "fetch",
-            "--magnet",
-            &format!("magnet:?xt=urn:btmh:1220{v2}"),
-            "--save",
-            s(&out),
-            "--listen",
-            &format!("127.0.0.3:{}", free_port()),
-            "--peer",
-            &format!("127.0.0.1:{p}"),
-            "--timeout",
-            "120",
-        ]),
-    );
-    let status = fetch.wait_timeout(secs(150));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "libtorrent did not fetch the v2 magnet from btc:\n{}\n{}",
-        fetch.tails(),
-        seeder.tails()
-    );
+    lt_fetches_v2_magnet(&ctx, "libtorrent-fetch-btmh", &v2, &out, p, &seeder);
     assert_same_tree(&root, &out.join("v2mag"));
     // Its layers came from btc: btc answered its hash requests.
     assert!(
@@ -250,29 +256,7 @@ fn libtorrent_fetches_a_hybrid_by_its_v2_hash_from_btc() {
     // gets the info dict by BEP 9 (checked by SHA-256) and the piece
     // layers by hash requests.
     let out = ctx.mkdir("out-lt");
-    let mut fetch = ctx.spawn(
-        "libtorrent-fetch-hybrid-btmh",
-        lt_cmd(&[
-            "fetch",
-            "--magnet",
-            &format!("magnet:?xt=urn:btmh:1220{v2}"),
-            "--save",
-            s(&out),
-            "--listen",
-            &format!("127.0.0.3:{}", free_port()),
-            "--peer",
-            &format!("127.0.0.1:{p}"),
-            "--timeout",
-            "120",
-        ]),
-    );
-    let status = fetch.wait_timeout(secs(150));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "libtorrent did not fetch the hybrid by its v2 hash from btc:\n{}\n{}",
-        fetch.tails(),
-        seeder.tails()
-    );
+    lt_fetches_v2_magnet(&ctx, "libtorrent-fetch-hybrid-btmh", &v2, &out, p, &seeder);
     assert_same_tree(&root, &out.join("hybrid"));
     let log = format!("{}{}", seeder.stdout(), seeder.stderr());
     assert!(
