@@ -1,7 +1,8 @@
 //! The port mapping task: finds which protocol the router speaks (PCP,
 //! then NAT-PMP, then UPnP), maps every wanted port, renews each mapping
 //! before it ends, maps everything again when the router's epoch says it
-//! restarted (UPnP has no epoch: the periodic re-add repairs a lost
+//! restarted (heard at a renewal, or at once from the ANNOUNCE a PCP or
+//! NAT-PMP router multicasts to 224.0.0.1:5350 when it starts) (UPnP has no epoch: the periodic re-add repairs a lost
 //! mapping), and deletes every mapping when stopped, within
 //! [`DELETE_BUDGET`]. It only moves bytes and time: the messages are
 //! [`super::pcp`]'s and [`super::natpmp`]'s, the schedule
@@ -19,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The PCP and NAT-PMP server port on the router.
 const SERVER_PORT: u16 = 5351;
+/// Where PCP and NAT-PMP routers multicast their unsolicited ANNOUNCE
+/// (224.0.0.1, the all-hosts group): a restarted router says so at once.
+const ANNOUNCE_PORT: u16 = 5350;
 /// The longest the deletions at exit may take, all together.
 pub const DELETE_BUDGET: Duration = Duration::from_secs(3);
 /// Retransmits of a deletion (a share of [`DELETE_BUDGET`]).
@@ -207,6 +211,8 @@ impl Mapper {
         // epoch is nonsense must not make us map in a loop).
         let mut searches = 0u32;
         let mut remapped: Option<Instant> = None;
+        // Made once the router is known to speak PCP or NAT-PMP.
+        let mut announces: Option<UdpSocket> = None;
         loop {
             if self.backend.is_none() {
                 let found = tokio::select! {
@@ -282,10 +288,25 @@ impl Mapper {
                 }
                 continue;
             }
+            if announces.is_none()
+                && let Some(Backend::Pcp(u) | Backend::NatPmp(u)) = &self.backend
+            {
+                announces = announce_listener(u.local)
+                    .inspect_err(|e| {
+                        tracing::debug!("port mapping: not listening for router announcements: {e}")
+                    })
+                    .ok();
+            }
             let next = self.slots.iter().map(|s| s.due).min().unwrap_or(now);
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep_until(next) => {}
+                Some(epoch) = unsolicited_epoch(announces.as_ref(), gateway) => {
+                    if let Some(Backend::Pcp(u) | Backend::NatPmp(u)) = &mut self.backend {
+                        tracing::debug!("port mapping: the router announced epoch {epoch}");
+                        u.observe_epoch(epoch);
+                    }
+                }
             }
         }
     }
@@ -425,6 +446,41 @@ impl Mapper {
 fn default_gateway() -> Option<Ipv4Addr> {
     let text = std::fs::read_to_string("/proc/net/route").ok()?;
     super::gateway::parse_route_table(&text)
+}
+
+/// A socket on the announcement port, in the all-hosts group on the
+/// interface of `local` (shared with other clients on this host).
+fn announce_listener(local: Ipv4Addr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, ANNOUNCE_PORT)).into())?;
+    sock.join_multicast_v4(&Ipv4Addr::new(224, 0, 0, 1), &local)?;
+    sock.set_nonblocking(true)?;
+    UdpSocket::from_std(sock.into())
+}
+
+/// The epoch of the next announcement the gateway multicasts (a PCP
+/// ANNOUNCE or a NAT-PMP address notice); anything from another address,
+/// or that does not parse, is dropped. Pending forever without a socket.
+async fn unsolicited_epoch(sock: Option<&UdpSocket>, gateway: Ipv4Addr) -> Option<u32> {
+    let Some(sock) = sock else {
+        return std::future::pending().await;
+    };
+    let mut buf = [0u8; pcp::MAX_MESSAGE + 1];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).await.ok()?;
+        if from.ip() != IpAddr::V4(gateway) || from.port() != SERVER_PORT {
+            continue;
+        }
+        if let Ok(pcp::Answer::Announce { epoch, .. }) = pcp::parse(&buf[..n]) {
+            return Some(epoch);
+        }
+        if let Ok(natpmp::Response::Address { epoch, .. }) = natpmp::parse(&buf[..n]) {
+            return Some(epoch);
+        }
+    }
 }
 
 /// Which protocol the router at `gateway` speaks: a PCP ANNOUNCE first

@@ -174,13 +174,15 @@ table inet btc_no_pcp {
 }
 "#;
 
-fn miniupnpd_conf(mode: Mode, dir: &Path) -> String {
+/// `system_uptime`: the epoch counts from the machine's boot (as on a
+/// router, where they are the same); else from miniupnpd's start.
+fn miniupnpd_conf(mode: Mode, dir: &Path, system_uptime: bool) -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
     let upnp = matches!(mode, Mode::IgdV1 | Mode::IgdV2);
     format!(
         "ext_ifname=wan0\nlistening_ip=lan0\nhttp_port=0\n\
          enable_natpmp={}\nenable_upnp={}\nforce_igd_desc_v1={}\n\
-         secure_mode=yes\nsystem_uptime=yes\nlease_file={}\n\
+         secure_mode=yes\nsystem_uptime={}\nlease_file={}\n\
          upnp_table_name=btc_filter\nupnp_nat_table_name=btc_nat\n\
          upnp_forward_chain=miniupnpd\nupnp_nat_chain=prerouting_miniupnpd\n\
          upnp_nat_postrouting_chain=postrouting_miniupnpd\n\
@@ -189,6 +191,7 @@ fn miniupnpd_conf(mode: Mode, dir: &Path) -> String {
         yes(!upnp),
         yes(upnp),
         yes(mode == Mode::IgdV1),
+        yes(system_uptime),
         dir.join("miniupnpd.leases").display(),
     )
 }
@@ -196,6 +199,11 @@ fn miniupnpd_conf(mode: Mode, dir: &Path) -> String {
 /// Starts miniupnpd in the router namespace, in the foreground (`-d`),
 /// and waits until it listens.
 fn start_router(ctx: &Ctx, topo: &Topology, mode: Mode) -> Proc {
+    start_router_with(ctx, topo, mode, true)
+}
+
+/// [`start_router`], with its epoch counting from `system_uptime`.
+fn start_router_with(ctx: &Ctx, topo: &Topology, mode: Mode, system_uptime: bool) -> Proc {
     require_tool("miniupnpd");
     topo.nft(&["-f", "-"], Some(RULESET));
     if mode == Mode::NatPmp {
@@ -203,7 +211,7 @@ fn start_router(ctx: &Ctx, topo: &Topology, mode: Mode) -> Proc {
     }
     let dir = ctx.mkdir("router");
     let conf = dir.join("miniupnpd.conf");
-    std::fs::write(&conf, miniupnpd_conf(mode, &dir)).unwrap();
+    std::fs::write(&conf, miniupnpd_conf(mode, &dir, system_uptime)).unwrap();
     let mut c = topo.router.command("miniupnpd");
     c.args(["-4", "-d", "-f", s(&conf), "-P", s(&dir.join("pid"))]);
     let mut router = ctx.spawn("miniupnpd", c);
@@ -621,4 +629,49 @@ fn port_mapping_is_off_outside_test_namespaces() {
         missing.is_empty(),
         "btc runs with port mapping on: {missing:#?}"
     );
+}
+
+/// The router restarts (miniupnpd stopped, its forwards gone, started
+/// again with a new epoch): its unsolicited PCP ANNOUNCE reaches btc at
+/// once, btc maps both ports again, and a WAN peer downloads through them.
+#[test]
+fn port_mapping_follows_a_router_restart() {
+    let mut lab = Lab::new("portmap-restart", Mode::Pcp, 29);
+    let (mut seeder, events) = lab.seed(&["--no-dht"], 2);
+    assert_eq!(events.len(), 2, "{events:?}\n{}", seeder.tails());
+    assert_eq!(lab.topo.forwards().len(), 2);
+
+    // The router reboots: miniupnpd stops and its forwards are gone (a
+    // stopped miniupnpd leaves its rules; a reboot would not).
+    signal(lab.router.pid(), SIGTERM);
+    assert!(
+        lab.router.wait_timeout(secs(10)).is_some(),
+        "miniupnpd did not stop"
+    );
+    for (table, chain) in [
+        ("btc_nat", "prerouting_miniupnpd"),
+        ("btc_nat", "postrouting_miniupnpd"),
+        ("btc_filter", "miniupnpd"),
+    ] {
+        lab.topo
+            .nft(&["flush", "chain", "inet", table, chain], None);
+    }
+    let gone = lab.topo.forwards();
+    assert!(gone.is_empty(), "forwards left: {gone:?}");
+    let _ = std::fs::remove_file(lab.ctx.join("router/miniupnpd.leases"));
+    // Its epoch starts again from 0 (it counted the machine's uptime).
+    lab.router = start_router_with(&lab.ctx, &lab.topo, Mode::Pcp, false);
+    lab.ctx.wait_for("the mappings again", secs(20), || {
+        lab.topo.forwards().len() == 2 || !seeder.is_running()
+    });
+    let err = seeder.stderr();
+    assert!(
+        err.contains("the router restarted"),
+        "btc did not see the restart:\n{err}"
+    );
+    let external = format!("{ROUTER_WAN}:{PORT}");
+    download_from_wan(&lab.ctx, &lab.topo, &lab.torrent, &external, "--no-utp");
+    assert_same_file(&lab.root, &lab.ctx.join("out--no-utp/pm.bin"));
+    lab.stop(&mut seeder);
+    assert!(lab.topo.forwards().is_empty(), "mappings left after exit");
 }
