@@ -2,8 +2,8 @@
 //! then NAT-PMP, then UPnP), maps every wanted port, renews each mapping
 //! before it ends, maps everything again when the router's epoch says it
 //! restarted (heard at a renewal, or at once from the ANNOUNCE a PCP or
-//! NAT-PMP router multicasts to 224.0.0.1:5350 when it starts) (UPnP has no epoch: the periodic re-add repairs a lost
-//! mapping), and deletes every mapping when stopped, within
+//! NAT-PMP router multicasts to 224.0.0.1:5350 when it starts; UPnP has
+//! no epoch: the periodic re-add repairs a lost mapping), and deletes every mapping when stopped, within
 //! [`DELETE_BUDGET`]. It only moves bytes and time: the messages are
 //! [`super::pcp`]'s and [`super::natpmp`]'s, the schedule
 //! [`super::timing`]'s.
