@@ -4,7 +4,7 @@
 //! torrent's resume data saved.
 
 use crate::config::Config;
-use crate::daemon::{UNLIMITED, gate, http, rpc, serve, watch};
+use crate::daemon::{UNLIMITED, gate, http, notify, rpc, serve, watch};
 use crate::session::manager::Manager;
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
@@ -119,6 +119,10 @@ pub async fn run(mut config: Config, d: DaemonConfig, shutdown: CancellationToke
     let local = listener.local_addr()?;
     tracing::info!("RPC listening on http://{local}/transmission/rpc");
     eprintln!("btc daemon: RPC on http://{local}/transmission/rpc");
+    // The listener is bound and the torrents restored: clients may come.
+    notify::notify_or_log(&format!(
+        "READY=1\nSTATUS=RPC on http://{local}/transmission/rpc"
+    ));
     let stop = shutdown.child_token();
     let http_task = tokio::spawn(http::serve(
         listener,
@@ -132,6 +136,7 @@ pub async fn run(mut config: Config, d: DaemonConfig, shutdown: CancellationToke
         .map(|dir| tokio::spawn(watch::run(dir, daemon.clone(), stop.clone())));
     shutdown.cancelled().await;
     tracing::info!("stopping: saving every torrent's resume data");
+    notify::notify_or_log("STOPPING=1\nSTATUS=saving resume data");
     stop.cancel();
     manager.shutdown().await;
     let _ = http_task.await;

@@ -10,11 +10,13 @@
 //!   (`session::manager`).
 //! - `http`: the hyper shell around them.
 //! - `watch`: the watch folder.
+//! - `notify`: systemd's readiness messages (`sd_notify`).
 //!
 //! `cmd::daemon` starts it all.
 
 pub mod gate;
 pub mod http;
+pub mod notify;
 pub mod rpc;
 pub mod serve;
 pub mod watch;

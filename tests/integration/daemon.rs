@@ -724,3 +724,52 @@ fn a_torrent_added_by_url_goes_to_the_folder_asked_for() {
         "{info}"
     );
 }
+
+/// With `$NOTIFY_SOCKET` set (as systemd does for a `Type=notify` unit),
+/// the daemon sends `READY=1` once its RPC answers and `STOPPING=1` when
+/// SIGTERM stops it; here to an abstract socket (`@name`).
+#[test]
+fn the_daemon_tells_notify_socket_ready_and_stopping() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let ctx = Ctx::new("daemon-notify", secs(60));
+    let (out, state) = (ctx.mkdir("out"), ctx.mkdir("state"));
+    let name = format!("btc-test-notify-{}-{}", std::process::id(), free_port());
+    let sock =
+        UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+    sock.set_read_timeout(Some(secs(20))).unwrap();
+    let rpc = format!("127.0.0.1:{}", free_port());
+    let mut cmd = ctx.btc(&[
+        "daemon",
+        "-o",
+        s(&out),
+        "--state-dir",
+        s(&state),
+        "--rpc",
+        &rpc,
+        "--port",
+        "0",
+        "--no-dht",
+    ]);
+    cmd.env("NOTIFY_SOCKET", format!("@{name}"));
+    let mut daemon = ctx.spawn("daemon", cmd);
+    let mut buf = [0u8; 512];
+    let n = sock
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no READY=1: {e}\n{}", daemon.tails()));
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    // Ready means the RPC answers now, not later.
+    let o = tr(&ctx, &rpc, None, &["-l"]);
+    assert!(
+        o.status.success() && o.stdout.contains("Sum:"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+    let status = daemon.terminate(secs(15)).expect("the daemon stopped");
+    assert_eq!(status.code(), Some(143), "{}", daemon.tails());
+    let n = sock.recv(&mut buf).expect("no STOPPING=1");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "STOPPING=1"), "{msg:?}");
+}
