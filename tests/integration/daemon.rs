@@ -1094,3 +1094,26 @@ fn the_daemon_tells_notify_socket_ready_and_stopping() {
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(msg.lines().any(|l| l == "STOPPING=1"), "{msg:?}");
 }
+
+/// A keep-alive client's first call gets a 409 and asks again at once on
+/// the same connection: the connection must still be open (regression:
+/// with the body of the 409'd request unread, the daemon closed it about
+/// half the time and Python's http.client met a broken pipe).
+#[test]
+fn a_409_leaves_the_connection_open_for_the_retry() {
+    let ctx = Ctx::new("daemon-409", secs(60));
+    let (out, state) = (ctx.mkdir("out"), ctx.mkdir("state"));
+    let (_daemon, rpc) = start_daemon(&ctx, "daemon", &out, &state, &[]);
+    let body = r#"{"method":"session-get","arguments":{},"tag":7}"#;
+    for i in 0..100 {
+        let mut c = RpcClient::connect(&rpc);
+        let r = c.post(body).unwrap();
+        assert_eq!(r.status, 409, "{}", r.body);
+        c.session = r.session;
+        let r = c
+            .post(body)
+            .unwrap_or_else(|e| panic!("the retry of connection {i}: {e}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains(r#""result":"success""#), "{}", r.body);
+    }
+}
