@@ -657,14 +657,18 @@ pub fn torrent_fields(
     out
 }
 
-/// Whether answering `fields` needs a snapshot of the running torrent.
-pub fn needs_snapshot(fields: &[String]) -> bool {
-    fields.iter().any(|f| {
-        matches!(
-            f.as_str(),
-            "files" | "fileStats" | "peers" | "peersSendingToUs" | "peersGettingFromUs"
-        )
-    })
+/// Whether answering `fields` for `v` needs a snapshot of its actor (a
+/// round trip to it). Only a running torrent has one; and the counts of
+/// peers sending to us and getting from us are 0 without asking when its
+/// status shows no peer connected, which spares the round trip for every
+/// idle seed in a `transmission-remote -l` (it asks for both counts).
+pub fn needs_snapshot(fields: &[String], v: &View) -> bool {
+    v.running
+        && fields.iter().any(|f| match f.as_str() {
+            "files" | "fileStats" | "peers" => true,
+            "peersSendingToUs" | "peersGettingFromUs" => v.status.peers_connected > 0,
+            _ => false,
+        })
 }
 
 fn field(v: &View, snap: Option<&Snapshot>, name: &str, now: u64) -> Option<Value> {

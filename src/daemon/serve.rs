@@ -321,19 +321,24 @@ impl Daemon {
 
     async fn get(&self, ids: Ids, fields: Vec<String>, table: bool) -> Value {
         let views = self.select(&ids);
-        let snap = rpc::needs_snapshot(&fields);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut torrents = Vec::with_capacity(views.len());
-        for v in &views {
-            let s = if snap && v.running {
+        // The actors asked all at once, not one after the other: with
+        // 1,000 torrents, one round trip each in turn took 20-50 ms.
+        let snaps = futures::future::join_all(views.iter().map(|v| async {
+            if rpc::needs_snapshot(&fields, v) {
                 self.manager.snapshot(v.id).await
             } else {
                 None
-            };
-            torrents.push(rpc::torrent_fields(v, s.as_ref(), &fields, now));
-        }
+            }
+        }))
+        .await;
+        let torrents: Vec<_> = views
+            .iter()
+            .zip(&snaps)
+            .map(|(v, s)| rpc::torrent_fields(v, s.as_ref(), &fields, now))
+            .collect();
         let torrents = if table {
             let mut rows = vec![Value::Array(
                 fields.iter().map(|f| Value::String(f.clone())).collect(),

@@ -326,6 +326,36 @@ fn torrent_get_answers_the_fields_asked_and_leaves_out_unknown_ones() {
 }
 
 #[test]
+fn only_a_running_torrent_with_peers_is_asked_for_its_peer_counts() {
+    let f = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // transmission-remote -l's fields.
+    let list = f(&[
+        "id",
+        "name",
+        "status",
+        "peersGettingFromUs",
+        "peersSendingToUs",
+        "uploadRatio",
+    ]);
+    let mut v = view(true);
+    assert!(needs_snapshot(&list, &v));
+    v.status.peers_connected = 0;
+    assert!(!needs_snapshot(&list, &v));
+    // Nor does it change the answer: both counts are 0 without it.
+    let got = Value::Object(torrent_fields(&v, None, &list, 2000));
+    assert_eq!(got["peersSendingToUs"], 0);
+    assert_eq!(got["peersGettingFromUs"], 0);
+    // Files and the peer list always ask a running torrent.
+    assert!(needs_snapshot(&f(&["fileStats"]), &v));
+    assert!(needs_snapshot(&f(&["peers"]), &v));
+    assert!(!needs_snapshot(
+        &f(&["id", "name", "rateUpload"]),
+        &view(true)
+    ));
+    assert!(!needs_snapshot(&f(&["files", "peers"]), &view(false)));
+}
+
+#[test]
 fn status_numbers_follow_transmission() {
     let mut v = view(true);
     for (phase, code) in [
