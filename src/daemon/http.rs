@@ -168,10 +168,7 @@ async fn handle(req: Request<Incoming>, gate: &Gate, daemon: &Daemon) -> Respons
         Err(e) => return text(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")),
     };
     let reply = match rpc::parse(&body) {
-        Ok(request) => {
-            let (result, args) = daemon.call(request.call).await;
-            rpc::reply(&result, args, request.tag.as_ref())
-        }
+        Ok(request) => daemon.reply(request).await,
         Err(refused) => rpc::refused(&refused),
     };
     let mut r = Response::new(Full::new(Bytes::from(reply)));

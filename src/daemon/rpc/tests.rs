@@ -356,6 +356,82 @@ fn only_a_running_torrent_with_peers_is_asked_for_its_peer_counts() {
 }
 
 #[test]
+fn torrent_get_written_straight_is_the_reply_built_from_values() {
+    let (running, stopped) = (view(true), view(false));
+    let snap = Snapshot {
+        file_done: vec![16, 0],
+        peers: vec![],
+        peers_known: 0,
+    };
+    let views = vec![running.clone(), stopped.clone()];
+    let snaps = vec![Some(snap.clone()), None];
+    // Every field torrent_fields knows, one twice, one unknown, a name to escape.
+    let fields: Vec<String> = [
+        "id",
+        "name",
+        "hashString",
+        "status",
+        "percentDone",
+        "totalSize",
+        "sizeWhenDone",
+        "leftUntilDone",
+        "eta",
+        "downloadDir",
+        "files",
+        "fileStats",
+        "wanted",
+        "priorities",
+        "peers",
+        "peersSendingToUs",
+        "peersGettingFromUs",
+        "peersConnected",
+        "trackers",
+        "trackerStats",
+        "downloadLimit",
+        "downloadLimited",
+        "uploadLimit",
+        "uploadLimited",
+        "uploadRatio",
+        "error",
+        "errorString",
+        "isFinished",
+        "addedDate",
+        "doneDate",
+        "magnetLink",
+        "rateDownload",
+        "rateUpload",
+        "haveValid",
+        "id",
+        "no\"such",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for (removed, tag) in [(None, None), (Some(&[3u32, 9][..]), Some(json!(17)))] {
+        let got = torrent_get_reply(&views, &snaps, &fields, 2000, removed, tag.as_ref());
+        let got: Value = serde_json::from_slice(&got).expect("valid JSON");
+        let torrents: Vec<Value> = views
+            .iter()
+            .zip(&snaps)
+            .map(|(v, s)| Value::Object(torrent_fields(v, s.as_ref(), &fields, 2000)))
+            .collect();
+        let mut args = json!({ "torrents": torrents });
+        if let Some(r) = removed {
+            args["removed"] = json!(r);
+        }
+        let want: Value = serde_json::from_slice(&reply("success", args, tag.as_ref())).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(got["arguments"]["torrents"][0]["id"], 4);
+    }
+    // None at all.
+    let got = torrent_get_reply(&[], &[], &fields, 0, None, None);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&got).unwrap(),
+        json!({"arguments": {"torrents": []}, "result": "success"})
+    );
+}
+
+#[test]
 fn status_numbers_follow_transmission() {
     let mut v = view(true);
     for (phase, code) in [
