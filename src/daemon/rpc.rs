@@ -596,22 +596,42 @@ pub struct Stats {
     pub added: u64,
     /// Seconds since the daemon started.
     pub seconds: u64,
+    /// The earlier runs' totals (`daemon::stats`).
+    pub past: super::stats::Totals,
 }
 
-/// session-stats's arguments. Only this run is known: the cumulative
-/// numbers are this run's.
+impl Stats {
+    /// This run as totals: one run, its bytes, additions and seconds.
+    pub fn run(&self) -> super::stats::Totals {
+        super::stats::Totals {
+            downloaded: self.downloaded,
+            uploaded: self.uploaded,
+            files_added: self.added,
+            session_count: 1,
+            seconds_active: self.seconds,
+        }
+    }
+}
+
+/// session-stats's arguments: this run, and this run added to the
+/// earlier runs' totals.
 pub fn session_stats(s: &Stats) -> Value {
-    let run = json!({
-        "uploadedBytes": s.uploaded, "downloadedBytes": s.downloaded,
-        "filesAdded": s.added, "sessionCount": 1, "secondsActive": s.seconds,
-    });
+    let numbers = |t: super::stats::Totals| {
+        json!({
+            "uploadedBytes": t.uploaded, "downloadedBytes": t.downloaded,
+            "filesAdded": t.files_added, "sessionCount": t.session_count,
+            "secondsActive": t.seconds_active,
+        })
+    };
+    let run = numbers(s.run());
+    let total = numbers(s.past.plus(&s.run()));
     json!({
         "activeTorrentCount": s.active,
         "pausedTorrentCount": s.paused,
         "torrentCount": s.active + s.paused,
         "downloadSpeed": s.down_rate,
         "uploadSpeed": s.up_rate,
-        "cumulative-stats": run,
+        "cumulative-stats": total,
         "current-stats": run,
     })
 }

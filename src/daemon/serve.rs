@@ -30,6 +30,9 @@ pub struct Daemon {
     pub started: Instant,
     /// Torrents added since the start.
     pub added: std::sync::atomic::AtomicU64,
+    /// The earlier runs' totals for session-stats (`daemon::stats`),
+    /// zero until `cmd::daemon` loads them.
+    pub past: super::stats::Totals,
     /// Ids removed lately, for `recently-active`.
     removed: Mutex<Vec<(u32, Instant)>>,
     /// The last speed limits set (bytes/s, down and up), kept while a
@@ -52,6 +55,7 @@ impl Daemon {
             info: Mutex::new(info),
             started: Instant::now(),
             added: Default::default(),
+            past: Default::default(),
             removed: Mutex::new(Vec::new()),
             limits: Mutex::new((0, 0)),
         }
@@ -185,7 +189,14 @@ impl Daemon {
             uploaded: list.iter().map(|v| v.session_bytes.1).sum(),
             added: self.added.load(std::sync::atomic::Ordering::Relaxed),
             seconds: self.started.elapsed().as_secs(),
+            past: self.past,
         }
+    }
+
+    /// The earlier runs' totals with this run's, as saved in the state dir.
+    pub fn totals(&self) -> super::stats::Totals {
+        let s = self.stats();
+        s.past.plus(&s.run())
     }
 
     fn session_set(&self, s: rpc::SessionSet) -> Result<Value, String> {

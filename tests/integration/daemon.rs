@@ -2,9 +2,9 @@
 //! transmission-cli): add (file, magnet), list, info, files, stop/start,
 //! unwanted files, limits (set with -d/-u, lifted with -D/-U), stats,
 //! verify, remove, remove-and-delete; a restart that keeps a finished
-//! torrent; the watch folder; basic auth and the HTTP gate; 1,000 requests
-//! a second from 10 clients while two torrents download.
-
+//! torrent and the session totals; the watch folder; basic auth and the
+//! HTTP gate; 1,000 requests a second from 10 clients while two torrents
+//! download; sd_notify.
 use crate::util::*;
 use std::fs;
 use std::io::{Read, Write};
@@ -264,8 +264,12 @@ fn a_restarted_daemon_keeps_a_finished_torrent_without_downloading_again() {
     assert!(line.contains("multi"), "{line}");
     wait_done(&ctx, &rpc, 1, "the restored torrent");
     let st = tr_ok(&ctx, &rpc, &["-st"]);
-    let current = st.split("TOTAL").next().unwrap();
+    let (current, total) = st.split_once("TOTAL").unwrap();
     assert!(current.contains("Downloaded: None"), "{st}");
+    // The totals kept the first run's download and count both runs.
+    assert!(total.contains("Started 2 times"), "{st}");
+    assert!(!total.contains("Downloaded: None"), "{st}");
+    assert!(total.contains("Downloaded: 5."), "{st}");
     assert_same_tree(&seed.join("multi"), &out.join("multi"));
     // The resume data vouched for it: nothing was hashed.
     let log = daemon.stderr();

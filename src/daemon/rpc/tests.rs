@@ -475,6 +475,28 @@ fn session_get_and_stats_report_what_clients_read() {
     assert_eq!(st["torrentCount"], 3);
     assert_eq!(st["pausedTorrentCount"], 1);
     assert_eq!(st["current-stats"]["downloadedBytes"], 10);
+    assert_eq!(st["current-stats"]["sessionCount"], 1);
+    // Earlier runs add to the cumulative numbers only.
+    let st = session_stats(&Stats {
+        downloaded: 10,
+        added: 1,
+        seconds: 5,
+        past: crate::daemon::stats::Totals {
+            downloaded: 100,
+            uploaded: 3,
+            files_added: 2,
+            session_count: 4,
+            seconds_active: 50,
+        },
+        ..Stats::default()
+    });
+    assert_eq!(st["current-stats"]["downloadedBytes"], 10);
+    assert_eq!(st["current-stats"]["uploadedBytes"], 0);
+    assert_eq!(st["cumulative-stats"]["downloadedBytes"], 110);
+    assert_eq!(st["cumulative-stats"]["uploadedBytes"], 3);
+    assert_eq!(st["cumulative-stats"]["filesAdded"], 3);
+    assert_eq!(st["cumulative-stats"]["sessionCount"], 5);
+    assert_eq!(st["cumulative-stats"]["secondsActive"], 55);
 }
 
 #[test]
