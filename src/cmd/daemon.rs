@@ -4,7 +4,7 @@
 //! torrent's resume data saved.
 
 use crate::config::Config;
-use crate::daemon::{UNLIMITED, gate, http, rpc, serve, watch};
+use crate::daemon::{UNLIMITED, gate, http, notify, rpc, serve, stats, watch};
 use crate::session::manager::Manager;
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
@@ -106,20 +106,21 @@ pub async fn run(mut config: Config, d: DaemonConfig, shutdown: CancellationToke
         add_paused: false,
     };
     let root = config.output.clone();
-    let manager = Manager::new(session.clone(), config, state_dir);
+    let manager = Manager::new(session.clone(), config, state_dir.clone());
     let restored = manager.restore();
     if restored > 0 {
         tracing::info!("{restored} torrents restored from the last run");
     }
-    let daemon = Arc::new(serve::Daemon::new(
-        manager.clone(),
-        session.clone(),
-        root,
-        info,
-    ));
+    let mut daemon = serve::Daemon::new(manager.clone(), session.clone(), root, info);
+    daemon.past = stats::load(&state_dir);
+    let daemon = Arc::new(daemon);
     let local = listener.local_addr()?;
     tracing::info!("RPC listening on http://{local}/transmission/rpc");
     eprintln!("btc daemon: RPC on http://{local}/transmission/rpc");
+    // The listener is bound and the torrents restored: clients may come.
+    notify::notify_or_log(&format!(
+        "READY=1\nSTATUS=RPC on http://{local}/transmission/rpc"
+    ));
     let stop = shutdown.child_token();
     let http_task = tokio::spawn(http::serve(
         listener,
@@ -131,16 +132,41 @@ pub async fn run(mut config: Config, d: DaemonConfig, shutdown: CancellationToke
         .watch
         .clone()
         .map(|dir| tokio::spawn(watch::run(dir, daemon.clone(), stop.clone())));
+    // The cumulative stats, saved every minute (a crash loses at most
+    // that) and at the end.
+    let stats_task = {
+        let (daemon, stop, dir) = (daemon.clone(), stop.clone(), state_dir.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(STATS_EVERY) => save_stats(&dir, &daemon),
+                    _ = stop.cancelled() => break,
+                }
+            }
+        })
+    };
     shutdown.cancelled().await;
     tracing::info!("stopping: saving every torrent's resume data");
+    notify::notify_or_log("STOPPING=1\nSTATUS=saving resume data");
     stop.cancel();
     manager.shutdown().await;
+    let _ = stats_task.await;
+    save_stats(&state_dir, &daemon);
     let _ = http_task.await;
     if let Some(t) = watch_task {
         let _ = t.await;
     }
     started.finish().await;
     Ok(())
+}
+
+/// How often the cumulative stats are saved while the daemon runs.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn save_stats(state_dir: &std::path::Path, daemon: &serve::Daemon) {
+    if let Err(e) = stats::save(state_dir, &daemon.totals()) {
+        tracing::warn!("saving the session stats in {}: {e}", state_dir.display());
+    }
 }
 
 #[cfg(test)]

@@ -144,6 +144,16 @@ async fn handle(req: Request<Incoming>, gate: &Gate, daemon: &Daemon) -> Respons
     }
     let headers = req.headers();
     if let Err(r) = gate.check(|name| headers.get(name).and_then(|v| v.to_str().ok())) {
+        // A 409 is every client's first answer, and it asks again at once
+        // on the same connection: read its body (within the limit, as a
+        // call's) so hyper keeps the connection, where an unread body
+        // made it close it about half the time (a keep-alive client's
+        // retry then met a broken pipe).
+        if r.status == 409 {
+            let _ = Limited::new(req.into_body(), MAX_BODY as usize)
+                .collect()
+                .await;
+        }
         return rejected(r);
     }
     if req.method() != Method::POST {
@@ -158,10 +168,7 @@ async fn handle(req: Request<Incoming>, gate: &Gate, daemon: &Daemon) -> Respons
         Err(e) => return text(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")),
     };
     let reply = match rpc::parse(&body) {
-        Ok(request) => {
-            let (result, args) = daemon.call(request.call).await;
-            rpc::reply(&result, args, request.tag.as_ref())
-        }
+        Ok(request) => daemon.reply(request).await,
         Err(refused) => rpc::refused(&refused),
     };
     let mut r = Response::new(Full::new(Bytes::from(reply)));

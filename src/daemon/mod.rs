@@ -10,13 +10,17 @@
 //!   (`session::manager`).
 //! - `http`: the hyper shell around them.
 //! - `watch`: the watch folder.
+//! - `notify`: systemd's readiness messages (`sd_notify`).
+//! - `stats`: session-stats' totals across runs.
 //!
 //! `cmd::daemon` starts it all.
 
 pub mod gate;
 pub mod http;
+pub mod notify;
 pub mod rpc;
 pub mod serve;
+pub mod stats;
 pub mod watch;
 
 /// The daemon's limiters always exist and run at this rate while no

@@ -596,22 +596,42 @@ pub struct Stats {
     pub added: u64,
     /// Seconds since the daemon started.
     pub seconds: u64,
+    /// The earlier runs' totals (`daemon::stats`).
+    pub past: super::stats::Totals,
 }
 
-/// session-stats's arguments. Only this run is known: the cumulative
-/// numbers are this run's.
+impl Stats {
+    /// This run as totals: one run, its bytes, additions and seconds.
+    pub fn run(&self) -> super::stats::Totals {
+        super::stats::Totals {
+            downloaded: self.downloaded,
+            uploaded: self.uploaded,
+            files_added: self.added,
+            session_count: 1,
+            seconds_active: self.seconds,
+        }
+    }
+}
+
+/// session-stats's arguments: this run, and this run added to the
+/// earlier runs' totals.
 pub fn session_stats(s: &Stats) -> Value {
-    let run = json!({
-        "uploadedBytes": s.uploaded, "downloadedBytes": s.downloaded,
-        "filesAdded": s.added, "sessionCount": 1, "secondsActive": s.seconds,
-    });
+    let numbers = |t: super::stats::Totals| {
+        json!({
+            "uploadedBytes": t.uploaded, "downloadedBytes": t.downloaded,
+            "filesAdded": t.files_added, "sessionCount": t.session_count,
+            "secondsActive": t.seconds_active,
+        })
+    };
+    let run = numbers(s.run());
+    let total = numbers(s.past.plus(&s.run()));
     json!({
         "activeTorrentCount": s.active,
         "pausedTorrentCount": s.paused,
         "torrentCount": s.active + s.paused,
         "downloadSpeed": s.down_rate,
         "uploadSpeed": s.up_rate,
-        "cumulative-stats": run,
+        "cumulative-stats": total,
         "current-stats": run,
     })
 }
@@ -649,46 +669,140 @@ pub fn torrent_fields(
     now: u64,
 ) -> Map<String, Value> {
     let mut out = Map::new();
+    let d = Derived::of(v);
     for f in fields {
-        if let Some(value) = field(v, snap, f, now) {
+        if let Some(value) = field(v, snap, &d, f, now) {
             out.insert(f.clone(), value);
         }
     }
     out
 }
 
-/// Whether answering `fields` needs a snapshot of the running torrent.
-pub fn needs_snapshot(fields: &[String]) -> bool {
-    fields.iter().any(|f| {
-        matches!(
-            f.as_str(),
-            "files" | "fileStats" | "peers" | "peersSendingToUs" | "peersGettingFromUs"
-        )
-    })
+/// torrent-get's whole reply in object form, written straight to JSON:
+/// what `reply("success", {"torrents": [torrent_fields(…), …], "removed":
+/// removed}, tag)` gives, without building a `Value` tree of 1,000
+/// torrents (that, its map keys and its drop were most of a
+/// `transmission-remote -l`'s cost). A field asked for twice is written
+/// once, as a map keeps it. `snaps` goes with `views`, one for one.
+pub fn torrent_get_reply(
+    views: &[View],
+    snaps: &[Option<Snapshot>],
+    fields: &[String],
+    now: u64,
+    removed: Option<&[u32]>,
+    tag: Option<&Value>,
+) -> Vec<u8> {
+    let mut unique: Vec<&String> = Vec::with_capacity(fields.len());
+    for f in fields {
+        if !unique.contains(&f) {
+            unique.push(f);
+        }
+    }
+    let mut out = Vec::with_capacity(64 + views.len() * (2 + unique.len() * 32));
+    out.extend_from_slice(b"{\"arguments\":{");
+    if let Some(r) = removed {
+        out.extend_from_slice(b"\"removed\":");
+        put(&mut out, r);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"torrents\":[");
+    for (i, v) in views.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        let d = Derived::of(v);
+        let snap = snaps.get(i).and_then(Option::as_ref);
+        let mut first = true;
+        for f in &unique {
+            if let Some(value) = field(v, snap, &d, f, now) {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                put(&mut out, f.as_str());
+                out.push(b':');
+                put(&mut out, &value);
+            }
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]},\"result\":\"success\"");
+    if let Some(t) = tag {
+        out.extend_from_slice(b",\"tag\":");
+        put(&mut out, t);
+    }
+    out.push(b'}');
+    out
 }
 
-fn field(v: &View, snap: Option<&Snapshot>, name: &str, now: u64) -> Option<Value> {
+/// `v` as JSON at the end of `out`. Writing to a Vec cannot fail, nor
+/// can serializing a `Value`, a str or numbers.
+fn put<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
+/// What several fields of one torrent are computed from, worked out once
+/// per torrent rather than once per field (1,000 torrents in a reply).
+struct Derived<'a> {
+    size_when_done: u64,
+    total_size: u64,
+    left: u64,
+    complete: bool,
+    /// The files, pad files left out.
+    files: Vec<&'a crate::metainfo::FileEntry>,
+}
+
+impl<'a> Derived<'a> {
+    fn of(v: &'a View) -> Derived<'a> {
+        let s = &v.status;
+        let meta = v.meta.as_deref();
+        // Not started yet in this run: the wanted files' sizes.
+        let size_when_done = match meta {
+            Some(m) if s.total == 0 => m
+                .info
+                .files
+                .iter()
+                .filter(|f| !f.pad)
+                .enumerate()
+                .filter(|(i, _)| !v.spec.unwanted.contains(&(i + 1)))
+                .map(|(_, f)| f.length)
+                .sum(),
+            _ => s.total,
+        };
+        let left = size_when_done.saturating_sub(s.have);
+        Derived {
+            size_when_done,
+            total_size: meta.map_or(s.total, |m| m.info.total_length),
+            left,
+            complete: size_when_done > 0 && left == 0,
+            files: meta
+                .map(|m| m.info.files.iter().filter(|f| !f.pad).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Whether answering `fields` for `v` needs a snapshot of its actor (a
+/// round trip to it). Only a running torrent has one; and the counts of
+/// peers sending to us and getting from us are 0 without asking when its
+/// status shows no peer connected, which spares the round trip for every
+/// idle seed in a `transmission-remote -l` (it asks for both counts).
+pub fn needs_snapshot(fields: &[String], v: &View) -> bool {
+    v.running
+        && fields.iter().any(|f| match f.as_str() {
+            "files" | "fileStats" | "peers" => true,
+            "peersSendingToUs" | "peersGettingFromUs" => v.status.peers_connected > 0,
+            _ => false,
+        })
+}
+
+fn field(v: &View, snap: Option<&Snapshot>, d: &Derived, name: &str, now: u64) -> Option<Value> {
     let s = &v.status;
     let meta = v.meta.as_deref();
-    // Not started yet in this run: the wanted files' sizes.
-    let size_when_done = match meta {
-        Some(m) if s.total == 0 => m
-            .info
-            .files
-            .iter()
-            .filter(|f| !f.pad)
-            .enumerate()
-            .filter(|(i, _)| !v.spec.unwanted.contains(&(i + 1)))
-            .map(|(_, f)| f.length)
-            .sum(),
-        _ => s.total,
-    };
-    let total_size = meta.map_or(s.total, |m| m.info.total_length);
-    let left = size_when_done.saturating_sub(s.have);
-    let complete = size_when_done > 0 && left == 0;
-    let files: Vec<&crate::metainfo::FileEntry> = meta
-        .map(|m| m.info.files.iter().filter(|f| !f.pad).collect())
-        .unwrap_or_default();
+    let (size_when_done, total_size, left, complete) =
+        (d.size_when_done, d.total_size, d.left, d.complete);
+    let files = &d.files;
     let wanted = |i: usize| !v.spec.unwanted.contains(&(i + 1));
     let done = |i: usize| -> u64 {
         match snap {

@@ -1,9 +1,10 @@
 //! `btc daemon` against the real `transmission-remote` (Debian's
 //! transmission-cli): add (file, magnet), list, info, files, stop/start,
-//! unwanted files, limits, stats, verify, remove, remove-and-delete; a
-//! restart that keeps a finished torrent; the watch folder; basic auth and
-//! the HTTP gate.
-
+//! unwanted files, limits (set with -d/-u, lifted with -D/-U), stats,
+//! verify, remove, remove-and-delete; a restart that keeps a finished
+//! torrent and the session totals; the watch folder; basic auth and the
+//! HTTP gate; 1,000 requests a second from 10 clients while two torrents
+//! download; sd_notify.
 use crate::util::*;
 use std::fs;
 use std::io::{Read, Write};
@@ -192,6 +193,21 @@ fn transmission_remote_drives_the_daemon() {
     tr_success(&ctx, rpc, &["-t", "1", "-u", "50"]);
     let info = tr_ok(&ctx, rpc, &["-t", "1", "-i"]);
     assert!(info.contains("Upload Limit: 50 kB/s"), "{info}");
+    // -U and -D lift a torrent's limits, -U the session's upload limit.
+    tr_success(&ctx, rpc, &["-t", "1", "-d", "70"]);
+    let info = tr_ok(&ctx, rpc, &["-t", "1", "-i"]);
+    assert!(info.contains("Download Limit: 70 kB/s"), "{info}");
+    tr_success(&ctx, rpc, &["-t", "1", "-U"]);
+    tr_success(&ctx, rpc, &["-t", "1", "-D"]);
+    let info = tr_ok(&ctx, rpc, &["-t", "1", "-i"]);
+    assert!(info.contains("Upload Limit: Unlimited"), "{info}");
+    assert!(info.contains("Download Limit: Unlimited"), "{info}");
+    tr_success(&ctx, rpc, &["-u", "60"]);
+    let si = tr_ok(&ctx, rpc, &["-si"]);
+    assert!(si.contains("Upload speed limit: 60 kB/s"), "{si}");
+    tr_success(&ctx, rpc, &["-U"]);
+    let si = tr_ok(&ctx, rpc, &["-si"]);
+    assert!(si.contains("Upload speed limit: Unlimited"), "{si}");
 
     // Stats count what this run downloaded (a.bin and b.bin at least).
     let st = tr_ok(&ctx, rpc, &["-st"]);
@@ -248,8 +264,12 @@ fn a_restarted_daemon_keeps_a_finished_torrent_without_downloading_again() {
     assert!(line.contains("multi"), "{line}");
     wait_done(&ctx, &rpc, 1, "the restored torrent");
     let st = tr_ok(&ctx, &rpc, &["-st"]);
-    let current = st.split("TOTAL").next().unwrap();
+    let (current, total) = st.split_once("TOTAL").unwrap();
     assert!(current.contains("Downloaded: None"), "{st}");
+    // The totals kept the first run's download and count both runs.
+    assert!(total.contains("Started 2 times"), "{st}");
+    assert!(!total.contains("Downloaded: None"), "{st}");
+    assert!(total.contains("Downloaded: 5."), "{st}");
     assert_same_tree(&seed.join("multi"), &out.join("multi"));
     // The resume data vouched for it: nothing was hashed.
     let log = daemon.stderr();
@@ -723,4 +743,381 @@ fn a_torrent_added_by_url_goes_to_the_folder_asked_for() {
         info.contains(&format!("Location: {}", sub.display())),
         "{info}"
     );
+}
+
+/// A keep-alive HTTP/1.1 client of the RPC: one connection, one request
+/// at a time, the session id learnt from the first 409.
+struct RpcClient {
+    stream: TcpStream,
+    host: String,
+    session: Option<String>,
+    buf: Vec<u8>,
+}
+
+/// One reply: status code, session id header (if any), body.
+struct Reply {
+    status: u16,
+    session: Option<String>,
+    body: String,
+}
+
+impl RpcClient {
+    fn connect(addr: &str) -> RpcClient {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(secs(10))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        RpcClient {
+            stream,
+            host: addr.to_string(),
+            session: None,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends `body` and reads one reply off the same connection.
+    fn post(&mut self, body: &str) -> Result<Reply, String> {
+        let id = self
+            .session
+            .as_ref()
+            .map(|s| format!("X-Transmission-Session-Id: {s}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "POST /transmission/rpc HTTP/1.1\r\nHost: {}\r\n{id}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
+            body.len()
+        );
+        self.stream
+            .write_all(req.as_bytes())
+            .map_err(|e| format!("write: {e}"))?;
+        let mut chunk = [0u8; 65536];
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err("connection closed before a reply".into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("no status in {head:?}"))?;
+        let len: usize = header(&head, "Content-Length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("no Content-Length in {head:?}"))?;
+        while self.buf.len() < head_end + len {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err("connection closed mid-body".into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+        let body = String::from_utf8_lossy(&self.buf[head_end..head_end + len]).into_owned();
+        self.buf.drain(..head_end + len);
+        Ok(Reply {
+            status,
+            session: header(&head, "X-Transmission-Session-Id").map(str::to_string),
+            body,
+        })
+    }
+}
+
+/// The daemon's resident memory in KiB (VmRSS).
+fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// What one load client saw.
+#[derive(Default)]
+struct LoadReport {
+    /// Replies that were 200 and `success`, arrived within the window.
+    answered: u64,
+    /// The first few failures (status, body or I/O).
+    errors: Vec<String>,
+    failures: u64,
+    /// Round trips, in microseconds.
+    latencies: Vec<u64>,
+    /// torrent-get replies kept about once a second: (ms into the window, body).
+    samples: Vec<(u128, String)>,
+}
+
+/// Issue 24's load: 10 clients, each on one keep-alive connection, each
+/// paced at 100 requests a second (torrent-get with the fields of
+/// `transmission-remote -l`, session-get, session-stats in turn) for
+/// 10 s, while two torrents download (each held at 500 kB/s so both run
+/// through the window). Every reply must be a 200 `success`, at least
+/// 9,000 must come back within the 10 s, both downloads must complete
+/// byte-identical, and the daemon's RSS, sampled each second, must not
+/// grow by more than 4 MiB after the first 2 s: a leak of 512 bytes per
+/// request would add 4 MiB over those 8 s (8,000 requests); a healthy
+/// run moved by under 100 KiB (11.0 MiB at 2 s, 11.3 MiB at 10 s), the
+/// downloads' buffers being in place by then.
+#[test]
+fn the_daemon_answers_1000_requests_a_second_from_10_clients_while_downloading() {
+    const CLIENTS: usize = 10;
+    const RATE: u64 = 100; // per client, per second
+    const WINDOW: Duration = Duration::from_secs(10);
+    const RSS_BOUND_KIB: u64 = 4 * 1024;
+    let ctx = Ctx::new("daemon-load", secs(150));
+    let seed_dir = ctx.mkdir("seed");
+    Payload::single("one.bin", 6 * MIB + 5).write(&seed_dir, 51);
+    Payload::single("two.bin", 6 * MIB + 77).write(&seed_dir, 52);
+    let (t1, t2) = (ctx.join("one.torrent"), ctx.join("two.torrent"));
+    for (name, t) in [("one.bin", &t1), ("two.bin", &t2)] {
+        btc_create(&ctx, &seed_dir.join(name), t, &["--piece-length", "65536"]);
+    }
+    let port = free_port();
+    let _seeder = start_btc_seeder(
+        &ctx,
+        "seeder",
+        &seed_dir,
+        s(&t1),
+        port,
+        &[s(&t2), "--no-dht"],
+    );
+    let peer = format!("127.0.0.1:{port}");
+    let (out, state) = (ctx.mkdir("out"), ctx.mkdir("state"));
+    let (daemon, rpc) = start_daemon(&ctx, "daemon", &out, &state, &["--peer", &peer]);
+    let rpc = rpc.as_str();
+    for t in [&t1, &t2] {
+        tr_success(
+            &ctx,
+            rpc,
+            &["--start-paused", "-a", s(t), "--no-start-paused"],
+        );
+    }
+    for id in ["1", "2"] {
+        tr_success(&ctx, rpc, &["-t", id, "-d", "500"]);
+    }
+    tr_success(&ctx, rpc, &["-t", "1,2", "-s"]);
+
+    let get = r#"{"method":"torrent-get","arguments":{"fields":["id","name","status","percentDone","leftUntilDone","sizeWhenDone","rateDownload","rateUpload","eta","peersConnected","peersGettingFromUs","peersSendingToUs","uploadRatio","error","errorString","isFinished"]},"tag":1}"#;
+    let bodies = [
+        get,
+        r#"{"method":"session-get","tag":2}"#,
+        r#"{"method":"session-stats","tag":3}"#,
+    ];
+    // Every client makes its connection and handshake first; then all
+    // start together.
+    let start = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS + 1));
+    let t0 = std::sync::Arc::new(std::sync::OnceLock::<std::time::Instant>::new());
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            let (start, t0, addr) = (start.clone(), t0.clone(), rpc.to_string());
+            std::thread::spawn(move || {
+                let mut c = RpcClient::connect(&addr);
+                let r = c.post(bodies[1]).expect("the handshake");
+                assert_eq!(r.status, 409, "{}", r.body);
+                c.session = Some(r.session.expect("a 409 carries the session id"));
+                start.wait();
+                let t0 = *t0.wait();
+                let mut rep = LoadReport::default();
+                let period = Duration::from_micros(1_000_000 / RATE);
+                // Spread the clients over the period.
+                let offset = period * n as u32 / CLIENTS as u32;
+                for i in 0u32.. {
+                    let due = t0 + offset + period * i;
+                    if due >= t0 + WINDOW {
+                        break;
+                    }
+                    if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let body = bodies[i as usize % bodies.len()];
+                    let sent = std::time::Instant::now();
+                    let ok = match c.post(body) {
+                        Ok(r) if r.status == 200 && r.body.contains(r#""result":"success""#) => {
+                            let ms = t0.elapsed().as_millis();
+                            if n == 0
+                                && body == get
+                                && rep.samples.last().is_none_or(|s| ms >= s.0 + 1000)
+                            {
+                                rep.samples.push((ms, r.body));
+                            }
+                            true
+                        }
+                        Ok(r) => {
+                            if rep.errors.len() < 5 {
+                                rep.errors.push(format!("{} {}", r.status, r.body));
+                            }
+                            false
+                        }
+                        Err(e) => {
+                            if rep.errors.len() < 5 {
+                                rep.errors.push(e.clone());
+                            }
+                            rep.failures += 1;
+                            // A broken connection: a new one (and its handshake).
+                            c = RpcClient::connect(&addr);
+                            if let Ok(r) = c.post(bodies[1]) {
+                                c.session = r.session;
+                            }
+                            continue;
+                        }
+                    };
+                    rep.latencies.push(sent.elapsed().as_micros() as u64);
+                    if !ok {
+                        rep.failures += 1;
+                    } else if t0.elapsed() <= WINDOW {
+                        rep.answered += 1;
+                    }
+                }
+                rep
+            })
+        })
+        .collect();
+    start.wait();
+    let begin = std::time::Instant::now();
+    t0.set(begin).unwrap();
+    // RSS once a second, from the start to the end of the window.
+    let mut rss = Vec::new();
+    for i in 0..=WINDOW.as_secs() {
+        if let Some(w) = (begin + secs(i)).checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(w);
+        }
+        rss.push(rss_kib(daemon.pid()));
+    }
+    let reports: Vec<LoadReport> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let answered: u64 = reports.iter().map(|r| r.answered).sum();
+    let failures: u64 = reports.iter().map(|r| r.failures).sum();
+    let mut lat: Vec<u64> = reports.iter().flat_map(|r| r.latencies.clone()).collect();
+    lat.sort_unstable();
+    let pct = |p: usize| lat.get((lat.len() * p / 100).min(lat.len().saturating_sub(1)));
+    eprintln!(
+        "[load] {answered} answered in {WINDOW:?} by {CLIENTS} clients, {failures} failed; \
+         latency p50 {:?} us, p99 {:?} us, max {:?} us",
+        pct(50),
+        pct(99),
+        lat.last()
+    );
+    eprintln!("[load] daemon VmRSS each second (KiB): {rss:?}");
+    let errors: Vec<&String> = reports.iter().flat_map(|r| &r.errors).collect();
+    assert_eq!(failures, 0, "failed requests, first ones: {errors:#?}");
+    assert!(answered >= 9_000, "only {answered} answered in {WINDOW:?}");
+    let base = rss[2];
+    let peak = *rss[2..].iter().max().unwrap();
+    assert!(
+        base > 0 && peak <= base + RSS_BOUND_KIB,
+        "the daemon's RSS grew from {base} to {peak} KiB after the first 2 s: {rss:?}"
+    );
+    // Both torrents were downloading during the window, at the same time.
+    let both_running = reports[0].samples.iter().any(|(ms, body)| {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let ts = v["arguments"]["torrents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        *ms >= 1000
+            && ts.len() == 2
+            && ts.iter().all(|t| {
+                let p = t["percentDone"].as_f64().unwrap_or(0.0);
+                p > 0.0 && p < 1.0
+            })
+    });
+    let progress: Vec<(u128, Vec<f64>)> = reports[0]
+        .samples
+        .iter()
+        .map(|(ms, body)| {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            let ts = v["arguments"]["torrents"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let done = ts.iter().map(|t| t["percentDone"].as_f64().unwrap_or(-1.0));
+            (*ms, done.collect())
+        })
+        .collect();
+    eprintln!("[load] percentDone of both torrents during the load (ms, [..]): {progress:?}");
+    assert!(
+        both_running,
+        "the two downloads were not both under way during the load: {:#?}",
+        reports[0].samples
+    );
+    wait_done(&ctx, rpc, 1, "the first download");
+    wait_done(&ctx, rpc, 2, "the second download");
+    assert_same_file(&seed_dir.join("one.bin"), &out.join("one.bin"));
+    assert_same_file(&seed_dir.join("two.bin"), &out.join("two.bin"));
+}
+
+/// With `$NOTIFY_SOCKET` set (as systemd does for a `Type=notify` unit),
+/// the daemon sends `READY=1` once its RPC answers and `STOPPING=1` when
+/// SIGTERM stops it; here to an abstract socket (`@name`).
+#[test]
+fn the_daemon_tells_notify_socket_ready_and_stopping() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let ctx = Ctx::new("daemon-notify", secs(60));
+    let (out, state) = (ctx.mkdir("out"), ctx.mkdir("state"));
+    let name = format!("btc-test-notify-{}-{}", std::process::id(), free_port());
+    let sock =
+        UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+    sock.set_read_timeout(Some(secs(20))).unwrap();
+    let rpc = format!("127.0.0.1:{}", free_port());
+    let mut cmd = ctx.btc(&[
+        "daemon",
+        "-o",
+        s(&out),
+        "--state-dir",
+        s(&state),
+        "--rpc",
+        &rpc,
+        "--port",
+        "0",
+        "--no-dht",
+    ]);
+    cmd.env("NOTIFY_SOCKET", format!("@{name}"));
+    let mut daemon = ctx.spawn("daemon", cmd);
+    let mut buf = [0u8; 512];
+    let n = sock
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no READY=1: {e}\n{}", daemon.tails()));
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    // Ready means the RPC answers now, not later.
+    let o = tr(&ctx, &rpc, None, &["-l"]);
+    assert!(
+        o.status.success() && o.stdout.contains("Sum:"),
+        "{}{}",
+        o.stdout,
+        o.stderr
+    );
+    let status = daemon.terminate(secs(15)).expect("the daemon stopped");
+    assert_eq!(status.code(), Some(143), "{}", daemon.tails());
+    let n = sock.recv(&mut buf).expect("no STOPPING=1");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "STOPPING=1"), "{msg:?}");
+}
+
+/// A keep-alive client's first call gets a 409 and asks again at once on
+/// the same connection: the connection must still be open (regression:
+/// with the body of the 409'd request unread, the daemon closed it about
+/// half the time and Python's http.client met a broken pipe).
+#[test]
+fn a_409_leaves_the_connection_open_for_the_retry() {
+    let ctx = Ctx::new("daemon-409", secs(60));
+    let (out, state) = (ctx.mkdir("out"), ctx.mkdir("state"));
+    let (_daemon, rpc) = start_daemon(&ctx, "daemon", &out, &state, &[]);
+    let body = r#"{"method":"session-get","arguments":{},"tag":7}"#;
+    for i in 0..100 {
+        let mut c = RpcClient::connect(&rpc);
+        let r = c.post(body).unwrap();
+        assert_eq!(r.status, 409, "{}", r.body);
+        c.session = r.session;
+        let r = c
+            .post(body)
+            .unwrap_or_else(|e| panic!("the retry of connection {i}: {e}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains(r#""result":"success""#), "{}", r.body);
+    }
 }

@@ -326,6 +326,112 @@ fn torrent_get_answers_the_fields_asked_and_leaves_out_unknown_ones() {
 }
 
 #[test]
+fn only_a_running_torrent_with_peers_is_asked_for_its_peer_counts() {
+    let f = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // transmission-remote -l's fields.
+    let list = f(&[
+        "id",
+        "name",
+        "status",
+        "peersGettingFromUs",
+        "peersSendingToUs",
+        "uploadRatio",
+    ]);
+    let mut v = view(true);
+    assert!(needs_snapshot(&list, &v));
+    v.status.peers_connected = 0;
+    assert!(!needs_snapshot(&list, &v));
+    // Nor does it change the answer: both counts are 0 without it.
+    let got = Value::Object(torrent_fields(&v, None, &list, 2000));
+    assert_eq!(got["peersSendingToUs"], 0);
+    assert_eq!(got["peersGettingFromUs"], 0);
+    // Files and the peer list always ask a running torrent.
+    assert!(needs_snapshot(&f(&["fileStats"]), &v));
+    assert!(needs_snapshot(&f(&["peers"]), &v));
+    assert!(!needs_snapshot(
+        &f(&["id", "name", "rateUpload"]),
+        &view(true)
+    ));
+    assert!(!needs_snapshot(&f(&["files", "peers"]), &view(false)));
+}
+
+#[test]
+fn torrent_get_written_straight_is_the_reply_built_from_values() {
+    let (running, stopped) = (view(true), view(false));
+    let snap = Snapshot {
+        file_done: vec![16, 0],
+        peers: vec![],
+        peers_known: 0,
+    };
+    let views = vec![running.clone(), stopped.clone()];
+    let snaps = vec![Some(snap.clone()), None];
+    // Every field torrent_fields knows, one twice, one unknown, a name to escape.
+    let fields: Vec<String> = [
+        "id",
+        "name",
+        "hashString",
+        "status",
+        "percentDone",
+        "totalSize",
+        "sizeWhenDone",
+        "leftUntilDone",
+        "eta",
+        "downloadDir",
+        "files",
+        "fileStats",
+        "wanted",
+        "priorities",
+        "peers",
+        "peersSendingToUs",
+        "peersGettingFromUs",
+        "peersConnected",
+        "trackers",
+        "trackerStats",
+        "downloadLimit",
+        "downloadLimited",
+        "uploadLimit",
+        "uploadLimited",
+        "uploadRatio",
+        "error",
+        "errorString",
+        "isFinished",
+        "addedDate",
+        "doneDate",
+        "magnetLink",
+        "rateDownload",
+        "rateUpload",
+        "haveValid",
+        "id",
+        "no\"such",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for (removed, tag) in [(None, None), (Some(&[3u32, 9][..]), Some(json!(17)))] {
+        let got = torrent_get_reply(&views, &snaps, &fields, 2000, removed, tag.as_ref());
+        let got: Value = serde_json::from_slice(&got).expect("valid JSON");
+        let torrents: Vec<Value> = views
+            .iter()
+            .zip(&snaps)
+            .map(|(v, s)| Value::Object(torrent_fields(v, s.as_ref(), &fields, 2000)))
+            .collect();
+        let mut args = json!({ "torrents": torrents });
+        if let Some(r) = removed {
+            args["removed"] = json!(r);
+        }
+        let want: Value = serde_json::from_slice(&reply("success", args, tag.as_ref())).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(got["arguments"]["torrents"][0]["id"], 4);
+    }
+    // None at all.
+    let got = torrent_get_reply(&[], &[], &fields, 0, None, None);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&got).unwrap(),
+        json!({"arguments": {"torrents": []}, "result": "success"})
+    );
+}
+
+#[test]
 fn status_numbers_follow_transmission() {
     let mut v = view(true);
     for (phase, code) in [
@@ -369,6 +475,28 @@ fn session_get_and_stats_report_what_clients_read() {
     assert_eq!(st["torrentCount"], 3);
     assert_eq!(st["pausedTorrentCount"], 1);
     assert_eq!(st["current-stats"]["downloadedBytes"], 10);
+    assert_eq!(st["current-stats"]["sessionCount"], 1);
+    // Earlier runs add to the cumulative numbers only.
+    let st = session_stats(&Stats {
+        downloaded: 10,
+        added: 1,
+        seconds: 5,
+        past: crate::daemon::stats::Totals {
+            downloaded: 100,
+            uploaded: 3,
+            files_added: 2,
+            session_count: 4,
+            seconds_active: 50,
+        },
+        ..Stats::default()
+    });
+    assert_eq!(st["current-stats"]["downloadedBytes"], 10);
+    assert_eq!(st["current-stats"]["uploadedBytes"], 0);
+    assert_eq!(st["cumulative-stats"]["downloadedBytes"], 110);
+    assert_eq!(st["cumulative-stats"]["uploadedBytes"], 3);
+    assert_eq!(st["cumulative-stats"]["filesAdded"], 3);
+    assert_eq!(st["cumulative-stats"]["sessionCount"], 5);
+    assert_eq!(st["cumulative-stats"]["secondsActive"], 55);
 }
 
 #[test]
