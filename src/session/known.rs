@@ -15,6 +15,10 @@ pub const MAX_KNOWN_PEERS: usize = 4000;
 /// Wait before redialling an address whose peer turned out to be
 /// connected already (through a connection it opened).
 pub const DUPLICATE_RETRY: Duration = Duration::from_secs(300);
+/// An address that turned out to be our own (the handshake carried our
+/// peer id: a tracker or PEX handed us back to ourselves) is not dialled
+/// again for this long.
+pub const OURSELVES_RETRY: Duration = Duration::from_secs(24 * 3600);
 /// A dial that ended because `--interface` went down is tried again this
 /// soon (dials wait while it stays down).
 pub const BLOCKED_RETRY: Duration = Duration::from_secs(2);
@@ -122,6 +126,8 @@ pub enum Ended {
     /// Failed while `--interface` was down: not the peer's failure, so
     /// nothing is counted against it; tried again soon after.
     Blocked,
+    /// The address is our own: we reached ourselves.
+    Ourselves,
 }
 
 impl Known {
@@ -137,6 +143,10 @@ impl Known {
         self.seed = how == Ended::BothSeeds;
         if how == Ended::Blocked {
             self.next_try = Some(now + BLOCKED_RETRY);
+            return;
+        }
+        if how == Ended::Ourselves {
+            self.next_try = Some(now + OURSELVES_RETRY);
             return;
         }
         self.reached |= how != Ended::Failed;
@@ -428,6 +438,17 @@ mod tests {
         );
         k.ended(Ended::Duplicate, None, now);
         assert_eq!(k.next_try, Some(now + DUPLICATE_RETRY));
+    }
+
+    #[test]
+    fn regression_our_own_address_from_a_tracker_is_not_redialled() {
+        let now = Instant::now();
+        let mut k = Known::default();
+        k.dialing = true;
+        k.ended(Ended::Ourselves, None, now);
+        assert!(!k.dialing);
+        assert_eq!(k.next_try, Some(now + OURSELVES_RETRY));
+        assert!(!k.reached, "reaching ourselves is not reaching a peer");
     }
 
     #[test]

@@ -258,11 +258,16 @@ fn spawn_dial(
                     Err(conn::ConnError::Refused(Refused::Duplicate | Refused::PerIpLimit)) => {
                         Ended::Duplicate
                     }
+                    Err(conn::ConnError::Refused(Refused::SelfConnection)) => Ended::Ourselves,
                     Err(e) => {
                         tracing::debug!("peer {addr}: {}", crate::error_chain(&e));
                         blocked_or(Ended::Failed)
                     }
                 }
+            }
+            Err(conn::ConnError::Refused(Refused::SelfConnection)) => {
+                tracing::debug!("dialing {addr}: it is ourselves; not dialled again");
+                Ended::Ourselves
             }
             Err(e) => {
                 tracing::debug!("dialing {addr}: {}", crate::error_chain(&e));
