@@ -443,8 +443,10 @@ mod tests {
     #[test]
     fn regression_our_own_address_from_a_tracker_is_not_redialled() {
         let now = Instant::now();
-        let mut k = Known::default();
-        k.dialing = true;
+        let mut k = Known {
+            dialing: true,
+            ..Known::default()
+        };
         k.ended(Ended::Ourselves, None, now);
         assert!(!k.dialing);
         assert_eq!(k.next_try, Some(now + OURSELVES_RETRY));
