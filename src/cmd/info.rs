@@ -73,7 +73,7 @@ pub fn format_info(m: &Metainfo) -> String {
             let _ = writeln!(s, "Info-hash v2: {}", v2.hash_hex());
             let _ = writeln!(
                 s,
-                "Format:      hybrid (BitTorrent v1 + v2; btc takes part in the v1 swarm)"
+                "Format:      hybrid (BitTorrent v1 + v2; btc takes part in both swarms)"
             );
             let _ = writeln!(s, "Magnet:      {magnet}");
         }
@@ -118,9 +118,15 @@ pub fn format_info(m: &Metainfo) -> String {
     // Numbered from 1, pad files skipped: the numbers a user gives to
     // file selection.
     for (n, f) in info.files.iter().filter(|f| !f.pad).enumerate() {
+        // BEP 47: what the file becomes on disk besides its bytes.
+        let attr = match (&f.attr.symlink, f.attr.executable) {
+            (Some(target), _) => format!(" -> {} (symlink)", target.join("/")),
+            (None, true) => " (executable)".to_string(),
+            (None, false) => String::new(),
+        };
         let _ = writeln!(
             s,
-            "  {:>4}  {:>10}  {}",
+            "  {:>4}  {:>10}  {}{attr}",
             n + 1,
             human_bytes(f.length),
             f.path.join("/")

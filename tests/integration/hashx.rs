@@ -288,6 +288,17 @@ fn bep47_symlinks_and_executables_come_out_as_libtorrent_made_them() {
         secs(60),
     )
     .assert_ok("lt.py create --symlinks");
+    // `btc info` shows what each file becomes.
+    let info = ctx.run_btc(&["info", s(&t)], secs(30));
+    info.assert_ok("btc info");
+    assert!(
+        info.stdout.contains("attrs/bin/tool.sh (executable)")
+            && info
+                .stdout
+                .contains("attrs/latest -> bin/tool.sh (symlink)"),
+        "{}",
+        info.stdout
+    );
     let listen = format!("127.0.0.2:{}", free_port());
     let mut lt = start_lt_seeder(&ctx, &t, &seed_dir, &listen);
     let out = ctx.join("out");
