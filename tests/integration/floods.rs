@@ -3,7 +3,9 @@
 //! of 8) while the honest seeder named by `--peer` serves the download,
 //! and an LSD flood of one host announcing a new port each time is one
 //! address book entry with the host's back-off, so it costs a dial now and
-//! then, not one per port.
+//! then, not one per port. A DHT node that answers every `get_peers` with
+//! made-up peers (127.2.0.0/16) does not keep out the honest seeder found
+//! through the real node.
 //!
 //! Roles get their own loopback address: 127.0.0.1 the btc seeder, 127.0.0.3
 //! the PEX test's leecher, 127.0.0.10 and up fake peers, 127.1.0.0/16 the
@@ -332,5 +334,92 @@ print("sent", n, flush=True)
         "{} dials of {flooder} (one per new port?) in {window:.1} s, more than {bound}:\n{}",
         dials.len(),
         dials.join("\n")
+    );
+}
+
+/// A DHT node that answers every `get_peers` with 150 made-up peers (new
+/// ones each time, where nothing listens) beside the real node where the
+/// honest seeder announced: the flood reaches btc's candidates, is dialled
+/// at the DHT's trickle, and the bare hash still resolves and downloads
+/// from the honest seeder.
+#[test]
+fn a_dht_values_flood_does_not_keep_the_seeder_out() {
+    let ctx = Ctx::new("dht-flood", secs(150));
+    let (dir, file, hash) = torrent(&ctx, "dflood.bin", 4 * MIB, 37);
+    let d = free_port();
+    let _node = start_btc_dht(&ctx, d);
+    let boot = format!("127.0.0.1:{d}");
+    let _seeder = start_btc_seeder(
+        &ctx,
+        "seeder",
+        &dir,
+        s(&file),
+        free_port(),
+        &[
+            "--dht-bootstrap",
+            &boot,
+            "--state-dir",
+            s(&ctx.mkdir("state-seeder")),
+            "--bind",
+            "127.0.0.1",
+            "--upload-limit",
+            SLOW,
+        ],
+    );
+    let h = free_port();
+    let dead = free_port();
+    let mut c = std::process::Command::new(PYTHON);
+    c.arg("-u").arg(py_script("dht_flood.py")).args([
+        h.to_string(),
+        dead.to_string(),
+        "150".into(),
+    ]);
+    let mut flood = ctx.spawn("dht-flood", c);
+    flood.wait_output("LISTENING", secs(10));
+    // The seeder's announce reaches the real node first.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+
+    let out = ctx.mkdir("out");
+    let hostile = format!("127.0.0.1:{h}");
+    let started = Instant::now();
+    let log = leech(
+        &ctx,
+        "leecher",
+        &[
+            &hash.to_hex(),
+            "-o",
+            s(&out),
+            "--dht-bootstrap",
+            &hostile,
+            "--dht-bootstrap",
+            &boot,
+            "--state-dir",
+            s(&ctx.mkdir("state-leecher")),
+            "--no-seed",
+            "--no-utp",
+            "--bind",
+            "127.0.0.3",
+            "--port",
+            "0",
+            "-v",
+        ],
+        secs(120),
+    )
+    .1;
+    let took = started.elapsed();
+    assert_same_file(&dir.join("dflood.bin"), &out.join("dflood.bin"));
+    let answers = flood.stdout().matches("GET_PEERS").count();
+    let dead_dials = dials_from(&log, "DHT")
+        .iter()
+        .filter(|l| l.contains("dialing 127.2."))
+        .count();
+    eprintln!(
+        "[dht-flood] done in {took:?}; the hostile node answered {answers} get_peers, \
+         btc dialled {dead_dials} of its addresses"
+    );
+    assert!(answers > 0, "the hostile node was never asked");
+    assert!(
+        dead_dials > 0,
+        "the flood never reached the candidates (the test proves nothing)\n{log}"
     );
 }
