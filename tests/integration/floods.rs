@@ -346,26 +346,8 @@ print("sent", n, flush=True)
 fn a_dht_values_flood_does_not_keep_the_seeder_out() {
     let ctx = Ctx::new("dht-flood", secs(150));
     let (dir, file, hash) = torrent(&ctx, "dflood.bin", 4 * MIB, 37);
-    let d = free_port();
-    let _node = start_btc_dht(&ctx, d);
+    let (_node, _seeder, d) = dht_node_and_seeder(&ctx, &dir, &file, &["--upload-limit", SLOW]);
     let boot = format!("127.0.0.1:{d}");
-    let _seeder = start_btc_seeder(
-        &ctx,
-        "seeder",
-        &dir,
-        s(&file),
-        free_port(),
-        &[
-            "--dht-bootstrap",
-            &boot,
-            "--state-dir",
-            s(&ctx.mkdir("state-seeder")),
-            "--bind",
-            "127.0.0.1",
-            "--upload-limit",
-            SLOW,
-        ],
-    );
     let h = free_port();
     let dead = free_port();
     let mut c = std::process::Command::new(PYTHON);

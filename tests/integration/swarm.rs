@@ -3,7 +3,7 @@
 //! magnet.
 
 use crate::util::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
@@ -22,31 +22,6 @@ fn make_torrent(
     btc_create(ctx, &root, &t, extra);
     let hash = transmission_hash(ctx, &t);
     (seed_dir, root, t, hash)
-}
-
-/// A local DHT: a `btc dht` node and a btc seeding `torrent` from
-/// `seed_dir` that bootstraps from it and announces there. Returns both
-/// and the node's port.
-fn dht_node_and_seeder(ctx: &Ctx, seed_dir: &Path, torrent: &Path) -> (Proc, Proc, u16) {
-    let d = free_port();
-    let node = start_btc_dht(ctx, d);
-    let boot = format!("127.0.0.1:{d}");
-    let seeder = start_btc_seeder(
-        ctx,
-        "seeder",
-        seed_dir,
-        s(torrent),
-        free_port(),
-        &[
-            "--dht-bootstrap",
-            &boot,
-            "--state-dir",
-            s(&ctx.mkdir("state-seeder")),
-            "--bind",
-            "127.0.0.1",
-        ],
-    );
-    (node, seeder, d)
 }
 
 fn direct(name: &str, payload: Payload, extra_create: &[&str]) {
@@ -220,7 +195,7 @@ fn magnet_by_bare_hash_over_local_dht() {
     let ctx = Ctx::new("swarm-dht-hash", secs(240));
     let payload = Payload::nested("dhtpayload", 1);
     let (seed_dir, root, t, hash) = make_torrent(&ctx, &payload, 99, &[]);
-    let (_node, _seeder, d) = dht_node_and_seeder(&ctx, &seed_dir, &t);
+    let (_node, _seeder, d) = dht_node_and_seeder(&ctx, &seed_dir, &t, &[]);
     let boot = format!("127.0.0.1:{d}");
     let s2 = ctx.mkdir("state2");
     let out = ctx.join("out");
@@ -668,7 +643,7 @@ fn dht_joins_once_the_bootstrap_name_resolves() {
     let ctx = Ctx::offline("offline-late-dns", secs(180));
     let payload = Payload::nested("latedns", 1);
     let (seed_dir, root, t, hash) = make_torrent(&ctx, &payload, 141, &[]);
-    let (_node, _seeder, d) = dht_node_and_seeder(&ctx, &seed_dir, &t);
+    let (_node, _seeder, d) = dht_node_and_seeder(&ctx, &seed_dir, &t, &[]);
     let host = "dht-boot.btc-test";
     let named = format!("{host}:{d}");
     let out = ctx.join("out");

@@ -1026,6 +1026,40 @@ pub fn start_lt_seeder_with(
     p
 }
 
+/// A local DHT: a `btc dht` node and a btc seeding `torrent` from
+/// `seed_dir` (bound to 127.0.0.1, with `extra` arguments) that
+/// bootstraps from it and announces there. Returns both and the node's
+/// port.
+pub fn dht_node_and_seeder(
+    ctx: &Ctx,
+    seed_dir: &Path,
+    torrent: &Path,
+    extra: &[&str],
+) -> (Proc, Proc, u16) {
+    let d = free_port();
+    let node = start_btc_dht(ctx, d);
+    let boot = format!("127.0.0.1:{d}");
+    let state = ctx.mkdir("state-seeder");
+    let mut args = vec![
+        "--dht-bootstrap",
+        &boot,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    let seeder = start_btc_seeder(
+        ctx,
+        "seeder",
+        seed_dir,
+        torrent.to_str().unwrap(),
+        free_port(),
+        &args,
+    );
+    (node, seeder, d)
+}
+
 /// A standalone DHT node on 127.0.0.1:`port` that bootstraps from nobody.
 pub fn start_btc_dht(ctx: &Ctx, port: u16) -> Proc {
     start_btc_dht_on(ctx, "127.0.0.1", port)
