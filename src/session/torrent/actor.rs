@@ -119,28 +119,7 @@ impl Torrent {
         let expected = session.expect(info_hash);
         let token = shutdown.child_token();
         let private = matches!(&source, Source::Torrent(m) if m.info.private);
-        let dht_port = (!private && session.dht.is_some()).then_some(session.listen_port);
-        let shared = Shared::create(
-            info_hash,
-            session.peer_id,
-            session.listen_port,
-            dht_port,
-            Limits {
-                max_peers: opts.max_peers_per_torrent,
-                max_per_ip: opts.max_per_ip,
-            },
-            token.clone(),
-        );
-        let _ = shared.rate_limits.set(
-            opts.limits
-                .clone()
-                .unwrap_or_else(|| session.rate_limits.clone()),
-        );
-        let _ = shared.budget.set(session.budget.clone());
-        let _ = shared.encryption.set(session.encryption);
-        if let Some(tx) = &opts.events {
-            let _ = shared.events.set(tx.clone());
-        }
+        let shared = make_shared(&session, &opts, info_hash, private, &token);
         let mut status = Status {
             name: name_hint.unwrap_or_else(|| info_hash.to_hex()),
             info_hash,
@@ -156,84 +135,35 @@ impl Torrent {
             session.bind,
         );
 
-        // The metadata, when known: check what is already on disk.
-        let mut metadata_rx = None;
-        let mut tiers: Vec<Vec<String>> = Vec::new();
-        let mut initial = opts.peers.clone();
-        // The resume data on disk already says everything (nothing to save).
-        let mut resume_current = false;
-        // A hybrid's two swarms, when known before the metadata exchange.
-        let hybrid;
-        match source {
-            Source::Torrent(meta) => {
-                hybrid = hybrid_of(&meta);
-                tiers = meta.tracker_tiers();
-                crate::session::layers::installed(&shared, &meta);
-                resume_current = Box::pin(install(
-                    &session,
-                    &shared,
-                    *meta,
-                    &opts,
-                    &status_tx,
-                    &mut status,
-                ))
-                .await?;
-            }
-            Source::Magnet(m) => {
-                tiers.extend(m.trackers.iter().map(|t| vec![t.clone()]));
-                initial.extend(m.peers.iter().copied());
-                let cached = opts
-                    .state_dir
-                    .as_ref()
-                    .and_then(|d| load_cached_info(d, info_hash));
-                match cached.map(|b| Metainfo::from_info_bytes(&b, tiers.clone())) {
-                    Some(Ok(meta)) => {
-                        hybrid = hybrid_of(&meta);
-                        tracing::info!("using the metadata remembered from an earlier run");
-                        resume_current = Box::pin(install(
-                            &session,
-                            &shared,
-                            meta,
-                            &opts,
-                            &status_tx,
-                            &mut status,
-                        ))
-                        .await?;
-                    }
-                    _ => {
-                        // A magnet naming both hashes of a hybrid.
-                        hybrid = m
-                            .info_hash_v2
-                            .map(|v2| (m.info_hash, Magnet::v2_swarm(&v2)))
-                            .filter(|(v1, v2)| v1 != v2);
-                        metadata_rx = Some(shared.metadata_channel());
-                        crate::session::layers::await_metadata(&shared, info_hash, m.info_hash_v2);
-                    }
-                }
-            }
-        }
+        let AtStart {
+            mut tiers,
+            initial,
+            metadata_rx,
+            hybrid,
+            resume_current,
+        } = Box::pin(known_at_start(
+            &session,
+            &shared,
+            source,
+            &opts,
+            &status_tx,
+            &mut status,
+        ))
+        .await?;
         let complete_at_start = shared.is_complete();
         for t in &opts.trackers {
             tiers.push(vec![t.clone()]);
         }
 
-        // Something to download: wait for a slot (`--max-active`), unless
-        // the torrent stops first. Seeding needs none.
-        let mut active_slot = None;
-        let ticket = opts
-            .ticket
-            .take()
-            .unwrap_or_else(|| session.queue.reserve(usize::MAX));
-        if complete_at_start {
-            drop(ticket);
-        } else {
-            status.phase = Phase::Queued;
-            status_tx.send_replace(status.clone());
-            tokio::select! {
-                slot = ticket.enter() => active_slot = Some(slot),
-                _ = token.cancelled() => {}
-            }
-        }
+        let active_slot = wait_for_slot(
+            &session,
+            &mut opts,
+            complete_at_start,
+            &token,
+            &status_tx,
+            &mut status,
+        )
+        .await;
         let registered = session.register(shared.clone());
         web_seeds.start(&shared);
 
@@ -253,14 +183,7 @@ impl Torrent {
             && initial.is_empty()
             && web_seeds.is_empty()
         {
-            // Nothing would ever say so otherwise: `finding peers` forever.
-            let message = format!(
-                "{}: nothing can find peers for this torrent (no trackers, DHT and LSD off): \
-                 waiting for incoming connections; use --peer to name one",
-                status.name
-            );
-            tracing::warn!("{message}");
-            shared.emit(status::SessionEvent::Warning { message });
+            warn_unfindable(&shared, &status.name);
         }
         let mut dials = Dials::new();
         // Dialled at the first tick, which comes at once.
@@ -735,6 +658,150 @@ impl Torrent {
             stream: self.stream_end,
         })
     }
+}
+
+/// What is known of a torrent before any peer: its trackers, the peers
+/// named up front, and its metadata (installed, its data checked) or the
+/// channel the metadata exchange will deliver it on.
+struct AtStart {
+    tiers: Vec<Vec<String>>,
+    initial: Vec<std::net::SocketAddr>,
+    metadata_rx: Option<mpsc::Receiver<Bytes>>,
+    /// A hybrid's two swarms, when known before the metadata exchange.
+    hybrid: Option<(InfoHash, InfoHash)>,
+    /// The resume data on disk already says everything (nothing to save).
+    resume_current: bool,
+}
+
+/// The torrent's shared state, with the session's budgets and limits.
+fn make_shared(
+    session: &Session,
+    opts: &Options,
+    info_hash: InfoHash,
+    private: bool,
+    token: &CancellationToken,
+) -> Arc<Shared> {
+    let dht_port = (!private && session.dht.is_some()).then_some(session.listen_port);
+    let shared = Shared::create(
+        info_hash,
+        session.peer_id,
+        session.listen_port,
+        dht_port,
+        Limits {
+            max_peers: opts.max_peers_per_torrent,
+            max_per_ip: opts.max_per_ip,
+        },
+        token.clone(),
+    );
+    let _ = shared.rate_limits.set(
+        opts.limits
+            .clone()
+            .unwrap_or_else(|| session.rate_limits.clone()),
+    );
+    let _ = shared.budget.set(session.budget.clone());
+    let _ = shared.encryption.set(session.encryption);
+    if let Some(tx) = &opts.events {
+        let _ = shared.events.set(tx.clone());
+    }
+    shared
+}
+
+/// The metadata, when known (a `.torrent`, or a magnet's remembered from
+/// an earlier run): installed, what is on disk checked. Else the
+/// metadata exchange is set up.
+async fn known_at_start(
+    session: &Session,
+    shared: &Arc<Shared>,
+    source: Source,
+    opts: &Options,
+    status_tx: &watch::Sender<Status>,
+    status: &mut Status,
+) -> Result<AtStart> {
+    let info_hash = shared.info_hash;
+    let mut metadata_rx = None;
+    let mut tiers: Vec<Vec<String>> = Vec::new();
+    let mut initial = opts.peers.clone();
+    // The resume data on disk already says everything (nothing to save).
+    let mut resume_current = false;
+    // A hybrid's two swarms, when known before the metadata exchange.
+    let hybrid;
+    match source {
+        Source::Torrent(meta) => {
+            hybrid = hybrid_of(&meta);
+            tiers = meta.tracker_tiers();
+            crate::session::layers::installed(shared, &meta);
+            resume_current =
+                Box::pin(install(session, shared, *meta, opts, status_tx, status)).await?;
+        }
+        Source::Magnet(m) => {
+            tiers.extend(m.trackers.iter().map(|t| vec![t.clone()]));
+            initial.extend(m.peers.iter().copied());
+            let cached = opts
+                .state_dir
+                .as_ref()
+                .and_then(|d| load_cached_info(d, info_hash));
+            match cached.map(|b| Metainfo::from_info_bytes(&b, tiers.clone())) {
+                Some(Ok(meta)) => {
+                    hybrid = hybrid_of(&meta);
+                    tracing::info!("using the metadata remembered from an earlier run");
+                    resume_current =
+                        Box::pin(install(session, shared, meta, opts, status_tx, status)).await?;
+                }
+                _ => {
+                    // A magnet naming both hashes of a hybrid.
+                    hybrid = m
+                        .info_hash_v2
+                        .map(|v2| (m.info_hash, Magnet::v2_swarm(&v2)))
+                        .filter(|(v1, v2)| v1 != v2);
+                    metadata_rx = Some(shared.metadata_channel());
+                    crate::session::layers::await_metadata(shared, info_hash, m.info_hash_v2);
+                }
+            }
+        }
+    }
+    Ok(AtStart {
+        tiers,
+        initial,
+        metadata_rx,
+        hybrid,
+        resume_current,
+    })
+}
+
+/// Something to download: waits for a download slot (`--max-active`),
+/// unless the torrent stops first. Seeding needs none.
+async fn wait_for_slot(
+    session: &Session,
+    opts: &mut Options,
+    complete_at_start: bool,
+    token: &CancellationToken,
+    status_tx: &watch::Sender<Status>,
+    status: &mut Status,
+) -> Option<ActiveSlot> {
+    let ticket = opts
+        .ticket
+        .take()
+        .unwrap_or_else(|| session.queue.reserve(usize::MAX));
+    if complete_at_start {
+        return None;
+    }
+    status.phase = Phase::Queued;
+    status_tx.send_replace(status.clone());
+    tokio::select! {
+        slot = ticket.enter() => Some(slot),
+        _ = token.cancelled() => None,
+    }
+}
+
+/// Nothing would ever say so otherwise (`finding peers` forever): no
+/// source can name a peer for this torrent.
+fn warn_unfindable(shared: &Shared, name: &str) {
+    let message = format!(
+        "{name}: nothing can find peers for this torrent (no trackers, DHT and LSD off): \
+         waiting for incoming connections; use --peer to name one"
+    );
+    tracing::warn!("{message}");
+    shared.emit(status::SessionEvent::Warning { message });
 }
 
 /// A hybrid torrent's two swarms: its v1 info-hash and the first 20
