@@ -104,10 +104,7 @@ pub struct FileEntry {
 /// go up (libtorrent writes the link's own text, `../bin/x` for a link in
 /// a folder). Where it points is decided when the files are laid out: a
 /// target that leaves the torrent's folder is not created then.
-pub(crate) fn symlink_target(
-    v: Option<&Value>,
-    path: &[String],
-) -> Result<Vec<String>, MetainfoError> {
+fn symlink_target(v: Option<&Value>, path: &[String]) -> Result<Vec<String>, MetainfoError> {
     let Some(Value::List(items)) = v else {
         return Err(MetainfoError::Attr(format!(
             "symlink {:?} has no symlink path",

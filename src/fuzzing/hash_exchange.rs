@@ -41,8 +41,7 @@ pub fn hash_exchange(data: &[u8]) {
         path: vec!["f".into()],
         length,
         pieces_root: Some(root),
-        attr: String::new(),
-        symlink: None,
+        attr: Default::default(),
         layer: None,
     };
     let mut picker = HashPicker::new(&[file], PL);

@@ -44,11 +44,9 @@ pub struct V2File {
     /// The merkle root of the file's 16 KiB blocks; `None` for an empty
     /// file.
     pub pieces_root: Option<Hash>,
-    /// BEP 47 attributes (`x` executable, `h` hidden, `l` symlink).
-    pub attr: String,
-    /// The target of a symlink (`attr` has `l`), as components relative to
-    /// the torrent's folder.
-    pub symlink: Option<Vec<String>>,
+    /// BEP 47 attributes (`x` executable, `h` hidden, `l` symlink with
+    /// its target).
+    pub attr: crate::metainfo::FileAttr,
     /// The file's piece layer from `piece layers`, checked against
     /// `pieces_root`: one hash per piece. `None` for a file of one piece or
     /// less (its root is its only piece hash), or when the `.torrent` left
@@ -148,11 +146,7 @@ pub fn aligned_info(
             offset,
             md5sum: None,
             pad: false,
-            attr: crate::metainfo::FileAttr {
-                executable: f.attr.contains('x'),
-                hidden: f.attr.contains('h'),
-                symlink: f.symlink.clone(),
-            },
+            attr: f.attr.clone(),
         });
         offset += f.length;
         if f.pieces_root.is_none() {
@@ -340,16 +334,14 @@ fn walk(
 }
 
 fn parse_file(props: Dict, path: Vec<String>) -> Result<V2File, MetainfoError> {
-    let attr = get_bytes(props, "attr")?
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .unwrap_or_default();
+    let attr = crate::metainfo::FileAttr::parse(props, &path)?;
     // A symlink (BEP 47) has no data: libtorrent writes no length for it.
     let length = match get_u64(props, "length")? {
         Some(n) => n,
-        None if attr.contains('l') => 0,
+        None if attr.symlink.is_some() => 0,
         None => return Err(MetainfoError::Missing("length")),
     };
-    if attr.contains('l') && length != 0 {
+    if attr.symlink.is_some() && length != 0 {
         return Err(bad(format!(
             "symlink {:?} has {length} bytes of data",
             path.join("/")
@@ -377,20 +369,11 @@ fn parse_file(props: Dict, path: Vec<String>) -> Result<V2File, MetainfoError> {
             Some(root)
         }
     };
-    let symlink = if attr.contains('l') {
-        Some(crate::metainfo::symlink_target(
-            get(props, "symlink path"),
-            &path,
-        )?)
-    } else {
-        None
-    };
     Ok(V2File {
         path,
         length,
         pieces_root,
         attr,
-        symlink,
         layer: None,
     })
 }

@@ -354,6 +354,14 @@ impl Shared {
         })
     }
 
+    /// A hybrid's other swarm: of its two hashes, the one the torrent was
+    /// not started with.
+    pub fn other_swarm(&self) -> Option<InfoHash> {
+        self.hybrid
+            .get()
+            .map(|&(v1, v2)| if self.info_hash == v1 { v2 } else { v1 })
+    }
+
     /// The receiving end of the info dicts peers assemble (made on the
     /// first call; a later call gets a receiver nobody sends to).
     pub fn metadata_channel(&self) -> mpsc::Receiver<Bytes> {

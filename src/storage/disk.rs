@@ -143,13 +143,8 @@ pub(crate) fn link_text(path: &[String], target: &[String]) -> Option<String> {
             ".." => {
                 resolved.pop()?;
             }
-            c => {
-                let mut it = Path::new(c).components();
-                if !matches!(it.next(), Some(Component::Normal(_))) || it.next().is_some() {
-                    return None;
-                }
-                resolved.push(c);
-            }
+            c if is_plain_name(c) => resolved.push(c),
+            _ => return None,
         }
     }
     if resolved.is_empty() {
@@ -159,6 +154,12 @@ pub(crate) fn link_text(path: &[String], target: &[String]) -> Option<String> {
     let mut text = "../".repeat(path.len() - 2);
     text.push_str(&resolved.join("/"));
     Some(text)
+}
+
+/// Whether `c` is one plain path component (no `/`, `..`, `.` or root).
+fn is_plain_name(c: &str) -> bool {
+    let mut it = Path::new(c).components();
+    matches!(it.next(), Some(Component::Normal(_))) && it.next().is_none()
 }
 
 /// Adds execute permission wherever there is read permission (`chmod +x`
@@ -215,13 +216,10 @@ impl Storage {
         for f in &info.files {
             let mut path = root.to_path_buf();
             for c in &f.path {
-                let comp = Path::new(c);
-                let mut it = comp.components();
-                let ok = matches!(it.next(), Some(Component::Normal(_))) && it.next().is_none();
-                if !ok {
+                if !is_plain_name(c) {
                     return Err(StorageError::UnsafePath(root.join(c)));
                 }
-                path.push(comp);
+                path.push(c);
             }
             if f.path.is_empty() {
                 return Err(StorageError::UnsafePath(path));

@@ -23,8 +23,7 @@ fn file(pieces: usize, short: usize, seed: u8) -> (V2File, Vec<Hash>, LayerTree)
         path: vec!["t".into(), format!("f{seed}")],
         length: d.len() as u64,
         pieces_root: Some(root),
-        attr: String::new(),
-        symlink: None,
+        attr: Default::default(),
         layer: None,
     };
     (f, layer, tree)

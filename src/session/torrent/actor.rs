@@ -259,7 +259,9 @@ impl Torrent {
         if self.shared.hybrid.set((v1, v2)).is_err() {
             return;
         }
-        let other = if self.info_hash == v1 { v2 } else { v1 };
+        let Some(other) = self.shared.other_swarm() else {
+            return;
+        };
         match self.session.register_swarm(self.shared.clone(), other) {
             Some(r) => self.other_swarm = Some(r),
             None => {

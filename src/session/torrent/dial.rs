@@ -183,14 +183,8 @@ impl Dials {
             self.dialing.fetch_add(1, Ordering::Relaxed);
             process.dialing.fetch_add(1, Ordering::Relaxed);
             // A hybrid's peer from its other swarm gets that swarm's hash.
-            let swarm = match (k.other_swarm, shared.hybrid.get()) {
-                (true, Some(&(v1, v2))) => {
-                    if shared.info_hash == v1 {
-                        v2
-                    } else {
-                        v1
-                    }
-                }
+            let swarm = match (k.other_swarm, shared.other_swarm()) {
+                (true, Some(other)) => other,
                 _ => shared.info_hash,
             };
             spawn_dial(

@@ -114,8 +114,7 @@ fn layers_are_fetched_and_a_bad_proof_drops_the_peer() {
         path: vec!["x".into()],
         length: len,
         pieces_root: Some(root),
-        attr: String::new(),
-        symlink: None,
+        attr: Default::default(),
         layer: None,
     };
     swarm.f().hash_picker = Some(HashPicker::new(&[f], PL));
