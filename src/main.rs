@@ -167,9 +167,10 @@ struct SessionFlags {
     gateway: Option<std::net::Ipv4Addr>,
     /// Send every connection through this proxy: socks5://[USER:PASS@]HOST:PORT,
     /// socks5h://… (names resolved by the proxy) or http://… (CONNECT, TCP
-    /// only). The DHT, LSD and uTP are then off, UDP trackers go through
-    /// SOCKS5 UDP ASSOCIATE, and nothing listens unless --port is given.
-    #[arg(long, value_name = "URL", conflicts_with = "no_tcp")]
+    /// only). UDP trackers, the DHT and uTP go through SOCKS5 UDP
+    /// ASSOCIATE (off behind an http:// proxy), LSD is off, and nothing
+    /// listens unless --port is given.
+    #[arg(long, value_name = "URL")]
     proxy: Option<String>,
 }
 
