@@ -13,6 +13,7 @@
 #   scripts/bench.sh wan         btc vs libtorrent through an emulated long fat link
 #   scripts/bench.sh kill        one download SIGKILLed 50 times (TCP, then uTP), resumed each time
 #   scripts/bench.sh soak        a btc seeder under 20 leechers that come and go for 30 min: RSS and fds
+#   scripts/bench.sh smallpieces the same payload in 16 KiB and in 1 MiB pieces: CPU per GB, btc to btc
 #
 # kill and soak run the code of tests/integration/soak.rs (the same tests
 # CI runs short) long, through its environment variables, so the bench and
@@ -189,6 +190,27 @@
 # Exits 0 when the numbers were measured, whether or not the targets are
 # met (BENCH_STRICT=1: exit 2 when a target is missed).
 #
+# smallpieces: one file of BENCH_SMALL_MIB (default 1536) MiB in a work
+# folder on /dev/shm (BENCH_DIR overrides), made into two torrents with
+# `btc create --piece-length`: 16 KiB pieces (98,304 at the default size)
+# and 1 MiB pieces. For each, one btc seeder on 127.0.0.1 (plain TCP, no
+# DHT or LSD) and BENCH_ROUNDS (default 3) downloads by a btc leecher
+# (`--no-seed -q --no-utp --encryption disable`, told the seeder with
+# --peer), each checked with cmp and deleted; then the same by the
+# libtorrent leecher (scripts/lt_leech.py --high-performance; its CPU
+# includes the Python interpreter) unless BENCH_SMALL_LT=0. Printed per
+# piece size (medians over the rounds): seconds, MB/s, the leecher's CPU
+# seconds (user+sys, /usr/bin/time) and CPU-s per GB (10^9 bytes), the
+# seeder's CPU seconds over the download (/proc/PID/stat), and for each
+# the ratio of 16 KiB to 1 MiB. Target (issue 25): the btc leecher's CPU
+# per GB in 16 KiB pieces at most 1.3x that in 1 MiB pieces.
+# BENCH_DIR=/work measures the same into ext4. Measured (2 shared cores,
+# busy): 16 KiB / 1 MiB leecher CPU 1.34x before the picker and batched
+# writes of small pieces (4.68 vs 3.50 CPU-s), 1.16x after (3.14 vs 2.71);
+# the libtorrent leecher 1.03-1.18x at 4.6-6.4 CPU-s. Into ext4
+# (BENCH_DIR=/work): 2.42x before (8.09 vs 3.34 CPU-s, 13.5 s vs 5.1 s),
+# 1.02x after (2.81 vs 2.76 CPU-s, 3.8 s vs 4.1 s).
+#
 # compare: btc vs aria2c and libtorrent on loopback, same seeder, same run.
 #
 # Payloads: a single file (2 GiB when the work folder has room for it, else
@@ -230,9 +252,9 @@ source scripts/lib.sh
 
 MODE="${1:-compare}"
 case "$MODE" in
-  compare | hostile | resume | hash | v2 | many | scale | rpc | transports | wan | kill | soak) ;;
+  compare | hostile | resume | hash | v2 | many | scale | rpc | transports | wan | kill | soak | smallpieces) ;;
   *)
-    echo "usage: $0 [compare|hostile|resume|hash|v2|many|scale|rpc|transports|wan|kill|soak]" >&2
+    echo "usage: $0 [compare|hostile|resume|hash|v2|many|scale|rpc|transports|wan|kill|soak|smallpieces]" >&2
     exit 2
     ;;
 esac
@@ -1072,6 +1094,110 @@ transports_bench() {
   echo "(targets, issue 11: tcp-rc4 >= 0.90 of tcp-plain; utp-plain >= 200 MB/s)"
 }
 
+# --- smallpieces mode ----------------------------------------------------------------
+# median: the median of the numbers on stdin (one a line).
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# small_round CLIENT TORRENT SEEDER SPORT: one download of TORRENT by
+# CLIENT (btc or libtorrent) from the seeder SEEDER listening on SPORT;
+# prints "seconds leecher_cpu_s seeder_cpu_s".
+small_round() {
+  local client=$1 torrent=$2 seeder=$3 sport=$4 lport st0 st1 e u s secs
+  rm -rf "$WORK/out" "$WORK/state-leech"
+  mkdir -p "$WORK/out"
+  lport=$(free_port)
+  st0=$(cpu_ticks "$seeder")
+  if [ "$client" = btc ]; then
+    /usr/bin/time -f '%e %U %S' -o "$WORK/time.txt" \
+      "$BTC" --no-port-mapping -o "$WORK/out" "$torrent" --port "$lport" --bind 127.0.0.1 --no-dht --no-lsd \
+      --state-dir "$WORK/state-leech" --peer "127.0.0.1:$sport" --no-seed -q --no-utp --encryption disable ||
+      { echo "error: the btc download of $torrent failed" >&2; exit 1; }
+  else
+    /usr/bin/time -f '%e %U %S' -o "$WORK/time.txt" \
+      /usr/bin/python3 -u scripts/lt_leech.py --torrent "$torrent" --save "$WORK/out" \
+      --listen "127.0.0.3:$lport" --peer "127.0.0.1:$sport" --timeout 600 --high-performance \
+      >"$WORK/logs/lt.out" 2>&1 || { echo "error: the libtorrent download failed" >&2; cat "$WORK/logs/lt.out" >&2; exit 1; }
+  fi
+  st1=$(cpu_ticks "$seeder")
+  read -r e u s <"$WORK/time.txt"
+  secs=$e
+  if [ "$client" != btc ]; then
+    secs=$(sed -n 's/^DONE seconds=\([0-9.]*\).*/\1/p' "$WORK/logs/lt.out")
+  fi
+  cmp "$WORK/seed/small.bin" "$WORK/out/small.bin" || { echo "error: $client: data differs" >&2; exit 1; }
+  rm -rf "$WORK/out" "$WORK/state-leech"
+  echo "$secs $(awk -v u="$u" -v s="$s" 'BEGIN { print u + s }') \
+$(awk -v a="$st0" -v b="$st1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')"
+}
+
+smallpieces_bench() {
+  local mib="${BENCH_SMALL_MIB:-1536}" rounds="${BENCH_ROUNDS:-3}" lt="${BENCH_SMALL_LT:-1}"
+  local need=()
+  [ -x /usr/bin/time ] || need+=(time)
+  command -v cmp >/dev/null || need+=(diffutils)
+  if [ "$lt" = 1 ]; then /usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent); fi
+  install_missing "${need[@]}"
+  say "building btc (release)"
+  cargo build --release >&2
+  BTC="${CARGO_TARGET_DIR:-$PWD/target}/release/btc"
+  WORK=$(BENCH_DIR="${BENCH_DIR:-/dev/shm}" work_dir smallpieces $(((mib * 2 + 256) * 1024))) || exit 1
+  trap 'code=$?; trap - EXIT INT TERM; stop_all; rm -rf "$WORK"; exit "$code"' EXIT INT TERM
+  say "work folder: $WORK"
+  mkdir -p "$WORK/seed" "$WORK/logs"
+  say "making one file of $mib MiB"
+  head -c $((mib * 1024 * 1024)) /dev/urandom >"$WORK/seed/small.bin"
+  local clients=(btc) plen name client sport seeder r rows=() lines
+  [ "$lt" != 1 ] || clients+=(libtorrent)
+  for plen in 16384 1048576; do
+    name=$((plen / 1024))KiB
+    "$BTC" create "$WORK/seed/small.bin" -o "$WORK/$name.torrent" --piece-length "$plen" --format v1 -q
+    sport=$(free_port)
+    "$BTC" --no-port-mapping -o "$WORK/seed" "$WORK/$name.torrent" --port "$sport" --bind 127.0.0.1 --no-dht --no-lsd \
+      --no-utp --encryption disable --state-dir "$WORK/state-seed-$name" -v \
+      >"$WORK/logs/seed-$name.out" 2>"$WORK/logs/seed-$name.err" &
+    seeder=$!
+    PIDS+=("$seeder")
+    wait_log "$WORK/logs/seed-$name.err" "seeding" "$seeder" 600
+    for client in "${clients[@]}"; do
+      lines=()
+      for r in $(seq 1 "$rounds"); do
+        say "$name pieces, $client, round $r of $rounds"
+        lines+=("$(small_round "$client" "$WORK/$name.torrent" "$seeder" "$sport")")
+        echo "   ${lines[-1]} (seconds, leecher CPU s, seeder CPU s)" >&2
+      done
+      rows+=("$name $client $(for l in "${lines[@]}"; do echo "$l"; done | awk '{ print $1 }' | median) \
+$(for l in "${lines[@]}"; do echo "$l"; done | awk '{ print $2 }' | median) \
+$(for l in "${lines[@]}"; do echo "$l"; done | awk '{ print $3 }' | median)")
+    done
+    kill -TERM "$seeder" 2>/dev/null || true
+    wait "$seeder" 2>/dev/null || true
+  done
+  local gb n c e cpu scpu
+  gb=$(awk -v m="$mib" 'BEGIN { print m * 1048576 / 1e9 }')
+  printf '\n%-7s %-10s %9s %9s %14s %12s %13s %12s\n' pieces leecher seconds "MB/s" "leecher CPU s" "CPU s per GB" "seeder CPU s" "seeder s/GB"
+  for r in "${rows[@]}"; do
+    read -r n c e cpu scpu <<<"$r"
+    printf '%-7s %-10s %9s %9s %14s %12s %13s %12s\n' "$n" "$c" "$e" \
+      "$(awk -v g="$gb" -v e="$e" 'BEGIN { printf "%.1f", g * 1000 / (e > 0 ? e : 0.001) }')" "$cpu" \
+      "$(awk -v g="$gb" -v c="$cpu" 'BEGIN { printf "%.2f", c / g }')" "$scpu" \
+      "$(awk -v g="$gb" -v c="$scpu" 'BEGIN { printf "%.2f", c / g }')"
+  done
+  echo
+  local small big ok
+  for client in "${clients[@]}"; do
+    for what in leecher seeder; do
+      small=$(printf '%s\n' "${rows[@]}" | awk -v c="$client" -v w="$what" '$1 == "16KiB" && $2 == c { print (w == "leecher") ? $4 : $5 }')
+      big=$(printf '%s\n' "${rows[@]}" | awk -v c="$client" -v w="$what" '$1 == "1024KiB" && $2 == c { print (w == "leecher") ? $4 : $5 }')
+      printf '%s %s CPU, 16 KiB / 1 MiB pieces: %s' "$client" "$what" "$(ratio "$small" "$big")"
+      if [ "$client" = btc ] && [ "$what" = leecher ]; then
+        ok=$(awk -v a="$small" -v b="$big" 'BEGIN { print (a <= 1.3 * b) ? "yes" : "NO" }')
+        printf ' (target <= 1.30: %s)' "$ok"
+      fi
+      echo
+    done
+  done
+}
+
 # --- wan mode ------------------------------------------------------------------------
 # wan_fetch CLIENT RELAY TORRENT DATA: one download through RELAY; prints
 # its seconds (wall time for btc; from connect to complete for libtorrent).
@@ -1274,6 +1400,10 @@ fi
 if [ "$MODE" = soak ]; then
   soak_bench
   exit $?
+fi
+if [ "$MODE" = smallpieces ]; then
+  smallpieces_bench
+  exit 0
 fi
 if [ "$MODE" = wan ]; then
   wan_bench
