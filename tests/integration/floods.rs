@@ -344,7 +344,50 @@ print("sent", n, flush=True)
 /// from the honest seeder.
 #[test]
 fn a_dht_values_flood_does_not_keep_the_seeder_out() {
-    let ctx = Ctx::new("dht-flood", secs(150));
+    let (flood, log) = leech_beside_a_dht_flood("dht-flood", "values");
+    let answers = flood.matches("GET_PEERS").count();
+    let dead_dials = dials_from(&log, "DHT")
+        .iter()
+        .filter(|l| l.contains("dialing 127.2."))
+        .count();
+    eprintln!(
+        "[dht-flood] the hostile node answered {answers} get_peers, \
+         btc dialled {dead_dials} of its addresses"
+    );
+    assert!(answers > 0, "the hostile node was never asked");
+    assert!(
+        dead_dials > 0,
+        "the flood never reached the candidates (the test proves nothing)\n{log}"
+    );
+}
+
+/// A hostile DHT node that answers every `get_peers` and `find_node` with
+/// 8 new made-up nodes whose ids are closer to the target than any real
+/// node's, and a made-up token: the lookup spends queries on them (they
+/// never answer), yet the bare hash still resolves through the real node
+/// and downloads from the honest seeder.
+#[test]
+fn a_dht_nodes_flood_does_not_keep_the_seeder_out() {
+    let (flood, _log) = leech_beside_a_dht_flood("dht-nodes-flood", "nodes");
+    let answers = flood.matches("GET_PEERS").count();
+    let wasted = flood.matches("FAKE_QUERIED").count();
+    eprintln!(
+        "[dht-nodes-flood] the hostile node answered {answers} get_peers; \
+         {wasted} queries went to its made-up nodes"
+    );
+    assert!(answers > 0, "the hostile node was never asked");
+    assert!(
+        wasted > 0,
+        "no query reached the made-up nodes (the test proves nothing)"
+    );
+}
+
+/// Starts `dht_flood.py` in `mode` beside a real `btc dht` node where an
+/// honest (upload-capped) seeder announced, then a leecher given only the
+/// bare hash and both nodes: the download must complete byte-identical.
+/// Returns what the hostile node printed and the leecher's `-v` log.
+fn leech_beside_a_dht_flood(name: &str, mode: &str) -> (String, String) {
+    let ctx = Ctx::new(name, secs(150));
     let (dir, file, hash) = torrent(&ctx, "dflood.bin", 4 * MIB, 37);
     let (_node, _seeder, d) = dht_node_and_seeder(&ctx, &dir, &file, &["--upload-limit", SLOW]);
     let boot = format!("127.0.0.1:{d}");
@@ -355,6 +398,7 @@ fn a_dht_values_flood_does_not_keep_the_seeder_out() {
         h.to_string(),
         dead.to_string(),
         "150".into(),
+        mode.into(),
     ]);
     let mut flood = ctx.spawn("dht-flood", c);
     flood.wait_output("LISTENING", secs(10));
@@ -388,20 +432,7 @@ fn a_dht_values_flood_does_not_keep_the_seeder_out() {
         secs(120),
     )
     .1;
-    let took = started.elapsed();
+    eprintln!("[{name}] done in {:?}", started.elapsed());
     assert_same_file(&dir.join("dflood.bin"), &out.join("dflood.bin"));
-    let answers = flood.stdout().matches("GET_PEERS").count();
-    let dead_dials = dials_from(&log, "DHT")
-        .iter()
-        .filter(|l| l.contains("dialing 127.2."))
-        .count();
-    eprintln!(
-        "[dht-flood] done in {took:?}; the hostile node answered {answers} get_peers, \
-         btc dialled {dead_dials} of its addresses"
-    );
-    assert!(answers > 0, "the hostile node was never asked");
-    assert!(
-        dead_dials > 0,
-        "the flood never reached the candidates (the test proves nothing)\n{log}"
-    );
+    (flood.stdout(), log)
 }
