@@ -614,6 +614,54 @@ impl Picker {
         self.verifying.clear(piece as usize);
     }
 
+    /// The piece failed its hash and the blocks `bad` were found to be
+    /// the bad ones (v2 block-level blame): it goes back to being
+    /// assembled in `buf`, its other blocks kept as received (with their
+    /// senders, who become its contributors), only the bad ones fetched
+    /// again. Anything inconsistent (no bad block in range, a wrong-sized
+    /// buffer, a piece not being verified) makes it a plain
+    /// [`Picker::piece_failed`], and `buf` is recycled.
+    pub fn refetch_blocks(&mut self, piece: u32, buf: Vec<u8>, senders: &[PeerKey], bad: &[u32]) {
+        let n = self.geometry.block_count(piece) as usize;
+        let bad: Vec<usize> = bad.iter().map(|&b| b as usize).filter(|&b| b < n).collect();
+        let fits = self.verifying.get(piece as usize)
+            && !self.pending.contains_key(&piece)
+            && buf.len() == self.geometry.piece_len(piece) as usize
+            && senders.len() == n
+            && !bad.is_empty();
+        self.verifying.clear(piece as usize);
+        if !fits {
+            self.recycle(buf);
+            return;
+        }
+        let mut blocks = vec![BlockState::Received; n];
+        let mut senders = senders.to_vec();
+        for &b in &bad {
+            blocks[b] = BlockState::Free;
+            senders[b] = 0;
+        }
+        let mut contributors: Vec<PeerKey> = Vec::new();
+        for &k in &senders {
+            if k != 0 && !contributors.contains(&k) {
+                contributors.push(k);
+            }
+        }
+        let received = blocks
+            .iter()
+            .filter(|b| matches!(b, BlockState::Received))
+            .count() as u32;
+        self.pending.insert(
+            piece,
+            Partial {
+                blocks,
+                received,
+                buf,
+                contributors,
+                senders,
+            },
+        );
+    }
+
     /// Returns a piece buffer for reuse, sparing an allocation per piece.
     pub fn recycle(&mut self, buf: Vec<u8>) {
         if self.pool.len() < self.max_pending {
@@ -968,5 +1016,62 @@ mod tests {
             p.on_block(1, 0, 16384, &[0; 16384]),
             BlockOutcome::Stored { .. }
         ));
+    }
+
+    #[test]
+    fn a_blamed_piece_is_fetched_again_only_in_its_bad_blocks() {
+        let g = Geometry::new(2 * 4 * 16384, 4 * 16384);
+        let mut p = Picker::new(g, Bitfield::new(2), 1);
+        let all = Bitfield::full(2);
+        p.add_availability(&all);
+        let now = Instant::now();
+        let reqs = p.pick(1, &all, 4, &[], now);
+        assert!(reqs.iter().all(|r| r.piece == reqs[0].piece) && reqs.len() == 4);
+        let piece = reqs[0].piece;
+        let mut complete = None;
+        for (i, r) in reqs.iter().enumerate() {
+            // Peer 1 sends blocks 0 and 1, peer 2 (the liar) 2, peer 3 block 3.
+            let from = [1, 1, 2, 3][i];
+            let data = vec![i as u8 + 1; 16384];
+            if let BlockOutcome::Complete { data, senders, .. } =
+                p.on_block(from, r.piece, r.offset, &data)
+            {
+                complete = Some((data, senders));
+            }
+        }
+        let (buf, senders) = complete.unwrap();
+        assert_eq!(senders, vec![1, 1, 2, 3]);
+        p.refetch_blocks(piece, buf, &senders, &[2]);
+        assert_eq!(p.pending_pieces(), 1);
+        // Only block 2 is asked again, before any new piece.
+        let again = p.pick(4, &all, 1, &[], now);
+        assert_eq!(
+            again,
+            vec![BlockRef {
+                piece,
+                offset: 2 * 16384,
+                len: 16384
+            }]
+        );
+        match p.on_block(4, piece, 2 * 16384, &[9; 16384]) {
+            BlockOutcome::Complete {
+                data,
+                contributors,
+                senders,
+                ..
+            } => {
+                assert_eq!(&data[..16384], &[1; 16384][..], "kept");
+                assert_eq!(&data[2 * 16384..3 * 16384], &[9; 16384][..]);
+                assert_eq!(&data[3 * 16384..], &[4; 16384][..]);
+                assert_eq!(senders, vec![1, 1, 4, 3]);
+                assert_eq!(contributors, vec![1, 3, 4]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Not being verified (or no bad block): a plain failure.
+        p.piece_verified(piece);
+        p.refetch_blocks(piece, vec![0; 4 * 16384], &[1; 4], &[1]);
+        p.refetch_blocks(1 - piece, vec![0; 4 * 16384], &[1; 4], &[]);
+        assert_eq!(p.pending_pieces(), 0);
     }
 }
