@@ -164,6 +164,9 @@ pub struct Picker {
     /// File selection: only these pieces are fetched (`None`: all), and
     /// how many of them are still missing.
     wanted: Option<(Bitfield, usize)>,
+    /// Failed pieces (still `verifying`) waiting for their leaf hashes:
+    /// not counted against the budget, whose memory the caller bounds.
+    blaming: std::collections::HashSet<u32>,
 }
 
 impl Picker {
@@ -182,6 +185,7 @@ impl Picker {
             max_pending,
             cap_pending,
             max_verifying: max_pending,
+            blaming: Default::default(),
             sequential: None,
             seq_cursor: (0, 0),
             wanted: None,
@@ -360,7 +364,8 @@ impl Picker {
         // 2. New pieces, rarest first, within the budget (which grows
         // when it is what starves this peer).
         while out.len() < want {
-            let verifying = self.verifying.count();
+            // Pieces waiting for their leaves hold no hasher or disk.
+            let verifying = self.verifying.count().saturating_sub(self.blaming.len());
             if verifying >= self.max_verifying {
                 break;
             }
@@ -600,6 +605,7 @@ impl Picker {
     /// The piece hashed correctly and is on disk.
     pub fn piece_verified(&mut self, piece: u32) {
         self.verifying.clear(piece as usize);
+        self.blaming.remove(&piece);
         let new = self.have.set(piece as usize);
         if let Some((w, missing)) = &mut self.wanted
             && new
@@ -612,6 +618,18 @@ impl Picker {
     /// The piece failed its hash: it will be picked again.
     pub fn piece_failed(&mut self, piece: u32) {
         self.verifying.clear(piece as usize);
+        self.blaming.remove(&piece);
+    }
+
+    /// The piece failed and waits for its leaf hashes (v2 block-level
+    /// blame) before [`Picker::refetch_blocks`] or
+    /// [`Picker::piece_failed`]: it stays out of every pick, but no
+    /// longer counts against the budget, so a slow answer does not stall
+    /// new pieces.
+    pub fn piece_awaits_hashes(&mut self, piece: u32) {
+        if self.verifying.get(piece as usize) {
+            self.blaming.insert(piece);
+        }
     }
 
     /// The piece failed its hash and the blocks `bad` were found to be
@@ -630,6 +648,7 @@ impl Picker {
             && senders.len() == n
             && !bad.is_empty();
         self.verifying.clear(piece as usize);
+        self.blaming.remove(&piece);
         if !fits {
             self.recycle(buf);
             return;
@@ -893,6 +912,39 @@ mod tests {
         // Verification frees room for one more piece.
         p.piece_verified(completed[0]);
         assert!(!p.pick(1, &all, 10, &[], now).is_empty());
+    }
+
+    #[test]
+    fn a_piece_awaiting_its_leaf_hashes_does_not_hold_the_budget_nor_get_picked() {
+        // As above: two whole pieces wait, nothing more starts.
+        let g = Geometry::new(8 * 4 * 1024 * 1024, 4 * 1024 * 1024);
+        let mut p = Picker::new(g, Bitfield::new(8), 11);
+        let all = Bitfield::full(8);
+        let now = Instant::now();
+        let mut completed = Vec::new();
+        loop {
+            let reqs = p.pick(1, &all, 256, &[], now);
+            if reqs.is_empty() {
+                break;
+            }
+            for r in reqs {
+                if let BlockOutcome::Complete { piece, .. } =
+                    p.on_block(1, r.piece, r.offset, &data_for(&g, &r))
+                {
+                    completed.push(piece);
+                }
+            }
+        }
+        assert_eq!(completed.len(), 2);
+        assert!(p.pick(1, &all, 10, &[], now).is_empty());
+        // One failed and waits for its leaves: a new piece starts, never it.
+        p.piece_awaits_hashes(completed[0]);
+        let more = p.pick(1, &all, 10, &[], now);
+        assert!(!more.is_empty());
+        assert!(more.iter().all(|r| !completed.contains(&r.piece)));
+        // A plain failure ends the wait: it is picked again.
+        p.piece_failed(completed[0]);
+        assert!(p.blaming.is_empty());
     }
 
     #[test]

@@ -14,8 +14,8 @@
 //! [`LeafAsks`] tracks the pieces waiting for their leaves: whom to ask
 //! (a peer that has the piece, one that did not send any of it first), a
 //! timeout per request ([`ASK_TIMEOUT`]) and a deadline after which the
-//! piece is given up on ([`GIVE_UP`], or [`GIVE_UP_UNASKED`] when no peer
-//! could be asked), and the caller falls back to a whole-piece re-fetch.
+//! piece is given up on ([`GIVE_UP`], or [`GIVE_UP_UNASKED`] while no peer
+//! is being asked), and the caller falls back to a whole-piece re-fetch.
 
 use super::hashes::{HashRequest, TreeShape};
 use crate::merkle::{self, BLOCK, Hash};
@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// A piece waiting this long for its leaves is fetched again whole.
 pub const GIVE_UP: Duration = Duration::from_secs(30);
-/// The same when no peer could be asked at all (no v2 peer has it).
+/// The same when no peer is being asked for them (no v2 peer has the
+/// piece, or every one asked refused).
 pub const GIVE_UP_UNASKED: Duration = Duration::from_secs(5);
 /// Peers that sent blocks of the piece are asked only after this long,
 /// so one that did not is asked first (a liar could answer with the true
@@ -305,7 +306,7 @@ impl<T> LeafAsks<T> {
     }
 
     /// The pieces given up on (past [`GIVE_UP`], or [`GIVE_UP_UNASKED`]
-    /// with nobody ever asked and nobody being asked), removed.
+    /// with nobody being asked), removed.
     pub fn expire(&mut self, now: Instant) -> Vec<(u32, T)> {
         self.expire_asks(now);
         let mut out = Vec::new();
@@ -313,8 +314,7 @@ impl<T> LeafAsks<T> {
         while i < self.waiting.len() {
             let w = &self.waiting[i];
             let age = now.saturating_duration_since(w.since);
-            let unasked = w.asked.is_none() && w.tried.is_empty();
-            if age >= GIVE_UP || (unasked && age >= GIVE_UP_UNASKED) {
+            if age >= GIVE_UP || (w.asked.is_none() && age >= GIVE_UP_UNASKED) {
                 let w = self.waiting.swap_remove(i);
                 out.push((w.piece, w.payload));
             } else {

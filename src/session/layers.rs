@@ -62,6 +62,9 @@ pub struct HashX {
 
 /// Pieces whose proven leaves are kept.
 pub const MAX_CACHED_LEAVES: usize = 64;
+/// Bytes of failed pieces held while their leaves are asked for (one
+/// piece at least); more fail whole at once.
+pub const MAX_WAITING_BYTES: u64 = 32 << 20;
 
 struct Fetch {
     /// The info dict (its hash checked) whose layers are fetched.
@@ -361,10 +364,12 @@ pub fn wait_for_leaves(
     else {
         return Err(job);
     };
-    shared
-        .hashx
-        .leaf_asks()
-        .add(piece, req, hash, contributors, now, job)
+    let mut asks = shared.hashx.leaf_asks();
+    let held = (asks.len() as u64 + 1) * u64::from(info.piece_length);
+    if !asks.is_empty() && held > MAX_WAITING_BYTES {
+        return Err(job);
+    }
+    asks.add(piece, req, hash, contributors, now, job)
 }
 
 /// Failed pieces whose leaves nobody sent in time go back to the verify

@@ -461,8 +461,13 @@ fn record(
                 job,
                 std::time::Instant::now(),
             ) {
-                // Stays `verifying` in the picker meanwhile.
-                Ok(()) => return Some(After::AwaitingLeaves { piece }),
+                // Stays out of the picks meanwhile.
+                Ok(()) => {
+                    if let Some(p) = st.picker.as_mut() {
+                        p.piece_awaits_hashes(piece);
+                    }
+                    return Some(After::AwaitingLeaves { piece });
+                }
                 Err(job) => job,
             }
         }

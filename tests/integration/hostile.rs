@@ -1593,7 +1593,18 @@ fn one_bad_block_v2_seeder(
 /// byte-identical.
 #[test]
 fn hostile_v2_bad_block_bans_its_sender_after_one_failure() {
-    let ctx = Ctx::new("hostile-v2-liar", secs(120));
+    v2_bad_block("hostile-v2-liar", false);
+}
+
+/// The same with a libtorrent 2.0 seeder as the honest peer: it answers
+/// btc's request for the failed piece's leaves.
+#[test]
+fn hostile_v2_bad_block_blamed_with_leaves_from_libtorrent() {
+    v2_bad_block("hostile-v2-liar-lt", true);
+}
+
+fn v2_bad_block(name: &str, libtorrent: bool) {
+    let ctx = Ctx::new(name, secs(120));
     let t = Arc::new(Torrent::make_as(
         &ctx,
         &Payload::single("v2liar.bin", 32 * MIB),
@@ -1604,7 +1615,12 @@ fn hostile_v2_bad_block_bans_its_sender_after_one_failure() {
     assert!(t.meta.info.is_v2_only(), "btc create --format v2");
     let content = t.content();
     let sp = free_port();
-    let _seeder = honest_seeder(&ctx, &t, sp, &[]);
+    let _seeder = if libtorrent {
+        let listen = addr(lo(1), sp).to_string();
+        start_lt_seeder(&ctx, &t.file, &t.seed_dir, &listen)
+    } else {
+        honest_seeder(&ctx, &t, sp, &[])
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let l = listen_on(lo(2));
     let liar_addr = l.local_addr().unwrap();
@@ -1637,7 +1653,7 @@ fn hostile_v2_bad_block_bans_its_sender_after_one_failure() {
     leecher.wait_output("seeding ", secs(1));
     assert_same_tree(&t.root, &out.join("v2liar.bin"));
     let liar_stats = wait_join(liar, secs(10), &stop);
-    eprintln!("[hostile-v2-liar] liar: {liar_stats:?}");
+    eprintln!("[{name}] liar: {liar_stats:?}");
     let text = leecher.output();
     assert_no_panic("leecher", &text);
     assert!(
@@ -1650,7 +1666,11 @@ fn hostile_v2_bad_block_bans_its_sender_after_one_failure() {
         .filter(|l| l.contains("failed its hash check"))
         .collect();
     let bans: Vec<&str> = text.lines().filter(|l| l.contains("banned")).collect();
-    eprintln!("[hostile-v2-liar] failures: {failures:?}\nbans: {bans:?}");
+    let blame: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("block hashes") || l.contains("blocks bad"))
+        .collect();
+    eprintln!("[{name}] failures: {failures:?}\nbans: {bans:?}\nblame: {blame:?}");
     assert_eq!(
         failures.len(),
         1,

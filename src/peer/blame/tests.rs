@@ -207,14 +207,19 @@ fn pieces_nobody_answers_are_given_up_on() {
     // Nobody could be asked for piece 1: given up on early.
     assert!(asks.expire(t0 + GIVE_UP_UNASKED / 2).is_empty());
     assert_eq!(asks.expire(t0 + GIVE_UP_UNASKED), vec![(1, 1)]);
-    // Piece 2 was asked; its asker leaves; it waits up to GIVE_UP.
+    // Piece 2 was asked; its asker leaves, another is asked: it waits
+    // while someone is asked, and is given up on once nobody is.
     asks.peer_gone(5);
-    assert_eq!(asks.next_request(6, |_| true, t0), Some(req(4)));
-    assert!(
-        asks.expire(t0 + GIVE_UP - Duration::from_millis(1))
-            .is_empty()
-    );
-    assert_eq!(asks.expire(t0 + GIVE_UP), vec![(2, 2)]);
+    let t1 = t0 + Duration::from_secs(1);
+    assert_eq!(asks.next_request(6, |_| true, t1), Some(req(4)));
+    assert!(asks.expire(t1 + ASK_TIMEOUT / 2).is_empty());
+    assert_eq!(asks.expire(t1 + ASK_TIMEOUT), vec![(2, 2)]);
+    // Asked again and again, it is given up on at GIVE_UP all the same.
+    asks.add(3, req(8), [0; 32], vec![], t0, 3).unwrap();
+    let late = t0 + GIVE_UP - Duration::from_secs(1);
+    assert_eq!(asks.next_request(7, |_| true, late), Some(req(8)));
+    assert!(asks.expire(late).is_empty());
+    assert_eq!(asks.expire(t0 + GIVE_UP), vec![(3, 3)]);
     for p in 0..MAX_WAITING as u32 {
         asks.add(p, req(4 * p), [0; 32], vec![], t0, 0).unwrap();
     }
