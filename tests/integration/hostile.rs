@@ -1593,26 +1593,35 @@ fn one_bad_block_v2_seeder(
 /// byte-identical.
 #[test]
 fn hostile_v2_bad_block_bans_its_sender_after_one_failure() {
-    v2_bad_block("hostile-v2-liar", false);
+    v2_bad_block("hostile-v2-liar", false, "v2");
+}
+
+/// The same in a hybrid torrent (v1 swarm, both peers upgrading to v2 with
+/// the handshake bit): the piece fails SHA-1 and merkle both, and is
+/// judged by its leaves all the same.
+#[test]
+fn hostile_hybrid_bad_block_bans_its_sender_after_one_failure() {
+    v2_bad_block("hostile-hybrid-liar", false, "hybrid");
 }
 
 /// The same with a libtorrent 2.0 seeder as the honest peer: it answers
 /// btc's request for the failed piece's leaves.
 #[test]
 fn hostile_v2_bad_block_blamed_with_leaves_from_libtorrent() {
-    v2_bad_block("hostile-v2-liar-lt", true);
+    v2_bad_block("hostile-v2-liar-lt", true, "v2");
 }
 
-fn v2_bad_block(name: &str, libtorrent: bool) {
+fn v2_bad_block(name: &str, libtorrent: bool, format: &str) {
     let ctx = Ctx::new(name, secs(120));
     let t = Arc::new(Torrent::make_as(
         &ctx,
         &Payload::single("v2liar.bin", 32 * MIB),
         8022,
         64 * KIB,
-        "v2",
+        format,
     ));
-    assert!(t.meta.info.is_v2_only(), "btc create --format v2");
+    assert!(t.meta.v2.is_some(), "btc create --format {format}");
+    assert_eq!(t.meta.info.is_v2_only(), format == "v2");
     let content = t.content();
     let sp = free_port();
     let _seeder = if libtorrent {
