@@ -1544,9 +1544,21 @@ fn one_bad_block_v2_seeder(
     content: Arc<Vec<u8>>,
     stop: Arc<AtomicBool>,
 ) -> JoinHandle<SeedStats> {
+    v2_fake_seeder(listener, t, content, stop, true)
+}
+
+/// The same, all blocks good when `!one_bad`.
+fn v2_fake_seeder(
+    listener: TcpListener,
+    t: Arc<Torrent>,
+    content: Arc<Vec<u8>>,
+    stop: Arc<AtomicBool>,
+    one_bad: bool,
+) -> JoinHandle<SeedStats> {
     thread::spawn(move || {
         let mut st = SeedStats::default();
-        let id = peer_id(b"-FK0007-one-bad-blk");
+        let port = listener.local_addr().unwrap().port();
+        let id = peer_id(format!("-FK0007-v2seed{port}").as_bytes());
         let Ok(mut p) = FakePeer::accept_v2(&listener, t.hash(), id, secs(10), true) else {
             return st;
         };
@@ -1561,7 +1573,7 @@ fn one_bad_block_v2_seeder(
                     let Some(mut data) = t.block_of(&content, &r) else {
                         continue;
                     };
-                    if st.served == 0 {
+                    if one_bad && st.served == 0 {
                         data = Bytes::from(vec![0xa5; data.len()]);
                     }
                     let _ = p.send(&Message::Piece {
@@ -1718,5 +1730,77 @@ fn v2_bad_block(name: &str, libtorrent: bool, format: &str, piece_len: u64) {
     assert!(
         !text.contains("fetching it again"),
         "a whole-piece re-fetch:\n{text}"
+    );
+}
+
+/// When no peer sends the failed piece's leaves (both v2 seeders reject
+/// hash requests), btc gives up on them after a few seconds, fetches the
+/// piece again whole, and the smart ban still convicts the liar once the
+/// piece passes; the honest seeder is not banned.
+#[test]
+fn hostile_v2_bad_block_without_leaves_falls_back_to_the_smart_ban() {
+    let ctx = Ctx::new("hostile-v2-noleaves", secs(120));
+    let t = Arc::new(Torrent::make_as(
+        &ctx,
+        &Payload::single("noleaves.bin", 16 * MIB),
+        8023,
+        64 * KIB,
+        "v2",
+    ));
+    let content = t.content();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hl, ll) = (listen_on(lo(1)), listen_on(lo(2)));
+    let (ha, la) = (hl.local_addr().unwrap(), ll.local_addr().unwrap());
+    let honest = v2_fake_seeder(hl, t.clone(), content.clone(), stop.clone(), false);
+    let liar = v2_fake_seeder(ll, t.clone(), content, stop.clone(), true);
+    let out = ctx.join("out");
+    let (has, las, lps) = (ha.to_string(), la.to_string(), free_port().to_string());
+    let mut leecher = ctx.spawn(
+        "leecher",
+        ctx.btc(&[
+            "-o",
+            s(&out),
+            s(&t.file),
+            "--peer",
+            &las,
+            "--peer",
+            &has,
+            "--no-dht",
+            "--port",
+            &lps,
+            "--bind",
+            "127.0.0.3",
+            "-v",
+        ]),
+    );
+    wait_for(secs(60), || {
+        let o = leecher.output();
+        o.contains("seeding ") || o.contains("banned 127.0.0.1") || !leecher.is_running()
+    });
+    leecher.wait_output("seeding ", secs(1));
+    assert_same_tree(&t.root, &out.join("noleaves.bin"));
+    stop.store(true, Ordering::SeqCst);
+    let _ = wait_join(honest, secs(10), &stop);
+    let _ = wait_join(liar, secs(10), &stop);
+    let text = leecher.output();
+    assert_no_panic("leecher", &text);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("piece") || l.contains("banned"))
+        .collect();
+    eprintln!("[hostile-v2-noleaves] {lines:?}");
+    assert!(
+        text.contains("asking a v2 peer for its block hashes")
+            && text.contains("no peer sent its block hashes in time")
+            && text.contains("fetching it again whole"),
+        "no fallback to a whole-piece re-fetch:\n{text}"
+    );
+    assert!(
+        text.contains("banned 127.0.0.2: it sent corrupt data"),
+        "the smart ban did not convict the liar:\n{text}"
+    );
+    assert!(
+        !text.contains("banned 127.0.0.1"),
+        "btc banned the honest seeder:\n{text}"
     );
 }
