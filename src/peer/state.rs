@@ -790,10 +790,13 @@ impl PeerState {
         if let Some(hashes) = swarm.hash_answer(&r) {
             self.hash_tokens -= cost;
             out.push(&Message::Hashes { req: r, hashes });
-        } else if self.hash_answers_later < HASH_ANSWERS_LATER
-            && swarm.hash_answer_later(self.key, &r)
+        } else if let Some(work) = (self.hash_answers_later < HASH_ANSWERS_LATER)
+            .then(|| swarm.hash_answer_later(self.key, &r, self.hash_tokens))
+            .flatten()
         {
-            self.hash_tokens -= cost;
+            // Charged for the hashing (a whole piece read and hashed for
+            // a few hashes), not only for what is sent.
+            self.hash_tokens = self.hash_tokens.saturating_sub(work.max(cost));
             self.hash_answers_later += 1;
         } else {
             out.push(&Message::HashReject(r));

@@ -139,10 +139,12 @@ pub trait Swarm: Send + Sync {
 
     /// A hash request [`Swarm::hash_answer`] refused that the swarm can
     /// answer off the reactor (below the piece layer, for a piece we
-    /// have): `true` when it took it, and will send the answer (or a
-    /// reject) to `key` as a [`PeerCommand::HashAnswer`](super::state::PeerCommand::HashAnswer).
-    fn hash_answer_later(&self, _key: PeerKey, _req: &HashRequest) -> bool {
-        false
+    /// have) for at most `budget` hash tokens: `Some(cost)` when it took
+    /// it (the leaves it will hash, one token each, at least the hashes
+    /// sent), and will send the answer (or a reject) to `key` as a
+    /// [`PeerCommand::HashAnswer`](super::state::PeerCommand::HashAnswer).
+    fn hash_answer_later(&self, _key: PeerKey, _req: &HashRequest, _budget: u32) -> Option<u32> {
+        None
     }
 
     /// The next hash request to send `key`, which has the pieces in `bf`

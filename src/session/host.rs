@@ -334,8 +334,8 @@ impl Swarm for Shared {
         super::layers::answer(self, req)
     }
 
-    fn hash_answer_later(&self, key: PeerKey, req: &HashRequest) -> bool {
-        super::layers::answer_later(self, key, req)
+    fn hash_answer_later(&self, key: PeerKey, req: &HashRequest, budget: u32) -> Option<u32> {
+        super::layers::answer_later(self, key, req, budget)
     }
 
     fn next_hash_request(

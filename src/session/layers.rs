@@ -391,14 +391,12 @@ pub fn expire_leaf_asks(shared: &Arc<Shared>, now: Instant) {
 
 /// A hash request below the piece layer, for a piece we have: answered
 /// off the reactor from the piece read back from disk, the answer sent
-/// to `key`'s task. `false` (reject it) for anything else.
-pub fn answer_later(shared: &Shared, key: PeerKey, req: &HashRequest) -> bool {
-    let Some(data) = shared.data().cloned() else {
-        return false;
-    };
-    let Some(job) = leaf_job(&data, req) else {
-        return false;
-    };
+/// to `key`'s task. Its cost is the leaves hashed (`None`, reject it,
+/// above `budget` or for anything else).
+pub fn answer_later(shared: &Shared, key: PeerKey, req: &HashRequest, budget: u32) -> Option<u32> {
+    let data = shared.data().cloned()?;
+    let job = leaf_job(&data, req)?;
+    let work = u32::try_from(job.width).ok().filter(|&w| w <= budget)?;
     let tx = {
         let st = shared.lock();
         let have = st
@@ -407,12 +405,10 @@ pub fn answer_later(shared: &Shared, key: PeerKey, req: &HashRequest) -> bool {
             .is_some_and(|p| p.have().get(job.piece as usize));
         match st.peers.get(&key) {
             Some(p) if have => p.tx.clone(),
-            _ => return false,
+            _ => return None,
         }
     };
-    let Some(me) = shared.this.upgrade() else {
-        return false;
-    };
+    let me = shared.this.upgrade()?;
     let req = *req;
     shared.tasks.spawn(async move {
         let answer = move || {
@@ -422,7 +418,7 @@ pub fn answer_later(shared: &Shared, key: PeerKey, req: &HashRequest) -> bool {
         let hashes = tokio::task::spawn_blocking(answer).await.ok().flatten();
         let _ = tx.send(PeerCommand::HashAnswer { req, hashes }).await;
     });
-    true
+    Some(work)
 }
 
 /// What answering a request below the piece layer takes: the piece its

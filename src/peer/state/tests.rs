@@ -192,12 +192,14 @@ impl Swarm for FakeSwarm {
     fn hash_answer(&self, req: &HashRequest) -> Option<Vec<crate::merkle::Hash>> {
         self.f().hash_tree.as_ref()?.answer(req)
     }
-    fn hash_answer_later(&self, key: PeerKey, req: &HashRequest) -> bool {
+    fn hash_answer_later(&self, key: PeerKey, req: &HashRequest, budget: u32) -> Option<u32> {
         let mut f = self.f();
-        if f.answer_later {
-            f.answered_later.push((key, *req));
+        // Each costs a piece of 4096 leaves hashed.
+        if !f.answer_later || budget < 4096 {
+            return None;
         }
-        f.answer_later
+        f.answered_later.push((key, *req));
+        Some(4096)
     }
     fn next_hash_request(
         &self,

@@ -264,6 +264,34 @@ fn hash_requests_below_the_piece_layer_are_answered_later_within_the_budget() {
         .unwrap();
     assert!(out.drain_messages().is_empty());
     assert_eq!(swarm.f().answered_later.len(), 3);
+    // Each cost a piece's hashing (4096 tokens of the 16384 banked):
+    // one more fits, then the bank is dry until a tick refills it.
+    let done = |st: &mut PeerState, out: &mut Outbox, i| {
+        st.on_command(
+            PeerCommand::HashAnswer {
+                req: r(i),
+                hashes: None,
+            },
+            &swarm,
+            out,
+        )
+    };
+    done(&mut st, &mut out, 3);
+    st.on_message(Message::HashRequest(r(4)), t0, &swarm, &mut out)
+        .unwrap();
+    done(&mut st, &mut out, 4);
+    out.drain_messages();
+    st.on_message(Message::HashRequest(r(5)), t0, &swarm, &mut out)
+        .unwrap();
+    assert_eq!(out.drain_messages(), [Message::HashReject(r(5))]);
+    assert_eq!(swarm.f().answered_later.len(), 4);
+    st.on_tick(t0 + Duration::from_secs(1), &swarm, &mut out)
+        .unwrap();
+    out.drain_messages();
+    st.on_message(Message::HashRequest(r(6)), t0, &swarm, &mut out)
+        .unwrap();
+    assert!(out.drain_messages().is_empty());
+    assert_eq!(swarm.f().answered_later.len(), 5);
     // A peer that did not set the v2 bit is never answered.
     let (mut plain, mut out) = peer_key(&swarm, t0, false, 2);
     let req = shape.request(root, 0, 0, 2);
