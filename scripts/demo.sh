@@ -68,10 +68,13 @@ say "btc create (tracker $ANNOUNCE)"
 HASH=$("$BTC" info "$WORK/demo.torrent" | awk '/^Info-hash:/ { print $2 }')
 MAGNET=$("$BTC" info "$WORK/demo.torrent" | awk '/^Magnet:/ { print $2 }')
 [ ${#HASH} = 40 ] || { echo "error: no info-hash from btc info" >&2; exit 1; }
+# btc create makes a hybrid torrent: it is one torrent in two swarms, the v1
+# one and the v2 one (announced by the first 20 bytes of the SHA-256 hash).
+HASH_V2=$("$BTC" info "$WORK/demo.torrent" | awk '/^Info-hash v2:/ { print substr($3, 1, 40) }')
 
 # --- tracker and DHT ---------------------------------------------------------
-say "starting opentracker on 127.0.0.1:$TRACKER_PORT (HTTP+UDP, whitelist: $HASH)"
-start_opentracker "$TRACKER_PORT" "$WORK/tracker" "$WORK/logs/opentracker.log" "$HASH"
+say "starting opentracker on 127.0.0.1:$TRACKER_PORT (HTTP+UDP, whitelist: $HASH ${HASH_V2:-})"
+start_opentracker "$TRACKER_PORT" "$WORK/tracker" "$WORK/logs/opentracker.log" "$HASH" ${HASH_V2:+"$HASH_V2"}
 
 say "starting a local DHT node: btc dht --port $DHT_PORT --no-bootstrap"
 "$BTC" dht --port "$DHT_PORT" --bind 127.0.0.1 --no-bootstrap --state-dir "$WORK/dht-node" \

@@ -101,6 +101,11 @@ pub enum ConfigError {
     /// Nothing to download.
     #[error("no SOURCE given (on the command line or in the --input-file)")]
     NoSources,
+    /// `--no-tcp` behind a proxy that relays no UDP: no way to a peer.
+    #[error(
+        "--no-tcp with an http:// --proxy leaves no way to reach peers (uTP needs a socks5:// proxy)"
+    )]
+    NoTransport,
 }
 
 impl Config {
@@ -116,6 +121,9 @@ impl Config {
         self.max_peers_per_torrent = self.max_peers_per_torrent.clamp(1, self.max_peers);
         self.max_per_ip = self.max_per_ip.max(1);
         self.sequential |= self.stream.is_some();
+        if self.no_tcp && self.proxy.as_ref().is_some_and(|p| !p.kind.is_socks()) {
+            return Err(ConfigError::NoTransport);
+        }
         if let (Some(n), Some(sel)) = (self.stream, &self.selection) {
             let selected = match sel {
                 crate::select::Selection::Only(r) => r.iter().any(|r| r.contains(&n)),
@@ -156,6 +164,24 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// uTP goes through a SOCKS5 proxy's UDP relay, so `--no-tcp` works
+    /// behind one; an http:// proxy carries TCP only.
+    #[test]
+    fn no_tcp_needs_a_proxy_that_relays_udp() {
+        let socks = Config {
+            no_tcp: true,
+            proxy: Some("socks5://127.0.0.1:1080".parse().unwrap()),
+            ..base()
+        };
+        assert!(socks.check().is_ok());
+        let http = Config {
+            no_tcp: true,
+            proxy: Some("http://127.0.0.1:3128".parse().unwrap()),
+            ..base()
+        };
+        assert!(matches!(http.check(), Err(ConfigError::NoTransport)));
+    }
 
     fn base() -> Config {
         Config {

@@ -56,13 +56,14 @@ pub struct CreateOptions {
 /// The BitTorrent versions a new torrent carries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Format {
-    /// SHA-1 pieces (BEP 3): every client reads it.
-    #[default]
+    /// SHA-1 pieces (BEP 3): every client reads it, Transmission 3 too.
     V1,
     /// SHA-256 merkle trees per file (BEP 52) only.
     V2,
     /// Both halves over the same bytes, files aligned to pieces by pad
-    /// files (what libtorrent and qBittorrent make by default).
+    /// files: the default, as in libtorrent and qBittorrent, so the torrent
+    /// joins the v1 and the v2 swarm.
+    #[default]
     Hybrid,
 }
 
@@ -535,6 +536,7 @@ mod tests {
         CreateOptions {
             path: path.to_path_buf(),
             created_by: "btc test".into(),
+            format: Format::V1,
             ..Default::default()
         }
     }

@@ -167,9 +167,10 @@ struct SessionFlags {
     gateway: Option<std::net::Ipv4Addr>,
     /// Send every connection through this proxy: socks5://[USER:PASS@]HOST:PORT,
     /// socks5h://… (names resolved by the proxy) or http://… (CONNECT, TCP
-    /// only). The DHT, LSD and uTP are then off, UDP trackers go through
-    /// SOCKS5 UDP ASSOCIATE, and nothing listens unless --port is given.
-    #[arg(long, value_name = "URL", conflicts_with = "no_tcp")]
+    /// only). UDP trackers, the DHT and uTP go through SOCKS5 UDP
+    /// ASSOCIATE (off behind an http:// proxy), LSD is off, and nothing
+    /// listens unless --port is given.
+    #[arg(long, value_name = "URL")]
     proxy: Option<String>,
 }
 
@@ -253,10 +254,11 @@ enum Command {
         /// Web seed URL (BEP 19); repeatable.
         #[arg(long = "web-seed", value_name = "URL")]
         web_seeds: Vec<String>,
-        /// BitTorrent versions to write: v1 (SHA-1 pieces, read by every
-        /// client), v2 (BEP 52 merkle trees only) or hybrid (both, files
-        /// aligned by pad files; Transmission 3 cannot read v2 or hybrid).
-        #[arg(long, value_name = "FORMAT", default_value = "v1", value_parser = ["v1", "v2", "hybrid"])]
+        /// BitTorrent versions to write: hybrid (both v1 and v2, files
+        /// aligned by pad files, as libtorrent and qBittorrent make them),
+        /// v1 (SHA-1 pieces only: for Transmission 3 and other clients
+        /// that cannot read v2 or hybrid) or v2 (BEP 52 merkle trees only).
+        #[arg(long, value_name = "FORMAT", default_value = "hybrid", value_parser = ["hybrid", "v1", "v2"])]
         format: String,
     },
     /// Show what a .torrent or magnet link holds.
@@ -409,9 +411,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }) => {
             let quiet = cli.quiet;
             let format = match format.as_str() {
+                "v1" => btc::create::Format::V1,
                 "v2" => btc::create::Format::V2,
-                "hybrid" => btc::create::Format::Hybrid,
-                _ => btc::create::Format::V1,
+                _ => btc::create::Format::Hybrid,
             };
             let meta = tokio::task::spawn_blocking(move || {
                 cmd::create::run(cmd::create::CreateArgs {

@@ -18,4 +18,4 @@ pub mod ledbat;
 pub mod packet;
 pub mod socket;
 
-pub use socket::{Opts, Socket, UtpStream};
+pub use socket::{DatagramPath, Incoming, Opts, Socket, UtpStream};

@@ -358,7 +358,8 @@ pub async fn start_session(
             max_active: args.max_active,
             encryption: args.encryption,
             lsd: !args.no_lsd && !all_private && !proxied,
-            utp: !args.no_utp && !proxied,
+            // A SOCKS5 proxy relays uTP's datagrams; an http:// one cannot.
+            utp: !args.no_utp && (!proxied || dht_proxied),
             tcp: !args.no_tcp,
             // Under --proxy nothing listens unless --port asked for it.
             listen: !proxied || args.port.is_some(),
@@ -428,9 +429,9 @@ fn start_port_mapping(
 }
 
 /// One warning naming what `--proxy` turns off (what the user did not
-/// already turn off): the DHT behind an `http://` proxy (a SOCKS5 one
-/// relays it over UDP), local discovery (multicast on the LAN) and uTP
-/// (its datagrams are not relayed yet).
+/// already turn off): the DHT and uTP behind an `http://` proxy (a SOCKS5
+/// one relays their datagrams over UDP), and local discovery (multicast on
+/// the LAN).
 fn warn_proxy_limits(args: &Config) {
     let mut off = Vec::new();
     let socks = args.proxy.as_ref().is_some_and(|p| p.kind.is_socks());
@@ -440,7 +441,7 @@ fn warn_proxy_limits(args: &Config) {
     if !args.no_lsd {
         off.push("local peer discovery (LSD)");
     }
-    if !args.no_utp {
+    if !args.no_utp && !socks {
         off.push("uTP");
     }
     let mut said = Vec::new();

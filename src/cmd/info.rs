@@ -57,6 +57,10 @@ pub fn format_info(m: &Metainfo) -> String {
     let magnet = Magnet::from_metainfo(m).to_uri();
     match &m.v2 {
         None => {
+            let _ = writeln!(
+                s,
+                "Format:      v1 (BitTorrent v1 only; every client reads it)"
+            );
             let _ = writeln!(s, "Magnet:      {magnet}");
         }
         Some(v2) if info.is_v2_only() => {
@@ -78,12 +82,17 @@ pub fn format_info(m: &Metainfo) -> String {
             let _ = writeln!(s, "Magnet:      {magnet}");
         }
     }
-    let _ = writeln!(
-        s,
-        "Size:        {} ({} bytes)",
-        human_bytes(info.total_length),
-        info.total_length
-    );
+    // The data a user gets; pad files (hybrid alignment) are never written.
+    let padding: u64 = info.files.iter().filter(|f| f.pad).map(|f| f.length).sum();
+    let data = info.total_length.saturating_sub(padding);
+    let _ = match padding {
+        0 => writeln!(s, "Size:        {} ({data} bytes)", human_bytes(data)),
+        _ => writeln!(
+            s,
+            "Size:        {} ({data} bytes, and {padding} bytes of padding)",
+            human_bytes(data)
+        ),
+    };
     let _ = writeln!(
         s,
         "Pieces:      {} x {} ({} bytes)",

@@ -394,7 +394,7 @@ async fn run_proxied(mut d: Driver, proxy: Arc<Proxy>, mut cmds: tmpsc::Receiver
 
 /// Reads saved IPv6 nodes (one `[addr]:port` a line; others skipped).
 pub fn load_state(path: &Path) -> Vec<SocketAddr> {
-    super::read_state_text(path).map_or_else(Vec::new, |t| parse_state(&t))
+    super::state::read_state_text(path).map_or_else(Vec::new, |t| parse_state(&t))
 }
 
 fn parse_state(text: &str) -> Vec<SocketAddr> {
@@ -418,7 +418,7 @@ pub fn save_state(path: &Path, nodes: &[SocketAddr]) -> std::io::Result<()> {
         text.push_str(&n.to_string());
         text.push('\n');
     }
-    super::write_state_text(path, &text)
+    super::state::write_state_text(path, &text)
 }
 
 #[cfg(test)]

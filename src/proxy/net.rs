@@ -342,6 +342,7 @@ impl Proxy {
             relay,
             waiters: Mutex::new(HashMap::new()),
             krpc: Mutex::new(None),
+            utp: Mutex::new(None),
             alive: CancellationToken::new(),
         });
         // The control connection: its end is the relay's end.
@@ -423,6 +424,17 @@ async fn read_byte<S: AsyncRead + Unpin>(s: &mut S) -> Result<u8, ProxyError> {
 /// A datagram and the address that sent it.
 pub type Datagram = (SocketAddr, Vec<u8>);
 
+/// uTP datagrams from the relay waiting for the uTP socket: a receive
+/// buffer's worth of full packets.
+const UTP_QUEUE: usize = 4096;
+
+/// Whether a relayed datagram is uTP's: version 1 and a type of 0-4 in
+/// its first byte. A UDP tracker's answer starts with a zero byte (its
+/// action) and a DHT message with `d`, so the three never meet.
+fn is_utp(payload: &[u8]) -> bool {
+    payload.len() >= 20 && payload[0] & 0x0f == 1 && payload[0] >> 4 <= 4
+}
+
 /// One SOCKS5 UDP association: datagrams out are wrapped with their
 /// target, datagrams in are unwrapped and handed to whoever waits for
 /// their transaction id (UDP tracker packets carry it in bytes 4..8).
@@ -433,6 +445,9 @@ pub struct UdpRelay {
     /// Where DHT datagrams (bencoded, so starting with `d`; a UDP tracker
     /// answer starts with a zero byte) go, with their sender.
     krpc: Mutex<Option<mpsc::Sender<Datagram>>>,
+    /// Where uTP datagrams (version 1 in the low nibble of the first byte,
+    /// a type of 0-4 in the high one) go, with their sender.
+    utp: Mutex<Option<mpsc::Sender<Datagram>>>,
     alive: CancellationToken,
 }
 
@@ -488,11 +503,50 @@ impl UdpRelay {
         rx
     }
 
+    /// Our end of the relay's UDP socket.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.sock
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+    }
+
+    /// The proxy's end: where every datagram goes.
+    pub fn relay_addr(&self) -> SocketAddr {
+        self.relay
+    }
+
+    /// uTP datagrams that come through the relay from now on (the last
+    /// caller gets them), with the address that sent each.
+    pub fn utp_datagrams(&self) -> mpsc::Receiver<Datagram> {
+        let (tx, rx) = mpsc::channel(UTP_QUEUE);
+        *self.utp.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
+    /// Sends `payload` to `to` through the relay now, or `WouldBlock`
+    /// (the synchronous send uTP needs: it never waits for a socket).
+    pub fn try_send_to(&self, to: SocketAddr, payload: &[u8]) -> std::io::Result<()> {
+        if !self.alive() {
+            return Err(std::io::Error::other("the UDP relay is gone"));
+        }
+        let wrapped = wrap_udp(&TargetAddr::Ip(to), payload).map_err(std::io::Error::other)?;
+        self.sock.try_send(&wrapped).map(|_| ())
+    }
+
     fn dispatch(&self, datagram: &[u8]) {
         let Ok((from, payload)) = unwrap_udp(datagram) else {
             tracing::debug!("UDP relay: dropping a malformed datagram");
             return;
         };
+        if is_utp(payload) {
+            if let TargetAddr::Ip(from) = from
+                && let Some(tx) = &*self.utp.lock().unwrap_or_else(|e| e.into_inner())
+            {
+                // A full queue loses the datagram, as a full socket would.
+                let _ = tx.try_send((from, payload.to_vec()));
+            }
+            return;
+        }
         if payload.first() == Some(&b'd') {
             if let TargetAddr::Ip(from) = from
                 && let Some(tx) = &*self.krpc.lock().unwrap_or_else(|e| e.into_inner())
@@ -507,5 +561,32 @@ impl UdpRelay {
         if let Some(tx) = self.lock().get(&tid) {
             let _ = tx.try_send(payload.to_vec());
         }
+    }
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::is_utp;
+
+    /// What comes through the relay goes to uTP, the DHT or a UDP
+    /// tracker's waiter by its first byte, and the three never meet.
+    #[test]
+    fn utp_datagrams_are_told_from_dht_and_tracker_ones() {
+        let mut syn = [0u8; 20];
+        syn[0] = 0x41;
+        assert!(is_utp(&syn));
+        let mut data = syn;
+        data[0] = 0x01;
+        assert!(is_utp(&data));
+        let mut bad = syn;
+        bad[0] = 0x51;
+        assert!(!is_utp(&bad), "type 5 does not exist");
+        assert!(!is_utp(&syn[..19]), "shorter than a uTP header");
+        let mut tracker = [0u8; 20];
+        tracker[3] = 1;
+        assert!(!is_utp(&tracker), "a UDP tracker's announce answer");
+        assert!(!is_utp(
+            b"d1:ad2:id20:aaaaaaaaaaaaaaaaaaaae1:q4:ping1:y1:qe"
+        ));
     }
 }

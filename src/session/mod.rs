@@ -65,7 +65,8 @@ pub struct SessionConfig {
     pub encryption: crate::mse::Encryption,
     /// Local Service Discovery (BEP 14) on the IPv4 and IPv6 multicast groups.
     pub lsd: bool,
-    /// uTP (BEP 29) beside TCP, on the UDP port of the listener's number.
+    /// uTP (BEP 29) beside TCP, on the UDP port of the listener's number
+    /// (under a SOCKS5 proxy, through its UDP relay).
     pub utp: bool,
     /// TCP for peers (off only to test uTP alone: the listener then closes
     /// what it accepts, the way libtorrent does with incoming TCP off).
@@ -145,10 +146,15 @@ impl Session {
             None => cfg.port,
         };
         let checks = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let utp = if cfg.utp {
-            utp::open(cfg.bind, listen_port, cfg.max_peers, &shutdown).await
-        } else {
-            None
+        let utp = match crate::proxy::net::current() {
+            _ if !cfg.utp => None,
+            // Under a SOCKS5 proxy, uTP goes through its UDP relay or not
+            // at all (the relay's absence is warned about once).
+            Some(proxy) => proxy
+                .udp_relay()
+                .await
+                .map(|r| utp::open_over_relay(r, cfg.listen, cfg.max_peers, &shutdown)),
+            None => utp::open(cfg.bind, listen_port, cfg.max_peers, &shutdown).await,
         };
         let session = Arc::new(Session {
             peer_id: PeerId::generate(),

@@ -61,15 +61,7 @@ pub async fn open(
     max_peers: usize,
     shutdown: &CancellationToken,
 ) -> Option<Arc<Utp>> {
-    let streams = max_peers.clamp(16, MAX_UTP_STREAMS);
-    let opts = crate::utp::Opts {
-        recv_buffer: UTP_BUFFER_MAX,
-        send_buffer: UTP_BUFFER_MAX,
-        memory_budget: Some(UTP_MEMORY_BUDGET),
-        max_conns: streams,
-        admit_syn: Some(syn_gate()),
-        shutdown: shutdown.child_token(),
-    };
+    let opts = opts(max_peers, syn_gate(), shutdown);
     let addrs = match bind {
         Some(ip) => vec![SocketAddr::new(ip, port)],
         None => vec![
@@ -91,6 +83,62 @@ pub async fn open(
         tracing::warn!("uTP is off: could not open UDP port {port}: {e}");
     }
     None
+}
+
+/// The budgets of the session's socket, direct or relayed.
+fn opts(
+    max_peers: usize,
+    admit_syn: crate::utp::socket::AdmitSyn,
+    shutdown: &CancellationToken,
+) -> crate::utp::Opts {
+    crate::utp::Opts {
+        recv_buffer: UTP_BUFFER_MAX,
+        send_buffer: UTP_BUFFER_MAX,
+        memory_budget: Some(UTP_MEMORY_BUDGET),
+        max_conns: max_peers.clamp(16, MAX_UTP_STREAMS),
+        admit_syn: Some(admit_syn),
+        shutdown: shutdown.child_token(),
+    }
+}
+
+/// A SOCKS5 UDP relay as the path of uTP's datagrams.
+struct RelayPath(Arc<crate::proxy::net::UdpRelay>);
+
+impl crate::utp::DatagramPath for RelayPath {
+    fn try_send_to(&self, to: SocketAddr, datagram: &[u8]) -> std::io::Result<()> {
+        self.0.try_send_to(to, datagram)
+    }
+
+    fn is_open(&self) -> bool {
+        self.0.alive()
+    }
+}
+
+/// uTP through the proxy's UDP relay (`--proxy socks5://…`): every
+/// datagram goes to the relay, wrapped with its target, so uTP peers are
+/// reached without a packet around the proxy. Incoming connections are
+/// taken only when `listen` (`--port` given under the proxy); otherwise
+/// only the peers we dial answer.
+pub fn open_over_relay(
+    relay: Arc<crate::proxy::net::UdpRelay>,
+    listen: bool,
+    max_peers: usize,
+    shutdown: &CancellationToken,
+) -> Arc<Utp> {
+    let admit = if listen {
+        syn_gate()
+    } else {
+        Arc::new(|_: SocketAddr| false)
+    };
+    let incoming = relay.utp_datagrams();
+    let local = relay.local_addr();
+    tracing::info!("uTP through the proxy's UDP relay {}", relay.relay_addr());
+    Utp::over(
+        Arc::new(RelayPath(relay)),
+        incoming,
+        local,
+        opts(max_peers, admit, shutdown),
+    )
 }
 
 #[cfg(test)]

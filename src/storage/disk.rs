@@ -45,6 +45,42 @@ fn advise_dont_need(f: &File, offset: u64, len: u64) {
     }
 }
 
+/// Buffers per `pwritev` of [`Storage::write_run`] (Linux's `IOV_MAX`).
+pub const MAX_IOVECS: usize = 1024;
+
+/// Writes all of `bufs`, one after the other, at `offset` of `f`: one
+/// `pwritev` per [`MAX_IOVECS`] buffers, continued after a short write.
+fn write_all_vectored_at(f: &File, bufs: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    // The first buffer not yet written whole, and how much of it was.
+    let (mut first, mut done) = (0, 0);
+    while first < bufs.len() {
+        let slices: Vec<IoSlice<'_>> = bufs[first..]
+            .iter()
+            .take(MAX_IOVECS)
+            .enumerate()
+            .map(|(k, b)| IoSlice::new(if k == 0 { &b[done..] } else { b }))
+            .collect();
+        let mut n = match rustix::io::pwritev(f, &slices, offset) {
+            Ok(0) if slices.iter().any(|s| !s.is_empty()) => {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        offset += n as u64;
+        // Skip what was written: whole buffers, then part of one.
+        while first < bufs.len() && n >= bufs[first].len() - done {
+            n -= bufs[first].len() - done;
+            first += 1;
+            done = 0;
+        }
+        done += n;
+    }
+    Ok(())
+}
+
 /// Files flushed at once by [`Storage::sync`].
 const SYNC_THREADS: usize = 8;
 
@@ -562,6 +598,43 @@ impl Storage {
     /// dropped: it is zeros, as the piece hash has just confirmed).
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         let _one_writer = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.write_locked(offset, data)
+    }
+
+    /// Writes `bufs`, which follow one another, from content offset
+    /// `offset`: as [`Storage::write`] of each, but a run that falls in one
+    /// file is one `pwritev` (at most [`MAX_IOVECS`] buffers a call), so
+    /// small pieces cost a system call, a lock and a writeback hint per
+    /// run rather than per piece.
+    pub fn write_run(&self, offset: u64, bufs: &[&[u8]]) -> Result<(), StorageError> {
+        let _one_writer = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let spans = self.layout.spans(offset, total);
+        let plain = match spans.as_slice() {
+            [s] if s.len == total && !self.files[s.file].pad && !self.files[s.file].skip => Some(s),
+            _ => None,
+        };
+        let Some(s) = plain else {
+            let mut at = offset;
+            for b in bufs {
+                self.write_locked(at, b)?;
+                at += b.len() as u64;
+            }
+            return Ok(());
+        };
+        let f = self.handle(s.file, true)?;
+        write_all_vectored_at(&f, bufs, s.file_offset).map_err(|error| StorageError::Io {
+            op: "writing",
+            path: self.files[s.file].path.clone(),
+            error,
+        })?;
+        self.lock_handles().dirty.insert(s.file);
+        self.write_behind(&f, s.file, s.file_offset, total as u64);
+        Ok(())
+    }
+
+    /// [`Storage::write`] with the write lock held.
+    fn write_locked(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         for s in self.layout.spans(offset, data.len()) {
             if self.files[s.file].pad {
                 continue;

@@ -80,6 +80,23 @@ pub const UDP_BUFFER: usize = 8 << 20;
 /// Decides whether a SYN from this address may make a connection.
 pub type AdmitSyn = Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>;
 
+/// Where a socket's datagrams go when it has no UDP socket of its own: a
+/// SOCKS5 proxy's UDP relay, which wraps each one with its target. Sends
+/// never wait: a datagram the path cannot take now is lost like any other,
+/// and the connection's loss recovery sends it again.
+pub trait DatagramPath: Send + Sync {
+    /// Sends one datagram to `to`; `WouldBlock` when the path is full.
+    fn try_send_to(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<()>;
+
+    /// Whether datagrams can still go this way: a new connection over a
+    /// closed path fails at once (and the caller can try TCP).
+    fn is_open(&self) -> bool;
+}
+
+/// Datagrams that reached us through a [`DatagramPath`], with their
+/// senders.
+pub type Incoming = mpsc::Receiver<(SocketAddr, Vec<u8>)>;
+
 /// How a socket is sized.
 #[derive(Clone)]
 pub struct Opts {
@@ -122,15 +139,26 @@ pub struct Socket {
 }
 
 struct Shared {
-    udp: UdpSocket,
-    /// Batched sends and receives on `udp`.
-    batch: quinn_udp::UdpSocketState,
+    io: Io,
     local: SocketAddr,
     epoch: std::time::Instant,
     opts: Opts,
     conns: Mutex<HashMap<(SocketAddr, u16), Arc<Cell>>>,
     accept_tx: mpsc::Sender<UtpStream>,
     accept_rx: tokio::sync::Mutex<mpsc::Receiver<UtpStream>>,
+}
+
+/// How datagrams leave and arrive.
+enum Io {
+    /// A UDP socket of our own.
+    Udp {
+        udp: UdpSocket,
+        /// Batched sends and receives on `udp`.
+        batch: quinn_udp::UdpSocketState,
+    },
+    /// Someone else's path (a proxy's relay): one datagram per send, and
+    /// what arrives comes through a channel.
+    Path(Arc<dyn DatagramPath>),
 }
 
 /// One connection's shared state.
@@ -197,19 +225,23 @@ impl Socket {
         keep_path_mtu_discovery(&s, addr);
         let udp = UdpSocket::from_std(s.into())?;
         let local = udp.local_addr()?;
-        let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_QUEUE);
-        let shared = Arc::new(Shared {
-            udp,
-            batch,
-            local,
-            epoch: now(),
-            opts,
-            conns: Mutex::new(HashMap::new()),
-            accept_tx,
-            accept_rx: tokio::sync::Mutex::new(accept_rx),
-        });
+        let shared = Shared::new(Io::Udp { udp, batch }, local, opts);
         tokio::spawn(receive_loop(shared.clone()));
         Ok(Arc::new(Socket { shared }))
+    }
+
+    /// A socket whose datagrams go out by `path` and come in by
+    /// `incoming`: uTP through a proxy's UDP relay. `local` is only what
+    /// [`Socket::local_addr`] reports. Must run inside a tokio runtime.
+    pub fn over(
+        path: Arc<dyn DatagramPath>,
+        incoming: Incoming,
+        local: SocketAddr,
+        opts: Opts,
+    ) -> Arc<Socket> {
+        let shared = Shared::new(Io::Path(path), local, opts);
+        tokio::spawn(path_receive_loop(shared.clone(), incoming));
+        Arc::new(Socket { shared })
     }
 
     /// The address bound.
@@ -217,9 +249,13 @@ impl Socket {
         self.shared.local
     }
 
-    /// The kernel's receive buffer size for the UDP socket.
+    /// The kernel's receive buffer size for the UDP socket (an error
+    /// over a [`DatagramPath`], which has none of its own).
     pub fn recv_buffer_size(&self) -> io::Result<usize> {
-        socket2::SockRef::from(&self.shared.udp).recv_buffer_size()
+        match &self.shared.io {
+            Io::Udp { udp, .. } => socket2::SockRef::from(udp).recv_buffer_size(),
+            Io::Path(_) => Err(io::Error::other("no UDP socket of its own")),
+        }
     }
 
     /// Connections open now.
@@ -230,6 +266,14 @@ impl Socket {
     /// Opens a connection to `addr` and waits for the handshake.
     pub async fn connect(&self, addr: SocketAddr) -> io::Result<UtpStream> {
         let shared = &self.shared;
+        if let Io::Path(path) = &shared.io
+            && !path.is_open()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "uTP's path (the proxy's UDP relay) is closed",
+            ));
+        }
         let peer = shared.sendable(addr);
         let cell = {
             let mut conns = lock(&shared.conns);
@@ -342,6 +386,36 @@ impl CellState {
 
 impl Shared {
     /// A new connection's configuration, when it makes `conns` in all.
+    fn new(io: Io, local: SocketAddr, opts: Opts) -> Arc<Shared> {
+        let (accept_tx, accept_rx) = mpsc::channel(ACCEPT_QUEUE);
+        Arc::new(Shared {
+            io,
+            local,
+            epoch: now(),
+            opts,
+            conns: Mutex::new(HashMap::new()),
+            accept_tx,
+            accept_rx: tokio::sync::Mutex::new(accept_rx),
+        })
+    }
+
+    /// Sends what the connections a batch of datagrams changed now allow
+    /// (their ACKs among it: the delayed ACK).
+    fn flush_dirty(&self, dirty: &mut Vec<Arc<Cell>>) {
+        for cell in dirty.drain(..) {
+            let mut st = lock(&cell.state);
+            self.flush(&cell, &mut st);
+        }
+    }
+
+    /// The receive loop ended: streams waiting on the socket learn it now.
+    fn closed(&self) {
+        let cells: Vec<_> = lock(&self.conns).values().cloned().collect();
+        for cell in cells {
+            cell.timer.notify_one();
+        }
+    }
+
     fn config(&self, peer: SocketAddr, conns: usize) -> Config {
         let native_v6 = matches!(peer.ip(), IpAddr::V6(ip) if ip.to_ipv4_mapped().is_none());
         let (recv_buffer, send_buffer) = self.buffers_for(conns);
@@ -383,9 +457,10 @@ impl Shared {
     }
 
     /// The form of `addr` this socket can send to (IPv4 as ::ffff:a.b.c.d
-    /// on a dual-stack socket).
+    /// on a dual-stack socket; a path takes any address as it is).
     fn sendable(&self, addr: SocketAddr) -> SocketAddr {
         match (self.local, addr.ip()) {
+            _ if matches!(self.io, Io::Path(_)) => addr,
             (SocketAddr::V6(_), IpAddr::V4(v4)) => {
                 SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), addr.port())
             }
@@ -400,7 +475,10 @@ impl Shared {
     /// be shorter), each sent with one system call.
     fn flush(&self, cell: &Cell, st: &mut CellState) {
         let now = now();
-        let max_run = self.batch.max_gso_segments().max(1);
+        let max_run = match &self.io {
+            Io::Udp { batch, .. } => batch.max_gso_segments().max(1),
+            Io::Path(_) => 1,
+        };
         SEND_BUF.with_borrow_mut(|buf| {
             if buf.is_empty() {
                 buf.resize(GSO_BYTES.max(MAX_DATAGRAM), 0);
@@ -449,6 +527,21 @@ impl Shared {
     /// A datagram the kernel will not take is lost like any other: the
     /// connection's loss recovery sends it again.
     fn send_run(&self, data: &[u8], size: usize, to: SocketAddr) -> bool {
+        let (udp, batch) = match &self.io {
+            Io::Udp { udp, batch } => (udp, batch),
+            Io::Path(path) => {
+                return data
+                    .chunks(size.max(1))
+                    .all(|d| match path.try_send_to(to, d) {
+                        Ok(()) => true,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+                        Err(e) => {
+                            tracing::debug!("uTP send to {to} by its path: {e}");
+                            true
+                        }
+                    });
+            }
+        };
         let t = quinn_udp::Transmit {
             destination: to,
             ecn: None,
@@ -456,8 +549,8 @@ impl Shared {
             segment_size: (data.len() > size).then_some(size),
             src_ip: None,
         };
-        let sent = self.udp.try_io(tokio::io::Interest::WRITABLE, || {
-            self.batch.try_send((&self.udp).into(), &t)
+        let sent = udp.try_io(tokio::io::Interest::WRITABLE, || {
+            batch.try_send(udp.into(), &t)
         });
         match sent {
             Ok(()) => true,
@@ -570,6 +663,9 @@ thread_local! {
 
 /// Reads datagrams until shutdown.
 async fn receive_loop(shared: Arc<Shared>) {
+    let Io::Udp { udp, batch } = &shared.io else {
+        return;
+    };
     let slots = RECV_SLOTS.min(quinn_udp::BATCH_SIZE);
     let mut bufs: Vec<Vec<u8>> = (0..slots).map(|_| vec![0u8; 64 * 1024]).collect();
     let mut slices: Vec<io::IoSliceMut<'_>> =
@@ -578,7 +674,7 @@ async fn receive_loop(shared: Arc<Shared>) {
     let mut dirty = Vec::new();
     loop {
         tokio::select! {
-            r = shared.udp.readable() => if let Err(e) = r {
+            r = udp.readable() => if let Err(e) = r {
                 tracing::debug!("uTP socket: {e}");
                 break;
             },
@@ -586,10 +682,8 @@ async fn receive_loop(shared: Arc<Shared>) {
         }
         let mut taken = 0;
         while taken < RECV_BATCH {
-            let got = shared.udp.try_io(tokio::io::Interest::READABLE, || {
-                shared
-                    .batch
-                    .recv((&shared.udp).into(), &mut slices, &mut meta)
+            let got = udp.try_io(tokio::io::Interest::READABLE, || {
+                batch.recv(udp.into(), &mut slices, &mut meta)
             });
             let n = match got {
                 Ok(n) => n,
@@ -612,16 +706,31 @@ async fn receive_loop(shared: Arc<Shared>) {
                 }
             }
         }
-        for cell in dirty.drain(..) {
-            let mut st = lock(&cell.state);
-            shared.flush(&cell, &mut st);
+        shared.flush_dirty(&mut dirty);
+    }
+    shared.closed();
+}
+
+/// Takes the datagrams a [`DatagramPath`] delivers until shutdown or the
+/// path's end, in batches as [`receive_loop`] does.
+async fn path_receive_loop(shared: Arc<Shared>, mut incoming: Incoming) {
+    let mut dirty = Vec::new();
+    loop {
+        let first = tokio::select! {
+            d = incoming.recv() => d,
+            _ = shared.opts.shutdown.cancelled() => None,
+        };
+        let Some((from, d)) = first else { break };
+        shared.on_datagram(&d, from, &mut dirty);
+        for _ in 1..RECV_BATCH {
+            let Ok((from, d)) = incoming.try_recv() else {
+                break;
+            };
+            shared.on_datagram(&d, from, &mut dirty);
         }
+        shared.flush_dirty(&mut dirty);
     }
-    // Streams waiting on a socket that is gone learn it now.
-    let cells: Vec<_> = lock(&shared.conns).values().cloned().collect();
-    for cell in cells {
-        cell.timer.notify_one();
-    }
+    shared.closed();
 }
 
 /// Runs one connection's timers until it is over and its stream dropped.

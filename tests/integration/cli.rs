@@ -529,6 +529,54 @@ fn create_then_info_round_trip_and_transmission_agrees() {
     assert!(show.stdout.contains("Private torrent"), "{}", show.stdout);
 }
 
+/// `btc create` without `--format` makes a hybrid, as libtorrent and
+/// qBittorrent do: libtorrent reads both of its info-hashes as `btc info`
+/// prints them, and `btc info` counts the data without the pad files.
+/// `--format v1` is still there for Transmission 3, which reads it.
+#[test]
+fn create_makes_a_hybrid_by_default_and_v1_on_request() {
+    let ctx = Ctx::new("cli-create-default-hybrid", secs(180));
+    let payload = Payload::nested("both", 1);
+    let root = payload.write(&ctx.mkdir("data"), 31);
+    let t = ctx.join("both.torrent");
+    let (path, out) = (root.to_str().unwrap(), t.to_str().unwrap());
+    ctx.run_btc(&["create", path, "-o", out, "-q"], secs(120))
+        .assert_ok("btc create");
+    let info = ctx.run_btc(&["info", out], secs(30));
+    info.assert_ok("btc info");
+    let text = &info.stdout;
+    assert!(text.contains("Format:      hybrid"), "{text}");
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in btc info:\n{text}"))
+            .trim()
+            .to_string()
+    };
+    let (v1, v2) = libtorrent_hashes(&ctx, &t);
+    assert_eq!(field("Info-hash:"), v1, "{text}");
+    assert_eq!(field("Info-hash v2:"), v2, "{text}");
+    assert!(
+        text.contains(&format!("({} bytes, and ", payload.total())),
+        "the size should count the data, not the pad files:\n{text}"
+    );
+
+    let t1 = ctx.join("v1.torrent");
+    let out1 = t1.to_str().unwrap();
+    ctx.run_btc(
+        &["create", path, "-o", out1, "--format", "v1", "-q"],
+        secs(120),
+    )
+    .assert_ok("btc create --format v1");
+    assert_eq!(btc_info_hash(&ctx, out1), transmission_hash(&ctx, &t1));
+    let info1 = ctx.run_btc(&["info", out1], secs(30));
+    assert!(
+        info1.stdout.contains("Format:      v1 "),
+        "{}",
+        info1.stdout
+    );
+}
+
 #[test]
 fn create_reproduces_mktorrent_info_hash() {
     require_tool("mktorrent");

@@ -905,7 +905,10 @@ pub fn libtorrent_hashes(ctx: &Ctx, torrent: &Path) -> (String, String) {
     (v1, it.next().unwrap_or_default())
 }
 
-/// `btc create PATH -o OUT EXTRA...`, asserted to succeed.
+/// `btc create PATH -o OUT EXTRA...`, asserted to succeed. A v1 torrent
+/// unless `EXTRA` names a `--format`: these torrents go to Transmission 3
+/// (`transmission-show` names the tracker whitelist) and to aria2c, which
+/// cannot read or would mis-read the hybrid `btc create` makes by default.
 pub fn btc_create(ctx: &Ctx, path: &Path, out: &Path, extra: &[&str]) {
     let mut args = vec![
         "create",
@@ -914,6 +917,9 @@ pub fn btc_create(ctx: &Ctx, path: &Path, out: &Path, extra: &[&str]) {
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
+    if !extra.contains(&"--format") {
+        args.extend(["--format", "v1"]);
+    }
     ctx.run_btc(&args, Duration::from_secs(120))
         .assert_ok("btc create");
     assert!(out.is_file(), "btc create wrote no {}", out.display());

@@ -637,3 +637,64 @@ fn a_bep47_symlink_points_within_the_torrent_folder_or_is_not_made() {
     assert_eq!(link_text(&v(&["t"]), &v(&["x"])), None);
     assert_eq!(link_text(&v(&["t", "l"]), &v(&["/etc"])), None);
 }
+
+/// `write_run` writes pieces that follow one another in one `pwritev`
+/// within a file, and piece by piece where the run crosses files or pad
+/// files: the bytes on disk are the same either way.
+#[test]
+fn a_run_of_pieces_lands_as_written_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut content: Vec<u8> = (0..200_000u32).map(|i| (i * 11 % 247) as u8 + 1).collect();
+    content[100_000..114_688].fill(0);
+    let info = info(
+        &[
+            (&["t", "a"], 100_000),
+            (&["t", ".pad", "14688"], 14_688),
+            (&["t", "b"], 85_312),
+        ],
+        16384,
+        &content,
+    );
+    let g = Geometry::new(info.total_length, info.piece_length);
+    let st = Storage::new(dir.path(), &info).unwrap();
+    st.prepare(&Bitfield::new(g.piece_count as usize), false)
+        .unwrap();
+    let piece = |i: u32| {
+        let at = g.piece_offset(i) as usize;
+        &content[at..at + g.piece_len(i) as usize]
+    };
+    // Pieces 0-4 are inside file a (one pwritev); 5-9 cross into the pad
+    // and b; 10-12 (the short last one too) inside b.
+    let runs: [&[u32]; 3] = [&[0, 1, 2, 3, 4], &[5, 6, 7, 8, 9], &[10, 11, 12]];
+    for run in runs {
+        let bufs: Vec<&[u8]> = run.iter().map(|&i| piece(i)).collect();
+        st.write_run(g.piece_offset(run[0]), &bufs).unwrap();
+    }
+    assert!(!dir.path().join("t/.pad").exists());
+    assert!(std::fs::read(dir.path().join("t/a")).unwrap()[..] == content[..100_000]);
+    assert!(std::fs::read(dir.path().join("t/b")).unwrap()[..] == content[114_688..]);
+    let have = st.check_existing(&g, &info, &all(&g), 1, &AtomicU32::new(0));
+    assert_eq!(have.count(), g.piece_count as usize);
+}
+
+/// More buffers than one `pwritev` takes, some empty: all of them land
+/// in order.
+#[test]
+fn vectored_write_takes_more_buffers_than_iov_max() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.path().join("f"))
+        .unwrap();
+    let chunks: Vec<Vec<u8>> = (0..MAX_IOVECS * 2 + 7)
+        .map(|i| vec![(i % 251) as u8; i % 5])
+        .collect();
+    let bufs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    write_all_vectored_at(&f, &bufs, 3).unwrap();
+    let mut want = vec![0u8; 3];
+    want.extend(chunks.concat());
+    assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), want);
+}

@@ -308,3 +308,75 @@ async fn the_memory_budget_is_shared_among_open_connections() {
     assert_eq!(t1.buffers(), (MIB, MIB), "alone again: the most");
     assert_eq!(b.connections(), 1);
 }
+
+/// A path that hands each datagram to the other socket's channel, as a
+/// proxy's relay would, with a switch to close it.
+struct ChannelPath {
+    from: SocketAddr,
+    to: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    open: std::sync::atomic::AtomicBool,
+}
+
+impl DatagramPath for ChannelPath {
+    fn try_send_to(&self, _to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
+        self.to
+            .try_send((self.from, datagram.to_vec()))
+            .map_err(|_| io::Error::from(io::ErrorKind::WouldBlock))
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// uTP over a [`DatagramPath`] (how it goes through a SOCKS5 relay):
+/// a connection carries megabytes both ways, one datagram per send; once
+/// the path is closed a new connection fails at once instead of waiting
+/// out its SYN retries.
+#[tokio::test]
+async fn a_socket_over_a_path_carries_a_connection_and_fails_fast_once_closed() {
+    let (a_addr, b_addr): (SocketAddr, SocketAddr) = (
+        "10.0.0.1:6881".parse().unwrap(),
+        "10.0.0.2:6881".parse().unwrap(),
+    );
+    let (to_a, a_in) = mpsc::channel(4096);
+    let (to_b, b_in) = mpsc::channel(4096);
+    let a_path = Arc::new(ChannelPath {
+        from: a_addr,
+        to: to_b,
+        open: true.into(),
+    });
+    let b_path = Arc::new(ChannelPath {
+        from: b_addr,
+        to: to_a,
+        open: true.into(),
+    });
+    let a = Socket::over(a_path.clone(), a_in, a_addr, Opts::default());
+    let b = Socket::over(b_path, b_in, b_addr, Opts::default());
+    let up = pattern(2 << 20, 3);
+    let up2 = up.clone();
+    let server = tokio::spawn(async move {
+        let mut s = b.accept().await.unwrap();
+        assert_eq!(s.remote_addr(), a_addr);
+        let mut got = vec![0u8; up2.len()];
+        s.read_exact(&mut got).await.unwrap();
+        assert!(got == up2, "the server got other bytes");
+        s.write_all(b"thanks").await.unwrap();
+        s.flush().await.unwrap();
+        s
+    });
+    let mut s = a.connect(b_addr).await.unwrap();
+    s.write_all(&up).await.unwrap();
+    let mut back = [0u8; 6];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"thanks");
+    let _server_side = server.await.unwrap();
+
+    a_path
+        .open
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let t0 = tokio::time::Instant::now();
+    let e = a.connect(b_addr).await.unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::NotConnected);
+    assert!(t0.elapsed() < Duration::from_secs(1));
+}
