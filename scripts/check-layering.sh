@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 pure=(
   src/id.rs src/bencode.rs src/metainfo.rs src/metainfo/v2.rs src/merkle.rs src/magnet.rs src/bitfield.rs
   src/geometry.rs src/picker.rs src/choker.rs
-  src/peer/message.rs src/peer/codec.rs src/peer/handshake.rs src/peer/hashes.rs src/peer/hash_picker.rs
+  src/peer/message.rs src/peer/codec.rs src/peer/handshake.rs src/peer/hashes.rs src/peer/hash_picker.rs src/peer/blame.rs
   src/peer/extension.rs src/peer/metadata.rs src/peer/state.rs src/peer/state/fast.rs
   src/peer/state/pex.rs src/peer/state/upload.rs src/peer/state/download.rs src/peer/state/pipeline.rs src/peer/swarm.rs
   src/tracker/announce.rs src/storage/layout.rs src/storage/writeback.rs src/webseed/plan.rs src/mse.rs src/lsd.rs

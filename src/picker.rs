@@ -216,6 +216,9 @@ pub struct Picker {
     /// File selection: only these pieces are fetched (`None`: all), and
     /// how many of them are still missing.
     wanted: Option<(Bitfield, usize)>,
+    /// Failed pieces (still `verifying`) waiting for their leaf hashes:
+    /// not counted against the budget, whose memory the caller bounds.
+    blaming: std::collections::HashSet<u32>,
 }
 
 impl Picker {
@@ -240,6 +243,7 @@ impl Picker {
             max_pending,
             cap_pending,
             max_verifying: max_pending,
+            blaming: Default::default(),
             sequential: None,
             seq_cursor: (0, 0),
             wanted: None,
@@ -448,7 +452,8 @@ impl Picker {
         // 2. New pieces, rarest first, within the budget (which grows
         // when it is what starves this peer).
         while out.len() < want {
-            let verifying = self.verifying.count();
+            // Pieces waiting for their leaves hold no hasher or disk.
+            let verifying = self.verifying.count().saturating_sub(self.blaming.len());
             if verifying >= self.max_verifying {
                 break;
             }
@@ -715,6 +720,7 @@ impl Picker {
     /// The piece hashed correctly and is on disk.
     pub fn piece_verified(&mut self, piece: u32) {
         self.verifying.clear(piece as usize);
+        self.blaming.remove(&piece);
         let new = self.have.set(piece as usize);
         if new && let Some(&a) = self.availability.get(piece as usize) {
             let h = &mut self.avail_hist[(a as usize).min(AVAIL_BUCKETS - 1)];
@@ -731,6 +737,71 @@ impl Picker {
     /// The piece failed its hash: it will be picked again.
     pub fn piece_failed(&mut self, piece: u32) {
         self.verifying.clear(piece as usize);
+        self.blaming.remove(&piece);
+    }
+
+    /// The piece failed and waits for its leaf hashes (v2 block-level
+    /// blame) before [`Picker::refetch_blocks`] or
+    /// [`Picker::piece_failed`]: it stays out of every pick, but no
+    /// longer counts against the budget, so a slow answer does not stall
+    /// new pieces.
+    pub fn piece_awaits_hashes(&mut self, piece: u32) {
+        if self.verifying.get(piece as usize) {
+            self.blaming.insert(piece);
+        }
+    }
+
+    /// The piece failed its hash and the blocks `bad` were found to be
+    /// the bad ones (v2 block-level blame): it goes back to being
+    /// assembled in `buf`, its other blocks kept as received (with their
+    /// senders, who become its contributors), only the bad ones fetched
+    /// again. Anything inconsistent (no bad block in range, a wrong-sized
+    /// buffer, a piece not being verified) makes it a plain
+    /// [`Picker::piece_failed`], and `buf` is recycled.
+    pub fn refetch_blocks(&mut self, piece: u32, buf: Vec<u8>, senders: &[PeerKey], bad: &[u32]) {
+        let n = self.geometry.block_count(piece) as usize;
+        let mut bad: Vec<usize> = bad.iter().map(|&b| b as usize).filter(|&b| b < n).collect();
+        bad.sort_unstable();
+        bad.dedup();
+        let fits = self.verifying.get(piece as usize)
+            && !self.pending.contains_key(&piece)
+            && buf.len() == self.geometry.piece_len(piece) as usize
+            && senders.len() == n
+            && !bad.is_empty();
+        self.verifying.clear(piece as usize);
+        self.blaming.remove(&piece);
+        if !fits {
+            self.recycle(buf);
+            return;
+        }
+        let mut blocks = vec![BlockState::Received; n];
+        let mut senders = senders.to_vec();
+        for &b in &bad {
+            blocks[b] = BlockState::Free;
+            senders[b] = 0;
+        }
+        let mut contributors: Vec<PeerKey> = Vec::new();
+        for &k in &senders {
+            if k != 0 && !contributors.contains(&k) {
+                contributors.push(k);
+            }
+        }
+        let received = blocks
+            .iter()
+            .filter(|b| matches!(b, BlockState::Received))
+            .count() as u32;
+        self.open.insert(piece);
+        self.pending.insert(
+            piece,
+            Partial {
+                blocks,
+                received,
+                free: bad.len() as u32,
+                buf,
+                contributors,
+                senders,
+            },
+        );
     }
 
     /// Returns a piece buffer for reuse, sparing an allocation per piece.
@@ -964,6 +1035,39 @@ mod tests {
         // Verification frees room for one more piece.
         p.piece_verified(completed[0]);
         assert!(!p.pick(1, &all, 10, &[], now).is_empty());
+    }
+
+    #[test]
+    fn a_piece_awaiting_its_leaf_hashes_does_not_hold_the_budget_nor_get_picked() {
+        // As above: two whole pieces wait, nothing more starts.
+        let g = Geometry::new(8 * 4 * 1024 * 1024, 4 * 1024 * 1024);
+        let mut p = Picker::new(g, Bitfield::new(8), 11);
+        let all = Bitfield::full(8);
+        let now = Instant::now();
+        let mut completed = Vec::new();
+        loop {
+            let reqs = p.pick(1, &all, 256, &[], now);
+            if reqs.is_empty() {
+                break;
+            }
+            for r in reqs {
+                if let BlockOutcome::Complete { piece, .. } =
+                    p.on_block(1, r.piece, r.offset, &data_for(&g, &r))
+                {
+                    completed.push(piece);
+                }
+            }
+        }
+        assert_eq!(completed.len(), 2);
+        assert!(p.pick(1, &all, 10, &[], now).is_empty());
+        // One failed and waits for its leaves: a new piece starts, never it.
+        p.piece_awaits_hashes(completed[0]);
+        let more = p.pick(1, &all, 10, &[], now);
+        assert!(!more.is_empty());
+        assert!(more.iter().all(|r| !completed.contains(&r.piece)));
+        // A plain failure ends the wait: it is picked again.
+        p.piece_failed(completed[0]);
+        assert!(p.blaming.is_empty());
     }
 
     #[test]
@@ -1206,5 +1310,62 @@ mod tests {
             p.on_block(1, 0, 16384, &[0; 16384]),
             BlockOutcome::Stored { .. }
         ));
+    }
+
+    #[test]
+    fn a_blamed_piece_is_fetched_again_only_in_its_bad_blocks() {
+        let g = Geometry::new(2 * 4 * 16384, 4 * 16384);
+        let mut p = Picker::new(g, Bitfield::new(2), 1);
+        let all = Bitfield::full(2);
+        p.add_availability(&all);
+        let now = Instant::now();
+        let reqs = p.pick(1, &all, 4, &[], now);
+        assert!(reqs.iter().all(|r| r.piece == reqs[0].piece) && reqs.len() == 4);
+        let piece = reqs[0].piece;
+        let mut complete = None;
+        for (i, r) in reqs.iter().enumerate() {
+            // Peer 1 sends blocks 0 and 1, peer 2 (the liar) 2, peer 3 block 3.
+            let from = [1, 1, 2, 3][i];
+            let data = vec![i as u8 + 1; 16384];
+            if let BlockOutcome::Complete { data, senders, .. } =
+                p.on_block(from, r.piece, r.offset, &data)
+            {
+                complete = Some((data, senders));
+            }
+        }
+        let (buf, senders) = complete.unwrap();
+        assert_eq!(senders, vec![1, 1, 2, 3]);
+        p.refetch_blocks(piece, buf, &senders, &[2]);
+        assert_eq!(p.pending_pieces(), 1);
+        // Only block 2 is asked again, before any new piece.
+        let again = p.pick(4, &all, 1, &[], now);
+        assert_eq!(
+            again,
+            vec![BlockRef {
+                piece,
+                offset: 2 * 16384,
+                len: 16384
+            }]
+        );
+        match p.on_block(4, piece, 2 * 16384, &[9; 16384]) {
+            BlockOutcome::Complete {
+                data,
+                contributors,
+                senders,
+                ..
+            } => {
+                assert_eq!(&data[..16384], &[1; 16384][..], "kept");
+                assert_eq!(&data[2 * 16384..3 * 16384], &[9; 16384][..]);
+                assert_eq!(&data[3 * 16384..], &[4; 16384][..]);
+                assert_eq!(senders, vec![1, 1, 4, 3]);
+                assert_eq!(contributors, vec![1, 3, 4]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Not being verified (or no bad block): a plain failure.
+        p.piece_verified(piece);
+        p.refetch_blocks(piece, vec![0; 4 * 16384], &[1; 4], &[1]);
+        p.refetch_blocks(1 - piece, vec![0; 4 * 16384], &[1; 4], &[]);
+        assert_eq!(p.pending_pieces(), 0);
     }
 }

@@ -6,6 +6,7 @@ use tokio_util::codec::Decoder;
 
 use crate::merkle::{self, Hash};
 use crate::metainfo::v2::V2File;
+use crate::peer::blame;
 use crate::peer::codec::PeerCodec;
 use crate::peer::hash_picker::HashPicker;
 use crate::peer::hashes::{self, LayerTree};
@@ -21,7 +22,12 @@ const PL: u32 = 16 * 1024;
 /// its header implies, and an answer whose proof reaches the root
 /// verifies. HASHES go to a hash picker that asked for everything: it
 /// never keeps what does not prove out, so whenever it is done its layers
-/// are the true ones.
+/// are the true ones. Below the piece layer (a second file of 4 pieces of
+/// 4 made-up leaves): a request answered from one piece's leaves has
+/// exactly the hashes its header implies and verifies when its proof
+/// reaches the root; HASHES checked as a piece's leaves are kept only if
+/// they hash up to the piece, and block-level blame of the payload bytes
+/// never panics.
 pub fn hash_exchange(data: &[u8]) {
     let Some((head, rest)) = data.split_first_chunk::<2>() else {
         return;
@@ -45,6 +51,7 @@ pub fn hash_exchange(data: &[u8]) {
         layer: None,
     };
     let mut picker = HashPicker::new(&[file], PL);
+    let low = LowFile::new();
     let now = std::time::Instant::now();
     let mut asked = Vec::new();
     while let Some(r) = picker.next_request(1, now) {
@@ -59,6 +66,7 @@ pub fn hash_exchange(data: &[u8]) {
         assert_eq!(again.as_ref(), Some(&m), "re-encoding changed {m:?}");
         match m {
             Message::HashRequest(mut r) | Message::HashReject(mut r) => {
+                low.answer(r);
                 r.pieces_root = root;
                 if let Some(a) = tree.answer(&r) {
                     assert!(tree.shape().fits(&r));
@@ -69,6 +77,7 @@ pub fn hash_exchange(data: &[u8]) {
                 }
             }
             Message::Hashes { mut req, hashes } => {
+                low.check(&req, &hashes);
                 if req.index & 1 == 0 {
                     req.pieces_root = root;
                 }
@@ -91,5 +100,76 @@ pub fn hash_exchange(data: &[u8]) {
             Some(vec![(root, layer)]),
             "a layer that is not the root's"
         );
+    }
+}
+
+/// Leaves per piece of the file below the piece layer.
+const LOW_LEAVES: usize = 4;
+
+/// A file of 4 pieces of [`LOW_LEAVES`] made-up leaves each.
+struct LowFile {
+    leaves: Vec<Hash>,
+    layer: Vec<Hash>,
+    root: Hash,
+    tree: LayerTree,
+}
+
+impl LowFile {
+    fn new() -> LowFile {
+        let pl = (LOW_LEAVES * merkle::BLOCK) as u32;
+        let leaves: Vec<Hash> = (0..4 * LOW_LEAVES as u32)
+            .map(|i| merkle::leaf(&(i + 7).to_le_bytes()))
+            .collect();
+        let layer: Vec<Hash> = leaves
+            .chunks(LOW_LEAVES)
+            .map(|c| merkle::root_of_row(c, LOW_LEAVES, merkle::ZERO).unwrap_or(merkle::ZERO))
+            .collect();
+        let length = 4 * u64::from(pl);
+        let Some(root) = merkle::root_from_layer(&layer, length, pl) else {
+            panic!("a layer of the right length has a root");
+        };
+        let Some(tree) = LayerTree::new(&layer, length, pl, &root) else {
+            panic!("the layer's own tree");
+        };
+        LowFile {
+            leaves,
+            layer,
+            root,
+            tree,
+        }
+    }
+
+    fn answer(&self, mut r: hashes::HashRequest) {
+        r.pieces_root = self.root;
+        let shape = self.tree.shape();
+        let piece = u64::from(r.index % 4);
+        let mine = &self.leaves[piece as usize * LOW_LEAVES..][..LOW_LEAVES];
+        let above = |l, i| self.tree.node(l, i);
+        if let Some(a) =
+            hashes::answer_from_piece(&r, &shape, LOW_LEAVES as u64, piece, mine, above)
+        {
+            assert!(shape.fits(&r) && r.base_layer < 2);
+            assert_eq!(a.len(), r.answer_len());
+            if r.base_layer + r.proof_layers + 2 == shape.layers {
+                assert!(hashes::verify(&shape, &self.root, &r, &a));
+            }
+        }
+    }
+
+    fn check(&self, req: &hashes::HashRequest, got: &[Hash]) {
+        let piece = req.index as usize % 4;
+        if let Some(kept) = blame::check_leaves(req, got, &self.layer[piece]) {
+            assert_eq!(
+                merkle::root_of_row(&kept, kept.len(), merkle::ZERO),
+                Some(self.layer[piece])
+            );
+        }
+        // The hashes' bytes as a piece's data, judged against its leaves.
+        let data: Vec<u8> = got.iter().flatten().copied().collect();
+        let senders: Vec<u64> = (0..data.len().div_ceil(merkle::BLOCK) as u64).collect();
+        let len = req.length as usize % (data.len() + 1);
+        if let Some(v) = blame::blame(&self.leaves, len, &data, &senders) {
+            assert!(v.liars.len() <= v.bad.len());
+        }
     }
 }

@@ -317,7 +317,9 @@ impl LayerTree {
         self.shape
     }
 
-    fn node(&self, layer: u32, index: u64) -> Option<Hash> {
+    /// Node `index` of `layer` (at or above the piece layer; padding
+    /// past the row's end), `None` below the piece layer.
+    pub fn node(&self, layer: u32, index: u64) -> Option<Hash> {
         let k = layer.checked_sub(self.base)? as usize;
         let row = self.rows.get(k)?;
         Some(match usize::try_from(index).ok().and_then(|i| row.get(i)) {
@@ -355,6 +357,72 @@ impl LayerTree {
         }
         Some(out)
     }
+}
+
+/// The answer to `r`, a request below the piece layer, from the `leaves`
+/// of the one piece its nodes fall under: that piece is number `piece` of
+/// its file, its subtree is `width` leaves wide (the leaves per piece, or
+/// for a file shorter than a piece its padded leaf row), and the nodes at
+/// the piece's layer and above come from `above(layer, index)` (the
+/// file's [`LayerTree`], or its root). `None` when the request does not
+/// fit the tree, is not below the piece layer, spans more than the piece,
+/// or the leaves do not hash up to the piece's node (data that changed on
+/// disk is not vouched for).
+pub fn answer_from_piece(
+    r: &HashRequest,
+    shape: &TreeShape,
+    width: u64,
+    piece: u64,
+    leaves: &[Hash],
+    above: impl Fn(u32, u64) -> Option<Hash>,
+) -> Option<Vec<Hash>> {
+    if r.check().is_err()
+        || !shape.fits(r)
+        || !width.is_power_of_two()
+        || leaves.len() as u64 > width
+        || width > shape.leaves
+    {
+        return None;
+    }
+    let h = width.trailing_zeros();
+    if r.base_layer >= h {
+        return None;
+    }
+    let mut row: Vec<Hash> = leaves.to_vec();
+    row.resize(usize::try_from(width).ok()?, merkle::ZERO);
+    let mut rows = vec![row];
+    while rows.last()?.len() > 1 {
+        let next = rows
+            .last()?
+            .chunks(2)
+            .map(|p| merkle::parent(&p[0], &p[1]))
+            .collect();
+        rows.push(next);
+    }
+    if above(h, piece)? != rows[h as usize][0] {
+        return None;
+    }
+    let node = |layer: u32, index: u64| -> Option<Hash> {
+        if layer < h {
+            let first = piece << (h - layer);
+            let k = usize::try_from(index.checked_sub(first)?).ok()?;
+            rows.get(layer as usize)?.get(k).copied()
+        } else {
+            above(layer, index)
+        }
+    };
+    let mut out = Vec::with_capacity(r.answer_len());
+    for i in 0..u64::from(r.length) {
+        out.push(node(r.base_layer, u64::from(r.index) + i)?);
+    }
+    let skip = r.length.trailing_zeros();
+    let mut pos = u64::from(r.index) >> skip;
+    let first = r.base_layer + skip;
+    for layer in first..first + r.uncles() {
+        out.push(node(layer, pos ^ 1)?);
+        pos >>= 1;
+    }
+    Some(out)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! sans-IO protocol state of one connection, and the connection task that
 //! is the only code touching a peer's socket.
 
+pub mod blame;
 pub mod codec;
 pub mod conn;
 pub mod extension;

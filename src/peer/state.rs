@@ -128,6 +128,9 @@ pub const HASH_RATE: u32 = 8192;
 pub const HASH_OUTBOX_MAX: usize = 512 * 1024;
 /// Our hash requests in flight to one peer.
 pub const HASH_REQUESTS_IN_FLIGHT: usize = 2;
+/// A peer's hash requests being answered off the reactor at once (below
+/// the piece layer: a piece read from disk and hashed); more are rejected.
+pub const HASH_ANSWERS_LATER: u32 = 2;
 
 /// Why the protocol ends a connection.
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +233,7 @@ impl RateMeter {
 }
 
 /// Commands the session sends to a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerCommand {
     /// Choke or unchoke the peer.
     SetChoke(bool),
@@ -238,6 +241,14 @@ pub enum PeerCommand {
     Cancel(BlockRef),
     /// Disconnect (banned, replaced, evicted, or useless).
     Close,
+    /// The answer to a hash request the swarm took to answer later
+    /// ([`Swarm::hash_answer_later`]): the hashes, or `None` to reject it.
+    HashAnswer {
+        /// The peer's request.
+        req: HashRequest,
+        /// The nodes then the uncles, or `None`.
+        hashes: Option<Vec<crate::merkle::Hash>>,
+    },
 }
 
 /// Per-connection protocol state.
@@ -310,6 +321,8 @@ pub struct PeerState {
     hash_tokens: u32,
     /// Our hash requests to the peer not yet answered.
     hash_requests: Vec<HashRequest>,
+    /// Its hash requests the swarm is answering off the reactor.
+    hash_answers_later: u32,
     /// The last pick found nothing to ask this peer for: do not ask the
     /// picker again (a lock and a scan) on every message until something
     /// changes or this instant passes.
@@ -362,6 +375,7 @@ impl PeerState {
             v2: false,
             hash_tokens: HASH_BURST,
             hash_requests: Vec::new(),
+            hash_answers_later: 0,
             pick_idle_until: None,
         }
     }
@@ -765,20 +779,27 @@ impl PeerState {
     }
 
     /// A HASH REQUEST: answered from the swarm's piece layers within the
-    /// peer's budget, or rejected.
+    /// peer's budget, or (below the piece layer) by the swarm later, at
+    /// most [`HASH_ANSWERS_LATER`] at once, or rejected.
     fn on_hash_request(&mut self, r: HashRequest, swarm: &dyn Swarm, out: &mut Outbox) {
         let cost = r.answer_len() as u32;
-        let answer = if self.v2 && cost <= self.hash_tokens && out.len() < HASH_OUTBOX_MAX {
-            swarm.hash_answer(&r)
+        if !(self.v2 && cost <= self.hash_tokens && out.len() < HASH_OUTBOX_MAX) {
+            out.push(&Message::HashReject(r));
+            return;
+        }
+        if let Some(hashes) = swarm.hash_answer(&r) {
+            self.hash_tokens -= cost;
+            out.push(&Message::Hashes { req: r, hashes });
+        } else if let Some(work) = (self.hash_answers_later < HASH_ANSWERS_LATER)
+            .then(|| swarm.hash_answer_later(self.key, &r, self.hash_tokens))
+            .flatten()
+        {
+            // Charged for the hashing (a whole piece read and hashed for
+            // a few hashes), not only for what is sent.
+            self.hash_tokens = self.hash_tokens.saturating_sub(work.max(cost));
+            self.hash_answers_later += 1;
         } else {
-            None
-        };
-        match answer {
-            Some(hashes) => {
-                self.hash_tokens -= cost;
-                out.push(&Message::Hashes { req: r, hashes });
-            }
-            None => out.push(&Message::HashReject(r)),
+            out.push(&Message::HashReject(r));
         }
     }
 
@@ -788,7 +809,7 @@ impl PeerState {
             return;
         }
         while self.hash_requests.len() < HASH_REQUESTS_IN_FLIGHT {
-            let Some(r) = swarm.next_hash_request(self.key, now) else {
+            let Some(r) = swarm.next_hash_request(self.key, self.bitfield.as_ref(), now) else {
                 break;
             };
             out.push(&Message::HashRequest(r));
@@ -814,6 +835,15 @@ impl PeerState {
                 if self.in_flight.remove(&r) {
                     out.push(&Message::Cancel(r));
                     self.forget(&[r], swarm);
+                }
+            }
+            PeerCommand::HashAnswer { req, hashes } => {
+                self.hash_answers_later = self.hash_answers_later.saturating_sub(1);
+                match hashes {
+                    Some(hashes) if hashes.len() == req.answer_len() => {
+                        out.push(&Message::Hashes { req, hashes })
+                    }
+                    _ => out.push(&Message::HashReject(req)),
                 }
             }
         }

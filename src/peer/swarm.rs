@@ -137,8 +137,25 @@ pub trait Swarm: Send + Sync {
         None
     }
 
-    /// The next hash request to send `key`, while piece layers are missing.
-    fn next_hash_request(&self, _key: PeerKey, _now: Instant) -> Option<HashRequest> {
+    /// A hash request [`Swarm::hash_answer`] refused that the swarm can
+    /// answer off the reactor (below the piece layer, for a piece we
+    /// have) for at most `budget` hash tokens: `Some(cost)` when it took
+    /// it (the leaves it will hash, one token each, at least the hashes
+    /// sent), and will send the answer (or a reject) to `key` as a
+    /// [`PeerCommand::HashAnswer`](super::state::PeerCommand::HashAnswer).
+    fn hash_answer_later(&self, _key: PeerKey, _req: &HashRequest, _budget: u32) -> Option<u32> {
+        None
+    }
+
+    /// The next hash request to send `key`, which has the pieces in `bf`
+    /// (`None` while unknown): piece layers still missing, or the leaves
+    /// of a piece that failed its hash check.
+    fn next_hash_request(
+        &self,
+        _key: PeerKey,
+        _bf: Option<&Bitfield>,
+        _now: Instant,
+    ) -> Option<HashRequest> {
         None
     }
 

@@ -334,8 +334,17 @@ impl Swarm for Shared {
         super::layers::answer(self, req)
     }
 
-    fn next_hash_request(&self, key: PeerKey, now: Instant) -> Option<HashRequest> {
-        super::layers::next_request(self, key, now)
+    fn hash_answer_later(&self, key: PeerKey, req: &HashRequest, budget: u32) -> Option<u32> {
+        super::layers::answer_later(self, key, req, budget)
+    }
+
+    fn next_hash_request(
+        &self,
+        key: PeerKey,
+        bf: Option<&Bitfield>,
+        now: Instant,
+    ) -> Option<HashRequest> {
+        super::layers::next_request(self, key, bf, now)
     }
 
     fn hash_request_pending(&self, key: PeerKey, req: &HashRequest, now: Instant) -> bool {

@@ -11,20 +11,36 @@
 //!   dict whose files miss their layers, the dict is held here and the
 //!   picker asks v2 peers for the layers; once all are in and proven, the
 //!   dict goes to the torrent's loop like any fetched one, and
-//!   [`metainfo`] builds the torrent from it with the fetched layers.
+//!   [`metainfo`] builds the torrent from it with the fetched layers;
+//! - block-level blame: a v2 piece that failed its hash check waits here
+//!   (its data and senders kept, still `verifying` in the picker) while a
+//!   v2 peer that has it is asked for its 16 KiB leaves
+//!   (`peer::blame::LeafAsks`); proven leaves are cached and the piece
+//!   goes back to the verify queue, which then names the bad blocks
+//!   (`session::verify`); a piece nobody answers for is given up on and
+//!   verified again without blame (a whole-piece re-fetch);
+//! - serving below the piece layer: a request for leaves (or any layer
+//!   under the piece layer) of a piece we have is answered off the
+//!   reactor, from the piece read back from disk and hashed
+//!   ([`answer_later`]).
 
-use super::shared::Shared;
+use super::shared::{Shared, TorrentData};
+use super::verify::VerifyJob;
+use crate::bitfield::Bitfield;
 use crate::id::InfoHash;
+use crate::merkle;
 use crate::merkle::Hash;
 use crate::metainfo::{Metainfo, MetainfoError};
+use crate::peer::blame::{self, LeafAnswer, LeafAsks, PieceSpot};
 use crate::peer::hash_picker::HashPicker;
-use crate::peer::hashes::{HashRequest, LayerTree};
+use crate::peer::hashes::{self, HashRequest, LayerTree, TreeShape};
 use crate::peer::metadata::MetadataAssembler;
+use crate::peer::state::PeerCommand;
 use crate::picker::PeerKey;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 /// The hash exchange state of one torrent.
@@ -37,7 +53,18 @@ pub struct HashX {
     served: OnceLock<HashMap<Hash, LayerTree>>,
     /// Layers being fetched, or fetched.
     fetch: Mutex<Option<Fetch>>,
+    /// Failed pieces waiting for their leaves (block-level blame).
+    leaf_asks: Mutex<LeafAsks<VerifyJob>>,
+    /// Proven leaves of failed pieces, by piece (at most
+    /// [`MAX_CACHED_LEAVES`] pieces): a second failure needs no request.
+    leaf_cache: Mutex<HashMap<u32, Vec<Hash>>>,
 }
+
+/// Pieces whose proven leaves are kept.
+pub const MAX_CACHED_LEAVES: usize = 64;
+/// Bytes of failed pieces held while their leaves are asked for (one
+/// piece at least); more fail whole at once.
+pub const MAX_WAITING_BYTES: u64 = 32 << 20;
 
 struct Fetch {
     /// The info dict (its hash checked) whose layers are fetched.
@@ -55,6 +82,14 @@ impl HashX {
     /// Whether our handshake sets the v2 bit.
     pub fn speaks_v2(&self) -> bool {
         self.v2.load(Ordering::Relaxed)
+    }
+
+    fn leaf_asks(&self) -> MutexGuard<'_, LeafAsks<VerifyJob>> {
+        self.leaf_asks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn leaf_cache(&self) -> MutexGuard<'_, HashMap<u32, Vec<Hash>>> {
+        self.leaf_cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `(chunks verified, chunks in all)` of the layer fetch, if any.
@@ -127,10 +162,9 @@ pub fn metainfo(
     Ok(meta)
 }
 
-/// The answer to a hash request, from the layers of the installed torrent.
-pub fn answer(shared: &Shared, req: &HashRequest) -> Option<Vec<Hash>> {
-    let data = shared.data()?;
-    let served = shared.hashx.served.get_or_init(|| {
+/// The trees we serve, by root, built on first use.
+fn served<'a>(shared: &'a Shared, data: &TorrentData) -> &'a HashMap<Hash, LayerTree> {
+    shared.hashx.served.get_or_init(|| {
         let Some(v2) = &data.meta.v2 else {
             return HashMap::new();
         };
@@ -143,8 +177,13 @@ pub fn answer(shared: &Shared, req: &HashRequest) -> Option<Vec<Hash>> {
                 Some((root, tree))
             })
             .collect()
-    });
-    let answer = served.get(&req.pieces_root)?.answer(req);
+    })
+}
+
+/// The answer to a hash request, from the layers of the installed torrent.
+pub fn answer(shared: &Shared, req: &HashRequest) -> Option<Vec<Hash>> {
+    let data = shared.data()?;
+    let answer = served(shared, data).get(&req.pieces_root)?.answer(req);
     if answer.is_some() {
         tracing::debug!(
             "answered a hash request: {} hashes of layer {} from {}",
@@ -156,18 +195,38 @@ pub fn answer(shared: &Shared, req: &HashRequest) -> Option<Vec<Hash>> {
     answer
 }
 
-/// The next hash request for `key`, while layers are fetched.
-pub fn next_request(shared: &Shared, key: PeerKey, now: Instant) -> Option<HashRequest> {
-    let mut f = shared.hashx.fetch();
-    let f = f.as_mut().filter(|f| f.layers.is_none())?;
-    f.picker.next_request(key, now)
+/// The next hash request for `key` (which has the pieces in `bf`): a
+/// chunk of a missing piece layer, else the leaves of a failed piece.
+pub fn next_request(
+    shared: &Shared,
+    key: PeerKey,
+    bf: Option<&Bitfield>,
+    now: Instant,
+) -> Option<HashRequest> {
+    {
+        let mut f = shared.hashx.fetch();
+        if let Some(f) = f.as_mut().filter(|f| f.layers.is_none())
+            && let Some(r) = f.picker.next_request(key, now)
+        {
+            return Some(r);
+        }
+    }
+    let mut asks = shared.hashx.leaf_asks();
+    if asks.is_empty() {
+        return None;
+    }
+    let has = |piece: u32| bf.is_some_and(|b| b.get(piece as usize));
+    asks.next_request(key, has, now)
 }
 
 /// Whether our request `req` to `key` is still awaited.
 pub fn pending(shared: &Shared, key: PeerKey, req: &HashRequest, now: Instant) -> bool {
-    let mut f = shared.hashx.fetch();
-    f.as_mut()
-        .is_some_and(|f| f.picker.is_pending(key, req, now))
+    let fetching = {
+        let mut f = shared.hashx.fetch();
+        f.as_mut()
+            .is_some_and(|f| f.picker.is_pending(key, req, now))
+    };
+    fetching || shared.hashx.leaf_asks().is_pending(key, req, now)
 }
 
 /// Hashes from `key`; when they complete the layers, the info dict goes
@@ -179,6 +238,25 @@ pub fn received(
     hashes: &[Hash],
     now: Instant,
 ) -> Result<(), String> {
+    let answer = shared.hashx.leaf_asks().on_hashes(key, req, hashes);
+    match answer {
+        LeafAnswer::NotOurs => {}
+        LeafAnswer::Bad => return Err("block hashes that do not hash up to their piece".into()),
+        LeafAnswer::Proven {
+            piece,
+            leaves,
+            payload,
+        } => {
+            tracing::info!(
+                "piece {piece}: block hashes received and checked; finding the bad blocks"
+            );
+            cache_leaves(shared, piece, leaves);
+            if let Some(me) = shared.this.upgrade() {
+                super::verify::requeue(me, payload);
+            }
+            return Ok(());
+        }
+    }
     let done = {
         let mut f = shared.hashx.fetch();
         let Some(f) = f.as_mut().filter(|f| f.layers.is_none()) else {
@@ -203,11 +281,211 @@ pub fn rejected(shared: &Shared, key: PeerKey, req: &HashRequest, now: Instant) 
     if let Some(f) = shared.hashx.fetch().as_mut() {
         f.picker.on_reject(key, req, now);
     }
+    shared.hashx.leaf_asks().on_reject(key, req);
 }
 
 /// `key` left: its hash requests go to others.
 pub fn peer_gone(shared: &Shared, key: PeerKey) {
     if let Some(f) = shared.hashx.fetch().as_mut() {
         f.picker.on_peer_gone(key);
+    }
+    shared.hashx.leaf_asks().peer_gone(key);
+}
+
+/// Where piece `piece` of the torrent lies in its file's tree: `None`
+/// for a v1 torrent, or a piece no file starts in (pure padding).
+pub fn piece_spot(data: &TorrentData, piece: u32) -> Option<PieceSpot> {
+    let v2 = data.meta.v2.as_ref()?;
+    let info = &data.meta.info;
+    let pl = u64::from(info.piece_length);
+    let at = u64::from(piece) * pl;
+    // Every file starts a piece in the aligned layout (v2-only, or a
+    // hybrid's v1 half with its pad files).
+    let starts = info.files.iter().filter(|f| !f.pad).map(|f| f.offset);
+    v2.files.iter().zip(starts).find_map(|(f, start)| {
+        let root = f.pieces_root?;
+        let inside = at >= start && at < start + f.length;
+        inside.then(|| PieceSpot {
+            root,
+            file_len: f.length,
+            index: ((at - start) / pl) as u32,
+        })
+    })
+}
+
+/// The proven leaves of failed piece `piece`, if any.
+pub fn cached_leaves(shared: &Shared, piece: u32) -> Option<Vec<Hash>> {
+    shared.hashx.leaf_cache().get(&piece).cloned()
+}
+
+fn cache_leaves(shared: &Shared, piece: u32, leaves: Vec<Hash>) {
+    let mut c = shared.hashx.leaf_cache();
+    if c.len() >= MAX_CACHED_LEAVES && !c.contains_key(&piece) {
+        let Some(old) = c.keys().next().copied() else {
+            return;
+        };
+        c.remove(&old);
+    }
+    c.insert(piece, leaves);
+}
+
+/// Piece `piece` passed: its cached leaves are no longer needed.
+pub fn forget_leaves(shared: &Shared, piece: u32) {
+    let mut c = shared.hashx.leaf_cache();
+    if !c.is_empty() {
+        c.remove(&piece);
+    }
+}
+
+/// Failed piece `piece` (`job`, its data and senders) waits for its
+/// leaves, asked of peers; `Err` gives the job back when it cannot (a v1
+/// torrent, a piece of one leaf, too many waiting).
+pub fn wait_for_leaves(
+    shared: &Shared,
+    piece: u32,
+    contributors: Vec<PeerKey>,
+    job: VerifyJob,
+    now: Instant,
+) -> Result<(), VerifyJob> {
+    let Some(data) = shared.data() else {
+        return Err(job);
+    };
+    let info = &data.meta.info;
+    let Some(hash) = info
+        .v2_pieces
+        .as_ref()
+        .and_then(|c| c.get(piece as usize))
+        .map(|c| c.hash)
+    else {
+        return Err(job);
+    };
+    let Some(req) =
+        piece_spot(data, piece).and_then(|s| blame::leaf_request(&s, info.piece_length))
+    else {
+        return Err(job);
+    };
+    let mut asks = shared.hashx.leaf_asks();
+    let held = (asks.len() as u64 + 1) * u64::from(info.piece_length);
+    if !asks.is_empty() && held > MAX_WAITING_BYTES {
+        return Err(job);
+    }
+    asks.add(piece, req, hash, contributors, now, job)
+}
+
+/// Failed pieces whose leaves nobody sent in time go back to the verify
+/// queue, to be failed whole (called from the torrent's tick).
+pub fn expire_leaf_asks(shared: &Arc<Shared>, now: Instant) {
+    let expired = {
+        let mut asks = shared.hashx.leaf_asks();
+        if asks.is_empty() {
+            return;
+        }
+        asks.expire(now)
+    };
+    for (piece, mut job) in expired {
+        tracing::info!("piece {piece}: no peer sent its block hashes in time");
+        job.no_blame();
+        super::verify::requeue(shared.clone(), job);
+    }
+}
+
+/// A hash request below the piece layer, for a piece we have: answered
+/// off the reactor from the piece read back from disk, the answer sent
+/// to `key`'s task. Its cost is the leaves hashed (`None`, reject it,
+/// above `budget` or for anything else).
+pub fn answer_later(shared: &Shared, key: PeerKey, req: &HashRequest, budget: u32) -> Option<u32> {
+    let data = shared.data().cloned()?;
+    let job = leaf_job(&data, req)?;
+    let work = u32::try_from(job.width).ok().filter(|&w| w <= budget)?;
+    let tx = {
+        let st = shared.lock();
+        let have = st
+            .picker
+            .as_ref()
+            .is_some_and(|p| p.have().get(job.piece as usize));
+        match st.peers.get(&key) {
+            Some(p) if have => p.tx.clone(),
+            _ => return None,
+        }
+    };
+    let me = shared.this.upgrade()?;
+    let req = *req;
+    shared.tasks.spawn(async move {
+        let answer = move || {
+            let tree = served(&me, &data).get(&req.pieces_root);
+            job.answer(&data, &req, tree)
+        };
+        let hashes = tokio::task::spawn_blocking(answer).await.ok().flatten();
+        let _ = tx.send(PeerCommand::HashAnswer { req, hashes }).await;
+    });
+    Some(work)
+}
+
+/// What answering a request below the piece layer takes: the piece its
+/// nodes fall under, and where it lies in its file.
+struct LeafJob {
+    piece: u32,
+    shape: TreeShape,
+    /// Leaves under the piece's node.
+    width: u64,
+    /// The piece's index in its file.
+    index: u64,
+    /// Bytes of file data in the piece.
+    data_len: usize,
+}
+
+fn leaf_job(data: &TorrentData, req: &HashRequest) -> Option<LeafJob> {
+    let v2 = data.meta.v2.as_ref()?;
+    let info = &data.meta.info;
+    let pl = info.piece_length;
+    let starts = info.files.iter().filter(|f| !f.pad).map(|f| f.offset);
+    let (file, start) = v2
+        .files
+        .iter()
+        .zip(starts)
+        .find(|(f, _)| f.pieces_root == Some(req.pieces_root))?;
+    let shape = TreeShape::of_file(file.length)?;
+    let width = (merkle::blocks_per_piece(pl) as u64).min(shape.leaves);
+    if req.check().is_err() || !shape.fits(req) || req.base_layer >= width.trailing_zeros() {
+        return None;
+    }
+    let first = u64::from(req.index) << req.base_layer;
+    let last = (u64::from(req.index) + u64::from(req.length)) << req.base_layer;
+    let index = first / width;
+    if last > (index + 1) * width {
+        return None;
+    }
+    let offset = index * u64::from(pl);
+    let data_len = file.length.checked_sub(offset)?.min(u64::from(pl)) as usize;
+    let piece = u32::try_from((start + offset) / u64::from(pl)).ok()?;
+    Some(LeafJob {
+        piece,
+        shape,
+        width,
+        index,
+        data_len,
+    })
+}
+
+impl LeafJob {
+    /// Reads the piece back and answers `req` from its leaves (blocking).
+    fn answer(
+        &self,
+        data: &TorrentData,
+        req: &HashRequest,
+        tree: Option<&LayerTree>,
+    ) -> Option<Vec<Hash>> {
+        let mut buf = vec![0u8; self.data_len];
+        data.storage
+            .read(data.geometry.piece_offset(self.piece), &mut buf)
+            .ok()?;
+        let leaves = merkle::leaves(&buf);
+        let top = self.shape.layers - 1;
+        let root = req.pieces_root;
+        let above = |layer: u32, i: u64| match tree {
+            Some(t) => t.node(layer, i),
+            None => (layer == top && i == 0).then_some(root),
+        };
+        hashes::answer_from_piece(req, &self.shape, self.width, self.index, &leaves, above)
     }
 }

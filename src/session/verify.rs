@@ -9,8 +9,22 @@
 //! block and who sent it are kept. When the piece later passes, each kept
 //! block is compared with the good data: a peer whose block differs sent
 //! bad data and is banned at once; peers whose blocks matched are cleared.
+//!
+//! Block-level blame (v2 and hybrid pieces, BEP 52): a piece whose merkle
+//! check fails is judged block by block against its 16 KiB leaves (known
+//! at once for a piece of one data block; else cached, or asked of a v2
+//! peer while the piece waits in `session::layers`, then verified again
+//! here). The sender of each bad block is banned at once (the evidence is
+//! exact), its co-contributors lose nothing, and the piece goes back to
+//! the picker with its good blocks kept: only the bad ones are fetched
+//! again, and only they count as wasted. Without leaves (nobody answered)
+//! it falls back to the whole-piece re-fetch and the smart ban.
 
-use super::shared::{MAX_SOURCES, MAX_SUSPECT_PIECES, PeerCommand, Shared, Source, Suspect};
+use super::shared::{
+    BAN_STRIKES, MAX_SOURCES, MAX_SUSPECT_PIECES, PeerCommand, Shared, Source, Suspect,
+};
+use crate::merkle::BLOCK;
+use crate::peer::blame::{self, Verdict};
 use crate::peer::message::{BLOCK_LEN, BlockRef};
 use crate::picker::{BlockOutcome, PeerKey};
 use sha1::{Digest, Sha1};
@@ -81,6 +95,30 @@ pub struct VerifyJob {
     buf: Vec<u8>,
     contributors: Vec<PeerKey>,
     senders: Vec<PeerKey>,
+    /// Judge a failure block by block (v2); off once the leaves could not
+    /// be had.
+    blame: bool,
+    /// The IP of each block's sender, taken when the piece first failed
+    /// (a sender may have left by the time its leaves arrive); empty
+    /// before.
+    ips: Vec<Option<IpAddr>>,
+}
+
+impl VerifyJob {
+    /// No block-level blame for this job: a failure is a whole-piece one.
+    pub fn no_blame(&mut self) {
+        self.blame = false;
+    }
+}
+
+/// What the block-level check of a failed piece found.
+enum Blame {
+    /// Not a v2 piece, blame off, or nothing to pin on a block.
+    None,
+    /// These blocks are bad.
+    Exact(Verdict),
+    /// The piece's leaves are needed first.
+    NeedLeaves,
 }
 
 /// Completed pieces in the order they completed, and the workers draining
@@ -109,9 +147,32 @@ impl VerifyQueue {
 
 /// What a verified batch leaves to do once the lock is released.
 enum After {
-    Verified { piece: u32, liars: Vec<IpAddr> },
-    Failed { piece: u32, banned: Vec<IpAddr> },
-    DiskError { piece: u32, error: String },
+    Verified {
+        piece: u32,
+        liars: Vec<IpAddr>,
+    },
+    Failed {
+        piece: u32,
+        banned: Vec<IpAddr>,
+        /// The piece had failed before and waited for leaves in vain.
+        again: bool,
+    },
+    /// Bad blocks found: `bad` of `blocks` fetched again.
+    Blamed {
+        piece: u32,
+        bad: usize,
+        blocks: usize,
+        banned: Vec<IpAddr>,
+        first: bool,
+    },
+    /// Failed; waiting for its leaves.
+    AwaitingLeaves {
+        piece: u32,
+    },
+    DiskError {
+        piece: u32,
+        error: String,
+    },
 }
 
 /// Queues piece `piece` (`buf`) to be hashed and, when it matches, written
@@ -125,6 +186,22 @@ pub fn spawn_verify(
     contributors: Vec<PeerKey>,
     senders: Vec<PeerKey>,
 ) {
+    requeue(
+        shared,
+        VerifyJob {
+            piece,
+            buf,
+            contributors,
+            senders,
+            blame: true,
+            ips: Vec::new(),
+        },
+    );
+}
+
+/// Queues `job` (a new piece, or a failed one back with its leaves or
+/// without hope of them), starting a worker if fewer than one per core run.
+pub fn requeue(shared: Arc<Shared>, job: VerifyJob) {
     // Asked once: the answer reads cgroup files, too slow for every piece.
     static MAX_WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let max_workers = *MAX_WORKERS
@@ -134,12 +211,7 @@ pub fn spawn_verify(
             .verify_queue
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        q.jobs.push_back(VerifyJob {
-            piece,
-            buf,
-            contributors,
-            senders,
-        });
+        q.jobs.push_back(job);
         let start = q.workers < max_workers;
         if start {
             q.workers += 1;
@@ -178,9 +250,20 @@ async fn verify_worker(shared: Arc<Shared>) {
                 .map(|j| st.suspects.contains_key(&j.piece))
                 .collect()
         };
+        // Leaves proven for pieces that failed before (rare: none cached
+        // costs one lock per batch).
+        let leaves: Vec<Option<Vec<crate::merkle::Hash>>> = batch
+            .iter()
+            .map(|j| {
+                j.blame
+                    .then(|| super::layers::cached_leaves(&shared, j.piece))
+                    .flatten()
+            })
+            .collect();
         let blocking_data = data.clone();
-        let job =
-            tokio::task::spawn_blocking(move || check_and_write(&blocking_data, batch, &suspected));
+        let job = tokio::task::spawn_blocking(move || {
+            check_and_write(&blocking_data, batch, &suspected, leaves)
+        });
         let Ok(results) = job.await else {
             shared
                 .verify_queue
@@ -192,8 +275,8 @@ async fn verify_worker(shared: Arc<Shared>) {
         let mut after = Vec::with_capacity(results.len());
         {
             let mut st = shared.lock();
-            for (job, result, hashes) in results {
-                after.extend(record(&shared, &mut st, &data, job, result, &hashes));
+            for (job, result, hashes, blame) in results {
+                after.extend(record(&shared, &mut st, &data, job, result, &hashes, blame));
             }
         }
         let verified = after
@@ -210,12 +293,47 @@ async fn verify_worker(shared: Arc<Shared>) {
                         tracing::warn!("banned {ip}: it sent corrupt data for piece {piece}");
                     }
                 }
-                After::Failed { piece, banned } => {
-                    shared.emit(super::status::SessionEvent::PieceFailed { piece });
-                    tracing::warn!("piece {piece} failed its hash check; fetching it again");
+                After::Failed {
+                    piece,
+                    banned,
+                    again,
+                } => {
+                    if again {
+                        tracing::warn!("piece {piece}: fetching it again whole");
+                    } else {
+                        shared.emit(super::status::SessionEvent::PieceFailed { piece });
+                        tracing::warn!("piece {piece} failed its hash check; fetching it again");
+                    }
                     for ip in banned {
                         tracing::warn!("banned {ip}: it kept sending corrupt data");
                     }
+                }
+                After::Blamed {
+                    piece,
+                    bad,
+                    blocks,
+                    banned,
+                    first,
+                } => {
+                    if first {
+                        shared.emit(super::status::SessionEvent::PieceFailed { piece });
+                        tracing::warn!(
+                            "piece {piece} failed its hash check; {bad} of its {blocks} blocks bad, fetching only those again"
+                        );
+                    } else {
+                        tracing::warn!(
+                            "piece {piece}: {bad} of its {blocks} blocks bad, fetching only those again"
+                        );
+                    }
+                    for ip in banned {
+                        tracing::warn!("banned {ip}: it sent a corrupt block of piece {piece}");
+                    }
+                }
+                After::AwaitingLeaves { piece } => {
+                    shared.emit(super::status::SessionEvent::PieceFailed { piece });
+                    tracing::warn!(
+                        "piece {piece} failed its hash check; asking a v2 peer for its block hashes"
+                    );
                 }
                 After::DiskError { piece, error } => {
                     shared.pause_disk(format!("writing piece {piece}: {error}"));
@@ -227,11 +345,13 @@ async fn verify_worker(shared: Arc<Shared>) {
 
 /// What became of one piece of a batch: `Ok(true)` written, `Ok(false)`
 /// a bad piece, `Err` the write failed (why); with the block hashes the
-/// smart ban needs (of a bad piece, or of a good one that once failed).
-type Checked = (VerifyJob, Result<bool, String>, Vec<[u8; 20]>);
+/// smart ban needs (of a bad piece, or of a good one that once failed),
+/// and for a bad v2 piece what its blocks say.
+type Checked = (VerifyJob, Result<bool, String>, Vec<[u8; 20]>, Blame);
 
 /// Hashes a batch of completed pieces (`suspected[k]`: job `k` failed
-/// before) and writes those that match, pieces that follow one another on
+/// before; `leaves[k]`: its proven leaves, if known) and writes those that
+/// match, pieces that follow one another on
 /// disk in one run each ([`crate::storage::disk::Storage::write_run`]):
 /// with 16 KiB pieces a write per piece cost a system call, three locks
 /// and a writeback hint per 16 KiB.
@@ -239,6 +359,7 @@ fn check_and_write(
     data: &super::shared::TorrentData,
     batch: Vec<VerifyJob>,
     suspected: &[bool],
+    mut leaves: Vec<Option<Vec<crate::merkle::Hash>>>,
 ) -> Vec<Checked> {
     let info = &data.meta.info;
     let good: Vec<bool> = batch
@@ -268,7 +389,14 @@ fn check_and_write(
         .zip(written)
         .enumerate()
         .map(|(k, (job, written))| {
-            let hashes = if (!good[k] && (job.piece as usize) < info.piece_count())
+            let bad = !good[k] && (job.piece as usize) < info.piece_count();
+            let blame = if bad && job.blame {
+                judge_blocks(info, &job, leaves.get_mut(k).and_then(Option::take))
+            } else {
+                Blame::None
+            };
+            // Evidence for the smart ban, when the blame is not exact.
+            let hashes = if (bad && matches!(blame, Blame::None))
                 || (good[k] && suspected.get(k) == Some(&true))
             {
                 block_hashes(&job.buf)
@@ -279,7 +407,7 @@ fn check_and_write(
                 None => Ok(false),
                 Some(r) => r.map(|()| true),
             };
-            (job, result, hashes)
+            (job, result, hashes, blame)
         })
         .collect()
 }
@@ -302,6 +430,45 @@ fn runs(order: &[usize], at: impl Fn(usize) -> (u64, u64)) -> Vec<&[usize]> {
     out
 }
 
+/// The blocks of failed piece `job` that do not match their leaves: with
+/// `leaves` (proven), or at once for a piece of at most one data block.
+fn judge_blocks(
+    info: &crate::metainfo::Info,
+    job: &VerifyJob,
+    leaves: Option<Vec<crate::merkle::Hash>>,
+) -> Blame {
+    let Some(check) = info
+        .v2_pieces
+        .as_ref()
+        .and_then(|c| c.get(job.piece as usize))
+    else {
+        return Blame::None;
+    };
+    if check.matches(&job.buf, info.piece_length) {
+        // The merkle half passes (a hybrid whose SHA-1 disagrees): no
+        // block is provably bad.
+        return Blame::None;
+    }
+    let data_len = (check.data_len as usize).min(job.buf.len());
+    let leaves = match data_len.div_ceil(BLOCK) {
+        0 => Vec::new(),
+        1 => vec![blame::one_leaf(
+            &check.hash,
+            check.whole_file,
+            info.piece_length,
+            &job.buf[..data_len],
+        )],
+        _ => match leaves {
+            Some(l) => l,
+            None => return Blame::NeedLeaves,
+        },
+    };
+    match blame::blame(&leaves, data_len, &job.buf, &job.senders) {
+        Some(v) if !v.bad.is_empty() => Blame::Exact(v),
+        _ => Blame::None,
+    }
+}
+
 /// Records one piece's outcome under the torrent's lock.
 fn record(
     shared: &Shared,
@@ -310,17 +477,50 @@ fn record(
     job: VerifyJob,
     result: Result<bool, String>,
     hashes: &[[u8; 20]],
+    blame: Blame,
 ) -> Option<After> {
+    st.picker.as_ref()?;
+    let failed = matches!(result, Ok(false));
+    let job = match blame {
+        Blame::Exact(v) if failed => return Some(blamed(shared, st, data, job, &v)),
+        Blame::NeedLeaves if failed => {
+            let ips = sender_ips(st, &job);
+            let mut job = job;
+            job.ips = ips;
+            let piece = job.piece;
+            let contributors = job.contributors.clone();
+            match super::layers::wait_for_leaves(
+                shared,
+                piece,
+                contributors,
+                job,
+                std::time::Instant::now(),
+            ) {
+                // Stays out of the picks meanwhile.
+                Ok(()) => {
+                    if let Some(p) = st.picker.as_mut() {
+                        p.piece_awaits_hashes(piece);
+                    }
+                    return Some(After::AwaitingLeaves { piece });
+                }
+                Err(job) => job,
+            }
+        }
+        _ => job,
+    };
+    let again = !job.blame;
     let VerifyJob {
         piece,
         buf,
         contributors,
         senders,
+        ..
     } = job;
     let picker = st.picker.as_mut()?;
     match result {
         Ok(true) => {
             picker.piece_verified(piece);
+            super::layers::forget_leaves(shared, piece);
             picker.recycle(buf);
             st.verified_log.push(piece);
             Shared::reward(st, &contributors);
@@ -339,7 +539,11 @@ fn record(
             );
             remember_suspects(st, piece, &senders, hashes);
             let banned = shared.strike(st, &contributors);
-            Some(After::Failed { piece, banned })
+            Some(After::Failed {
+                piece,
+                banned,
+                again,
+            })
         }
         Err(e) => {
             // Not the peers' fault: nobody is blamed, the piece is fetched
@@ -348,6 +552,73 @@ fn record(
             picker.recycle(buf);
             Some(After::DiskError { piece, error: e })
         }
+    }
+}
+
+/// The IP of each block's sender: taken when the piece first failed, or
+/// now from the peer table.
+fn sender_ips(st: &super::shared::State, job: &VerifyJob) -> Vec<Option<IpAddr>> {
+    job.senders
+        .iter()
+        .enumerate()
+        .map(|(b, k)| {
+            job.ips
+                .get(b)
+                .copied()
+                .flatten()
+                .or_else(|| st.peers.get(k).map(|p| p.addr.ip()))
+        })
+        .collect()
+}
+
+/// Failed piece `job` whose bad blocks `v` names: their senders banned
+/// (web seeds dropped), the piece back in the picker with its good blocks
+/// kept, the bad ones counted as wasted.
+fn blamed(
+    shared: &Shared,
+    st: &mut super::shared::State,
+    data: &super::shared::TorrentData,
+    job: VerifyJob,
+    v: &Verdict,
+) -> After {
+    let ips = sender_ips(st, &job);
+    let mut banned: Vec<IpAddr> = Vec::new();
+    for &b in &v.bad {
+        let key = job.senders.get(b as usize).copied().unwrap_or(0);
+        if let Some(s) = st.web_seed_strikes.get_mut(&key) {
+            // A web seed's task sees its strikes and stops itself.
+            *s = (*s).max(BAN_STRIKES);
+            continue;
+        }
+        if let Some(ip) = ips.get(b as usize).copied().flatten()
+            && !banned.contains(&ip)
+        {
+            banned.push(ip);
+        }
+    }
+    for ip in &banned {
+        Shared::ban(st, *ip);
+    }
+    let piece = job.piece;
+    let wasted: u64 = v
+        .bad
+        .iter()
+        .map(|&b| u64::from(data.geometry.block_len(piece, b)))
+        .sum();
+    Shared::add(&shared.counters.wasted, wasted);
+    // The exact evidence replaces the smart ban's.
+    st.suspects.remove(&piece);
+    let first = job.ips.is_empty();
+    let blocks = job.senders.len();
+    if let Some(picker) = st.picker.as_mut() {
+        picker.refetch_blocks(piece, job.buf, &job.senders, &v.bad);
+    }
+    After::Blamed {
+        piece,
+        bad: v.bad.len(),
+        blocks,
+        banned,
+        first,
     }
 }
 

@@ -163,6 +163,18 @@ impl FakePeer {
         id: PeerId,
         timeout: Duration,
     ) -> io::Result<FakePeer> {
+        FakePeer::accept_v2(listener, info_hash, id, timeout, false)
+    }
+
+    /// [`FakePeer::accept`], our handshake setting the BitTorrent v2 bit
+    /// (reserved byte 7, 0x10) when `v2`.
+    pub fn accept_v2(
+        listener: &TcpListener,
+        info_hash: InfoHash,
+        id: PeerId,
+        timeout: Duration,
+        v2: bool,
+    ) -> io::Result<FakePeer> {
         let end = Instant::now() + timeout;
         let mut attempt = 0;
         let (mut stream, theirs) = loop {
@@ -181,7 +193,7 @@ impl FakePeer {
         if theirs.info_hash != info_hash {
             return Err(io::Error::other("btc dialled us for another torrent"));
         }
-        stream.write_all(&Handshake::ours(info_hash, id, false).encode())?;
+        stream.write_all(&Handshake::ours(info_hash, id, false).with_v2(v2).encode())?;
         FakePeer::wrap(stream, theirs)
     }
 

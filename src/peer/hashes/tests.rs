@@ -229,3 +229,72 @@ fn a_layer_that_is_not_the_roots_builds_no_tree() {
     assert!(LayerTree::new(&layer, 3 * 16384, pl, &root).is_none());
     assert!(LayerTree::new(&[], 3 * 16384, pl, &root).is_none());
 }
+
+#[test]
+fn leaf_answers_from_a_piece_verify_to_the_root_and_to_the_piece() {
+    // 10 pieces of 4 blocks, the last short: 37 blocks pad to 64 leaves.
+    let pl = 4 * 16384;
+    let len = 9 * pl as usize + 16384 + 100;
+    let data: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+    let layer: Vec<Hash> = data
+        .chunks(pl as usize)
+        .map(|p| merkle::piece_hash(p, pl))
+        .collect();
+    let root = merkle::file_root(&data);
+    let tree = LayerTree::new(&layer, len as u64, pl, &root).unwrap();
+    let shape = tree.shape();
+    let above = |l, i| tree.node(l, i);
+    for piece in [0u64, 3, 9] {
+        let start = piece as usize * pl as usize;
+        let bytes = &data[start..(start + pl as usize).min(len)];
+        let leaves = merkle::leaves(bytes);
+        // The piece's leaves with uncles up to the root.
+        let r = shape.request(root, 0, (piece * 4) as u32, 4);
+        let a = answer_from_piece(&r, &shape, 4, piece, &leaves, above).unwrap();
+        assert!(verify(&shape, &root, &r, &a), "piece {piece}");
+        // Two leaves, and the layer above the leaves.
+        let r = shape.request(root, 0, (piece * 4 + 2) as u32, 2);
+        let a = answer_from_piece(&r, &shape, 4, piece, &leaves, above).unwrap();
+        assert!(verify(&shape, &root, &r, &a));
+        let r = shape.request(root, 1, (piece * 2) as u32, 2);
+        let a = answer_from_piece(&r, &shape, 4, piece, &leaves, above).unwrap();
+        assert!(verify(&shape, &root, &r, &a));
+        // The leaf request of block-level blame: no uncles.
+        let r = HashRequest {
+            pieces_root: root,
+            base_layer: 0,
+            index: (piece * 4) as u32,
+            length: 4,
+            proof_layers: 0,
+        };
+        let a = answer_from_piece(&r, &shape, 4, piece, &leaves, above).unwrap();
+        assert_eq!(a.len(), 4);
+        assert_eq!(
+            merkle::root_of_row(&a, 4, merkle::ZERO),
+            Some(layer[piece as usize])
+        );
+    }
+    let leaves0 = merkle::leaves(&data[..pl as usize]);
+    // Another piece's leaves, data that changed, a request spanning two
+    // pieces or at the piece layer: refused.
+    let r = shape.request(root, 0, 4, 4);
+    assert_eq!(answer_from_piece(&r, &shape, 4, 1, &leaves0, above), None);
+    assert_eq!(answer_from_piece(&r, &shape, 4, 0, &leaves0, above), None);
+    let r = shape.request(root, 0, 0, 8);
+    assert_eq!(answer_from_piece(&r, &shape, 4, 0, &leaves0, above), None);
+    let r = shape.request(root, 2, 0, 1);
+    assert_eq!(answer_from_piece(&r, &shape, 4, 0, &leaves0, above), None);
+    let mut changed = leaves0.clone();
+    changed[1][0] ^= 1;
+    let r = shape.request(root, 0, 0, 4);
+    assert_eq!(answer_from_piece(&r, &shape, 4, 0, &changed, above), None);
+    // A file shorter than a piece: its padded row under its root.
+    let small = &data[..3 * 16384];
+    let sroot = merkle::file_root(small);
+    let sshape = TreeShape::of_file(small.len() as u64).unwrap();
+    let top = sshape.layers - 1;
+    let sabove = |l: u32, i: u64| (l == top && i == 0).then_some(sroot);
+    let r = sshape.request(sroot, 0, 0, 4);
+    let a = answer_from_piece(&r, &sshape, 4, 0, &merkle::leaves(small), sabove).unwrap();
+    assert!(verify(&sshape, &sroot, &r, &a));
+}

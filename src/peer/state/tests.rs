@@ -42,6 +42,10 @@ struct Fake {
     hash_tree: Option<crate::peer::hashes::LayerTree>,
     /// The piece layers being fetched.
     hash_picker: Option<crate::peer::hash_picker::HashPicker>,
+    /// Whether hash requests the tree refuses are taken to answer later.
+    answer_later: bool,
+    /// Those taken.
+    answered_later: Vec<(PeerKey, HashRequest)>,
 }
 
 impl FakeSwarm {
@@ -188,7 +192,21 @@ impl Swarm for FakeSwarm {
     fn hash_answer(&self, req: &HashRequest) -> Option<Vec<crate::merkle::Hash>> {
         self.f().hash_tree.as_ref()?.answer(req)
     }
-    fn next_hash_request(&self, key: PeerKey, now: Instant) -> Option<HashRequest> {
+    fn hash_answer_later(&self, key: PeerKey, req: &HashRequest, budget: u32) -> Option<u32> {
+        let mut f = self.f();
+        // Each costs a piece of 4096 leaves hashed.
+        if !f.answer_later || budget < 4096 {
+            return None;
+        }
+        f.answered_later.push((key, *req));
+        Some(4096)
+    }
+    fn next_hash_request(
+        &self,
+        key: PeerKey,
+        _bf: Option<&Bitfield>,
+        now: Instant,
+    ) -> Option<HashRequest> {
         self.f().hash_picker.as_mut()?.next_request(key, now)
     }
     fn hash_request_pending(&self, key: PeerKey, req: &HashRequest, now: Instant) -> bool {

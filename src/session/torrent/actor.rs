@@ -450,6 +450,7 @@ impl Torrent {
     fn on_tick(&mut self) -> ControlFlow<()> {
         let now = Instant::now();
         self.choke.on_tick(&self.shared, now);
+        crate::session::layers::expire_leaf_asks(&self.shared, now.into_std());
         // Candidates left for want of their source's dial budget keep the
         // torrent ticking (not idle) until they are dialled.
         let paced = self.dial_some();

@@ -209,3 +209,94 @@ fn layers_are_fetched_and_a_bad_proof_drops_the_peer() {
     let p = swarm.f().hash_picker.clone().unwrap();
     assert_eq!(p.layers(), Some(vec![(root, layer)]));
 }
+
+#[test]
+fn hash_requests_below_the_piece_layer_are_answered_later_within_the_budget() {
+    let t0 = Instant::now();
+    let swarm = FakeSwarm::new(4, &[0, 1, 2, 3]);
+    let (_, root, tree, _) = file(8);
+    let shape = tree.shape();
+    swarm.f().hash_tree = Some(tree);
+    swarm.f().answer_later = true;
+    let (mut st, mut out) = v2_peer(&swarm, t0, true);
+    // Past the tree's leaves: the tree refuses them.
+    let r = |i: u32| crate::peer::hashes::HashRequest {
+        pieces_root: root,
+        base_layer: 0,
+        index: 64 + i,
+        length: 1,
+        proof_layers: 0,
+    };
+    // The tree refuses them; the swarm takes two, the third is rejected.
+    for i in 0..3 {
+        st.on_message(Message::HashRequest(r(i)), t0, &swarm, &mut out)
+            .unwrap();
+    }
+    assert_eq!(out.drain_messages(), [Message::HashReject(r(2))]);
+    assert_eq!(swarm.f().answered_later, vec![(1, r(0)), (1, r(1))]);
+    // The answers arrive as commands: hashes, or a reject.
+    let hashes = vec![[5; 32]; r(0).answer_len()];
+    st.on_command(
+        PeerCommand::HashAnswer {
+            req: r(0),
+            hashes: Some(hashes.clone()),
+        },
+        &swarm,
+        &mut out,
+    );
+    st.on_command(
+        PeerCommand::HashAnswer {
+            req: r(1),
+            hashes: None,
+        },
+        &swarm,
+        &mut out,
+    );
+    assert_eq!(
+        out.drain_messages(),
+        [
+            Message::Hashes { req: r(0), hashes },
+            Message::HashReject(r(1))
+        ]
+    );
+    // Room again for two.
+    st.on_message(Message::HashRequest(r(3)), t0, &swarm, &mut out)
+        .unwrap();
+    assert!(out.drain_messages().is_empty());
+    assert_eq!(swarm.f().answered_later.len(), 3);
+    // Each cost a piece's hashing (4096 tokens of the 16384 banked):
+    // one more fits, then the bank is dry until a tick refills it.
+    let done = |st: &mut PeerState, out: &mut Outbox, i| {
+        st.on_command(
+            PeerCommand::HashAnswer {
+                req: r(i),
+                hashes: None,
+            },
+            &swarm,
+            out,
+        )
+    };
+    done(&mut st, &mut out, 3);
+    st.on_message(Message::HashRequest(r(4)), t0, &swarm, &mut out)
+        .unwrap();
+    done(&mut st, &mut out, 4);
+    out.drain_messages();
+    st.on_message(Message::HashRequest(r(5)), t0, &swarm, &mut out)
+        .unwrap();
+    assert_eq!(out.drain_messages(), [Message::HashReject(r(5))]);
+    assert_eq!(swarm.f().answered_later.len(), 4);
+    st.on_tick(t0 + Duration::from_secs(1), &swarm, &mut out)
+        .unwrap();
+    out.drain_messages();
+    st.on_message(Message::HashRequest(r(6)), t0, &swarm, &mut out)
+        .unwrap();
+    assert!(out.drain_messages().is_empty());
+    assert_eq!(swarm.f().answered_later.len(), 5);
+    // A peer that did not set the v2 bit is never answered.
+    let (mut plain, mut out) = peer_key(&swarm, t0, false, 2);
+    let req = shape.request(root, 0, 0, 2);
+    plain
+        .on_message(Message::HashRequest(req), t0, &swarm, &mut out)
+        .unwrap();
+    assert_eq!(out.drain_messages(), [Message::HashReject(req)]);
+}
