@@ -74,9 +74,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::mailbox::Sender;
 use futures::{Stream, StreamExt};
 use mainline::{Dht, Id};
-use tokio::sync::mpsc::Sender;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -1346,7 +1346,7 @@ mod tests {
             let (_first, rest, _) = swarm(2);
             let ih = hash(0x17);
             rest[0].announce(ih, 7777).await.unwrap();
-            let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+            let (tx, mut rx) = crate::mailbox::channel(16);
             let found = Arc::new(AtomicUsize::new(0));
             let shutdown = CancellationToken::new();
             let t = Instant::now();

@@ -108,7 +108,11 @@ impl Torrent {
         session: Arc<Session>,
         source: Source,
         mut opts: Options,
-        status_tx: watch::Sender<Status>,
+        (status_tx, expected, turn): (
+            watch::Sender<Status>,
+            Expected,
+            Option<tokio::sync::OwnedSemaphorePermit>,
+        ),
         shutdown: CancellationToken,
     ) -> Result<Torrent> {
         let started = Instant::now();
@@ -116,7 +120,6 @@ impl Torrent {
             Source::Torrent(m) => (m.info_hash, Some(m.info.name.clone())),
             Source::Magnet(m) => (m.info_hash, m.name.clone()),
         };
-        let expected = session.expect(info_hash);
         let token = shutdown.child_token();
         let private = matches!(&source, Source::Torrent(m) if m.info.private);
         let shared = make_shared(&session, &opts, info_hash, private, &token);
@@ -150,6 +153,8 @@ impl Torrent {
             &mut status,
         ))
         .await?;
+        // Ready (or waiting for its metadata): the next torrent's turn.
+        drop(turn);
         let complete_at_start = shared.is_complete();
         for t in &opts.trackers {
             tiers.push(vec![t.clone()]);
