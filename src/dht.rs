@@ -213,6 +213,9 @@ pub struct DhtHandle {
     /// Lookup rounds (get_peers + announce) running at once, across every
     /// torrent of the process: a thousand torrents take turns.
     rounds: Arc<tokio::sync::Semaphore>,
+    /// And their pace: the DHT announce budget of the process (see
+    /// [`ROUNDS_PER_SECOND`]).
+    round_pace: Arc<crate::ratelimit::RateLimiter>,
     /// Where both families' node lists are saved.
     state_dir: Option<PathBuf>,
 }
@@ -231,6 +234,22 @@ struct Inner {
 
 /// Lookup rounds the node runs at once for all torrents together.
 const MAX_CONCURRENT_ROUNDS: usize = 8;
+
+/// Lookup rounds (each a `get_peers` and at most one announce) the
+/// process starts per second, all torrents together, after a first
+/// [`ROUNDS_BURST`]: the DHT announce budget. Tens of thousands of
+/// seeding torrents re-announce every few minutes each; on a fast network
+/// the eight rounds at once alone would let them send hundreds a second.
+/// 10 a second is 600 a minute: 50,000 torrents take turns over about 80
+/// minutes, jittered.
+pub const ROUNDS_PER_SECOND: f64 = 10.0;
+/// Rounds started at once before the pace applies (a few torrents, or a
+/// process just started, are not held back).
+pub const ROUNDS_BURST: f64 = 50.0;
+
+fn round_pace() -> Arc<crate::ratelimit::RateLimiter> {
+    crate::ratelimit::RateLimiter::pace(ROUNDS_PER_SECOND, ROUNDS_BURST)
+}
 
 /// The mainline node in use and the addresses it was built with.
 struct Slot {
@@ -317,6 +336,7 @@ impl DhtHandle {
             v6,
             own_v4: None,
             rounds: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS)),
+            round_pace: round_pace(),
             state_dir: cfg.state_dir,
         })
     }
@@ -349,6 +369,7 @@ impl DhtHandle {
             v6: None,
             own_v4: Some(own::OwnNode::start_proxied(proxy, bootstrap)),
             rounds: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS)),
+            round_pace: round_pace(),
             // The relay's node is read-only and short-lived: nothing saved.
             state_dir: None,
         }
@@ -436,6 +457,7 @@ impl DhtHandle {
             v6,
             own_v4,
             rounds: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS)),
+            round_pace: round_pace(),
             state_dir: cfg.state_dir.clone(),
         })
     }
@@ -1087,6 +1109,11 @@ pub fn spawn_discovery(
         let mut seen: HashSet<SocketAddr> = HashSet::new();
         let mut scarce_rounds = 0u32;
         loop {
+            // The budget first: a round waiting for it holds no slot.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = Box::pin(dht.round_pace.consume(1)) => {}
+            }
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 p = dht.rounds.acquire() => p,
@@ -1338,6 +1365,47 @@ mod tests {
         })
         .await
         .expect("loopback dht test timed out");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dht_rounds_of_many_torrents_are_held_to_the_announce_budget() {
+        // 300 torrents asking for a round at once: the first burst goes
+        // at once, the rest at ROUNDS_PER_SECOND, whatever the slots.
+        let pace = round_pace();
+        let t0 = tokio::time::Instant::now();
+        let mut started = Vec::new();
+        let rounds: Vec<_> = (0..300)
+            .map(|_| {
+                let pace = pace.clone();
+                tokio::spawn(async move {
+                    pace.consume(1).await;
+                    tokio::time::Instant::now()
+                })
+            })
+            .collect();
+        for r in rounds {
+            started.push(r.await.unwrap().duration_since(t0));
+        }
+        started.sort();
+        let at_once = started.iter().filter(|d| d.is_zero()).count();
+        assert!(
+            at_once >= ROUNDS_BURST as usize - 1 && at_once <= ROUNDS_BURST as usize + 1,
+            "{at_once}"
+        );
+        let last = started.last().unwrap().as_secs_f64();
+        let expect = (300.0 - ROUNDS_BURST) / ROUNDS_PER_SECOND;
+        assert!(
+            (last - expect).abs() < 1.0,
+            "last round at {last} s, expected {expect} s"
+        );
+        // In any one second after the burst, at most the budget.
+        for s in 1..(last as u64) {
+            let n = started.iter().filter(|d| d.as_secs() == s).count();
+            assert!(
+                n as f64 <= ROUNDS_PER_SECOND + 1.0,
+                "{n} rounds in second {s}"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

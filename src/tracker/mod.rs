@@ -397,7 +397,9 @@ impl UrlTask {
             let t = *self.totals.borrow_and_update();
             st.observe(&t);
             let event = st.next_event(&t);
-            let req = self.request(event, &t, &st);
+            // Boxed: it is not needed while the loop waits for the next
+            // announce (every idle torrent's loop), yet lives until then.
+            let req = Box::new(self.request(event, &t, &st));
             let shutdown = self.shutdown.clone();
             // `--interface` is down: the announce waits for it.
             // Boxed, as the announce below: these waits exist once per
