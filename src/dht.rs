@@ -197,6 +197,9 @@ pub struct DhtHandle {
     /// Lookup rounds (get_peers + announce) running at once, across every
     /// torrent of the process: a thousand torrents take turns.
     rounds: Arc<tokio::sync::Semaphore>,
+    /// And their pace: the DHT announce budget of the process (see
+    /// [`ROUNDS_PER_SECOND`]).
+    round_pace: Arc<crate::ratelimit::RateLimiter>,
     /// Where both families' node lists are saved.
     state_dir: Option<PathBuf>,
 }
@@ -215,6 +218,22 @@ struct Inner {
 
 /// Lookup rounds the node runs at once for all torrents together.
 const MAX_CONCURRENT_ROUNDS: usize = 8;
+
+/// Lookup rounds (each a `get_peers` and at most one announce) the
+/// process starts per second, all torrents together, after a first
+/// [`ROUNDS_BURST`]: the DHT announce budget. Tens of thousands of
+/// seeding torrents re-announce every few minutes each; on a fast network
+/// the eight rounds at once alone would let them send hundreds a second.
+/// 10 a second is 600 a minute: 50,000 torrents take turns over about 80
+/// minutes, jittered.
+pub const ROUNDS_PER_SECOND: f64 = 10.0;
+/// Rounds started at once before the pace applies (a few torrents, or a
+/// process just started, are not held back).
+pub const ROUNDS_BURST: f64 = 50.0;
+
+fn round_pace() -> Arc<crate::ratelimit::RateLimiter> {
+    crate::ratelimit::RateLimiter::pace(ROUNDS_PER_SECOND, ROUNDS_BURST)
+}
 
 /// The mainline node in use and the addresses it was built with.
 struct Slot {
@@ -301,6 +320,7 @@ impl DhtHandle {
             v6,
             own_v4: None,
             rounds: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS)),
+            round_pace: round_pace(),
             state_dir: cfg.state_dir,
         })
     }
@@ -333,6 +353,7 @@ impl DhtHandle {
             v6: None,
             own_v4: Some(own::OwnNode::start_proxied(proxy, bootstrap)),
             rounds: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS)),
+            round_pace: round_pace(),
             // The relay's node is read-only and short-lived: nothing saved.
             state_dir: None,
         }
@@ -420,6 +441,7 @@ impl DhtHandle {
             v6,
             own_v4,
             rounds: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ROUNDS)),
+            round_pace: round_pace(),
             state_dir: cfg.state_dir.clone(),
         })
     }

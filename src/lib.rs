@@ -43,6 +43,8 @@
 //! - [`mse::io`], [`mse::stream`]: the MSE driver and the RC4 stream.
 //! - [`utp::socket`]: the uTP socket (batched UDP, timers, streams).
 //! - [`spawn`]: named, tracked task spawning.
+//! - [`mailbox`]: the small bounded queue each torrent's discovery sources
+//!   feed (a tokio channel costs ~1.3 KiB before it carries anything).
 //! - [`iface`]: `--interface`: every socket bound to the device, its
 //!   watcher (`blocked` / `up`) and name lookups through it.
 //! - [`tracker`]: HTTP and UDP announce loops.
@@ -80,6 +82,7 @@ pub mod id;
 pub mod iface;
 pub mod lsd;
 pub mod magnet;
+pub mod mailbox;
 pub mod merkle;
 pub mod metainfo;
 pub mod mse;

@@ -3,13 +3,13 @@
 
 use super::DhtHandle;
 use crate::id::InfoHash;
+use crate::mailbox::Sender;
 use futures::StreamExt;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::Sender;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +61,11 @@ pub fn spawn_discovery(
         let mut seen: HashSet<SocketAddr> = HashSet::new();
         let mut scarce_rounds = 0u32;
         loop {
+            // The budget first: a round waiting for it holds no slot.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = Box::pin(dht.round_pace.consume(1)) => {}
+            }
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 p = dht.rounds.acquire() => p,

@@ -108,13 +108,54 @@ async fn loopback_announce_then_get_peers() {
     .expect("loopback dht test timed out");
 }
 
+#[tokio::test(start_paused = true)]
+async fn dht_rounds_of_many_torrents_are_held_to_the_announce_budget() {
+    // 300 torrents asking for a round at once: the first burst goes
+    // at once, the rest at ROUNDS_PER_SECOND, whatever the slots.
+    let pace = round_pace();
+    let t0 = tokio::time::Instant::now();
+    let mut started = Vec::new();
+    let rounds: Vec<_> = (0..300)
+        .map(|_| {
+            let pace = pace.clone();
+            tokio::spawn(async move {
+                pace.consume(1).await;
+                tokio::time::Instant::now()
+            })
+        })
+        .collect();
+    for r in rounds {
+        started.push(r.await.unwrap().duration_since(t0));
+    }
+    started.sort();
+    let at_once = started.iter().filter(|d| d.is_zero()).count();
+    assert!(
+        at_once >= ROUNDS_BURST as usize - 1 && at_once <= ROUNDS_BURST as usize + 1,
+        "{at_once}"
+    );
+    let last = started.last().unwrap().as_secs_f64();
+    let expect = (300.0 - ROUNDS_BURST) / ROUNDS_PER_SECOND;
+    assert!(
+        (last - expect).abs() < 1.0,
+        "last round at {last} s, expected {expect} s"
+    );
+    // In any one second after the burst, at most the budget.
+    for s in 1..(last as u64) {
+        let n = started.iter().filter(|d| d.as_secs() == s).count();
+        assert!(
+            n as f64 <= ROUNDS_PER_SECOND + 1.0,
+            "{n} rounds in second {s}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_delivers_through_channel() {
     tokio::time::timeout(Duration::from_secs(30), async {
         let (_first, rest, _) = swarm(2);
         let ih = hash(0x17);
         rest[0].announce(ih, 7777).await.unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let (tx, mut rx) = crate::mailbox::channel(16);
         let found = Arc::new(AtomicUsize::new(0));
         let shutdown = CancellationToken::new();
         let t = Instant::now();

@@ -45,6 +45,12 @@ const ANNOUNCE_RATE: f64 = 20.0;
 /// Announces sent at once at start-up.
 const ANNOUNCE_BURST: f64 = 50.0;
 
+/// Torrents getting ready at once (metadata installed, data or resume
+/// data checked). The others wait before they build anything: tens of
+/// thousands started together would otherwise all hold their start-up
+/// state (about 6 KiB each) while they queue for a check slot.
+pub const MAX_STARTING: usize = 64;
+
 /// What the session needs to start.
 pub struct SessionConfig {
     /// TCP listen port (0 = any).
@@ -105,6 +111,8 @@ pub struct Session {
     pub queue: Arc<queue::ActiveQueue>,
     /// Start-up checks run at once (each uses every core).
     pub checks: Semaphore,
+    /// Turns to get ready (see [`MAX_STARTING`]).
+    pub starting: Arc<Semaphore>,
     /// Cores to hash on (`available_parallelism`, read once: it reads
     /// cgroup files each call).
     pub cores: usize,
@@ -174,6 +182,7 @@ impl Session {
             budget: Arc::new(ConnBudget::new(cfg.max_peers.max(1))),
             queue: queue::ActiveQueue::new(cfg.max_active),
             checks: Semaphore::new(checks),
+            starting: Arc::new(Semaphore::new(MAX_STARTING)),
             cores: checks,
             announce_pace: RateLimiter::pace(ANNOUNCE_RATE, ANNOUNCE_BURST),
             also_at: if cfg.bind.is_none() && cfg.tell_addresses {

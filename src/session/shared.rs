@@ -289,7 +289,7 @@ pub struct Shared {
     pub budget: OnceLock<Arc<ConnBudget>>,
     /// Where peers found outside the torrent's own discovery (LSD) go:
     /// its candidate address book (set when discovery starts).
-    pub discovered: OnceLock<mpsc::Sender<Vec<SocketAddr>>>,
+    pub discovered: OnceLock<crate::mailbox::Sender<Vec<SocketAddr>>>,
     /// `--encryption` (set by the session; `prefer` in unit tests).
     pub encryption: OnceLock<crate::mse::Encryption>,
     /// Woken when a peer joins, so an idle seeding torrent's loop, which

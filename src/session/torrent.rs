@@ -149,9 +149,31 @@ pub async fn run(
     status_tx: watch::Sender<Status>,
     shutdown: CancellationToken,
 ) -> Result<Report> {
-    let mut torrent = actor::Torrent::start(session, source, opts, status_tx, shutdown).await?;
+    // The start and the stop are boxed: their state exists only while
+    // they run, not in every idle torrent's task for the whole run (they
+    // were most of its 6 KiB).
+    let info_hash = match &source {
+        Source::Torrent(m) => m.info_hash,
+        Source::Magnet(m) => m.info_hash,
+    };
+    // Incoming peers for it wait while it waits for its turn.
+    let expected = session.expect(info_hash);
+    // A turn to get ready, before anything is built (a process stopping
+    // meanwhile lets it through: the stop is then orderly, as before).
+    let turn = tokio::select! {
+        t = session.starting.clone().acquire_owned() => t.ok(),
+        _ = shutdown.cancelled() => None,
+    };
+    let mut torrent = Box::pin(actor::Torrent::start(
+        session,
+        source,
+        opts,
+        (status_tx, expected, turn),
+        shutdown,
+    ))
+    .await?;
     let ended = torrent.run().await;
-    torrent.stop(ended).await
+    Box::pin(torrent.stop(ended)).await
 }
 
 /// Which seed limit (`--seed-time`, `--seed-ratio`) is reached after

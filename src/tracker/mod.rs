@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -169,20 +169,31 @@ const PEER_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn spawn_announcer(
     cfg: AnnounceConfig,
     totals: watch::Receiver<TransferTotals>,
-    peers: mpsc::Sender<Vec<SocketAddr>>,
+    peers: crate::mailbox::Sender<Vec<SocketAddr>>,
     stats: Arc<TrackerStats>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(cfg, totals, peers, stats, shutdown))
+    let stop_within = cfg.stop_timeout + STOP_SLACK;
+    let mut loops = url_loops(cfg, &totals, peers, &stats, &shutdown);
+    if loops.len() == 1 {
+        // The common case: the one loop is the task (it ends after
+        // `shutdown`, its `stopped` bounded by `stop_timeout`), not a
+        // task that runs it or a `JoinSet` of one, for each of tens of
+        // thousands of idle torrents.
+        let one = loops.pop().expect("one loop").run();
+        return tokio::spawn(one);
+    }
+    tokio::spawn(every_tracker(loops, shutdown, stop_within))
 }
 
-async fn run(
+/// One announce loop per supported, distinct tracker URL of `cfg`.
+fn url_loops(
     cfg: AnnounceConfig,
-    totals: watch::Receiver<TransferTotals>,
-    peers: mpsc::Sender<Vec<SocketAddr>>,
-    stats: Arc<TrackerStats>,
-    shutdown: CancellationToken,
-) {
+    totals: &watch::Receiver<TransferTotals>,
+    peers: crate::mailbox::Sender<Vec<SocketAddr>>,
+    stats: &Arc<TrackerStats>,
+    shutdown: &CancellationToken,
+) -> Vec<UrlTask> {
     let mut urls: Vec<String> = Vec::new();
     for url in cfg.tiers.iter().flatten() {
         let url = url.trim();
@@ -194,7 +205,7 @@ async fn run(
     let mut http_client: Option<reqwest::Client> = None;
     let key: u32 = rand::random();
     let cfg = Arc::new(cfg);
-    let mut tasks = JoinSet::new();
+    let mut loops = Vec::new();
     for url in urls {
         let transport = match url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()) {
             Some(s) if s == "http" || s == "https" => {
@@ -227,7 +238,7 @@ async fn run(
             }
         };
         stats.trackers_total.fetch_add(1, Ordering::Relaxed);
-        let task = UrlTask {
+        loops.push(UrlTask {
             label: http::redact(&url),
             url,
             transport,
@@ -237,10 +248,18 @@ async fn run(
             peers: peers.clone(),
             stats: stats.clone(),
             shutdown: shutdown.clone(),
-        };
+        });
+    }
+    loops
+}
+
+/// Runs every loop (none, or several trackers) until `shutdown` and the
+/// `stopped` round.
+async fn every_tracker(loops: Vec<UrlTask>, shutdown: CancellationToken, stop_within: Duration) {
+    let mut tasks = JoinSet::new();
+    for task in loops {
         tasks.spawn(task.run());
     }
-    drop(peers);
     // Tasks end only after shutdown (then they send `stopped`, each bounded by
     // stop_timeout). The outer bound starts when shutdown fires so a task
     // stuck anywhere still cannot hold the handle open.
@@ -255,10 +274,7 @@ async fn run(
         }
         _ = shutdown.cancelled() => {}
     }
-    if tokio::time::timeout(cfg.stop_timeout + STOP_SLACK, drain)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(stop_within, drain).await.is_err() {
         tracing::debug!("stopped round hit its time limit; abandoning the rest");
     }
     // Dropping the JoinSet aborts whatever is left.
@@ -291,7 +307,7 @@ struct UrlTask {
     cfg: Arc<AnnounceConfig>,
     key: u32,
     totals: watch::Receiver<TransferTotals>,
-    peers: mpsc::Sender<Vec<SocketAddr>>,
+    peers: crate::mailbox::Sender<Vec<SocketAddr>>,
     stats: Arc<TrackerStats>,
     shutdown: CancellationToken,
 }
@@ -381,17 +397,21 @@ impl UrlTask {
             let t = *self.totals.borrow_and_update();
             st.observe(&t);
             let event = st.next_event(&t);
-            let req = self.request(event, &t, &st);
+            // Boxed: it is not needed while the loop waits for the next
+            // announce (every idle torrent's loop), yet lives until then.
+            let req = Box::new(self.request(event, &t, &st));
             let shutdown = self.shutdown.clone();
             // `--interface` is down: the announce waits for it.
+            // Boxed, as the announce below: these waits exist once per
+            // announce, not in every idle announcer.
             tokio::select! {
                 _ = shutdown.cancelled() => break 'outer,
-                _ = crate::iface::wait_up() => {}
+                _ = Box::pin(crate::iface::wait_up()) => {}
             }
             if let Some(pace) = &self.cfg.pace {
                 tokio::select! {
                     _ = shutdown.cancelled() => break 'outer,
-                    _ = pace.consume(1) => {}
+                    _ = Box::pin(pace.consume(1)) => {}
                 }
             }
             let result = tokio::select! {
@@ -434,7 +454,7 @@ impl UrlTask {
                     let wait = wait + wait.mul_f64(rand::random::<f64>() / 10.0);
                     tracing::debug!(tracker = %self.label, ?event, port = req.port, peers = resp.peers.len(), "announced");
                     if !resp.peers.is_empty() {
-                        self.deliver(resp.peers).await;
+                        Box::pin(self.deliver(resp.peers)).await;
                     }
                     wait
                 }

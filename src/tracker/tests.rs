@@ -146,7 +146,7 @@ fn random_hash() -> InfoHash {
 struct Running {
     handle: JoinHandle<()>,
     shutdown: CancellationToken,
-    peers: mpsc::Receiver<Vec<SocketAddr>>,
+    peers: crate::mailbox::Receiver<Vec<SocketAddr>>,
     totals: watch::Sender<TransferTotals>,
     stats: Arc<TrackerStats>,
     /// The port mapping's external port, as the session would set it.
@@ -165,7 +165,7 @@ fn start_announcer(info_hash: InfoHash, port: u16, left: u64, tiers: Vec<Vec<Str
         downloaded: 0,
         left,
     });
-    let (peers_tx, peers) = mpsc::channel(16);
+    let (peers_tx, peers) = crate::mailbox::channel(16);
     let stats = Arc::new(TrackerStats::default());
     let shutdown = CancellationToken::new();
     let external_port = Arc::new(crate::portmap::ExternalPort::default());

@@ -21,6 +21,7 @@ use crate::session::{Expected, Registered, Session, files, resume, stream};
 use anyhow::Result;
 use bytes::Bytes;
 use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -87,7 +88,11 @@ pub(super) struct Torrent {
     /// times a second); only an event, a peer, a redial or the seed time
     /// wakes it. Only a tick sets it.
     idle: bool,
-    idle_until: Option<Instant>,
+    /// While idle: when the next redial or the end of the seed time is
+    /// due, if ever. Boxed and kept here rather than made in every wait:
+    /// a timer is a large part of the wait's state, and most idle
+    /// torrents have nothing due.
+    idle_until: Option<Pin<Box<tokio::time::Sleep>>>,
     completed_at: Option<Instant>,
     download_time: Option<Duration>,
     seeding_since: Option<Instant>,
@@ -108,7 +113,11 @@ impl Torrent {
         session: Arc<Session>,
         source: Source,
         mut opts: Options,
-        status_tx: watch::Sender<Status>,
+        (status_tx, expected, turn): (
+            watch::Sender<Status>,
+            Expected,
+            Option<tokio::sync::OwnedSemaphorePermit>,
+        ),
         shutdown: CancellationToken,
     ) -> Result<Torrent> {
         let started = Instant::now();
@@ -116,7 +125,6 @@ impl Torrent {
             Source::Torrent(m) => (m.info_hash, Some(m.info.name.clone())),
             Source::Magnet(m) => (m.info_hash, m.name.clone()),
         };
-        let expected = session.expect(info_hash);
         let token = shutdown.child_token();
         let private = matches!(&source, Source::Torrent(m) if m.info.private);
         let shared = make_shared(&session, &opts, info_hash, private, &token);
@@ -150,6 +158,8 @@ impl Torrent {
             &mut status,
         ))
         .await?;
+        // Ready (or waiting for its metadata): the next torrent's turn.
+        drop(turn);
         let complete_at_start = shared.is_complete();
         for t in &opts.trackers {
             tiers.push(vec![t.clone()]);
@@ -305,7 +315,8 @@ impl Torrent {
             tick,
             ..
         } = self;
-        let (idle, idle_until) = (*idle, *idle_until);
+        let idle = *idle;
+        let due = idle && idle_until.is_some();
         let awaiting_metadata = shared.data().is_none();
         tokio::select! {
             _ = token.cancelled() => Event::Cancelled,
@@ -318,7 +329,7 @@ impl Torrent {
                 })
             }
             _ = shared.peer_joined.notified(), if idle => Event::Wake,
-            _ = sleep_until_some(idle_until), if idle => Event::Wake,
+            _ = async { idle_until.as_mut().expect("guarded").await }, if due => Event::Wake,
             Some((addrs, source, swarm)) = discovery.next() => Event::Discovered(addrs, source, swarm),
             Some(ended) = dials.next_ended() => Event::DialEnded(ended),
             Some(info) = recv_some(metadata_rx), if awaiting_metadata => Event::Metadata(info),
@@ -562,7 +573,10 @@ impl Torrent {
             && !self.dials.dialing()
         {
             self.idle = true;
-            self.idle_until = self.dials.next_wake(self.opts.seed_time.map(|t| since + t));
+            self.idle_until = self
+                .dials
+                .next_wake(self.opts.seed_time.map(|t| since + t))
+                .map(|at| Box::pin(tokio::time::sleep_until(at)));
             // Nobody to serve: no descriptor held while idle.
             if let Some(d) = self.shared.data() {
                 d.storage.close_files();
@@ -812,14 +826,6 @@ fn warn_unfindable(shared: &Shared, name: &str) {
 fn hybrid_of(meta: &Metainfo) -> Option<(InfoHash, InfoHash)> {
     let v2 = meta.v2.as_ref()?;
     (!meta.info.is_v2_only()).then(|| (meta.info_hash, Magnet::v2_swarm(&v2.info_hash)))
-}
-
-/// Sleeps until `at`, or forever when there is nothing to wait for.
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The connection counts of the status, from the peer table.

@@ -1,10 +1,12 @@
 //! Where a torrent's candidate peers come from: its trackers' announcer,
 //! the DHT lookups, PEX and LSD. Channels and tasks exist only for the
-//! sources a torrent uses: each channel costs about a kilobyte before it
-//! carries anything, and a seedbox runs tens of thousands of torrents.
+//! sources a torrent uses, and trackers, DHT and LSD feed it through a
+//! [`crate::mailbox`] (a tokio channel costs about 1.3 KiB before it
+//! carries anything, and a seedbox runs tens of thousands of torrents).
 
 use crate::dht::DhtHandle;
 use crate::id::InfoHash;
+use crate::mailbox::Receiver as Mailbox;
 use crate::session::Session;
 use crate::session::known::{PeerSource, no_flags};
 use crate::session::shared::{PexBatch, Shared};
@@ -38,8 +40,8 @@ pub(super) enum SwarmOf {
 
 /// The announcer and DHT lookups of one swarm.
 struct SwarmSources {
-    tracker_rx: Option<mpsc::Receiver<Vec<SocketAddr>>>,
-    dht_rx: Option<mpsc::Receiver<Vec<SocketAddr>>>,
+    tracker_rx: Option<Mailbox<Vec<SocketAddr>>>,
+    dht_rx: Option<Mailbox<Vec<SocketAddr>>>,
     announcer: Option<JoinHandle<()>>,
     dht_task: Option<JoinHandle<()>>,
     tracker_stats: Arc<TrackerStats>,
@@ -52,7 +54,7 @@ pub(super) struct Discovery {
     other: Option<SwarmSources>,
     /// Taken at a tick once a peer has sent PEX (`Shared::take_pex_rx`).
     pex_rx: Option<mpsc::Receiver<PexBatch>>,
-    lsd_rx: Option<mpsc::Receiver<Vec<SocketAddr>>>,
+    lsd_rx: Option<Mailbox<Vec<SocketAddr>>>,
     dht: Option<DhtHandle>,
     /// The trackers, kept for the other swarm of a hybrid.
     tiers: Vec<Vec<String>>,
@@ -64,6 +66,8 @@ pub(super) struct Discovery {
     connected: Arc<AtomicUsize>,
     /// Announce to every tracker now (only a torrent that takes commands).
     reannounce: Option<watch::Sender<u64>>,
+    /// The source `next` looks at first, turning.
+    turn: usize,
 }
 
 /// What discovery needs to know of its torrent.
@@ -109,6 +113,7 @@ impl Discovery {
             dht_found: Arc::new(AtomicUsize::new(0)),
             connected: Arc::new(AtomicUsize::new(0)),
             reannounce,
+            turn: 0,
         };
         d.main = d.spawn_swarm(session, shared, info_hash, token);
         d
@@ -201,22 +206,61 @@ impl Discovery {
     }
 
     /// The next batch of addresses from any source, with the swarm it is
-    /// of; `None` when none is left open.
+    /// of; `None` when none is left open. Polled in place (no future per
+    /// source: every torrent's loop waits on this all the time), starting
+    /// at a rotating source so a busy one cannot starve the others.
     pub(super) async fn next(&mut self) -> Option<(PexBatch, PeerSource, SwarmOf)> {
-        let (mut no_trackers, mut no_dht) = (None, None);
-        let (main, other) = (&mut self.main, &mut self.other);
-        let (other_trackers, other_dht) = match other {
-            Some(o) => (&mut o.tracker_rx, &mut o.dht_rx),
-            None => (&mut no_trackers, &mut no_dht),
-        };
-        tokio::select! {
-            Some(a) = recv_some(&mut main.tracker_rx) => Some((no_flags(a), PeerSource::Tracker, SwarmOf::Main)),
-            Some(a) = recv_some(&mut main.dht_rx) => Some((no_flags(a), PeerSource::Dht, SwarmOf::Main)),
-            Some(a) = recv_some(&mut self.pex_rx) => Some((a, PeerSource::Pex, SwarmOf::Main)),
-            Some(a) = recv_some(&mut self.lsd_rx) => Some((no_flags(a), PeerSource::Lsd, SwarmOf::Main)),
-            Some(a) = recv_some(other_trackers) => Some((no_flags(a), PeerSource::Tracker, SwarmOf::Other)),
-            Some(a) = recv_some(other_dht) => Some((no_flags(a), PeerSource::Dht, SwarmOf::Other)),
-            else => None,
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<(PexBatch, PeerSource, SwarmOf)>> {
+        use std::task::Poll;
+        const SOURCES: usize = 6;
+        self.turn = (self.turn + 1) % SOURCES;
+        let mut open = false;
+        for i in 0..SOURCES {
+            let (rx, source, swarm) = match (self.turn + i) % SOURCES {
+                0 => (
+                    &mut self.main.tracker_rx,
+                    PeerSource::Tracker,
+                    SwarmOf::Main,
+                ),
+                1 => (&mut self.main.dht_rx, PeerSource::Dht, SwarmOf::Main),
+                2 => {
+                    match self.pex_rx.as_mut().map(|rx| rx.poll_recv(cx)) {
+                        Some(Poll::Ready(Some(a))) => {
+                            return Poll::Ready(Some((a, PeerSource::Pex, SwarmOf::Main)));
+                        }
+                        Some(Poll::Pending) => open = true,
+                        Some(Poll::Ready(None)) | None => {}
+                    }
+                    continue;
+                }
+                3 => (&mut self.lsd_rx, PeerSource::Lsd, SwarmOf::Main),
+                4 => match &mut self.other {
+                    Some(o) => (&mut o.tracker_rx, PeerSource::Tracker, SwarmOf::Other),
+                    None => continue,
+                },
+                _ => match &mut self.other {
+                    Some(o) => (&mut o.dht_rx, PeerSource::Dht, SwarmOf::Other),
+                    None => continue,
+                },
+            };
+            match rx.as_mut().map(|rx| rx.poll_recv(cx)) {
+                Some(Poll::Ready(Some(a))) => {
+                    return Poll::Ready(Some((no_flags(a), source, swarm)));
+                }
+                Some(Poll::Pending) => open = true,
+                Some(Poll::Ready(None)) | None => {}
+            }
+        }
+        if open {
+            Poll::Pending
+        } else {
+            Poll::Ready(None)
         }
     }
 
@@ -292,14 +336,14 @@ fn totals(shared: &Shared) -> TransferTotals {
     }
 }
 
-/// A bounded channel when `wanted`, else neither end: an idle torrent
-/// pays for the channels of the sources it uses only.
+/// A mailbox when `wanted`, else neither end: an idle torrent pays for
+/// the mailboxes of the sources it uses only.
 fn maybe_channel<T>(
     wanted: bool,
     cap: usize,
-) -> (Option<mpsc::Sender<T>>, Option<mpsc::Receiver<T>>) {
+) -> (Option<crate::mailbox::Sender<T>>, Option<Mailbox<T>>) {
     if wanted {
-        let (tx, rx) = mpsc::channel(cap);
+        let (tx, rx) = crate::mailbox::channel(cap);
         (Some(tx), Some(rx))
     } else {
         (None, None)
