@@ -26,10 +26,19 @@ fn now_ts() -> f64 {
 
 /// One line: `{"event": NAME, "ts": …, "info_hash": …, ...fields}`.
 pub fn line(name: &str, info_hash: InfoHash, fields: Value) -> String {
+    line_v2(name, info_hash, None, fields)
+}
+
+/// [`line`] with `info_hash_v2` (64 hex digits) too, once a torrent is
+/// known to be v2 or hybrid.
+fn line_v2(name: &str, info_hash: InfoHash, v2: Option<&str>, fields: Value) -> String {
     let mut obj = serde_json::Map::new();
     obj.insert("event".into(), json!(name));
     obj.insert("ts".into(), json!(now_ts()));
     obj.insert("info_hash".into(), json!(info_hash.to_hex()));
+    if let Some(v2) = v2 {
+        obj.insert("info_hash_v2".into(), json!(v2));
+    }
     if let Value::Object(extra) = fields {
         obj.extend(extra);
     }
@@ -38,6 +47,11 @@ pub fn line(name: &str, info_hash: InfoHash, fields: Value) -> String {
 
 /// The line for a session event.
 pub fn session_line(info_hash: InfoHash, e: &SessionEvent) -> String {
+    session_line_v2(info_hash, None, e)
+}
+
+/// [`session_line`] carrying `info_hash_v2` when known.
+fn session_line_v2(info_hash: InfoHash, v2: Option<&str>, e: &SessionEvent) -> String {
     match e {
         SessionEvent::Metadata {
             name,
@@ -57,43 +71,48 @@ pub fn session_line(info_hash: InfoHash, e: &SessionEvent) -> String {
             if let (Some(v2), Some(obj)) = (info_hash_v2, fields.as_object_mut()) {
                 obj.insert("info_hash_v2".into(), json!(v2));
             }
-            line("metadata", info_hash, fields)
+            line_v2("metadata", info_hash, v2, fields)
         }
         SessionEvent::PieceFailed { piece } => {
-            line("piece_failed", info_hash, json!({"piece": piece}))
+            line_v2("piece_failed", info_hash, v2, json!({"piece": piece}))
         }
-        SessionEvent::FileDone { index, path } => line(
+        SessionEvent::FileDone { index, path } => line_v2(
             "file_done",
             info_hash,
+            v2,
             json!({"index": index, "path": path}),
         ),
         SessionEvent::Complete {
             elapsed,
             downloaded,
-        } => line(
+        } => line_v2(
             "complete",
             info_hash,
+            v2,
             json!({"elapsed": elapsed.as_secs_f64(), "downloaded": downloaded}),
         ),
-        SessionEvent::DiskError { message } | SessionEvent::Warning { message } => line(
+        SessionEvent::DiskError { message } | SessionEvent::Warning { message } => line_v2(
             "error",
             info_hash,
+            v2,
             json!({"message": message, "fatal": false}),
         ),
         SessionEvent::PeerConnected {
             addr,
             link,
             outgoing,
-        } => line(
+        } => line_v2(
             "peer_connected",
             info_hash,
+            v2,
             json!({"addr": addr.to_string(), "transport": link.transport.to_string(),
                    "encrypted": link.encrypted, "source": link.source,
                    "outgoing": outgoing}),
         ),
-        SessionEvent::PeerDisconnected { addr } => line(
+        SessionEvent::PeerDisconnected { addr } => line_v2(
             "peer_disconnected",
             info_hash,
+            v2,
             json!({"addr": addr.to_string()}),
         ),
     }
@@ -101,11 +120,17 @@ pub fn session_line(info_hash: InfoHash, e: &SessionEvent) -> String {
 
 /// The `progress` line for a status snapshot.
 pub fn progress_line(s: &Status) -> String {
+    progress_line_v2(s, None)
+}
+
+/// [`progress_line`] carrying `info_hash_v2` when known.
+fn progress_line_v2(s: &Status, v2: Option<&str>) -> String {
     let eta = (s.down_rate > 0 && s.total > 0)
         .then(|| s.total.saturating_sub(s.have) as f64 / s.down_rate as f64);
-    line(
+    line_v2(
         "progress",
         s.info_hash,
+        v2,
         json!({
             "phase": phase_name(s.phase),
             "have": s.have,
@@ -209,10 +234,13 @@ pub async fn render(
     let mut peers = None;
     let mut seeding = false;
     let mut events_open = true;
+    // A v2 or hybrid torrent's v2 hash, from its metadata on: every line
+    // after that carries it too.
+    let mut v2: Option<String> = None;
     loop {
         tokio::select! {
             e = events.recv(), if events_open => match e {
-                Some(e) => emit(&session_line(info_hash, &e)),
+                Some(e) => emit(&session_line_tracking(info_hash, &mut v2, &e)),
                 None => events_open = false,
             },
             r = status.changed() => {
@@ -223,11 +251,11 @@ pub async fn render(
                 if s.phase == Phase::Seeding && !seeding {
                     // Everything the session said before this goes first.
                     while let Ok(e) = events.try_recv() {
-                        emit(&session_line(info_hash, &e));
+                        emit(&session_line_tracking(info_hash, &mut v2, &e));
                     }
                     seeding = true;
-                    emit(&progress_line(&s));
-                    emit(&line("seeding", info_hash, json!({"uploaded": s.uploaded})));
+                    emit(&progress_line_v2(&s, v2.as_deref()));
+                    emit(&line_v2("seeding", info_hash, v2.as_deref(), json!({"uploaded": s.uploaded})));
                 }
             }
             _ = tick.tick() => {
@@ -241,15 +269,27 @@ pub async fn render(
                 );
                 if peers != Some(counts) {
                     peers = Some(counts);
-                    emit(&peers_line(&s));
+                    emit(&peers_line_v2(&s, v2.as_deref()));
                 }
-                emit(&progress_line(&s));
+                emit(&progress_line_v2(&s, v2.as_deref()));
             }
         }
     }
     while let Ok(e) = events.try_recv() {
-        emit(&session_line(info_hash, &e));
+        emit(&session_line_tracking(info_hash, &mut v2, &e));
     }
+}
+
+/// The line for `e`, remembering the v2 hash a metadata event names.
+fn session_line_tracking(info_hash: InfoHash, v2: &mut Option<String>, e: &SessionEvent) -> String {
+    if let SessionEvent::Metadata {
+        info_hash_v2: Some(h),
+        ..
+    } = e
+    {
+        *v2 = Some(h.clone());
+    }
+    session_line_v2(info_hash, v2.as_deref(), e)
 }
 
 /// The `stopped` line: the run is over.
@@ -263,9 +303,15 @@ pub fn stopped_line(info_hash: InfoHash, complete: bool, downloaded: u64, upload
 
 /// The `peer` line: connection counts, sent when they change.
 pub fn peers_line(s: &Status) -> String {
-    line(
+    peers_line_v2(s, None)
+}
+
+/// [`peers_line`] carrying `info_hash_v2` when known.
+fn peers_line_v2(s: &Status, v2: Option<&str>) -> String {
+    line_v2(
         "peer",
         s.info_hash,
+        v2,
         json!({"connected": s.peers_connected, "seeds": s.seeds_connected,
                "utp": s.peers_utp, "encrypted": s.peers_encrypted,
                "known": s.peers_known}),
@@ -288,6 +334,37 @@ pub fn phase_name(p: Phase) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    /// Once a metadata event names a v2 hash, the lines after it (session
+    /// events and progress) carry it beside the v1 one; before, none does.
+    #[test]
+    fn lines_after_a_hybrids_metadata_carry_its_v2_hash() {
+        use super::*;
+        let ih = InfoHash([0xab; 20]);
+        let mut v2 = None;
+        let before = session_line_tracking(ih, &mut v2, &SessionEvent::PieceFailed { piece: 1 });
+        let before: Value = serde_json::from_str(&before).unwrap();
+        assert!(before.get("info_hash_v2").is_none());
+        let meta = SessionEvent::Metadata {
+            name: "x".into(),
+            size: 1,
+            pieces: 1,
+            piece_length: 16384,
+            files: vec![],
+            info_hash_v2: Some("cd".repeat(32)),
+        };
+        let m: Value = serde_json::from_str(&session_line_tracking(ih, &mut v2, &meta)).unwrap();
+        assert_eq!(m["info_hash_v2"], "cd".repeat(32));
+        let after = session_line_tracking(ih, &mut v2, &SessionEvent::PieceFailed { piece: 2 });
+        let after: Value = serde_json::from_str(&after).unwrap();
+        assert_eq!(after["info_hash_v2"], "cd".repeat(32));
+        assert_eq!(after["info_hash"], "ab".repeat(20));
+        let s = Status {
+            info_hash: ih,
+            ..Status::default()
+        };
+        let p: Value = serde_json::from_str(&progress_line_v2(&s, v2.as_deref())).unwrap();
+        assert_eq!(p["info_hash_v2"], "cd".repeat(32));
+    }
 
     #[test]
     fn interface_lines_say_the_state_and_why() {

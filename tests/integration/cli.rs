@@ -689,7 +689,8 @@ fn base32(b: &[u8]) -> String {
 }
 
 /// `--json`'s `metadata` event names a hybrid torrent's v2 info-hash
-/// beside the v1 `info_hash` (libtorrent's hashes of the golden hybrid).
+/// beside the v1 `info_hash` (libtorrent's hashes of the golden hybrid),
+/// and so do the `progress` lines after it.
 #[test]
 fn json_metadata_of_a_hybrid_carries_both_info_hashes() {
     let ctx = Ctx::new("cli-json-hybrid", secs(60));
@@ -707,13 +708,27 @@ fn json_metadata_of_a_hybrid_carries_both_info_hashes() {
         s(&t),
     ];
     let mut btc = ctx.spawn("btc-json-hybrid", ctx.btc(&args));
-    let text = btc.wait_output("\"event\":\"metadata\"", secs(30));
+    btc.wait_output("\"event\":\"metadata\"", secs(30));
+    // The progress lines after it carry both hashes too.
+    let ok = wait_for(secs(10), || {
+        let text = btc.stdout();
+        let after = text.split("\"event\":\"metadata\"").nth(1).unwrap_or("");
+        after.contains("\"event\":\"progress\"")
+    });
     btc.terminate(secs(10));
-    let line = text
+    let text = btc.stdout();
+    assert!(ok, "no progress line after the metadata:\n{text}");
+    let mut lines = text
         .lines()
-        .find(|l| l.contains("\"event\":\"metadata\""))
-        .expect("a metadata line");
+        .skip_while(|l| !l.contains("\"event\":\"metadata\""));
+    let line = lines.next().expect("a metadata line");
     let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
     assert_eq!(v["info_hash"], v1.as_str(), "{line}");
     assert_eq!(v["info_hash_v2"], v2.as_str(), "{line}");
+    let progress = lines
+        .find(|l| l.contains("\"event\":\"progress\""))
+        .expect("a progress line");
+    let p: serde_json::Value = serde_json::from_str(progress).expect("a JSON line");
+    assert_eq!(p["info_hash"], v1.as_str(), "{progress}");
+    assert_eq!(p["info_hash_v2"], v2.as_str(), "{progress}");
 }
