@@ -29,7 +29,7 @@ pub fn line(name: &str, info_hash: InfoHash, fields: Value) -> String {
     line_v2(name, info_hash, None, fields)
 }
 
-/// [`line`] with `info_hash_v2` (64 hex digits) too, once a torrent is
+/// [`line()`] with `info_hash_v2` (64 hex digits) too, once a torrent is
 /// known to be v2 or hybrid.
 fn line_v2(name: &str, info_hash: InfoHash, v2: Option<&str>, fields: Value) -> String {
     let mut obj = serde_json::Map::new();
