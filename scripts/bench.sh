@@ -248,6 +248,20 @@ cd "$(dirname "$0")/.."
 say() { printf '\n==> %s\n' "$*" >&2; }
 # ratio A B: A / B with two decimals.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / (b > 0 ? b : 0.001) }'; }
+# median V...: the median of the numbers given (the mean of the middle two
+# when their count is even; "-" when none is). Every mode uses this one.
+median() {
+  [ $# -gt 0 ] || { echo -; return; }
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# field_of N LINE...: field N of each LINE.
+field_of() {
+  local n=$1
+  shift
+  printf '%s\n' "$@" | awk -v n="$n" '{ print $n }'
+}
 source scripts/lib.sh
 
 MODE="${1:-compare}"
@@ -675,9 +689,9 @@ v2_bench() {
   for p in v1 v2 hybrid; do
     for c in btc libtorrent; do
       # shellcheck disable=SC2086 # word splitting intended
-      T[$p.$c]=$(printf '%s\n' ${E[$p.$c]} | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+      T[$p.$c]=$(median ${E[$p.$c]})
       # shellcheck disable=SC2086
-      cs=$(printf '%s\n' ${C[$p.$c]} | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+      cs=$(median ${C[$p.$c]})
       printf '%-8s %-11s %9s %9s %9s\n' "$p" "$c" "${T[$p.$c]}" \
         "$(awk -v b="$bytes" -v e="${T[$p.$c]}" 'BEGIN { printf "%.1f", b / 1e6 / (e > 0 ? e : 0.001) }')" "$cs"
     done
@@ -1095,9 +1109,6 @@ transports_bench() {
 }
 
 # --- smallpieces mode ----------------------------------------------------------------
-# median: the median of the numbers on stdin (one a line).
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
 # small_round CLIENT TORRENT SEEDER SPORT: one download of TORRENT by
 # CLIENT (btc or libtorrent) from the seeder SEEDER listening on SPORT;
 # prints "seconds leecher_cpu_s seeder_cpu_s".
@@ -1165,9 +1176,8 @@ smallpieces_bench() {
         lines+=("$(small_round "$client" "$WORK/$name.torrent" "$seeder" "$sport")")
         echo "   ${lines[-1]} (seconds, leecher CPU s, seeder CPU s)" >&2
       done
-      rows+=("$name $client $(for l in "${lines[@]}"; do echo "$l"; done | awk '{ print $1 }' | median) \
-$(for l in "${lines[@]}"; do echo "$l"; done | awk '{ print $2 }' | median) \
-$(for l in "${lines[@]}"; do echo "$l"; done | awk '{ print $3 }' | median)")
+      # shellcheck disable=SC2046 # one number a word
+      rows+=("$name $client $(median $(field_of 1 "${lines[@]}")) $(median $(field_of 2 "${lines[@]}")) $(median $(field_of 3 "${lines[@]}"))")
     done
     kill -TERM "$seeder" 2>/dev/null || true
     wait "$seeder" 2>/dev/null || true
@@ -1604,12 +1614,6 @@ done
 
 # --- report ------------------------------------------------------------------------
 
-# median V...: the median of the numbers given (the mean of the middle two
-# when their count is even).
-median() {
-  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-    if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
 CSV="payload,client,round,seconds,MB_per_s,cpu_seconds,cpu_s_per_GB,peak_rss_MiB"
 declare -A RUN_E RUN_C RUN_M BYTES ROUND

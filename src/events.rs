@@ -45,13 +45,8 @@ fn line_v2(name: &str, info_hash: InfoHash, v2: Option<&str>, fields: Value) -> 
     Value::Object(obj).to_string()
 }
 
-/// The line for a session event.
-pub fn session_line(info_hash: InfoHash, e: &SessionEvent) -> String {
-    session_line_v2(info_hash, None, e)
-}
-
-/// [`session_line`] carrying `info_hash_v2` when known.
-fn session_line_v2(info_hash: InfoHash, v2: Option<&str>, e: &SessionEvent) -> String {
+/// The line for a session event (with `info_hash_v2` when `v2` is known).
+pub fn session_line(info_hash: InfoHash, v2: Option<&str>, e: &SessionEvent) -> String {
     match e {
         SessionEvent::Metadata {
             name,
@@ -118,13 +113,9 @@ fn session_line_v2(info_hash: InfoHash, v2: Option<&str>, e: &SessionEvent) -> S
     }
 }
 
-/// The `progress` line for a status snapshot.
-pub fn progress_line(s: &Status) -> String {
-    progress_line_v2(s, None)
-}
-
-/// [`progress_line`] carrying `info_hash_v2` when known.
-fn progress_line_v2(s: &Status, v2: Option<&str>) -> String {
+/// The `progress` line for a status snapshot (with `info_hash_v2` when
+/// `v2` is known).
+pub fn progress_line(s: &Status, v2: Option<&str>) -> String {
     let eta = (s.down_rate > 0 && s.total > 0)
         .then(|| s.total.saturating_sub(s.have) as f64 / s.down_rate as f64);
     line_v2(
@@ -254,7 +245,7 @@ pub async fn render(
                         emit(&session_line_tracking(info_hash, &mut v2, &e));
                     }
                     seeding = true;
-                    emit(&progress_line_v2(&s, v2.as_deref()));
+                    emit(&progress_line(&s, v2.as_deref()));
                     emit(&line_v2("seeding", info_hash, v2.as_deref(), json!({"uploaded": s.uploaded})));
                 }
             }
@@ -269,9 +260,9 @@ pub async fn render(
                 );
                 if peers != Some(counts) {
                     peers = Some(counts);
-                    emit(&peers_line_v2(&s, v2.as_deref()));
+                    emit(&peers_line(&s, v2.as_deref()));
                 }
-                emit(&progress_line_v2(&s, v2.as_deref()));
+                emit(&progress_line(&s, v2.as_deref()));
             }
         }
     }
@@ -289,7 +280,7 @@ fn session_line_tracking(info_hash: InfoHash, v2: &mut Option<String>, e: &Sessi
     {
         *v2 = Some(h.clone());
     }
-    session_line_v2(info_hash, v2.as_deref(), e)
+    session_line(info_hash, v2.as_deref(), e)
 }
 
 /// The `stopped` line: the run is over.
@@ -302,12 +293,7 @@ pub fn stopped_line(info_hash: InfoHash, complete: bool, downloaded: u64, upload
 }
 
 /// The `peer` line: connection counts, sent when they change.
-pub fn peers_line(s: &Status) -> String {
-    peers_line_v2(s, None)
-}
-
-/// [`peers_line`] carrying `info_hash_v2` when known.
-fn peers_line_v2(s: &Status, v2: Option<&str>) -> String {
+pub fn peers_line(s: &Status, v2: Option<&str>) -> String {
     line_v2(
         "peer",
         s.info_hash,
@@ -362,7 +348,7 @@ mod tests {
             info_hash: ih,
             ..Status::default()
         };
-        let p: Value = serde_json::from_str(&progress_line_v2(&s, v2.as_deref())).unwrap();
+        let p: Value = serde_json::from_str(&progress_line(&s, v2.as_deref())).unwrap();
         assert_eq!(p["info_hash_v2"], "cd".repeat(32));
     }
 
@@ -389,6 +375,7 @@ mod tests {
         let ih = InfoHash([0xab; 20]);
         let l = session_line(
             ih,
+            None,
             &SessionEvent::Metadata {
                 name: "a \"quoted\"\nname".into(),
                 size: 10,
@@ -406,14 +393,17 @@ mod tests {
         assert_eq!(v["name"], "a \"quoted\"\nname");
         assert_eq!(v["files"][0]["index"], 1);
         assert_eq!(v["info_hash_v2"], "cd".repeat(32));
-        let p: Value = serde_json::from_str(&progress_line(&Status {
-            info_hash: ih,
-            total: 100,
-            have: 50,
-            down_rate: 10,
-            phase: Phase::Downloading,
-            ..Status::default()
-        }))
+        let p: Value = serde_json::from_str(&progress_line(
+            &Status {
+                info_hash: ih,
+                total: 100,
+                have: 50,
+                down_rate: 10,
+                phase: Phase::Downloading,
+                ..Status::default()
+            },
+            None,
+        ))
         .unwrap();
         assert_eq!(p["event"], "progress");
         assert_eq!(p["phase"], "downloading");
@@ -467,6 +457,7 @@ mod tests {
         let addr: std::net::SocketAddr = "10.0.0.1:6881".parse().unwrap();
         let c: Value = serde_json::from_str(&session_line(
             ih,
+            None,
             &SessionEvent::PeerConnected {
                 addr,
                 link: Link {
@@ -484,17 +475,23 @@ mod tests {
         assert_eq!(c["encrypted"], true);
         assert_eq!(c["source"], "PEX");
         assert_eq!(c["outgoing"], true);
-        let d: Value =
-            serde_json::from_str(&session_line(ih, &SessionEvent::PeerDisconnected { addr }))
-                .unwrap();
+        let d: Value = serde_json::from_str(&session_line(
+            ih,
+            None,
+            &SessionEvent::PeerDisconnected { addr },
+        ))
+        .unwrap();
         assert_eq!(d["event"], "peer_disconnected");
         assert_eq!(d["addr"], "10.0.0.1:6881");
-        let p: Value = serde_json::from_str(&peers_line(&Status {
-            peers_connected: 3,
-            peers_utp: 1,
-            peers_encrypted: 2,
-            ..Status::default()
-        }))
+        let p: Value = serde_json::from_str(&peers_line(
+            &Status {
+                peers_connected: 3,
+                peers_utp: 1,
+                peers_encrypted: 2,
+                ..Status::default()
+            },
+            None,
+        ))
         .unwrap();
         assert_eq!(
             (p["connected"].as_u64(), p["utp"].as_u64()),

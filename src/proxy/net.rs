@@ -341,8 +341,8 @@ impl Proxy {
             sock,
             relay,
             waiters: Mutex::new(HashMap::new()),
-            krpc: Mutex::new(None),
-            utp: Mutex::new(None),
+            krpc: Tap::default(),
+            utp: Tap::default(),
             alive: CancellationToken::new(),
         });
         // The control connection: its end is the relay's end.
@@ -428,6 +428,9 @@ pub type Datagram = (SocketAddr, Vec<u8>);
 /// buffer's worth of full packets.
 const UTP_QUEUE: usize = 4096;
 
+/// DHT datagrams from the relay waiting for the DHT node.
+const KRPC_QUEUE: usize = 256;
+
 /// Whether a relayed datagram is uTP's: version 1 and a type of 0-4 in
 /// its first byte. A UDP tracker's answer starts with a zero byte (its
 /// action) and a DHT message with `d`, so the three never meet.
@@ -444,11 +447,33 @@ pub struct UdpRelay {
     waiters: Mutex<HashMap<u32, mpsc::Sender<Vec<u8>>>>,
     /// Where DHT datagrams (bencoded, so starting with `d`; a UDP tracker
     /// answer starts with a zero byte) go, with their sender.
-    krpc: Mutex<Option<mpsc::Sender<Datagram>>>,
+    krpc: Tap,
     /// Where uTP datagrams (version 1 in the low nibble of the first byte,
     /// a type of 0-4 in the high one) go, with their sender.
-    utp: Mutex<Option<mpsc::Sender<Datagram>>>,
+    utp: Tap,
     alive: CancellationToken,
+}
+
+/// One kind of relayed datagram's way to whoever takes it now (the last
+/// to subscribe), through a bounded queue: a taker that falls behind
+/// loses datagrams, as it would behind a full socket.
+#[derive(Default)]
+struct Tap(Mutex<Option<mpsc::Sender<Datagram>>>);
+
+impl Tap {
+    fn subscribe(&self, queue: usize) -> mpsc::Receiver<Datagram> {
+        let (tx, rx) = mpsc::channel(queue);
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
+    fn forward(&self, from: TargetAddr, payload: &[u8]) {
+        if let TargetAddr::Ip(from) = from
+            && let Some(tx) = &*self.0.lock().unwrap_or_else(|e| e.into_inner())
+        {
+            let _ = tx.try_send((from, payload.to_vec()));
+        }
+    }
 }
 
 /// A registered transaction id; unregistered on drop.
@@ -498,9 +523,7 @@ impl UdpRelay {
     /// DHT datagrams that come through the relay from now on (the last
     /// caller gets them), with the address that sent each.
     pub fn krpc_datagrams(&self) -> mpsc::Receiver<Datagram> {
-        let (tx, rx) = mpsc::channel(256);
-        *self.krpc.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-        rx
+        self.krpc.subscribe(KRPC_QUEUE)
     }
 
     /// Our end of the relay's UDP socket.
@@ -518,9 +541,7 @@ impl UdpRelay {
     /// uTP datagrams that come through the relay from now on (the last
     /// caller gets them), with the address that sent each.
     pub fn utp_datagrams(&self) -> mpsc::Receiver<Datagram> {
-        let (tx, rx) = mpsc::channel(UTP_QUEUE);
-        *self.utp.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-        rx
+        self.utp.subscribe(UTP_QUEUE)
     }
 
     /// Sends `payload` to `to` through the relay now, or `WouldBlock`
@@ -539,22 +560,10 @@ impl UdpRelay {
             return;
         };
         if is_utp(payload) {
-            if let TargetAddr::Ip(from) = from
-                && let Some(tx) = &*self.utp.lock().unwrap_or_else(|e| e.into_inner())
-            {
-                // A full queue loses the datagram, as a full socket would.
-                let _ = tx.try_send((from, payload.to_vec()));
-            }
-            return;
+            return self.utp.forward(from, payload);
         }
         if payload.first() == Some(&b'd') {
-            if let TargetAddr::Ip(from) = from
-                && let Some(tx) = &*self.krpc.lock().unwrap_or_else(|e| e.into_inner())
-            {
-                // A DHT that falls this far behind loses a datagram.
-                let _ = tx.try_send((from, payload.to_vec()));
-            }
-            return;
+            return self.krpc.forward(from, payload);
         }
         let Some(tid) = payload.get(4..8) else { return };
         let tid = u32::from_be_bytes(tid.try_into().expect("4 bytes"));

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use std::fs;
 use std::io::{ErrorKind, Read};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
@@ -1016,24 +1016,7 @@ fn hostile_corrupt_blocks_ban_the_liar_not_the_honest() {
     let lps = lp.to_string();
     let out = ctx.join("out");
     let (la, sa) = (liar_addr.to_string(), addr(lo(1), sp).to_string());
-    let mut leecher = ctx.spawn(
-        "leecher",
-        ctx.btc(&[
-            "-o",
-            s(&out),
-            s(&t.file),
-            "--peer",
-            &la,
-            "--peer",
-            &sa,
-            "--no-dht",
-            "--port",
-            &lps,
-            "--bind",
-            "127.0.0.3",
-            "-v",
-        ]),
-    );
+    let mut leecher = leech_beside_liar(&ctx, &t, &out, &la, &sa, &lps);
     let start = Instant::now();
     // Done, or the honest seeder banned (then it can never finish).
     wait_for(secs(30), || {
@@ -1093,6 +1076,36 @@ fn hostile_corrupt_blocks_ban_the_liar_not_the_honest() {
         ),
         "btc refuses the honest seeder's address 127.0.0.1"
     );
+}
+
+/// A `-v` btc on 127.0.0.3:`port` downloading `t` into `out` from the
+/// liar and the honest seeder (both given with `--peer`), DHT off.
+fn leech_beside_liar(
+    ctx: &Ctx,
+    t: &Torrent,
+    out: &Path,
+    liar: &str,
+    honest: &str,
+    port: &str,
+) -> Proc {
+    ctx.spawn(
+        "leecher",
+        ctx.btc(&[
+            "-o",
+            s(out),
+            s(&t.file),
+            "--peer",
+            liar,
+            "--peer",
+            honest,
+            "--no-dht",
+            "--port",
+            port,
+            "--bind",
+            "127.0.0.3",
+            "-v",
+        ]),
+    )
 }
 
 /// Waits (at most `timeout`) for a fake seeder to end, then stops it.
@@ -1657,24 +1670,7 @@ fn v2_bad_block(name: &str, libtorrent: bool, format: &str, piece_len: u64) {
     let out = ctx.join("out");
     let (la, sa) = (liar_addr.to_string(), addr(lo(1), sp).to_string());
     let lps = free_port().to_string();
-    let mut leecher = ctx.spawn(
-        "leecher",
-        ctx.btc(&[
-            "-o",
-            s(&out),
-            s(&t.file),
-            "--peer",
-            &la,
-            "--peer",
-            &sa,
-            "--no-dht",
-            "--port",
-            &lps,
-            "--bind",
-            "127.0.0.3",
-            "-v",
-        ]),
-    );
+    let mut leecher = leech_beside_liar(&ctx, &t, &out, &la, &sa, &lps);
     wait_for(secs(60), || {
         let o = leecher.output();
         o.contains("seeding ") || o.contains("banned 127.0.0.1") || !leecher.is_running()
@@ -1755,24 +1751,7 @@ fn hostile_v2_bad_block_without_leaves_falls_back_to_the_smart_ban() {
     let liar = v2_fake_seeder(ll, t.clone(), content, stop.clone(), true);
     let out = ctx.join("out");
     let (has, las, lps) = (ha.to_string(), la.to_string(), free_port().to_string());
-    let mut leecher = ctx.spawn(
-        "leecher",
-        ctx.btc(&[
-            "-o",
-            s(&out),
-            s(&t.file),
-            "--peer",
-            &las,
-            "--peer",
-            &has,
-            "--no-dht",
-            "--port",
-            &lps,
-            "--bind",
-            "127.0.0.3",
-            "-v",
-        ]),
-    );
+    let mut leecher = leech_beside_liar(&ctx, &t, &out, &las, &has, &lps);
     wait_for(secs(60), || {
         let o = leecher.output();
         o.contains("seeding ") || o.contains("banned 127.0.0.1") || !leecher.is_running()
